@@ -1,0 +1,1 @@
+//! perpcore-book (being written).

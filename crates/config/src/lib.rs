@@ -1,0 +1,1 @@
+//! perpcore-config (being written).

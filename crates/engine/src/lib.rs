@@ -1,0 +1,1 @@
+//! perpcore-engine (being written).

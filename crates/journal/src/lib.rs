@@ -1,0 +1,1 @@
+//! perpcore-journal (being written).

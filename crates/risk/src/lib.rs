@@ -1,0 +1,1 @@
+//! perpcore-risk (being written).

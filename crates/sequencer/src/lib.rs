@@ -1,0 +1,1 @@
+//! perpcore-sequencer (being written).

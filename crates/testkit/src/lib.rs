@@ -1,0 +1,1 @@
+//! perpcore-testkit (being written).

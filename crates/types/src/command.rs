@@ -1,0 +1,160 @@
+//! Commands: the engine's only input. Every command is journaled before its events are
+//! released, so every field is fixed-width and deterministic.
+
+use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
+use crate::num::{Money, Price, PriceTicks, QtyLots};
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+    /// +1 for buy, −1 for sell.
+    pub fn sign(self) -> i64 {
+        match self {
+            Side::Buy => 1,
+            Side::Sell => -1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till cancel: the remainder rests.
+    Gtc,
+    /// Immediate or cancel: the remainder is cancelled.
+    Ioc,
+    /// Fill or kill: all at once or nothing.
+    Fok,
+    /// Post-only (Binance GTX): rejected if any part would take.
+    PostOnly,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderType {
+    /// Limit order at `price`.
+    Limit,
+    /// Market order: fills no further than mark × (1 ± price band); the rest expires.
+    Market,
+}
+
+/// Self-trade prevention: what expires when an order would match its own account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum StpMode {
+    #[default]
+    ExpireTaker,
+    ExpireMaker,
+    ExpireBoth,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginMode {
+    #[default]
+    Cross,
+    Isolated,
+}
+
+/// A new order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct NewOrder {
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub order_id: OrderId,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub tif: TimeInForce,
+    /// Ignored for market orders.
+    pub price: PriceTicks,
+    /// Ignored (taken from the position) for close-position orders.
+    pub qty: QtyLots,
+    pub reduce_only: bool,
+    /// Closes the whole position (Binance closePosition): implies reduce-only.
+    pub close_position: bool,
+    pub stp: StpMode,
+}
+
+/// Engine input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Open an account; `parent` makes it a sub-account of that main account.
+    CreateAccount { account: AccountId, parent: Option<AccountId> },
+    Deposit { account: AccountId, asset: AssetId, amount: Money },
+    Withdraw { account: AccountId, asset: AssetId, amount: Money },
+    /// Between a main account and its sub-accounts, or between two sub-accounts of one
+    /// main account.
+    Transfer { from: AccountId, to: AccountId, asset: AssetId, amount: Money },
+    SetLeverage { account: AccountId, instrument: InstrumentId, leverage: u32 },
+    SetMarginMode { account: AccountId, instrument: InstrumentId, mode: MarginMode },
+    /// Positive adds margin to an isolated position, negative removes it.
+    AdjustIsolatedMargin { account: AccountId, instrument: InstrumentId, delta: Money },
+    PlaceOrder(NewOrder),
+    CancelOrder { account: AccountId, order_id: OrderId },
+    /// Cancel every open order of the account, or only those of one instrument.
+    CancelAll { account: AccountId, instrument: Option<InstrumentId> },
+    /// Change price and/or size. Size down at the same price keeps priority; a price
+    /// change or a size increase loses it.
+    AmendOrder {
+        account: AccountId,
+        order_id: OrderId,
+        price: Option<PriceTicks>,
+        qty: Option<QtyLots>,
+    },
+    /// A mark price from the feed; triggers liquidation checks.
+    SetMarkPrice { instrument: InstrumentId, price: Price },
+}
+
+impl Command {
+    /// A short stable name for logs and per-kind statistics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateAccount { .. } => "create_account",
+            Command::Deposit { .. } => "deposit",
+            Command::Withdraw { .. } => "withdraw",
+            Command::Transfer { .. } => "transfer",
+            Command::SetLeverage { .. } => "set_leverage",
+            Command::SetMarginMode { .. } => "set_margin_mode",
+            Command::AdjustIsolatedMargin { .. } => "adjust_isolated_margin",
+            Command::PlaceOrder(_) => "place_order",
+            Command::CancelOrder { .. } => "cancel_order",
+            Command::CancelAll { .. } => "cancel_all",
+            Command::AmendOrder { .. } => "amend_order",
+            Command::SetMarkPrice { .. } => "set_mark_price",
+        }
+    }
+}
+
+/// A sequenced command: what the journal stores and the engine applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Envelope {
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub command: Command,
+}
+
+/// The bincode configuration used everywhere something is journaled or hashed:
+/// fixed-width little-endian integers.
+pub fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::NoLimit,
+> {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+}

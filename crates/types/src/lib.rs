@@ -1,0 +1,21 @@
+//! perpcore-types: the vocabulary shared by every crate — ids, fixed-point numbers,
+//! instrument and asset specifications, the `Command` (input) and `Event` (output)
+//! enums and the stable `RejectReason` codes.
+//!
+//! This crate does no I/O and never reads a clock. It holds no floats: every number is
+//! an integer newtype with a documented scale, and decimal text is converted exactly
+//! (or refused) at the edge by [`num::parse_decimal`].
+
+pub mod command;
+pub mod event;
+pub mod ids;
+pub mod num;
+pub mod reject;
+pub mod spec;
+
+pub use command::*;
+pub use event::*;
+pub use ids::*;
+pub use num::*;
+pub use reject::*;
+pub use spec::*;

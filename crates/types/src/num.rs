@@ -1,0 +1,408 @@
+//! Fixed-point numbers. Money never touches a float.
+//!
+//! | type | raw | scale | meaning |
+//! |---|---|---|---|
+//! | [`Money`] | `i128` | 10^12 | an amount of one asset (which asset is known from context) or a USD value |
+//! | [`Price`] | `i64` | 10^8 | a price in quote units per base unit (mark, index, reported prices) |
+//! | [`Rate`] | `i64` | 10^10 | a dimensionless ratio: fee rate, maintenance margin rate, haircut, funding rate |
+//! | [`PriceTicks`] | `i64` | tick of its instrument | an order price |
+//! | [`QtyLots`] | `i64` | lot of its instrument | an order or position size (signed for positions) |
+//! | [`Qty`] | `i64` | 10^8 | a size in base units (linear) or contracts (inverse), for reports and events |
+//!
+//! Every division names its rounding through [`Rounding`]; margin rounds against the
+//! account (requirements up, credits down). Arithmetic is checked: an overflow is a bug
+//! or an input the edge must refuse, and it panics rather than wraps (`overflow-checks`
+//! is on in every profile). Decimal text is converted exactly or refused by
+//! [`parse_decimal`]: `"0.1"` is exactly 10^11 raw money units, never `0.1f64`.
+
+use bincode::{Decode, Encode};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::str::FromStr;
+
+/// Raw units per 1 of [`Money`].
+pub const MONEY_SCALE: i128 = 1_000_000_000_000;
+/// Raw units per 1 of [`Price`] and [`Qty`].
+pub const PRICE_SCALE: i64 = 100_000_000;
+/// Decimal places of [`Money`], [`Price`], [`Rate`].
+pub const MONEY_DECIMALS: u32 = 12;
+pub const PRICE_DECIMALS: u32 = 8;
+pub const RATE_DECIMALS: u32 = 10;
+/// Raw units per 1 of [`Rate`].
+pub const RATE_SCALE: i64 = 10_000_000_000;
+
+/// How a division rounds. Named at every call site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
+    /// Toward negative infinity.
+    Floor,
+    /// Toward positive infinity.
+    Ceil,
+}
+
+/// `a * b / d` in i128 with the named rounding. Panics on overflow or `d == 0` (a bug:
+/// callers validate divisors at the edge).
+#[inline]
+pub fn mul_div(a: i128, b: i128, d: i128, r: Rounding) -> i128 {
+    let n = a.checked_mul(b).expect("mul_div overflow");
+    div_round(n, d, r)
+}
+
+/// `n / d` with the named rounding.
+#[inline]
+pub fn div_round(n: i128, d: i128, r: Rounding) -> i128 {
+    assert!(d != 0, "division by zero");
+    let q = n / d;
+    let rem = n % d;
+    if rem == 0 {
+        return q;
+    }
+    // Truncation went toward zero; fix up to the named direction.
+    let exact_is_negative = (rem < 0) != (d < 0);
+    match r {
+        Rounding::Floor if exact_is_negative => q - 1,
+        Rounding::Ceil if !exact_is_negative => q + 1,
+        _ => q,
+    }
+}
+
+/// Errors converting decimal text to a fixed-point number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumError {
+    #[error("not a decimal number: {0:?}")]
+    Syntax(String),
+    #[error("{0} has more than {1} decimal places")]
+    TooPrecise(String, u32),
+    #[error("{0} is out of range")]
+    Range(String),
+    #[error("{0} must not be negative")]
+    Negative(String),
+    #[error("{value} is not a multiple of {step}")]
+    NotMultiple { value: String, step: String },
+}
+
+/// Parse decimal text exactly into an integer with `scale` decimal places.
+/// Refuses text with more decimals than `scale` (never rounds silently).
+pub fn parse_decimal(text: &str, scale: u32) -> Result<i128, NumError> {
+    let t = text.trim();
+    let d = Decimal::from_str(t).map_err(|_| NumError::Syntax(text.to_string()))?;
+    decimal_to_fixed(d, scale).map_err(|e| match e {
+        NumError::Syntax(_) => NumError::Syntax(text.to_string()),
+        other => other,
+    })
+}
+
+/// Convert a `Decimal` exactly into an integer with `scale` decimal places.
+pub fn decimal_to_fixed(d: Decimal, scale: u32) -> Result<i128, NumError> {
+    let d = d.normalize();
+    if d.scale() > scale {
+        return Err(NumError::TooPrecise(d.to_string(), scale));
+    }
+    let mantissa = d.mantissa();
+    let pow = 10i128
+        .checked_pow(scale - d.scale())
+        .ok_or_else(|| NumError::Range(d.to_string()))?;
+    mantissa
+        .checked_mul(pow)
+        .ok_or_else(|| NumError::Range(d.to_string()))
+}
+
+/// Render a fixed-point integer as exact decimal text, trimming trailing zeros but
+/// keeping at least `min_decimals` places.
+pub fn format_fixed(raw: i128, scale: u32, min_decimals: u32) -> String {
+    let neg = raw < 0;
+    let abs = raw.unsigned_abs();
+    let pow = 10u128.pow(scale);
+    let int = abs / pow;
+    let frac = abs % pow;
+    let mut frac_s = format!("{:0width$}", frac, width = scale as usize);
+    while frac_s.len() > min_decimals as usize && frac_s.ends_with('0') {
+        frac_s.pop();
+    }
+    let sign = if neg { "-" } else { "" };
+    if frac_s.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac_s}")
+    }
+}
+
+macro_rules! fixed_type {
+    ($(#[$m:meta])* $name:ident, $inner:ty, $scale:expr, $dec:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode)]
+        pub struct $name(pub $inner);
+
+        impl $name {
+            pub const ZERO: Self = Self(0);
+            pub const ONE: Self = Self($scale as $inner);
+            pub const DECIMALS: u32 = $dec;
+
+            /// Exact parse of decimal text; refuses extra precision.
+            pub fn parse(text: &str) -> Result<Self, NumError> {
+                let raw = parse_decimal(text, $dec)?;
+                <$inner>::try_from(raw)
+                    .map(Self)
+                    .map_err(|_| NumError::Range(text.to_string()))
+            }
+            /// Whole units, e.g. `from_int(5)` = 5.0.
+            pub fn from_int(v: i64) -> Self {
+                Self((v as $inner).checked_mul($scale as $inner).expect("overflow"))
+            }
+            pub fn raw(self) -> $inner {
+                self.0
+            }
+            pub fn is_zero(self) -> bool {
+                self.0 == 0
+            }
+            pub fn is_negative(self) -> bool {
+                self.0 < 0
+            }
+            pub fn is_positive(self) -> bool {
+                self.0 > 0
+            }
+            pub fn abs(self) -> Self {
+                Self(self.0.checked_abs().expect("overflow"))
+            }
+            pub fn min(self, o: Self) -> Self {
+                if self.0 <= o.0 { self } else { o }
+            }
+            pub fn max(self, o: Self) -> Self {
+                if self.0 >= o.0 { self } else { o }
+            }
+            pub fn to_decimal_string(self) -> String {
+                format_fixed(self.0 as i128, $dec, 0)
+            }
+        }
+
+        impl std::ops::Add for $name {
+            type Output = Self;
+            #[inline]
+            fn add(self, o: Self) -> Self {
+                Self(self.0.checked_add(o.0).expect("overflow"))
+            }
+        }
+        impl std::ops::Sub for $name {
+            type Output = Self;
+            #[inline]
+            fn sub(self, o: Self) -> Self {
+                Self(self.0.checked_sub(o.0).expect("overflow"))
+            }
+        }
+        impl std::ops::Neg for $name {
+            type Output = Self;
+            #[inline]
+            fn neg(self) -> Self {
+                Self(self.0.checked_neg().expect("overflow"))
+            }
+        }
+        impl std::ops::AddAssign for $name {
+            #[inline]
+            fn add_assign(&mut self, o: Self) {
+                *self = *self + o;
+            }
+        }
+        impl std::ops::SubAssign for $name {
+            #[inline]
+            fn sub_assign(&mut self, o: Self) {
+                *self = *self - o;
+            }
+        }
+        impl std::iter::Sum for $name {
+            fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+                iter.fold(Self::ZERO, |a, b| a + b)
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.to_decimal_string())
+            }
+        }
+        /// Serialized as exact decimal text (JSON numbers would invite floats).
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_decimal_string())
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fixed_type!(
+    /// An amount of money, scale 10^12 (see module docs).
+    Money,
+    i128,
+    MONEY_SCALE,
+    MONEY_DECIMALS
+);
+fixed_type!(
+    /// A price, scale 10^8.
+    Price,
+    i64,
+    PRICE_SCALE,
+    PRICE_DECIMALS
+);
+fixed_type!(
+    /// A dimensionless rate, scale 10^10 (0.0005 = 5_000_000).
+    Rate,
+    i64,
+    RATE_SCALE,
+    RATE_DECIMALS
+);
+fixed_type!(
+    /// A size in base units or contracts, scale 10^8 (for events and reports).
+    Qty,
+    i64,
+    PRICE_SCALE,
+    PRICE_DECIMALS
+);
+
+impl Money {
+    /// `self × rate` with the named rounding.
+    #[inline]
+    pub fn mul_rate(self, rate: Rate, r: Rounding) -> Money {
+        Money(mul_div(self.0, rate.0 as i128, RATE_SCALE as i128, r))
+    }
+    /// `self / n` with the named rounding.
+    #[inline]
+    pub fn div_int(self, n: i64, r: Rounding) -> Money {
+        Money(div_round(self.0, n as i128, r))
+    }
+    /// `self × a / b` with the named rounding.
+    #[inline]
+    pub fn mul_div(self, a: i128, b: i128, r: Rounding) -> Money {
+        Money(mul_div(self.0, a, b, r))
+    }
+}
+
+impl Rate {
+    /// `a / b` as a rate with the named rounding; `None` when `b == 0`.
+    pub fn ratio(a: Money, b: Money, r: Rounding) -> Option<Rate> {
+        if b.0 == 0 {
+            return None;
+        }
+        let v = mul_div(a.0, RATE_SCALE as i128, b.0, r);
+        i64::try_from(v).ok().map(Rate)
+    }
+}
+
+/// An order price in ticks of its instrument.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Encode, Decode,
+)]
+#[serde(transparent)]
+pub struct PriceTicks(pub i64);
+
+/// A size in lots of its instrument (signed when it is a position).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Encode, Decode,
+)]
+#[serde(transparent)]
+pub struct QtyLots(pub i64);
+
+impl QtyLots {
+    pub const ZERO: Self = Self(0);
+    pub fn abs(self) -> Self {
+        Self(self.0.checked_abs().expect("overflow"))
+    }
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+    pub fn min(self, o: Self) -> Self {
+        if self.0 <= o.0 {
+            self
+        } else {
+            o
+        }
+    }
+}
+
+impl std::ops::Add for QtyLots {
+    type Output = Self;
+    #[inline]
+    fn add(self, o: Self) -> Self {
+        Self(self.0.checked_add(o.0).expect("overflow"))
+    }
+}
+impl std::ops::Sub for QtyLots {
+    type Output = Self;
+    #[inline]
+    fn sub(self, o: Self) -> Self {
+        Self(self.0.checked_sub(o.0).expect("overflow"))
+    }
+}
+impl std::ops::Neg for QtyLots {
+    type Output = Self;
+    #[inline]
+    fn neg(self) -> Self {
+        Self(self.0.checked_neg().expect("overflow"))
+    }
+}
+impl std::ops::AddAssign for QtyLots {
+    fn add_assign(&mut self, o: Self) {
+        *self = *self + o;
+    }
+}
+impl std::ops::SubAssign for QtyLots {
+    fn sub_assign(&mut self, o: Self) {
+        *self = *self - o;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parse_is_exact_and_refuses_extra_precision() {
+        assert_eq!(Money::parse("0.1").unwrap().0, 100_000_000_000);
+        assert_eq!(Money::parse("-5.052").unwrap().0, -5_052_000_000_000);
+        assert_eq!(Price::parse("75903.61445783").unwrap().0, 7_590_361_445_783);
+        assert!(matches!(Price::parse("1.000000001"), Err(NumError::TooPrecise(..))));
+        assert!(matches!(Money::parse("abc"), Err(NumError::Syntax(_))));
+        // Trailing zeros beyond the scale are not extra precision.
+        assert_eq!(Price::parse("1.0000000000").unwrap(), Price::ONE);
+    }
+
+    #[test]
+    fn format_round_trips() {
+        assert_eq!(Money(5_052_000_000_000).to_string(), "5.052");
+        assert_eq!(Money(-1).to_string(), "-0.000000000001");
+        assert_eq!(Money::from_int(3).to_string(), "3");
+        assert_eq!(format_fixed(7_590_361_445_783, 8, 8), "75903.61445783");
+    }
+
+    #[test]
+    fn rounding_directions() {
+        assert_eq!(div_round(7, 2, Rounding::Floor), 3);
+        assert_eq!(div_round(7, 2, Rounding::Ceil), 4);
+        assert_eq!(div_round(-7, 2, Rounding::Floor), -4);
+        assert_eq!(div_round(-7, 2, Rounding::Ceil), -3);
+        assert_eq!(div_round(7, -2, Rounding::Floor), -4);
+        assert_eq!(div_round(-6, 2, Rounding::Ceil), -3);
+    }
+
+    proptest! {
+        #[test]
+        fn floor_le_exact_le_ceil(n in -1_000_000_000i128..1_000_000_000, d in 1i128..10_000) {
+            let f = div_round(n, d, Rounding::Floor);
+            let c = div_round(n, d, Rounding::Ceil);
+            prop_assert!(f * d <= n && n <= c * d);
+            prop_assert!(c - f <= 1);
+        }
+
+        #[test]
+        fn money_text_round_trip(raw in any::<i64>()) {
+            let m = Money(raw as i128);
+            prop_assert_eq!(Money::parse(&m.to_string()).unwrap(), m);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Asset and instrument specifications: the static parameters the engine is built from.
+//! Loaded and validated by `perpcore-config`; journaled at genesis so that a journal alone
+//! is enough to replay. Conversions between ticks/lots and prices/money live here, in one
+//! place, so that every crate converts the same way.
+
+use crate::ids::{AssetId, InstrumentId};
+use crate::num::{Money, Price, PriceTicks, Qty, QtyLots, Rate, Rounding, MONEY_SCALE};
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// A settlement or collateral asset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct AssetSpec {
+    pub id: AssetId,
+    pub symbol: String,
+}
+
+/// Contract family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractKind {
+    /// USDT-M / USDC-M: size in base coin, PnL and margin in the quote stablecoin.
+    Linear,
+    /// Coin-M: size in contracts of `contract_value` USD, PnL and margin in the base coin.
+    Inverse { contract_value: Money },
+}
+
+/// One risk-limit bracket (MARGIN §3). `cum` is the maintenance amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Bracket {
+    pub notional_floor: Money,
+    pub notional_cap: Money,
+    pub max_leverage: u32,
+    pub mmr: Rate,
+    pub cum: Money,
+}
+
+/// A perpetual contract.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct InstrumentSpec {
+    pub id: InstrumentId,
+    pub symbol: String,
+    pub kind: ContractKind,
+    pub base_asset: AssetId,
+    pub quote_asset: AssetId,
+    /// The asset margin, PnL and fees are booked in.
+    pub settle_asset: AssetId,
+    /// Price of one tick (scale 10^8).
+    pub tick_size: Price,
+    /// Size of one lot in base units or contracts (scale 10^8; a multiple of 0.0001).
+    pub lot_size: Qty,
+    pub min_qty: QtyLots,
+    pub max_qty: QtyLots,
+    pub max_leverage: u32,
+    pub brackets: Vec<Bracket>,
+    /// Negative maker fee = rebate.
+    pub maker_fee: Rate,
+    pub taker_fee: Rate,
+    /// Limit orders must lie within mark × (1 ± band); market orders fill no further.
+    pub price_band: Rate,
+    /// Charged on the notional taken over in liquidation, paid to the insurance fund.
+    pub liquidation_fee: Rate,
+    /// Bybit's convention (case M6): add the estimated fee to close
+    /// (`qty × bankruptcy price × taker`) to IM and MM.
+    pub fee_to_close: bool,
+}
+
+/// Raw Qty units per lot-factor unit: notional (10^-12) = lots × (lot_raw / 10^4) × price_raw.
+const LOT_FACTOR_DIVISOR: i64 = 10_000;
+
+impl InstrumentSpec {
+    #[inline]
+    pub fn price_of(&self, ticks: PriceTicks) -> Price {
+        Price(ticks.0.checked_mul(self.tick_size.0).expect("overflow"))
+    }
+    /// The tick at or beyond `price` in the named direction.
+    #[inline]
+    pub fn ticks_of(&self, price: Price, r: Rounding) -> PriceTicks {
+        PriceTicks(crate::num::div_round(price.0 as i128, self.tick_size.0 as i128, r) as i64)
+    }
+    #[inline]
+    pub fn qty_of(&self, lots: QtyLots) -> Qty {
+        Qty(lots.0.checked_mul(self.lot_size.0).expect("overflow"))
+    }
+    #[inline]
+    fn lot_factor(&self) -> i128 {
+        (self.lot_size.0 / LOT_FACTOR_DIVISOR) as i128
+    }
+    pub fn is_inverse(&self) -> bool {
+        matches!(self.kind, ContractKind::Inverse { .. })
+    }
+
+    /// Signed position value `q × p` of a linear contract in the settlement asset. Exact.
+    #[inline]
+    pub fn linear_value(&self, lots: QtyLots, price: Price) -> Money {
+        debug_assert!(!self.is_inverse());
+        Money(
+            (lots.0 as i128)
+                .checked_mul(self.lot_factor())
+                .and_then(|v| v.checked_mul(price.0 as i128))
+                .expect("overflow"),
+        )
+    }
+
+    /// Signed coin value `q × CV / p` of an inverse contract, rounded as named.
+    #[inline]
+    pub fn inverse_value(&self, lots: QtyLots, price: Price, r: Rounding) -> Money {
+        let ContractKind::Inverse { contract_value } = self.kind else {
+            panic!("inverse_value on a linear instrument");
+        };
+        assert!(price.0 > 0, "inverse value at non-positive price");
+        // contracts = lots × lot_raw / 10^8; value = contracts × CV / price.
+        // raw money = lots × lot_raw × CV_raw / price_raw (the 10^8 scales cancel).
+        let n = (lots.0 as i128)
+            .checked_mul(self.lot_size.0 as i128)
+            .and_then(|v| v.checked_mul(contract_value.0))
+            .expect("overflow");
+        Money(crate::num::div_round(n, price.0 as i128, r))
+    }
+
+    /// Absolute notional at `price` in the settlement asset (linear exact; inverse rounded
+    /// up, as notional drives requirements).
+    #[inline]
+    pub fn notional(&self, lots: QtyLots, price: Price) -> Money {
+        match self.kind {
+            ContractKind::Linear => self.linear_value(lots.abs(), price),
+            ContractKind::Inverse { .. } => self.inverse_value(lots.abs(), price, Rounding::Ceil),
+        }
+    }
+
+    /// The bracket holding `notional` (the last one if above every cap).
+    pub fn bracket_for(&self, notional: Money) -> &Bracket {
+        let n = notional.abs();
+        self.brackets
+            .iter()
+            .find(|b| n <= b.notional_cap)
+            .unwrap_or_else(|| self.brackets.last().expect("validated: at least one bracket"))
+    }
+
+    /// Maintenance margin of a position with `notional` (MARGIN §3: `N × mmr − cum`),
+    /// rounded up (against the account).
+    pub fn maintenance_margin(&self, notional: Money) -> Money {
+        let b = self.bracket_for(notional);
+        notional.abs().mul_rate(b.mmr, Rounding::Ceil) - b.cum
+    }
+}
+
+/// `cum_n = floor_n × (mmr_n − mmr_{n−1}) + cum_{n−1}` (MARGIN §3, case M1). Exact when
+/// floors are whole units; otherwise rounded down (a smaller `cum` means a larger MM,
+/// which is against the account).
+pub fn bracket_cums(floors_and_mmrs: &[(Money, Rate)]) -> Vec<Money> {
+    let mut out = Vec::with_capacity(floors_and_mmrs.len());
+    let mut prev_mmr = Rate::ZERO;
+    let mut cum = Money::ZERO;
+    for (i, (floor, mmr)) in floors_and_mmrs.iter().enumerate() {
+        if i > 0 {
+            cum += floor.mul_rate(*mmr - prev_mmr, Rounding::Floor);
+        }
+        out.push(cum);
+        prev_mmr = *mmr;
+    }
+    out
+}
+
+/// The full static configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Config {
+    pub assets: Vec<AssetSpec>,
+    pub instruments: Vec<InstrumentSpec>,
+}
+
+impl Config {
+    pub fn instrument(&self, id: InstrumentId) -> Option<&InstrumentSpec> {
+        self.instruments.get(id.0 as usize)
+    }
+    pub fn asset(&self, id: AssetId) -> Option<&AssetSpec> {
+        self.assets.get(id.0 as usize)
+    }
+    pub fn instrument_by_symbol(&self, symbol: &str) -> Option<&InstrumentSpec> {
+        self.instruments.iter().find(|i| i.symbol == symbol)
+    }
+    pub fn asset_by_symbol(&self, symbol: &str) -> Option<&AssetSpec> {
+        self.assets.iter().find(|a| a.symbol == symbol)
+    }
+}
+
+/// Money per unit (`MONEY_SCALE`), re-exported for readability at call sites.
+pub const ONE_MONEY: i128 = MONEY_SCALE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        Money::parse(s).unwrap()
+    }
+    fn r(s: &str) -> Rate {
+        Rate::parse(s).unwrap()
+    }
+
+    /// Case M1: brackets ≤50k at 0.4%, 50k–250k at 0.5%, 250k–1M at 1%.
+    /// cum_2 = 50,000 × (0.5% − 0.4%) = 50; cum_3 = 250,000 × (1% − 0.5%) + 50 = 1,300.
+    #[test]
+    fn m1_cum_amounts() {
+        let cums = bracket_cums(&[
+            (m("0"), r("0.004")),
+            (m("50000"), r("0.005")),
+            (m("250000"), r("0.01")),
+        ]);
+        assert_eq!(cums, vec![m("0"), m("50"), m("1300")]);
+    }
+}
