@@ -93,20 +93,54 @@ pub struct NewOrder {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Open an account; `parent` makes it a sub-account of that main account.
-    CreateAccount { account: AccountId, parent: Option<AccountId> },
-    Deposit { account: AccountId, asset: AssetId, amount: Money },
-    Withdraw { account: AccountId, asset: AssetId, amount: Money },
+    CreateAccount {
+        account: AccountId,
+        parent: Option<AccountId>,
+    },
+    Deposit {
+        account: AccountId,
+        asset: AssetId,
+        amount: Money,
+    },
+    Withdraw {
+        account: AccountId,
+        asset: AssetId,
+        amount: Money,
+    },
     /// Between a main account and its sub-accounts, or between two sub-accounts of one
     /// main account.
-    Transfer { from: AccountId, to: AccountId, asset: AssetId, amount: Money },
-    SetLeverage { account: AccountId, instrument: InstrumentId, leverage: u32 },
-    SetMarginMode { account: AccountId, instrument: InstrumentId, mode: MarginMode },
+    Transfer {
+        from: AccountId,
+        to: AccountId,
+        asset: AssetId,
+        amount: Money,
+    },
+    SetLeverage {
+        account: AccountId,
+        instrument: InstrumentId,
+        leverage: u32,
+    },
+    SetMarginMode {
+        account: AccountId,
+        instrument: InstrumentId,
+        mode: MarginMode,
+    },
     /// Positive adds margin to an isolated position, negative removes it.
-    AdjustIsolatedMargin { account: AccountId, instrument: InstrumentId, delta: Money },
+    AdjustIsolatedMargin {
+        account: AccountId,
+        instrument: InstrumentId,
+        delta: Money,
+    },
     PlaceOrder(NewOrder),
-    CancelOrder { account: AccountId, order_id: OrderId },
+    CancelOrder {
+        account: AccountId,
+        order_id: OrderId,
+    },
     /// Cancel every open order of the account, or only those of one instrument.
-    CancelAll { account: AccountId, instrument: Option<InstrumentId> },
+    CancelAll {
+        account: AccountId,
+        instrument: Option<InstrumentId>,
+    },
     /// Change price and/or size. Size down at the same price keeps priority; a price
     /// change or a size increase loses it.
     AmendOrder {
@@ -116,7 +150,10 @@ pub enum Command {
         qty: Option<QtyLots>,
     },
     /// A mark price from the feed; triggers liquidation checks.
-    SetMarkPrice { instrument: InstrumentId, price: Price },
+    SetMarkPrice {
+        instrument: InstrumentId,
+        price: Price,
+    },
 }
 
 impl Command {

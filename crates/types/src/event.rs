@@ -29,13 +29,42 @@ pub enum CancelReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Rejected { reason: RejectReason, code: u16 },
-    AccountCreated { account: AccountId, parent: Option<AccountId> },
-    Deposited { account: AccountId, asset: AssetId, amount: Money, balance: Money },
-    Withdrawn { account: AccountId, asset: AssetId, amount: Money, balance: Money },
-    Transferred { from: AccountId, to: AccountId, asset: AssetId, amount: Money },
-    LeverageSet { account: AccountId, instrument: InstrumentId, leverage: u32 },
-    MarginModeSet { account: AccountId, instrument: InstrumentId, mode: MarginMode },
+    Rejected {
+        reason: RejectReason,
+        code: u16,
+    },
+    AccountCreated {
+        account: AccountId,
+        parent: Option<AccountId>,
+    },
+    Deposited {
+        account: AccountId,
+        asset: AssetId,
+        amount: Money,
+        balance: Money,
+    },
+    Withdrawn {
+        account: AccountId,
+        asset: AssetId,
+        amount: Money,
+        balance: Money,
+    },
+    Transferred {
+        from: AccountId,
+        to: AccountId,
+        asset: AssetId,
+        amount: Money,
+    },
+    LeverageSet {
+        account: AccountId,
+        instrument: InstrumentId,
+        leverage: u32,
+    },
+    MarginModeSet {
+        account: AccountId,
+        instrument: InstrumentId,
+        mode: MarginMode,
+    },
     IsolatedMarginAdjusted {
         account: AccountId,
         instrument: InstrumentId,
@@ -51,11 +80,27 @@ pub enum Event {
         qty: Qty,
     },
     /// The order now rests in the book with `open_qty`.
-    OrderRested { order_id: OrderId, open_qty: Qty },
-    OrderCanceled { account: AccountId, order_id: OrderId, open_qty: Qty, reason: CancelReason },
-    OrderAmended { order_id: OrderId, price: Price, open_qty: Qty, priority_kept: bool },
+    OrderRested {
+        order_id: OrderId,
+        open_qty: Qty,
+    },
+    OrderCanceled {
+        account: AccountId,
+        order_id: OrderId,
+        open_qty: Qty,
+        reason: CancelReason,
+    },
+    OrderAmended {
+        order_id: OrderId,
+        price: Price,
+        open_qty: Qty,
+        priority_kept: bool,
+    },
     /// A reduce-only order cut to the position size.
-    OrderReduced { order_id: OrderId, open_qty: Qty },
+    OrderReduced {
+        order_id: OrderId,
+        open_qty: Qty,
+    },
     Trade {
         instrument: InstrumentId,
         price: Price,
@@ -70,7 +115,10 @@ pub enum Event {
         taker_realized_pnl: Money,
         maker_realized_pnl: Money,
     },
-    MarkPriceSet { instrument: InstrumentId, price: Price },
+    MarkPriceSet {
+        instrument: InstrumentId,
+        price: Price,
+    },
     /// Liquidation started for a cross pool (`instrument` None) or an isolated position.
     LiquidationTriggered {
         account: AccountId,
@@ -88,11 +136,18 @@ pub enum Event {
         liquidation_fee: Money,
     },
     /// The insurance fund covered a negative wallet left by a liquidation.
-    DeficitCovered { account: AccountId, asset: AssetId, amount: Money },
+    DeficitCovered {
+        account: AccountId,
+        asset: AssetId,
+        amount: Money,
+    },
 }
 
 impl Event {
     pub fn rejected(reason: RejectReason) -> Event {
-        Event::Rejected { reason, code: reason.code() }
+        Event::Rejected {
+            reason,
+            code: reason.code(),
+        }
     }
 }

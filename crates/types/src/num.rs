@@ -293,16 +293,38 @@ impl Rate {
 
 /// An order price in ticks of its instrument.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-    Encode, Decode,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
 )]
 #[serde(transparent)]
 pub struct PriceTicks(pub i64);
 
 /// A size in lots of its instrument (signed when it is a position).
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-    Encode, Decode,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
 )]
 #[serde(transparent)]
 pub struct QtyLots(pub i64);
@@ -366,7 +388,10 @@ mod tests {
         assert_eq!(Money::parse("0.1").unwrap().0, 100_000_000_000);
         assert_eq!(Money::parse("-5.052").unwrap().0, -5_052_000_000_000);
         assert_eq!(Price::parse("75903.61445783").unwrap().0, 7_590_361_445_783);
-        assert!(matches!(Price::parse("1.000000001"), Err(NumError::TooPrecise(..))));
+        assert!(matches!(
+            Price::parse("1.000000001"),
+            Err(NumError::TooPrecise(..))
+        ));
         assert!(matches!(Money::parse("abc"), Err(NumError::Syntax(_))));
         // Trailing zeros beyond the scale are not extra precision.
         assert_eq!(Price::parse("1.0000000000").unwrap(), Price::ONE);

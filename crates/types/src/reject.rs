@@ -86,7 +86,8 @@ impl<C> bincode::Decode<C> for RejectReason {
         d: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         let code: u16 = bincode::Decode::decode(d)?;
-        RejectReason::from_code(code).ok_or(bincode::error::DecodeError::Other("unknown reject code"))
+        RejectReason::from_code(code)
+            .ok_or(bincode::error::DecodeError::Other("unknown reject code"))
     }
 }
 bincode::impl_borrow_decode!(RejectReason);

@@ -134,7 +134,11 @@ impl InstrumentSpec {
         self.brackets
             .iter()
             .find(|b| n <= b.notional_cap)
-            .unwrap_or_else(|| self.brackets.last().expect("validated: at least one bracket"))
+            .unwrap_or_else(|| {
+                self.brackets
+                    .last()
+                    .expect("validated: at least one bracket")
+            })
     }
 
     /// Maintenance margin of a position with `notional` (MARGIN §3: `N × mmr − cum`),

@@ -1,0 +1,265 @@
+//! Account state: wallets per asset and one `Leg` per instrument the account has touched
+//! (leverage, margin mode, position, isolated margin, reserved order margin).
+//!
+//! A position keeps its exact cost `basis` (signed `q × E` in the settlement asset, the
+//! sum of its fills' values) instead of a rounded entry price. Realized PnL is then
+//! `value(closed part at p) − closed share of basis`, and the same amount leaves one
+//! account and reaches the other, so every asset is conserved exactly whatever the
+//! rounding of the closed share (MARGIN §10).
+
+use bincode::{Decode, Encode};
+use perpcore_types::{
+    AccountId, InstrumentId, InstrumentSpec, MarginMode, Money, Price, QtyLots, Rounding, Side,
+};
+
+/// Binance's default leverage for a new symbol (capped by the instrument maximum).
+pub const DEFAULT_LEVERAGE: u32 = 20;
+
+/// One account's state on one instrument.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Leg {
+    pub instrument: InstrumentId,
+    pub leverage: u32,
+    pub mode: MarginMode,
+    /// Signed position size (> 0 long).
+    pub qty: QtyLots,
+    /// Signed cost basis `Σ fill value` of the open position (linear: `q × E`).
+    pub basis: Money,
+    /// Margin assigned to an isolated position (zero in cross mode).
+    pub isolated_margin: Money,
+    /// Σ reserved initial margin of this leg's open orders.
+    pub order_margin: Money,
+    /// Open orders of this leg, in id order.
+    pub open_orders: Vec<perpcore_types::OrderId>,
+}
+
+impl Leg {
+    pub fn new(instrument: InstrumentId, spec_max_leverage: u32) -> Leg {
+        Leg {
+            instrument,
+            leverage: DEFAULT_LEVERAGE.min(spec_max_leverage),
+            mode: MarginMode::Cross,
+            qty: QtyLots::ZERO,
+            basis: Money::ZERO,
+            isolated_margin: Money::ZERO,
+            order_margin: Money::ZERO,
+            open_orders: Vec::new(),
+        }
+    }
+
+    pub fn is_flat(&self) -> bool {
+        self.qty.is_zero()
+    }
+
+    /// Entry price `basis / q` for reports, rounded to the price scale (half-way cases
+    /// down; it is informational only: PnL uses the exact basis).
+    pub fn entry_price(&self, spec: &InstrumentSpec) -> Option<Price> {
+        if self.qty.is_zero() {
+            return None;
+        }
+        // basis raw (1e-12) = q_lots × lot_factor × E_raw → E_raw = basis / (q_lots × lot_factor)
+        let unit = spec.linear_value(QtyLots(1), Price(1)).raw();
+        let d = (self.qty.0 as i128) * unit;
+        Some(Price(
+            perpcore_types::div_round(self.basis.raw(), d, Rounding::Floor) as i64,
+        ))
+    }
+
+    pub fn add_order(&mut self, id: perpcore_types::OrderId) {
+        match self.open_orders.binary_search(&id) {
+            Ok(_) => panic!("order {id} already on leg"),
+            Err(i) => self.open_orders.insert(i, id),
+        }
+    }
+
+    pub fn remove_order(&mut self, id: perpcore_types::OrderId) {
+        let i = self
+            .open_orders
+            .binary_search(&id)
+            .expect("order not on leg");
+        self.open_orders.remove(i);
+    }
+}
+
+/// An account: main or sub-account.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Account {
+    pub id: AccountId,
+    pub parent: Option<AccountId>,
+    /// Wallet balance per asset, indexed by `AssetId`.
+    pub wallets: Vec<Money>,
+    /// Legs sorted by instrument id.
+    pub legs: Vec<Leg>,
+    /// System accounts (insurance funds) are never margin-checked or liquidated.
+    pub system: bool,
+}
+
+impl Account {
+    pub fn new(id: AccountId, parent: Option<AccountId>, assets_count: usize) -> Account {
+        Account {
+            id,
+            parent,
+            wallets: vec![Money::ZERO; assets_count],
+            legs: Vec::new(),
+            system: false,
+        }
+    }
+
+    pub fn leg(&self, i: InstrumentId) -> Option<&Leg> {
+        self.legs
+            .binary_search_by_key(&i, |l| l.instrument)
+            .ok()
+            .map(|k| &self.legs[k])
+    }
+
+    pub fn leg_mut(&mut self, i: InstrumentId) -> Option<&mut Leg> {
+        match self.legs.binary_search_by_key(&i, |l| l.instrument) {
+            Ok(k) => Some(&mut self.legs[k]),
+            Err(_) => None,
+        }
+    }
+
+    /// The leg for `spec`, created with defaults on first use.
+    pub fn leg_or_default(&mut self, spec: &InstrumentSpec) -> &mut Leg {
+        let k = match self.legs.binary_search_by_key(&spec.id, |l| l.instrument) {
+            Ok(k) => k,
+            Err(k) => {
+                self.legs.insert(k, Leg::new(spec.id, spec.max_leverage));
+                k
+            }
+        };
+        &mut self.legs[k]
+    }
+}
+
+/// What settling one fill did to one leg.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FillEffect {
+    /// Realized PnL of the closed part (before fees).
+    pub realized_pnl: Money,
+    /// Lots that reduced the position.
+    pub closed_lots: i64,
+    /// Lots that opened or increased the position.
+    pub opened_lots: i64,
+}
+
+/// Apply a fill of `lots` at `price` on `side` to a leg's position and basis (linear).
+/// Returns the realized PnL; the caller books it and the fee (MARGIN §2).
+pub fn apply_fill(
+    leg: &mut Leg,
+    spec: &InstrumentSpec,
+    side: Side,
+    lots: i64,
+    price: Price,
+) -> FillEffect {
+    assert!(lots > 0, "fill of non-positive size");
+    let d = side.sign() * lots;
+    let q = leg.qty.0;
+    let mut eff = FillEffect::default();
+    if q == 0 || (q > 0) == (d > 0) {
+        // Open or increase: basis grows by the fill's exact value.
+        leg.basis += spec.linear_value(QtyLots(d), price);
+        leg.qty = QtyLots(q + d);
+        eff.opened_lots = lots;
+    } else {
+        let close = lots.min(q.abs());
+        // Closed share of basis rounded up: realized PnL rounds against the account
+        // (for a long, a larger basis share is a smaller profit; for a short, basis is
+        // negative and rounding up makes it less negative, again a smaller profit).
+        let closed_basis = leg
+            .basis
+            .mul_div(close as i128, q.abs() as i128, Rounding::Ceil);
+        let closed_signed = QtyLots(q.signum() * close);
+        eff.realized_pnl = spec.linear_value(closed_signed, price) - closed_basis;
+        leg.basis -= closed_basis;
+        leg.qty = QtyLots(q - q.signum() * close);
+        eff.closed_lots = close;
+        let rest = lots - close;
+        if rest > 0 {
+            // Flip: the old position is closed in full; the rest opens at `price`.
+            assert!(
+                leg.qty.is_zero() && leg.basis.is_zero(),
+                "flip leaves a residue"
+            );
+            leg.qty = QtyLots(d.signum() * rest);
+            leg.basis = spec.linear_value(leg.qty, price);
+            eff.opened_lots = rest;
+        }
+        if leg.qty.is_zero() {
+            assert!(
+                leg.basis.is_zero(),
+                "flat position keeps basis {}",
+                leg.basis
+            );
+        }
+    }
+    eff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perpcore_types::*;
+
+    pub(crate) fn btc() -> InstrumentSpec {
+        InstrumentSpec {
+            id: InstrumentId(0),
+            symbol: "BTCUSDT".into(),
+            kind: ContractKind::Linear,
+            base_asset: AssetId(1),
+            quote_asset: AssetId(0),
+            settle_asset: AssetId(0),
+            tick_size: Price::parse("0.1").unwrap(),
+            lot_size: Qty::parse("0.001").unwrap(),
+            min_qty: QtyLots(1),
+            max_qty: QtyLots(1_000_000),
+            max_leverage: 125,
+            brackets: vec![Bracket {
+                notional_floor: Money::ZERO,
+                notional_cap: Money::from_int(1_000_000_000),
+                max_leverage: 125,
+                mmr: Rate::parse("0.004").unwrap(),
+                cum: Money::ZERO,
+            }],
+            maker_fee: Rate::ZERO,
+            taker_fee: Rate::ZERO,
+            price_band: Rate::parse("0.05").unwrap(),
+            liquidation_fee: Rate::ZERO,
+            fee_to_close: false,
+        }
+    }
+
+    /// Case M2: long 1 BTC at 5,000 closed at 5,500 realizes +500; short 1 BTC at 5,000
+    /// closed at 4,500 realizes +500.
+    #[test]
+    fn m2_linear_pnl() {
+        let spec = btc();
+        let p = |s: &str| Price::parse(s).unwrap();
+        let mut leg = Leg::new(spec.id, 125);
+        apply_fill(&mut leg, &spec, Side::Buy, 1000, p("5000"));
+        let e = apply_fill(&mut leg, &spec, Side::Sell, 1000, p("5500"));
+        assert_eq!(e.realized_pnl, Money::from_int(500));
+        assert!(leg.is_flat());
+
+        let mut leg = Leg::new(spec.id, 125);
+        apply_fill(&mut leg, &spec, Side::Sell, 1000, p("5000"));
+        let e = apply_fill(&mut leg, &spec, Side::Buy, 1000, p("4500"));
+        assert_eq!(e.realized_pnl, Money::from_int(500));
+        assert!(leg.is_flat());
+    }
+
+    /// A flip closes the old side in full and opens the remainder at the fill price.
+    #[test]
+    fn flip_opens_remainder_at_fill_price() {
+        let spec = btc();
+        let p = |s: &str| Price::parse(s).unwrap();
+        let mut leg = Leg::new(spec.id, 125);
+        apply_fill(&mut leg, &spec, Side::Buy, 1000, p("100"));
+        // Sell 3 BTC at 110: close 1 (+10), open short 2 at 110 (basis −220).
+        let e = apply_fill(&mut leg, &spec, Side::Sell, 3000, p("110"));
+        assert_eq!(e.realized_pnl, Money::from_int(10));
+        assert_eq!(leg.qty, QtyLots(-2000));
+        assert_eq!(leg.basis, Money::from_int(-220));
+        assert_eq!(leg.entry_price(&spec), Some(p("110")));
+    }
+}

@@ -1,0 +1,395 @@
+//! Margin arithmetic (MARGIN.md §2, §3, §5, §6): valuation of positions at mark, initial
+//! and maintenance margin, the single-asset cross pool, liquidation and bankruptcy prices.
+//! Never mutates state.
+
+use crate::account::{Account, Leg};
+use perpcore_types::{
+    div_round, AssetId, InstrumentSpec, MarginMode, Money, Price, QtyLots, Rate, Rounding,
+    RATE_SCALE,
+};
+
+/// Marks indexed by instrument id (`None` until the feed sets one).
+pub type Marks = [Option<Price>];
+
+/// Unrealized PnL at `mark`: `q × M − basis` (MARGIN §2). Exact.
+pub fn upnl(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
+    spec.linear_value(leg.qty, mark) - leg.basis
+}
+
+/// Estimated fee to close (Bybit convention, case M6): `|q| × bankruptcy × taker`, with the
+/// bankruptcy price estimated from entry and leverage: `E × (1 ∓ 1/L)`. Rounded up.
+pub fn fee_to_close(
+    spec: &InstrumentSpec,
+    lots: QtyLots,
+    value_at_entry: Money,
+    long: bool,
+    leverage: u32,
+) -> Money {
+    // |q| × E × (1 − 1/L) = value − value/L (long); value + value/L (short).
+    debug_assert!(!spec.is_inverse() && !lots.is_zero());
+    let value = value_at_entry.abs();
+    let im = value.div_int(leverage as i64, Rounding::Floor);
+    let bankrupt_value = if long { value - im } else { value + im };
+    bankrupt_value.mul_rate(spec.taker_fee, Rounding::Ceil)
+}
+
+/// Initial margin of a position at mark: `N / L` rounded up (+ fee to close if the
+/// instrument uses that convention).
+pub fn position_im(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
+    let n = spec.notional(leg.qty, mark);
+    let mut im = n.div_int(leg.leverage as i64, Rounding::Ceil);
+    if spec.fee_to_close && !leg.qty.is_zero() {
+        im += fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage);
+    }
+    im
+}
+
+/// Maintenance margin of a position at mark: `N × mmr_b − cum_b` (MARGIN §3, case M1).
+pub fn position_mm(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
+    if leg.qty.is_zero() {
+        return Money::ZERO;
+    }
+    let n = spec.notional(leg.qty, mark);
+    let mut mm = spec.maintenance_margin(n);
+    if spec.fee_to_close {
+        mm += fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage);
+    }
+    mm
+}
+
+/// The cost of opening `lots` at `price` with `leverage`: IM, fee to open and (when the
+/// instrument uses the convention) the estimated fee to close. Case M6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderCost {
+    pub initial_margin: Money,
+    pub open_fee: Money,
+    pub close_fee: Money,
+}
+
+impl OrderCost {
+    pub fn total(&self) -> Money {
+        self.initial_margin + self.open_fee + self.close_fee
+    }
+}
+
+pub fn order_cost(
+    spec: &InstrumentSpec,
+    lots: QtyLots,
+    price: Price,
+    long: bool,
+    leverage: u32,
+) -> OrderCost {
+    let n = spec.notional(lots, price);
+    OrderCost {
+        initial_margin: n.div_int(leverage as i64, Rounding::Ceil),
+        open_fee: n.mul_rate(spec.taker_fee, Rounding::Ceil),
+        close_fee: if spec.fee_to_close {
+            fee_to_close(spec, lots, n, long, leverage)
+        } else {
+            Money::ZERO
+        },
+    }
+}
+
+/// An account's single-asset cross pool in one settlement asset (MARGIN §5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pool {
+    pub wallet: Money,
+    pub cross_upnl: Money,
+    pub cross_im: Money,
+    pub cross_mm: Money,
+    /// Reserved margin of every open order settling in this asset (cross and isolated:
+    /// both are paid from the wallet).
+    pub order_margin: Money,
+    pub cross_positions: u32,
+}
+
+impl Pool {
+    /// Margin balance: wallet + cross uPnL.
+    pub fn margin_balance(&self) -> Money {
+        self.wallet + self.cross_upnl
+    }
+    /// Available for new orders: margin balance − position IM − order margin.
+    pub fn available(&self) -> Money {
+        self.margin_balance() - self.cross_im - self.order_margin
+    }
+    /// Withdrawable: never unrealized profit, never margin in use; at most the wallet.
+    pub fn withdrawable(&self) -> Money {
+        let free =
+            self.wallet + self.cross_upnl.min(Money::ZERO) - self.cross_im - self.order_margin;
+        free.min(self.wallet).max(Money::ZERO)
+    }
+    /// Account maintenance margin rate `MM / margin balance` (None with no cross MM).
+    pub fn mmr(&self) -> Option<Rate> {
+        if self.cross_mm.is_zero() {
+            return None;
+        }
+        if !self.margin_balance().is_positive() {
+            return Some(Rate(i64::MAX));
+        }
+        Rate::ratio(self.cross_mm, self.margin_balance(), Rounding::Ceil)
+    }
+    /// Cross liquidation condition: `MMR ≥ 100%`, i.e. `MM ≥ margin balance` with a
+    /// position open.
+    pub fn is_liquidatable(&self) -> bool {
+        self.cross_positions > 0 && self.cross_mm >= self.margin_balance()
+    }
+}
+
+/// Sum an account's legs settling in `asset`. `specs` and `marks` are indexed by
+/// instrument id.
+pub fn pool(account: &Account, asset: AssetId, specs: &[InstrumentSpec], marks: &Marks) -> Pool {
+    let mut p = Pool {
+        wallet: account.wallets[asset.0 as usize],
+        ..Pool::default()
+    };
+    for leg in &account.legs {
+        let spec = &specs[leg.instrument.0 as usize];
+        if spec.settle_asset != asset {
+            continue;
+        }
+        p.order_margin += leg.order_margin;
+        if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
+            let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+            p.cross_upnl += upnl(leg, spec, mark);
+            p.cross_im += position_im(leg, spec, mark);
+            p.cross_mm += position_mm(leg, spec, mark);
+            p.cross_positions += 1;
+        }
+    }
+    p
+}
+
+/// Isolated liquidation condition: `IW + uPnL ≤ MM` (MARGIN §5).
+pub fn isolated_liquidatable(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> bool {
+    !leg.qty.is_zero()
+        && leg.isolated_margin + upnl(leg, spec, mark) <= position_mm(leg, spec, mark)
+}
+
+/// `LP = (WB − TMM_other + UPNL_other + cum − q·E) / (|q|·mmr − q)` (MARGIN §6) for a
+/// linear position, iterating the bracket at the liquidation notional until stable.
+/// `wb_plus_others` is `WB − TMM_other + UPNL_other` (isolated: `IW`). Rounded against
+/// the account (long up, short down). `None` when there is no positive solution.
+pub fn liquidation_price(
+    leg: &Leg,
+    spec: &InstrumentSpec,
+    wb_plus_others: Money,
+    mark: Price,
+) -> Option<Price> {
+    if leg.qty.is_zero() {
+        return None;
+    }
+    let long = leg.qty.0 > 0;
+    // q in raw lots-value units: linear_value(q, Price(1)) is q × 1e-8 quote per price raw.
+    let unit = spec.linear_value(leg.qty, Price(1)).raw(); // signed q × (price raw → money raw)
+    let mut bracket = spec.bracket_for(spec.notional(leg.qty, mark));
+    let mut result = None;
+    for _ in 0..=spec.brackets.len() {
+        let num = wb_plus_others + bracket.cum - leg.basis;
+        // Denominator in money-raw per price-raw: |q|·mmr − q.
+        let den = div_round(
+            unit.abs() * bracket.mmr.raw() as i128,
+            RATE_SCALE as i128,
+            Rounding::Floor,
+        ) - unit;
+        if den == 0 {
+            return None;
+        }
+        let rounding = if long {
+            Rounding::Ceil
+        } else {
+            Rounding::Floor
+        };
+        let lp = div_round(num.raw(), den, rounding);
+        if lp <= 0 {
+            return None;
+        }
+        let lp = Price(i64::try_from(lp).ok()?);
+        result = Some(lp);
+        let next = spec.bracket_for(spec.notional(leg.qty, lp));
+        if next == bracket {
+            break;
+        }
+        bracket = next;
+    }
+    result
+}
+
+/// Bankruptcy price: where the pool's (or isolated position's) equity reaches zero:
+/// `BP = (basis − WB − UPNL_other) / q`. Rounded against the account (long up, short
+/// down). `None` when not positive.
+pub fn bankruptcy_price(
+    leg: &Leg,
+    spec: &InstrumentSpec,
+    wb_plus_upnl_others: Money,
+) -> Option<Price> {
+    if leg.qty.is_zero() {
+        return None;
+    }
+    let unit = spec.linear_value(leg.qty, Price(1)).raw();
+    let rounding = if leg.qty.0 > 0 {
+        Rounding::Ceil
+    } else {
+        Rounding::Floor
+    };
+    let bp = div_round((leg.basis - wb_plus_upnl_others).raw(), unit, rounding);
+    if bp <= 0 {
+        return None;
+    }
+    i64::try_from(bp).ok().map(Price)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::apply_fill;
+    use perpcore_types::*;
+
+    fn spec() -> InstrumentSpec {
+        InstrumentSpec {
+            id: InstrumentId(0),
+            symbol: "BTCUSDT".into(),
+            kind: ContractKind::Linear,
+            base_asset: AssetId(1),
+            quote_asset: AssetId(0),
+            settle_asset: AssetId(0),
+            tick_size: Price::parse("0.1").unwrap(),
+            lot_size: Qty::parse("0.001").unwrap(),
+            min_qty: QtyLots(1),
+            max_qty: QtyLots(1_000_000),
+            max_leverage: 125,
+            brackets: vec![
+                Bracket {
+                    notional_floor: Money::ZERO,
+                    notional_cap: Money::from_int(50_000),
+                    max_leverage: 125,
+                    mmr: Rate::parse("0.004").unwrap(),
+                    cum: Money::ZERO,
+                },
+                Bracket {
+                    notional_floor: Money::from_int(50_000),
+                    notional_cap: Money::from_int(250_000),
+                    max_leverage: 100,
+                    mmr: Rate::parse("0.005").unwrap(),
+                    cum: Money::from_int(50),
+                },
+                Bracket {
+                    notional_floor: Money::from_int(250_000),
+                    notional_cap: Money::from_int(1_000_000),
+                    max_leverage: 50,
+                    mmr: Rate::parse("0.01").unwrap(),
+                    cum: Money::from_int(1_300),
+                },
+            ],
+            maker_fee: Rate::parse("0.0002").unwrap(),
+            taker_fee: Rate::parse("0.0005").unwrap(),
+            price_band: Rate::parse("0.05").unwrap(),
+            liquidation_fee: Rate::ZERO,
+            fee_to_close: false,
+        }
+    }
+    fn p(s: &str) -> Price {
+        Price::parse(s).unwrap()
+    }
+
+    /// Case M1: 264,000 notional sits in the 1% bracket: MM = 2,640 − 1,300 = 1,340.
+    #[test]
+    fn m1_maintenance_margin() {
+        assert_eq!(
+            spec().maintenance_margin(Money::from_int(264_000)),
+            Money::from_int(1_340)
+        );
+    }
+
+    /// Case M3: taker 0.05% on 1 BTC at 10,104 = 5.052; maker 0.02% on 1 BTC at 11,104 =
+    /// 2.2208.
+    #[test]
+    fn m3_fees() {
+        let s = spec();
+        let n = s.notional(QtyLots(1000), p("10104"));
+        assert_eq!(
+            n.mul_rate(s.taker_fee, Rounding::Ceil),
+            Money::parse("5.052").unwrap()
+        );
+        let n = s.notional(QtyLots(1000), p("11104"));
+        assert_eq!(
+            n.mul_rate(s.maker_fee, Rounding::Ceil),
+            Money::parse("2.2208").unwrap()
+        );
+    }
+
+    /// Case M6 (fee to close, Bybit): long 1 BTC at 50,000, leverage 10, taker 0.06%:
+    /// IM 5,000; open fee 50,000 × 0.06% = 30; close fee 1 × 50,000 × 0.9 × 0.06% = 27;
+    /// order cost 5,057.
+    #[test]
+    fn m6_order_cost_with_fee_to_close() {
+        let mut s = spec();
+        s.taker_fee = Rate::parse("0.0006").unwrap();
+        s.fee_to_close = true;
+        let c = order_cost(&s, QtyLots(1000), p("50000"), true, 10);
+        assert_eq!(c.initial_margin, Money::from_int(5_000));
+        assert_eq!(c.open_fee, Money::from_int(30));
+        assert_eq!(c.close_fee, Money::from_int(27));
+        assert_eq!(c.total(), Money::from_int(5_057));
+    }
+
+    /// Case L1: 1 BTC at 84,000 isolated with 8,400, mmr 0.4%, cum 0:
+    /// long LP = (84,000 − 8,400) / 0.996 = 75,903.61 (to the cent);
+    /// short LP = (84,000 + 8,400) / 1.004 = 92,031.87.
+    #[test]
+    fn l1_isolated_liquidation_price() {
+        let s = spec_single_bracket();
+        let mut long = Leg::new(s.id, 125);
+        apply_fill(&mut long, &s, Side::Buy, 1000, p("84000"));
+        let lp = liquidation_price(&long, &s, Money::from_int(8_400), p("84000")).unwrap();
+        // 75,600 / 0.996 = 75,903.6144578…; rounded up for a long at 8 decimals.
+        assert_eq!(lp, p("75903.61445784"));
+        assert_eq!(
+            format_fixed(lp.raw() as i128 / 1_000_000 * 1_000_000, 8, 2),
+            "75903.61"
+        );
+
+        let mut short = Leg::new(s.id, 125);
+        apply_fill(&mut short, &s, Side::Sell, 1000, p("84000"));
+        let lp = liquidation_price(&short, &s, Money::from_int(8_400), p("84000")).unwrap();
+        // 92,400 / 1.004 = 92,031.8725099…; rounded down for a short.
+        assert_eq!(lp, p("92031.87250996"));
+    }
+
+    fn spec_single_bracket() -> InstrumentSpec {
+        let mut s = spec();
+        s.brackets.truncate(1);
+        s.brackets[0].notional_cap = Money::from_int(1_000_000_000);
+        s
+    }
+
+    /// Case L2: long 0.1 BTC at 30,000, leverage 10 (IM 300), mmr 1%. Mark 36,000: uPnL
+    /// +600, equity 900. Mark 28,000: uPnL −200, equity 100 ≥ MM 28 → not liquidated.
+    /// Mark 26,000: uPnL −400, equity −100 → liquidated.
+    #[test]
+    fn l2_isolated_walk() {
+        let mut s = spec_single_bracket();
+        s.brackets[0].mmr = Rate::parse("0.01").unwrap();
+        let mut leg = Leg::new(s.id, 125);
+        leg.leverage = 10;
+        leg.mode = MarginMode::Isolated;
+        apply_fill(&mut leg, &s, Side::Buy, 100, p("30000"));
+        leg.isolated_margin = position_im(&leg, &s, p("30000"));
+        assert_eq!(leg.isolated_margin, Money::from_int(300));
+        assert_eq!(position_mm(&leg, &s, p("30000")), Money::from_int(30));
+        assert_eq!(upnl(&leg, &s, p("36000")), Money::from_int(600));
+        assert!(!isolated_liquidatable(&leg, &s, p("36000")));
+        assert_eq!(upnl(&leg, &s, p("28000")), Money::from_int(-200));
+        assert!(!isolated_liquidatable(&leg, &s, p("28000")));
+        assert_eq!(upnl(&leg, &s, p("26000")), Money::from_int(-400));
+        assert!(isolated_liquidatable(&leg, &s, p("26000")));
+        // "in fact before it gets there": LP = (3,000 − 300) / (0.1 × 0.99) = 27,272.72…
+        let lp = liquidation_price(&leg, &s, Money::from_int(300), p("30000")).unwrap();
+        assert_eq!(lp, p("27272.72727273"));
+        // Bankruptcy: 30,000 − 300 / 0.1 = 27,000.
+        assert_eq!(
+            bankruptcy_price(&leg, &s, Money::from_int(300)),
+            Some(p("27000"))
+        );
+    }
+}
