@@ -1,1 +1,20 @@
-//! perpcore-engine (being written).
+//! perpcore-engine: the deterministic state machine `apply(envelope) -> events`.
+//!
+//! It composes one `perpcore_book::Book` per instrument with the accounts and margin
+//! arithmetic of `perpcore_risk`. Every command either applies fully or is rejected with
+//! a stable `RejectReason` and leaves no trace in the state (checks come before the first
+//! mutation; rare multi-step commands mutate a copy and swap it in).
+//!
+//! It must never read a clock, draw a random number, use a float, or let the iteration
+//! order of a hash map reach state, events or the state hash: hash maps here are lookup
+//! indexes only; iteration goes over `Vec`s in creation order, sorted `Vec`s and the
+//! books' canonical order.
+
+mod engine;
+mod liquidation;
+mod report;
+mod settle;
+mod snapshot;
+
+pub use engine::{Engine, OrderMeta, RESERVED_ORDER_ID_MIN};
+pub use report::{AccountReport, AssetReport, PositionReport};

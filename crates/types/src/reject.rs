@@ -47,6 +47,7 @@ reasons! {
     MarketPostOnly = 1021, "a market order cannot be post-only";
     AmendIncreasesReduceOnly = 1022, "a reduce-only order cannot be amended above the position";
     DeltaZero = 1023, "margin adjustment must not be zero";
+    OrderIdReserved = 1024, "order ids from 2^63 up are reserved for the engine";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";

@@ -1,0 +1,1161 @@
+//! The engine state and the command handlers.
+
+use fxhash::FxHashMap;
+use perpcore_book::{Book, MatchResult, Taker, TakerOutcome, Tif};
+use perpcore_risk::{self as risk, Account, Leg};
+use perpcore_types::*;
+
+/// Order ids from here up are the engine's own (liquidation orders); the gateway's are
+/// below.
+pub const RESERVED_ORDER_ID_MIN: u64 = 1 << 63;
+
+/// Insurance fund account of asset `k`: `AccountId(u64::MAX − k)`.
+pub(crate) fn fund_account_id(asset: AssetId) -> AccountId {
+    AccountId(u64::MAX - asset.0 as u64)
+}
+
+/// What the engine keeps per open order beyond the book's view of it.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct OrderMeta {
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub side: Side,
+    pub reduce_only: bool,
+    pub post_only: bool,
+    /// Notional of the exposure-increasing part of the open quantity, valued at placement
+    /// (a buy at max(limit, mark)); scaled pro rata as the order fills.
+    pub margin_notional: Money,
+    /// `margin_notional / leverage`, rounded up: the initial margin this order reserves.
+    pub reserved: Money,
+}
+
+/// The deterministic core.
+pub struct Engine {
+    pub(crate) config: Config,
+    /// Accounts in creation order (insurance funds first).
+    pub(crate) accounts: Vec<Account>,
+    /// Lookup only; never iterated.
+    pub(crate) account_index: FxHashMap<AccountId, u32>,
+    pub(crate) books: Vec<Book>,
+    /// Lookup only; never iterated.
+    pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
+    pub(crate) marks: Vec<Option<Price>>,
+    /// Per instrument: accounts holding a position, sorted by id (liquidation checks walk it).
+    pub(crate) holders: Vec<Vec<AccountId>>,
+    /// Per asset: fees collected (net of maker rebates).
+    pub(crate) fee_income: Vec<Money>,
+    /// Per asset: external deposits and withdrawals (conservation reference).
+    pub(crate) deposited: Vec<Money>,
+    pub(crate) withdrawn: Vec<Money>,
+    pub(crate) last_seq: u64,
+    pub(crate) last_ts_ns: u64,
+    /// Engine-generated order ids (liquidation orders) count up from RESERVED_ORDER_ID_MIN.
+    pub(crate) next_internal_order: u64,
+    pub(crate) scratch: MatchResult,
+}
+
+type Res = Result<(), RejectReason>;
+
+/// A checked order, ready for the book.
+struct Prepared {
+    spec: InstrumentSpec,
+    taker: Taker,
+    meta: OrderMeta,
+    accepted: Event,
+    unfilled_reason: CancelReason,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        let assets = config.assets.len();
+        let instruments = config.instruments.len();
+        let mut e = Engine {
+            accounts: Vec::new(),
+            account_index: FxHashMap::default(),
+            books: (0..instruments).map(|_| Book::new()).collect(),
+            orders: FxHashMap::default(),
+            marks: vec![None; instruments],
+            holders: vec![Vec::new(); instruments],
+            fee_income: vec![Money::ZERO; assets],
+            deposited: vec![Money::ZERO; assets],
+            withdrawn: vec![Money::ZERO; assets],
+            last_seq: 0,
+            last_ts_ns: 0,
+            next_internal_order: RESERVED_ORDER_ID_MIN,
+            scratch: MatchResult::new(),
+            config,
+        };
+        for k in 0..assets {
+            let id = fund_account_id(AssetId(k as u16));
+            let mut a = Account::new(id, None, assets);
+            a.system = true;
+            e.insert_account(a);
+        }
+        e
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+    pub fn last_ts_ns(&self) -> u64 {
+        self.last_ts_ns
+    }
+    pub fn mark(&self, i: InstrumentId) -> Option<Price> {
+        self.marks.get(i.0 as usize).copied().flatten()
+    }
+    pub fn book(&self, i: InstrumentId) -> Option<&Book> {
+        self.books.get(i.0 as usize)
+    }
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.account_index
+            .get(&id)
+            .map(|&k| &self.accounts[k as usize])
+    }
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+    pub fn order(&self, id: OrderId) -> Option<&OrderMeta> {
+        self.orders.get(&id)
+    }
+    pub fn insurance_fund(&self, asset: AssetId) -> Money {
+        self.account(fund_account_id(asset))
+            .map(|a| a.wallets[asset.0 as usize])
+            .unwrap_or_default()
+    }
+    pub fn fee_income(&self, asset: AssetId) -> Money {
+        self.fee_income[asset.0 as usize]
+    }
+
+    pub(crate) fn insert_account(&mut self, a: Account) {
+        let k = u32::try_from(self.accounts.len()).expect("too many accounts");
+        let prev = self.account_index.insert(a.id, k);
+        assert!(prev.is_none(), "account {} inserted twice", a.id);
+        self.accounts.push(a);
+    }
+
+    pub(crate) fn idx(&self, id: AccountId) -> Option<usize> {
+        self.account_index.get(&id).map(|&k| k as usize)
+    }
+
+    /// A user-addressable account (insurance funds are not).
+    fn user_idx(&self, id: AccountId) -> Result<usize, RejectReason> {
+        match self.idx(id) {
+            Some(k) if !self.accounts[k].system => Ok(k),
+            _ => Err(RejectReason::UnknownAccount),
+        }
+    }
+
+    fn spec(&self, i: InstrumentId) -> Result<&InstrumentSpec, RejectReason> {
+        self.config
+            .instrument(i)
+            .ok_or(RejectReason::UnknownInstrument)
+    }
+
+    fn check_asset(&self, k: AssetId) -> Res {
+        self.config
+            .asset(k)
+            .map(|_| ())
+            .ok_or(RejectReason::UnknownAsset)
+    }
+
+    pub(crate) fn pool_of(&self, k: usize, asset: AssetId) -> risk::Pool {
+        risk::pool(
+            &self.accounts[k],
+            asset,
+            &self.config.instruments,
+            &self.marks,
+        )
+    }
+
+    /// Apply one sequenced command. Events are appended to `out`.
+    pub fn apply(&mut self, env: &Envelope, out: &mut Vec<Event>) {
+        assert!(
+            env.seq > self.last_seq,
+            "sequence numbers must increase: {} after {}",
+            env.seq,
+            self.last_seq
+        );
+        assert!(env.ts_ns >= self.last_ts_ns, "timestamps must not go back");
+        self.last_seq = env.seq;
+        self.last_ts_ns = env.ts_ns;
+        let start = out.len();
+        let r = match &env.command {
+            Command::CreateAccount { account, parent } => {
+                self.create_account(*account, *parent, out)
+            }
+            Command::Deposit {
+                account,
+                asset,
+                amount,
+            } => self.deposit(*account, *asset, *amount, out),
+            Command::Withdraw {
+                account,
+                asset,
+                amount,
+            } => self.withdraw(*account, *asset, *amount, out),
+            Command::Transfer {
+                from,
+                to,
+                asset,
+                amount,
+            } => self.transfer(*from, *to, *asset, *amount, out),
+            Command::SetLeverage {
+                account,
+                instrument,
+                leverage,
+            } => self.set_leverage(*account, *instrument, *leverage, out),
+            Command::SetMarginMode {
+                account,
+                instrument,
+                mode,
+            } => self.set_margin_mode(*account, *instrument, *mode, out),
+            Command::AdjustIsolatedMargin {
+                account,
+                instrument,
+                delta,
+            } => self.adjust_isolated_margin(*account, *instrument, *delta, out),
+            Command::PlaceOrder(o) => self.place_order(o, out),
+            Command::CancelOrder { account, order_id } => {
+                self.cancel_order(*account, *order_id, out)
+            }
+            Command::CancelAll {
+                account,
+                instrument,
+            } => self.cancel_all(*account, *instrument, out),
+            Command::AmendOrder {
+                account,
+                order_id,
+                price,
+                qty,
+            } => self.amend_order(*account, *order_id, *price, *qty, out),
+            Command::SetMarkPrice { instrument, price } => {
+                self.set_mark_price(*instrument, *price, out)
+            }
+        };
+        if let Err(reason) = r {
+            assert_eq!(out.len(), start, "a rejected command emitted events");
+            out.push(Event::rejected(reason));
+        }
+    }
+
+    fn create_account(
+        &mut self,
+        id: AccountId,
+        parent: Option<AccountId>,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        if self.idx(id).is_some() {
+            return Err(RejectReason::AccountExists);
+        }
+        if let Some(p) = parent {
+            let pk = self.user_idx(p).map_err(|_| RejectReason::UnknownParent)?;
+            if self.accounts[pk].parent.is_some() {
+                return Err(RejectReason::ParentIsSubAccount);
+            }
+        }
+        self.insert_account(Account::new(id, parent, self.config.assets.len()));
+        out.push(Event::AccountCreated {
+            account: id,
+            parent,
+        });
+        Ok(())
+    }
+
+    fn deposit(
+        &mut self,
+        id: AccountId,
+        asset: AssetId,
+        amount: Money,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        self.check_asset(asset)?;
+        if !amount.is_positive() {
+            return Err(RejectReason::AmountNotPositive);
+        }
+        let w = &mut self.accounts[k].wallets[asset.0 as usize];
+        *w += amount;
+        let balance = *w;
+        self.deposited[asset.0 as usize] += amount;
+        out.push(Event::Deposited {
+            account: id,
+            asset,
+            amount,
+            balance,
+        });
+        Ok(())
+    }
+
+    fn withdraw(
+        &mut self,
+        id: AccountId,
+        asset: AssetId,
+        amount: Money,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        self.check_asset(asset)?;
+        if !amount.is_positive() {
+            return Err(RejectReason::AmountNotPositive);
+        }
+        if self.pool_of(k, asset).withdrawable() < amount {
+            return Err(RejectReason::WithdrawExceedsAvailable);
+        }
+        let w = &mut self.accounts[k].wallets[asset.0 as usize];
+        *w -= amount;
+        let balance = *w;
+        self.withdrawn[asset.0 as usize] += amount;
+        out.push(Event::Withdrawn {
+            account: id,
+            asset,
+            amount,
+            balance,
+        });
+        Ok(())
+    }
+
+    fn transfer(
+        &mut self,
+        from: AccountId,
+        to: AccountId,
+        asset: AssetId,
+        amount: Money,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let fk = self.user_idx(from)?;
+        let tk = self.user_idx(to)?;
+        self.check_asset(asset)?;
+        if fk == tk {
+            return Err(RejectReason::TransferToSelf);
+        }
+        if !amount.is_positive() {
+            return Err(RejectReason::AmountNotPositive);
+        }
+        let (fp, tp) = (self.accounts[fk].parent, self.accounts[tk].parent);
+        let related = tp == Some(from) || fp == Some(to) || (fp.is_some() && fp == tp);
+        if !related {
+            return Err(RejectReason::TransferNotRelated);
+        }
+        if self.pool_of(fk, asset).withdrawable() < amount {
+            return Err(RejectReason::WithdrawExceedsAvailable);
+        }
+        self.accounts[fk].wallets[asset.0 as usize] -= amount;
+        self.accounts[tk].wallets[asset.0 as usize] += amount;
+        out.push(Event::Transferred {
+            from,
+            to,
+            asset,
+            amount,
+        });
+        Ok(())
+    }
+
+    /// Notional of a leg's position at mark plus its open orders at their limit prices:
+    /// the exposure a leverage must be allowed for (MARGIN §3).
+    fn exposure_notional(
+        &self,
+        leg: &Leg,
+        spec: &InstrumentSpec,
+        extra: Money,
+        excluded: Option<OrderId>,
+    ) -> Money {
+        let mut n = extra;
+        if let Some(m) = self.marks[spec.id.0 as usize] {
+            n += spec.notional(leg.qty, m);
+        }
+        let book = &self.books[spec.id.0 as usize];
+        for id in leg.open_orders.iter().filter(|id| Some(**id) != excluded) {
+            if let Some(o) = book.get(*id) {
+                n += spec.notional(o.open_qty, spec.price_of(o.price));
+            }
+        }
+        n
+    }
+
+    fn set_leverage(
+        &mut self,
+        id: AccountId,
+        i: InstrumentId,
+        leverage: u32,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let spec = self.spec(i)?.clone();
+        if leverage == 0 || leverage > spec.max_leverage {
+            return Err(RejectReason::LeverageOutOfRange);
+        }
+        let default_leg = Leg::new(i, spec.max_leverage);
+        let leg = self.accounts[k].leg(i).unwrap_or(&default_leg).clone();
+        if spec
+            .bracket_for(self.exposure_notional(&leg, &spec, Money::ZERO, None))
+            .max_leverage
+            < leverage
+        {
+            return Err(RejectReason::LeverageExceedsBracket);
+        }
+        // Try it on a copy: re-reserve the leg's orders at the new leverage and re-check.
+        let mut acct = self.accounts[k].clone();
+        let mut metas: Vec<(OrderId, OrderMeta)> = Vec::new();
+        {
+            let l = acct.leg_or_default(&spec);
+            l.leverage = leverage;
+            let mut total = Money::ZERO;
+            for oid in &l.open_orders {
+                let mut m = self.orders[oid].clone();
+                m.reserved = m.margin_notional.div_int(leverage as i64, Rounding::Ceil);
+                total += m.reserved;
+                metas.push((*oid, m));
+            }
+            l.order_margin = total;
+        }
+        if leverage < leg.leverage {
+            let p = risk::pool(
+                &acct,
+                spec.settle_asset,
+                &self.config.instruments,
+                &self.marks,
+            );
+            if p.available().is_negative() {
+                return Err(RejectReason::LeverageUnderMargin);
+            }
+            let l = acct.leg(i).expect("leg");
+            if l.mode == MarginMode::Isolated && !l.is_flat() {
+                let m = self.marks[i.0 as usize].expect("position without mark");
+                let eq = l.isolated_margin + risk::upnl(l, &spec, m).min(Money::ZERO);
+                if eq < risk::position_im(l, &spec, m) {
+                    return Err(RejectReason::LeverageUnderMargin);
+                }
+            }
+        }
+        self.accounts[k] = acct;
+        for (oid, m) in metas {
+            self.orders.insert(oid, m);
+        }
+        out.push(Event::LeverageSet {
+            account: id,
+            instrument: i,
+            leverage,
+        });
+        Ok(())
+    }
+
+    fn set_margin_mode(
+        &mut self,
+        id: AccountId,
+        i: InstrumentId,
+        mode: MarginMode,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let spec = self.spec(i)?.clone();
+        let mut acct = self.accounts[k].clone();
+        let settle = spec.settle_asset.0 as usize;
+        let mark = self.marks[i.0 as usize];
+        let leg = acct.leg_or_default(&spec);
+        if leg.mode != mode && !leg.is_flat() {
+            let m = mark.expect("position without mark");
+            match mode {
+                MarginMode::Isolated => {
+                    // The new isolated position starts at exactly its initial margin:
+                    // IW + uPnL = IM.
+                    let iw = (risk::position_im(leg, &spec, m) - risk::upnl(leg, &spec, m))
+                        .max(Money::ZERO);
+                    leg.isolated_margin = iw;
+                    leg.mode = MarginMode::Isolated;
+                    acct.wallets[settle] -= iw;
+                }
+                MarginMode::Cross => {
+                    let iw = leg.isolated_margin;
+                    leg.isolated_margin = Money::ZERO;
+                    leg.mode = MarginMode::Cross;
+                    acct.wallets[settle] += iw;
+                }
+            }
+            let p = risk::pool(
+                &acct,
+                spec.settle_asset,
+                &self.config.instruments,
+                &self.marks,
+            );
+            if p.available().is_negative() {
+                return Err(RejectReason::ModeSwitchUnderMargin);
+            }
+        } else {
+            leg.mode = mode;
+        }
+        self.accounts[k] = acct;
+        out.push(Event::MarginModeSet {
+            account: id,
+            instrument: i,
+            mode,
+        });
+        Ok(())
+    }
+
+    fn adjust_isolated_margin(
+        &mut self,
+        id: AccountId,
+        i: InstrumentId,
+        delta: Money,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let spec = self.spec(i)?.clone();
+        if delta.is_zero() {
+            return Err(RejectReason::DeltaZero);
+        }
+        let leg = match self.accounts[k].leg(i) {
+            Some(l) if l.mode == MarginMode::Isolated && !l.is_flat() => l,
+            _ => return Err(RejectReason::NoIsolatedPosition),
+        };
+        let m = self.marks[i.0 as usize].expect("position without mark");
+        if delta.is_positive() {
+            if self.pool_of(k, spec.settle_asset).withdrawable() < delta {
+                return Err(RejectReason::InsufficientBalance);
+            }
+        } else {
+            let after = leg.isolated_margin + delta + risk::upnl(leg, &spec, m).min(Money::ZERO);
+            if after < risk::position_im(leg, &spec, m) {
+                return Err(RejectReason::IsolatedMarginTooLow);
+            }
+        }
+        let a = &mut self.accounts[k];
+        a.wallets[spec.settle_asset.0 as usize] -= delta;
+        let leg = a.leg_mut(i).expect("leg");
+        leg.isolated_margin += delta;
+        let isolated_margin = leg.isolated_margin;
+        out.push(Event::IsolatedMarginAdjusted {
+            account: id,
+            instrument: i,
+            delta,
+            isolated_margin,
+        });
+        Ok(())
+    }
+
+    /// Lots of an order that would increase exposure: all of it on the position's side;
+    /// on the other side, what is left after closing the part of the position not
+    /// already promised to other orders on that side.
+    fn increasing_lots(
+        &self,
+        leg: Option<&Leg>,
+        side: Side,
+        qty: QtyLots,
+        instrument: InstrumentId,
+        excluded: Option<OrderId>,
+    ) -> i64 {
+        let Some(leg) = leg else { return qty.0 };
+        let q = leg.qty.0;
+        if q == 0 || (q > 0) == (side == Side::Buy) {
+            return qty.0;
+        }
+        let book = &self.books[instrument.0 as usize];
+        let promised: i64 = leg
+            .open_orders
+            .iter()
+            .filter(|id| Some(**id) != excluded)
+            .filter_map(|id| book.get(*id))
+            .filter(|o| o.side == side)
+            .map(|o| o.open_qty.0)
+            .sum();
+        let closable = (q.abs() - promised).max(0);
+        (qty.0 - closable).max(0)
+    }
+
+    pub(crate) fn next_internal_order_id(&mut self) -> OrderId {
+        let id = OrderId(self.next_internal_order);
+        self.next_internal_order = self
+            .next_internal_order
+            .checked_add(1)
+            .expect("order ids exhausted");
+        id
+    }
+
+    fn place_order(&mut self, o: &NewOrder, out: &mut Vec<Event>) -> Res {
+        let p = self.prepare_order(o, None)?;
+        self.execute(
+            &p.spec,
+            p.taker,
+            p.meta,
+            Some(p.accepted),
+            p.unfilled_reason,
+            None,
+            out,
+        )
+    }
+
+    /// Every check of a new order, without touching state. `replacing` is an order of the
+    /// same account being amended: its reservation and quantity are left out of the
+    /// checks, as it will be gone when the new one is placed.
+    fn prepare_order(
+        &self,
+        o: &NewOrder,
+        replacing: Option<&OrderMeta>,
+    ) -> Result<Prepared, RejectReason> {
+        let k = self.user_idx(o.account)?;
+        let spec = self.spec(o.instrument)?.clone();
+        let mark = self.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
+        if o.order_id.0 >= RESERVED_ORDER_ID_MIN {
+            return Err(RejectReason::OrderIdReserved);
+        }
+        if self.orders.contains_key(&o.order_id) && replacing.is_none() {
+            return Err(RejectReason::DuplicateOrderId);
+        }
+        let excluded = replacing.map(|_| o.order_id);
+        let released = replacing.map(|m| m.reserved).unwrap_or_default();
+        if o.order_type == OrderType::Market && o.tif == TimeInForce::PostOnly {
+            return Err(RejectReason::MarketPostOnly);
+        }
+        let leg = self.accounts[k].leg(o.instrument);
+        let position = leg.map(|l| l.qty).unwrap_or_default();
+        let reduce_only = o.reduce_only || o.close_position;
+        let mut qty = if o.close_position {
+            position.abs()
+        } else {
+            o.qty
+        };
+        if reduce_only {
+            // Rule R3: never opens or flips; cut to the position.
+            if position.is_zero() {
+                return Err(RejectReason::ReduceOnlyNoPosition);
+            }
+            if (position.0 > 0) == (o.side == Side::Buy) {
+                return Err(RejectReason::ReduceOnlyWrongSide);
+            }
+        }
+        if qty.0 <= 0 {
+            return Err(RejectReason::QtyNotPositive);
+        }
+        if !o.close_position {
+            if qty < spec.min_qty {
+                return Err(RejectReason::QtyBelowMin);
+            }
+            if qty > spec.max_qty {
+                return Err(RejectReason::QtyAboveMax);
+            }
+        }
+        if reduce_only {
+            qty = qty.min(position.abs());
+        }
+        let (band_low, band_high) = band(&spec, mark);
+        let limit = match o.order_type {
+            OrderType::Limit => {
+                if o.price.0 <= 0 {
+                    return Err(RejectReason::PriceNotPositive);
+                }
+                if o.price < band_low || o.price > band_high {
+                    return Err(RejectReason::PriceOutOfBand);
+                }
+                o.price
+            }
+            OrderType::Market => match o.side {
+                Side::Buy => band_high,
+                Side::Sell => band_low,
+            },
+        };
+        let limit_price = spec.price_of(limit);
+        let margin_price = match o.side {
+            Side::Buy => limit_price.max(mark),
+            Side::Sell => limit_price,
+        };
+        let leverage = leg
+            .map(|l| l.leverage)
+            .unwrap_or(risk::DEFAULT_LEVERAGE.min(spec.max_leverage));
+        let (margin_notional, reserved) = if reduce_only {
+            (Money::ZERO, Money::ZERO)
+        } else {
+            let incr = self.increasing_lots(leg, o.side, qty, o.instrument, excluded);
+            if incr > 0 {
+                let default_leg = Leg::new(o.instrument, spec.max_leverage);
+                let l = leg.unwrap_or(&default_leg);
+                let extra = spec.notional(QtyLots(incr), margin_price);
+                if spec
+                    .bracket_for(self.exposure_notional(l, &spec, extra, excluded))
+                    .max_leverage
+                    < leverage
+                {
+                    return Err(RejectReason::LeverageExceedsBracket);
+                }
+                let cost = risk::order_cost(
+                    &spec,
+                    QtyLots(incr),
+                    margin_price,
+                    o.side == Side::Buy,
+                    leverage,
+                );
+                let fee_est = spec
+                    .notional(qty, margin_price)
+                    .mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
+                let needed = cost.initial_margin + cost.close_fee + fee_est;
+                if self.pool_of(k, spec.settle_asset).available() + released < needed {
+                    return Err(RejectReason::InsufficientMargin);
+                }
+                (extra, cost.initial_margin)
+            } else {
+                (Money::ZERO, Money::ZERO)
+            }
+        };
+        if o.tif == TimeInForce::PostOnly {
+            let takes = match o.side {
+                Side::Buy => self.books[o.instrument.0 as usize]
+                    .best_ask()
+                    .is_some_and(|a| a <= limit),
+                Side::Sell => self.books[o.instrument.0 as usize]
+                    .best_bid()
+                    .is_some_and(|b| b >= limit),
+            };
+            if takes {
+                return Err(RejectReason::PostOnlyWouldTake);
+            }
+        }
+        let tif = match (o.order_type, o.tif) {
+            (OrderType::Market, _) => Tif::Ioc,
+            (_, TimeInForce::Gtc) => Tif::Gtc,
+            (_, TimeInForce::Ioc) => Tif::Ioc,
+            (_, TimeInForce::Fok) => Tif::Fok,
+            (_, TimeInForce::PostOnly) => Tif::PostOnly,
+        };
+        let taker = Taker {
+            order_id: o.order_id,
+            account: o.account,
+            side: o.side,
+            limit,
+            qty,
+            tif,
+            stp: o.stp,
+            reduce_only,
+        };
+        let meta = OrderMeta {
+            account: o.account,
+            instrument: o.instrument,
+            side: o.side,
+            reduce_only,
+            post_only: o.tif == TimeInForce::PostOnly,
+            margin_notional,
+            reserved,
+        };
+        let accepted = Event::OrderAccepted {
+            account: o.account,
+            instrument: o.instrument,
+            order_id: o.order_id,
+            side: o.side,
+            price: limit_price,
+            qty: spec.qty_of(qty),
+        };
+        let unfilled_reason = if o.order_type == OrderType::Market {
+            CancelReason::PriceBand
+        } else {
+            CancelReason::Unfilled
+        };
+        Ok(Prepared {
+            spec,
+            taker,
+            meta,
+            accepted,
+            unfilled_reason,
+        })
+    }
+
+    /// Submit a taker to the book and settle everything it did. `fee_override` replaces
+    /// the taker fee (liquidation orders). Returns a rejection only for post-only and
+    /// fill-or-kill outcomes, in which case nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn execute(
+        &mut self,
+        spec: &InstrumentSpec,
+        taker: Taker,
+        meta: OrderMeta,
+        accepted: Option<Event>,
+        unfilled_reason: CancelReason,
+        fee_override: Option<(Rate, AccountId)>,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let i = spec.id.0 as usize;
+        let mut res = std::mem::take(&mut self.scratch);
+        let r = self.books[i].submit(&taker, &mut res);
+        assert!(r.is_ok(), "book refused a checked order: {r:?}");
+        match res.outcome {
+            TakerOutcome::PostOnlyRejected => {
+                self.scratch = res;
+                return Err(RejectReason::PostOnlyWouldTake);
+            }
+            TakerOutcome::FokRejected => {
+                self.scratch = res;
+                return Err(RejectReason::FokCannotFill);
+            }
+            _ => {}
+        }
+        if let Some(ev) = accepted {
+            out.push(ev);
+        }
+        let mut touched: Vec<(AccountId, InstrumentId)> = Vec::new();
+        for f in &res.fills {
+            let (taker_fee, maker_fee, tpnl, mpnl) =
+                self.settle_fill(spec, &taker, f, fee_override);
+            out.push(Event::Trade {
+                instrument: spec.id,
+                price: spec.price_of(f.price),
+                qty: spec.qty_of(f.qty),
+                taker_side: taker.side,
+                taker_account: taker.account,
+                taker_order: taker.order_id,
+                maker_account: f.maker_account,
+                maker_order: f.maker_order,
+                taker_fee,
+                maker_fee,
+                taker_realized_pnl: tpnl,
+                maker_realized_pnl: mpnl,
+            });
+            self.after_maker_fill(spec, f);
+            touched.push((f.maker_account, spec.id));
+        }
+        for m in &res.expired_makers {
+            self.forget_order(m.order_id, spec);
+            out.push(Event::OrderCanceled {
+                account: m.account,
+                order_id: m.order_id,
+                open_qty: spec.qty_of(m.open_qty),
+                reason: CancelReason::SelfTrade,
+            });
+        }
+        match res.outcome {
+            TakerOutcome::Rested { open_qty } => {
+                let mut meta = meta;
+                let lev = self.leverage_of(taker.account, spec);
+                meta.margin_notional = meta.margin_notional.mul_div(
+                    open_qty.0 as i128,
+                    taker.qty.0 as i128,
+                    Rounding::Ceil,
+                );
+                meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
+                let k = self.idx(taker.account).expect("taker account");
+                let leg = self.accounts[k].leg_or_default(spec);
+                leg.order_margin += meta.reserved;
+                leg.add_order(taker.order_id);
+                self.orders.insert(taker.order_id, meta);
+                out.push(Event::OrderRested {
+                    order_id: taker.order_id,
+                    open_qty: spec.qty_of(open_qty),
+                });
+            }
+            TakerOutcome::Filled => {}
+            TakerOutcome::Expired { unfilled } => {
+                if unfilled.0 > 0 && taker.order_id.0 < RESERVED_ORDER_ID_MIN {
+                    out.push(Event::OrderCanceled {
+                        account: taker.account,
+                        order_id: taker.order_id,
+                        open_qty: spec.qty_of(unfilled),
+                        reason: unfilled_reason,
+                    });
+                }
+            }
+            TakerOutcome::SelfTradeExpired { unfilled } => out.push(Event::OrderCanceled {
+                account: taker.account,
+                order_id: taker.order_id,
+                open_qty: spec.qty_of(unfilled),
+                reason: CancelReason::SelfTrade,
+            }),
+            TakerOutcome::PostOnlyRejected | TakerOutcome::FokRejected => unreachable!(),
+        }
+        touched.push((taker.account, spec.id));
+        touched.sort();
+        touched.dedup();
+        for (a, _) in touched {
+            self.fix_reduce_only(a, spec, out);
+            if let Some(k) = self.idx(a) {
+                if !self.accounts[k].system {
+                    self.cover_deficit(k, spec.settle_asset, out);
+                }
+            }
+        }
+        self.scratch = res;
+        Ok(())
+    }
+
+    pub(crate) fn leverage_of(&self, account: AccountId, spec: &InstrumentSpec) -> u32 {
+        self.account(account)
+            .and_then(|a| a.leg(spec.id))
+            .map(|l| l.leverage)
+            .unwrap_or(risk::DEFAULT_LEVERAGE.min(spec.max_leverage))
+    }
+
+    /// Remove an order's engine-side state (the book has already dropped it).
+    pub(crate) fn forget_order(&mut self, id: OrderId, spec: &InstrumentSpec) {
+        let meta = self.orders.remove(&id).expect("order meta");
+        let k = self.idx(meta.account).expect("order account");
+        let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
+        leg.order_margin -= meta.reserved;
+        leg.remove_order(id);
+        assert!(!leg.order_margin.is_negative(), "order margin below zero");
+    }
+
+    /// A maker's open quantity went down by a fill: scale its reservation pro rata.
+    fn after_maker_fill(&mut self, spec: &InstrumentSpec, f: &perpcore_book::Fill) {
+        if f.maker_done {
+            self.forget_order(f.maker_order, spec);
+            return;
+        }
+        let lev = self.leverage_of(f.maker_account, spec);
+        let meta = self.orders.get_mut(&f.maker_order).expect("maker meta");
+        let before = f.maker_remaining + f.qty;
+        let old = meta.reserved;
+        meta.margin_notional = meta.margin_notional.mul_div(
+            f.maker_remaining.0 as i128,
+            before.0 as i128,
+            Rounding::Ceil,
+        );
+        meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
+        let new = meta.reserved;
+        let k = self.idx(f.maker_account).expect("maker account");
+        let leg = self.accounts[k].leg_mut(spec.id).expect("maker leg");
+        leg.order_margin = leg.order_margin - old + new;
+    }
+
+    /// Reduce-only orders may never exceed the position or sit on its side: cut or cancel
+    /// them after the position changed (rule R3).
+    fn fix_reduce_only(&mut self, account: AccountId, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+        let Some(k) = self.idx(account) else { return };
+        let Some(leg) = self.accounts[k].leg(spec.id) else {
+            return;
+        };
+        let pos = leg.qty.0;
+        let ids: Vec<OrderId> = leg
+            .open_orders
+            .iter()
+            .copied()
+            .filter(|id| self.orders.get(id).is_some_and(|m| m.reduce_only))
+            .collect();
+        for id in ids {
+            let book = &mut self.books[spec.id.0 as usize];
+            let o = book.get(id).expect("reduce-only order in book").clone();
+            let wrong_side = pos == 0 || (pos > 0) == (o.side == Side::Buy);
+            if wrong_side {
+                book.cancel(id).expect("cancel");
+                self.forget_order(id, spec);
+                out.push(Event::OrderCanceled {
+                    account,
+                    order_id: id,
+                    open_qty: spec.qty_of(o.open_qty),
+                    reason: CancelReason::ReduceOnlyObsolete,
+                });
+            } else if o.open_qty.0 > pos.abs() {
+                book.reduce_qty(id, QtyLots(pos.abs())).expect("reduce");
+                out.push(Event::OrderReduced {
+                    order_id: id,
+                    open_qty: spec.qty_of(QtyLots(pos.abs())),
+                });
+            }
+        }
+    }
+
+    fn cancel_order(&mut self, account: AccountId, id: OrderId, out: &mut Vec<Event>) -> Res {
+        self.user_idx(account)?;
+        let meta = self.orders.get(&id).ok_or(RejectReason::UnknownOrder)?;
+        if meta.account != account {
+            return Err(RejectReason::NotOrderOwner);
+        }
+        let spec = self.config.instruments[meta.instrument.0 as usize].clone();
+        self.cancel_one(&spec, id, CancelReason::User, out);
+        Ok(())
+    }
+
+    pub(crate) fn cancel_one(
+        &mut self,
+        spec: &InstrumentSpec,
+        id: OrderId,
+        reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        let o = self.books[spec.id.0 as usize]
+            .cancel(id)
+            .expect("order in book");
+        self.forget_order(id, spec);
+        out.push(Event::OrderCanceled {
+            account: o.account,
+            order_id: id,
+            open_qty: spec.qty_of(o.open_qty),
+            reason,
+        });
+    }
+
+    /// Cancel every order of the account on the instruments `filter` accepts.
+    pub(crate) fn cancel_where(
+        &mut self,
+        k: usize,
+        filter: impl Fn(&InstrumentSpec) -> bool,
+        reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        let mut victims: Vec<(InstrumentId, OrderId)> = Vec::new();
+        for leg in &self.accounts[k].legs {
+            if filter(&self.config.instruments[leg.instrument.0 as usize]) {
+                victims.extend(leg.open_orders.iter().map(|id| (leg.instrument, *id)));
+            }
+        }
+        for (i, id) in victims {
+            let spec = self.config.instruments[i.0 as usize].clone();
+            self.cancel_one(&spec, id, reason, out);
+        }
+    }
+
+    fn cancel_all(
+        &mut self,
+        account: AccountId,
+        instrument: Option<InstrumentId>,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(account)?;
+        if let Some(i) = instrument {
+            self.spec(i)?;
+        }
+        self.cancel_where(
+            k,
+            |s| instrument.is_none_or(|i| s.id == i),
+            CancelReason::User,
+            out,
+        );
+        Ok(())
+    }
+
+    fn amend_order(
+        &mut self,
+        account: AccountId,
+        id: OrderId,
+        price: Option<PriceTicks>,
+        qty: Option<QtyLots>,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        self.user_idx(account)?;
+        let meta = self
+            .orders
+            .get(&id)
+            .ok_or(RejectReason::UnknownOrder)?
+            .clone();
+        if meta.account != account {
+            return Err(RejectReason::NotOrderOwner);
+        }
+        let spec = self.config.instruments[meta.instrument.0 as usize].clone();
+        let resting = self.books[spec.id.0 as usize]
+            .get(id)
+            .expect("order in book")
+            .clone();
+        let new_price = price.unwrap_or(resting.price);
+        let new_qty = qty.unwrap_or(resting.open_qty);
+        if new_price == resting.price && new_qty == resting.open_qty {
+            return Err(RejectReason::AmendNoChange);
+        }
+        if new_qty.0 <= 0 {
+            return Err(RejectReason::QtyNotPositive);
+        }
+        if new_price == resting.price && new_qty < resting.open_qty {
+            // Size down keeps priority.
+            self.books[spec.id.0 as usize]
+                .reduce_qty(id, new_qty)
+                .expect("reduce");
+            let lev = self.leverage_of(account, &spec);
+            let m = self.orders.get_mut(&id).expect("meta");
+            let old = m.reserved;
+            m.margin_notional = m.margin_notional.mul_div(
+                new_qty.0 as i128,
+                resting.open_qty.0 as i128,
+                Rounding::Ceil,
+            );
+            m.reserved = m.margin_notional.div_int(lev as i64, Rounding::Ceil);
+            let new = m.reserved;
+            let k = self.idx(account).expect("account");
+            let leg = self.accounts[k].leg_mut(spec.id).expect("leg");
+            leg.order_margin = leg.order_margin - old + new;
+            out.push(Event::OrderAmended {
+                order_id: id,
+                price: spec.price_of(new_price),
+                open_qty: spec.qty_of(new_qty),
+                priority_kept: true,
+            });
+            return Ok(());
+        }
+        if meta.reduce_only {
+            let pos = self.accounts[self.idx(account).expect("account")]
+                .leg(spec.id)
+                .map(|l| l.qty.0.abs())
+                .unwrap_or(0);
+            if new_qty.0 > pos {
+                return Err(RejectReason::AmendIncreasesReduceOnly);
+            }
+        }
+        // Price change or size up: the order loses its place. It is re-checked as a new
+        // order with the old one's reservation released; if the new one is refused the
+        // old one stays untouched.
+        let new_order = NewOrder {
+            account,
+            instrument: spec.id,
+            order_id: id,
+            side: meta.side,
+            order_type: OrderType::Limit,
+            tif: if meta.post_only {
+                TimeInForce::PostOnly
+            } else {
+                TimeInForce::Gtc
+            },
+            price: new_price,
+            qty: new_qty,
+            reduce_only: meta.reduce_only,
+            close_position: false,
+            stp: StpMode::default(),
+        };
+        let prepared = self.prepare_order(&new_order, Some(&meta))?;
+        self.books[spec.id.0 as usize]
+            .cancel(id)
+            .expect("order in book");
+        self.forget_order(id, &spec);
+        out.push(Event::OrderAmended {
+            order_id: id,
+            price: spec.price_of(new_price),
+            open_qty: spec.qty_of(new_qty),
+            priority_kept: false,
+        });
+        let r = self.execute(
+            &spec,
+            prepared.taker,
+            prepared.meta,
+            None,
+            prepared.unfilled_reason,
+            None,
+            out,
+        );
+        assert!(
+            r.is_ok(),
+            "a prepared amend cannot be refused by the book: {r:?}"
+        );
+        Ok(())
+    }
+
+    fn set_mark_price(&mut self, i: InstrumentId, price: Price, out: &mut Vec<Event>) -> Res {
+        self.spec(i)?;
+        if !price.is_positive() {
+            return Err(RejectReason::PriceNotPositive);
+        }
+        self.marks[i.0 as usize] = Some(price);
+        out.push(Event::MarkPriceSet {
+            instrument: i,
+            price,
+        });
+        self.check_liquidations(i, out);
+        Ok(())
+    }
+}
+
+/// The mark price band `mark × (1 ± band)` in ticks, inside the band.
+pub(crate) fn band(spec: &InstrumentSpec, mark: Price) -> (PriceTicks, PriceTicks) {
+    let d = Price(mul_div(
+        mark.raw() as i128,
+        spec.price_band.raw() as i128,
+        RATE_SCALE as i128,
+        Rounding::Floor,
+    ) as i64);
+    let low = spec.ticks_of(mark - d, Rounding::Ceil);
+    let high = spec.ticks_of(mark + d, Rounding::Floor);
+    (PriceTicks(low.0.max(1)), high)
+}

@@ -1,0 +1,297 @@
+//! Liquidation (MARGIN §7 steps 1–3), run after every mark price update for the accounts
+//! holding a position in that instrument, in ascending account id order.
+//!
+//! 1. cancel the account's open orders (isolated: that position's) and re-check;
+//! 2. partial: a position above the lowest bracket is reduced to the next lower
+//!    bracket's notional cap by an IOC order no worse than its bankruptcy price, paying
+//!    the liquidation fee to the insurance fund; re-check;
+//! 3. full: the insurance fund of the settlement asset takes the position over at the
+//!    bankruptcy price (after the liquidation fee, capped by the remaining equity) and
+//!    sends an IOC order into the book no worse than that price; what does not fill stays
+//!    with the fund. A wallet left negative is covered by the fund.
+//!
+//! Auto-deleveraging (step 4) is not implemented: the fund's balance may go negative,
+//! which the state shows.
+
+use crate::engine::{fund_account_id, Engine, OrderMeta};
+use perpcore_book::{Taker, Tif};
+use perpcore_risk::{self as risk};
+use perpcore_types::*;
+
+impl Engine {
+    pub(crate) fn check_liquidations(&mut self, i: InstrumentId, out: &mut Vec<Event>) {
+        let spec = self.config.instruments[i.0 as usize].clone();
+        let holders = self.holders[i.0 as usize].clone();
+        for id in holders {
+            let Some(k) = self.idx(id) else { continue };
+            if self.accounts[k].system {
+                continue;
+            }
+            let Some(leg) = self.accounts[k].leg(i) else {
+                continue;
+            };
+            if leg.is_flat() {
+                continue;
+            }
+            if leg.mode == MarginMode::Isolated {
+                let mark = self.marks[i.0 as usize].expect("mark");
+                if risk::isolated_liquidatable(leg, &spec, mark) {
+                    self.liquidate_isolated(k, &spec, out);
+                }
+            } else if self.pool_of(k, spec.settle_asset).is_liquidatable() {
+                self.liquidate_cross(k, spec.settle_asset, out);
+            }
+        }
+    }
+
+    fn liquidate_isolated(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+        let account = self.accounts[k].id;
+        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        let leg = self.accounts[k].leg(spec.id).expect("leg");
+        out.push(Event::LiquidationTriggered {
+            account,
+            instrument: Some(spec.id),
+            settle_asset: spec.settle_asset,
+            margin_balance: leg.isolated_margin + risk::upnl(leg, spec, mark),
+            maintenance_margin: risk::position_mm(leg, spec, mark),
+        });
+        // Step 1: cancelling this position's orders frees no isolated margin, but they
+        // must not trade against the liquidation.
+        self.cancel_where(k, |s| s.id == spec.id, CancelReason::Liquidation, out);
+        // Step 2.
+        self.partial_liquidation(k, spec, out);
+        let still = {
+            let leg = self.accounts[k].leg(spec.id).expect("leg");
+            risk::isolated_liquidatable(leg, spec, mark)
+        };
+        if still {
+            self.take_over(k, spec, out);
+        }
+    }
+
+    fn liquidate_cross(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
+        let account = self.accounts[k].id;
+        let p = self.pool_of(k, asset);
+        out.push(Event::LiquidationTriggered {
+            account,
+            instrument: None,
+            settle_asset: asset,
+            margin_balance: p.margin_balance(),
+            maintenance_margin: p.cross_mm,
+        });
+        // Step 1.
+        self.cancel_where(
+            k,
+            |s| s.settle_asset == asset,
+            CancelReason::Liquidation,
+            out,
+        );
+        if !self.pool_of(k, asset).is_liquidatable() {
+            return;
+        }
+        // Step 2: the position with the largest maintenance margin first.
+        if let Some(spec) = self.largest_cross_position(k, asset) {
+            self.partial_liquidation(k, &spec, out);
+        }
+        // Step 3: take positions over until the pool is healthy or empty.
+        while self.pool_of(k, asset).is_liquidatable() {
+            let Some(spec) = self.largest_cross_position(k, asset) else {
+                break;
+            };
+            self.take_over(k, &spec, out);
+        }
+        self.cover_deficit(k, asset, out);
+    }
+
+    fn largest_cross_position(&self, k: usize, asset: AssetId) -> Option<InstrumentSpec> {
+        let mut best: Option<(Money, InstrumentId)> = None;
+        for leg in &self.accounts[k].legs {
+            let spec = &self.config.instruments[leg.instrument.0 as usize];
+            if spec.settle_asset != asset || leg.mode != MarginMode::Cross || leg.is_flat() {
+                continue;
+            }
+            let mm = risk::position_mm(
+                leg,
+                spec,
+                self.marks[leg.instrument.0 as usize].expect("mark"),
+            );
+            // Strictly larger wins, so ties keep the lowest instrument id.
+            if best.is_none_or(|(b, _)| mm > b) {
+                best = Some((mm, leg.instrument));
+            }
+        }
+        best.map(|(_, i)| self.config.instruments[i.0 as usize].clone())
+    }
+
+    /// Wallet + uPnL of the pool's other cross positions (cross) or the isolated margin:
+    /// the `WB + UPNL_other` term of the bankruptcy price (MARGIN §6).
+    fn equity_besides(&self, k: usize, spec: &InstrumentSpec) -> Money {
+        let a = &self.accounts[k];
+        let leg = a.leg(spec.id).expect("leg");
+        if leg.mode == MarginMode::Isolated {
+            return leg.isolated_margin;
+        }
+        let p = self.pool_of(k, spec.settle_asset);
+        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        p.margin_balance() - risk::upnl(leg, spec, mark)
+    }
+
+    fn bankruptcy_ticks(&self, k: usize, spec: &InstrumentSpec) -> (Price, PriceTicks) {
+        let leg = self.accounts[k].leg(spec.id).expect("leg");
+        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        // No positive bankruptcy price: the equity cannot reach zero; use the mark.
+        let bp = risk::bankruptcy_price(leg, spec, self.equity_besides(k, spec)).unwrap_or(mark);
+        // The closing order may not trade worse than bankruptcy: a long sells at or above
+        // it (ticks rounded up), a short buys at or below it (rounded down).
+        let ticks = if leg.qty.0 > 0 {
+            spec.ticks_of(bp, Rounding::Ceil)
+        } else {
+            spec.ticks_of(bp, Rounding::Floor)
+        };
+        (bp, PriceTicks(ticks.0.max(1)))
+    }
+
+    /// MARGIN §7 step 2.
+    fn partial_liquidation(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        let leg = self.accounts[k].leg(spec.id).expect("leg");
+        let notional = spec.notional(leg.qty, mark);
+        let b = spec
+            .brackets
+            .iter()
+            .position(|b| notional <= b.notional_cap)
+            .unwrap_or(spec.brackets.len() - 1);
+        if b == 0 {
+            return;
+        }
+        let target = spec.brackets[b - 1].notional_cap;
+        let per_lot = spec.notional(QtyLots(1), mark);
+        let keep = if per_lot.is_zero() {
+            0
+        } else {
+            (target.raw() / per_lot.raw()) as i64
+        };
+        let reduce = (leg.qty.0.abs() - keep).max(1).min(leg.qty.0.abs());
+        let side = if leg.qty.0 > 0 { Side::Sell } else { Side::Buy };
+        let (_, limit) = self.bankruptcy_ticks(k, spec);
+        self.liquidation_order(
+            k,
+            spec,
+            side,
+            QtyLots(reduce),
+            limit,
+            spec.liquidation_fee,
+            out,
+        );
+    }
+
+    /// Send an IOC order for account `k` that pays `fee_rate` to the insurance fund.
+    #[allow(clippy::too_many_arguments)]
+    fn liquidation_order(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        side: Side,
+        qty: QtyLots,
+        limit: PriceTicks,
+        fee_rate: Rate,
+        out: &mut Vec<Event>,
+    ) {
+        let account = self.accounts[k].id;
+        let order_id = self.next_internal_order_id();
+        let taker = Taker {
+            order_id,
+            account,
+            side,
+            limit,
+            qty,
+            tif: Tif::Ioc,
+            // The account's own orders are cancelled before liquidation; the fund never
+            // rests orders. Expiring a maker is the safe choice should one remain.
+            stp: StpMode::ExpireMaker,
+            reduce_only: true,
+        };
+        let meta = OrderMeta {
+            account,
+            instrument: spec.id,
+            side,
+            reduce_only: true,
+            post_only: false,
+            margin_notional: Money::ZERO,
+            reserved: Money::ZERO,
+        };
+        let fund = fund_account_id(spec.settle_asset);
+        let r = self.execute(
+            spec,
+            taker,
+            meta,
+            None,
+            CancelReason::Unfilled,
+            Some((fee_rate, fund)),
+            out,
+        );
+        assert!(r.is_ok(), "an IOC liquidation order cannot be refused");
+    }
+
+    /// MARGIN §7 step 3: the fund takes the position over at the bankruptcy price.
+    fn take_over(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+        let settle = spec.settle_asset.0 as usize;
+        let account = self.accounts[k].id;
+        let fund = fund_account_id(spec.settle_asset);
+        let fk = self.idx(fund).expect("fund account");
+        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        // Liquidation fee, capped by what equity is left, paid to the fund first.
+        let (equity, notional) = {
+            let leg = self.accounts[k].leg(spec.id).expect("leg");
+            let eq = self.equity_besides(k, spec) + risk::upnl(leg, spec, mark);
+            (eq, spec.notional(leg.qty, mark))
+        };
+        let fee = notional
+            .mul_rate(spec.liquidation_fee, Rounding::Ceil)
+            .min(equity.max(Money::ZERO));
+        if fee.is_positive() {
+            let a = &mut self.accounts[k];
+            let leg = a.leg_mut(spec.id).expect("leg");
+            if leg.mode == MarginMode::Isolated {
+                leg.isolated_margin -= fee;
+            } else {
+                a.wallets[settle] -= fee;
+            }
+            self.accounts[fk].wallets[settle] += fee;
+        }
+        let (bp, limit) = self.bankruptcy_ticks(k, spec);
+        let qty = self.accounts[k].leg(spec.id).expect("leg").qty;
+        let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
+        self.move_position(k, spec, close_side, qty.abs(), bp, Money::ZERO);
+        self.move_position(fk, spec, close_side.opposite(), qty.abs(), bp, Money::ZERO);
+        out.push(Event::PositionTakenOver {
+            account,
+            instrument: spec.id,
+            qty: spec.qty_of(qty),
+            bankruptcy_price: bp,
+            liquidation_fee: fee,
+        });
+        // An isolated position's margin came home in move_position; a negative remainder
+        // is covered by the fund.
+        self.cover_deficit(k, spec.settle_asset, out);
+        // The fund works the position off in the book, no worse than bankruptcy.
+        self.liquidation_order(fk, spec, close_side, qty.abs(), limit, Rate::ZERO, out);
+    }
+
+    /// A wallet left negative with no cross position to carry it is covered by the fund.
+    pub(crate) fn cover_deficit(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
+        let wallet = self.accounts[k].wallets[asset.0 as usize];
+        if !wallet.is_negative() || self.pool_of(k, asset).cross_positions > 0 {
+            return;
+        }
+        let fk = self.idx(fund_account_id(asset)).expect("fund account");
+        let amount = -wallet;
+        self.accounts[fk].wallets[asset.0 as usize] -= amount;
+        self.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
+        out.push(Event::DeficitCovered {
+            account: self.accounts[k].id,
+            asset,
+            amount,
+        });
+    }
+}

@@ -1,0 +1,153 @@
+//! The account report (scenario `report` command, `perpcore audit`): everything a user or
+//! auditor needs to check an account's margin by hand. Read-only.
+
+use crate::engine::Engine;
+use perpcore_risk::{self as risk};
+use perpcore_types::*;
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AssetReport {
+    pub asset: String,
+    pub wallet: Money,
+    /// Wallet + uPnL of cross positions settling in this asset.
+    pub margin_balance: Money,
+    /// Wallet + uPnL of all positions + isolated margins (what the asset is worth to
+    /// the account now).
+    pub equity: Money,
+    pub initial_margin: Money,
+    pub order_margin: Money,
+    pub maintenance_margin: Money,
+    /// `MM / margin balance` of the cross pool; absent with no cross position.
+    pub margin_ratio: Option<Rate>,
+    pub available: Money,
+    pub withdrawable: Money,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PositionReport {
+    pub instrument: String,
+    pub mode: MarginMode,
+    pub leverage: u32,
+    pub size: Qty,
+    pub entry_price: Option<Price>,
+    pub mark_price: Option<Price>,
+    pub notional: Money,
+    pub unrealized_pnl: Money,
+    pub isolated_margin: Money,
+    pub initial_margin: Money,
+    pub maintenance_margin: Money,
+    pub liquidation_price: Option<Price>,
+    pub bankruptcy_price: Option<Price>,
+    pub order_margin: Money,
+    pub open_orders: u32,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AccountReport {
+    pub account: AccountId,
+    pub parent: Option<AccountId>,
+    pub assets: Vec<AssetReport>,
+    pub positions: Vec<PositionReport>,
+}
+
+impl Engine {
+    pub fn report(&self, id: AccountId) -> Option<AccountReport> {
+        let k = self.idx(id)?;
+        let a = &self.accounts[k];
+        let specs = &self.config.instruments;
+        let mut assets = Vec::new();
+        for asset in &self.config.assets {
+            let p = self.pool_of(k, asset.id);
+            let touched = a
+                .legs
+                .iter()
+                .any(|l| specs[l.instrument.0 as usize].settle_asset == asset.id);
+            if p.wallet.is_zero() && !touched {
+                continue;
+            }
+            let mut equity = p.wallet;
+            for leg in &a.legs {
+                let spec = &specs[leg.instrument.0 as usize];
+                if spec.settle_asset == asset.id && !leg.is_flat() {
+                    let m = self.marks[leg.instrument.0 as usize].expect("mark");
+                    equity += risk::upnl(leg, spec, m) + leg.isolated_margin;
+                } else if spec.settle_asset == asset.id {
+                    equity += leg.isolated_margin;
+                }
+            }
+            assets.push(AssetReport {
+                asset: asset.symbol.clone(),
+                wallet: p.wallet,
+                margin_balance: p.margin_balance(),
+                equity,
+                initial_margin: p.cross_im,
+                order_margin: p.order_margin,
+                maintenance_margin: p.cross_mm,
+                margin_ratio: p.mmr(),
+                available: p.available(),
+                withdrawable: p.withdrawable(),
+            });
+        }
+        let mut positions = Vec::new();
+        for leg in &a.legs {
+            let spec = &specs[leg.instrument.0 as usize];
+            if leg.is_flat() && leg.open_orders.is_empty() {
+                continue;
+            }
+            let mark = self.marks[leg.instrument.0 as usize];
+            let (upnl, im, mm, notional, lp, bp) = match mark {
+                Some(m) if !leg.is_flat() => {
+                    let upnl = risk::upnl(leg, spec, m);
+                    let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated {
+                        (leg.isolated_margin, leg.isolated_margin)
+                    } else {
+                        let p = self.pool_of(k, spec.settle_asset);
+                        let mm = risk::position_mm(leg, spec, m);
+                        let others_upnl_wb = p.margin_balance() - upnl;
+                        (others_upnl_wb - (p.cross_mm - mm), others_upnl_wb)
+                    };
+                    (
+                        upnl,
+                        risk::position_im(leg, spec, m),
+                        risk::position_mm(leg, spec, m),
+                        spec.notional(leg.qty, m),
+                        risk::liquidation_price(leg, spec, wb_others, m),
+                        risk::bankruptcy_price(leg, spec, wb_upnl_others),
+                    )
+                }
+                _ => (
+                    Money::ZERO,
+                    Money::ZERO,
+                    Money::ZERO,
+                    Money::ZERO,
+                    None,
+                    None,
+                ),
+            };
+            positions.push(PositionReport {
+                instrument: spec.symbol.clone(),
+                mode: leg.mode,
+                leverage: leg.leverage,
+                size: spec.qty_of(leg.qty),
+                entry_price: leg.entry_price(spec),
+                mark_price: mark,
+                notional,
+                unrealized_pnl: upnl,
+                isolated_margin: leg.isolated_margin,
+                initial_margin: im,
+                maintenance_margin: mm,
+                liquidation_price: lp,
+                bankruptcy_price: bp,
+                order_margin: leg.order_margin,
+                open_orders: leg.open_orders.len() as u32,
+            });
+        }
+        Some(AccountReport {
+            account: id,
+            parent: a.parent,
+            assets,
+            positions,
+        })
+    }
+}

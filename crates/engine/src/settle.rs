@@ -1,0 +1,167 @@
+//! Fill settlement (MARGIN §2, real-time settlement): position and basis, realized PnL,
+//! fees, and the movement of isolated margin. Every amount that leaves one balance
+//! arrives in another, so each asset is conserved exactly (MARGIN §10).
+
+use crate::engine::Engine;
+use perpcore_book::{Fill, Taker};
+use perpcore_risk::{self as risk};
+use perpcore_types::*;
+
+/// Where a fee goes: the fee income of the settlement asset, or (liquidation) an account.
+#[derive(Clone, Copy)]
+enum FeeSink {
+    Income,
+    Account(AccountId),
+}
+
+impl Engine {
+    /// Settle both sides of one fill. Returns (taker fee, maker fee, taker PnL, maker PnL).
+    pub(crate) fn settle_fill(
+        &mut self,
+        spec: &InstrumentSpec,
+        taker: &Taker,
+        f: &Fill,
+        fee_override: Option<(Rate, AccountId)>,
+    ) -> (Money, Money, Money, Money) {
+        let price = spec.price_of(f.price);
+        let (taker_rate, taker_sink) = match fee_override {
+            Some((rate, sink)) => (rate, FeeSink::Account(sink)),
+            None => (spec.taker_fee, FeeSink::Income),
+        };
+        let (tf, tp) = self.settle_side(
+            spec,
+            taker.account,
+            taker.side,
+            f.qty,
+            price,
+            taker_rate,
+            taker_sink,
+        );
+        let (mf, mp) = self.settle_side(
+            spec,
+            f.maker_account,
+            taker.side.opposite(),
+            f.qty,
+            price,
+            spec.maker_fee,
+            FeeSink::Income,
+        );
+        (tf, mf, tp, mp)
+    }
+
+    /// Settle one side of a fill at an exact price with the given fee rate.
+    /// Returns (fee, realized PnL).
+    #[allow(clippy::too_many_arguments)]
+    fn settle_side(
+        &mut self,
+        spec: &InstrumentSpec,
+        account: AccountId,
+        side: Side,
+        lots: QtyLots,
+        price: Price,
+        fee_rate: Rate,
+        sink: FeeSink,
+    ) -> (Money, Money) {
+        let k = self.idx(account).expect("fill account");
+        let settle = spec.settle_asset.0 as usize;
+        let notional = spec.notional(lots, price);
+        // Fees round up: a charge against the account (a rebate rounds toward zero).
+        let fee = if self.accounts[k].system {
+            Money::ZERO
+        } else {
+            notional.mul_rate(fee_rate, Rounding::Ceil)
+        };
+        let realized = self.move_position(k, spec, side, lots, price, fee);
+        match sink {
+            FeeSink::Income => self.fee_income[settle] += fee,
+            FeeSink::Account(id) => {
+                let fk = self.idx(id).expect("fee account");
+                self.accounts[fk].wallets[settle] += fee;
+            }
+        }
+        (fee, realized)
+    }
+
+    /// Move a position by a fill (or a takeover) at `price` and book realized PnL and the
+    /// fee (already computed, paid by this account). Returns the realized PnL.
+    pub(crate) fn move_position(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        side: Side,
+        lots: QtyLots,
+        price: Price,
+        fee: Money,
+    ) -> Money {
+        let settle = spec.settle_asset.0 as usize;
+        let account = &mut self.accounts[k];
+        let id = account.id;
+        let leg = account.leg_or_default(spec);
+        let before = leg.qty;
+        let eff = risk::apply_fill(leg, spec, side, lots.0, price);
+        let mut wallet_delta = Money::ZERO;
+        if leg.mode == MarginMode::Cross {
+            wallet_delta += eff.realized_pnl - fee;
+        } else {
+            // Isolated: PnL of the closed part stays with the position's margin and the
+            // closed share of that margin returns to the wallet; opening moves the new
+            // part's initial margin from the wallet. The fee is paid from the wallet when
+            // the fill opens exposure, else from the isolated margin.
+            leg.isolated_margin += eff.realized_pnl;
+            if eff.closed_lots > 0 {
+                let release = if eff.closed_lots == before.0.abs() {
+                    leg.isolated_margin
+                } else {
+                    leg.isolated_margin.mul_div(
+                        eff.closed_lots as i128,
+                        before.0.abs() as i128,
+                        Rounding::Floor,
+                    )
+                };
+                leg.isolated_margin -= release;
+                wallet_delta += release;
+            }
+            if eff.opened_lots > 0 {
+                let add = spec
+                    .notional(QtyLots(eff.opened_lots), price)
+                    .div_int(leg.leverage as i64, Rounding::Ceil);
+                leg.isolated_margin += add;
+                wallet_delta -= add + fee;
+            } else {
+                leg.isolated_margin -= fee;
+                if leg.qty.is_zero() {
+                    // Fully closed: whatever margin is left (after the fee) goes home.
+                    wallet_delta += leg.isolated_margin;
+                    leg.isolated_margin = Money::ZERO;
+                }
+            }
+            if leg.isolated_margin.is_negative() {
+                // The owner traded the position beyond its bankruptcy price (liquidation
+                // only runs on mark ticks). The owner pays the shortfall from the
+                // wallet; what the wallet cannot pay the fund covers (`cover_deficit`),
+                // so the fund never pays for a loss the owner could.
+                wallet_delta += leg.isolated_margin;
+                leg.isolated_margin = Money::ZERO;
+            }
+        }
+        let after = leg.qty;
+        account.wallets[settle] += wallet_delta;
+        self.update_holders(spec.id, id, before, after);
+        eff.realized_pnl
+    }
+
+    fn update_holders(&mut self, i: InstrumentId, id: AccountId, before: QtyLots, after: QtyLots) {
+        let h = &mut self.holders[i.0 as usize];
+        match (before.is_zero(), after.is_zero()) {
+            (true, false) => {
+                let pos = h.binary_search(&id).expect_err("holder listed twice");
+                h.insert(pos, id);
+            }
+            (false, true) => {
+                let pos = h.binary_search(&id).expect("holder missing");
+                h.remove(pos);
+            }
+            _ => {}
+        }
+    }
+}
