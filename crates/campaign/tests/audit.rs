@@ -76,7 +76,7 @@ fn volume_filters_contract_margin_window_and_sub_accounts() {
             ..fill(1_100, 4, UsdtM, true, 0)
         },
     ];
-    let got = compute_volume(&fills, &params()).unwrap();
+    let got = compute_volume(fills.iter(), &params()).unwrap();
     // account 1: 300 + 200 = 500 == share threshold -> share reached, draw not.
     // account 11's 20_000 is not added to account 1.
     assert_eq!(
