@@ -1,6 +1,7 @@
 //! The engine state and the command handlers.
 
 use fxhash::FxHashMap;
+use std::sync::Arc;
 use perpcore_book::{Book, MatchResult, Taker, TakerOutcome, Tif};
 use perpcore_risk::{self as risk, Account, Leg};
 use perpcore_types::*;
@@ -31,7 +32,9 @@ pub struct OrderMeta {
 
 /// The deterministic core.
 pub struct Engine {
-    pub(crate) config: Config,
+    /// Shared so that handlers can hold a spec while mutating the engine, without
+    /// cloning it per command.
+    pub(crate) config: Arc<Config>,
     /// Accounts in creation order (insurance funds first).
     pub(crate) accounts: Vec<Account>,
     /// Lookup only; never iterated.
@@ -58,7 +61,7 @@ type Res = Result<(), RejectReason>;
 
 /// A checked order, ready for the book.
 struct Prepared {
-    spec: InstrumentSpec,
+    instrument: InstrumentId,
     taker: Taker,
     meta: OrderMeta,
     accepted: Event,
@@ -83,7 +86,7 @@ impl Engine {
             last_ts_ns: 0,
             next_internal_order: RESERVED_ORDER_ID_MIN,
             scratch: MatchResult::new(),
-            config,
+            config: Arc::new(config),
         };
         for k in 0..assets {
             let id = fund_account_id(AssetId(k as u16));
@@ -383,14 +386,15 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
-        let spec = self.spec(i)?.clone();
+        let cfg = Arc::clone(&self.config);
+        let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         if leverage == 0 || leverage > spec.max_leverage {
             return Err(RejectReason::LeverageOutOfRange);
         }
         let default_leg = Leg::new(i, spec.max_leverage);
         let leg = self.accounts[k].leg(i).unwrap_or(&default_leg).clone();
         if spec
-            .bracket_for(self.exposure_notional(&leg, &spec, Money::ZERO, None))
+            .bracket_for(self.exposure_notional(&leg, spec, Money::ZERO, None))
             .max_leverage
             < leverage
         {
@@ -400,7 +404,7 @@ impl Engine {
         let mut acct = self.accounts[k].clone();
         let mut metas: Vec<(OrderId, OrderMeta)> = Vec::new();
         {
-            let l = acct.leg_or_default(&spec);
+            let l = acct.leg_or_default(spec);
             l.leverage = leverage;
             let mut total = Money::ZERO;
             for oid in &l.open_orders {
@@ -424,8 +428,8 @@ impl Engine {
             let l = acct.leg(i).expect("leg");
             if l.mode == MarginMode::Isolated && !l.is_flat() {
                 let m = self.marks[i.0 as usize].expect("position without mark");
-                let eq = l.isolated_margin + risk::upnl(l, &spec, m).min(Money::ZERO);
-                if eq < risk::position_im(l, &spec, m) {
+                let eq = l.isolated_margin + risk::upnl(l, spec, m).min(Money::ZERO);
+                if eq < risk::position_im(l, spec, m) {
                     return Err(RejectReason::LeverageUnderMargin);
                 }
             }
@@ -450,18 +454,19 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
-        let spec = self.spec(i)?.clone();
+        let cfg = Arc::clone(&self.config);
+        let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         let mut acct = self.accounts[k].clone();
         let settle = spec.settle_asset.0 as usize;
         let mark = self.marks[i.0 as usize];
-        let leg = acct.leg_or_default(&spec);
+        let leg = acct.leg_or_default(spec);
         if leg.mode != mode && !leg.is_flat() {
             let m = mark.expect("position without mark");
             match mode {
                 MarginMode::Isolated => {
                     // The new isolated position starts at exactly its initial margin:
                     // IW + uPnL = IM.
-                    let iw = (risk::position_im(leg, &spec, m) - risk::upnl(leg, &spec, m))
+                    let iw = (risk::position_im(leg, spec, m) - risk::upnl(leg, spec, m))
                         .max(Money::ZERO);
                     leg.isolated_margin = iw;
                     leg.mode = MarginMode::Isolated;
@@ -503,7 +508,8 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
-        let spec = self.spec(i)?.clone();
+        let cfg = Arc::clone(&self.config);
+        let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         if delta.is_zero() {
             return Err(RejectReason::DeltaZero);
         }
@@ -517,8 +523,8 @@ impl Engine {
                 return Err(RejectReason::InsufficientBalance);
             }
         } else {
-            let after = leg.isolated_margin + delta + risk::upnl(leg, &spec, m).min(Money::ZERO);
-            if after < risk::position_im(leg, &spec, m) {
+            let after = leg.isolated_margin + delta + risk::upnl(leg, spec, m).min(Money::ZERO);
+            if after < risk::position_im(leg, spec, m) {
                 return Err(RejectReason::IsolatedMarginTooLow);
             }
         }
@@ -576,8 +582,9 @@ impl Engine {
 
     fn place_order(&mut self, o: &NewOrder, out: &mut Vec<Event>) -> Res {
         let p = self.prepare_order(o, None)?;
+        let cfg = Arc::clone(&self.config);
         self.execute(
-            &p.spec,
+            &cfg.instruments[p.instrument.0 as usize],
             p.taker,
             p.meta,
             Some(p.accepted),
@@ -596,7 +603,7 @@ impl Engine {
         replacing: Option<&OrderMeta>,
     ) -> Result<Prepared, RejectReason> {
         let k = self.user_idx(o.account)?;
-        let spec = self.spec(o.instrument)?.clone();
+        let spec = self.spec(o.instrument)?;
         let mark = self.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
         if o.order_id.0 >= RESERVED_ORDER_ID_MIN {
             return Err(RejectReason::OrderIdReserved);
@@ -640,7 +647,7 @@ impl Engine {
         if reduce_only {
             qty = qty.min(position.abs());
         }
-        let (band_low, band_high) = band(&spec, mark);
+        let (band_low, band_high) = band(spec, mark);
         let limit = match o.order_type {
             OrderType::Limit => {
                 if o.price.0 <= 0 {
@@ -673,14 +680,14 @@ impl Engine {
                 let l = leg.unwrap_or(&default_leg);
                 let extra = spec.notional(QtyLots(incr), margin_price);
                 if spec
-                    .bracket_for(self.exposure_notional(l, &spec, extra, excluded))
+                    .bracket_for(self.exposure_notional(l, spec, extra, excluded))
                     .max_leverage
                     < leverage
                 {
                     return Err(RejectReason::LeverageExceedsBracket);
                 }
                 let cost = risk::order_cost(
-                    &spec,
+                    spec,
                     QtyLots(incr),
                     margin_price,
                     o.side == Side::Buy,
@@ -751,7 +758,7 @@ impl Engine {
             CancelReason::Unfilled
         };
         Ok(Prepared {
-            spec,
+            instrument: spec.id,
             taker,
             meta,
             accepted,
@@ -860,7 +867,10 @@ impl Engine {
             }),
             TakerOutcome::PostOnlyRejected | TakerOutcome::FokRejected => unreachable!(),
         }
-        touched.push((taker.account, spec.id));
+        if !touched.is_empty() {
+            // Positions changed only if something filled.
+            touched.push((taker.account, spec.id));
+        }
         touched.sort();
         touched.dedup();
         for (a, _) in touched {
@@ -922,6 +932,10 @@ impl Engine {
             return;
         };
         let pos = leg.qty.0;
+        // Most legs have no reduce-only order: look before allocating.
+        if !leg.open_orders.iter().any(|id| self.orders.get(id).is_some_and(|m| m.reduce_only)) {
+            return;
+        }
         let ids: Vec<OrderId> = leg
             .open_orders
             .iter()
@@ -930,7 +944,7 @@ impl Engine {
             .collect();
         for id in ids {
             let book = &mut self.books[spec.id.0 as usize];
-            let o = book.get(id).expect("reduce-only order in book").clone();
+            let o = *book.get(id).expect("reduce-only order in book");
             let wrong_side = pos == 0 || (pos > 0) == (o.side == Side::Buy);
             if wrong_side {
                 book.cancel(id).expect("cancel");
@@ -957,8 +971,9 @@ impl Engine {
         if meta.account != account {
             return Err(RejectReason::NotOrderOwner);
         }
-        let spec = self.config.instruments[meta.instrument.0 as usize].clone();
-        self.cancel_one(&spec, id, CancelReason::User, out);
+        let cfg = Arc::clone(&self.config);
+        let spec = &cfg.instruments[meta.instrument.0 as usize];
+        self.cancel_one(spec, id, CancelReason::User, out);
         Ok(())
     }
 
@@ -995,9 +1010,9 @@ impl Engine {
                 victims.extend(leg.open_orders.iter().map(|id| (leg.instrument, *id)));
             }
         }
+        let cfg = Arc::clone(&self.config);
         for (i, id) in victims {
-            let spec = self.config.instruments[i.0 as usize].clone();
-            self.cancel_one(&spec, id, reason, out);
+            self.cancel_one(&cfg.instruments[i.0 as usize], id, reason, out);
         }
     }
 
@@ -1037,11 +1052,9 @@ impl Engine {
         if meta.account != account {
             return Err(RejectReason::NotOrderOwner);
         }
-        let spec = self.config.instruments[meta.instrument.0 as usize].clone();
-        let resting = self.books[spec.id.0 as usize]
-            .get(id)
-            .expect("order in book")
-            .clone();
+        let cfg = Arc::clone(&self.config);
+        let spec = &cfg.instruments[meta.instrument.0 as usize];
+        let resting = *self.books[spec.id.0 as usize].get(id).expect("order in book");
         let new_price = price.unwrap_or(resting.price);
         let new_qty = qty.unwrap_or(resting.open_qty);
         if new_price == resting.price && new_qty == resting.open_qty {
@@ -1055,7 +1068,7 @@ impl Engine {
             self.books[spec.id.0 as usize]
                 .reduce_qty(id, new_qty)
                 .expect("reduce");
-            let lev = self.leverage_of(account, &spec);
+            let lev = self.leverage_of(account, spec);
             let m = self.orders.get_mut(&id).expect("meta");
             let old = m.reserved;
             m.margin_notional = m.margin_notional.mul_div(
@@ -1109,7 +1122,7 @@ impl Engine {
         self.books[spec.id.0 as usize]
             .cancel(id)
             .expect("order in book");
-        self.forget_order(id, &spec);
+        self.forget_order(id, spec);
         out.push(Event::OrderAmended {
             order_id: id,
             price: spec.price_of(new_price),
@@ -1117,7 +1130,7 @@ impl Engine {
             priority_kept: false,
         });
         let r = self.execute(
-            &spec,
+            spec,
             prepared.taker,
             prepared.meta,
             None,

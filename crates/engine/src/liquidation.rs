@@ -17,10 +17,12 @@ use crate::engine::{fund_account_id, Engine, OrderMeta};
 use perpcore_book::{Taker, Tif};
 use perpcore_risk::{self as risk};
 use perpcore_types::*;
+use std::sync::Arc;
 
 impl Engine {
     pub(crate) fn check_liquidations(&mut self, i: InstrumentId, out: &mut Vec<Event>) {
-        let spec = self.config.instruments[i.0 as usize].clone();
+        let cfg = Arc::clone(&self.config);
+        let spec = &cfg.instruments[i.0 as usize];
         let holders = self.holders[i.0 as usize].clone();
         for id in holders {
             let Some(k) = self.idx(id) else { continue };
@@ -35,8 +37,8 @@ impl Engine {
             }
             if leg.mode == MarginMode::Isolated {
                 let mark = self.marks[i.0 as usize].expect("mark");
-                if risk::isolated_liquidatable(leg, &spec, mark) {
-                    self.liquidate_isolated(k, &spec, out);
+                if risk::isolated_liquidatable(leg, spec, mark) {
+                    self.liquidate_isolated(k, spec, out);
                 }
             } else if self.pool_of(k, spec.settle_asset).is_liquidatable() {
                 self.liquidate_cross(k, spec.settle_asset, out);

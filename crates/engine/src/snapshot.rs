@@ -41,7 +41,7 @@ struct State {
 impl Engine {
     fn to_state(&self) -> State {
         State {
-            config: self.config.clone(),
+            config: (*self.config).clone(),
             last_seq: self.last_seq,
             last_ts_ns: self.last_ts_ns,
             next_internal_order: self.next_internal_order,
@@ -249,12 +249,12 @@ impl Engine {
                 }
             }
         }
-        for k in 0..assets {
+        for (k, t) in total.iter().enumerate() {
             let expected = self.deposited[k] - self.withdrawn[k];
-            if total[k] != expected {
+            if *t != expected {
                 return Err(format!(
                     "asset {} not conserved: balances {} != deposits − withdrawals {}",
-                    self.config.assets[k].symbol, total[k], expected
+                    self.config.assets[k].symbol, t, expected
                 ));
             }
         }

@@ -91,7 +91,8 @@ impl Gen {
             rng: ChaCha8Rng::seed_from_u64(seed),
             accounts,
             next_order: 1,
-            marks: vec![60_000_0, 3_000_00, 60_000_0],
+            // Marks in ticks: 60,000.0 (tick 0.1), 3,000.00 (tick 0.01), 60,000.0.
+            marks: vec![600_000, 300_000, 600_000],
             live: Vec::new(),
         }
     }
@@ -99,12 +100,12 @@ impl Gen {
     pub fn setup(&mut self) -> Vec<Command> {
         let mut v = Vec::new();
         for a in 1..=self.accounts {
-            let parent = if a > 3 && a % 7 == 0 {
+            let parent = if a > 3 && a.is_multiple_of(7) {
                 Some(AccountId(a - 1))
             } else {
                 None
             };
-            let parent = parent.filter(|p| p.0 % 7 != 0);
+            let parent = parent.filter(|p| !p.0.is_multiple_of(7));
             v.push(Command::CreateAccount {
                 account: AccountId(a),
                 parent,
@@ -135,7 +136,7 @@ impl Gen {
         AccountId(self.rng.gen_range(1..=self.accounts + 1)) // +1: sometimes unknown
     }
 
-    pub fn next(&mut self) -> Command {
+    pub fn next_command(&mut self) -> Command {
         let r = self.rng.gen_range(0..1000);
         let i = self.rng.gen_range(0..3u32);
         let inst = InstrumentId(i);
@@ -265,7 +266,7 @@ impl Gen {
                 let from = self.account();
                 Command::Transfer {
                     from,
-                    to: AccountId(if from.0 % 7 == 0 {
+                    to: AccountId(if from.0.is_multiple_of(7) {
                         from.0 - 1
                     } else {
                         from.0 + 1
@@ -313,7 +314,7 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
     let total = setup.len() + commands;
     let mut setup = setup.into_iter();
     for n in 0..total {
-        let cmd = setup.next().unwrap_or_else(|| g.next());
+        let cmd = setup.next().unwrap_or_else(|| g.next_command());
         seq += 1;
         let before = e.content_hash();
         out.clear();
