@@ -1,10 +1,10 @@
 //! The engine state and the command handlers.
 
 use fxhash::FxHashMap;
-use std::sync::Arc;
 use perpcore_book::{Book, MatchResult, Taker, TakerOutcome, Tif};
 use perpcore_risk::{self as risk, Account, Leg};
 use perpcore_types::*;
+use std::sync::Arc;
 
 /// Order ids from here up are the engine's own (liquidation orders); the gateway's are
 /// below.
@@ -276,9 +276,7 @@ impl Engine {
     ) -> Res {
         let k = self.user_idx(id)?;
         self.check_asset(asset)?;
-        if !amount.is_positive() {
-            return Err(RejectReason::AmountNotPositive);
-        }
+        check_amount(amount)?;
         let w = &mut self.accounts[k].wallets[asset.0 as usize];
         *w += amount;
         let balance = *w;
@@ -301,9 +299,7 @@ impl Engine {
     ) -> Res {
         let k = self.user_idx(id)?;
         self.check_asset(asset)?;
-        if !amount.is_positive() {
-            return Err(RejectReason::AmountNotPositive);
-        }
+        check_amount(amount)?;
         if self.pool_of(k, asset).withdrawable() < amount {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
@@ -334,9 +330,7 @@ impl Engine {
         if fk == tk {
             return Err(RejectReason::TransferToSelf);
         }
-        if !amount.is_positive() {
-            return Err(RejectReason::AmountNotPositive);
-        }
+        check_amount(amount)?;
         let (fp, tp) = (self.accounts[fk].parent, self.accounts[tk].parent);
         let related = tp == Some(from) || fp == Some(to) || (fp.is_some() && fp == tp);
         if !related {
@@ -512,6 +506,9 @@ impl Engine {
         let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         if delta.is_zero() {
             return Err(RejectReason::DeltaZero);
+        }
+        if delta.abs() > MAX_AMOUNT {
+            return Err(RejectReason::AmountTooLarge);
         }
         let leg = match self.accounts[k].leg(i) {
             Some(l) if l.mode == MarginMode::Isolated && !l.is_flat() => l,
@@ -933,7 +930,11 @@ impl Engine {
         };
         let pos = leg.qty.0;
         // Most legs have no reduce-only order: look before allocating.
-        if !leg.open_orders.iter().any(|id| self.orders.get(id).is_some_and(|m| m.reduce_only)) {
+        if !leg
+            .open_orders
+            .iter()
+            .any(|id| self.orders.get(id).is_some_and(|m| m.reduce_only))
+        {
             return;
         }
         let ids: Vec<OrderId> = leg
@@ -1054,7 +1055,9 @@ impl Engine {
         }
         let cfg = Arc::clone(&self.config);
         let spec = &cfg.instruments[meta.instrument.0 as usize];
-        let resting = *self.books[spec.id.0 as usize].get(id).expect("order in book");
+        let resting = *self.books[spec.id.0 as usize]
+            .get(id)
+            .expect("order in book");
         let new_price = price.unwrap_or(resting.price);
         let new_qty = qty.unwrap_or(resting.open_qty);
         if new_price == resting.price && new_qty == resting.open_qty {
@@ -1150,6 +1153,9 @@ impl Engine {
         if !price.is_positive() {
             return Err(RejectReason::PriceNotPositive);
         }
+        if price > MAX_PRICE {
+            return Err(RejectReason::PriceTooLarge);
+        }
         self.marks[i.0 as usize] = Some(price);
         out.push(Event::MarkPriceSet {
             instrument: i,
@@ -1158,6 +1164,16 @@ impl Engine {
         self.check_liquidations(i, out);
         Ok(())
     }
+}
+
+fn check_amount(amount: Money) -> Result<(), RejectReason> {
+    if !amount.is_positive() {
+        return Err(RejectReason::AmountNotPositive);
+    }
+    if amount > MAX_AMOUNT {
+        return Err(RejectReason::AmountTooLarge);
+    }
+    Ok(())
 }
 
 /// The mark price band `mark × (1 ± band)` in ticks, inside the band.

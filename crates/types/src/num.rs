@@ -31,6 +31,12 @@ pub const RATE_DECIMALS: u32 = 10;
 /// Raw units per 1 of [`Rate`].
 pub const RATE_SCALE: i64 = 10_000_000_000;
 
+/// Largest amount a command may carry (10^15 units): keeps every sum the engine forms
+/// far inside `i128`.
+pub const MAX_AMOUNT: Money = Money(1_000_000_000_000_000 * MONEY_SCALE);
+/// Largest price a command may carry (10^10 units): keeps `price × (1 + band)` inside `i64`.
+pub const MAX_PRICE: Price = Price(10_000_000_000 * PRICE_SCALE);
+
 /// How a division rounds. Named at every call site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rounding {

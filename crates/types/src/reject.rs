@@ -48,6 +48,8 @@ reasons! {
     AmendIncreasesReduceOnly = 1022, "a reduce-only order cannot be amended above the position";
     DeltaZero = 1023, "margin adjustment must not be zero";
     OrderIdReserved = 1024, "order ids from 2^63 up are reserved for the engine";
+    AmountTooLarge = 1025, "amount above the engine's limit (10^15 units)";
+    PriceTooLarge = 1026, "price above the engine's limit (10^10 units)";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";
