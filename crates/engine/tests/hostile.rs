@@ -146,7 +146,6 @@ proptest! {
     #[test]
     fn arbitrary_commands_never_panic_or_half_apply(cmds in proptest::collection::vec(command(), 1..60)) {
         let mut e = Engine::new(common::test_config());
-        let mut seq = 0;
         let mut out = Vec::new();
         // A sane base so that hostile values reach the deep paths too.
         let setup = [
@@ -158,8 +157,8 @@ proptest! {
             Command::SetMarkPrice { instrument: InstrumentId(0), price: Price::from_int(60_000) },
             Command::SetMarkPrice { instrument: InstrumentId(1), price: Price::from_int(3_000) },
         ];
-        for cmd in setup.iter().cloned().chain(cmds) {
-            seq += 1;
+        for (n, cmd) in setup.iter().cloned().chain(cmds).enumerate() {
+            let seq = n as u64 + 1;
             let before = e.content_hash();
             out.clear();
             e.apply(&Envelope { seq, ts_ns: seq, command: cmd.clone() }, &mut out);
