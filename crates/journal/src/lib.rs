@@ -1,1 +1,78 @@
-//! perpcore-journal (being written).
+//! perpcore-journal: the durable, append-only, hash-chained log of sequenced commands.
+//!
+//! Owns: the on-disk format (byte layouts in `docs/JOURNAL_FORMAT.md`), writing batches
+//! durably, verifying them on read, snapshots, and torn-tail recovery. Must never:
+//! interpret command or state bytes (they are opaque; the state machine's codec, e.g.
+//! bincode 2 with the fixed-int little-endian config, lives with the state machine),
+//! acknowledge a batch before it is durable, panic on any stored bytes, or accept writes
+//! after a failed one.
+//!
+//! # Layout
+//! One sled database directory with three trees:
+//! - `batches`: one entry per group-commit batch, keyed by the big-endian first sequence
+//!   number (so sled's ordered iteration is sequence order). Value: a 136-byte header
+//!   (magic `PCJB`, version, first seq, count, payload length, first/last ts, blake3 of
+//!   the payload, the previous batch's header checksum, blake3 of the header) followed by
+//!   the payload (per command: seq u64, ts_ns u64, len u32, bytes). All integers are
+//!   fixed-width little-endian; checksums are full 32-byte blake3.
+//! - `meta`: the format record (version 1) and the genesis record (opaque bytes given by
+//!   the caller, normally the engine configuration, so the journal alone suffices to
+//!   replay). blake3 of the genesis bytes is the first link of the hash chain.
+//! - `snapshots`: full state bytes at a sequence number with the state hash, the chain
+//!   link at that sequence number and a checksum.
+//!
+//! # Verification and recovery
+//! Opening verifies every batch: header checksum, payload checksum, entry numbering,
+//! key = first seq, no gap or overlap with the previous batch, non-decreasing timestamps,
+//! and the hash chain from genesis. A *last* batch that fails the self-consistency checks
+//! (what a torn write looks like) was never acknowledged, so it is removed with a
+//! `tracing::warn!` and reported in `OpenReport::dropped_tail`; appends then continue from
+//! the last good batch. Any other damage is `JournalError::Corrupt { seq, what }`.
+//! Not detectable from the log alone: the loss of whole batches at the very end (the
+//! snapshot check `Journal::check_snapshot_position` catches it when a later snapshot
+//! exists).
+//!
+//! # Durability guarantee
+//! With `Durability::Fsync` (the default), when `Journal::append` or
+//! `Journal::write_snapshot` returns Ok, the record has been written by sled, sled has
+//! flushed its buffers (`sled::Db::flush`), and we have `fsync`ed sled's `db` file, every
+//! file under `blobs/`, the `blobs/` directory and the database directory (sled 0.34.7's
+//! flush uses `sync_file_range` on Linux and never syncs blob files, which does not
+//! survive power loss; see `durability`). So the record survives a process crash, kernel
+//! crash or power loss, provided the storage honours fsync (no lying write caches).
+//! `Durability::FlushOnly` and `Durability::Buffered` are weaker and meant for benchmarks.
+//!
+//! # Poisoning
+//! After any failed write or sync, the journal refuses every further write with
+//! `JournalError::Poisoned` until it is dropped and reopened (reopening re-verifies the
+//! log, which tells what actually reached the disk).
+
+mod batch;
+mod codec;
+mod durability;
+mod error;
+mod journal;
+mod meta;
+mod snapshot;
+
+pub use batch::{
+    decode_batch, scan_records, BatchBuilder, BatchFault, BatchHeader, BatchView, ChainVerifier,
+    EntryIter, EntryRef, ScanOutcome, TornTail, BATCH_HEADER_LEN, BATCH_MAGIC, ENTRY_HEADER_LEN,
+    FORMAT_VERSION,
+};
+pub use codec::{key_seq, seq_key};
+pub use durability::Durability;
+pub use error::{DecodeError, JournalError};
+pub use journal::{
+    AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions, OpenReport,
+    StoredBatch, Tip,
+};
+pub use meta::{
+    decode_format_record, decode_genesis_record, encode_format_record, encode_genesis_record,
+    genesis_hash, FORMAT_MAGIC, FORMAT_RECORD_LEN, GENESIS_HEADER_LEN, GENESIS_MAGIC,
+    META_FORMAT_KEY, META_GENESIS_KEY,
+};
+pub use snapshot::{
+    decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta, SnapshotView, SNAPSHOT_HEADER_LEN,
+    SNAPSHOT_MAGIC,
+};

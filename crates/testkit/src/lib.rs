@@ -1,1 +1,3 @@
 //! perpcore-testkit (being written).
+
+pub mod refbook;

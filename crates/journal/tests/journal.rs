@@ -1,0 +1,484 @@
+//! Integration tests of the journal on a real sled database: round trip, corruption
+//! detection (byte flips, truncation, missing batches), torn-tail repair, snapshots,
+//! poisoning. Raw damage is done by opening the sled database directly after the
+//! journal is dropped, as a disk fault or a crashed writer would leave it.
+
+use std::path::Path;
+
+use perpcore_journal::{
+    genesis_hash, scan_records, BatchBuilder, Journal, JournalError, JournalOptions,
+    BATCH_HEADER_LEN,
+};
+
+const GENESIS: &[u8] = b"test-genesis: engine config v1";
+
+fn cmd_bytes(seq: u64) -> Vec<u8> {
+    // Varying lengths, including empty commands.
+    let len = usize::try_from(seq % 7).unwrap_or(0);
+    let mut v = vec![u8::try_from(seq % 251).unwrap_or(0); len];
+    v.extend_from_slice(&seq.to_le_bytes());
+    if seq.is_multiple_of(5) {
+        v.clear();
+    }
+    v
+}
+
+/// Appends batches of the given sizes; timestamps are 1000 * seq.
+fn append_batches(j: &mut Journal, sizes: &[u32]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut b = BatchBuilder::new();
+    for &n in sizes {
+        b.clear();
+        let first = j.last_seq() + 1;
+        for seq in first..first + u64::from(n) {
+            b.push(seq, seq * 1000, &cmd_bytes(seq)).expect("push");
+        }
+        let info = j.append(&mut b).expect("append");
+        assert_eq!(info.first_seq, first);
+        assert_eq!(info.count, n);
+        out.push((info.first_seq, info.last_seq));
+    }
+    out
+}
+
+fn create(path: &Path) -> Journal {
+    let (j, report) =
+        Journal::open_or_create(path, GENESIS, JournalOptions::default()).expect("create");
+    assert!(report.created);
+    j
+}
+
+fn raw_batches(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = sled::open(path).expect("sled open");
+    let t = db.open_tree("batches").expect("tree");
+    t.iter()
+        .map(|r| {
+            let (k, v) = r.expect("iter");
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Replaces (or with `None` removes) a raw batch record.
+fn set_raw(path: &Path, tree: &str, key: &[u8], value: Option<Vec<u8>>) {
+    let db = sled::open(path).expect("sled open");
+    let t = db.open_tree(tree).expect("tree");
+    match value {
+        Some(v) => {
+            t.insert(key, v).expect("insert");
+        }
+        None => {
+            t.remove(key).expect("remove");
+        }
+    }
+    db.flush().expect("flush");
+}
+
+fn collect_entries(j: &Journal) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for b in j.read_from_genesis() {
+        let b = b.expect("batch");
+        let mut n = 0u32;
+        for e in b.entries() {
+            out.push((e.seq, e.ts_ns, e.bytes.to_vec()));
+            n += 1;
+        }
+        assert_eq!(n, b.header.count);
+    }
+    out
+}
+
+#[test]
+fn round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let ranges = {
+        let mut j = create(&path);
+        assert_eq!(j.genesis(), GENESIS);
+        append_batches(&mut j, &[1, 3, 10, 2, 64])
+    };
+    assert_eq!(ranges.last().map(|r| r.1), Some(80));
+    let (j, report) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert!(!report.created);
+    assert_eq!(report.batches, 5);
+    assert_eq!(report.last_seq, 80);
+    assert_eq!(report.dropped_tail, None);
+    assert_eq!(j.genesis(), GENESIS);
+    assert_eq!(j.genesis_hash(), genesis_hash(GENESIS));
+    assert_eq!(j.tip().last_ts_ns, 80_000);
+    let entries = collect_entries(&j);
+    assert_eq!(entries.len(), 80);
+    for (i, (seq, ts, bytes)) in entries.iter().enumerate() {
+        let expect = u64::try_from(i).expect("fits") + 1;
+        assert_eq!(*seq, expect);
+        assert_eq!(*ts, expect * 1000);
+        assert_eq!(bytes, &cmd_bytes(expect));
+    }
+}
+
+#[test]
+fn open_or_create_checks_genesis_and_open_needs_a_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    assert!(matches!(
+        Journal::open(&path, JournalOptions::default()),
+        Err(JournalError::NotAJournal(_))
+    ));
+    drop(create(&path));
+    match Journal::open_or_create(&path, b"other config", JournalOptions::default()) {
+        Err(JournalError::GenesisMismatch) => {}
+        other => panic!("expected GenesisMismatch, got {other:?}"),
+    }
+    let (_j, report) =
+        Journal::open_or_create(&path, GENESIS, JournalOptions::default()).expect("same genesis");
+    assert!(!report.created);
+}
+
+#[test]
+fn append_rejects_bad_batches_without_poisoning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = create(&dir.path().join("j"));
+    append_batches(&mut j, &[2]);
+    let mut b = BatchBuilder::new();
+    assert!(matches!(
+        j.append(&mut b),
+        Err(JournalError::InvalidBatch(_))
+    ));
+    b.push(5, 10_000, b"x").expect("push");
+    assert!(matches!(
+        j.append(&mut b),
+        Err(JournalError::InvalidBatch(_))
+    ));
+    b.clear();
+    b.push(3, 1, b"ts before tip").expect("push");
+    assert!(matches!(
+        j.append(&mut b),
+        Err(JournalError::InvalidBatch(_))
+    ));
+    // The builder itself refuses non-contiguous seqs and backwards timestamps.
+    b.clear();
+    b.push(3, 5000, b"a").expect("push");
+    assert!(b.push(5, 6000, b"b").is_err());
+    assert!(b.push(4, 4000, b"b").is_err());
+    assert!(!j.is_poisoned());
+    append_batches(&mut j, &[1]);
+    assert_eq!(j.last_seq(), 3);
+}
+
+/// Every single-byte change of every stored batch is detected: in a batch that is not
+/// the last it is an error naming that batch's first seq; in the last batch it is a
+/// torn tail and the log ends at the previous batch.
+#[test]
+fn every_byte_flip_is_detected_with_the_right_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let ranges = {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3, 4, 2])
+    };
+    let records = raw_batches(&path);
+    assert_eq!(records.len(), 3);
+    let g = genesis_hash(GENESIS);
+    let clean = scan_records(g, records.iter().map(|(k, v)| Ok((k, v)))).expect("clean");
+    assert_eq!(clean.position.last_seq(), 9);
+    assert_eq!(clean.torn_tail, None);
+
+    for (idx, (first, _last)) in ranges.iter().enumerate() {
+        let len = records[idx].1.len();
+        assert!(len > BATCH_HEADER_LEN);
+        for pos in 0..len {
+            for mask in [0x01u8, 0x80] {
+                let mut damaged = records.clone();
+                damaged[idx].1[pos] ^= mask;
+                let r = scan_records(g, damaged.iter().map(|(k, v)| Ok((k, v))));
+                if idx + 1 < records.len() {
+                    match r {
+                        Err(JournalError::Corrupt { seq, .. }) => {
+                            assert_eq!(seq, *first, "batch {idx} byte {pos}")
+                        }
+                        other => panic!("batch {idx} byte {pos}: expected Corrupt, got {other:?}"),
+                    }
+                } else {
+                    let out = r.expect("torn tail is not an error");
+                    let torn = out.torn_tail.expect("torn tail reported");
+                    assert_eq!(torn.first_seq, *first);
+                    assert_eq!(out.position.last_seq(), first - 1);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn flips_through_sled_header_and_payload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3, 4, 2]);
+    }
+    let records = raw_batches(&path);
+    // Header byte (first_seq field) of the middle batch.
+    let mut v = records[1].1.clone();
+    v[9] ^= 0x40;
+    set_raw(&path, "batches", &records[1].0, Some(v));
+    match Journal::open(&path, JournalOptions::default()) {
+        Err(JournalError::Corrupt { seq: 4, what }) => assert!(what.contains("header"), "{what}"),
+        other => panic!("expected Corrupt at 4, got {other:?}"),
+    }
+    // Restore it, then damage a payload byte of the first batch.
+    set_raw(&path, "batches", &records[1].0, Some(records[1].1.clone()));
+    let mut v = records[0].1.clone();
+    let last = v.len() - 1;
+    v[last] ^= 0x01;
+    set_raw(&path, "batches", &records[0].0, Some(v));
+    match Journal::open(&path, JournalOptions::default()) {
+        Err(JournalError::Corrupt { seq: 1, what }) => assert!(what.contains("payload"), "{what}"),
+        other => panic!("expected Corrupt at 1, got {other:?}"),
+    }
+    set_raw(&path, "batches", &records[0].0, Some(records[0].1.clone()));
+    let (_j, report) = Journal::open(&path, JournalOptions::default()).expect("repaired by hand");
+    assert_eq!(report.last_seq, 9);
+}
+
+#[test]
+fn truncation_and_missing_batches_are_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3, 4, 2, 5]);
+    }
+    let records = raw_batches(&path);
+
+    // A truncated record that is not the last: error naming its seq.
+    let v = records[1].1[..records[1].1.len() - 3].to_vec();
+    set_raw(&path, "batches", &records[1].0, Some(v));
+    assert!(matches!(
+        Journal::open(&path, JournalOptions::default()),
+        Err(JournalError::Corrupt { seq: 4, .. })
+    ));
+    // Truncated inside the header.
+    let v = records[1].1[..BATCH_HEADER_LEN - 1].to_vec();
+    set_raw(&path, "batches", &records[1].0, Some(v));
+    assert!(matches!(
+        Journal::open(&path, JournalOptions::default()),
+        Err(JournalError::Corrupt { seq: 4, .. })
+    ));
+    // A missing middle batch: a gap, named by the first missing seq.
+    set_raw(&path, "batches", &records[1].0, None);
+    match Journal::open(&path, JournalOptions::default()) {
+        Err(JournalError::Corrupt { seq: 4, what }) => assert!(what.contains("gap"), "{what}"),
+        other => panic!("expected gap at 4, got {other:?}"),
+    }
+    // A missing first batch.
+    set_raw(&path, "batches", &records[1].0, Some(records[1].1.clone()));
+    set_raw(&path, "batches", &records[0].0, None);
+    assert!(matches!(
+        Journal::open(&path, JournalOptions::default()),
+        Err(JournalError::Corrupt { seq: 1, .. })
+    ));
+    // A batch swapped for a self-consistent one from elsewhere: chain broken.
+    set_raw(&path, "batches", &records[0].0, Some(records[0].1.clone()));
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other_path = other_dir.path().join("j");
+    {
+        let (mut o, _) =
+            Journal::open_or_create(&other_path, b"another genesis", JournalOptions::default())
+                .expect("other");
+        append_batches(&mut o, &[3, 4]);
+    }
+    let foreign = raw_batches(&other_path);
+    set_raw(&path, "batches", &foreign[1].0, Some(foreign[1].1.clone()));
+    match Journal::open(&path, JournalOptions::default()) {
+        Err(JournalError::Corrupt { seq: 4, what }) => assert!(what.contains("chain"), "{what}"),
+        other => panic!("expected chain break at 4, got {other:?}"),
+    }
+}
+
+#[test]
+fn torn_last_batch_is_dropped_and_appends_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3, 4, 5]);
+    }
+    let records = raw_batches(&path);
+    let half = records[2].1.len() / 2;
+    set_raw(
+        &path,
+        "batches",
+        &records[2].0,
+        Some(records[2].1[..half].to_vec()),
+    );
+    {
+        let (mut j, report) = Journal::open(&path, JournalOptions::default()).expect("open");
+        let torn = report.dropped_tail.expect("dropped");
+        assert_eq!(torn.first_seq, 8);
+        assert_eq!(torn.record_len, u64::try_from(half).expect("fits"));
+        assert_eq!(report.last_seq, 7);
+        assert_eq!(j.tip().last_ts_ns, 7000);
+        // New appends continue from the last good batch, with different content.
+        let mut b = BatchBuilder::new();
+        b.push(8, 9_000_000, b"after repair").expect("push");
+        let info = j.append(&mut b).expect("append after repair");
+        assert_eq!((info.first_seq, info.last_seq), (8, 8));
+    }
+    let (j, report) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert_eq!(report.dropped_tail, None);
+    assert_eq!(report.batches, 3);
+    let entries = collect_entries(&j);
+    assert_eq!(entries.len(), 8);
+    assert_eq!(entries[7], (8, 9_000_000, b"after repair".to_vec()));
+}
+
+#[test]
+fn snapshots_write_list_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        let s0 = j
+            .write_snapshot(0, [7u8; 32], b"initial")
+            .expect("snapshot at 0");
+        assert_eq!(s0.chain_hash, genesis_hash(GENESIS));
+        append_batches(&mut j, &[3, 4]);
+        assert!(matches!(
+            j.write_snapshot(3, [1u8; 32], b"x"),
+            Err(JournalError::SnapshotNotAtTip {
+                requested: 3,
+                tip: 7
+            })
+        ));
+        let s7 = j
+            .write_snapshot(7, [2u8; 32], b"state at seven")
+            .expect("snapshot");
+        assert_eq!(s7.last_ts_ns, 7000);
+        assert_eq!(s7.chain_hash, j.tip().link);
+        append_batches(&mut j, &[2]);
+        // A big snapshot (goes to a sled blob file, which the journal must fsync).
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        j.write_snapshot(9, [3u8; 32], &big).expect("big snapshot");
+        assert!(!j.is_poisoned());
+    }
+    let (j, _) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    let list = j.list_snapshots().expect("list");
+    assert_eq!(
+        list.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![0, 7, 9]
+    );
+    let newest = j.newest_snapshot(None).expect("newest").expect("some");
+    assert_eq!(newest.meta.seq, 9);
+    assert_eq!(newest.state.len(), 1_000_000);
+    j.check_snapshot_position(&newest.meta).expect("at tip");
+    let s = j
+        .newest_snapshot(Some(8))
+        .expect("at or before 8")
+        .expect("some");
+    assert_eq!(
+        (s.meta.seq, s.meta.state_hash, s.state.as_slice()),
+        (7, [2u8; 32], &b"state at seven"[..])
+    );
+    j.check_snapshot_position(&s.meta).expect("below tip");
+    // Reading resumes after the snapshot and chains onto it.
+    let tail: Vec<u64> = j
+        .read_after_snapshot(&s.meta)
+        .flat_map(|b| {
+            b.expect("batch")
+                .entries()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(tail, vec![8, 9]);
+    assert!(j.load_snapshot(5).expect("load").is_none());
+    drop(j);
+
+    // A damaged snapshot is reported, not loaded.
+    let db = sled::open(&path).expect("sled");
+    let t = db.open_tree("snapshots").expect("tree");
+    let mut v = t
+        .get(7u64.to_be_bytes())
+        .expect("get")
+        .expect("present")
+        .to_vec();
+    v[140] ^= 0x20;
+    t.insert(7u64.to_be_bytes(), v).expect("insert");
+    db.flush().expect("flush");
+    drop(t);
+    drop(db);
+    let (j, _) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert!(matches!(
+        j.load_snapshot(7),
+        Err(JournalError::SnapshotCorrupt { seq: 7, .. })
+    ));
+    assert!(j.list_snapshots().is_err());
+    // A snapshot claiming the wrong chain link is caught by read_after_snapshot.
+    let mut meta = j.load_snapshot(0).expect("load").expect("some").meta;
+    meta.chain_hash = [9u8; 32];
+    let first = j.read_after_snapshot(&meta).next().expect("one item");
+    assert!(matches!(first, Err(JournalError::Corrupt { seq: 1, .. })));
+}
+
+#[test]
+fn big_batches_round_trip() {
+    // Records larger than sled's blob threshold (~128 KiB) are stored as blob files.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let big = vec![0xABu8; 300_000];
+    {
+        let mut j = create(&path);
+        let mut b = BatchBuilder::new();
+        for seq in 1..=3u64 {
+            b.push(seq, seq, &big).expect("push");
+        }
+        j.append(&mut b).expect("append");
+    }
+    let (j, report) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert_eq!(report.last_seq, 3);
+    let entries = collect_entries(&j);
+    assert!(entries.iter().all(|e| e.2 == big));
+}
+
+#[test]
+fn failed_write_poisons_until_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[2]);
+        j.fail_next_sync();
+        let mut b = BatchBuilder::new();
+        b.push(3, 3000, b"never acknowledged").expect("push");
+        assert!(matches!(j.append(&mut b), Err(JournalError::Injected(_))));
+        assert!(j.is_poisoned());
+        b.clear();
+        b.push(3, 3000, b"retry").expect("push");
+        assert!(matches!(j.append(&mut b), Err(JournalError::Poisoned)));
+        assert!(matches!(
+            j.write_snapshot(2, [0; 32], b""),
+            Err(JournalError::Poisoned)
+        ));
+    }
+    // Reopening verifies what actually reached the disk and accepts writes again.
+    let (mut j, report) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert!(!j.is_poisoned());
+    assert!(report.last_seq == 2 || report.last_seq == 3);
+    let next = report.last_seq + 1;
+    let mut b = BatchBuilder::new();
+    b.push(next, 10_000, b"after reopen").expect("push");
+    j.append(&mut b).expect("append after reopen");
+}
+
+#[test]
+fn durable_observer_sees_each_append() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = create(&dir.path().join("j"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    j.set_durable_observer(Box::new(move |seq| s.lock().expect("lock").push(seq)));
+    append_batches(&mut j, &[2, 3]);
+    assert_eq!(*seen.lock().expect("lock"), vec![2, 5]);
+}

@@ -1,0 +1,300 @@
+//! Rebuilding state from a journal: `recover` (newest good snapshot + tail, to resume
+//! sequencing) and `replay` (from genesis, optionally up to a sequence number, for
+//! audits and tools).
+//!
+//! Owns: the choice of snapshot, verifying restored state against the stored state
+//! hash, and re-applying journaled commands. Must never: apply a command the journal
+//! did not verify, skip a command, or resume from a snapshot that does not chain onto
+//! the journal.
+
+use std::path::Path;
+
+use perpcore_journal::{
+    BatchIter, Journal, JournalError, JournalOptions, OpenReport, SnapshotMeta,
+};
+
+use crate::error::SequencerError;
+use crate::StateMachine;
+
+/// A snapshot recovery could not use, and why. Recovery then falls back to an older
+/// snapshot or to genesis; the journal remains the source of truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedSnapshot {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// What `recover` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// What opening the journal found (including a dropped torn tail).
+    pub journal: OpenReport,
+    /// The snapshot recovery started from (`None`: from genesis).
+    pub snapshot_used: Option<SnapshotMeta>,
+    /// Newer snapshots that failed verification.
+    pub snapshots_rejected: Vec<RejectedSnapshot>,
+    /// Batches re-applied after the snapshot.
+    pub replayed_batches: u64,
+    /// Commands re-applied after the snapshot.
+    pub replayed_commands: u64,
+    /// State hash after recovery.
+    pub state_hash: [u8; 32],
+}
+
+/// A recovered state machine with its journal, ready for `Sequencer::resume`.
+pub struct Recovered<S> {
+    /// The state after the last durable command.
+    pub state: S,
+    /// Last durable sequence number.
+    pub last_seq: u64,
+    /// Its timestamp.
+    pub last_ts_ns: u64,
+    /// What happened.
+    pub report: RecoveryReport,
+    /// The open journal (holds the directory lock).
+    pub journal: Journal,
+}
+
+/// Progress of `replay`, reported after each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayProgress {
+    /// Last sequence number applied.
+    pub last_seq: u64,
+    /// Sequence number replay will stop at.
+    pub target_seq: u64,
+    /// Batches read so far.
+    pub batches: u64,
+    /// Commands applied so far.
+    pub commands: u64,
+}
+
+/// Result of `replay`.
+pub struct Replayed<S> {
+    /// The state after `last_seq`.
+    pub state: S,
+    /// Last sequence number applied.
+    pub last_seq: u64,
+    /// Its timestamp.
+    pub last_ts_ns: u64,
+    /// State hash at `last_seq`.
+    pub state_hash: [u8; 32],
+    /// What opening the journal found.
+    pub journal: OpenReport,
+    /// Commands applied.
+    pub commands: u64,
+}
+
+/// `recover_with` with default journal options (fsync durability).
+pub fn recover<S: StateMachine>(path: impl AsRef<Path>) -> Result<Recovered<S>, SequencerError> {
+    recover_with(path, JournalOptions::default())
+}
+
+/// Opens the journal (verifying it and dropping a torn tail), restores the newest
+/// snapshot whose checksum and restored state hash verify, replays the commands after
+/// it (verifying the hash chain continues from the snapshot) and returns the state at
+/// the journal's last durable sequence number. A snapshot beyond the journal's end is
+/// an error (acknowledged batches would be missing), not something to skip.
+pub fn recover_with<S: StateMachine>(
+    path: impl AsRef<Path>,
+    opts: JournalOptions,
+) -> Result<Recovered<S>, SequencerError> {
+    let (journal, open_report) = Journal::open(path, opts)?;
+    let tip = journal.tip();
+
+    let mut rejected = Vec::new();
+    let mut start: Option<(S, SnapshotMeta)> = None;
+    let mut seqs = journal.snapshot_seqs()?;
+    seqs.reverse();
+    for seq in seqs {
+        if seq > tip.last_seq {
+            return Err(JournalError::SnapshotCorrupt {
+                seq,
+                what: format!(
+                    "snapshot is beyond the journal end {} (acknowledged batches missing?)",
+                    tip.last_seq
+                ),
+            }
+            .into());
+        }
+        match try_snapshot::<S>(&journal, seq) {
+            Ok(found) => {
+                start = Some(found);
+                break;
+            }
+            Err(reason) => {
+                tracing::warn!(seq, %reason, "recovery: skipping snapshot");
+                rejected.push(RejectedSnapshot { seq, reason });
+            }
+        }
+    }
+
+    let (mut state, iter, snapshot_used) = match start {
+        Some((state, meta)) => (state, journal.read_after_snapshot(&meta), Some(meta)),
+        None => {
+            let state = S::from_genesis(journal.genesis()).map_err(SequencerError::Genesis)?;
+            (state, journal.read_from_genesis(), None)
+        }
+    };
+    let from_seq = snapshot_used.map_or(0, |m| m.seq);
+    let from_ts = snapshot_used.map_or(0, |m| m.last_ts_ns);
+    let run = apply_batches(
+        &mut state,
+        iter,
+        from_seq,
+        from_ts,
+        tip.last_seq,
+        &mut |_| {},
+    )?;
+    if run.last_seq != tip.last_seq {
+        return Err(SequencerError::ShortJournal {
+            found: run.last_seq,
+            expected: tip.last_seq,
+        });
+    }
+    let state_hash = state.state_hash();
+    Ok(Recovered {
+        state,
+        last_seq: run.last_seq,
+        last_ts_ns: run.last_ts_ns,
+        report: RecoveryReport {
+            journal: open_report,
+            snapshot_used,
+            snapshots_rejected: rejected,
+            replayed_batches: run.batches,
+            replayed_commands: run.commands,
+            state_hash,
+        },
+        journal,
+    })
+}
+
+/// Loads, position-checks, restores and hash-verifies one snapshot.
+fn try_snapshot<S: StateMachine>(journal: &Journal, seq: u64) -> Result<(S, SnapshotMeta), String> {
+    let snap = journal
+        .load_snapshot(seq)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "snapshot disappeared".to_string())?;
+    journal
+        .check_snapshot_position(&snap.meta)
+        .map_err(|e| e.to_string())?;
+    let state = S::restore(&snap.state).map_err(|e| format!("restore failed: {e}"))?;
+    if state.state_hash() != snap.meta.state_hash {
+        return Err("restored state hash differs from the stored state hash".to_string());
+    }
+    Ok((state, snap.meta))
+}
+
+/// Replays the journal at `path` from genesis up to `to_seq` (or its end), calling
+/// `progress` after each batch. Verifies the whole hash chain on the way. Opening the
+/// journal may remove a torn last batch, as at any open.
+pub fn replay<S: StateMachine>(
+    path: impl AsRef<Path>,
+    to_seq: Option<u64>,
+    mut progress: impl FnMut(&ReplayProgress),
+) -> Result<Replayed<S>, SequencerError> {
+    let (journal, open_report) = Journal::open(path, JournalOptions::default())?;
+    let last = journal.last_seq();
+    let target = match to_seq {
+        Some(t) if t > last => {
+            return Err(SequencerError::TargetBeyondEnd {
+                target: t,
+                last_seq: last,
+            })
+        }
+        Some(t) => t,
+        None => last,
+    };
+    let mut state = S::from_genesis(journal.genesis()).map_err(SequencerError::Genesis)?;
+    let run = apply_batches(
+        &mut state,
+        journal.read_from_genesis(),
+        0,
+        0,
+        target,
+        &mut progress,
+    )?;
+    if run.last_seq != target {
+        return Err(SequencerError::ShortJournal {
+            found: run.last_seq,
+            expected: target,
+        });
+    }
+    let state_hash = state.state_hash();
+    Ok(Replayed {
+        state,
+        last_seq: run.last_seq,
+        last_ts_ns: run.last_ts_ns,
+        state_hash,
+        journal: open_report,
+        commands: run.commands,
+    })
+}
+
+struct Run {
+    last_seq: u64,
+    last_ts_ns: u64,
+    batches: u64,
+    commands: u64,
+}
+
+/// Applies verified batches to `state` until `target` (inclusive) is applied.
+fn apply_batches<S: StateMachine>(
+    state: &mut S,
+    iter: BatchIter,
+    from_seq: u64,
+    from_ts_ns: u64,
+    target: u64,
+    progress: &mut dyn FnMut(&ReplayProgress),
+) -> Result<Run, SequencerError> {
+    let mut run = Run {
+        last_seq: from_seq,
+        last_ts_ns: from_ts_ns,
+        batches: 0,
+        commands: 0,
+    };
+    if run.last_seq >= target {
+        return Ok(run);
+    }
+    let mut events = Vec::new();
+    'batches: for batch in iter {
+        let batch = batch?;
+        run.batches = run.batches.saturating_add(1);
+        let mut seen: u64 = 0;
+        for entry in batch.entries() {
+            seen = seen.saturating_add(1);
+            let cmd = S::decode_command(entry.bytes).map_err(|reason| SequencerError::Decode {
+                seq: entry.seq,
+                reason,
+            })?;
+            events.clear();
+            state.apply(entry.seq, entry.ts_ns, &cmd, &mut events);
+            run.last_seq = entry.seq;
+            run.last_ts_ns = entry.ts_ns;
+            run.commands = run.commands.saturating_add(1);
+            if run.last_seq >= target {
+                progress(&progress_of(&run, target));
+                break 'batches;
+            }
+        }
+        if seen != u64::from(batch.header.count) {
+            return Err(SequencerError::EntryCount {
+                seq: batch.header.first_seq,
+                found: seen,
+                expected: u64::from(batch.header.count),
+            });
+        }
+        progress(&progress_of(&run, target));
+    }
+    Ok(run)
+}
+
+fn progress_of(run: &Run, target: u64) -> ReplayProgress {
+    ReplayProgress {
+        last_seq: run.last_seq,
+        target_seq: target,
+        batches: run.batches,
+        commands: run.commands,
+    }
+}

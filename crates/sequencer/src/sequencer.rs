@@ -1,0 +1,518 @@
+//! The sequencer thread: total order, timestamps, group commit, ordered release.
+//!
+//! Owns: the bounded input queue, stamping (`seq = last + 1`,
+//! `ts = max(last_ts + 1, clock)`), applying commands to the state machine, group
+//! commit to the journal, releasing events, snapshots at exact sequence numbers, and
+//! orderly shutdown. Must never: release an event before the batch holding its command
+//! is durable, reorder commands, read the wall clock except through `Clock`, or keep
+//! going after a journal write failed.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use perpcore_journal::{BatchBuilder, Journal};
+
+use crate::clock::Clock;
+use crate::error::{Closed, SequencerError, TrySubmitError};
+use crate::recovery::Recovered;
+use crate::StateMachine;
+
+/// Tuning of a sequencer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequencerConfig {
+    /// Capacity of the input queue; a full queue blocks `submit` (back-pressure).
+    pub queue_capacity: usize,
+    /// Capacity of the output (events) queue; a full one stalls the sequencer, which
+    /// in turn fills the input queue. Consumers must keep reading.
+    pub output_capacity: usize,
+    /// Most commands in one group-commit batch (at least 1 is used).
+    pub max_batch_commands: usize,
+    /// A batch is committed once its encoded payload reaches this many bytes.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 4096,
+            output_capacity: 4096,
+            max_batch_commands: 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The outcome of one command, released only once it is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<E> {
+    /// Sequence number assigned to the command.
+    pub seq: u64,
+    /// Timestamp assigned to the command.
+    pub ts_ns: u64,
+    /// Events the state machine emitted for it.
+    pub events: Vec<E>,
+}
+
+/// What a snapshot request produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot holds the state after this command.
+    pub seq: u64,
+    /// That command's timestamp.
+    pub ts_ns: u64,
+    /// State hash at `seq`.
+    pub state_hash: [u8; 32],
+    /// Size of the state bytes.
+    pub state_len: u64,
+}
+
+/// Counters kept by the sequencer thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SequencerStats {
+    /// Commands sequenced.
+    pub commands: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Largest batch, in commands.
+    pub max_batch_commands: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Commands dropped because their encoding exceeds the format's u32 length limit.
+    pub rejected_too_large: u64,
+}
+
+/// What `shutdown` hands back.
+pub struct Stopped<S> {
+    /// The state machine after the last command.
+    pub state: S,
+    /// Last sequence number (all of them durable when a journal is used).
+    pub last_seq: u64,
+    /// Its timestamp.
+    pub last_ts_ns: u64,
+    /// The journal, if one was used.
+    pub journal: Option<Journal>,
+    /// Counters.
+    pub stats: SequencerStats,
+}
+
+enum Msg<C> {
+    Command(C),
+    Snapshot(Sender<Result<SnapshotInfo, SequencerError>>),
+    Barrier(Sender<u64>),
+    Stop,
+    #[cfg(feature = "test-hooks")]
+    Crash,
+}
+
+/// A cloneable producer handle. Any number of threads may submit concurrently; the
+/// sequencer orders them as they come out of the queue.
+pub struct SequencerHandle<C> {
+    tx: Sender<Msg<C>>,
+}
+
+impl<C> Clone for SequencerHandle<C> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for SequencerHandle<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SequencerHandle")
+            .field("queued", &self.tx.len())
+            .finish()
+    }
+}
+
+impl<C> SequencerHandle<C> {
+    /// Enqueues a command, blocking while the queue is full. Ok means accepted into
+    /// the queue, not executed: the `Committed` output is the only acknowledgement.
+    pub fn submit(&self, cmd: C) -> Result<(), Closed> {
+        self.tx.send(Msg::Command(cmd)).map_err(|_| Closed)
+    }
+
+    /// Enqueues a command if there is room, without blocking.
+    pub fn try_submit(&self, cmd: C) -> Result<(), TrySubmitError<C>> {
+        match self.tx.try_send(Msg::Command(cmd)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Msg::Command(c))) => Err(TrySubmitError::Full(c)),
+            Err(TrySendError::Disconnected(Msg::Command(c))) => Err(TrySubmitError::Closed(c)),
+            // try_send hands back the message we gave it, which is a command.
+            Err(_) => unreachable!("try_submit only sends commands"),
+        }
+    }
+
+    /// Takes a snapshot at the exact point in the order where this request is
+    /// dequeued: everything submitted before it is included, nothing after. The
+    /// pending batch is committed first, then the state is written durably.
+    pub fn snapshot(&self) -> Result<SnapshotInfo, SequencerError> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Snapshot(tx)).map_err(|_| Closed)?;
+        rx.recv().map_err(|_| SequencerError::Closed)?
+    }
+
+    /// Waits until every command submitted before this call (through this handle) is
+    /// committed and its events are released; returns the last durable seq.
+    pub fn barrier(&self) -> Result<u64, Closed> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Barrier(tx)).map_err(|_| Closed)?;
+        rx.recv().map_err(|_| Closed)
+    }
+
+    /// Messages currently queued.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+/// Receiver of committed outputs, in sequence order.
+pub type CommittedReceiver<E> = Receiver<Committed<E>>;
+
+/// What `Sequencer::start` / `resume` return: the sequencer and its output receiver.
+pub type Started<S> = (Sequencer<S>, CommittedReceiver<<S as StateMachine>::Event>);
+
+/// A running sequencer. Dropping it stops it gracefully (like `shutdown`, discarding
+/// the result).
+pub struct Sequencer<S: StateMachine> {
+    tx: Sender<Msg<S::Command>>,
+    thread: Option<JoinHandle<Result<Stopped<S>, SequencerError>>>,
+}
+
+impl<S: StateMachine> std::fmt::Debug for Sequencer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Sequencer<S> {
+    /// Starts a sequencer on a fresh state. With a journal, the journal must be empty
+    /// (use `recover` + `resume` otherwise). Without one (benchmarks), nothing is
+    /// durable and events are released right after each group is applied.
+    /// Returns the sequencer and the receiver of committed outputs, in sequence order.
+    pub fn start(
+        state: S,
+        journal: Option<Journal>,
+        clock: Box<dyn Clock>,
+        config: SequencerConfig,
+    ) -> Result<Started<S>, SequencerError> {
+        let (last_seq, last_ts_ns) = match &journal {
+            Some(j) if j.last_seq() != 0 => {
+                return Err(SequencerError::JournalNotEmpty {
+                    last_seq: j.last_seq(),
+                })
+            }
+            Some(j) => (0, j.tip().last_ts_ns),
+            None => (0, 0),
+        };
+        Self::spawn(state, journal, last_seq, last_ts_ns, clock, config)
+    }
+
+    /// Continues after `recover`: same state, journal and position.
+    pub fn resume(
+        recovered: Recovered<S>,
+        clock: Box<dyn Clock>,
+        config: SequencerConfig,
+    ) -> Result<Started<S>, SequencerError> {
+        let Recovered {
+            state,
+            last_seq,
+            last_ts_ns,
+            journal,
+            ..
+        } = recovered;
+        Self::spawn(state, Some(journal), last_seq, last_ts_ns, clock, config)
+    }
+
+    fn spawn(
+        state: S,
+        journal: Option<Journal>,
+        last_seq: u64,
+        last_ts_ns: u64,
+        clock: Box<dyn Clock>,
+        config: SequencerConfig,
+    ) -> Result<Started<S>, SequencerError> {
+        let (tx, rx) = bounded(config.queue_capacity);
+        let (out_tx, out_rx) = bounded(config.output_capacity);
+        let worker = Worker {
+            state,
+            journal,
+            clock,
+            max_batch_commands: config.max_batch_commands.max(1),
+            max_batch_bytes: config.max_batch_bytes,
+            rx,
+            out: out_tx,
+            out_open: true,
+            last_seq,
+            last_ts_ns,
+            builder: BatchBuilder::new(),
+            scratch: Vec::new(),
+            pending: Vec::new(),
+            stats: SequencerStats::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("perpcore-sequencer".to_string())
+            .spawn(move || worker.run())
+            .map_err(SequencerError::Spawn)?;
+        Ok((
+            Self {
+                tx,
+                thread: Some(thread),
+            },
+            out_rx,
+        ))
+    }
+
+    /// A new producer handle.
+    pub fn handle(&self) -> SequencerHandle<S::Command> {
+        SequencerHandle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// See `SequencerHandle::snapshot`.
+    pub fn snapshot(&self) -> Result<SnapshotInfo, SequencerError> {
+        self.handle().snapshot()
+    }
+
+    /// Stops the sequencer: everything queued before the stop message is sequenced and
+    /// committed, then the thread exits; later submissions fail with `Closed`.
+    /// Blocks while the output queue is full, so keep consuming (or drop the receiver).
+    /// Returns the thread's error if it stopped because of one.
+    pub fn shutdown(mut self) -> Result<Stopped<S>, SequencerError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<Stopped<S>, SequencerError> {
+        let Some(thread) = self.thread.take() else {
+            return Err(SequencerError::Closed);
+        };
+        // If the thread already exited (after an error) the send fails; join tells why.
+        let _ = self.tx.send(Msg::Stop);
+        thread.join().map_err(|_| SequencerError::WorkerPanicked)?
+    }
+
+    /// Simulates a crash: the thread exits at the next message boundary without
+    /// committing its pending batch (whose events were therefore never released).
+    #[cfg(feature = "test-hooks")]
+    pub fn crash_for_tests(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.tx.send(Msg::Crash);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<S: StateMachine> Drop for Sequencer<S> {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            if let Err(e) = self.stop_and_join() {
+                tracing::error!(error = %e, "sequencer stopped with an error");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+    #[cfg(feature = "test-hooks")]
+    Crash,
+}
+
+struct Worker<S: StateMachine> {
+    state: S,
+    journal: Option<Journal>,
+    clock: Box<dyn Clock>,
+    max_batch_commands: usize,
+    max_batch_bytes: usize,
+    rx: Receiver<Msg<S::Command>>,
+    out: Sender<Committed<S::Event>>,
+    /// False once the consumer dropped the receiver; events are then discarded.
+    out_open: bool,
+    /// Last sequenced command (applied; durable only after `commit`).
+    last_seq: u64,
+    last_ts_ns: u64,
+    builder: BatchBuilder,
+    scratch: Vec<u8>,
+    /// Outputs of applied but not yet committed commands.
+    pending: Vec<Committed<S::Event>>,
+    stats: SequencerStats,
+}
+
+impl<S: StateMachine> Worker<S> {
+    fn run(mut self) -> Result<Stopped<S>, SequencerError> {
+        let result = self.run_loop();
+        match result {
+            Ok(Flow::Continue) | Ok(Flow::Stop) => {}
+            #[cfg(feature = "test-hooks")]
+            Ok(Flow::Crash) => return Err(SequencerError::Crashed),
+            Err(e) => {
+                tracing::error!(error = %e, last_seq = self.last_seq, "sequencer stopping on error");
+                return Err(e);
+            }
+        }
+        Ok(Stopped {
+            state: self.state,
+            last_seq: self.last_seq,
+            last_ts_ns: self.last_ts_ns,
+            journal: self.journal,
+            stats: self.stats,
+        })
+    }
+
+    fn run_loop(&mut self) -> Result<Flow, SequencerError> {
+        loop {
+            // Block for the first message of a group; all senders gone means nobody
+            // can ever submit again, so stop.
+            let Ok(first) = self.rx.recv() else {
+                self.commit()?;
+                return Ok(Flow::Stop);
+            };
+            let mut flow = self.handle(first)?;
+            // Group commit: take whatever else is already queued, up to the limits,
+            // so one fsync covers many commands under load and latency stays low when
+            // idle (a lone command is committed immediately).
+            while flow == Flow::Continue && !self.group_full() {
+                match self.rx.try_recv() {
+                    Ok(msg) => flow = self.handle(msg)?,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => flow = Flow::Stop,
+                }
+            }
+            match flow {
+                Flow::Continue => self.commit()?,
+                Flow::Stop => {
+                    self.commit()?;
+                    return Ok(Flow::Stop);
+                }
+                #[cfg(feature = "test-hooks")]
+                Flow::Crash => return Ok(Flow::Crash),
+            }
+        }
+    }
+
+    fn group_full(&self) -> bool {
+        self.pending.len() >= self.max_batch_commands
+            || self.builder.payload_len() >= self.max_batch_bytes
+    }
+
+    fn handle(&mut self, msg: Msg<S::Command>) -> Result<Flow, SequencerError> {
+        match msg {
+            Msg::Command(cmd) => {
+                self.sequence(cmd)?;
+                Ok(Flow::Continue)
+            }
+            Msg::Snapshot(reply) => {
+                self.commit()?;
+                match self.take_snapshot() {
+                    Ok(info) => {
+                        let _ = reply.send(Ok(info));
+                        Ok(Flow::Continue)
+                    }
+                    Err(SequencerError::NoJournal) => {
+                        let _ = reply.send(Err(SequencerError::NoJournal));
+                        Ok(Flow::Continue)
+                    }
+                    Err(e) => {
+                        // The journal is poisoned now; the requester learns why and
+                        // the sequencer stops with the typed error.
+                        let _ = reply.send(Err(SequencerError::SnapshotFailed(e.to_string())));
+                        Err(e)
+                    }
+                }
+            }
+            Msg::Barrier(reply) => {
+                self.commit()?;
+                let _ = reply.send(self.last_seq);
+                Ok(Flow::Continue)
+            }
+            Msg::Stop => Ok(Flow::Stop),
+            #[cfg(feature = "test-hooks")]
+            Msg::Crash => Ok(Flow::Crash),
+        }
+    }
+
+    fn sequence(&mut self, cmd: S::Command) -> Result<(), SequencerError> {
+        let seq = self
+            .last_seq
+            .checked_add(1)
+            .ok_or(SequencerError::SeqOverflow)?;
+        let floor = self
+            .last_ts_ns
+            .checked_add(1)
+            .ok_or(SequencerError::TimestampOverflow)?;
+        let ts_ns = floor.max(self.clock.now_ns());
+
+        if self.journal.is_some() {
+            self.scratch.clear();
+            S::encode_command(&cmd, &mut self.scratch);
+            if !self.builder.fits(self.scratch.len()) {
+                if !self.builder.is_empty() {
+                    self.commit()?;
+                }
+                if !self.builder.fits(self.scratch.len()) {
+                    // Cannot be journaled (length field is u32); not applying it keeps
+                    // state and journal identical. No seq is consumed.
+                    tracing::error!(
+                        len = self.scratch.len(),
+                        "sequencer: dropping a command whose encoding exceeds the journal limit"
+                    );
+                    self.stats.rejected_too_large = self.stats.rejected_too_large.saturating_add(1);
+                    return Ok(());
+                }
+            }
+            self.builder.push(seq, ts_ns, &self.scratch)?;
+        }
+
+        let mut events = Vec::new();
+        self.state.apply(seq, ts_ns, &cmd, &mut events);
+        self.pending.push(Committed { seq, ts_ns, events });
+        self.last_seq = seq;
+        self.last_ts_ns = ts_ns;
+        self.stats.commands = self.stats.commands.saturating_add(1);
+        Ok(())
+    }
+
+    /// Makes the pending group durable, then releases its outputs in order.
+    fn commit(&mut self) -> Result<(), SequencerError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            // On error we return before releasing anything: those events never leave.
+            journal.append(&mut self.builder)?;
+            self.builder.clear();
+        }
+        self.stats.batches = self.stats.batches.saturating_add(1);
+        let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
+        self.stats.max_batch_commands = self.stats.max_batch_commands.max(n);
+        for committed in self.pending.drain(..) {
+            if self.out_open && self.out.send(committed).is_err() {
+                // The consumer is gone; keep sequencing, discard outputs.
+                self.out_open = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn take_snapshot(&mut self) -> Result<SnapshotInfo, SequencerError> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Err(SequencerError::NoJournal);
+        };
+        let bytes = self.state.snapshot();
+        let state_hash = self.state.state_hash();
+        let meta = journal.write_snapshot(self.last_seq, state_hash, &bytes)?;
+        self.stats.snapshots = self.stats.snapshots.saturating_add(1);
+        Ok(SnapshotInfo {
+            seq: meta.seq,
+            ts_ns: meta.last_ts_ns,
+            state_hash,
+            state_len: meta.state_len,
+        })
+    }
+}

@@ -1,0 +1,628 @@
+//! Sequencer tests with a toy ledger state machine: ordering across producers,
+//! back-pressure, durability before release, failure handling, recovery after a
+//! stop or crash mid-stream, snapshots, replay and timestamp monotonicity.
+
+mod toy;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use perpcore_journal::{Journal, JournalError, JournalOptions};
+use perpcore_sequencer::{
+    recover, replay, Closed, Committed, ManualClock, Sequencer, SequencerConfig, SequencerError,
+    StateMachine, SystemClock, TrySubmitError,
+};
+use toy::{rebuild, Cmd, Ev, Toy, GENESIS};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn new_journal(path: &Path) -> Journal {
+    Journal::open_or_create(path, GENESIS, JournalOptions::default())
+        .expect("journal")
+        .0
+}
+
+fn fresh() -> Toy {
+    Toy::from_genesis(GENESIS).expect("genesis")
+}
+
+fn cmd(producer: u32, n: u64) -> Cmd {
+    Cmd {
+        producer,
+        n,
+        amount: n % 100,
+    }
+}
+
+/// Receives exactly `n` outputs (fails the test after a long timeout instead of hanging).
+fn recv_n(rx: &Receiver<Committed<Ev>>, n: usize) -> Vec<Committed<Ev>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(rx.recv_timeout(WAIT).expect("output within timeout"));
+    }
+    out
+}
+
+/// Receives until the sequencer closes the output channel.
+fn recv_all(rx: &Receiver<Committed<Ev>>) -> Vec<Committed<Ev>> {
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(WAIT) {
+            Ok(c) => out.push(c),
+            Err(RecvTimeoutError::Disconnected) => return out,
+            Err(RecvTimeoutError::Timeout) => panic!("sequencer did not close its output"),
+        }
+    }
+}
+
+fn as_log(outputs: &[Committed<Ev>]) -> Vec<(u64, u64, Cmd)> {
+    outputs
+        .iter()
+        .map(|c| {
+            assert_eq!(c.events.len(), 1);
+            (c.seq, c.ts_ns, c.events[0].cmd())
+        })
+        .collect()
+}
+
+fn assert_strictly_ordered(outputs: &[Committed<Ev>], first_seq: u64) {
+    for (i, c) in outputs.iter().enumerate() {
+        assert_eq!(c.seq, first_seq + u64::try_from(i).expect("fits"));
+    }
+    for w in outputs.windows(2) {
+        assert!(w[1].ts_ns > w[0].ts_ns, "timestamps must strictly increase");
+    }
+}
+
+#[test]
+fn orders_commands_from_many_producers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let config = SequencerConfig {
+        queue_capacity: 64,
+        ..SequencerConfig::default()
+    };
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        config,
+    )
+    .expect("start");
+    const PRODUCERS: u32 = 4;
+    const PER: u64 = 250;
+    let mut threads = Vec::new();
+    for p in 0..PRODUCERS {
+        let h = seq.handle();
+        threads.push(std::thread::spawn(move || {
+            for n in 0..PER {
+                h.submit(cmd(p, n)).expect("submit");
+            }
+        }));
+    }
+    let outputs = recv_n(
+        &rx,
+        usize::try_from(u64::from(PRODUCERS) * PER).expect("fits"),
+    );
+    for t in threads {
+        t.join().expect("producer");
+    }
+    let stopped = seq.shutdown().expect("shutdown");
+
+    assert_strictly_ordered(&outputs, 1);
+    // Each producer's commands keep their submission order.
+    let mut next = [0u64; PRODUCERS as usize];
+    for c in &outputs {
+        let Ev::Applied { producer, n, .. } = c.events[0] else {
+            panic!("unexpected rejection")
+        };
+        let slot = &mut next[usize::try_from(producer).expect("fits")];
+        assert_eq!(n, *slot, "producer {producer} reordered");
+        *slot += 1;
+    }
+    assert_eq!(stopped.last_seq, 1000);
+    assert!(stopped.stats.batches >= 1 && stopped.stats.batches <= 1000);
+    let live_hash = stopped.state.state_hash();
+    assert_eq!(rebuild(&as_log(&outputs)).state_hash(), live_hash);
+    drop(stopped);
+    let replayed = replay::<Toy>(&path, None, |_| {}).expect("replay");
+    assert_eq!(replayed.state_hash, live_hash);
+    assert_eq!(replayed.commands, 1000);
+}
+
+#[test]
+fn full_queue_blocks_producers() {
+    let config = SequencerConfig {
+        queue_capacity: 8,
+        output_capacity: 1,
+        max_batch_commands: 4,
+        ..SequencerConfig::default()
+    };
+    let (seq, rx) = Sequencer::start(fresh(), None, Box::new(SystemClock), config).expect("start");
+    let h = seq.handle();
+    // Nobody reads outputs, so the sequencer stalls on its output and the input fills.
+    let mut accepted = 0u64;
+    let mut full = false;
+    for n in 0..10_000u64 {
+        match h.try_submit(cmd(0, n)) {
+            Ok(()) => accepted += 1,
+            Err(TrySubmitError::Full(c)) => {
+                assert_eq!(c, cmd(0, n), "the command is handed back");
+                // The sequencer may still be taking a few; give it time to stall.
+                std::thread::sleep(Duration::from_millis(20));
+                if h.try_submit(c).is_err() {
+                    full = true;
+                    break;
+                }
+                accepted += 1;
+            }
+            Err(TrySubmitError::Closed(_)) => panic!("closed"),
+        }
+    }
+    assert!(full, "queue never filled");
+    // queue (8) + one group in the worker (4) + one output slot, plus slack for timing.
+    assert!(
+        accepted <= 8 + 4 + 1 + 2,
+        "accepted {accepted}: memory is not bounded"
+    );
+
+    // A blocking submit waits until the consumer makes room.
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let h2 = seq.handle();
+    let blocked = std::thread::spawn(move || {
+        h2.submit(cmd(1, 0)).expect("submit");
+        d.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "submit did not block on a full queue"
+    );
+    let outputs = recv_n(&rx, usize::try_from(accepted + 1).expect("fits"));
+    blocked.join().expect("blocked producer");
+    assert!(done.load(Ordering::SeqCst));
+    assert_strictly_ordered(&outputs, 1);
+    drop(seq);
+}
+
+#[test]
+fn events_are_released_only_after_their_batch_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut journal = new_journal(&dir.path().join("j"));
+    let durable = Arc::new(AtomicU64::new(0));
+    let d = Arc::clone(&durable);
+    journal.set_durable_observer(Box::new(move |seq| d.store(seq, Ordering::SeqCst)));
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(journal),
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let mut threads = Vec::new();
+    for p in 0..3 {
+        let h = seq.handle();
+        threads.push(std::thread::spawn(move || {
+            for n in 0..200 {
+                h.submit(cmd(p, n)).expect("submit");
+            }
+        }));
+    }
+    for _ in 0..600 {
+        let c = rx.recv_timeout(WAIT).expect("output");
+        let watermark = durable.load(Ordering::SeqCst);
+        assert!(
+            c.seq <= watermark,
+            "seq {} released before durable ({watermark})",
+            c.seq
+        );
+    }
+    for t in threads {
+        t.join().expect("producer");
+    }
+    let stopped = seq.shutdown().expect("shutdown");
+    assert_eq!(stopped.last_seq, 600);
+}
+
+#[test]
+fn failed_commit_releases_nothing_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let mut journal = new_journal(&path);
+    journal.fail_next_sync();
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(journal),
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let h = seq.handle();
+    h.submit(cmd(0, 0)).expect("first submit is queued");
+    // The first commit fails: nothing is released and the output closes.
+    assert!(recv_all(&rx).is_empty());
+    // The thread has exited; producers see Closed.
+    let mut closed = false;
+    for n in 1..100 {
+        if h.submit(cmd(0, n)) == Err(Closed) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(closed);
+    match seq.shutdown() {
+        Err(SequencerError::Journal(JournalError::Injected(_))) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("shutdown must report the failure"),
+    }
+    // The unacknowledged record may or may not have reached the disk; either way the
+    // journal recovers to a consistent state.
+    let rec = recover::<Toy>(&path).expect("recover");
+    assert!(rec.last_seq <= 1);
+}
+
+#[test]
+fn recovers_after_the_sequencer_is_dropped_mid_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig {
+            queue_capacity: 32,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start");
+    let mut producers = Vec::new();
+    for p in 0..3 {
+        let h = seq.handle();
+        producers.push(std::thread::spawn(move || {
+            // Submit until the sequencer goes away.
+            let mut n = 0;
+            while h.submit(cmd(p, n)).is_ok() {
+                n += 1;
+            }
+        }));
+    }
+    let consumer = std::thread::spawn(move || recv_all(&rx));
+    // Let it run for a while, then drop it while producers are still submitting.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(seq);
+    for p in producers {
+        p.join().expect("producer");
+    }
+    let outputs = consumer.join().expect("consumer");
+    assert!(!outputs.is_empty());
+    assert_strictly_ordered(&outputs, 1);
+
+    let rec = recover::<Toy>(&path).expect("recover");
+    // Every released output is durable, and nothing else was committed.
+    assert_eq!(rec.last_seq, u64::try_from(outputs.len()).expect("fits"));
+    assert_eq!(rec.last_ts_ns, outputs.last().map(|c| c.ts_ns).unwrap_or(0));
+    assert_eq!(
+        rec.report.state_hash,
+        rebuild(&as_log(&outputs)).state_hash()
+    );
+    assert_eq!(rec.report.journal.dropped_tail, None);
+
+    // Resume: numbering and time continue.
+    let last = rec.last_seq;
+    let last_ts = rec.last_ts_ns;
+    let (seq, rx) = Sequencer::resume(
+        rec,
+        Box::new(ManualClock::new(0)),
+        SequencerConfig::default(),
+    )
+    .expect("resume");
+    seq.handle().submit(cmd(9, 0)).expect("submit");
+    let c = rx.recv_timeout(WAIT).expect("output");
+    assert_eq!(c.seq, last + 1);
+    assert_eq!(
+        c.ts_ns,
+        last_ts + 1,
+        "a clock behind the journal is overridden"
+    );
+    seq.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_crash_loses_only_what_was_never_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig {
+            max_batch_commands: 16,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..500 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    seq.crash_for_tests();
+    let outputs = recv_all(&rx);
+    assert_strictly_ordered(&outputs, 1);
+    let rec = recover::<Toy>(&path).expect("recover");
+    assert_eq!(rec.last_seq, u64::try_from(outputs.len()).expect("fits"));
+    assert_eq!(
+        rec.report.state_hash,
+        rebuild(&as_log(&outputs)).state_hash()
+    );
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let clock = ManualClock::new(1_000);
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(clock.clone()),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..300 {
+        clock.advance(7);
+        h.submit(cmd(1, n)).expect("submit");
+    }
+    // The snapshot lands exactly after the 300 commands queued before it.
+    let snap = h.snapshot().expect("snapshot");
+    assert_eq!(snap.seq, 300);
+    for n in 300..500 {
+        clock.advance(3);
+        h.submit(cmd(2, n)).expect("submit");
+    }
+    let outputs = recv_n(&rx, 500);
+    let stopped = seq.shutdown().expect("shutdown");
+    let live_hash = stopped.state.state_hash();
+    assert_eq!(stopped.stats.snapshots, 1);
+    drop(stopped);
+    assert_eq!(
+        rebuild(&as_log(&outputs[..300])).state_hash(),
+        snap.state_hash
+    );
+
+    let rec = recover::<Toy>(&path).expect("recover");
+    let used = rec.report.snapshot_used.expect("snapshot used");
+    assert_eq!(used.seq, 300);
+    assert_eq!(rec.report.replayed_commands, 200);
+    assert_eq!(rec.report.state_hash, live_hash);
+    assert!(rec.report.snapshots_rejected.is_empty());
+    drop(rec);
+
+    let mut progress = Vec::new();
+    let full = replay::<Toy>(&path, None, |p| progress.push(*p)).expect("replay");
+    assert_eq!(full.state_hash, live_hash);
+    assert_eq!(full.commands, 500);
+    assert_eq!(progress.last().map(|p| p.last_seq), Some(500));
+    assert!(progress.windows(2).all(|w| w[0].last_seq < w[1].last_seq));
+
+    let partial = replay::<Toy>(&path, Some(300), |_| {}).expect("replay to 300");
+    assert_eq!(partial.state_hash, snap.state_hash);
+    let mid = replay::<Toy>(&path, Some(123), |_| {}).expect("replay to 123");
+    assert_eq!(mid.last_seq, 123);
+    assert_eq!(
+        mid.state_hash,
+        rebuild(&as_log(&outputs[..123])).state_hash()
+    );
+    assert!(matches!(
+        replay::<Toy>(&path, Some(501), |_| {}),
+        Err(SequencerError::TargetBeyondEnd {
+            target: 501,
+            last_seq: 500
+        })
+    ));
+}
+
+#[test]
+fn damaged_newest_snapshot_falls_back_to_an_older_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..50 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    assert_eq!(h.snapshot().expect("snapshot").seq, 50);
+    for n in 50..80 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    assert_eq!(h.snapshot().expect("snapshot").seq, 80);
+    for n in 80..90 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    recv_n(&rx, 90);
+    let live_hash = seq.shutdown().expect("shutdown").state.state_hash();
+
+    {
+        let db = sled::open(&path).expect("sled");
+        let t = db.open_tree("snapshots").expect("tree");
+        let mut v = t
+            .get(80u64.to_be_bytes())
+            .expect("get")
+            .expect("present")
+            .to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        t.insert(80u64.to_be_bytes(), v).expect("insert");
+        db.flush().expect("flush");
+    }
+    let rec = recover::<Toy>(&path).expect("recover");
+    assert_eq!(rec.report.snapshots_rejected.len(), 1);
+    assert_eq!(rec.report.snapshots_rejected[0].seq, 80);
+    assert_eq!(rec.report.snapshot_used.map(|m| m.seq), Some(50));
+    assert_eq!(rec.report.replayed_commands, 40);
+    assert_eq!(rec.report.state_hash, live_hash);
+}
+
+#[test]
+fn recover_drops_a_torn_tail_and_resumes_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..20 {
+        h.submit(cmd(0, n)).expect("submit");
+        h.barrier().expect("barrier");
+    }
+    let outputs = recv_n(&rx, 20);
+    seq.shutdown().expect("shutdown");
+    // Tear the last batch (seq 20), as a crash during its write would.
+    {
+        let db = sled::open(&path).expect("sled");
+        let t = db.open_tree("batches").expect("tree");
+        let (k, v) = t.last().expect("last").expect("present");
+        t.insert(k, &v[..v.len() - 5]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let rec = recover::<Toy>(&path).expect("recover");
+    assert_eq!(
+        rec.report
+            .journal
+            .dropped_tail
+            .as_ref()
+            .map(|d| d.first_seq),
+        Some(20)
+    );
+    assert_eq!(rec.last_seq, 19);
+    assert_eq!(
+        rec.report.state_hash,
+        rebuild(&as_log(&outputs[..19])).state_hash()
+    );
+    let (seq, rx) =
+        Sequencer::resume(rec, Box::new(SystemClock), SequencerConfig::default()).expect("resume");
+    seq.handle().submit(cmd(5, 5)).expect("submit");
+    assert_eq!(rx.recv_timeout(WAIT).expect("output").seq, 20);
+    seq.shutdown().expect("shutdown");
+    assert_eq!(recover::<Toy>(&path).expect("recover").last_seq, 20);
+}
+
+#[test]
+fn timestamps_stay_monotonic_when_the_clock_goes_backwards() {
+    let clock = ManualClock::new(1_000);
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        None,
+        Box::new(clock.clone()),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let h = seq.handle();
+    let mut expect = Vec::new();
+    for (n, now, want) in [
+        (0u64, 1_000u64, 1_000u64),
+        (1, 500, 1_001),
+        (2, 500, 1_002),
+        (3, 5_000, 5_000),
+        (4, 5_000, 5_001),
+        (5, 0, 5_002),
+        (6, 9_000, 9_000),
+    ] {
+        clock.set(now);
+        h.submit(cmd(0, n)).expect("submit");
+        // The barrier makes the sequencer stamp this command before the clock moves.
+        h.barrier().expect("barrier");
+        expect.push(want);
+    }
+    let got: Vec<u64> = recv_n(&rx, expect.len()).iter().map(|c| c.ts_ns).collect();
+    assert_eq!(got, expect);
+    seq.shutdown().expect("shutdown");
+}
+
+#[test]
+fn no_journal_mode_runs_and_refuses_snapshots() {
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        None,
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..100 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    assert!(matches!(h.snapshot(), Err(SequencerError::NoJournal)));
+    assert_eq!(h.barrier(), Ok(100));
+    let outputs = recv_n(&rx, 100);
+    assert_strictly_ordered(&outputs, 1);
+    let stopped = seq.shutdown().expect("shutdown");
+    assert!(stopped.journal.is_none());
+    assert_eq!(
+        stopped.state.state_hash(),
+        rebuild(&as_log(&outputs)).state_hash()
+    );
+    assert_eq!(h.submit(cmd(0, 0)), Err(Closed));
+}
+
+#[test]
+fn start_refuses_a_journal_that_already_has_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    )
+    .expect("start");
+    seq.handle().submit(cmd(0, 0)).expect("submit");
+    recv_n(&rx, 1);
+    let journal = seq.shutdown().expect("shutdown").journal.expect("journal");
+    match Sequencer::start(
+        fresh(),
+        Some(journal),
+        Box::new(SystemClock),
+        SequencerConfig::default(),
+    ) {
+        Err(SequencerError::JournalNotEmpty { last_seq: 1 }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("must refuse"),
+    }
+}
+
+#[test]
+fn outputs_are_discarded_when_nobody_listens() {
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        None,
+        Box::new(SystemClock),
+        SequencerConfig {
+            output_capacity: 1,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start");
+    drop(rx);
+    let h = seq.handle();
+    for n in 0..50 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    assert_eq!(h.barrier(), Ok(50));
+    assert_eq!(seq.shutdown().expect("shutdown").last_seq, 50);
+}
