@@ -6,8 +6,6 @@ use perpcore_engine::Engine;
 use perpcore_types::*;
 use proptest::prelude::*;
 
-mod common;
-
 fn money() -> impl Strategy<Value = Money> {
     prop_oneof![
         any::<i128>().prop_map(Money),
@@ -145,7 +143,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
     #[test]
     fn arbitrary_commands_never_panic_or_half_apply(cmds in proptest::collection::vec(command(), 1..60)) {
-        let mut e = Engine::new(common::test_config());
+        let mut e = Engine::new(perpcore_testkit::gen::test_config());
         let mut out = Vec::new();
         // A sane base so that hostile values reach the deep paths too.
         let setup = [

@@ -13,15 +13,13 @@
 //! state hash is unchanged); snapshot → restore reproduces the state hash; the same seed
 //! gives the same final hash twice.
 
-use common::Gen;
 use perpcore_engine::Engine;
+use perpcore_testkit::gen::Gen;
 use perpcore_types::*;
 use proptest::prelude::*;
 
-mod common;
-
 fn test_config() -> Config {
-    common::test_config()
+    perpcore_testkit::gen::test_config()
 }
 
 struct Stats {

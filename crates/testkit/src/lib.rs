@@ -1,3 +1,6 @@
-//! perpcore-testkit (being written).
+//! perpcore-testkit: test support shared by the crates' tests and benches — a naive
+//! reference order book for differential tests and seeded command generators. Never a
+//! dependency of a crate that ships in the binary.
 
+pub mod gen;
 pub mod refbook;

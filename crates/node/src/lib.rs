@@ -1,0 +1,314 @@
+//! perpcore-node: the engine wired to the sequencer and the journal — what a running core
+//! is. Owns the `StateMachine` implementation for the engine (command codec, genesis =
+//! the configuration), and the operations the CLI offers on a journal directory: run,
+//! replay, audit, inspect, snapshot.
+//!
+//! Must never: change engine semantics (it only moves commands and events), or release an
+//! event before the sequencer says it is durable.
+
+use perpcore_engine::{AccountReport, Engine};
+use perpcore_journal::{Journal, JournalOptions};
+use perpcore_sequencer::{
+    self as sequencer, Committed, Recovered, ReplayProgress, Replayed, Sequencer, SequencerConfig,
+    SequencerError, StateMachine, SystemClock,
+};
+use perpcore_types::{bincode_config, AccountId, Command, Config, Envelope, Event};
+use std::path::Path;
+
+/// The engine as the sequencer's state machine.
+pub struct Core(pub Engine);
+
+/// The journal's genesis record: the configuration, bincode (fixed-int LE).
+pub fn genesis(config: &Config) -> Vec<u8> {
+    bincode::encode_to_vec(config, bincode_config()).expect("encode config")
+}
+
+/// Decode and validate a genesis record.
+pub fn config_from_genesis(bytes: &[u8]) -> Result<Config, String> {
+    let (config, used): (Config, usize) =
+        bincode::decode_from_slice(bytes, bincode_config().with_limit::<{ 64 << 20 }>())
+            .map_err(|e| format!("genesis decode: {e}"))?;
+    if used != bytes.len() {
+        return Err("genesis has trailing bytes".into());
+    }
+    perpcore_config::validate(&config).map_err(|e| format!("genesis config: {e}"))?;
+    Ok(config)
+}
+
+impl StateMachine for Core {
+    type Command = Command;
+    type Event = Event;
+
+    fn from_genesis(genesis: &[u8]) -> Result<Self, String> {
+        Ok(Core(Engine::new(config_from_genesis(genesis)?)))
+    }
+
+    fn encode_command(cmd: &Command, out: &mut Vec<u8>) {
+        bincode::encode_into_std_write(cmd, out, bincode_config()).expect("encode into a Vec");
+    }
+
+    fn decode_command(bytes: &[u8]) -> Result<Command, String> {
+        // Commands hold no collections; the limit only bounds what a corrupt length
+        // field could make the decoder allocate.
+        let (cmd, used): (Command, usize) =
+            bincode::decode_from_slice(bytes, bincode_config().with_limit::<4096>())
+                .map_err(|e| format!("command decode: {e}"))?;
+        if used != bytes.len() {
+            return Err(format!("command has {} trailing bytes", bytes.len() - used));
+        }
+        Ok(cmd)
+    }
+
+    fn apply(&mut self, seq: u64, ts_ns: u64, cmd: &Command, events: &mut Vec<Event>) {
+        // The envelope owns its command; the clone is the price of the generic trait
+        // passing a reference (commands are small and hold no heap data).
+        let env = Envelope {
+            seq,
+            ts_ns,
+            command: cmd.clone(),
+        };
+        self.0.apply(&env, events);
+    }
+
+    fn state_hash(&self) -> [u8; 32] {
+        self.0.state_hash()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.snapshot()
+    }
+
+    fn restore(bytes: &[u8]) -> Result<Self, String> {
+        Engine::restore(bytes).map(Core)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    #[error(transparent)]
+    Journal(#[from] perpcore_journal::JournalError),
+    #[error("the journal in {dir} was made with a different configuration")]
+    ConfigMismatch { dir: String },
+    #[error("no journal in {0}")]
+    NoJournal(String),
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub sequencer: SequencerConfig,
+    pub journal: JournalOptions,
+    /// Take a snapshot after every this many submitted commands.
+    pub snapshot_every: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            sequencer: SequencerConfig::default(),
+            journal: JournalOptions::default(),
+            snapshot_every: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Last sequence number found in the journal at start (0 for a new journal).
+    pub resumed_after: u64,
+    pub commands: u64,
+    pub last_seq: u64,
+    pub events: u64,
+    pub rejected: u64,
+    pub trades: u64,
+    pub batches: u64,
+    pub snapshots: u64,
+    pub state_hash: [u8; 32],
+}
+
+fn has_journal(dir: &Path) -> bool {
+    dir.join("db").exists() || dir.join("conf").exists()
+}
+
+/// Run commands through the sequencer with the journal in `dir` (created with `config`,
+/// or recovered and continued if it exists: its configuration must equal `config`).
+/// `on_committed` sees every command's events once they are durable, in order.
+pub fn run(
+    dir: &Path,
+    config: &Config,
+    commands: impl IntoIterator<Item = Command> + Send,
+    opts: &RunOptions,
+    mut on_committed: impl FnMut(&Committed<Event>),
+) -> Result<RunSummary, NodeError> {
+    let genesis = genesis(config);
+    let (started, resumed_after) = if has_journal(dir) {
+        let rec: Recovered<Core> = sequencer::recover_with(dir, opts.journal)?;
+        if rec.journal.genesis() != genesis.as_slice() {
+            return Err(NodeError::ConfigMismatch {
+                dir: dir.display().to_string(),
+            });
+        }
+        let after = rec.last_seq;
+        (
+            Sequencer::resume(rec, Box::new(SystemClock), opts.sequencer)?,
+            after,
+        )
+    } else {
+        let (journal, _) = Journal::open_or_create(dir, &genesis, opts.journal)?;
+        (
+            Sequencer::start(
+                Core(Engine::new(config.clone())),
+                Some(journal),
+                Box::new(SystemClock),
+                opts.sequencer,
+            )?,
+            0,
+        )
+    };
+    let (seq_runner, rx) = started;
+    let snapshot_every = opts.snapshot_every;
+    let mut summary = RunSummary {
+        resumed_after,
+        commands: 0,
+        last_seq: resumed_after,
+        events: 0,
+        rejected: 0,
+        trades: 0,
+        batches: 0,
+        snapshots: 0,
+        state_hash: [0; 32],
+    };
+    let stopped = std::thread::scope(|scope| {
+        // The producer submits and then stops the sequencer; this thread consumes the
+        // output so that the sequencer never stalls on a full output queue.
+        let producer = scope.spawn(move || {
+            let handle = seq_runner.handle();
+            let mut n = 0u64;
+            for cmd in commands {
+                if handle.submit(cmd).is_err() {
+                    break;
+                }
+                n += 1;
+                if snapshot_every.is_some_and(|k| k > 0 && n % k == 0) {
+                    let _ = handle.snapshot();
+                }
+            }
+            drop(handle);
+            seq_runner.shutdown()
+        });
+        for c in rx.iter() {
+            summary.commands += 1;
+            summary.last_seq = c.seq;
+            summary.events += c.events.len() as u64;
+            for e in &c.events {
+                match e {
+                    Event::Rejected { .. } => summary.rejected += 1,
+                    Event::Trade { .. } => summary.trades += 1,
+                    _ => {}
+                }
+            }
+            on_committed(&c);
+        }
+        producer.join().expect("producer thread")
+    })?;
+    summary.batches = stopped.stats.batches;
+    summary.snapshots = stopped.stats.snapshots;
+    summary.state_hash = stopped.state.state_hash();
+    Ok(summary)
+}
+
+/// Rebuild the state from genesis, up to `to` (inclusive) or the end.
+pub fn replay(
+    dir: &Path,
+    to: Option<u64>,
+    progress: impl FnMut(&ReplayProgress),
+) -> Result<Replayed<Core>, NodeError> {
+    if !has_journal(dir) {
+        return Err(NodeError::NoJournal(dir.display().to_string()));
+    }
+    Ok(sequencer::replay(dir, to, progress)?)
+}
+
+/// The account report as of sequence number `at` (or the end).
+pub fn audit(
+    dir: &Path,
+    account: AccountId,
+    at: Option<u64>,
+) -> Result<(u64, Option<AccountReport>), NodeError> {
+    let r = replay(dir, at, |_| {})?;
+    Ok((r.last_seq, r.state.0.report(account)))
+}
+
+/// Recover (newest snapshot + tail) without running anything.
+pub fn recover(dir: &Path) -> Result<Recovered<Core>, NodeError> {
+    if !has_journal(dir) {
+        return Err(NodeError::NoJournal(dir.display().to_string()));
+    }
+    Ok(sequencer::recover(dir)?)
+}
+
+/// Write a snapshot of the recovered state at the journal's tip.
+pub fn snapshot(dir: &Path) -> Result<(u64, [u8; 32]), NodeError> {
+    let mut rec = recover(dir)?;
+    let hash = rec.state.state_hash();
+    rec.journal
+        .write_snapshot(rec.last_seq, hash, &rec.state.snapshot())?;
+    Ok((rec.last_seq, hash))
+}
+
+/// Journal statistics for `inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub batches: u64,
+    pub commands: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub payload_bytes: u64,
+    pub largest_batch: u64,
+    pub snapshots: Vec<u64>,
+    pub commands_by_kind: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Walk the journal, verifying it, and call `each` for every entry in order.
+pub fn inspect(
+    dir: &Path,
+    mut each: impl FnMut(u64, u64, &Command),
+) -> Result<(Config, JournalStats), NodeError> {
+    if !has_journal(dir) {
+        return Err(NodeError::NoJournal(dir.display().to_string()));
+    }
+    let (journal, _) = Journal::open(dir, JournalOptions::default())?;
+    let config = config_from_genesis(journal.genesis())
+        .map_err(|what| perpcore_journal::JournalError::MetaCorrupt(what))?;
+    let mut st = JournalStats {
+        snapshots: journal.snapshot_seqs()?,
+        ..JournalStats::default()
+    };
+    for batch in journal.read_from_genesis() {
+        let batch = batch?;
+        st.batches += 1;
+        let mut n = 0u64;
+        for e in batch.entries() {
+            let cmd = Core::decode_command(e.bytes)
+                .map_err(|what| perpcore_journal::JournalError::Corrupt { seq: e.seq, what })?;
+            if st.commands == 0 {
+                st.first_seq = e.seq;
+                st.first_ts_ns = e.ts_ns;
+            }
+            st.commands += 1;
+            st.last_seq = e.seq;
+            st.last_ts_ns = e.ts_ns;
+            st.payload_bytes += e.bytes.len() as u64;
+            *st.commands_by_kind.entry(cmd.kind()).or_default() += 1;
+            n += 1;
+            each(e.seq, e.ts_ns, &cmd);
+        }
+        st.largest_batch = st.largest_batch.max(n);
+    }
+    Ok((config, st))
+}
