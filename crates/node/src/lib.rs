@@ -96,7 +96,7 @@ pub enum NodeError {
 }
 
 /// How to run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub sequencer: SequencerConfig,
     pub journal: JournalOptions,
@@ -186,13 +186,11 @@ pub fn run(
         // output so that the sequencer never stalls on a full output queue.
         let producer = scope.spawn(move || {
             let handle = seq_runner.handle();
-            let mut n = 0u64;
-            for cmd in commands {
+            for (n, cmd) in (1u64..).zip(commands) {
                 if handle.submit(cmd).is_err() {
                     break;
                 }
-                n += 1;
-                if snapshot_every.is_some_and(|k| k > 0 && n % k == 0) {
+                if snapshot_every.is_some_and(|k| k > 0 && n.is_multiple_of(k)) {
                     let _ = handle.snapshot();
                 }
             }
