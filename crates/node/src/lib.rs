@@ -104,16 +104,6 @@ pub struct RunOptions {
     pub snapshot_every: Option<u64>,
 }
 
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            sequencer: SequencerConfig::default(),
-            journal: JournalOptions::default(),
-            snapshot_every: None,
-        }
-    }
-}
-
 /// What a run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSummary {
