@@ -272,7 +272,7 @@ pub fn inspect(
     }
     let (journal, _) = Journal::open(dir, JournalOptions::default())?;
     let config = config_from_genesis(journal.genesis())
-        .map_err(|what| perpcore_journal::JournalError::MetaCorrupt(what))?;
+        .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
     let mut st = JournalStats {
         snapshots: journal.snapshot_seqs()?,
         ..JournalStats::default()
