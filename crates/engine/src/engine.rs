@@ -55,6 +55,11 @@ pub struct Engine {
     /// Engine-generated order ids (liquidation orders) count up from RESERVED_ORDER_ID_MIN.
     pub(crate) next_internal_order: u64,
     pub(crate) scratch: MatchResult,
+    /// Set only while a liquidation order of an isolated position executes: its closing
+    /// fills keep the released margin with the position instead of paying it to the
+    /// wallet (the margin belongs to the liquidation, MARGIN §7). Never set between
+    /// commands, so it is not part of the state.
+    pub(crate) holding_isolated: Option<(AccountId, InstrumentId)>,
 }
 
 type Res = Result<(), RejectReason>;
@@ -86,6 +91,7 @@ impl Engine {
             last_ts_ns: 0,
             next_internal_order: RESERVED_ORDER_ID_MIN,
             scratch: MatchResult::new(),
+            holding_isolated: None,
             config: Arc::new(config),
         };
         for k in 0..assets {

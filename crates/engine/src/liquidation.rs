@@ -175,7 +175,11 @@ impl Engine {
         };
         let reduce = (leg.qty.0.abs() - keep).max(1).min(leg.qty.0.abs());
         let side = if leg.qty.0 > 0 { Side::Sell } else { Side::Buy };
+        let isolated = leg.mode == MarginMode::Isolated;
         let (_, limit) = self.bankruptcy_ticks(k, spec);
+        if isolated {
+            self.holding_isolated = Some((self.accounts[k].id, spec.id));
+        }
         self.liquidation_order(
             k,
             spec,
@@ -185,6 +189,7 @@ impl Engine {
             spec.liquidation_fee,
             out,
         );
+        self.holding_isolated = None;
     }
 
     /// Send an IOC order for account `k` that pays `fee_rate` to the insurance fund.
@@ -276,8 +281,27 @@ impl Engine {
         // An isolated position's margin came home in move_position; a negative remainder
         // is covered by the fund.
         self.cover_deficit(k, spec.settle_asset, out);
-        // The fund works the position off in the book, no worse than bankruptcy.
-        self.liquidation_order(fk, spec, close_side, qty.abs(), limit, Rate::ZERO, out);
+        // The fund works the position off in the book, no worse than bankruptcy — only
+        // as much as it holds on that side (a takeover can net against an earlier one
+        // and leave the fund flat: then there is nothing to sell).
+        let fund_qty = self.accounts[fk].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
+        let reducible = if close_side == Side::Sell {
+            fund_qty.max(0)
+        } else {
+            (-fund_qty).max(0)
+        };
+        let work_off = reducible.min(qty.0.abs());
+        if work_off > 0 {
+            self.liquidation_order(
+                fk,
+                spec,
+                close_side,
+                QtyLots(work_off),
+                limit,
+                Rate::ZERO,
+                out,
+            );
+        }
     }
 
     /// A wallet left negative with no cross position to carry it is covered by the fund.

@@ -108,7 +108,8 @@ impl Engine {
             // part's initial margin from the wallet. The fee is paid from the wallet when
             // the fill opens exposure, else from the isolated margin.
             leg.isolated_margin += eff.realized_pnl;
-            if eff.closed_lots > 0 {
+            let holding = self.holding_isolated == Some((id, spec.id)) && !leg.qty.is_zero();
+            if eff.closed_lots > 0 && !holding {
                 let release = if eff.closed_lots == before.0.abs() {
                     leg.isolated_margin
                 } else {

@@ -1,0 +1,147 @@
+//! Durability benchmark (issue: sequencer and journal). Not a test: prints tables.
+//!
+//! 1. durable commands/s through the sequencer with group commit and fsync;
+//! 2. replay commands/s from genesis;
+//! 3. recovery time from a snapshot plus a 1M-command tail;
+//! 4. enqueue-to-durable latency percentiles at 100k, 500k and 1M commands/s offered.
+//!
+//! The journal lives under `target/bench-journal` (on the build disk, not tmpfs) and is
+//! deleted before each part. Commands come from the seeded generator in
+//! `perpcore-testkit` (orders of every kind, cancels, amends, marks, transfers …).
+//! Sizes: `PERPCORE_BENCH_N` (default 1,000,000).
+
+use hdrhistogram::Histogram;
+use perpcore_node::{self as node, Core, RunOptions};
+use perpcore_sequencer::{Sequencer, SequencerConfig, SystemClock};
+use perpcore_testkit::gen::{test_config, Gen};
+use perpcore_types::Command;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn journal_dir(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-journal").join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+    root
+}
+
+fn commands(seed: u64, n: usize) -> Vec<Command> {
+    let mut g = Gen::new(seed, 1_000);
+    let mut v = g.setup();
+    v.extend((0..n).map(|_| g.next_command()));
+    v
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown cpu".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cpu}, {cores} cores, release profile (overflow checks on)")
+}
+
+fn main() {
+    let n: usize = std::env::var("PERPCORE_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    println!("machine: {}", machine());
+    println!("commands: {n} (seeded mix from perpcore-testkit, 1,000 accounts, 3 instruments)\n");
+    let cfg = test_config();
+    let cmds = commands(1, n);
+
+    // 1. Durable throughput.
+    let dir = journal_dir("throughput");
+    let t = Instant::now();
+    let s = node::run(&dir, &cfg, cmds.clone(), &RunOptions::default(), |_| {}).unwrap();
+    let dt = t.elapsed();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| durable commands/s (group commit, fsync) | {:.0} |", s.commands as f64 / dt.as_secs_f64());
+    println!("| batches | {} (mean {:.0} commands/batch) |", s.batches, s.commands as f64 / s.batches.max(1) as f64);
+
+    // 2. Replay from genesis.
+    let t = Instant::now();
+    let r = node::replay(&dir, None, |_| {}).unwrap();
+    let dt = t.elapsed();
+    assert_eq!(r.state_hash, s.state_hash, "replay reproduces the live hash");
+    println!("| replay commands/s (from genesis, verifying) | {:.0} |", r.commands as f64 / dt.as_secs_f64());
+
+    // 3. Recovery from a snapshot + 1M tail: snapshot after the setup, then the tail.
+    let dir3 = journal_dir("recovery");
+    let setup_len = cmds.len() - n;
+    node::run(&dir3, &cfg, cmds[..setup_len].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    node::snapshot(&dir3).unwrap();
+    node::run(&dir3, &cfg, cmds[setup_len..].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    let t = Instant::now();
+    let rec = node::recover(&dir3).unwrap();
+    let dt = t.elapsed();
+    println!(
+        "| recovery: snapshot + {}-command tail | {:.2} s ({:.0} commands/s) |",
+        rec.report.replayed_commands,
+        dt.as_secs_f64(),
+        rec.report.replayed_commands as f64 / dt.as_secs_f64()
+    );
+    drop(rec);
+
+    // 4. Enqueue-to-durable latency at offered loads.
+    println!("\nenqueue-to-durable latency (µs), single paced producer, 2 s per rate:\n");
+    println!("| offered/s | achieved/s | p50 | p90 | p99 | p99.9 | max |");
+    println!("|---|---|---|---|---|---|---|");
+    for rate in [100_000u64, 500_000, 1_000_000] {
+        latency_at(rate, &cmds, &cfg);
+    }
+}
+
+fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
+    let dir = journal_dir(&format!("latency-{rate}"));
+    let (journal, _) =
+        perpcore_journal::Journal::open_or_create(&dir, &node::genesis(cfg), Default::default()).unwrap();
+    let cfg_seq = SequencerConfig { queue_capacity: 65_536, output_capacity: 65_536, ..SequencerConfig::default() };
+    let (seqr, rx) =
+        Sequencer::start(Core(perpcore_engine::Engine::new(cfg.clone())), Some(journal), Box::new(SystemClock), cfg_seq)
+            .unwrap();
+    let total = (rate * 2) as usize;
+    let total = total.min(cmds.len());
+    let start = Instant::now();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    std::thread::scope(|scope| {
+        let handle = seqr.handle();
+        let producer = scope.spawn(move || {
+            let mut sent_at = Vec::with_capacity(total);
+            let gap = Duration::from_nanos(1_000_000_000 / rate);
+            for (i, cmd) in cmds[..total].iter().enumerate() {
+                let due = start + gap * i as u32;
+                while Instant::now() < due {
+                    std::hint::spin_loop();
+                }
+                sent_at.push(Instant::now());
+                handle.submit(cmd.clone()).unwrap();
+            }
+            sent_at
+        });
+        let mut done_at = Vec::with_capacity(total);
+        for c in rx.iter() {
+            done_at.push((c.seq, Instant::now()));
+            if done_at.len() == total {
+                break;
+            }
+        }
+        let sent_at = producer.join().unwrap();
+        // One producer: command i got seq i + 1.
+        for (seq, t) in &done_at {
+            let us = t.duration_since(sent_at[*seq as usize - 1]).as_micros() as u64;
+            hist.record(us.max(1)).unwrap();
+        }
+        let elapsed = done_at.last().map(|(_, t)| t.duration_since(start)).unwrap_or_default();
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} |",
+            rate,
+            total as f64 / elapsed.as_secs_f64(),
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.9),
+            hist.value_at_quantile(0.99),
+            hist.value_at_quantile(0.999),
+            hist.max()
+        );
+    });
+    seqr.shutdown().unwrap();
+}
