@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn journal_dir(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-journal").join(name);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-journal")
+        .join(name);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.parent().unwrap()).unwrap();
     root
@@ -35,14 +37,23 @@ fn commands(seed: u64, n: usize) -> Vec<Command> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown cpu".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{cpu}, {cores} cores, release profile (overflow checks on)")
 }
 
 fn main() {
-    let n: usize = std::env::var("PERPCORE_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("PERPCORE_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     println!("machine: {}", machine());
     println!("commands: {n} (seeded mix from perpcore-testkit, 1,000 accounts, 3 instruments)\n");
     let cfg = test_config();
@@ -55,22 +66,49 @@ fn main() {
     let dt = t.elapsed();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| durable commands/s (group commit, fsync) | {:.0} |", s.commands as f64 / dt.as_secs_f64());
-    println!("| batches | {} (mean {:.0} commands/batch) |", s.batches, s.commands as f64 / s.batches.max(1) as f64);
+    println!(
+        "| durable commands/s (group commit, fsync) | {:.0} |",
+        s.commands as f64 / dt.as_secs_f64()
+    );
+    println!(
+        "| batches | {} (mean {:.0} commands/batch) |",
+        s.batches,
+        s.commands as f64 / s.batches.max(1) as f64
+    );
 
     // 2. Replay from genesis.
     let t = Instant::now();
     let r = node::replay(&dir, None, |_| {}).unwrap();
     let dt = t.elapsed();
-    assert_eq!(r.state_hash, s.state_hash, "replay reproduces the live hash");
-    println!("| replay commands/s (from genesis, verifying) | {:.0} |", r.commands as f64 / dt.as_secs_f64());
+    assert_eq!(
+        r.state_hash, s.state_hash,
+        "replay reproduces the live hash"
+    );
+    println!(
+        "| replay commands/s (from genesis, verifying) | {:.0} |",
+        r.commands as f64 / dt.as_secs_f64()
+    );
 
     // 3. Recovery from a snapshot + 1M tail: snapshot after the setup, then the tail.
     let dir3 = journal_dir("recovery");
     let setup_len = cmds.len() - n;
-    node::run(&dir3, &cfg, cmds[..setup_len].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    node::run(
+        &dir3,
+        &cfg,
+        cmds[..setup_len].to_vec(),
+        &RunOptions::default(),
+        |_| {},
+    )
+    .unwrap();
     node::snapshot(&dir3).unwrap();
-    node::run(&dir3, &cfg, cmds[setup_len..].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    node::run(
+        &dir3,
+        &cfg,
+        cmds[setup_len..].to_vec(),
+        &RunOptions::default(),
+        |_| {},
+    )
+    .unwrap();
     let t = Instant::now();
     let rec = node::recover(&dir3).unwrap();
     let dt = t.elapsed();
@@ -94,11 +132,20 @@ fn main() {
 fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
     let dir = journal_dir(&format!("latency-{rate}"));
     let (journal, _) =
-        perpcore_journal::Journal::open_or_create(&dir, &node::genesis(cfg), Default::default()).unwrap();
-    let cfg_seq = SequencerConfig { queue_capacity: 65_536, output_capacity: 65_536, ..SequencerConfig::default() };
-    let (seqr, rx) =
-        Sequencer::start(Core(perpcore_engine::Engine::new(cfg.clone())), Some(journal), Box::new(SystemClock), cfg_seq)
+        perpcore_journal::Journal::open_or_create(&dir, &node::genesis(cfg), Default::default())
             .unwrap();
+    let cfg_seq = SequencerConfig {
+        queue_capacity: 65_536,
+        output_capacity: 65_536,
+        ..SequencerConfig::default()
+    };
+    let (seqr, rx) = Sequencer::start(
+        Core(perpcore_engine::Engine::new(cfg.clone())),
+        Some(journal),
+        Box::new(SystemClock),
+        cfg_seq,
+    )
+    .unwrap();
     let total = (rate * 2) as usize;
     let total = total.min(cmds.len());
     let start = Instant::now();
@@ -131,7 +178,10 @@ fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
             let us = t.duration_since(sent_at[*seq as usize - 1]).as_micros() as u64;
             hist.record(us.max(1)).unwrap();
         }
-        let elapsed = done_at.last().map(|(_, t)| t.duration_since(start)).unwrap_or_default();
+        let elapsed = done_at
+            .last()
+            .map(|(_, t)| t.duration_since(start))
+            .unwrap_or_default();
         println!(
             "| {} | {:.0} | {} | {} | {} | {} | {} |",
             rate,

@@ -28,6 +28,8 @@ pub struct OrderMeta {
     pub margin_notional: Money,
     /// `margin_notional / leverage`, rounded up: the initial margin this order reserves.
     pub reserved: Money,
+    /// Notional of the open quantity at the limit price.
+    pub open_notional: Money,
 }
 
 /// The deterministic core.
@@ -43,6 +45,9 @@ pub struct Engine {
     /// Lookup only; never iterated.
     pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
     pub(crate) marks: Vec<Option<Price>>,
+    /// Per instrument, the limit-price band derived from its mark (recomputed on every
+    /// mark update; derived state, so not part of the snapshot).
+    pub(crate) bands: Vec<(PriceTicks, PriceTicks)>,
     /// Per instrument: accounts holding a position, sorted by id (liquidation checks walk it).
     pub(crate) holders: Vec<Vec<AccountId>>,
     /// Per asset: fees collected (net of maker rebates).
@@ -83,6 +88,7 @@ impl Engine {
             books: (0..instruments).map(|_| Book::new()).collect(),
             orders: FxHashMap::default(),
             marks: vec![None; instruments],
+            bands: vec![(PriceTicks(0), PriceTicks(0)); instruments],
             holders: vec![Vec::new(); instruments],
             fee_income: vec![Money::ZERO; assets],
             deposited: vec![Money::ZERO; assets],
@@ -365,15 +371,12 @@ impl Engine {
         extra: Money,
         excluded: Option<OrderId>,
     ) -> Money {
-        let mut n = extra;
+        let mut n = extra + leg.order_notional;
         if let Some(m) = self.marks[spec.id.0 as usize] {
             n += spec.notional(leg.qty, m);
         }
-        let book = &self.books[spec.id.0 as usize];
-        for id in leg.open_orders.iter().filter(|id| Some(**id) != excluded) {
-            if let Some(o) = book.get(*id) {
-                n += spec.notional(o.open_qty, spec.price_of(o.price));
-            }
+        if let Some(meta) = excluded.and_then(|id| self.orders.get(&id)) {
+            n -= meta.open_notional;
         }
         n
     }
@@ -650,7 +653,8 @@ impl Engine {
         if reduce_only {
             qty = qty.min(position.abs());
         }
-        let (band_low, band_high) = band(spec, mark);
+        let (band_low, band_high) = self.bands[o.instrument.0 as usize];
+        debug_assert_eq!((band_low, band_high), band(spec, mark));
         let limit = match o.order_type {
             OrderType::Limit => {
                 if o.price.0 <= 0 {
@@ -746,6 +750,7 @@ impl Engine {
             post_only: o.tif == TimeInForce::PostOnly,
             margin_notional,
             reserved,
+            open_notional: Money::ZERO,
         };
         let accepted = Event::OrderAccepted {
             account: o.account,
@@ -784,7 +789,15 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let i = spec.id.0 as usize;
-        let mut res = std::mem::take(&mut self.scratch);
+        // Swap the reusable buffer out without allocating a replacement.
+        let mut res = std::mem::replace(
+            &mut self.scratch,
+            MatchResult {
+                fills: Vec::new(),
+                expired_makers: Vec::new(),
+                outcome: TakerOutcome::Filled,
+            },
+        );
         let r = self.books[i].submit(&taker, &mut res);
         assert!(r.is_ok(), "book refused a checked order: {r:?}");
         match res.outcome {
@@ -841,9 +854,11 @@ impl Engine {
                     Rounding::Ceil,
                 );
                 meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
+                meta.open_notional = spec.notional(open_qty, spec.price_of(taker.limit));
                 let k = self.idx(taker.account).expect("taker account");
                 let leg = self.accounts[k].leg_or_default(spec);
                 leg.order_margin += meta.reserved;
+                leg.order_notional += meta.open_notional;
                 leg.add_order(taker.order_id);
                 self.orders.insert(taker.order_id, meta);
                 out.push(Event::OrderRested {
@@ -901,6 +916,7 @@ impl Engine {
         let k = self.idx(meta.account).expect("order account");
         let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
         leg.order_margin -= meta.reserved;
+        leg.order_notional -= meta.open_notional;
         leg.remove_order(id);
         assert!(!leg.order_margin.is_negative(), "order margin below zero");
     }
@@ -911,20 +927,42 @@ impl Engine {
             self.forget_order(f.maker_order, spec);
             return;
         }
-        let lev = self.leverage_of(f.maker_account, spec);
-        let meta = self.orders.get_mut(&f.maker_order).expect("maker meta");
         let before = f.maker_remaining + f.qty;
-        let old = meta.reserved;
-        meta.margin_notional = meta.margin_notional.mul_div(
-            f.maker_remaining.0 as i128,
-            before.0 as i128,
-            Rounding::Ceil,
+        self.resize_order(
+            spec,
+            f.maker_account,
+            f.maker_order,
+            f.price,
+            before,
+            f.maker_remaining,
         );
+    }
+
+    /// An order's open quantity went from `before` to `after` (> 0) at `price`, keeping
+    /// its place: scale its reservation pro rata and update the leg's sums.
+    fn resize_order(
+        &mut self,
+        spec: &InstrumentSpec,
+        account: AccountId,
+        id: OrderId,
+        price: PriceTicks,
+        before: QtyLots,
+        after: QtyLots,
+    ) {
+        assert!(after.0 > 0 && after < before, "resize must shrink an order");
+        let lev = self.leverage_of(account, spec);
+        let meta = self.orders.get_mut(&id).expect("order meta");
+        let (old_reserved, old_notional) = (meta.reserved, meta.open_notional);
+        meta.margin_notional =
+            meta.margin_notional
+                .mul_div(after.0 as i128, before.0 as i128, Rounding::Ceil);
         meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
-        let new = meta.reserved;
-        let k = self.idx(f.maker_account).expect("maker account");
-        let leg = self.accounts[k].leg_mut(spec.id).expect("maker leg");
-        leg.order_margin = leg.order_margin - old + new;
+        meta.open_notional = spec.notional(after, spec.price_of(price));
+        let (reserved, notional) = (meta.reserved, meta.open_notional);
+        let k = self.idx(account).expect("order account");
+        let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
+        leg.order_margin = leg.order_margin - old_reserved + reserved;
+        leg.order_notional = leg.order_notional - old_notional + notional;
     }
 
     /// Reduce-only orders may never exceed the position or sit on its side: cut or cancel
@@ -964,6 +1002,7 @@ impl Engine {
                 });
             } else if o.open_qty.0 > pos.abs() {
                 book.reduce_qty(id, QtyLots(pos.abs())).expect("reduce");
+                self.resize_order(spec, account, id, o.price, o.open_qty, QtyLots(pos.abs()));
                 out.push(Event::OrderReduced {
                     order_id: id,
                     open_qty: spec.qty_of(QtyLots(pos.abs())),
@@ -1077,19 +1116,7 @@ impl Engine {
             self.books[spec.id.0 as usize]
                 .reduce_qty(id, new_qty)
                 .expect("reduce");
-            let lev = self.leverage_of(account, spec);
-            let m = self.orders.get_mut(&id).expect("meta");
-            let old = m.reserved;
-            m.margin_notional = m.margin_notional.mul_div(
-                new_qty.0 as i128,
-                resting.open_qty.0 as i128,
-                Rounding::Ceil,
-            );
-            m.reserved = m.margin_notional.div_int(lev as i64, Rounding::Ceil);
-            let new = m.reserved;
-            let k = self.idx(account).expect("account");
-            let leg = self.accounts[k].leg_mut(spec.id).expect("leg");
-            leg.order_margin = leg.order_margin - old + new;
+            self.resize_order(spec, account, id, resting.price, resting.open_qty, new_qty);
             out.push(Event::OrderAmended {
                 order_id: id,
                 price: spec.price_of(new_price),
@@ -1163,6 +1190,7 @@ impl Engine {
             return Err(RejectReason::PriceTooLarge);
         }
         self.marks[i.0 as usize] = Some(price);
+        self.bands[i.0 as usize] = band(&self.config.instruments[i.0 as usize], price);
         out.push(Event::MarkPriceSet {
             instrument: i,
             price,

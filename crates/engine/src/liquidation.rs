@@ -226,6 +226,7 @@ impl Engine {
             post_only: false,
             margin_notional: Money::ZERO,
             reserved: Money::ZERO,
+            open_notional: Money::ZERO,
         };
         let fund = fund_account_id(spec.settle_asset);
         let r = self.execute(

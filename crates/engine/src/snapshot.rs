@@ -120,6 +120,14 @@ impl Engine {
         e.last_ts_ns = s.last_ts_ns;
         e.next_internal_order = s.next_internal_order;
         e.marks = s.marks;
+        for (i, m) in e.marks.iter().enumerate() {
+            if let Some(m) = m {
+                if !m.is_positive() || *m > MAX_PRICE {
+                    return Err(format!("snapshot mark {i} out of range"));
+                }
+                e.bands[i] = crate::engine::band(&e.config.instruments[i], *m);
+            }
+        }
         e.fee_income = s.fee_income;
         e.deposited = s.deposited;
         e.withdrawn = s.withdrawn;
@@ -219,6 +227,7 @@ impl Engine {
                 }
                 // Reserved order margin equals the sum over the leg's open orders.
                 let mut reserved = Money::ZERO;
+                let mut notional = Money::ZERO;
                 for id in &leg.open_orders {
                     let m = self
                         .orders
@@ -240,6 +249,16 @@ impl Engine {
                         return Err(format!("order {id} reservation stale"));
                     }
                     reserved += m.reserved;
+                    if m.open_notional != spec.notional(o.open_qty, spec.price_of(o.price)) {
+                        return Err(format!("order {id} open notional stale"));
+                    }
+                    notional += m.open_notional;
+                }
+                if notional != leg.order_notional {
+                    return Err(format!(
+                        "account {} {}: order notional sum stale",
+                        a.id, spec.symbol
+                    ));
                 }
                 if reserved != leg.order_margin {
                     return Err(format!(

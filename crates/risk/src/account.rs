@@ -29,6 +29,9 @@ pub struct Leg {
     pub isolated_margin: Money,
     /// Σ reserved initial margin of this leg's open orders.
     pub order_margin: Money,
+    /// Σ notional of this leg's open orders at their limit prices (the order part of the
+    /// exposure a leverage must be allowed for, MARGIN §3).
+    pub order_notional: Money,
     /// Open orders of this leg, in id order.
     pub open_orders: Vec<perpcore_types::OrderId>,
 }
@@ -43,6 +46,7 @@ impl Leg {
             basis: Money::ZERO,
             isolated_margin: Money::ZERO,
             order_margin: Money::ZERO,
+            order_notional: Money::ZERO,
             open_orders: Vec::new(),
         }
     }

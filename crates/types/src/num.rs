@@ -50,6 +50,17 @@ pub enum Rounding {
 /// callers validate divisors at the edge).
 #[inline]
 pub fn mul_div(a: i128, b: i128, d: i128, r: Rounding) -> i128 {
+    // Fast path without 128-bit division: with a = q·d + m (0 ≤ m < d),
+    // a·b/d = q·b + m·b/d exactly, and q·b is an integer, so only m·b/d is rounded.
+    if let (Ok(a64), Ok(b64), Ok(d64)) = (i64::try_from(a), i64::try_from(b), i64::try_from(d)) {
+        if d64 > 0 {
+            let q = a64.div_euclid(d64);
+            let m = a64.rem_euclid(d64);
+            if let Some(mb) = m.checked_mul(b64) {
+                return (q as i128) * (b64 as i128) + div_round_i64(mb, d64, r) as i128;
+            }
+        }
+    }
     let n = a.checked_mul(b).expect("mul_div overflow");
     div_round(n, d, r)
 }
@@ -58,12 +69,33 @@ pub fn mul_div(a: i128, b: i128, d: i128, r: Rounding) -> i128 {
 #[inline]
 pub fn div_round(n: i128, d: i128, r: Rounding) -> i128 {
     assert!(d != 0, "division by zero");
+    // Most operands fit in 64 bits; i128 division is a slow software routine.
+    if let (Ok(n64), Ok(d64)) = (i64::try_from(n), i64::try_from(d)) {
+        if n64 != i64::MIN {
+            return div_round_i64(n64, d64, r) as i128;
+        }
+    }
     let q = n / d;
     let rem = n % d;
     if rem == 0 {
         return q;
     }
     // Truncation went toward zero; fix up to the named direction.
+    let exact_is_negative = (rem < 0) != (d < 0);
+    match r {
+        Rounding::Floor if exact_is_negative => q - 1,
+        Rounding::Ceil if !exact_is_negative => q + 1,
+        _ => q,
+    }
+}
+
+#[inline]
+fn div_round_i64(n: i64, d: i64, r: Rounding) -> i64 {
+    let q = n / d;
+    let rem = n % d;
+    if rem == 0 {
+        return q;
+    }
     let exact_is_negative = (rem < 0) != (d < 0);
     match r {
         Rounding::Floor if exact_is_negative => q - 1,
@@ -337,6 +369,7 @@ pub struct QtyLots(pub i64);
 
 impl QtyLots {
     pub const ZERO: Self = Self(0);
+    #[inline]
     pub fn abs(self) -> Self {
         Self(self.0.checked_abs().expect("overflow"))
     }
@@ -374,11 +407,13 @@ impl std::ops::Neg for QtyLots {
     }
 }
 impl std::ops::AddAssign for QtyLots {
+    #[inline]
     fn add_assign(&mut self, o: Self) {
         *self = *self + o;
     }
 }
 impl std::ops::SubAssign for QtyLots {
+    #[inline]
     fn sub_assign(&mut self, o: Self) {
         *self = *self - o;
     }
@@ -428,6 +463,25 @@ mod tests {
             let c = div_round(n, d, Rounding::Ceil);
             prop_assert!(f * d <= n && n <= c * d);
             prop_assert!(c - f <= 1);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_wide(n in any::<i64>(), d in any::<i64>()) {
+            prop_assume!(d != 0);
+            for r in [Rounding::Floor, Rounding::Ceil] {
+                // Reference: floor via euclid on i128 (no fast path possible for 2^64 + n).
+                let wide = (n as i128) * (1i128 << 64);
+                let got = div_round(wide, (d as i128) * (1i128 << 64), r);
+                prop_assert_eq!(got, div_round(n as i128, d as i128, r));
+            }
+        }
+
+        #[test]
+        fn mul_div_fast_path_is_exact(a in any::<i64>(), b in -20_000_000_000i64..20_000_000_000, d in 1i64..100_000_000_000) {
+            for r in [Rounding::Floor, Rounding::Ceil] {
+                let wide = div_round((a as i128) * (b as i128), d as i128, r);
+                prop_assert_eq!(mul_div(a as i128, b as i128, d as i128, r), wide);
+            }
         }
 
         #[test]

@@ -82,7 +82,7 @@ impl InstrumentSpec {
     pub fn qty_of(&self, lots: QtyLots) -> Qty {
         Qty(lots.0.checked_mul(self.lot_size.0).expect("overflow"))
     }
-    #[inline]
+    #[inline(always)]
     fn lot_factor(&self) -> i128 {
         (self.lot_size.0 / LOT_FACTOR_DIVISOR) as i128
     }
@@ -94,12 +94,14 @@ impl InstrumentSpec {
     #[inline]
     pub fn linear_value(&self, lots: QtyLots, price: Price) -> Money {
         debug_assert!(!self.is_inverse());
-        Money(
-            (lots.0 as i128)
-                .checked_mul(self.lot_factor())
-                .and_then(|v| v.checked_mul(price.0 as i128))
-                .expect("overflow"),
-        )
+        // Two i64 factors cannot overflow an i128 (|a·b| < 2^126), so the first product
+        // needs no check; when it fits in an i64 so does the second one.
+        let a = (lots.0 as i128).wrapping_mul(self.lot_factor());
+        let v = match i64::try_from(a) {
+            Ok(a64) => (a64 as i128).wrapping_mul(price.0 as i128),
+            Err(_) => a.checked_mul(price.0 as i128).expect("overflow"),
+        };
+        Money(v)
     }
 
     /// Signed coin value `q × CV / p` of an inverse contract, rounded as named.
