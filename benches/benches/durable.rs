@@ -10,6 +10,9 @@
 //! `perpcore-testkit` (orders of every kind, cancels, amends, marks, transfers …).
 //! Sizes: `PERPCORE_BENCH_N` (default 1,000,000).
 
+// Floats only format rates for printing; nothing here feeds the engine.
+#![allow(clippy::float_arithmetic)]
+
 use hdrhistogram::Histogram;
 use perpcore_node::{self as node, Core, RunOptions};
 use perpcore_sequencer::{Sequencer, SequencerConfig, SystemClock};
