@@ -10,6 +10,6 @@ pub mod golden;
 pub mod scenario;
 
 pub use scenario::{
-    run_scenario, run_scenario_with, OutputKind, RunOptions, RunSummary, ScenarioError,
-    ScenarioOutput,
+    load_commands, run_scenario, run_scenario_with, OutputKind, RunOptions, RunSummary,
+    ScenarioError, ScenarioOutput,
 };

@@ -1,14 +1,15 @@
 //! The `perpcore` binary: argument parsing and printing only.
 //!
-//! Owns the command line (`perpcore scenario FILE [--check-invariants]`), where output
-//! goes (event, report and hash lines to stdout as they happen, errors to stderr as
+//! Owns the command line (`perpcore scenario|run|replay|audit|inspect|snapshot|campaign`),
+//! where output goes (event, report and hash lines to stdout as they happen, errors to stderr as
 //! `error: FILE:LINE: message`) and the exit code (0 success, 1 failure). All work is in
 //! the library; this file must never hold scenario logic, read a clock into a command, or
 //! touch a float.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use perpcore_cli::{run_scenario_with, RunOptions};
+use perpcore_cli::{load_commands, run_scenario_with, RunOptions};
+use perpcore_types::AccountId;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,21 +33,328 @@ enum Cmd {
         #[arg(long)]
         check_invariants: bool,
     },
+    /// Run the core: commands from a scenario file through the sequencer, journaled in a
+    /// sled journal (created, or recovered and continued). Events are printed only once
+    /// durable; a summary ends the run.
+    Run {
+        /// Journal folder.
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+        /// Scenario file whose engine commands are fed in order (its timestamps are
+        /// replaced by the sequencer's stamps; report/expect lines are skipped).
+        #[arg(long, default_value = "replay-fixtures/demo.jsonl")]
+        input: PathBuf,
+        /// Delete the journal folder's contents first (otherwise an existing journal is
+        /// recovered and continued).
+        #[arg(long)]
+        fresh: bool,
+        /// Take a snapshot after every N commands.
+        #[arg(long)]
+        snapshot_every: Option<u64>,
+        /// What to print per durable command: events (JSON lines), acks (`{"ack":SEQ}`), or
+        /// nothing.
+        #[arg(long, default_value = "events")]
+        print: PrintMode,
+    },
+    /// Rebuild the state from a journal (from genesis) and print its state hash.
+    Replay {
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+        /// Stop after this sequence number.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// An account's report (balances, positions, margin, liquidation prices) as of a
+    /// sequence number.
+    Audit {
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+        #[arg(long)]
+        account: u64,
+        /// The sequence number to audit at (default: the end).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Verify a journal and print its statistics; with --entries, every command.
+    Inspect {
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+        #[arg(long)]
+        entries: bool,
+    },
+    /// Recover the journal and write a snapshot at its last sequence number.
+    Snapshot {
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+    },
+    /// Trading-volume campaign and draw over a journal (docs/CAMPAIGN.md).
+    Campaign {
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+        /// Window start, nanoseconds since the epoch (inclusive).
+        #[arg(long, default_value_t = 0)]
+        from_ns: u64,
+        /// Window end, nanoseconds since the epoch (exclusive).
+        #[arg(long, default_value_t = u64::MAX)]
+        to_ns: u64,
+        /// Volume for the share reward, in USDT (decimal).
+        #[arg(long, default_value = "500")]
+        share: String,
+        /// Volume to enter the draw, in USDT (decimal).
+        #[arg(long, default_value = "1000")]
+        draw: String,
+        /// Block hash (hex) whose digits form the draw number.
+        #[arg(long)]
+        block_hash: String,
+        /// Number of winners.
+        #[arg(long)]
+        winners: usize,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PrintMode {
+    Events,
+    Acks,
+    None,
+}
+
+fn hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(
+    journal: &Path,
+    input: &Path,
+    fresh: bool,
+    snapshot_every: Option<u64>,
+    print: PrintMode,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let base = input.parent().unwrap_or_else(|| Path::new("."));
+    let (config, commands) = load_commands(&text, base)
+        .map_err(|e| anyhow::anyhow!("{}:{}: {}", input.display(), e.line, e.message))?;
+    if fresh {
+        clear_journal(journal)?;
+    }
+    std::fs::create_dir_all(journal)
+        .with_context(|| format!("cannot create {}", journal.display()))?;
+    let opts = perpcore_node::RunOptions {
+        snapshot_every,
+        ..Default::default()
+    };
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    let mut write_err = None;
+    let started = std::time::Instant::now();
+    let summary = perpcore_node::run(journal, &config, commands, &opts, |c| {
+        if write_err.is_some() {
+            return;
+        }
+        let r = match print {
+            PrintMode::Events => c.events.iter().try_for_each(|e| {
+                let line = serde_json::json!({"seq": c.seq, "ts": c.ts_ns, "event": e});
+                writeln!(w, "{line}")
+            }),
+            // Flushed per command: a crash test reads acks as they happen.
+            PrintMode::Acks => writeln!(w, "{{\"ack\":{}}}", c.seq).and_then(|_| w.flush()),
+            PrintMode::None => Ok(()),
+        };
+        if let Err(e) = r {
+            write_err = Some(e);
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing to stdout");
+    }
+    let secs = started.elapsed().as_millis().max(1);
+    let summary_line = serde_json::json!({"summary": {
+        "journal": journal.display().to_string(),
+        "resumed_after_seq": summary.resumed_after,
+        "commands": summary.commands,
+        "last_seq": summary.last_seq,
+        "events": summary.events,
+        "trades": summary.trades,
+        "rejected": summary.rejected,
+        "batches": summary.batches,
+        "snapshots": summary.snapshots,
+        "wall_ms": secs,
+        "state_hash": hex(&summary.state_hash),
+    }});
+    writeln!(w, "{summary_line}").context("writing to stdout")?;
+    Ok(())
+}
+
+/// Remove a journal folder's contents, keeping its README (the folder is documented).
+fn clear_journal(dir: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name() == "README.md" {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn replay(journal: &Path, to: Option<u64>) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("replay {bar:40} {pos}/{len} seq {msg}")
+            .expect("progress template"),
+    );
+    let started = std::time::Instant::now();
+    let r = perpcore_node::replay(journal, to, |p| {
+        bar.set_length(p.target_seq);
+        bar.set_position(p.last_seq);
+    })?;
+    bar.finish_and_clear();
+    let ms = started.elapsed().as_millis().max(1);
+    let line = serde_json::json!({"replay": {
+        "last_seq": r.last_seq,
+        "commands": r.commands,
+        "state_hash": hex(&r.state_hash),
+        "wall_ms": ms,
+        "commands_per_s": (r.commands as u128) * 1000 / ms,
+    }});
+    println!("{line}");
+    Ok(())
+}
+
+fn audit(journal: &Path, account: u64, at: Option<u64>) -> anyhow::Result<()> {
+    let (seq, report) = perpcore_node::audit(journal, AccountId(account), at)?;
+    let report =
+        report.ok_or_else(|| anyhow::anyhow!("account {account} does not exist at seq {seq}"))?;
+    println!("{}", serde_json::json!({"seq": seq, "report": report}));
+    Ok(())
+}
+
+fn inspect(journal: &Path, entries: bool) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let (config, st) = perpcore_node::inspect(journal, |seq, ts, cmd| {
+        if entries {
+            let _ = writeln!(
+                w,
+                "{}",
+                serde_json::json!({"seq": seq, "ts": ts, "command": cmd})
+            );
+        }
+    })?;
+    let line = serde_json::json!({"journal": {
+        "instruments": config.instruments.iter().map(|i| i.symbol.clone()).collect::<Vec<_>>(),
+        "batches": st.batches,
+        "commands": st.commands,
+        "first_seq": st.first_seq,
+        "last_seq": st.last_seq,
+        "first_ts": st.first_ts_ns,
+        "last_ts": st.last_ts_ns,
+        "payload_bytes": st.payload_bytes,
+        "largest_batch": st.largest_batch,
+        "snapshots": st.snapshots,
+        "commands_by_kind": st.commands_by_kind,
+    }});
+    writeln!(w, "{line}")?;
+    w.flush()?;
+    Ok(())
+}
+
+fn campaign(
+    journal: &Path,
+    window: (u64, u64),
+    share: &str,
+    draw: &str,
+    block_hash: &str,
+    winners: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let fills = perpcore_node::campaign_fills(journal)?;
+    let params = perpcore_campaign::CampaignParams {
+        volume: perpcore_campaign::VolumeParams {
+            start_ns: window.0,
+            end_ns: window.1,
+            share_threshold: perpcore_campaign::parse_amount(share)?,
+            draw_threshold: perpcore_campaign::parse_amount(draw)?,
+        },
+        block_hash: block_hash.to_string(),
+        winners,
+    };
+    let r = perpcore_campaign::run_campaign(&fills, &params)?;
+    if json {
+        println!("{}", r.to_json()?);
+    } else {
+        print!("{}", r.render_table());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let result = match Cli::parse().command {
         Cmd::Scenario {
             file,
             check_invariants,
-        } => match scenario(&file, check_invariants) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => scenario(&file, check_invariants),
+        Cmd::Run {
+            journal,
+            input,
+            fresh,
+            snapshot_every,
+            print,
+        } => run(&journal, &input, fresh, snapshot_every, print),
+        Cmd::Replay { journal, to } => replay(&journal, to),
+        Cmd::Audit {
+            journal,
+            account,
+            at,
+        } => audit(&journal, account, at),
+        Cmd::Inspect { journal, entries } => inspect(&journal, entries),
+        Cmd::Snapshot { journal } => {
+            perpcore_node::snapshot(&journal)
+                .map_err(Into::into)
+                .map(|(seq, hash)| {
+                    println!(
+                        "{}",
+                        serde_json::json!({"snapshot": {"seq": seq, "state_hash": hex(&hash)}})
+                    )
+                })
+        }
+        Cmd::Campaign {
+            journal,
+            from_ns,
+            to_ns,
+            share,
+            draw,
+            block_hash,
+            winners,
+            json,
+        } => campaign(
+            &journal,
+            (from_ns, to_ns),
+            &share,
+            &draw,
+            &block_hash,
+            winners,
+            json,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

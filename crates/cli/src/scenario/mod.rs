@@ -157,6 +157,52 @@ pub fn run_scenario_with(
     })
 }
 
+/// The configuration and the engine commands of a scenario, in order, for feeding a
+/// sequencer (`perpcore run`). Report, expect, hash and comment lines are skipped, and the
+/// scenario's timestamps are dropped: the sequencer stamps its own.
+pub fn load_commands(
+    text: &str,
+    base_dir: &Path,
+) -> Result<(Config, Vec<perpcore_types::Command>), ScenarioError> {
+    let mut config: Option<Config> = None;
+    let mut commands = Vec::new();
+    let mut last_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        last_line = n;
+        let at = |message: String| ScenarioError { line: n, message };
+        let t = raw.trim_start_matches('\u{feff}').trim();
+        if t.is_empty() {
+            continue;
+        }
+        let (cmd, map) = line::parse_object(t).map_err(at)?;
+        match &config {
+            None if cmd == "comment" => continue,
+            None if cmd == "config" => {
+                let source = line::parse_config(&map).map_err(at)?;
+                config = Some(load_config(&source, base_dir).map_err(at)?);
+            }
+            None => {
+                return Err(at(format!(
+                    "the first line must be {{\"cmd\":\"config\",...}}, got {cmd:?}"
+                )))
+            }
+            Some(c) => {
+                if let Line::Engine { command, .. } =
+                    parse_after_config(&cmd, &map, c).map_err(at)?
+                {
+                    commands.push(command);
+                }
+            }
+        }
+    }
+    let config = config.ok_or(ScenarioError {
+        line: last_line.max(1),
+        message: "no config line: a scenario starts with {\"cmd\":\"config\",...}".into(),
+    })?;
+    Ok((config, commands))
+}
+
 fn parse_after_config(
     cmd: &str,
     map: &Map<String, Value>,
