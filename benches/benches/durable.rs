@@ -53,83 +53,57 @@ fn machine() -> String {
 }
 
 fn main() {
-    let n: usize = std::env::var("PERPCORE_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: usize = std::env::var("PERPCORE_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     println!("machine: {}", machine());
-    println!("commands: {n} (seeded mix from perpcore-testkit, 1,000 accounts, 3 instruments)\n");
-    let cfg = test_config();
-    let cmds = commands(1, n);
+    println!("commands per workload: {n}\n");
+    // The exchange-core mix (82% amend, 9% GTC, 6% cancel, 3% IOC; 1,000 accounts, one
+    // instrument): the engine is cheap here, so the journal's own cost shows.
+    let w = perpcore_benches::generate(perpcore_benches::Params { warmup: 0, timed: n, ..Default::default() });
+    let st = perpcore_benches::engine_stream(&w);
+    let ec: Vec<Command> = st.untimed.into_iter().chain(st.timed).map(|e| e.command).collect();
+    let ec_setup = ec.len() - n;
+    // The testkit mix: 3 instruments, every command kind, 8% mark ticks that run the
+    // liquidation check over every position holder (engine-bound).
+    let tk = commands(1, n);
+    let tk_setup = tk.len() - n;
+    println!("| workload | durable cmds/s (group commit + fsync) | mean batch | replay cmds/s | recovery: snapshot + {n} tail |");
+    println!("|---|---|---|---|---|");
+    let ec_cfg = perpcore_benches::bench_config();
+    part_table("exchange-core mix", &ec_cfg, &ec, ec_setup);
+    part_table("testkit mix (8% mark ticks)", &test_config(), &tk, tk_setup);
 
-    // 1. Durable throughput.
-    let dir = journal_dir("throughput");
-    let t = Instant::now();
-    let s = node::run(&dir, &cfg, cmds.clone(), &RunOptions::default(), |_| {}).unwrap();
-    let dt = t.elapsed();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| durable commands/s (group commit, fsync) | {:.0} |",
-        s.commands as f64 / dt.as_secs_f64()
-    );
-    println!(
-        "| batches | {} (mean {:.0} commands/batch) |",
-        s.batches,
-        s.commands as f64 / s.batches.max(1) as f64
-    );
-
-    // 2. Replay from genesis.
-    let t = Instant::now();
-    let r = node::replay(&dir, None, |_| {}).unwrap();
-    let dt = t.elapsed();
-    assert_eq!(
-        r.state_hash, s.state_hash,
-        "replay reproduces the live hash"
-    );
-    println!(
-        "| replay commands/s (from genesis, verifying) | {:.0} |",
-        r.commands as f64 / dt.as_secs_f64()
-    );
-
-    // 3. Recovery from a snapshot + 1M tail: snapshot after the setup, then the tail.
-    let dir3 = journal_dir("recovery");
-    let setup_len = cmds.len() - n;
-    node::run(
-        &dir3,
-        &cfg,
-        cmds[..setup_len].to_vec(),
-        &RunOptions::default(),
-        |_| {},
-    )
-    .unwrap();
-    node::snapshot(&dir3).unwrap();
-    node::run(
-        &dir3,
-        &cfg,
-        cmds[setup_len..].to_vec(),
-        &RunOptions::default(),
-        |_| {},
-    )
-    .unwrap();
-    let t = Instant::now();
-    let rec = node::recover(&dir3).unwrap();
-    let dt = t.elapsed();
-    println!(
-        "| recovery: snapshot + {}-command tail | {:.2} s ({:.0} commands/s) |",
-        rec.report.replayed_commands,
-        dt.as_secs_f64(),
-        rec.report.replayed_commands as f64 / dt.as_secs_f64()
-    );
-    drop(rec);
-
-    // 4. Enqueue-to-durable latency at offered loads.
-    println!("\nenqueue-to-durable latency (µs), single paced producer, 2 s per rate:\n");
+    // Enqueue-to-durable latency on the exchange-core mix.
+    println!("\nenqueue-to-durable latency (µs), exchange-core mix, one paced producer, 2 s per rate:\n");
     println!("| offered/s | achieved/s | p50 | p90 | p99 | p99.9 | max |");
     println!("|---|---|---|---|---|---|---|");
     for rate in [100_000u64, 500_000, 1_000_000] {
-        latency_at(rate, &cmds, &cfg);
+        latency_at(rate, &ec, &ec_cfg);
     }
+}
+
+fn part_table(name: &str, cfg: &perpcore_types::Config, cmds: &[Command], setup: usize) {
+    let dir = journal_dir("throughput");
+    let t = Instant::now();
+    let s = node::run(&dir, cfg, cmds.to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    let durable = s.commands as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let r = node::replay(&dir, None, |_| {}).unwrap();
+    let replay = r.commands as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(r.state_hash, s.state_hash, "replay reproduces the live hash");
+    let dir3 = journal_dir("recovery");
+    node::run(&dir3, cfg, cmds[..setup].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    node::snapshot(&dir3).unwrap();
+    node::run(&dir3, cfg, cmds[setup..].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    let t = Instant::now();
+    let rec = node::recover(&dir3).unwrap();
+    let recovery = t.elapsed();
+    assert!(rec.report.snapshot_used.is_some());
+    println!(
+        "| {name} | {durable:.0} | {:.0} | {replay:.0} | {:.2} s ({} commands replayed) |",
+        s.commands as f64 / s.batches.max(1) as f64,
+        recovery.as_secs_f64(),
+        rec.report.replayed_commands
+    );
 }
 
 fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
