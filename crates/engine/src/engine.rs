@@ -15,6 +15,17 @@ pub(crate) fn fund_account_id(asset: AssetId) -> AccountId {
     AccountId(u64::MAX - asset.0 as u64)
 }
 
+/// Market data per instrument from the feed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct MarketData {
+    pub index: Option<Price>,
+    pub funding_rate: Option<Rate>,
+    pub next_funding_ns: u64,
+    pub best_bid: Option<Price>,
+    pub best_ask: Option<Price>,
+    pub last_trade: Option<Price>,
+}
+
 /// What the engine keeps per open order beyond the book's view of it.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct OrderMeta {
@@ -45,6 +56,9 @@ pub struct Engine {
     /// Lookup only; never iterated.
     pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
     pub(crate) marks: Vec<Option<Price>>,
+    /// Per instrument: market data that is state but drives nothing yet (index, funding,
+    /// reference prices), kept so audits and later mark derivation see what the feed said.
+    pub(crate) market: Vec<MarketData>,
     /// Per instrument, the limit-price band derived from its mark (recomputed on every
     /// mark update; derived state, so not part of the snapshot).
     pub(crate) bands: Vec<(PriceTicks, PriceTicks)>,
@@ -88,6 +102,7 @@ impl Engine {
             books: (0..instruments).map(|_| Book::new()).collect(),
             orders: FxHashMap::default(),
             marks: vec![None; instruments],
+            market: vec![MarketData::default(); instruments],
             bands: vec![(PriceTicks(0), PriceTicks(0)); instruments],
             holders: vec![Vec::new(); instruments],
             fee_income: vec![Money::ZERO; assets],
@@ -249,6 +264,20 @@ impl Engine {
             Command::SetMarkPrice { instrument, price } => {
                 self.set_mark_price(*instrument, *price, out)
             }
+            Command::SetIndexPrice { instrument, price } => {
+                self.set_index_price(*instrument, *price, out)
+            }
+            Command::SetFundingRate {
+                instrument,
+                rate,
+                next_funding_ns,
+            } => self.set_funding_rate(*instrument, *rate, *next_funding_ns, out),
+            Command::SetReferencePrices {
+                instrument,
+                best_bid,
+                best_ask,
+                last_trade,
+            } => self.set_reference_prices(*instrument, *best_bid, *best_ask, *last_trade, out),
         };
         if let Err(reason) = r {
             assert_eq!(out.len(), start, "a rejected command emitted events");
@@ -1181,6 +1210,69 @@ impl Engine {
         Ok(())
     }
 
+    fn set_index_price(&mut self, i: InstrumentId, price: Price, out: &mut Vec<Event>) -> Res {
+        self.spec(i)?;
+        check_price(price)?;
+        self.market[i.0 as usize].index = Some(price);
+        out.push(Event::IndexPriceSet {
+            instrument: i,
+            price,
+        });
+        Ok(())
+    }
+
+    fn set_funding_rate(
+        &mut self,
+        i: InstrumentId,
+        rate: Rate,
+        next_funding_ns: u64,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        self.spec(i)?;
+        if rate.abs() > Rate::ONE {
+            return Err(RejectReason::RateOutOfRange);
+        }
+        let m = &mut self.market[i.0 as usize];
+        m.funding_rate = Some(rate);
+        m.next_funding_ns = next_funding_ns;
+        out.push(Event::FundingRateSet {
+            instrument: i,
+            rate,
+            next_funding_ns,
+        });
+        Ok(())
+    }
+
+    fn set_reference_prices(
+        &mut self,
+        i: InstrumentId,
+        best_bid: Option<Price>,
+        best_ask: Option<Price>,
+        last_trade: Option<Price>,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        self.spec(i)?;
+        for p in [best_bid, best_ask, last_trade].into_iter().flatten() {
+            check_price(p)?;
+        }
+        if let (Some(b), Some(a)) = (best_bid, best_ask) {
+            if b >= a {
+                return Err(RejectReason::CrossedReferencePrices);
+            }
+        }
+        let m = &mut self.market[i.0 as usize];
+        m.best_bid = best_bid.or(m.best_bid);
+        m.best_ask = best_ask.or(m.best_ask);
+        m.last_trade = last_trade.or(m.last_trade);
+        out.push(Event::ReferencePricesSet {
+            instrument: i,
+            best_bid,
+            best_ask,
+            last_trade,
+        });
+        Ok(())
+    }
+
     fn set_mark_price(&mut self, i: InstrumentId, price: Price, out: &mut Vec<Event>) -> Res {
         self.spec(i)?;
         if !price.is_positive() {
@@ -1198,6 +1290,16 @@ impl Engine {
         self.check_liquidations(i, out);
         Ok(())
     }
+}
+
+fn check_price(price: Price) -> Result<(), RejectReason> {
+    if !price.is_positive() {
+        return Err(RejectReason::PriceNotPositive);
+    }
+    if price > MAX_PRICE {
+        return Err(RejectReason::PriceTooLarge);
+    }
+    Ok(())
 }
 
 fn check_amount(amount: Money) -> Result<(), RejectReason> {

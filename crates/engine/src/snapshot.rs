@@ -31,6 +31,7 @@ struct State {
     last_ts_ns: u64,
     next_internal_order: u64,
     marks: Vec<Option<Price>>,
+    market: Vec<crate::engine::MarketData>,
     fee_income: Vec<Money>,
     deposited: Vec<Money>,
     withdrawn: Vec<Money>,
@@ -46,6 +47,7 @@ impl Engine {
             last_ts_ns: self.last_ts_ns,
             next_internal_order: self.next_internal_order,
             marks: self.marks.clone(),
+            market: self.market.clone(),
             fee_income: self.fee_income.clone(),
             deposited: self.deposited.clone(),
             withdrawn: self.withdrawn.clone(),
@@ -120,6 +122,10 @@ impl Engine {
         e.last_ts_ns = s.last_ts_ns;
         e.next_internal_order = s.next_internal_order;
         e.marks = s.marks;
+        if s.market.len() != e.market.len() {
+            return Err("snapshot market data does not match its configuration".into());
+        }
+        e.market = s.market;
         for (i, m) in e.marks.iter().enumerate() {
             if let Some(m) = m {
                 if !m.is_positive() || *m > MAX_PRICE {

@@ -2,7 +2,7 @@
 //! released, so every field is fixed-width and deterministic.
 
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
-use crate::num::{Money, Price, PriceTicks, QtyLots};
+use crate::num::{Money, Price, PriceTicks, QtyLots, Rate};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +154,27 @@ pub enum Command {
         instrument: InstrumentId,
         price: Price,
     },
+    /// The index price of the instrument's underlying pair (Binance `i`: BTCUSDT → the
+    /// BTC/USDT index, BTCUSD_PERP → the BTC/USD index).
+    SetIndexPrice {
+        instrument: InstrumentId,
+        price: Price,
+    },
+    /// The funding rate the feed announces for the next funding time.
+    SetFundingRate {
+        instrument: InstrumentId,
+        rate: Rate,
+        next_funding_ns: u64,
+    },
+    /// Reference prices from the market: best bid/ask and the last trade. Informational
+    /// state (kept for mark derivation and audits); never matched against. An absent field
+    /// keeps its previous value.
+    SetReferencePrices {
+        instrument: InstrumentId,
+        best_bid: Option<Price>,
+        best_ask: Option<Price>,
+        last_trade: Option<Price>,
+    },
 }
 
 impl Command {
@@ -172,6 +193,9 @@ impl Command {
             Command::CancelAll { .. } => "cancel_all",
             Command::AmendOrder { .. } => "amend_order",
             Command::SetMarkPrice { .. } => "set_mark_price",
+            Command::SetIndexPrice { .. } => "set_index_price",
+            Command::SetFundingRate { .. } => "set_funding_rate",
+            Command::SetReferencePrices { .. } => "set_reference_prices",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::command::{MarginMode, Side};
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
-use crate::num::{Money, Price, Qty};
+use crate::num::{Money, Price, Qty, Rate};
 use crate::reject::RejectReason;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,21 @@ pub enum Event {
     MarkPriceSet {
         instrument: InstrumentId,
         price: Price,
+    },
+    IndexPriceSet {
+        instrument: InstrumentId,
+        price: Price,
+    },
+    FundingRateSet {
+        instrument: InstrumentId,
+        rate: Rate,
+        next_funding_ns: u64,
+    },
+    ReferencePricesSet {
+        instrument: InstrumentId,
+        best_bid: Option<Price>,
+        best_ask: Option<Price>,
+        last_trade: Option<Price>,
     },
     /// Liquidation started for a cross pool (`instrument` None) or an isolated position.
     LiquidationTriggered {

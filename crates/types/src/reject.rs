@@ -50,6 +50,8 @@ reasons! {
     OrderIdReserved = 1024, "order ids from 2^63 up are reserved for the engine";
     AmountTooLarge = 1025, "amount above the engine's limit (10^15 units)";
     PriceTooLarge = 1026, "price above the engine's limit (10^10 units)";
+    RateOutOfRange = 1027, "rate must lie within ±100%";
+    CrossedReferencePrices = 1028, "reference best bid is not below best ask";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";
