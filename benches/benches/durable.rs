@@ -53,14 +53,26 @@ fn machine() -> String {
 }
 
 fn main() {
-    let n: usize = std::env::var("PERPCORE_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("PERPCORE_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     println!("machine: {}", machine());
     println!("commands per workload: {n}\n");
     // The exchange-core mix (82% amend, 9% GTC, 6% cancel, 3% IOC; 1,000 accounts, one
     // instrument): the engine is cheap here, so the journal's own cost shows.
-    let w = perpcore_benches::generate(perpcore_benches::Params { warmup: 0, timed: n, ..Default::default() });
+    let w = perpcore_benches::generate(perpcore_benches::Params {
+        warmup: 0,
+        timed: n,
+        ..Default::default()
+    });
     let st = perpcore_benches::engine_stream(&w);
-    let ec: Vec<Command> = st.untimed.into_iter().chain(st.timed).map(|e| e.command).collect();
+    let ec: Vec<Command> = st
+        .untimed
+        .into_iter()
+        .chain(st.timed)
+        .map(|e| e.command)
+        .collect();
     let ec_setup = ec.len() - n;
     // The testkit mix: 3 instruments, every command kind, 8% mark ticks that run the
     // liquidation check over every position holder (engine-bound).
@@ -73,7 +85,9 @@ fn main() {
     part_table("testkit mix (8% mark ticks)", &test_config(), &tk, tk_setup);
 
     // Enqueue-to-durable latency on the exchange-core mix.
-    println!("\nenqueue-to-durable latency (µs), exchange-core mix, one paced producer, 2 s per rate:\n");
+    println!(
+        "\nenqueue-to-durable latency (µs), exchange-core mix, one paced producer, 2 s per rate:\n"
+    );
     println!("| offered/s | achieved/s | p50 | p90 | p99 | p99.9 | max |");
     println!("|---|---|---|---|---|---|---|");
     for rate in [100_000u64, 500_000, 1_000_000] {
@@ -89,11 +103,28 @@ fn part_table(name: &str, cfg: &perpcore_types::Config, cmds: &[Command], setup:
     let t = Instant::now();
     let r = node::replay(&dir, None, |_| {}).unwrap();
     let replay = r.commands as f64 / t.elapsed().as_secs_f64();
-    assert_eq!(r.state_hash, s.state_hash, "replay reproduces the live hash");
+    assert_eq!(
+        r.state_hash, s.state_hash,
+        "replay reproduces the live hash"
+    );
     let dir3 = journal_dir("recovery");
-    node::run(&dir3, cfg, cmds[..setup].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    node::run(
+        &dir3,
+        cfg,
+        cmds[..setup].to_vec(),
+        &RunOptions::default(),
+        |_| {},
+    )
+    .unwrap();
     node::snapshot(&dir3).unwrap();
-    node::run(&dir3, cfg, cmds[setup..].to_vec(), &RunOptions::default(), |_| {}).unwrap();
+    node::run(
+        &dir3,
+        cfg,
+        cmds[setup..].to_vec(),
+        &RunOptions::default(),
+        |_| {},
+    )
+    .unwrap();
     let t = Instant::now();
     let rec = node::recover(&dir3).unwrap();
     let recovery = t.elapsed();

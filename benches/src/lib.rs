@@ -445,10 +445,12 @@ pub fn bench_config() -> Config {
     Config {
         assets: vec![
             AssetSpec {
+                collateral: None,
                 id: USDT,
                 symbol: "USDT".into(),
             },
             AssetSpec {
+                collateral: None,
                 id: AssetId(1),
                 symbol: "BTC".into(),
             },

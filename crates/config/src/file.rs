@@ -12,8 +12,9 @@
 use crate::error::{ConfigError, Result};
 use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
-    bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, Config, ContractKind, InstrumentId,
-    InstrumentSpec, Money, Price, Qty, QtyLots, Rate, PRICE_DECIMALS,
+    bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
+    Config, ContractKind, InstrumentId, InstrumentSpec, Money, Price, Qty, QtyLots, Rate, TierUnit,
+    PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -35,6 +36,42 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct AssetFile {
     pub symbol: String,
+    /// Collateral and lending parameters (multi-asset mode, unified account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collateral: Option<CollateralFile>,
+}
+
+/// `[assets.collateral]`: decimals as strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollateralFile {
+    /// `"usd"` (tier floors are USD values) or `"quantity"` (coin quantities).
+    pub unit: TierUnit,
+    pub tiers: Vec<TierFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub individual_cap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_cap: Option<String>,
+    /// Borrowing rate per day.
+    #[serde(default = "zero")]
+    pub daily_interest: String,
+    /// Interest-free quota (quantity) for loans caused by unrealized losses.
+    #[serde(default = "zero")]
+    pub interest_free: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_exchange_threshold: Option<String>,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+
+/// One collateral tier: from `floor` on, each unit counts at `ratio`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub floor: String,
+    pub ratio: String,
 }
 
 /// Contract family as written in the file: `kind = "linear"` or `kind = "inverse"`.
@@ -195,9 +232,14 @@ pub fn config_from_file(file: &ConfigFile) -> Result<Config> {
     for (i, a) in file.assets.iter().enumerate() {
         let id = AssetId(i as u16); // bounded above
         by_symbol.entry(a.symbol.as_str()).or_insert(id);
+        let collateral = match &a.collateral {
+            None => None,
+            Some(c) => Some(collateral_from_file(i, c)?),
+        };
         assets.push(AssetSpec {
             id,
             symbol: a.symbol.clone(),
+            collateral,
         });
     }
     // Duplicate and empty symbols are reported by `validate` with both indices; check the
@@ -214,6 +256,29 @@ pub fn config_from_file(file: &ConfigFile) -> Result<Config> {
     };
     validate::validate(&config)?;
     Ok(config)
+}
+
+fn collateral_from_file(i: usize, c: &CollateralFile) -> Result<CollateralSpec> {
+    let p = |name: &str| format!("assets[{i}].collateral.{name}");
+    let mut tiers = Vec::with_capacity(c.tiers.len());
+    for (t, tier) in c.tiers.iter().enumerate() {
+        tiers.push(CollateralTier {
+            floor: money(p(&format!("tiers[{t}].floor")), &tier.floor)?,
+            ratio: rate(p(&format!("tiers[{t}].ratio")), &tier.ratio)?,
+        });
+    }
+    let opt = |name: &str, v: &Option<String>| -> Result<Option<Money>> {
+        v.as_deref().map(|t| money(p(name), t)).transpose()
+    };
+    Ok(CollateralSpec {
+        unit: c.unit,
+        tiers,
+        individual_cap: opt("individual_cap", &c.individual_cap)?,
+        platform_cap: opt("platform_cap", &c.platform_cap)?,
+        daily_interest: rate(p("daily_interest"), &c.daily_interest)?,
+        interest_free: money(p("interest_free"), &c.interest_free)?,
+        auto_exchange_threshold: opt("auto_exchange_threshold", &c.auto_exchange_threshold)?,
+    })
 }
 
 fn instrument_from_file(
@@ -327,6 +392,22 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
             .iter()
             .map(|a| AssetFile {
                 symbol: a.symbol.clone(),
+                collateral: a.collateral.as_ref().map(|c| CollateralFile {
+                    unit: c.unit,
+                    tiers: c
+                        .tiers
+                        .iter()
+                        .map(|t| TierFile {
+                            floor: t.floor.to_string(),
+                            ratio: t.ratio.to_string(),
+                        })
+                        .collect(),
+                    individual_cap: c.individual_cap.map(|m| m.to_string()),
+                    platform_cap: c.platform_cap.map(|m| m.to_string()),
+                    daily_interest: c.daily_interest.to_string(),
+                    interest_free: c.interest_free.to_string(),
+                    auto_exchange_threshold: c.auto_exchange_threshold.map(|m| m.to_string()),
+                }),
             })
             .collect(),
         instruments: config

@@ -84,12 +84,65 @@ pub(crate) fn check_assets(assets: &[AssetSpec]) -> Result<()> {
             ));
         }
         check_symbol(&a.symbol, &path)?;
+        if let Some(c) = &a.collateral {
+            check_collateral(i, c)?;
+        }
         if let Some(first) = seen.insert(a.symbol.as_str(), i) {
             return Err(ConfigError::new(
                 path,
                 format!("duplicate symbol {:?} (also assets[{first}])", a.symbol),
             ));
         }
+    }
+    Ok(())
+}
+
+fn check_collateral(i: usize, c: &perpcore_types::CollateralSpec) -> Result<()> {
+    let p = |name: &str| format!("assets[{i}].collateral.{name}");
+    if c.tiers.is_empty() {
+        return Err(ConfigError::new(p("tiers"), "must not be empty"));
+    }
+    if c.tiers.len() > 64 {
+        return Err(ConfigError::new(p("tiers"), "more than 64 tiers"));
+    }
+    let limit = Money::from_int(1_000_000_000_000_000);
+    for (t, tier) in c.tiers.iter().enumerate() {
+        let f = p(&format!("tiers[{t}].floor"));
+        if t == 0 && !tier.floor.is_zero() {
+            return Err(ConfigError::new(f, "the first tier must start at 0"));
+        }
+        if t > 0 && tier.floor <= c.tiers[t - 1].floor {
+            return Err(ConfigError::new(f, "floors must increase"));
+        }
+        if tier.floor > limit {
+            return Err(ConfigError::new(f, "above 10^15"));
+        }
+        if tier.ratio.is_negative() || tier.ratio > Rate::ONE {
+            return Err(ConfigError::new(
+                p(&format!("tiers[{t}].ratio")),
+                "must be in [0, 1]",
+            ));
+        }
+    }
+    for (name, v) in [
+        ("individual_cap", c.individual_cap),
+        ("platform_cap", c.platform_cap),
+        ("auto_exchange_threshold", c.auto_exchange_threshold),
+    ] {
+        if let Some(v) = v {
+            if !v.is_positive() || v > limit {
+                return Err(ConfigError::new(p(name), "must be in (0, 10^15]"));
+            }
+        }
+    }
+    if c.daily_interest.is_negative() || c.daily_interest > Rate::ONE {
+        return Err(ConfigError::new(p("daily_interest"), "must be in [0, 1]"));
+    }
+    if c.interest_free.is_negative() || c.interest_free > limit {
+        return Err(ConfigError::new(
+            p("interest_free"),
+            "must be in [0, 10^15]",
+        ));
     }
     Ok(())
 }

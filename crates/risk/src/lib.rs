@@ -6,7 +6,9 @@
 //! requirements round up and credits round down (against the account).
 
 pub mod account;
+pub mod collateral;
 pub mod margin;
 
 pub use account::*;
+pub use collateral::*;
 pub use margin::*;

@@ -23,6 +23,7 @@ pub fn test_config() -> Config {
         .iter()
         .enumerate()
         .map(|(i, s)| AssetSpec {
+            collateral: None,
             id: AssetId(i as u16),
             symbol: s.to_string(),
         })

@@ -13,6 +13,45 @@ use serde::{Deserialize, Serialize};
 pub struct AssetSpec {
     pub id: AssetId,
     pub symbol: String,
+    /// How the asset counts as collateral in multi-asset mode and the unified account,
+    /// and how it is lent. `None`: it counts zero and cannot be borrowed.
+    pub collateral: Option<CollateralSpec>,
+}
+
+/// What a collateral tier's floor is measured in (MARGIN §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum TierUnit {
+    /// USD value of the holding.
+    Usd,
+    /// Quantity of the coin.
+    Quantity,
+}
+
+/// One slice of a tiered collateral ratio: from `floor` up to the next tier's floor each
+/// unit counts at `ratio` (like a tax bracket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct CollateralTier {
+    pub floor: Money,
+    pub ratio: Rate,
+}
+
+/// Collateral and lending parameters of an asset (MARGIN §4, §8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct CollateralSpec {
+    pub unit: TierUnit,
+    /// Ascending floors, the first at zero; the last tier is unbounded.
+    pub tiers: Vec<CollateralTier>,
+    /// Most of this asset one account may hold (quantity).
+    pub individual_cap: Option<Money>,
+    /// Most of this asset all accounts together may hold (quantity).
+    pub platform_cap: Option<Money>,
+    /// Borrowing rate per day; interest is charged hourly at `daily / 24`.
+    pub daily_interest: Rate,
+    /// Interest-free quota (quantity) for loans caused by unrealized losses.
+    pub interest_free: Money,
+    /// A loan above this quantity is repaid by auto-exchanging other collateral.
+    pub auto_exchange_threshold: Option<Money>,
 }
 
 /// Contract family.
