@@ -213,6 +213,12 @@ fn check_instrument(
                     format!("{contract_value} must be positive"),
                 ));
             }
+            if inst.fee_to_close {
+                return Err(ConfigError::new(
+                    p("fee_to_close"),
+                    "the fee-to-close convention is implemented for linear contracts only",
+                ));
+            }
             if contract_value.0 > MAX_NOTIONAL_UNITS * MONEY_SCALE {
                 return Err(ConfigError::new(
                     p("contract_value"),

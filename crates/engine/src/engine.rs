@@ -700,9 +700,13 @@ impl Engine {
             },
         };
         let limit_price = spec.price_of(limit);
-        let margin_price = match o.side {
-            Side::Buy => limit_price.max(mark),
-            Side::Sell => limit_price,
+        // The price that makes the order's notional largest: a linear buy at
+        // max(limit, mark) (MARGIN §3); an inverse order's coin notional grows as the price
+        // falls, so it is valued at min(limit, mark) on either side.
+        let margin_price = match (spec.is_inverse(), o.side) {
+            (true, _) => limit_price.min(mark),
+            (false, Side::Buy) => limit_price.max(mark),
+            (false, Side::Sell) => limit_price,
         };
         let leverage = leg
             .map(|l| l.leverage)

@@ -214,7 +214,12 @@ impl Engine {
                 prev = Some(leg.instrument);
                 let spec = &self.config.instruments[leg.instrument.0 as usize];
                 let k = spec.settle_asset.0 as usize;
-                total[k] += leg.isolated_margin - leg.basis;
+                // uPnL at a common price sums to −Σ basis (linear) or +Σ basis (inverse).
+                if spec.is_inverse() {
+                    total[k] += leg.isolated_margin + leg.basis;
+                } else {
+                    total[k] += leg.isolated_margin - leg.basis;
+                }
                 oi[leg.instrument.0 as usize] += leg.qty.0;
                 if leg.qty.is_zero() && !leg.basis.is_zero() {
                     return Err(format!("account {} flat leg keeps basis", a.id));

@@ -23,6 +23,10 @@ fn test_config() -> Config {
 }
 
 struct Stats {
+    /// Trades per instrument.
+    by_instrument: [u64; 4],
+    /// Liquidations of coin-M (instrument 3) positions.
+    inverse_takeovers: u64,
     trades: u64,
     liquidations: u64,
     takeovers: u64,
@@ -35,6 +39,8 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
     let mut seq = 0u64;
     let mut out = Vec::new();
     let mut stats = Stats {
+        by_instrument: [0; 4],
+        inverse_takeovers: 0,
         trades: 0,
         liquidations: 0,
         takeovers: 0,
@@ -66,7 +72,14 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
         }
         for ev in &out {
             match ev {
-                Event::Trade { .. } => stats.trades += 1,
+                Event::Trade { instrument, .. } => {
+                    stats.trades += 1;
+                    stats.by_instrument[instrument.0 as usize] += 1;
+                }
+                Event::PositionTakenOver { instrument, .. } if instrument.0 == 3 => {
+                    stats.takeovers += 1;
+                    stats.inverse_takeovers += 1;
+                }
                 Event::LiquidationTriggered { .. } => stats.liquidations += 1,
                 Event::PositionTakenOver { .. } => stats.takeovers += 1,
                 _ => {}
@@ -87,6 +100,8 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
 #[test]
 fn random_streams_keep_every_invariant() {
     let mut all = Stats {
+        by_instrument: [0; 4],
+        inverse_takeovers: 0,
         trades: 0,
         liquidations: 0,
         takeovers: 0,
@@ -98,6 +113,10 @@ fn random_streams_keep_every_invariant() {
         all.liquidations += s.liquidations;
         all.takeovers += s.takeovers;
         all.rejects += s.rejects;
+        all.inverse_takeovers += s.inverse_takeovers;
+        for i in 0..4 {
+            all.by_instrument[i] += s.by_instrument[i];
+        }
     }
     // The stream must actually exercise matching and liquidation, or it proves nothing.
     assert!(all.trades > 1_000, "only {} trades", all.trades);
@@ -107,6 +126,15 @@ fn random_streams_keep_every_invariant() {
         all.liquidations
     );
     assert!(all.takeovers > 0, "no takeover happened");
+    assert!(
+        all.by_instrument.iter().all(|n| *n > 100),
+        "every instrument trades: {:?}",
+        all.by_instrument
+    );
+    assert!(
+        all.inverse_takeovers > 0,
+        "a coin-M position was liquidated"
+    );
     eprintln!(
         "trades {} liquidations {} takeovers {} rejects {}",
         all.trades, all.liquidations, all.takeovers, all.rejects

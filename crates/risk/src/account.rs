@@ -61,6 +61,19 @@ impl Leg {
         if self.qty.is_zero() {
             return None;
         }
+        if spec.is_inverse() {
+            // Harmonic mean (MARGIN §2): E = contracts × CV / basis, and basis is the sum of
+            // the fills' coin values: value_raw = numerator / price_raw.
+            if self.basis.is_zero() {
+                return None;
+            }
+            let e = perpcore_types::div_round(
+                spec.inverse_numerator(self.qty),
+                self.basis.raw(),
+                Rounding::Floor,
+            );
+            return i64::try_from(e).ok().map(Price);
+        }
         // basis raw (1e-12) = q_lots × lot_factor × E_raw → E_raw = basis / (q_lots × lot_factor)
         let unit = spec.linear_value(QtyLots(1), Price(1)).raw();
         let d = (self.qty.0 as i128) * unit;
@@ -147,8 +160,30 @@ pub struct FillEffect {
     pub opened_lots: i64,
 }
 
-/// Apply a fill of `lots` at `price` on `side` to a leg's position and basis (linear).
+/// The signed value a fill moves into a position's basis: linear `d × p` (exact, in the
+/// quote asset), inverse `d × CV / p` (coin, rounded toward zero in magnitude once per
+/// fill, so both sides of a trade book the same amount).
+pub fn fill_value(spec: &InstrumentSpec, side: Side, lots: i64, price: Price) -> Money {
+    let d = QtyLots(side.sign() * lots);
+    if spec.is_inverse() {
+        let v = spec.inverse_value(QtyLots(lots), price, Rounding::Floor);
+        if side == Side::Buy {
+            v
+        } else {
+            -v
+        }
+    } else {
+        spec.linear_value(d, price)
+    }
+}
+
+/// Apply a fill of `lots` at `price` on `side` to a leg's position and basis.
 /// Returns the realized PnL; the caller books it and the fee (MARGIN §2).
+///
+/// Linear: `basis = Σ q·p`, realized on closing `c` lots = `value(c at p) − closed basis`.
+/// Inverse: `basis = Σ q·CV/p` (coin), realized = `closed basis − c·CV/p` for a long (a
+/// short mirrors it). In both cases `Δwallet ± Δbasis` of the two sides of a trade cancel
+/// exactly, so each asset is conserved (MARGIN §10).
 pub fn apply_fill(
     leg: &mut Leg,
     spec: &InstrumentSpec,
@@ -159,26 +194,50 @@ pub fn apply_fill(
     assert!(lots > 0, "fill of non-positive size");
     let d = side.sign() * lots;
     let q = leg.qty.0;
+    let f = fill_value(spec, side, lots, price);
     let mut eff = FillEffect::default();
     if q == 0 || (q > 0) == (d > 0) {
-        // Open or increase: basis grows by the fill's exact value.
-        leg.basis += spec.linear_value(QtyLots(d), price);
+        // Open or increase: basis grows by the fill's value.
+        leg.basis += f;
         leg.qty = QtyLots(q + d);
         eff.opened_lots = lots;
+        return eff;
+    }
+    let close = lots.min(q.abs());
+    let rest = lots - close;
+    let closed_signed = QtyLots(q.signum() * close);
+    if spec.is_inverse() {
+        // Realized = closed basis + the closing part of the fill value; a smaller closed
+        // basis (rounded down, for a long and for a short alike) is the smaller profit.
+        let closed_basis = leg
+            .basis
+            .mul_div(close as i128, q.abs() as i128, Rounding::Floor);
+        let f_close = if rest == 0 {
+            f
+        } else {
+            f.mul_div(close as i128, lots as i128, Rounding::Floor)
+        };
+        eff.realized_pnl = closed_basis + f_close;
+        leg.basis -= closed_basis;
+        leg.qty = QtyLots(q - q.signum() * close);
+        if rest > 0 {
+            assert!(
+                leg.qty.is_zero() && leg.basis.is_zero(),
+                "flip leaves a residue"
+            );
+            leg.qty = QtyLots(d.signum() * rest);
+            leg.basis = f - f_close;
+        }
     } else {
-        let close = lots.min(q.abs());
         // Closed share of basis rounded up: realized PnL rounds against the account
         // (for a long, a larger basis share is a smaller profit; for a short, basis is
         // negative and rounding up makes it less negative, again a smaller profit).
         let closed_basis = leg
             .basis
             .mul_div(close as i128, q.abs() as i128, Rounding::Ceil);
-        let closed_signed = QtyLots(q.signum() * close);
         eff.realized_pnl = spec.linear_value(closed_signed, price) - closed_basis;
         leg.basis -= closed_basis;
         leg.qty = QtyLots(q - q.signum() * close);
-        eff.closed_lots = close;
-        let rest = lots - close;
         if rest > 0 {
             // Flip: the old position is closed in full; the rest opens at `price`.
             assert!(
@@ -187,15 +246,16 @@ pub fn apply_fill(
             );
             leg.qty = QtyLots(d.signum() * rest);
             leg.basis = spec.linear_value(leg.qty, price);
-            eff.opened_lots = rest;
         }
-        if leg.qty.is_zero() {
-            assert!(
-                leg.basis.is_zero(),
-                "flat position keeps basis {}",
-                leg.basis
-            );
-        }
+    }
+    eff.closed_lots = close;
+    eff.opened_lots = rest;
+    if leg.qty.is_zero() {
+        assert!(
+            leg.basis.is_zero(),
+            "flat position keeps basis {}",
+            leg.basis
+        );
     }
     eff
 }

@@ -13,6 +13,11 @@ pub type Marks = [Option<Price>];
 
 /// Unrealized PnL at `mark`: `q × M − basis` (MARGIN §2). Exact.
 pub fn upnl(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
+    if spec.is_inverse() {
+        // `basis − q·CV/M` (coin); the value is rounded up, against the account for a long
+        // (a larger value is a smaller profit) and for a short (a less negative value).
+        return leg.basis - spec.inverse_value(leg.qty, mark, Rounding::Ceil);
+    }
     spec.linear_value(leg.qty, mark) - leg.basis
 }
 
@@ -179,6 +184,9 @@ pub fn liquidation_price(
     if leg.qty.is_zero() {
         return None;
     }
+    if spec.is_inverse() {
+        return inverse_liquidation_price(leg, spec, wb_plus_others, mark);
+    }
     let long = leg.qty.0 > 0;
     // q in raw lots-value units: linear_value(q, Price(1)) is q × 1e-8 quote per price raw.
     let unit = spec.linear_value(leg.qty, Price(1)).raw(); // signed q × (price raw → money raw)
@@ -226,6 +234,22 @@ pub fn bankruptcy_price(
     if leg.qty.is_zero() {
         return None;
     }
+    if spec.is_inverse() {
+        // W + basis − q·CV/M = 0 → M = q·CV / (W + basis).
+        let x = wb_plus_upnl_others + leg.basis;
+        let rounding = if leg.qty.0 > 0 {
+            Rounding::Ceil
+        } else {
+            Rounding::Floor
+        };
+        if x.is_zero() || (x.is_positive() != (leg.qty.0 > 0)) {
+            return None;
+        }
+        let bp = div_round(spec.inverse_numerator(leg.qty), x.raw(), rounding);
+        return (bp > 0)
+            .then(|| i64::try_from(bp).ok().map(Price))
+            .flatten();
+    }
     let unit = spec.linear_value(leg.qty, Price(1)).raw();
     let rounding = if leg.qty.0 > 0 {
         Rounding::Ceil
@@ -237,6 +261,51 @@ pub fn bankruptcy_price(
         return None;
     }
     i64::try_from(bp).ok().map(Price)
+}
+
+/// Inverse liquidation price: `W + basis − V = mmr·|V| − cum` with `V = q·CV/M`, so
+/// `V = (W + basis + cum) / (1 + s·mmr)` (s = sign of q) and `M = q·CV / V`. Iterates the
+/// bracket at the liquidation notional like the linear form. Rounded against the account.
+fn inverse_liquidation_price(
+    leg: &Leg,
+    spec: &InstrumentSpec,
+    wb_plus_others: Money,
+    mark: Price,
+) -> Option<Price> {
+    let long = leg.qty.0 > 0;
+    let s: i128 = if long { 1 } else { -1 };
+    let num = spec.inverse_numerator(leg.qty);
+    let mut bracket = spec.bracket_for(spec.notional(leg.qty, mark));
+    let mut result = None;
+    for _ in 0..=spec.brackets.len() {
+        let x = wb_plus_others + leg.basis + bracket.cum;
+        if x.is_zero() || x.is_positive() != long {
+            return None;
+        }
+        // M_raw = num × (RATE_SCALE + s·mmr) / (x_raw × RATE_SCALE)
+        let factor = RATE_SCALE as i128 + s * bracket.mmr.raw() as i128;
+        let rounding = if long {
+            Rounding::Ceil
+        } else {
+            Rounding::Floor
+        };
+        let lp = div_round(
+            num.checked_mul(factor)?,
+            x.raw().checked_mul(RATE_SCALE as i128)?,
+            rounding,
+        );
+        if lp <= 0 {
+            return None;
+        }
+        let lp = Price(i64::try_from(lp).ok()?);
+        result = Some(lp);
+        let next = spec.bracket_for(spec.notional(leg.qty, lp));
+        if next == bracket {
+            break;
+        }
+        bracket = next;
+    }
+    result
 }
 
 #[cfg(test)]
@@ -391,5 +460,103 @@ mod tests {
             bankruptcy_price(&leg, &s, Money::from_int(300)),
             Some(p("27000"))
         );
+    }
+
+    fn inverse(cv: &str) -> InstrumentSpec {
+        let mut s = spec_single_bracket();
+        s.symbol = "BTCUSD_PERP".into();
+        s.kind = ContractKind::Inverse {
+            contract_value: Money::parse(cv).unwrap(),
+        };
+        s.lot_size = Qty::parse("1").unwrap();
+        s.settle_asset = AssetId(1);
+        s.maker_fee = Rate::ZERO;
+        s.taker_fee = Rate::ZERO;
+        s
+    }
+
+    /// Case M4: 12,000 contracts of 1 USD at 8,000, leverage 50:
+    /// IM = 12,000 / (8,000 × 50) = 0.03 BTC.
+    #[test]
+    fn m4_inverse_initial_margin() {
+        let s = inverse("1");
+        let mut leg = Leg::new(s.id, 125);
+        leg.leverage = 50;
+        apply_fill(&mut leg, &s, Side::Buy, 12_000, p("8000"));
+        assert_eq!(
+            position_im(&leg, &s, p("8000")),
+            Money::parse("0.03").unwrap()
+        );
+        let c = order_cost(&s, QtyLots(12_000), p("8000"), true, 50);
+        assert_eq!(c.initial_margin, Money::parse("0.03").unwrap());
+    }
+
+    /// Case M5: buy 50 contracts (1 USD) at 10,000, then 50 at 15,000: position value
+    /// 0.005 + 0.00333333… BTC, harmonic entry 12,000. The coin basis is kept to 10^-12
+    /// (0.003333333333, rounded down once per fill), so the harmonic entry computed from
+    /// it is 12,000.00000048: exact to 5 × 10^-7, i.e. 12,000 at any tick size.
+    #[test]
+    fn m5_inverse_harmonic_entry() {
+        let s = inverse("1");
+        let mut leg = Leg::new(s.id, 125);
+        apply_fill(&mut leg, &s, Side::Buy, 50, p("10000"));
+        assert_eq!(leg.basis, Money::parse("0.005").unwrap());
+        apply_fill(&mut leg, &s, Side::Buy, 50, p("15000"));
+        assert_eq!(leg.basis, Money::parse("0.008333333333").unwrap());
+        let e = leg.entry_price(&s).unwrap();
+        assert_eq!(e, p("12000.00000048"));
+        assert_eq!(s.ticks_of(e, Rounding::Floor), PriceTicks(120_000)); // 12,000.0 at tick 0.1
+    }
+
+    /// Inverse PnL (MARGIN §2): long 100 contracts of 100 USD at 50,000 closed at 55,000:
+    /// 10,000 × (1/50,000 − 1/55,000) = 0.2 − 0.181818181818… = 0.018181818182 BTC (the
+    /// closing value rounded down to 10^-12). A short mirrors it with the opposite sign.
+    #[test]
+    fn inverse_pnl() {
+        let s = inverse("100");
+        let mut long = Leg::new(s.id, 125);
+        apply_fill(&mut long, &s, Side::Buy, 100, p("50000"));
+        assert_eq!(long.basis, Money::parse("0.2").unwrap());
+        assert_eq!(
+            upnl(&long, &s, p("55000")),
+            Money::parse("0.018181818181").unwrap()
+        );
+        let e = apply_fill(&mut long, &s, Side::Sell, 100, p("55000"));
+        assert_eq!(e.realized_pnl, Money::parse("0.018181818182").unwrap());
+        assert!(long.is_flat());
+        let mut short = Leg::new(s.id, 125);
+        apply_fill(&mut short, &s, Side::Sell, 100, p("50000"));
+        let e = apply_fill(&mut short, &s, Side::Buy, 100, p("55000"));
+        assert_eq!(e.realized_pnl, Money::parse("-0.018181818182").unwrap());
+    }
+
+    /// Inverse isolated liquidation: long 100 × 100 USD at 50,000 (basis 0.2 BTC), IW
+    /// 0.02 BTC, mmr 0.4%, cum 0. IW + basis − V = 0.004·V → V = 0.22 / 1.004 and
+    /// M = 10,000 × 1.004 / 0.22 = 45,636.3636…, rounded up for a long. Bankruptcy:
+    /// M = 10,000 / 0.22 = 45,454.5454…; short at 50,000 with 0.02: V = (−0.2 + 0.02)·…
+    /// M = 10,000 × 0.996 / 0.18 = 55,333.33…, rounded down.
+    #[test]
+    fn inverse_liquidation_and_bankruptcy_prices() {
+        let s = inverse("100");
+        let mut long = Leg::new(s.id, 125);
+        apply_fill(&mut long, &s, Side::Buy, 100, p("50000"));
+        let iw = Money::parse("0.02").unwrap();
+        assert_eq!(
+            liquidation_price(&long, &s, iw, p("50000")),
+            Some(p("45636.36363637"))
+        );
+        assert_eq!(bankruptcy_price(&long, &s, iw), Some(p("45454.54545455")));
+        let mut short = Leg::new(s.id, 125);
+        apply_fill(&mut short, &s, Side::Sell, 100, p("50000"));
+        assert_eq!(
+            liquidation_price(&short, &s, iw, p("50000")),
+            Some(p("55333.33333333"))
+        );
+        assert_eq!(bankruptcy_price(&short, &s, iw), Some(p("55555.55555555")));
+        // At the long's liquidation price the condition holds, a tick above it does not.
+        let mut iso = long.clone();
+        iso.isolated_margin = iw;
+        assert!(isolated_liquidatable(&iso, &s, p("45636.36363637")));
+        assert!(!isolated_liquidatable(&iso, &s, p("45636.5")));
     }
 }

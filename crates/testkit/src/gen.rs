@@ -16,10 +16,10 @@ fn bracket(floor: i64, cap: i64, lev: u32, mmr: &str, cum: &str) -> Bracket {
     }
 }
 
-/// Two USDT-M instruments and one USDC-M, with three brackets each (cum per MARGIN §3:
+/// Two USDT-M instruments, one USDC-M and one coin-M (BTCUSD_PERP), with three brackets each (cum per MARGIN §3:
 /// 50,000 × (0.5% − 0.4%) = 50; 250,000 × (1% − 0.5%) + 50 = 1,300).
 pub fn test_config() -> Config {
-    let assets = ["USDT", "USDC", "BTC", "ETH"]
+    let assets = ["USDT", "USDC", "BTC", "ETH", "USD"]
         .iter()
         .enumerate()
         .map(|(i, s)| AssetSpec {
@@ -58,6 +58,16 @@ pub fn test_config() -> Config {
             mk(0, "BTCUSDT", 2, 0, "0.1", "0.001"),
             mk(1, "ETHUSDT", 3, 0, "0.01", "0.001"),
             mk(2, "BTCUSDC", 2, 1, "0.1", "0.001"),
+            // Coin-M: 100 USD contracts settled in BTC.
+            InstrumentSpec {
+                kind: ContractKind::Inverse {
+                    contract_value: Money::from_int(100),
+                },
+                quote_asset: AssetId(4),
+                settle_asset: AssetId(2),
+                lot_size: Qty::parse("1").unwrap(),
+                ..mk(3, "BTCUSD_PERP", 2, 0, "0.1", "1")
+            },
         ],
     }
 }
@@ -80,7 +90,7 @@ impl Gen {
             accounts,
             next_order: 1,
             // Marks in ticks: 60,000.0 (tick 0.1), 3,000.00 (tick 0.01), 60,000.0.
-            marks: vec![600_000, 300_000, 600_000],
+            marks: vec![600_000, 300_000, 600_000, 600_000],
             live: Vec::new(),
         }
     }
@@ -109,6 +119,12 @@ impl Gen {
                 asset: AssetId(1),
                 amount: Money::from_int(usdt / 2 + 1),
             });
+            // 0.01 to 5 BTC for the coin-M instrument.
+            v.push(Command::Deposit {
+                account: AccountId(a),
+                asset: AssetId(2),
+                amount: Money(self.rng.gen_range(1..500) * 10_000_000_000),
+            });
         }
         for (i, m) in self.marks.iter().enumerate() {
             let tick = if i == 1 { 1_000_000 } else { 10_000_000 };
@@ -126,7 +142,7 @@ impl Gen {
 
     pub fn next_command(&mut self) -> Command {
         let r = self.rng.gen_range(0..1000);
-        let i = self.rng.gen_range(0..3u32);
+        let i = self.rng.gen_range(0..4u32);
         let inst = InstrumentId(i);
         let mark = self.marks[i as usize];
         match r {

@@ -159,6 +159,19 @@ impl InstrumentSpec {
         Money(crate::num::div_round(n, price.0 as i128, r))
     }
 
+    /// Signed `lots × lot × contract value` in raw units: the numerator of an inverse
+    /// position's coin value (`value_raw = this / price_raw`).
+    #[inline]
+    pub fn inverse_numerator(&self, lots: QtyLots) -> i128 {
+        let ContractKind::Inverse { contract_value } = self.kind else {
+            panic!("inverse_numerator on a linear instrument");
+        };
+        (lots.0 as i128)
+            .checked_mul(self.lot_size.0 as i128)
+            .and_then(|v| v.checked_mul(contract_value.0))
+            .expect("overflow")
+    }
+
     /// Absolute notional at `price` in the settlement asset (linear exact; inverse rounded
     /// up, as notional drives requirements).
     #[inline]
