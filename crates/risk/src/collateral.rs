@@ -142,9 +142,8 @@ pub fn usd_pool(
         }
         p.positions += 1;
     }
-    for k in 0..n {
-        let spec = config.assets[k].collateral.as_ref();
-        match collateral_usd(p.equity[k], spec, usd[k]) {
+    for (k, asset) in config.assets.iter().enumerate() {
+        match collateral_usd(p.equity[k], asset.collateral.as_ref(), usd[k]) {
             Some(v) => {
                 p.collateral_usd[k] = v;
                 p.adjusted_equity += v;
