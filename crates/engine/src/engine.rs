@@ -79,6 +79,15 @@ pub struct Engine {
     /// wallet (the margin belongs to the liquidation, MARGIN §7). Never set between
     /// commands, so it is not part of the state.
     pub(crate) holding_isolated: Option<(AccountId, InstrumentId)>,
+    /// Per asset: index against USDT and against USD (MARGIN §1).
+    pub(crate) index_usdt: Vec<Option<Price>>,
+    pub(crate) index_usd: Vec<Option<Price>>,
+    /// The asset named "USDT", if configured (derived from the configuration).
+    pub(crate) usdt: Option<AssetId>,
+    /// Per asset: interest charged on loans.
+    pub(crate) interest_income: Vec<Money>,
+    /// The hour slot of sequenced time up to which interest has been processed.
+    pub(crate) interest_slot: u64,
 }
 
 type Res = Result<(), RejectReason>;
@@ -113,6 +122,11 @@ impl Engine {
             next_internal_order: RESERVED_ORDER_ID_MIN,
             scratch: MatchResult::new(),
             holding_isolated: None,
+            index_usdt: vec![None; assets],
+            index_usd: vec![None; assets],
+            usdt: config.asset_by_symbol("USDT").map(|a| a.id),
+            interest_income: vec![Money::ZERO; assets],
+            interest_slot: 0,
             config: Arc::new(config),
         };
         for k in 0..assets {
@@ -171,7 +185,7 @@ impl Engine {
     }
 
     /// A user-addressable account (insurance funds are not).
-    fn user_idx(&self, id: AccountId) -> Result<usize, RejectReason> {
+    pub(crate) fn user_idx(&self, id: AccountId) -> Result<usize, RejectReason> {
         match self.idx(id) {
             Some(k) if !self.accounts[k].system => Ok(k),
             _ => Err(RejectReason::UnknownAccount),
@@ -189,6 +203,68 @@ impl Engine {
             .asset(k)
             .map(|_| ())
             .ok_or(RejectReason::UnknownAsset)
+    }
+
+    /// Withdrawals and transfers out never take unrealized profit or margin in use
+    /// (MARGIN §5): the single-asset pool must allow it, and with a USD pool the amount
+    /// must be held (no borrowing to withdraw) and the pool, valued without unrealized
+    /// profit, must still cover its initial and order margin afterwards.
+    fn can_take_out(&self, k: usize, asset: AssetId, amount: Money) -> bool {
+        if self.pool_of(k, asset).withdrawable() < amount {
+            return false;
+        }
+        let a = &self.accounts[k];
+        if a.asset_mode == AssetMode::Single {
+            return true;
+        }
+        if a.wallets[asset.0 as usize] < amount {
+            return false;
+        }
+        let mut after = a.clone();
+        after.wallets[asset.0 as usize] -= amount;
+        let mode = after.asset_mode;
+        let mut pool = risk::usd_pool(&after, &self.config, &self.marks, &self.usd_prices(), |s| {
+            risk::is_pooled(mode, s)
+        });
+        if pool.positions == 0 && pool.order_margin.is_zero() {
+            return !pool.unpriced_liability;
+        }
+        // Value the pool again with every asset's unrealized profit left out.
+        let usd = self.usd_prices();
+        pool.adjusted_equity = Money::ZERO;
+        for (i, asset) in self.config.assets.iter().enumerate() {
+            let eq = after.wallets[i] + (pool.equity[i] - after.wallets[i]).min(Money::ZERO);
+            match risk::collateral_usd(eq, asset.collateral.as_ref(), usd[i]) {
+                Some(v) => pool.adjusted_equity += v,
+                None => return false,
+            }
+        }
+        !pool.unpriced_liability && !pool.available().is_negative()
+    }
+
+    /// Whether the pool an order on `spec` draws on has `needed` (in the settlement asset)
+    /// available, counting `released` (a replaced order's reservation) as free.
+    fn margin_covers(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        needed: Money,
+        released: Money,
+    ) -> Result<bool, RejectReason> {
+        if !risk::is_pooled(self.accounts[k].asset_mode, spec) {
+            return Ok(self.pool_of(k, spec.settle_asset).available() + released >= needed);
+        }
+        let pool = self.usd_pool_of(k);
+        if pool.unpriced_liability {
+            return Err(RejectReason::NoUsdPrice);
+        }
+        let needed = self
+            .requirement_usd(spec.settle_asset, needed)
+            .ok_or(RejectReason::NoUsdPrice)?;
+        let released = self
+            .requirement_usd(spec.settle_asset, released)
+            .unwrap_or_default();
+        Ok(pool.available() + released >= needed)
     }
 
     pub(crate) fn pool_of(&self, k: usize, asset: AssetId) -> risk::Pool {
@@ -211,6 +287,8 @@ impl Engine {
         assert!(env.ts_ns >= self.last_ts_ns, "timestamps must not go back");
         self.last_seq = env.seq;
         self.last_ts_ns = env.ts_ns;
+        // Time passing is itself an input: hour boundaries charge interest first.
+        self.accrue_interest(env.ts_ns, out);
         let start = out.len();
         let r = match &env.command {
             Command::CreateAccount { account, parent } => {
@@ -264,6 +342,12 @@ impl Engine {
             Command::SetMarkPrice { instrument, price } => {
                 self.set_mark_price(*instrument, *price, out)
             }
+            Command::SetAssetIndex {
+                asset,
+                quote,
+                price,
+            } => self.set_asset_index(*asset, *quote, *price, out),
+            Command::SetAssetMode { account, mode } => self.set_asset_mode(*account, *mode, out),
             Command::SetIndexPrice { instrument, price } => {
                 self.set_index_price(*instrument, *price, out)
             }
@@ -318,10 +402,13 @@ impl Engine {
         let k = self.user_idx(id)?;
         self.check_asset(asset)?;
         check_amount(amount)?;
+        self.check_caps(k, asset, amount)?;
+        self.before_credit(k, asset, out);
         let w = &mut self.accounts[k].wallets[asset.0 as usize];
         *w += amount;
         let balance = *w;
         self.deposited[asset.0 as usize] += amount;
+        self.after_credit(k, asset, amount);
         out.push(Event::Deposited {
             account: id,
             asset,
@@ -341,7 +428,7 @@ impl Engine {
         let k = self.user_idx(id)?;
         self.check_asset(asset)?;
         check_amount(amount)?;
-        if self.pool_of(k, asset).withdrawable() < amount {
+        if !self.can_take_out(k, asset, amount) {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
         let w = &mut self.accounts[k].wallets[asset.0 as usize];
@@ -377,11 +464,14 @@ impl Engine {
         if !related {
             return Err(RejectReason::TransferNotRelated);
         }
-        if self.pool_of(fk, asset).withdrawable() < amount {
+        if !self.can_take_out(fk, asset, amount) {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
+        self.check_caps(tk, asset, amount)?;
+        self.before_credit(tk, asset, out);
         self.accounts[fk].wallets[asset.0 as usize] -= amount;
         self.accounts[tk].wallets[asset.0 as usize] += amount;
+        self.after_credit(tk, asset, amount);
         out.push(Event::Transferred {
             from,
             to,
@@ -454,7 +544,18 @@ impl Engine {
                 &self.config.instruments,
                 &self.marks,
             );
-            if p.available().is_negative() {
+            let pooled = risk::is_pooled(acct.asset_mode, spec);
+            let under = if pooled {
+                let mode = acct.asset_mode;
+                let up =
+                    risk::usd_pool(&acct, &self.config, &self.marks, &self.usd_prices(), |s| {
+                        risk::is_pooled(mode, s)
+                    });
+                up.unpriced_liability || up.available().is_negative()
+            } else {
+                p.available().is_negative()
+            };
+            if under {
                 return Err(RejectReason::LeverageUnderMargin);
             }
             let l = acct.leg(i).expect("leg");
@@ -488,6 +589,9 @@ impl Engine {
         let k = self.user_idx(id)?;
         let cfg = Arc::clone(&self.config);
         let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
+        if mode == MarginMode::Isolated && risk::is_pooled(self.accounts[k].asset_mode, spec) {
+            return Err(RejectReason::IsolatedInMultiAsset);
+        }
         let mut acct = self.accounts[k].clone();
         let settle = spec.settle_asset.0 as usize;
         let mark = self.marks[i.0 as usize];
@@ -643,6 +747,9 @@ impl Engine {
         if o.order_id.0 >= RESERVED_ORDER_ID_MIN {
             return Err(RejectReason::OrderIdReserved);
         }
+        if self.accounts[k].asset_mode == AssetMode::Multi && spec.is_inverse() {
+            return Err(RejectReason::CoinMInMultiAsset);
+        }
         if self.orders.contains_key(&o.order_id) && replacing.is_none() {
             return Err(RejectReason::DuplicateOrderId);
         }
@@ -737,7 +844,7 @@ impl Engine {
                     .notional(qty, margin_price)
                     .mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
                 let needed = cost.initial_margin + cost.close_fee + fee_est;
-                if self.pool_of(k, spec.settle_asset).available() + released < needed {
+                if !self.margin_covers(k, spec, needed, released)? {
                     return Err(RejectReason::InsufficientMargin);
                 }
                 (extra, cost.initial_margin)
@@ -927,7 +1034,8 @@ impl Engine {
         for (a, _) in touched {
             self.fix_reduce_only(a, spec, out);
             if let Some(k) = self.idx(a) {
-                if !self.accounts[k].system {
+                // With a USD pool a negative balance is a loan, not a deficit.
+                if !self.accounts[k].system && !risk::is_pooled(self.accounts[k].asset_mode, spec) {
                     self.cover_deficit(k, spec.settle_asset, out);
                 }
             }
@@ -1296,7 +1404,7 @@ impl Engine {
     }
 }
 
-fn check_price(price: Price) -> Result<(), RejectReason> {
+pub(crate) fn check_price(price: Price) -> Result<(), RejectReason> {
     if !price.is_positive() {
         return Err(RejectReason::PriceNotPositive);
     }

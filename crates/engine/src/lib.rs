@@ -12,6 +12,7 @@
 
 mod engine;
 mod liquidation;
+mod multi;
 mod report;
 mod settle;
 mod snapshot;

@@ -40,6 +40,10 @@ impl Engine {
                 if risk::isolated_liquidatable(leg, spec, mark) {
                     self.liquidate_isolated(k, spec, out);
                 }
+            } else if risk::is_pooled(self.accounts[k].asset_mode, spec) {
+                if self.usd_pool_of(k).is_liquidatable() {
+                    self.liquidate_usd_pool(k, out);
+                }
             } else if self.pool_of(k, spec.settle_asset).is_liquidatable() {
                 self.liquidate_cross(k, spec.settle_asset, out);
             }
@@ -141,6 +145,19 @@ impl Engine {
     fn bankruptcy_ticks(&self, k: usize, spec: &InstrumentSpec) -> (Price, PriceTicks) {
         let leg = self.accounts[k].leg(spec.id).expect("leg");
         let mark = self.marks[spec.id.0 as usize].expect("mark");
+        if leg.mode == MarginMode::Cross && risk::is_pooled(self.accounts[k].asset_mode, spec) {
+            // USD pool: the price of this instrument at which adjusted equity reaches zero,
+            // found numerically (tiers make it piecewise).
+            let bp = self
+                .usd_pool_root(k, spec, |p| p.adjusted_equity)
+                .unwrap_or(mark);
+            let ticks = if leg.qty.0 > 0 {
+                spec.ticks_of(bp, Rounding::Ceil)
+            } else {
+                spec.ticks_of(bp, Rounding::Floor)
+            };
+            return (bp, PriceTicks(ticks.0.max(1)));
+        }
         // No positive bankruptcy price: the equity cannot reach zero; use the mark.
         let bp = risk::bankruptcy_price(leg, spec, self.equity_besides(k, spec)).unwrap_or(mark);
         // The closing order may not trade worse than bankruptcy: a long sells at or above
@@ -154,7 +171,12 @@ impl Engine {
     }
 
     /// MARGIN §7 step 2.
-    fn partial_liquidation(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+    pub(crate) fn partial_liquidation(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        out: &mut Vec<Event>,
+    ) {
         let mark = self.marks[spec.id.0 as usize].expect("mark");
         let leg = self.accounts[k].leg(spec.id).expect("leg");
         let notional = spec.notional(leg.qty, mark);
@@ -242,16 +264,31 @@ impl Engine {
     }
 
     /// MARGIN §7 step 3: the fund takes the position over at the bankruptcy price.
-    fn take_over(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+    pub(crate) fn take_over(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
         let settle = spec.settle_asset.0 as usize;
         let account = self.accounts[k].id;
         let fund = fund_account_id(spec.settle_asset);
         let fk = self.idx(fund).expect("fund account");
         let mark = self.marks[spec.id.0 as usize].expect("mark");
         // Liquidation fee, capped by what equity is left, paid to the fund first.
+        let pooled = risk::is_pooled(self.accounts[k].asset_mode, spec);
         let (equity, notional) = {
             let leg = self.accounts[k].leg(spec.id).expect("leg");
-            let eq = self.equity_besides(k, spec) + risk::upnl(leg, spec, mark);
+            let eq = if pooled && leg.mode == MarginMode::Cross {
+                // The USD pool's adjusted equity, in the settlement asset.
+                let ae = self.usd_pool_of(k).adjusted_equity;
+                match self.usd_prices()[settle] {
+                    Some(p) if p.is_positive() => Money(mul_div(
+                        ae.raw(),
+                        PRICE_SCALE as i128,
+                        p.raw() as i128,
+                        Rounding::Floor,
+                    )),
+                    _ => Money::ZERO,
+                }
+            } else {
+                self.equity_besides(k, spec) + risk::upnl(leg, spec, mark)
+            };
             (eq, spec.notional(leg.qty, mark))
         };
         let fee = notional
@@ -280,8 +317,11 @@ impl Engine {
             liquidation_fee: fee,
         });
         // An isolated position's margin came home in move_position; a negative remainder
-        // is covered by the fund.
-        self.cover_deficit(k, spec.settle_asset, out);
+        // is covered by the fund. (With a USD pool negative balances are loans until the
+        // pool is closed out.)
+        if !pooled {
+            self.cover_deficit(k, spec.settle_asset, out);
+        }
         // The fund works the position off in the book, no worse than bankruptcy — only
         // as much as it holds on that side (a takeover can net against an earlier one
         // and leave the fund flat: then there is nothing to sell).
@@ -303,6 +343,25 @@ impl Engine {
                 out,
             );
         }
+    }
+
+    /// A negative balance of a bankrupt account (no position left to carry it) is covered
+    /// by the fund of that asset.
+    pub(crate) fn cover_deficit_asset(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
+        let wallet = self.accounts[k].wallets[asset.0 as usize];
+        if !wallet.is_negative() {
+            return;
+        }
+        let fk = self.idx(fund_account_id(asset)).expect("fund account");
+        let amount = -wallet;
+        self.accounts[fk].wallets[asset.0 as usize] -= amount;
+        self.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
+        self.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
+        out.push(Event::DeficitCovered {
+            account: self.accounts[k].id,
+            asset,
+            amount,
+        });
     }
 
     /// A wallet left negative with no cross position to carry it is covered by the fund.

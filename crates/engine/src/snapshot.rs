@@ -33,6 +33,10 @@ struct State {
     marks: Vec<Option<Price>>,
     market: Vec<crate::engine::MarketData>,
     fee_income: Vec<Money>,
+    index_usdt: Vec<Option<Price>>,
+    index_usd: Vec<Option<Price>>,
+    interest_income: Vec<Money>,
+    interest_slot: u64,
     deposited: Vec<Money>,
     withdrawn: Vec<Money>,
     accounts: Vec<Account>,
@@ -49,6 +53,10 @@ impl Engine {
             marks: self.marks.clone(),
             market: self.market.clone(),
             fee_income: self.fee_income.clone(),
+            index_usdt: self.index_usdt.clone(),
+            index_usd: self.index_usd.clone(),
+            interest_income: self.interest_income.clone(),
+            interest_slot: self.interest_slot,
             deposited: self.deposited.clone(),
             withdrawn: self.withdrawn.clone(),
             accounts: self.accounts.clone(),
@@ -135,6 +143,18 @@ impl Engine {
             }
         }
         e.fee_income = s.fee_income;
+        if [
+            s.index_usdt.len(),
+            s.index_usd.len(),
+            s.interest_income.len(),
+        ] != [e.fee_income.len(); 3]
+        {
+            return Err("snapshot asset tables do not match its configuration".into());
+        }
+        e.index_usdt = s.index_usdt;
+        e.index_usd = s.index_usd;
+        e.interest_income = s.interest_income;
+        e.interest_slot = s.interest_slot;
         e.deposited = s.deposited;
         e.withdrawn = s.withdrawn;
         e.accounts.clear();
@@ -199,7 +219,7 @@ impl Engine {
         // (uPnL of all positions at any common price) = deposits − withdrawals.
         let mut total = vec![Money::ZERO; assets];
         for (k, t) in total.iter_mut().enumerate() {
-            *t = self.fee_income[k];
+            *t = self.fee_income[k] + self.interest_income[k];
         }
         let mut oi = vec![0i64; self.config.instruments.len()];
         for a in &self.accounts {

@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_LINE: usize = 4 << 20;
 /// Opens `path` for reading, decompressing when the file starts with the gzip magic.
 pub fn open_maybe_gzip(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     let file = std::fs::File::open(path)?;
-    Ok(maybe_gzip(BufReader::with_capacity(1 << 16, file))?)
+    maybe_gzip(BufReader::with_capacity(1 << 16, file))
 }
 
 /// Wraps a reader, decompressing when its first bytes are the gzip magic.

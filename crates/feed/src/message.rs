@@ -163,9 +163,7 @@ pub fn ms_to_ns(ms: u64) -> Result<u64, Problem> {
 }
 
 fn levels(raw: &[[&str; 2]]) -> Result<Vec<Level>, Problem> {
-    raw.iter()
-        .map(|[p, q]| Ok((price(p)?, size(q)?)))
-        .collect()
+    raw.iter().map(|[p, q]| Ok((price(p)?, size(q)?))).collect()
 }
 
 #[derive(Deserialize)]

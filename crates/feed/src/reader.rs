@@ -14,7 +14,7 @@
 //! tolerance passes in file order. A snapshot without `E` takes the latest time seen.
 
 use crate::lines::{open_maybe_gzip, LineRead, LineReader, DEFAULT_MAX_LINE};
-use crate::message::{parse_line, Body};
+use crate::message::{parse_line, Body, Parsed};
 use crate::stats::{FeedStats, Problem};
 use crate::FeedError;
 use std::io::BufRead;
@@ -59,21 +59,112 @@ impl Default for ReaderOptions {
     }
 }
 
-/// Streams the messages of one file (plain or gzip).
-pub struct Reader {
-    name: String,
+/// The per-source rules shared by the file reader and the live client: the exchange-time
+/// watermark and out-of-order drop, message counting, and symbol attribution of
+/// symbol-less snapshots.
+#[derive(Debug)]
+pub(crate) struct SourceState {
     source: u16,
-    lines: LineReader<Box<dyn BufRead + Send>>,
-    buf: Vec<u8>,
-    opts: ReaderOptions,
-    stats: FeedStats,
-    line_no: u64,
-    /// Latest exchange time read (0 before any).
+    tolerance_ns: u64,
+    symbol_hint: Option<String>,
+    pub(crate) stats: FeedStats,
+    /// Latest exchange time accepted (0 before any).
     watermark_ns: u64,
     last_symbol: Option<String>,
     /// A snapshot waiting for its symbol.
     pending_snapshot: Option<Message>,
-    /// A message to return after the pending snapshot was released.
+}
+
+impl SourceState {
+    pub(crate) fn new(source: u16, opts: &ReaderOptions) -> Self {
+        Self {
+            source,
+            tolerance_ns: opts.tolerance_ns,
+            symbol_hint: opts.symbol_hint.clone(),
+            stats: FeedStats::default(),
+            watermark_ns: 0,
+            last_symbol: None,
+            pending_snapshot: None,
+        }
+    }
+
+    /// Takes one parsed message (or the problem parsing it) and returns what is ready:
+    /// nothing, the message, or a held snapshot followed by the message.
+    pub(crate) fn accept(
+        &mut self,
+        line: u64,
+        parsed: Result<(u64, Parsed), Problem>,
+    ) -> (Option<Message>, Option<Message>) {
+        let (local_ts, parsed) = match parsed {
+            Ok(v) => v,
+            Err(p) => {
+                self.stats.count_problem(p, line);
+                return (None, None);
+            }
+        };
+        let exchange_ns = parsed.exchange_ns.unwrap_or(self.watermark_ns);
+        if exchange_ns.saturating_add(self.tolerance_ns) < self.watermark_ns {
+            self.stats.count_problem(Problem::OutOfOrder, line);
+            return (None, None);
+        }
+        self.watermark_ns = self.watermark_ns.max(exchange_ns);
+        self.stats.count_message(parsed.body.kind());
+        let mut msg = Message {
+            source: self.source,
+            line,
+            local_ts,
+            exchange_ns,
+            body: parsed.body,
+        };
+        if let Body::Snapshot(s) = &mut msg.body {
+            if s.symbol.is_none() {
+                s.symbol = self
+                    .symbol_hint
+                    .clone()
+                    .or_else(|| self.last_symbol.clone());
+                if s.symbol.is_none() {
+                    // Wait for the next message that names the symbol; a second
+                    // symbol-less snapshot replaces (and counts) the first.
+                    if self.pending_snapshot.replace(msg).is_some() {
+                        self.stats
+                            .count_problem(Problem::SnapshotWithoutSymbol, line);
+                    }
+                    return (None, None);
+                }
+            }
+            return (Some(msg), None);
+        }
+        if let Some(sym) = msg.body.symbol() {
+            if self.last_symbol.as_deref() != Some(sym) {
+                self.last_symbol = Some(sym.to_string());
+            }
+            if let Some(mut snap) = self.pending_snapshot.take() {
+                if let Body::Snapshot(s) = &mut snap.body {
+                    s.symbol = Some(sym.to_string());
+                }
+                return (Some(snap), Some(msg));
+            }
+        }
+        (Some(msg), None)
+    }
+
+    /// End of input: a snapshot still waiting for a symbol is counted and dropped.
+    pub(crate) fn finish(&mut self, line: u64) {
+        if self.pending_snapshot.take().is_some() {
+            self.stats
+                .count_problem(Problem::SnapshotWithoutSymbol, line);
+        }
+    }
+}
+
+/// Streams the messages of one file (plain or gzip).
+pub struct Reader {
+    name: String,
+    lines: LineReader<Box<dyn BufRead + Send>>,
+    buf: Vec<u8>,
+    state: SourceState,
+    line_no: u64,
+    /// A message to return after a released snapshot.
     queued: Option<Message>,
     done: bool,
 }
@@ -94,7 +185,12 @@ impl Reader {
             path: path.display().to_string(),
             source: e,
         })?;
-        Ok(Self::from_bufread(path.display().to_string(), r, source, opts))
+        Ok(Self::from_bufread(
+            path.display().to_string(),
+            r,
+            source,
+            opts,
+        ))
     }
 
     /// Reads from any buffered reader (already decompressed, or see
@@ -107,21 +203,16 @@ impl Reader {
     ) -> Reader {
         Reader {
             name,
-            source,
             lines: LineReader::new(r, opts.max_line),
             buf: Vec::new(),
-            opts,
-            stats: FeedStats::default(),
+            state: SourceState::new(source, &opts),
             line_no: 0,
-            watermark_ns: 0,
-            last_symbol: None,
-            pending_snapshot: None,
             queued: None,
             done: false,
         }
     }
 
-    /// Reads from text in memory (tests, live captures).
+    /// Reads from text in memory (tests).
     pub fn from_text(name: &str, text: String, source: u16, opts: ReaderOptions) -> Reader {
         let r: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(text.into_bytes()));
         Self::from_bufread(name.to_string(), r, source, opts)
@@ -132,7 +223,7 @@ impl Reader {
     }
     /// What this source has read and refused so far.
     pub fn stats(&self) -> &FeedStats {
-        &self.stats
+        &self.state.stats
     }
     /// Lines read so far.
     pub fn lines_read(&self) -> u64 {
@@ -142,10 +233,7 @@ impl Reader {
     fn next_message(&mut self) -> Option<Message> {
         loop {
             if self.done {
-                if self.pending_snapshot.take().is_some() {
-                    self.stats
-                        .count_problem(Problem::SnapshotWithoutSymbol, self.line_no);
-                }
+                self.state.finish(self.line_no);
                 return None;
             }
             let step = match self.lines.next_line(&mut self.buf) {
@@ -153,7 +241,8 @@ impl Reader {
                 Err(e) => {
                     tracing::warn!(file = %self.name, line = self.line_no + 1, error = %e,
                         "read error: skipping the rest of this file");
-                    self.stats
+                    self.state
+                        .stats
                         .count_problem(Problem::ReadError, self.line_no + 1);
                     self.done = true;
                     continue;
@@ -166,78 +255,30 @@ impl Reader {
                 }
                 LineRead::TooLong => {
                     self.line_no += 1;
-                    self.stats.lines += 1;
-                    self.stats.count_problem(Problem::LineTooLong, self.line_no);
+                    self.state.stats.lines += 1;
+                    self.state
+                        .stats
+                        .count_problem(Problem::LineTooLong, self.line_no);
                     continue;
                 }
-                LineRead::Line => {
-                    self.line_no += 1;
-                    self.stats.lines += 1;
-                }
+                LineRead::Line => self.line_no += 1,
             }
-            let line_no = self.line_no;
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 // Blank lines (a trailing newline at the end of a capture) are not data.
-                self.stats.lines -= 1;
                 continue;
             }
-            let Ok(text) = std::str::from_utf8(&self.buf) else {
-                self.stats.count_problem(Problem::BadJson, line_no);
-                continue;
+            self.state.stats.lines += 1;
+            let parsed = match std::str::from_utf8(&self.buf) {
+                Ok(text) => parse_line(text),
+                Err(_) => Err(Problem::BadJson),
             };
-            let (local_ts, parsed) = match parse_line(text) {
-                Ok(v) => v,
-                Err(p) => {
-                    self.stats.count_problem(p, line_no);
-                    continue;
+            match self.state.accept(self.line_no, parsed) {
+                (Some(first), second) => {
+                    self.queued = second;
+                    return Some(first);
                 }
-            };
-            let exchange_ns = parsed.exchange_ns.unwrap_or(self.watermark_ns);
-            if exchange_ns.saturating_add(self.opts.tolerance_ns) < self.watermark_ns {
-                self.stats.count_problem(Problem::OutOfOrder, line_no);
-                continue;
+                (None, _) => continue,
             }
-            self.watermark_ns = self.watermark_ns.max(exchange_ns);
-            self.stats.count_message(parsed.body.kind());
-            let mut msg = Message {
-                source: self.source,
-                line: line_no,
-                local_ts,
-                exchange_ns,
-                body: parsed.body,
-            };
-            if let Body::Snapshot(s) = &mut msg.body {
-                if s.symbol.is_none() {
-                    s.symbol = self
-                        .opts
-                        .symbol_hint
-                        .clone()
-                        .or_else(|| self.last_symbol.clone());
-                    if s.symbol.is_none() {
-                        // Wait for the next message that names the symbol; a second
-                        // symbol-less snapshot replaces (and counts) the first.
-                        if self.pending_snapshot.replace(msg).is_some() {
-                            self.stats
-                                .count_problem(Problem::SnapshotWithoutSymbol, line_no);
-                        }
-                        continue;
-                    }
-                }
-                return Some(msg);
-            }
-            if let Some(sym) = msg.body.symbol() {
-                if self.last_symbol.as_deref() != Some(sym) {
-                    self.last_symbol = Some(sym.to_string());
-                }
-                if let Some(mut snap) = self.pending_snapshot.take() {
-                    if let Body::Snapshot(s) = &mut snap.body {
-                        s.symbol = Some(sym.to_string());
-                    }
-                    self.queued = Some(msg);
-                    return Some(snap);
-                }
-            }
-            return Some(msg);
         }
     }
 }

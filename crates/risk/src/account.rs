@@ -9,7 +9,8 @@
 
 use bincode::{Decode, Encode};
 use perpcore_types::{
-    AccountId, InstrumentId, InstrumentSpec, MarginMode, Money, Price, QtyLots, Rounding, Side,
+    AccountId, AssetMode, InstrumentId, InstrumentSpec, MarginMode, Money, Price, QtyLots,
+    Rounding, Side,
 };
 
 /// Binance's default leverage for a new symbol (capped by the instrument maximum).
@@ -109,6 +110,12 @@ pub struct Account {
     pub legs: Vec<Leg>,
     /// System accounts (insurance funds) are never margin-checked or liquidated.
     pub system: bool,
+    pub asset_mode: AssetMode,
+    /// Per asset: interest charged and not yet repaid (the interest part of a loan, which
+    /// deposits repay first).
+    pub interest_owed: Vec<Money>,
+    /// Per asset: the first hour slot not yet charged interest (MARGIN §8).
+    pub next_interest_slot: Vec<u64>,
 }
 
 impl Account {
@@ -119,6 +126,9 @@ impl Account {
             wallets: vec![Money::ZERO; assets_count],
             legs: Vec::new(),
             system: false,
+            asset_mode: AssetMode::Single,
+            interest_owed: vec![Money::ZERO; assets_count],
+            next_interest_slot: vec![0; assets_count],
         }
     }
 

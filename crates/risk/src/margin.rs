@@ -4,8 +4,8 @@
 
 use crate::account::{Account, Leg};
 use perpcore_types::{
-    div_round, AssetId, InstrumentSpec, MarginMode, Money, Price, QtyLots, Rate, Rounding,
-    RATE_SCALE,
+    div_round, AssetId, AssetMode, InstrumentSpec, MarginMode, Money, Price, QtyLots, Rate,
+    Rounding, RATE_SCALE,
 };
 
 /// Marks indexed by instrument id (`None` until the feed sets one).
@@ -141,8 +141,18 @@ impl Pool {
     }
 }
 
-/// Sum an account's legs settling in `asset`. `specs` and `marks` are indexed by
-/// instrument id.
+/// Whether an instrument's cross positions belong to the account's USD pool rather than
+/// to its settlement asset's own pool (MARGIN §5).
+pub fn is_pooled(mode: AssetMode, spec: &InstrumentSpec) -> bool {
+    match mode {
+        AssetMode::Single => false,
+        AssetMode::Multi => !spec.is_inverse(),
+        AssetMode::Unified => true,
+    }
+}
+
+/// Sum an account's legs settling in `asset` that are not in its USD pool. `specs` and
+/// `marks` are indexed by instrument id.
 pub fn pool(account: &Account, asset: AssetId, specs: &[InstrumentSpec], marks: &Marks) -> Pool {
     let mut p = Pool {
         wallet: account.wallets[asset.0 as usize],
@@ -150,7 +160,7 @@ pub fn pool(account: &Account, asset: AssetId, specs: &[InstrumentSpec], marks: 
     };
     for leg in &account.legs {
         let spec = &specs[leg.instrument.0 as usize];
-        if spec.settle_asset != asset {
+        if spec.settle_asset != asset || is_pooled(account.asset_mode, spec) {
             continue;
         }
         p.order_margin += leg.order_margin;

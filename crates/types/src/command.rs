@@ -69,6 +69,29 @@ pub enum MarginMode {
     Isolated,
 }
 
+/// Which collateral backs an account's cross positions (MARGIN §4, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetMode {
+    /// Each settlement asset is its own pool: USDT for USDT-M, USDC for USDC-M, the coin for
+    /// coin-M.
+    #[default]
+    Single,
+    /// USDT-M and USDC-M cross positions share one USD pool of every collateral asset
+    /// after haircuts; coin-M positions stay in their coin's pool.
+    Multi,
+    /// One USD pool for USDT-M, USDC-M and coin-M cross positions.
+    Unified,
+}
+
+/// The quote of an index price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexQuote {
+    Usdt,
+    Usd,
+}
+
 /// A new order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct NewOrder {
@@ -160,6 +183,18 @@ pub enum Command {
         instrument: InstrumentId,
         price: Price,
     },
+    /// The index price of an asset against USDT or USD (MARGIN §1: `usd(k) = k/USDT × C`,
+    /// `C = BTC/USD ÷ BTC/USDT`; a USD index given for an asset is used directly).
+    SetAssetIndex {
+        asset: AssetId,
+        quote: IndexQuote,
+        price: Price,
+    },
+    /// Switch between single-asset, multi-asset and unified modes (rules R1, R2).
+    SetAssetMode {
+        account: AccountId,
+        mode: AssetMode,
+    },
     /// The funding rate the feed announces for the next funding time.
     SetFundingRate {
         instrument: InstrumentId,
@@ -194,6 +229,8 @@ impl Command {
             Command::AmendOrder { .. } => "amend_order",
             Command::SetMarkPrice { .. } => "set_mark_price",
             Command::SetIndexPrice { .. } => "set_index_price",
+            Command::SetAssetIndex { .. } => "set_asset_index",
+            Command::SetAssetMode { .. } => "set_asset_mode",
             Command::SetFundingRate { .. } => "set_funding_rate",
             Command::SetReferencePrices { .. } => "set_reference_prices",
         }

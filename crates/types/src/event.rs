@@ -1,7 +1,7 @@
 //! Events: the engine's only output. Past tense. Prices and sizes are carried as exact
 //! decimals ([`Price`], [`Qty`]) so that an event reads the same to a person and a program.
 
-use crate::command::{MarginMode, Side};
+use crate::command::{AssetMode, IndexQuote, MarginMode, Side};
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
 use crate::num::{Money, Price, Qty, Rate};
 use crate::reject::RejectReason;
@@ -122,6 +122,30 @@ pub enum Event {
     IndexPriceSet {
         instrument: InstrumentId,
         price: Price,
+    },
+    AssetIndexSet {
+        asset: AssetId,
+        quote: IndexQuote,
+        price: Price,
+    },
+    AssetModeSet {
+        account: AccountId,
+        mode: AssetMode,
+    },
+    /// Hourly interest on a loan (MARGIN §8), taken from the asset's balance.
+    InterestCharged {
+        account: AccountId,
+        asset: AssetId,
+        amount: Money,
+        interest_base: Money,
+    },
+    /// Other collateral sold at index, grossed up by its ratio, to repay a loan.
+    AutoExchanged {
+        account: AccountId,
+        sold_asset: AssetId,
+        sold: Money,
+        repaid_asset: AssetId,
+        repaid: Money,
     },
     FundingRateSet {
         instrument: InstrumentId,

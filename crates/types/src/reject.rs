@@ -52,6 +52,7 @@ reasons! {
     PriceTooLarge = 1026, "price above the engine's limit (10^10 units)";
     RateOutOfRange = 1027, "rate must lie within ±100%";
     CrossedReferencePrices = 1028, "reference best bid is not below best ask";
+    NoUsdPrice = 1029, "an asset involved has no USD index price yet";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";
@@ -61,6 +62,14 @@ reasons! {
     ModeSwitchUnderMargin = 2006, "margin mode switch would leave a side under its requirement";
     NoIsolatedPosition = 2007, "no isolated position on this instrument";
     LeverageUnderMargin = 2008, "new leverage would leave the account under its initial margin";
+    IndividualCapExceeded = 2009, "the account would hold more of this asset than its individual cap";
+    PlatformCapExceeded = 2010, "all accounts together would hold more of this asset than its platform cap";
+    MultiAssetHasIsolated = 2011, "multi-asset mode needs every position cross (rule R1)";
+    SingleAssetUncovered = 2012, "the settlement asset does not cover position and order margin (rule R2)";
+    SingleAssetMmrTooHigh = 2013, "account maintenance margin rate is not below 80% (rule R2)";
+    IsolatedInMultiAsset = 2014, "isolated margin is not available in multi-asset mode or the unified account";
+    AssetModeUnderMargin = 2015, "the new asset mode would leave the pool under its initial margin";
+    CoinMInMultiAsset = 2016, "coin-M positions need single-asset mode or the unified account";
     // 3xxx book
     PostOnlyWouldTake = 3001, "post-only order would take liquidity";
     FokCannotFill = 3002, "fill-or-kill order cannot fill completely";

@@ -1,0 +1,543 @@
+//! Multi-asset mode and the unified account (MARGIN §1, §4, §5, §8): USD prices, the USD
+//! pool, asset-mode switches (rules R1, R2), collateral caps, hourly interest on loans,
+//! auto-exchange, and the USD pool's part of liquidation.
+//!
+//! Must never: net one asset's loan against another's balance (loans are per asset), or
+//! value a liability below 100%.
+
+use crate::engine::{fund_account_id, Engine};
+use perpcore_risk::{self as risk, UsdPool};
+use perpcore_types::*;
+
+/// Nanoseconds per interest slot (one hour of sequenced time).
+pub(crate) const HOUR_NS: u64 = 3_600_000_000_000;
+
+impl Engine {
+    /// USD price per asset (MARGIN §1): a USD index if the feed gave one; else the USDT
+    /// index × `C`, where `C` (the USD worth of 1 USDT) is the USDT/USD index if given,
+    /// else `k/USD ÷ k/USDT` of the first asset (by id) with both, else 1.
+    pub(crate) fn usd_prices(&self) -> Vec<Option<Price>> {
+        let n = self.config.assets.len();
+        let c = self
+            .usdt
+            .and_then(|u| self.index_usd[u.0 as usize])
+            .or_else(|| {
+                (0..n).find_map(|k| match (self.index_usd[k], self.index_usdt[k]) {
+                    (Some(usd), Some(usdt)) => Some(Price(mul_div(
+                        usd.raw() as i128,
+                        PRICE_SCALE as i128,
+                        usdt.raw() as i128,
+                        Rounding::Floor,
+                    ) as i64)),
+                    _ => None,
+                })
+            });
+        let c = c.unwrap_or(Price::ONE);
+        (0..n)
+            .map(|k| {
+                if let Some(p) = self.index_usd[k] {
+                    return Some(p);
+                }
+                if Some(AssetId(k as u16)) == self.usdt {
+                    return Some(c);
+                }
+                self.index_usdt[k].map(|p| {
+                    Price(mul_div(
+                        p.raw() as i128,
+                        c.raw() as i128,
+                        PRICE_SCALE as i128,
+                        Rounding::Floor,
+                    ) as i64)
+                })
+            })
+            .collect()
+    }
+
+    /// The USD pool of account `k` (its mode decides which instruments are in it).
+    pub(crate) fn usd_pool_of(&self, k: usize) -> UsdPool {
+        let a = &self.accounts[k];
+        let mode = a.asset_mode;
+        risk::usd_pool(a, &self.config, &self.marks, &self.usd_prices(), |s| {
+            risk::is_pooled(mode, s)
+        })
+    }
+
+    /// `amount` of `asset` in USD, rounded up (a requirement). `None` without a price.
+    pub(crate) fn requirement_usd(&self, asset: AssetId, amount: Money) -> Option<Money> {
+        self.usd_prices()[asset.0 as usize].map(|p| {
+            Money(mul_div(
+                amount.raw(),
+                p.raw() as i128,
+                PRICE_SCALE as i128,
+                Rounding::Ceil,
+            ))
+        })
+    }
+
+    pub(crate) fn set_asset_index(
+        &mut self,
+        asset: AssetId,
+        quote: IndexQuote,
+        price: Price,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
+        self.config.asset(asset).ok_or(RejectReason::UnknownAsset)?;
+        crate::engine::check_price(price)?;
+        match quote {
+            IndexQuote::Usdt => self.index_usdt[asset.0 as usize] = Some(price),
+            IndexQuote::Usd => self.index_usd[asset.0 as usize] = Some(price),
+        }
+        out.push(Event::AssetIndexSet {
+            asset,
+            quote,
+            price,
+        });
+        // Every USD pool is revalued: check the accounts that have one.
+        self.check_usd_pools(out);
+        Ok(())
+    }
+
+    /// Deposits and transfers in may not take an account above an asset's individual cap,
+    /// or all accounts together above its platform cap (case C1).
+    pub(crate) fn check_caps(
+        &self,
+        k: usize,
+        asset: AssetId,
+        amount: Money,
+    ) -> Result<(), RejectReason> {
+        let Some(c) = self.config.assets[asset.0 as usize].collateral.as_ref() else {
+            return Ok(());
+        };
+        if let Some(cap) = c.individual_cap {
+            if self.accounts[k].wallets[asset.0 as usize] + amount > cap {
+                return Err(RejectReason::IndividualCapExceeded);
+            }
+        }
+        if let Some(cap) = c.platform_cap {
+            // What the platform holds of the asset: net deposits (every balance, fee,
+            // interest and fund included).
+            let held = self.deposited[asset.0 as usize] - self.withdrawn[asset.0 as usize];
+            if held + amount > cap {
+                return Err(RejectReason::PlatformCapExceeded);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_asset_mode(
+        &mut self,
+        id: AccountId,
+        mode: AssetMode,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectReason> {
+        let k = self.user_idx(id)?;
+        let from = self.accounts[k].asset_mode;
+        if from == mode {
+            out.push(Event::AssetModeSet { account: id, mode });
+            return Ok(());
+        }
+        let specs = &self.config.instruments;
+        let a = &self.accounts[k];
+        if mode != AssetMode::Single {
+            // R1: every position (and every order's leg) cross.
+            if a.legs.iter().any(|l| {
+                l.mode == MarginMode::Isolated && (!l.is_flat() || !l.open_orders.is_empty())
+            }) {
+                return Err(RejectReason::MultiAssetHasIsolated);
+            }
+            if mode == AssetMode::Multi
+                && a.legs.iter().any(|l| {
+                    specs[l.instrument.0 as usize].is_inverse()
+                        && (!l.is_flat() || !l.open_orders.is_empty())
+                })
+            {
+                return Err(RejectReason::CoinMInMultiAsset);
+            }
+        }
+        let mut acct = a.clone();
+        acct.asset_mode = mode;
+        if mode == AssetMode::Single {
+            // R2: each settlement asset covers its positions' and orders' margin, and the
+            // account's maintenance margin rate is below 80%.
+            let usd = self.usd_prices();
+            let mut mm_usd = Money::ZERO;
+            let mut balance_usd = Money::ZERO;
+            for asset in &self.config.assets {
+                let p = risk::pool(&acct, asset.id, specs, &self.marks);
+                let used = p.cross_positions > 0 || !p.order_margin.is_zero();
+                if used && p.available().is_negative() {
+                    return Err(RejectReason::SingleAssetUncovered);
+                }
+                if p.cross_positions > 0 {
+                    let price = usd[asset.id.0 as usize].ok_or(RejectReason::NoUsdPrice)?;
+                    mm_usd += risk::usd_value(p.cross_mm, price);
+                    balance_usd += risk::usd_value(p.margin_balance(), price);
+                }
+            }
+            // MMR < 80%  ⇔  5·MM < 4·balance.
+            if !mm_usd.is_zero()
+                && mm_usd.mul_div(5, 1, Rounding::Ceil)
+                    >= balance_usd.mul_div(4, 1, Rounding::Floor)
+            {
+                return Err(RejectReason::SingleAssetMmrTooHigh);
+            }
+        } else {
+            let mode_pool =
+                risk::usd_pool(&acct, &self.config, &self.marks, &self.usd_prices(), |s| {
+                    risk::is_pooled(mode, s)
+                });
+            if mode_pool.unpriced_liability || mode_pool.available().is_negative() {
+                return Err(RejectReason::AssetModeUnderMargin);
+            }
+        }
+        self.accounts[k] = acct;
+        out.push(Event::AssetModeSet { account: id, mode });
+        Ok(())
+    }
+
+    /// Interest-bearing part of an account's loan in `asset`: the loan (negative equity)
+    /// less the part caused by unrealized losses, up to the interest-free quota.
+    pub(crate) fn interest_base(&self, k: usize, asset: AssetId, pool: &UsdPool) -> Money {
+        let w = self.accounts[k].wallets[asset.0 as usize];
+        let eq = pool.equity[asset.0 as usize];
+        let loan = (-eq).max(Money::ZERO);
+        if loan.is_zero() {
+            return Money::ZERO;
+        }
+        let realized_loan = (-w).max(Money::ZERO).min(loan);
+        let unrealized_part = loan - realized_loan;
+        let quota = self.config.assets[asset.0 as usize]
+            .collateral
+            .as_ref()
+            .map(|c| c.interest_free)
+            .unwrap_or_default();
+        loan - unrealized_part.min(quota)
+    }
+
+    /// Charge one hour slot of interest on every loan of account `k` whose slot `slot` is
+    /// not yet charged.
+    fn charge_slots(&mut self, k: usize, first_slot: u64, last_slot: u64, out: &mut Vec<Event>) {
+        if self.accounts[k].asset_mode == AssetMode::Single || self.accounts[k].system {
+            return;
+        }
+        let pool = self.usd_pool_of(k);
+        for asset in 0..self.config.assets.len() {
+            let id = AssetId(asset as u16);
+            let from = self.accounts[k].next_interest_slot[asset].max(first_slot);
+            if from > last_slot {
+                continue;
+            }
+            let base = self.interest_base(k, id, &pool);
+            let rate = self.config.assets[asset]
+                .collateral
+                .as_ref()
+                .map(|c| c.daily_interest)
+                .unwrap_or_default();
+            self.accounts[k].next_interest_slot[asset] = last_slot + 1;
+            if base.is_zero() || rate.is_zero() {
+                continue;
+            }
+            // base × daily / 24 per slot, rounded up (a charge), for each slot (case B3).
+            let slots = (last_slot - from + 1) as i128;
+            let amount = Money(mul_div(
+                base.raw(),
+                rate.raw() as i128 * slots,
+                RATE_SCALE as i128 * 24,
+                Rounding::Ceil,
+            ));
+            let a = &mut self.accounts[k];
+            a.wallets[asset] -= amount;
+            a.interest_owed[asset] += amount;
+            self.interest_income[asset] += amount;
+            out.push(Event::InterestCharged {
+                account: a.id,
+                asset: id,
+                amount,
+                interest_base: base,
+            });
+        }
+    }
+
+    /// At each hour boundary of the sequenced time, charge the slots that ended on every
+    /// loan, then auto-exchange loans above their threshold (MARGIN §8). The scan walks
+    /// every account once per hour of sequenced time.
+    pub(crate) fn accrue_interest(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
+        let slot = ts_ns / HOUR_NS;
+        if slot <= self.interest_slot {
+            return;
+        }
+        let (first, last) = (self.interest_slot, slot - 1);
+        self.interest_slot = slot;
+        for k in 0..self.accounts.len() {
+            self.charge_slots(k, first, last, out);
+            if self.accounts[k].asset_mode != AssetMode::Single && !self.accounts[k].system {
+                self.auto_exchange(k, true, out);
+            }
+        }
+    }
+
+    /// A deposit into an asset with a loan first pays the current (partial) hour's
+    /// interest — partial hours count whole — and then interest before principal.
+    pub(crate) fn before_credit(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
+        let slot = self.last_ts_ns / HOUR_NS;
+        self.charge_slots(k, slot, slot, out);
+        let _ = asset;
+    }
+
+    /// After `amount` was credited to `asset`: interest is repaid first.
+    pub(crate) fn after_credit(&mut self, k: usize, asset: AssetId, amount: Money) {
+        let owed = &mut self.accounts[k].interest_owed[asset.0 as usize];
+        *owed -= (*owed).min(amount);
+    }
+
+    /// Repay loans by selling other collateral at index, grossed up by its ratio
+    /// (`needed / ratio`), to the insurance funds. `only_above_threshold`: just the loans
+    /// above their threshold (hourly); otherwise every loan (liquidation).
+    pub(crate) fn auto_exchange(
+        &mut self,
+        k: usize,
+        only_above_threshold: bool,
+        out: &mut Vec<Event>,
+    ) {
+        let usd = self.usd_prices();
+        let n = self.config.assets.len();
+        for debt in 0..n {
+            let loan = (-self.accounts[k].wallets[debt]).max(Money::ZERO);
+            if loan.is_zero() {
+                continue;
+            }
+            if only_above_threshold {
+                let t = self.config.assets[debt]
+                    .collateral
+                    .as_ref()
+                    .and_then(|c| c.auto_exchange_threshold);
+                if t.is_none_or(|t| loan <= t) {
+                    continue;
+                }
+            }
+            let Some(debt_price) = usd[debt] else {
+                continue;
+            };
+            for (src, src_usd) in usd.iter().enumerate() {
+                let remaining = (-self.accounts[k].wallets[debt]).max(Money::ZERO);
+                if src == debt || remaining.is_zero() {
+                    continue;
+                }
+                let have = self.accounts[k].wallets[src];
+                let (Some(src_price), Some(c)) =
+                    (usd[src], self.config.assets[src].collateral.as_ref())
+                else {
+                    continue;
+                };
+                let ratio = c.tiers[0].ratio;
+                if !have.is_positive() || !ratio.is_positive() {
+                    continue;
+                }
+                // Coin to sell: remaining × p_debt / (ratio × p_src), rounded up; capped by
+                // the holding, in which case the repayment shrinks in proportion.
+                let need_usd = Money(mul_div(
+                    remaining.raw(),
+                    debt_price.raw() as i128,
+                    PRICE_SCALE as i128,
+                    Rounding::Ceil,
+                ));
+                let gross_usd = Money(mul_div(
+                    need_usd.raw(),
+                    RATE_SCALE as i128,
+                    ratio.raw() as i128,
+                    Rounding::Ceil,
+                ));
+                let sell_all = Money(mul_div(
+                    gross_usd.raw(),
+                    PRICE_SCALE as i128,
+                    src_price.raw() as i128,
+                    Rounding::Ceil,
+                ));
+                let (sold, repaid) = if sell_all <= have {
+                    (sell_all, remaining)
+                } else {
+                    let usd_got = Money(mul_div(
+                        have.raw(),
+                        src_price.raw() as i128,
+                        PRICE_SCALE as i128,
+                        Rounding::Floor,
+                    ));
+                    let net_usd = Money(mul_div(
+                        usd_got.raw(),
+                        ratio.raw() as i128,
+                        RATE_SCALE as i128,
+                        Rounding::Floor,
+                    ));
+                    let repaid = Money(mul_div(
+                        net_usd.raw(),
+                        PRICE_SCALE as i128,
+                        debt_price.raw() as i128,
+                        Rounding::Floor,
+                    ));
+                    (have, repaid.min(remaining))
+                };
+                let fund_src = self
+                    .idx(fund_account_id(AssetId(src as u16)))
+                    .expect("fund");
+                let fund_debt = self
+                    .idx(fund_account_id(AssetId(debt as u16)))
+                    .expect("fund");
+                self.accounts[k].wallets[src] -= sold;
+                self.accounts[fund_src].wallets[src] += sold;
+                self.accounts[fund_debt].wallets[debt] -= repaid;
+                self.accounts[k].wallets[debt] += repaid;
+                self.after_credit(k, AssetId(debt as u16), repaid);
+                out.push(Event::AutoExchanged {
+                    account: self.accounts[k].id,
+                    sold_asset: AssetId(src as u16),
+                    sold,
+                    repaid_asset: AssetId(debt as u16),
+                    repaid,
+                });
+            }
+        }
+    }
+
+    /// Liquidation checks for every account with a USD pool (after an index move).
+    pub(crate) fn check_usd_pools(&mut self, out: &mut Vec<Event>) {
+        for k in 0..self.accounts.len() {
+            let a = &self.accounts[k];
+            if a.system || a.asset_mode == AssetMode::Single {
+                continue;
+            }
+            if self.usd_pool_of(k).is_liquidatable() {
+                self.liquidate_usd_pool(k, out);
+            }
+        }
+    }
+
+    /// The price of `spec`'s mark at which `f(pool)` crosses zero, every other price fixed,
+    /// by bisection; `f` must grow with the price for a long and fall for a short. Returns
+    /// the boundary rounded against the account, or `None` if there is no sign change in
+    /// `[1, 2^40]` raw units above the mark range searched.
+    pub(crate) fn usd_pool_root(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        f: impl Fn(&UsdPool) -> Money,
+    ) -> Option<Price> {
+        let leg = self.accounts[k].leg(spec.id)?;
+        if leg.is_flat() {
+            return None;
+        }
+        let long = leg.qty.0 > 0;
+        let usd = self.usd_prices();
+        let mode = self.accounts[k].asset_mode;
+        let mut marks = self.marks.clone();
+        let mut eval = |p: i64| {
+            marks[spec.id.0 as usize] = Some(Price(p));
+            f(&risk::usd_pool(
+                &self.accounts[k],
+                &self.config,
+                &marks,
+                &usd,
+                |s| risk::is_pooled(mode, s),
+            ))
+        };
+        // Healthy side: above the root for a long, below it for a short.
+        let (mut lo, mut hi) = (1i64, MAX_PRICE.raw());
+        let ok = |v: Money| !v.is_negative();
+        if long {
+            if !ok(eval(hi)) {
+                return None;
+            }
+            if ok(eval(lo)) {
+                return None; // never reaches zero
+            }
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if ok(eval(mid)) {
+                    hi = mid
+                } else {
+                    lo = mid
+                }
+            }
+            Some(Price(hi))
+        } else {
+            if !ok(eval(lo)) {
+                return None;
+            }
+            if ok(eval(hi)) {
+                return None;
+            }
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if ok(eval(mid)) {
+                    lo = mid
+                } else {
+                    hi = mid
+                }
+            }
+            Some(Price(lo))
+        }
+    }
+
+    /// Liquidation of a USD pool (MARGIN §7 over the pool): cancel the pool's orders;
+    /// partial by bracket on the largest position; take positions over at their
+    /// bankruptcy price; then, with no position left, auto-exchange every loan and let the
+    /// funds cover what remains negative.
+    pub(crate) fn liquidate_usd_pool(&mut self, k: usize, out: &mut Vec<Event>) {
+        let p = self.usd_pool_of(k);
+        let mode = self.accounts[k].asset_mode;
+        out.push(Event::LiquidationTriggered {
+            account: self.accounts[k].id,
+            instrument: None,
+            settle_asset: self.usdt.unwrap_or(AssetId(0)),
+            margin_balance: p.adjusted_equity,
+            maintenance_margin: p.mm,
+        });
+        self.cancel_where(
+            k,
+            |s| risk::is_pooled(mode, s),
+            CancelReason::Liquidation,
+            out,
+        );
+        if !self.usd_pool_of(k).is_liquidatable() {
+            return;
+        }
+        if let Some(spec) = self.largest_pooled_position(k) {
+            self.partial_liquidation(k, &spec, out);
+        }
+        while self.usd_pool_of(k).is_liquidatable() {
+            let Some(spec) = self.largest_pooled_position(k) else {
+                break;
+            };
+            self.take_over(k, &spec, out);
+        }
+        if self.usd_pool_of(k).positions == 0 {
+            self.auto_exchange(k, false, out);
+            for asset in 0..self.config.assets.len() {
+                self.cover_deficit_asset(k, AssetId(asset as u16), out);
+            }
+        }
+    }
+
+    fn largest_pooled_position(&self, k: usize) -> Option<InstrumentSpec> {
+        let usd = self.usd_prices();
+        let mode = self.accounts[k].asset_mode;
+        let mut best: Option<(Money, InstrumentId)> = None;
+        for leg in &self.accounts[k].legs {
+            let spec = &self.config.instruments[leg.instrument.0 as usize];
+            if !risk::is_pooled(mode, spec) || leg.mode != MarginMode::Cross || leg.is_flat() {
+                continue;
+            }
+            let mm = risk::position_mm(
+                leg,
+                spec,
+                self.marks[leg.instrument.0 as usize].expect("mark"),
+            );
+            let mm = usd[spec.settle_asset.0 as usize]
+                .map(|p| risk::usd_value(mm, p))
+                .unwrap_or(mm);
+            if best.is_none_or(|(b, _)| mm > b) {
+                best = Some((mm, leg.instrument));
+            }
+        }
+        best.map(|(_, i)| self.config.instruments[i.0 as usize].clone())
+    }
+}
