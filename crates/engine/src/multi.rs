@@ -325,7 +325,7 @@ impl Engine {
                 }
                 let have = self.accounts[k].wallets[src];
                 let (Some(src_price), Some(c)) =
-                    (usd[src], self.config.assets[src].collateral.as_ref())
+                    (*src_usd, self.config.assets[src].collateral.as_ref())
                 else {
                     continue;
                 };
