@@ -1,10 +1,13 @@
 //! The `perpcore` binary: argument parsing and printing only.
 //!
-//! Owns the command line (`perpcore scenario|run|replay|audit|inspect|snapshot|campaign`),
+//! Owns the command line (`perpcore scenario|run|replay|audit|inspect|snapshot|campaign|bench`),
 //! where output goes (event, report and hash lines to stdout as they happen, errors to stderr as
 //! `error: FILE:LINE: message`) and the exit code (0 success, 1 failure). All work is in
 //! the library; this file must never hold scenario logic, read a clock into a command, or
 //! touch a float.
+
+mod bench;
+mod bench_report;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -112,6 +115,45 @@ enum Cmd {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Latency and throughput on recorded ticks: the files merged by exchange time plus a
+    /// seeded order flow, through the sequencer without and with the journal; prints
+    /// per-kind percentiles and writes interval logs, an SVG plot and summary.json.
+    Bench {
+        /// Recorded Binance websocket files (plain or gzip), merged by exchange time.
+        #[arg(long, num_args = 1.., required = true)]
+        ticks: Vec<PathBuf>,
+        /// Journal folder for the journaled run (default: OUT/journal). Cleared first, and
+        /// only if empty or made by a previous bench.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// Only the run without the journal.
+        #[arg(long, conflicts_with = "journal_only")]
+        no_journal: bool,
+        /// Only the run with the journal.
+        #[arg(long)]
+        journal_only: bool,
+        /// Seed of the generated order flow.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Accounts the order flow opens.
+        #[arg(long, default_value_t = 200)]
+        accounts: u32,
+        /// Order-flow actions per second of exchange time (0: market data only).
+        #[arg(long, default_value_t = 1000)]
+        flow_rate: u32,
+        /// Configuration (must define the files' symbols).
+        #[arg(long, default_value = "replay-fixtures/ticks/config.toml")]
+        config: PathBuf,
+        /// Output folder for the interval logs, the plot and summary.json.
+        #[arg(long, default_value = "bench-out")]
+        out: PathBuf,
+        /// Most commands submitted but not yet committed (0: unbounded, full speed).
+        #[arg(long, default_value_t = 0)]
+        max_in_flight: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -348,6 +390,34 @@ fn main() -> ExitCode {
             winners,
             json,
         ),
+        Cmd::Bench {
+            ticks,
+            journal,
+            no_journal,
+            journal_only,
+            seed,
+            accounts,
+            flow_rate,
+            config,
+            out,
+            max_in_flight,
+            quiet,
+        } => bench::run(&bench::BenchOptions {
+            ticks,
+            config,
+            out,
+            journal,
+            with_journal: !no_journal,
+            without_journal: !journal_only,
+            flow: perpcore_feed::FlowOptions {
+                seed,
+                accounts,
+                actions_per_sec: flow_rate,
+                ..perpcore_feed::FlowOptions::default()
+            },
+            max_in_flight,
+            progress: !quiet,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

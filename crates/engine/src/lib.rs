@@ -18,4 +18,4 @@ mod settle;
 mod snapshot;
 
 pub use engine::{Engine, OrderMeta, RESERVED_ORDER_ID_MIN};
-pub use report::{AccountReport, AssetReport, PositionReport};
+pub use report::{AccountReport, AssetReport, PositionReport, UsdPoolReport};

@@ -2,6 +2,7 @@
 //! auditor needs to check an account's margin by hand. Read-only.
 
 use crate::engine::Engine;
+use perpcore_risk::UsdPool;
 use perpcore_risk::{self as risk};
 use perpcore_types::*;
 use serde::Serialize;
@@ -22,6 +23,14 @@ pub struct AssetReport {
     pub margin_ratio: Option<Rate>,
     pub available: Money,
     pub withdrawable: Money,
+    /// A negative equity is a loan of this asset (MARGIN §8), interest included.
+    pub loan: Money,
+    /// Interest charged and not yet repaid (part of `loan` when it is still owed).
+    pub accrued_interest: Money,
+    /// USD value of the equity (absent without a USD price).
+    pub usd_value: Option<Money>,
+    /// Its value as collateral after the tiered haircut (liabilities at 100%).
+    pub collateral_value: Option<Money>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -47,8 +56,24 @@ pub struct PositionReport {
 pub struct AccountReport {
     pub account: AccountId,
     pub parent: Option<AccountId>,
+    pub asset_mode: AssetMode,
     pub assets: Vec<AssetReport>,
     pub positions: Vec<PositionReport>,
+    /// Multi-asset mode and the unified account: the USD pool.
+    pub usd_pool: Option<UsdPoolReport>,
+}
+
+/// The USD pool of a multi-asset or unified account (MARGIN §4, §5), all in USD.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UsdPoolReport {
+    /// `AE = Σ haircut(Eq_k × usd(k))`, liabilities at 100%.
+    pub adjusted_equity: Money,
+    pub initial_margin: Money,
+    pub order_margin: Money,
+    pub maintenance_margin: Money,
+    /// `MM / AE`; absent with no position.
+    pub margin_ratio: Option<Rate>,
+    pub available: Money,
 }
 
 impl Engine {
@@ -56,6 +81,9 @@ impl Engine {
         let k = self.idx(id)?;
         let a = &self.accounts[k];
         let specs = &self.config.instruments;
+        let usd = self.usd_prices();
+        let pooled_mode = a.asset_mode != AssetMode::Single;
+        let up: Option<UsdPool> = pooled_mode.then(|| self.usd_pool_of(k));
         let mut assets = Vec::new();
         for asset in &self.config.assets {
             let p = self.pool_of(k, asset.id);
@@ -87,6 +115,23 @@ impl Engine {
                 margin_ratio: p.mmr(),
                 available: p.available(),
                 withdrawable: p.withdrawable(),
+                loan: (-up
+                    .as_ref()
+                    .map(|u| u.equity[asset.id.0 as usize])
+                    .unwrap_or(p.wallet))
+                .max(Money::ZERO),
+                accrued_interest: a.interest_owed[asset.id.0 as usize],
+                usd_value: usd[asset.id.0 as usize].map(|price| risk::usd_value(equity, price)),
+                collateral_value: up
+                    .as_ref()
+                    .map(|u| u.collateral_usd[asset.id.0 as usize])
+                    .or_else(|| {
+                        risk::collateral_usd(
+                            equity,
+                            asset.collateral.as_ref(),
+                            usd[asset.id.0 as usize],
+                        )
+                    }),
             });
         }
         let mut positions = Vec::new();
@@ -99,7 +144,10 @@ impl Engine {
             let (upnl, im, mm, notional, lp, bp) = match mark {
                 Some(m) if !leg.is_flat() => {
                     let upnl = risk::upnl(leg, spec, m);
-                    let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated {
+                    let pooled =
+                        leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
+                    let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled
+                    {
                         (leg.isolated_margin, leg.isolated_margin)
                     } else {
                         let p = self.pool_of(k, spec.settle_asset);
@@ -112,8 +160,17 @@ impl Engine {
                         risk::position_im(leg, spec, m),
                         risk::position_mm(leg, spec, m),
                         spec.notional(leg.qty, m),
-                        risk::liquidation_price(leg, spec, wb_others, m),
-                        risk::bankruptcy_price(leg, spec, wb_upnl_others),
+                        if pooled {
+                            // USD pool: solved numerically over the pool (MARGIN §6).
+                            self.usd_pool_root(k, spec, |p| p.adjusted_equity - p.mm)
+                        } else {
+                            risk::liquidation_price(leg, spec, wb_others, m)
+                        },
+                        if pooled {
+                            self.usd_pool_root(k, spec, |p| p.adjusted_equity)
+                        } else {
+                            risk::bankruptcy_price(leg, spec, wb_upnl_others)
+                        },
                     )
                 }
                 _ => (
@@ -143,11 +200,27 @@ impl Engine {
                 open_orders: leg.open_orders.len() as u32,
             });
         }
+        let usd_pool = up.map(|u| UsdPoolReport {
+            adjusted_equity: u.adjusted_equity,
+            initial_margin: u.im,
+            order_margin: u.order_margin,
+            maintenance_margin: u.mm,
+            margin_ratio: (!u.mm.is_zero()).then(|| {
+                if u.adjusted_equity.is_positive() {
+                    Rate::ratio(u.mm, u.adjusted_equity, Rounding::Ceil).unwrap_or(Rate(i64::MAX))
+                } else {
+                    Rate(i64::MAX)
+                }
+            }),
+            available: u.available(),
+        });
         Some(AccountReport {
             account: id,
             parent: a.parent,
+            asset_mode: a.asset_mode,
             assets,
             positions,
+            usd_pool,
         })
     }
 }

@@ -256,12 +256,25 @@ fn de<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Problem> {
 
 /// Parses one websocket frame or snapshot body (no prefix).
 pub fn parse_json(json: &str) -> Result<Parsed, Problem> {
+    // Serde would also read a struct from a JSON array: only objects are messages.
+    let not_object = |text: &str| {
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            Problem::UnknownEvent
+        } else {
+            Problem::BadJson
+        }
+    };
+    if !json.trim_start().starts_with('{') {
+        return Err(not_object(json));
+    }
     let outer: Outer<'_> = serde_json::from_str(json).map_err(|e| match json_problem(&e) {
-        // A non-object top level (a number, an array) is not a message we know.
         Problem::BadField => Problem::UnknownEvent,
         p => p,
     })?;
     let data = outer.data.map_or(json, RawValue::get);
+    if !data.trim_start().starts_with('{') {
+        return Err(Problem::UnknownEvent);
+    }
     let probe: Probe<'_> = de(data).map_err(|p| match p {
         Problem::BadField => Problem::UnknownEvent,
         p => p,
@@ -374,6 +387,11 @@ mod tests {
     fn classifies_problems() {
         assert_eq!(parse_json("{"), Err(Problem::BadJson));
         assert_eq!(parse_json("[1,2]"), Err(Problem::UnknownEvent));
+        assert_eq!(parse_json("[1,"), Err(Problem::BadJson));
+        assert_eq!(
+            parse_json(r#"{"stream":"x","data":["depthUpdate"]}"#),
+            Err(Problem::UnknownEvent)
+        );
         assert_eq!(parse_json(r#"{"e":"kline"}"#), Err(Problem::UnknownEvent));
         assert_eq!(
             parse_json(r#"{"result":null,"id":1}"#),

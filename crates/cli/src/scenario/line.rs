@@ -11,8 +11,8 @@
 //! rejection (with its stable code) is part of the scenario's output.
 
 use perpcore_types::{
-    AccountId, AssetId, Command, Config, InstrumentSpec, MarginMode, Money, NewOrder, OrderId,
-    OrderType, Price, PriceTicks, Qty, QtyLots, Side, StpMode, TimeInForce,
+    AccountId, AssetId, AssetMode, Command, Config, IndexQuote, InstrumentSpec, MarginMode, Money,
+    NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots, Side, StpMode, TimeInForce,
 };
 use serde_json::{Map, Value};
 
@@ -329,6 +329,40 @@ pub fn parse_line(cmd: &str, map: &Map<String, Value>, config: &Config) -> Res<L
                 },
             )
         }
+        "asset_index" => {
+            let (f, ts) = engine(&["asset", "quote", "price"])?;
+            let quote = match f.str("quote")? {
+                "usdt" => IndexQuote::Usdt,
+                "usd" => IndexQuote::Usd,
+                other => return Err(bad_enum("quote", other, "usdt, usd")),
+            };
+            let price =
+                Price::parse(f.str("price")?).map_err(|e| format!("field \"price\": {e}"))?;
+            cmd_line(
+                ts,
+                Command::SetAssetIndex {
+                    asset: r.asset(f.str("asset")?)?,
+                    quote,
+                    price,
+                },
+            )
+        }
+        "asset_mode" => {
+            let (f, ts) = engine(&["account", "mode"])?;
+            let mode = match f.str("mode")? {
+                "single" => AssetMode::Single,
+                "multi" => AssetMode::Multi,
+                "unified" => AssetMode::Unified,
+                other => return Err(bad_enum("mode", other, "single, multi, unified")),
+            };
+            cmd_line(
+                ts,
+                Command::SetAssetMode {
+                    account: f.account("account")?,
+                    mode,
+                },
+            )
+        }
         "mark" => {
             let (f, ts) = engine(&["symbol", "price"])?;
             let spec = r.instrument(f.str("symbol")?)?;
@@ -346,7 +380,8 @@ pub fn parse_line(cmd: &str, map: &Map<String, Value>, config: &Config) -> Res<L
             return Err(format!(
                 "unknown cmd {other:?} (expected one of: create_account, deposit, withdraw, \
                  transfer, leverage, margin_mode, isolated_margin, order, cancel, cancel_all, \
-                 amend, mark, report, expect, expect_event, hash, comment)"
+                 amend, mark, asset_index, asset_mode, report, expect, expect_event, hash, \
+                 comment)"
             ))
         }
     };
