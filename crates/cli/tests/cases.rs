@@ -2,7 +2,8 @@
 //! reproduced through real commands in `replay-fixtures/cases/<ID>.jsonl` (orders matched
 //! in the book between accounts, marks set) with `expect` lines holding the published
 //! numbers. Each test is named by its case id and runs with every invariant checked after
-//! every command.
+//! every command. C3–C7, M4, M5 and R4 are pure valuation or PnL cases and are unit
+//! tests in `perpcore-risk` (`c3_…`, `m4_…`, `r4_…`) under the same ids.
 
 use perpcore_cli::{run_scenario, RunOptions};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,9 @@ fn cases_dir() -> PathBuf {
 }
 
 /// Every case file must have a test below.
-const CASES: &[&str] = &["L1", "L2", "M1", "M2", "M3", "M6", "R3"];
+const CASES: &[&str] = &[
+    "B1", "B2", "B3", "C1", "C2", "L1", "L2", "M1", "M2", "M3", "M6", "R1", "R2", "R3",
+];
 
 fn run_case(id: &str) {
     let dir = cases_dir();
@@ -88,4 +91,39 @@ fn every_case_file_has_a_test() {
         .collect();
     found.sort();
     assert_eq!(found, CASES, "add a #[test] for each case file");
+}
+
+#[test]
+fn case_b1() {
+    run_case("B1");
+}
+
+#[test]
+fn case_b2() {
+    run_case("B2");
+}
+
+#[test]
+fn case_b3() {
+    run_case("B3");
+}
+
+#[test]
+fn case_c1() {
+    run_case("C1");
+}
+
+#[test]
+fn case_c2() {
+    run_case("C2");
+}
+
+#[test]
+fn case_r1() {
+    run_case("R1");
+}
+
+#[test]
+fn case_r2() {
+    run_case("R2");
 }

@@ -195,12 +195,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Interest-bearing part of an account's loan in `asset`: the loan (negative equity)
-    /// less the part caused by unrealized losses, up to the interest-free quota.
+    /// Interest-bearing part of an account's loan in `asset`: the loan principal (negative
+    /// equity less unpaid interest) less the part caused by unrealized losses, up to the
+    /// interest-free quota.
     pub(crate) fn interest_base(&self, k: usize, asset: AssetId, pool: &UsdPool) -> Money {
         let w = self.accounts[k].wallets[asset.0 as usize];
         let eq = pool.equity[asset.0 as usize];
-        let loan = (-eq).max(Money::ZERO);
+        // Interest is charged on the principal only (no compounding, case B3): the unpaid
+        // interest already in the loan is left out.
+        let owed = self.accounts[k].interest_owed[asset.0 as usize];
+        let loan = ((-eq).max(Money::ZERO) - owed).max(Money::ZERO);
+        let w = w + owed;
         if loan.is_zero() {
             return Money::ZERO;
         }
@@ -214,15 +219,27 @@ impl Engine {
         loan - unrealized_part.min(quota)
     }
 
-    /// Charge one hour slot of interest on every loan of account `k` whose slot `slot` is
-    /// not yet charged.
-    fn charge_slots(&mut self, k: usize, first_slot: u64, last_slot: u64, out: &mut Vec<Event>) {
+    /// Charge interest for the hour slots `first_slot..=last_slot` not yet charged, on every
+    /// loan of account `k` (or only on `only`'s). A slot is charged on the loan outstanding
+    /// when it is processed — at the hour boundary that ends it, or at a repayment by
+    /// deposit inside it (partial hours count whole) — and never twice.
+    fn charge_slots(
+        &mut self,
+        k: usize,
+        first_slot: u64,
+        last_slot: u64,
+        only: Option<AssetId>,
+        out: &mut Vec<Event>,
+    ) {
         if self.accounts[k].asset_mode == AssetMode::Single || self.accounts[k].system {
             return;
         }
         let pool = self.usd_pool_of(k);
         for asset in 0..self.config.assets.len() {
             let id = AssetId(asset as u16);
+            if only.is_some_and(|o| o != id) {
+                continue;
+            }
             let from = self.accounts[k].next_interest_slot[asset].max(first_slot);
             if from > last_slot {
                 continue;
@@ -233,10 +250,10 @@ impl Engine {
                 .as_ref()
                 .map(|c| c.daily_interest)
                 .unwrap_or_default();
-            self.accounts[k].next_interest_slot[asset] = last_slot + 1;
             if base.is_zero() || rate.is_zero() {
                 continue;
             }
+            self.accounts[k].next_interest_slot[asset] = last_slot + 1;
             // base × daily / 24 per slot, rounded up (a charge), for each slot (case B3).
             let slots = (last_slot - from + 1) as i128;
             let amount = Money(mul_div(
@@ -269,7 +286,7 @@ impl Engine {
         let (first, last) = (self.interest_slot, slot - 1);
         self.interest_slot = slot;
         for k in 0..self.accounts.len() {
-            self.charge_slots(k, first, last, out);
+            self.charge_slots(k, first, last, None, out);
             if self.accounts[k].asset_mode != AssetMode::Single && !self.accounts[k].system {
                 self.auto_exchange(k, true, out);
             }
@@ -280,8 +297,7 @@ impl Engine {
     /// interest — partial hours count whole — and then interest before principal.
     pub(crate) fn before_credit(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
         let slot = self.last_ts_ns / HOUR_NS;
-        self.charge_slots(k, slot, slot, out);
-        let _ = asset;
+        self.charge_slots(k, slot, slot, Some(asset), out);
     }
 
     /// After `amount` was credited to `asset`: interest is repaid first.
