@@ -307,7 +307,8 @@ impl Engine {
     }
 
     /// Repay loans by selling other collateral at index, grossed up by its ratio
-    /// (`needed / ratio`), to the insurance funds. `only_above_threshold`: just the loans
+    /// (`needed / ratio`), to the insurance funds, which act as the exchange's conversion
+    /// desk (so their balances move in both assets). `only_above_threshold`: just the loans
     /// above their threshold (hourly); otherwise every loan (liquidation).
     pub(crate) fn auto_exchange(
         &mut self,
@@ -345,47 +346,33 @@ impl Engine {
                 else {
                     continue;
                 };
-                let ratio = c.tiers[0].ratio;
-                if !have.is_positive() || !ratio.is_positive() {
+                // Grossed up by the holding's own ratio: what the whole holding counts as
+                // collateral (tiers included) against its USD value, so that selling all of
+                // it repays exactly its collateral value.
+                let collateral =
+                    risk::collateral_usd(have, Some(c), Some(src_price)).unwrap_or_default();
+                if !have.is_positive() || !collateral.is_positive() {
                     continue;
                 }
-                // Coin to sell: remaining × p_debt / (ratio × p_src), rounded up; capped by
-                // the holding, in which case the repayment shrinks in proportion.
                 let need_usd = Money(mul_div(
                     remaining.raw(),
                     debt_price.raw() as i128,
                     PRICE_SCALE as i128,
                     Rounding::Ceil,
                 ));
-                let gross_usd = Money(mul_div(
-                    need_usd.raw(),
-                    RATE_SCALE as i128,
-                    ratio.raw() as i128,
-                    Rounding::Ceil,
-                ));
-                let sell_all = Money(mul_div(
-                    gross_usd.raw(),
-                    PRICE_SCALE as i128,
-                    src_price.raw() as i128,
-                    Rounding::Ceil,
-                ));
-                let (sold, repaid) = if sell_all <= have {
-                    (sell_all, remaining)
-                } else {
-                    let usd_got = Money(mul_div(
+                // Coin to sell: have × need / collateral, rounded up; capped by the holding,
+                // in which case the repayment is the holding's collateral value.
+                let (sold, repaid) = if need_usd < collateral {
+                    let sold = Money(mul_div(
                         have.raw(),
-                        src_price.raw() as i128,
-                        PRICE_SCALE as i128,
-                        Rounding::Floor,
+                        need_usd.raw(),
+                        collateral.raw(),
+                        Rounding::Ceil,
                     ));
-                    let net_usd = Money(mul_div(
-                        usd_got.raw(),
-                        ratio.raw() as i128,
-                        RATE_SCALE as i128,
-                        Rounding::Floor,
-                    ));
+                    (sold.min(have), remaining)
+                } else {
                     let repaid = Money(mul_div(
-                        net_usd.raw(),
+                        collateral.raw(),
                         PRICE_SCALE as i128,
                         debt_price.raw() as i128,
                         Rounding::Floor,
