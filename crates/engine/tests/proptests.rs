@@ -27,6 +27,8 @@ struct Stats {
     by_instrument: [u64; 4],
     /// Liquidations of coin-M (instrument 3) positions.
     inverse_takeovers: u64,
+    interest_charges: u64,
+    auto_exchanges: u64,
     trades: u64,
     liquidations: u64,
     takeovers: u64,
@@ -41,6 +43,8 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
     let mut stats = Stats {
         by_instrument: [0; 4],
         inverse_takeovers: 0,
+        interest_charges: 0,
+        auto_exchanges: 0,
         trades: 0,
         liquidations: 0,
         takeovers: 0,
@@ -57,7 +61,9 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
         e.apply(
             &Envelope {
                 seq,
-                ts_ns: seq * 1_000,
+                // Two seconds per command: an hour of sequenced time every 1,800
+                // commands, so interest accrues.
+                ts_ns: seq * 2_000_000_000,
                 command: cmd.clone(),
             },
             &mut out,
@@ -65,9 +71,20 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
         if let Err(msg) = e.check_invariants() {
             panic!("seed {seed} command #{n} {cmd:?}: {msg}\nevents: {out:?}");
         }
-        if let Some(Event::Rejected { .. }) = out.first() {
-            assert_eq!(out.len(), 1, "a rejection comes alone: {out:?}");
-            assert_eq!(e.content_hash(), before, "rejected {cmd:?} changed state");
+        if let Some(Event::Rejected { .. }) = out.last() {
+            // Before a rejection only time-driven events may appear (the hour boundary
+            // charged interest or auto-exchanged a loan); without them nothing changed.
+            let time_driven = &out[..out.len() - 1];
+            assert!(
+                time_driven.iter().all(|e| matches!(
+                    e,
+                    Event::InterestCharged { .. } | Event::AutoExchanged { .. }
+                )),
+                "a rejection comes alone: {out:?}"
+            );
+            if time_driven.is_empty() {
+                assert_eq!(e.content_hash(), before, "rejected {cmd:?} changed state");
+            }
             stats.rejects += 1;
         }
         for ev in &out {
@@ -76,6 +93,8 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
                     stats.trades += 1;
                     stats.by_instrument[instrument.0 as usize] += 1;
                 }
+                Event::InterestCharged { .. } => stats.interest_charges += 1,
+                Event::AutoExchanged { .. } => stats.auto_exchanges += 1,
                 Event::PositionTakenOver { instrument, .. } if instrument.0 == 3 => {
                     stats.takeovers += 1;
                     stats.inverse_takeovers += 1;
@@ -102,6 +121,8 @@ fn random_streams_keep_every_invariant() {
     let mut all = Stats {
         by_instrument: [0; 4],
         inverse_takeovers: 0,
+        interest_charges: 0,
+        auto_exchanges: 0,
         trades: 0,
         liquidations: 0,
         takeovers: 0,
@@ -114,6 +135,8 @@ fn random_streams_keep_every_invariant() {
         all.takeovers += s.takeovers;
         all.rejects += s.rejects;
         all.inverse_takeovers += s.inverse_takeovers;
+        all.interest_charges += s.interest_charges;
+        all.auto_exchanges += s.auto_exchanges;
         for i in 0..4 {
             all.by_instrument[i] += s.by_instrument[i];
         }
@@ -135,9 +158,16 @@ fn random_streams_keep_every_invariant() {
         all.inverse_takeovers > 0,
         "a coin-M position was liquidated"
     );
+    assert!(all.interest_charges > 0, "loans accrued interest");
+    assert!(all.auto_exchanges > 0, "a loan was auto-exchanged");
     eprintln!(
-        "trades {} liquidations {} takeovers {} rejects {}",
-        all.trades, all.liquidations, all.takeovers, all.rejects
+        "trades {} liquidations {} takeovers {} rejects {} interest {} auto-exchanges {}",
+        all.trades,
+        all.liquidations,
+        all.takeovers,
+        all.rejects,
+        all.interest_charges,
+        all.auto_exchanges
     );
 }
 

@@ -19,11 +19,57 @@ fn bracket(floor: i64, cap: i64, lev: u32, mmr: &str, cum: &str) -> Bracket {
 /// Two USDT-M instruments, one USDC-M and one coin-M (BTCUSD_PERP), with three brackets each (cum per MARGIN §3:
 /// 50,000 × (0.5% − 0.4%) = 50; 250,000 × (1% − 0.5%) + 50 = 1,300).
 pub fn test_config() -> Config {
-    let assets = ["USDT", "USDC", "BTC", "ETH", "USD"]
-        .iter()
+    // Collateral (MARGIN §4): stablecoins at 100%, BTC tiered by USD value, ETH by
+    // quantity; USDT and BTC lend with interest; USD is only a quote unit.
+    let tiers = |t: &[(&str, &str)]| {
+        t.iter()
+            .map(|(f, r)| CollateralTier {
+                floor: Money::parse(f).unwrap(),
+                ratio: Rate::parse(r).unwrap(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let collateral = |unit, t: &[(&str, &str)], daily: &str| CollateralSpec {
+        unit,
+        tiers: tiers(t),
+        individual_cap: None,
+        platform_cap: None,
+        daily_interest: Rate::parse(daily).unwrap(),
+        interest_free: Money::from_int(100),
+        auto_exchange_threshold: Some(Money::from_int(1_000)),
+    };
+    let specs = [
+        (
+            "USDT",
+            Some(collateral(TierUnit::Usd, &[("0", "1")], "0.0003")),
+        ),
+        (
+            "USDC",
+            Some(collateral(TierUnit::Usd, &[("0", "1")], "0.0003")),
+        ),
+        (
+            "BTC",
+            Some(collateral(
+                TierUnit::Usd,
+                &[("0", "0.95"), ("100000", "0.9")],
+                "0.0001",
+            )),
+        ),
+        (
+            "ETH",
+            Some(collateral(
+                TierUnit::Quantity,
+                &[("0", "0.9"), ("100", "0.8")],
+                "0.0001",
+            )),
+        ),
+        ("USD", None),
+    ];
+    let assets = specs
+        .into_iter()
         .enumerate()
-        .map(|(i, s)| AssetSpec {
-            collateral: None,
+        .map(|(i, (s, c))| AssetSpec {
+            collateral: c,
             id: AssetId(i as u16),
             symbol: s.to_string(),
         })
@@ -81,6 +127,8 @@ pub struct Gen {
     next_order: u64,
     marks: Vec<i64>,
     live: Vec<(u64, OrderId)>,
+    /// Commands that must follow the last one (a BTC index move after a BTC mark move).
+    pending: Vec<Command>,
 }
 
 impl Gen {
@@ -92,6 +140,7 @@ impl Gen {
             // Marks in ticks: 60,000.0 (tick 0.1), 3,000.00 (tick 0.01), 60,000.0.
             marks: vec![600_000, 300_000, 600_000, 600_000],
             live: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -133,6 +182,27 @@ impl Gen {
                 price: Price(m * tick),
             });
         }
+        // Index prices for the USD pools: BTC and ETH against USDT, USDC at 1 USD (USDT
+        // itself is then worth 1 USD: no BTC/USD index, so C = 1).
+        let index = |asset: u16, quote, price| Command::SetAssetIndex {
+            asset: AssetId(asset),
+            quote,
+            price,
+        };
+        v.push(index(2, IndexQuote::Usdt, Price::from_int(60_000)));
+        v.push(index(3, IndexQuote::Usdt, Price::from_int(3_000)));
+        v.push(index(1, IndexQuote::Usd, Price::ONE));
+        // Every third account multi-asset, every fifth unified (the later switch wins).
+        for a in 1..=self.accounts {
+            for (every, mode) in [(3, AssetMode::Multi), (5, AssetMode::Unified)] {
+                if a.is_multiple_of(every) {
+                    v.push(Command::SetAssetMode {
+                        account: AccountId(a),
+                        mode,
+                    });
+                }
+            }
+        }
         v
     }
 
@@ -141,6 +211,9 @@ impl Gen {
     }
 
     pub fn next_command(&mut self) -> Command {
+        if let Some(c) = self.pending.pop() {
+            return c;
+        }
         let r = self.rng.gen_range(0..1000);
         let i = self.rng.gen_range(0..4u32);
         let inst = InstrumentId(i);
@@ -155,6 +228,14 @@ impl Gen {
                 };
                 let m = (mark + mark * bp / 10_000).max(100);
                 self.marks[i as usize] = m;
+                if i == 0 {
+                    // BTC collateral follows the BTC mark.
+                    self.pending.push(Command::SetAssetIndex {
+                        asset: AssetId(2),
+                        quote: IndexQuote::Usdt,
+                        price: Price(m * 10_000_000),
+                    });
+                }
                 let tick = if i == 1 { 1_000_000 } else { 10_000_000 };
                 Command::SetMarkPrice {
                     instrument: inst,
@@ -286,6 +367,11 @@ impl Gen {
                 } else {
                     None
                 },
+            },
+            970..=979 => Command::SetAssetMode {
+                account: self.account(),
+                mode: [AssetMode::Single, AssetMode::Multi, AssetMode::Unified]
+                    [self.rng.gen_range(0..3)],
             },
             _ => Command::Deposit {
                 account: self.account(),
