@@ -46,7 +46,7 @@ fn output_lines_have_their_documented_shape() {
     );
     assert_eq!(out.events.len(), 3);
     assert!(out.lines[3].starts_with(
-        r#"{"report":{"account":1,"parent":null,"assets":[{"asset":"USDT","wallet":"1000""#
+        r#"{"report":{"account":1,"parent":null,"asset_mode":"single","assets":[{"asset":"USDT","wallet":"1000""#
     ));
     assert_eq!(
         out.lines[4],

@@ -148,6 +148,10 @@ impl Engine {
         let after = leg.qty;
         account.wallets[settle] += wallet_delta;
         self.update_holders(spec.id, id, before, after);
+        if wallet_delta.is_positive() {
+            // Realized profit repays a loan's unpaid interest first (MARGIN §8).
+            self.after_credit(k, spec.settle_asset, wallet_delta);
+        }
         eff.realized_pnl
     }
 
