@@ -3,7 +3,14 @@
 //! Owns: the bounded input queue, stamping (`seq = last + 1`,
 //! `ts = max(last_ts + 1, clock)`), applying commands to the state machine, group
 //! commit to the journal, releasing events, snapshots at exact sequence numbers, and
-//! orderly shutdown. Must never: release an event before the batch holding its command
+//! orderly shutdown.
+//!
+//! Two threads when journaling (LMAX's split): the sequencer thread stamps, encodes and
+//! applies, and hands each sealed group with its outputs to the journal writer thread over
+//! a bounded channel; the writer appends, flushes and fsyncs, and only then releases that
+//! group's outputs. The sequencer applies the next group while the previous one is being
+//! made durable. Snapshots and barriers travel the same channel, so they are ordered
+//! after every group before them. Must never: release an event before the batch holding its command
 //! is durable, reorder commands, read the wall clock except through `Clock`, or keep
 //! going after a journal write failed.
 
@@ -237,9 +244,13 @@ impl<S: StateMachine> Sequencer<S> {
     ) -> Result<Started<S>, SequencerError> {
         let (tx, rx) = bounded(config.queue_capacity);
         let (out_tx, out_rx) = bounded(config.output_capacity);
+        let (writer, out_tx) = match journal {
+            Some(j) => (Some(Writer::spawn(j, out_tx)?), None),
+            None => (None, Some(out_tx)),
+        };
         let worker = Worker {
             state,
-            journal,
+            writer,
             clock,
             max_batch_commands: config.max_batch_commands.max(1),
             max_batch_bytes: config.max_batch_bytes,
@@ -324,14 +335,139 @@ enum Flow {
     Crash,
 }
 
+/// Groups in flight to the journal writer at most (bounds memory and how far the
+/// sequencer runs ahead of durability).
+const WRITER_QUEUE_GROUPS: usize = 4;
+
+enum ToWriter<E> {
+    Group {
+        builder: BatchBuilder,
+        outputs: Vec<Committed<E>>,
+    },
+    Snapshot {
+        state_hash: [u8; 32],
+        bytes: Vec<u8>,
+        seq: u64,
+        reply: Sender<Result<SnapshotInfo, SequencerError>>,
+    },
+    Barrier {
+        seq: u64,
+        reply: Sender<u64>,
+    },
+}
+
+/// The journal writer thread's handle, owned by the sequencer thread.
+struct Writer<E> {
+    tx: Option<Sender<ToWriter<E>>>,
+    /// Cleared builders coming back for reuse.
+    recycled: Receiver<BatchBuilder>,
+    thread: Option<JoinHandle<(Journal, Result<(), SequencerError>)>>,
+}
+
+impl<E: Send + 'static> Writer<E> {
+    fn spawn(journal: Journal, out: Sender<Committed<E>>) -> Result<Writer<E>, SequencerError> {
+        let (tx, rx) = bounded::<ToWriter<E>>(WRITER_QUEUE_GROUPS);
+        let (back_tx, back_rx) = bounded::<BatchBuilder>(WRITER_QUEUE_GROUPS + 1);
+        let thread = std::thread::Builder::new()
+            .name("perpcore-journal-writer".to_string())
+            .spawn(move || writer_loop(journal, rx, out, back_tx))
+            .map_err(SequencerError::Spawn)?;
+        Ok(Writer {
+            tx: Some(tx),
+            recycled: back_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Send in order; if the writer has stopped, return its error.
+    fn send(&mut self, msg: ToWriter<E>) -> Result<(), SequencerError> {
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(msg).is_ok())
+            .unwrap_or(false);
+        if sent {
+            return Ok(());
+        }
+        match self.join() {
+            Some((_, Err(e))) => Err(e),
+            _ => Err(SequencerError::Closed),
+        }
+    }
+
+    /// Close the channel and wait for the writer to finish what it was given.
+    fn join(&mut self) -> Option<(Journal, Result<(), SequencerError>)> {
+        self.tx = None;
+        let t = self.thread.take()?;
+        t.join().ok()
+    }
+}
+
+/// The writer thread: makes each group durable, then releases its outputs in order.
+/// Stops at the first failed write, releasing nothing of that group.
+fn writer_loop<E>(
+    mut journal: Journal,
+    rx: Receiver<ToWriter<E>>,
+    out: Sender<Committed<E>>,
+    recycle: Sender<BatchBuilder>,
+) -> (Journal, Result<(), SequencerError>) {
+    let mut out_open = true;
+    for msg in rx.iter() {
+        match msg {
+            ToWriter::Group {
+                mut builder,
+                outputs,
+            } => {
+                if let Err(e) = journal.append(&mut builder) {
+                    return (journal, Err(e.into()));
+                }
+                builder.clear();
+                let _ = recycle.try_send(builder);
+                for committed in outputs {
+                    if out_open && out.send(committed).is_err() {
+                        // The consumer is gone; keep journaling, discard outputs.
+                        out_open = false;
+                    }
+                }
+            }
+            ToWriter::Snapshot {
+                state_hash,
+                bytes,
+                seq,
+                reply,
+            } => match journal.write_snapshot(seq, state_hash, &bytes) {
+                Ok(meta) => {
+                    let _ = reply.send(Ok(SnapshotInfo {
+                        seq: meta.seq,
+                        ts_ns: meta.last_ts_ns,
+                        state_hash,
+                        state_len: meta.state_len,
+                    }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(SequencerError::SnapshotFailed(e.to_string())));
+                    return (journal, Err(e.into()));
+                }
+            },
+            ToWriter::Barrier { seq, reply } => {
+                let _ = reply.send(seq);
+            }
+        }
+    }
+    (journal, Ok(()))
+}
+
 struct Worker<S: StateMachine> {
     state: S,
-    journal: Option<Journal>,
+    /// Journal writer (None: no journal, outputs are released right after applying).
+    writer: Option<Writer<S::Event>>,
     clock: Box<dyn Clock>,
     max_batch_commands: usize,
     max_batch_bytes: usize,
     rx: Receiver<Msg<S::Command>>,
-    out: Sender<Committed<S::Event>>,
+    /// The output, when there is no writer (with a journal only the writer holds it, so
+    /// the output closes as soon as the writer stops).
+    out: Option<Sender<Committed<S::Event>>>,
     /// False once the consumer dropped the receiver; events are then discarded.
     out_open: bool,
     /// Last sequenced command (applied; durable only after `commit`).
@@ -347,6 +483,13 @@ struct Worker<S: StateMachine> {
 impl<S: StateMachine> Worker<S> {
     fn run(mut self) -> Result<Stopped<S>, SequencerError> {
         let result = self.run_loop();
+        // Whatever happened, let the writer finish what it was given (outputs released
+        // only for groups it made durable) and take the journal back.
+        let joined = self.writer.as_mut().and_then(|w| w.join());
+        let (journal, written) = match joined {
+            Some((j, r)) => (Some(j), r),
+            None => (None, Ok(())),
+        };
         match result {
             Ok(Flow::Continue) | Ok(Flow::Stop) => {}
             #[cfg(feature = "test-hooks")]
@@ -356,11 +499,15 @@ impl<S: StateMachine> Worker<S> {
                 return Err(e);
             }
         }
+        if let Err(e) = written {
+            tracing::error!(error = %e, "journal writer stopped on error");
+            return Err(e);
+        }
         Ok(Stopped {
             state: self.state,
             last_seq: self.last_seq,
             last_ts_ns: self.last_ts_ns,
-            journal: self.journal,
+            journal,
             stats: self.stats,
         })
     }
@@ -409,26 +556,37 @@ impl<S: StateMachine> Worker<S> {
             }
             Msg::Snapshot(reply) => {
                 self.commit()?;
-                match self.take_snapshot() {
-                    Ok(info) => {
-                        let _ = reply.send(Ok(info));
-                        Ok(Flow::Continue)
-                    }
-                    Err(SequencerError::NoJournal) => {
-                        let _ = reply.send(Err(SequencerError::NoJournal));
-                        Ok(Flow::Continue)
-                    }
-                    Err(e) => {
-                        // The journal is poisoned now; the requester learns why and
-                        // the sequencer stops with the typed error.
-                        let _ = reply.send(Err(SequencerError::SnapshotFailed(e.to_string())));
-                        Err(e)
-                    }
+                if self.writer.is_none() {
+                    let _ = reply.send(Err(SequencerError::NoJournal));
+                    return Ok(Flow::Continue);
                 }
+                // The state at `last_seq`, written after every group before it; the
+                // writer replies (and stops, poisoned, if the write fails).
+                let bytes = self.state.snapshot();
+                let state_hash = self.state.state_hash();
+                let seq = self.last_seq;
+                self.stats.snapshots = self.stats.snapshots.saturating_add(1);
+                if let Some(w) = self.writer.as_mut() {
+                    w.send(ToWriter::Snapshot {
+                        state_hash,
+                        bytes,
+                        seq,
+                        reply,
+                    })?;
+                }
+                Ok(Flow::Continue)
             }
             Msg::Barrier(reply) => {
                 self.commit()?;
-                let _ = reply.send(self.last_seq);
+                match self.writer.as_mut() {
+                    Some(w) => w.send(ToWriter::Barrier {
+                        seq: self.last_seq,
+                        reply,
+                    })?,
+                    None => {
+                        let _ = reply.send(self.last_seq);
+                    }
+                }
                 Ok(Flow::Continue)
             }
             Msg::Stop => Ok(Flow::Stop),
@@ -448,7 +606,7 @@ impl<S: StateMachine> Worker<S> {
             .ok_or(SequencerError::TimestampOverflow)?;
         let ts_ns = floor.max(self.clock.now_ns());
 
-        if self.journal.is_some() {
+        if self.writer.is_some() {
             self.scratch.clear();
             S::encode_command(&cmd, &mut self.scratch);
             if !self.builder.fits(self.scratch.len()) {
@@ -478,41 +636,30 @@ impl<S: StateMachine> Worker<S> {
         Ok(())
     }
 
-    /// Makes the pending group durable, then releases its outputs in order.
+    /// Hands the pending group to the journal writer, which makes it durable and then
+    /// releases its outputs in order (without a journal they are released at once).
     fn commit(&mut self) -> Result<(), SequencerError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let Some(journal) = self.journal.as_mut() {
-            // On error we return before releasing anything: those events never leave.
-            journal.append(&mut self.builder)?;
-            self.builder.clear();
-        }
         self.stats.batches = self.stats.batches.saturating_add(1);
         let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
         self.stats.max_batch_commands = self.stats.max_batch_commands.max(n);
-        for committed in self.pending.drain(..) {
-            if self.out_open && self.out.send(committed).is_err() {
-                // The consumer is gone; keep sequencing, discard outputs.
-                self.out_open = false;
+        let outputs = std::mem::take(&mut self.pending);
+        if let Some(w) = self.writer.as_mut() {
+            let next = w.recycled.try_recv().unwrap_or_default();
+            let builder = std::mem::replace(&mut self.builder, next);
+            // On error the writer has stopped: nothing of this group is released.
+            return w.send(ToWriter::Group { builder, outputs });
+        }
+        if let Some(out) = &self.out {
+            for committed in outputs {
+                if self.out_open && out.send(committed).is_err() {
+                    // The consumer is gone; keep sequencing, discard outputs.
+                    self.out_open = false;
+                }
             }
         }
         Ok(())
-    }
-
-    fn take_snapshot(&mut self) -> Result<SnapshotInfo, SequencerError> {
-        let Some(journal) = self.journal.as_mut() else {
-            return Err(SequencerError::NoJournal);
-        };
-        let bytes = self.state.snapshot();
-        let state_hash = self.state.state_hash();
-        let meta = journal.write_snapshot(self.last_seq, state_hash, &bytes)?;
-        self.stats.snapshots = self.stats.snapshots.saturating_add(1);
-        Ok(SnapshotInfo {
-            seq: meta.seq,
-            ts_ns: meta.last_ts_ns,
-            state_hash,
-            state_len: meta.state_len,
-        })
     }
 }
