@@ -416,8 +416,8 @@ impl Engine {
 
     /// The price of `spec`'s mark at which `f(pool)` crosses zero, every other price fixed,
     /// by bisection; `f` must grow with the price for a long and fall for a short. Returns
-    /// the boundary rounded against the account, or `None` if there is no sign change in
-    /// `[1, 2^40]` raw units above the mark range searched.
+    /// the boundary rounded against the account, or `None` if there is no sign change
+    /// between mark / 1000 and mark × 1000.
     pub(crate) fn usd_pool_root(
         &self,
         k: usize,
@@ -442,8 +442,15 @@ impl Engine {
                 |s| risk::is_pooled(mode, s),
             ))
         };
-        // Healthy side: above the root for a long, below it for a short.
-        let (mut lo, mut hi) = (1i64, MAX_PRICE.raw());
+        // Healthy side: above the root for a long, below it for a short. The search stays
+        // within three orders of magnitude of the mark: far outside it a coin-M value
+        // `q·CV/P` leaves any meaningful range (and the arithmetic's), and a root there
+        // is reported as none.
+        let mark = self.marks[spec.id.0 as usize]?.raw();
+        let (mut lo, mut hi) = (
+            (mark / 1_000).max(1),
+            mark.saturating_mul(1_000).min(MAX_PRICE.raw()),
+        );
         let ok = |v: Money| !v.is_negative();
         if long {
             if !ok(eval(hi)) {

@@ -184,3 +184,34 @@ proptest! {
         run(seed, 1_500, accounts);
     }
 }
+
+/// A longer and wider stream (300 accounts): rarer states (a unified account's coin-M
+/// position in liquidation, auto-exchange after a takeover) only appear at this scale.
+/// Invariants are checked every 25 commands to keep it quick.
+#[test]
+fn long_wide_stream_keeps_invariants() {
+    let mut e = Engine::new(test_config());
+    let mut g = Gen::new(1, 300);
+    let mut out = Vec::new();
+    let setup = g.setup();
+    let n = setup.len() + 60_000;
+    let mut setup = setup.into_iter();
+    for seq in 1..=n as u64 {
+        let cmd = setup.next().unwrap_or_else(|| g.next_command());
+        out.clear();
+        e.apply(
+            &Envelope {
+                seq,
+                ts_ns: seq * 2_000_000_000,
+                command: cmd.clone(),
+            },
+            &mut out,
+        );
+        if seq % 25 == 0 {
+            if let Err(m) = e.check_invariants() {
+                panic!("command {seq} {cmd:?}: {m}");
+            }
+        }
+    }
+    e.check_invariants().unwrap();
+}
