@@ -5,10 +5,13 @@
 //! Measures, per command kind: the time from just before `SequencerHandle::submit` to the
 //! arrival of the command's `Committed` output (so it includes waiting for queue room, the
 //! queue, the engine, the group commit and the output queue), and separately the engine's
-//! apply time (timed inside the sequencer thread by a wrapper state machine). The
-//! producer submits as fast as the queue takes commands unless `--max-in-flight` bounds
-//! the commands submitted but not yet committed; at full speed the end-to-end figures
-//! are dominated by queueing (queue depth ÷ throughput).
+//! apply time (timed inside the sequencer thread by a wrapper state machine). By default
+//! each run's commands (ticks + flow) are built first (the time that takes is reported as
+//! the feed's own rate), so the run measures the sequencer, engine and journal; with
+//! `--stream` the producer parses while it submits, in constant memory. The producer
+//! submits as fast as the queue takes commands unless `--max-in-flight` bounds the
+//! commands submitted but not yet committed; at full speed the end-to-end figures are
+//! dominated by queueing (queue depth ÷ throughput).
 //!
 //! Owns the bench's command line options, its threads and its output folder (interval
 //! logs, the SVG plot, `summary.json`). Must never: change what the engine does (it only
@@ -51,6 +54,8 @@ pub struct BenchOptions {
     /// 0: unbounded.
     pub max_in_flight: u64,
     pub progress: bool,
+    /// Parse and generate while submitting instead of building the commands first.
+    pub stream: bool,
 }
 
 /// The index of a command kind in [`KINDS`] (the last entry, "other", for kinds added
@@ -178,6 +183,8 @@ pub struct RunResult {
     pub largest_batch: u64,
     pub state_hash: String,
     pub hlog: PathBuf,
+    /// Commands built up front, tick lines read, and how long that took (not `--stream`).
+    pub prepared: Option<(u64, u64, Duration)>,
 }
 
 fn hex(h: &[u8; 32]) -> String {
@@ -226,6 +233,57 @@ fn count_lines(paths: &[PathBuf]) -> anyhow::Result<u64> {
     Ok(n)
 }
 
+/// Where the producer takes its commands from.
+enum Source {
+    /// Built before the timed run: the run measures the sequencer, engine and journal,
+    /// not JSON parsing.
+    Preloaded {
+        commands: std::vec::IntoIter<Command>,
+        prepared: Box<Prepared>,
+    },
+    /// Read, converted and generated while submitting (`--stream`): constant memory, and
+    /// the producer's parsing bounds the throughput.
+    Streaming(Box<Flow<Replay>>),
+}
+
+impl Source {
+    fn next(&mut self) -> Option<Command> {
+        match self {
+            Source::Preloaded { commands, .. } => commands.next(),
+            Source::Streaming(f) => f.next().map(|i| i.command),
+        }
+    }
+    /// Progress-bar position: commands submitted, or tick lines read when streaming.
+    fn progress(&self, submitted: u64) -> u64 {
+        match self {
+            Source::Preloaded { .. } => submitted,
+            Source::Streaming(f) => f.inner().lines_read(),
+        }
+    }
+}
+
+/// What building the command stream up front took.
+pub struct Prepared {
+    pub commands: u64,
+    pub lines: u64,
+    pub wall: Duration,
+    pub feed: StatsReport,
+    pub flow: FlowStats,
+}
+
+fn preload(mut stream: Flow<Replay>) -> (Vec<Command>, Prepared) {
+    let t0 = Instant::now();
+    let commands: Vec<Command> = stream.by_ref().map(|i| i.command).collect();
+    let prepared = Prepared {
+        commands: commands.len() as u64,
+        lines: stream.inner().lines_read(),
+        wall: t0.elapsed(),
+        feed: stream.inner().stats().report(),
+        flow: stream.stats().clone(),
+    };
+    (commands, prepared)
+}
+
 fn run_once(
     opts: &BenchOptions,
     config: &Config,
@@ -244,6 +302,19 @@ fn run_once(
         ConvertOptions::default(),
     )?;
     let stream = Flow::new(replay, config, opts.flow.clone());
+    let source = if opts.stream {
+        Source::Streaming(Box::new(stream))
+    } else {
+        let (commands, prepared) = preload(stream);
+        Source::Preloaded {
+            commands: commands.into_iter(),
+            prepared: Box::new(prepared),
+        }
+    };
+    let (progress_len, prepared_info) = match &source {
+        Source::Preloaded { prepared: p, .. } => (p.commands, Some((p.commands, p.lines, p.wall))),
+        Source::Streaming(_) => (total_lines, None),
+    };
 
     let journal = match journal_dir {
         Some(dir) => {
@@ -287,14 +358,16 @@ fn run_once(
     let now_ns = move || u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
     let bar = if opts.progress {
-        indicatif::ProgressBar::new(total_lines.max(1))
+        indicatif::ProgressBar::new(progress_len.max(1))
     } else {
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>10} {bar:40} {pos}/{len} tick lines {msg} [{elapsed_precise}]",
-        )
+        indicatif::ProgressStyle::with_template(if opts.stream {
+            "{prefix:>10} {bar:40} {pos}/{len} tick lines {msg} [{elapsed_precise}]"
+        } else {
+            "{prefix:>10} {bar:40} {pos}/{len} commands submitted, {msg} [{elapsed_precise}]"
+        })
         .context("progress template")?,
     );
     bar.set_prefix(mode);
@@ -313,9 +386,9 @@ fn run_once(
         let max_in_flight = opts.max_in_flight;
         let producer = scope.spawn(move || {
             let handle = sequencer.handle();
-            let mut stream = stream;
+            let mut source = source;
             let mut seq = 0u64;
-            while let Some(item) = stream.next() {
+            while let Some(command) = source.next() {
                 seq += 1;
                 if max_in_flight > 0 {
                     while seq.saturating_sub(committed_p.load(Ordering::Acquire)) > max_in_flight {
@@ -323,19 +396,23 @@ fn run_once(
                     }
                 }
                 let slot = Ring::slot(seq);
-                ring_p.kind[slot].store(kind_index(&item.command) as u8, Ordering::Relaxed);
+                ring_p.kind[slot].store(kind_index(&command) as u8, Ordering::Relaxed);
                 ring_p.at_ns[slot].store(now_ns(), Ordering::Release);
-                if handle.submit(item.command).is_err() {
+                if handle.submit(command).is_err() {
                     break;
                 }
-                if seq % 1024 == 0 {
-                    lines_p.store(stream.inner().lines_read(), Ordering::Relaxed);
+                if seq.is_multiple_of(1024) {
+                    lines_p.store(source.progress(seq), Ordering::Relaxed);
                 }
             }
-            lines_p.store(stream.inner().lines_read(), Ordering::Relaxed);
+            lines_p.store(source.progress(seq), Ordering::Relaxed);
             drop(handle);
-            let feed = stream.inner().stats().report();
-            let flow = stream.stats().clone();
+            let (feed, flow) = match source {
+                Source::Streaming(stream) => {
+                    (stream.inner().stats().report(), stream.stats().clone())
+                }
+                Source::Preloaded { prepared, .. } => (prepared.feed, prepared.flow),
+            };
             (sequencer.shutdown(), feed, flow)
         });
         for c in rx.iter() {
@@ -349,7 +426,7 @@ fn run_once(
             events.count(&c.events);
             n_committed += 1;
             committed.store(c.seq, Ordering::Release);
-            if n_committed % 2048 == 0 {
+            if n_committed.is_multiple_of(2048) {
                 bar.set_position(lines_read.load(Ordering::Relaxed));
                 bar.set_message(format!("{n_committed} committed"));
                 let elapsed = t0.elapsed();
@@ -402,6 +479,7 @@ fn run_once(
         largest_batch: stopped.stats.max_batch_commands,
         state_hash: hex(&stopped.state.state_hash()),
         hlog,
+        prepared: prepared_info,
     })
 }
 

@@ -93,7 +93,7 @@ pub fn text(opts: &BenchOptions, results: &[RunResult]) -> String {
     );
     let _ = writeln!(
         s,
-        "config {}; flow: seed {}, {} accounts, {} actions/s of exchange time; max in flight {}",
+        "config {}; flow: seed {}, {} accounts, {} actions/s of exchange time; max in flight {}; {}",
         opts.config.display(),
         opts.flow.seed,
         opts.flow.accounts,
@@ -102,6 +102,11 @@ pub fn text(opts: &BenchOptions, results: &[RunResult]) -> String {
             "unbounded".to_string()
         } else {
             opts.max_in_flight.to_string()
+        },
+        if opts.stream {
+            "streaming (parsing while submitting)"
+        } else {
+            "commands built before each run"
         }
     );
     if let Some(r) = results.first() {
@@ -120,9 +125,18 @@ pub fn text(opts: &BenchOptions, results: &[RunResult]) -> String {
     }
     for r in results {
         let wall_ns = r.wall.as_nanos();
+        if let Some((commands, lines, wall)) = r.prepared {
+            let _ = writeln!(
+                s,
+                "\n   prepared before the run: {commands} commands from {lines} tick lines in {}.{:03} s ({} lines/s parsed, merged, converted, with the flow)",
+                wall.as_secs(),
+                wall.subsec_millis(),
+                per_second(lines, wall.as_nanos())
+            );
+        }
         let _ = writeln!(
             s,
-            "\n== {}: {} commands in {}.{:03} s = {} commands/s; {} batches (largest {}); state hash {}",
+            "== {}: {} commands in {}.{:03} s = {} commands/s; {} batches (largest {}); state hash {}",
             r.mode,
             r.commands,
             r.wall.as_secs(),
@@ -183,6 +197,12 @@ pub fn text(opts: &BenchOptions, results: &[RunResult]) -> String {
             );
         }
     }
+    if results.len() > 1 {
+        let _ = writeln!(
+            s,
+            "\n(state hashes differ between runs: the sequencer stamps each command with the wall clock)"
+        );
+    }
     s
 }
 
@@ -217,6 +237,7 @@ pub fn summary_json(opts: &BenchOptions, results: &[RunResult]) -> Value {
                 "all": {"submit_to_committed": pct_json(&merged(&r.e2e)), "apply": pct_json(&merged(&r.apply))},
                 "kinds": kinds,
                 "interval_log": r.hlog.display().to_string(),
+                "prepared": r.prepared.map(|(c, l, w)| json!({"commands": c, "tick_lines": l, "wall_ms": w.as_millis()})),
             })
         })
         .collect();
@@ -237,6 +258,7 @@ pub fn summary_json(opts: &BenchOptions, results: &[RunResult]) -> Value {
             "actions_per_sec": opts.flow.actions_per_sec,
         },
         "max_in_flight": opts.max_in_flight,
+        "stream": opts.stream,
         "feed": feed,
         "flow": flow,
         "runs": runs,

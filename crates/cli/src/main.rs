@@ -154,6 +154,10 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Read, convert and generate while submitting (constant memory; the parsing then
+        /// bounds the throughput) instead of building the commands before each run.
+        #[arg(long)]
+        stream: bool,
     },
 }
 
@@ -402,6 +406,7 @@ fn main() -> ExitCode {
             out,
             max_in_flight,
             quiet,
+            stream,
         } => bench::run(&bench::BenchOptions {
             ticks,
             config,
@@ -417,6 +422,7 @@ fn main() -> ExitCode {
             },
             max_in_flight,
             progress: !quiet,
+            stream,
         }),
     };
     match result {

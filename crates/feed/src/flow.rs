@@ -8,13 +8,14 @@
 //! `actions_per_sec` of exchange time on average, it emits one action on a linear
 //! instrument that has reference prices and a mark:
 //!
-//! - makers (55% of actions): GTC or post-only quotes 0–0.25% behind the reference best
+//! - makers (70% of actions): GTC or post-only quotes 0–0.25% behind the reference best
 //!   bid/ask, amends to a new price, cancels (each maker keeps at most 24 quotes it
 //!   believes live; the oldest is cancelled first);
-//! - takers (45%): IOC limits sweeping up to 0.5% through the reference, market orders,
-//!   close-position orders, and occasional top-up deposits. Sizes are a fraction of
-//!   deposit × leverage, so high-leverage takers pay the sweep and sit close to
-//!   liquidation, and some are liquidated as the mark moves.
+//! - takers (30%): IOC limits crossing the reference by up to 0.05% (one in five by up
+//!   to 0.5%: a sweep), market orders, close-position orders, and occasional top-up
+//!   deposits. Sizes are 1–10% of deposit × leverage, so high-leverage takers pay the
+//!   spread and fees, accumulate positions up to their margin and sit close to
+//!   liquidation; some are liquidated as the mark moves.
 //!
 //! The generator is open loop: it never sees the engine's events, so some commands are
 //! rejected (a cancel of an order that already filled, a close with no position, an order
@@ -75,6 +76,8 @@ impl Default for FlowOptions {
 
 /// How long a recorded mark suppresses synthetic ones.
 const RECORDED_MARK_FRESH_NS: u64 = 3_000_000_000;
+/// Percent of actions that are a maker's.
+const MAKER_ACTION_PCT: u32 = 70;
 /// Quotes a maker believes live, at most.
 const MAX_LIVE_QUOTES: usize = 24;
 
@@ -391,7 +394,7 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
             return;
         }
         let m = self.pick(&ready);
-        let maker_turn = self.rng.gen_range(0..100) < 55;
+        let maker_turn = self.rng.gen_range(0..100) < MAKER_ACTION_PCT;
         let use_makers = matches!(
             (maker_turn, self.makers.is_empty(), self.takers.is_empty()),
             (true, false, _) | (false, _, true)
@@ -462,7 +465,7 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
         };
         let price = self.quote_price(m, side);
         let spec = &self.markets[m].spec;
-        let cap = Self::lots_for(spec, 25_000, spec.price_of(price));
+        let cap = Self::lots_for(spec, 50_000, spec.price_of(price));
         let qty = QtyLots(self.rng.gen_range(spec.min_qty.0.max(1)..=cap.0.max(1)));
         let tif = if self.rng.gen_range(0..100) < 80 {
             TimeInForce::Gtc
@@ -546,18 +549,26 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
             stp: StpMode::ExpireTaker,
         };
         if r < 73 {
-            // Sweep up to 0.5% through the reference.
-            let span = spec.ticks_of(Price(mid.0 / 200), Rounding::Floor).0.max(1);
+            // Cross the reference by up to 0.05%, one sweep in five by up to 0.5%.
+            let divisor = if self.rng.gen_range(0..5) == 0 {
+                200
+            } else {
+                2000
+            };
+            let span = spec
+                .ticks_of(Price(mid.0 / divisor), Rounding::Floor)
+                .0
+                .max(1);
             let depth = self.rng.gen_range(0..=span);
             order.order_type = OrderType::Limit;
             order.price = match side {
                 Side::Buy => PriceTicks(spec.ticks_of(ask, Rounding::Ceil).0 + depth),
                 Side::Sell => PriceTicks((spec.ticks_of(bid, Rounding::Floor).0 - depth).max(1)),
             };
-            let frac: i64 = self.rng.gen_range(5..=50);
+            let frac: i64 = self.rng.gen_range(1..=10);
             order.qty = Self::lots_for(&spec, max_units / 100 * frac, mid);
         } else if r < 88 {
-            let frac: i64 = self.rng.gen_range(5..=30);
+            let frac: i64 = self.rng.gen_range(1..=5);
             order.qty = Self::lots_for(&spec, max_units / 100 * frac, mid);
         } else {
             order.close_position = true;
