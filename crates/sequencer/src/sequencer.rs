@@ -43,7 +43,7 @@ impl Default for SequencerConfig {
         Self {
             queue_capacity: 4096,
             output_capacity: 4096,
-            max_batch_commands: 1024,
+            max_batch_commands: 8192,
             max_batch_bytes: 4 * 1024 * 1024,
         }
     }
