@@ -88,6 +88,8 @@ pub struct Engine {
     pub(crate) interest_income: Vec<Money>,
     /// The hour slot of sequenced time up to which interest has been processed.
     pub(crate) interest_slot: u64,
+    /// USD price per asset derived from the indexes (not part of the snapshot).
+    pub(crate) usd_cache: Vec<Option<Price>>,
 }
 
 type Res = Result<(), RejectReason>;
@@ -127,8 +129,10 @@ impl Engine {
             usdt: config.asset_by_symbol("USDT").map(|a| a.id),
             interest_income: vec![Money::ZERO; assets],
             interest_slot: 0,
+            usd_cache: Vec::new(),
             config: Arc::new(config),
         };
+        e.refresh_usd_prices();
         for k in 0..assets {
             let id = fund_account_id(AssetId(k as u16));
             let mut a = Account::new(id, None, assets);

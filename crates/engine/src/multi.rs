@@ -16,7 +16,18 @@ impl Engine {
     /// USD price per asset (MARGIN §1): a USD index if the feed gave one; else the USDT
     /// index × `C`, where `C` (the USD worth of 1 USDT) is the USDT/USD index if given,
     /// else `k/USD ÷ k/USDT` of the first asset (by id) with both, else 1.
-    pub(crate) fn usd_prices(&self) -> Vec<Option<Price>> {
+    /// USD price per asset, derived from the index prices (kept current by
+    /// `refresh_usd_prices`).
+    pub(crate) fn usd_prices(&self) -> &[Option<Price>] {
+        &self.usd_cache
+    }
+
+    /// Recompute the USD prices after an index change (and on restore).
+    pub(crate) fn refresh_usd_prices(&mut self) {
+        self.usd_cache = self.compute_usd_prices();
+    }
+
+    fn compute_usd_prices(&self) -> Vec<Option<Price>> {
         let n = self.config.assets.len();
         let c = self
             .usdt
@@ -87,6 +98,7 @@ impl Engine {
             IndexQuote::Usdt => self.index_usdt[asset.0 as usize] = Some(price),
             IndexQuote::Usd => self.index_usd[asset.0 as usize] = Some(price),
         }
+        self.refresh_usd_prices();
         out.push(Event::AssetIndexSet {
             asset,
             quote,
@@ -316,7 +328,7 @@ impl Engine {
         only_above_threshold: bool,
         out: &mut Vec<Event>,
     ) {
-        let usd = self.usd_prices();
+        let usd = self.usd_prices().to_vec();
         let n = self.config.assets.len();
         for debt in 0..n {
             let loan = (-self.accounts[k].wallets[debt]).max(Money::ZERO);
@@ -405,7 +417,8 @@ impl Engine {
     pub(crate) fn check_usd_pools(&mut self, out: &mut Vec<Event>) {
         for k in 0..self.accounts.len() {
             let a = &self.accounts[k];
-            if a.system || a.asset_mode == AssetMode::Single {
+            // Only a pool with a position can be liquidated.
+            if a.system || a.asset_mode == AssetMode::Single || a.legs.iter().all(|l| l.is_flat()) {
                 continue;
             }
             if self.usd_pool_of(k).is_liquidatable() {

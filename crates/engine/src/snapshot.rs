@@ -155,6 +155,7 @@ impl Engine {
         e.index_usd = s.index_usd;
         e.interest_income = s.interest_income;
         e.interest_slot = s.interest_slot;
+        e.refresh_usd_prices();
         e.deposited = s.deposited;
         e.withdrawn = s.withdrawn;
         e.accounts.clear();
