@@ -227,7 +227,7 @@ impl Engine {
         let mut after = a.clone();
         after.wallets[asset.0 as usize] -= amount;
         let mode = after.asset_mode;
-        let mut pool = risk::usd_pool(&after, &self.config, &self.marks, &self.usd_prices(), |s| {
+        let mut pool = risk::usd_pool(&after, &self.config, &self.marks, self.usd_prices(), |s| {
             risk::is_pooled(mode, s)
         });
         if pool.positions == 0 && pool.order_margin.is_zero() {
@@ -551,10 +551,9 @@ impl Engine {
             let pooled = risk::is_pooled(acct.asset_mode, spec);
             let under = if pooled {
                 let mode = acct.asset_mode;
-                let up =
-                    risk::usd_pool(&acct, &self.config, &self.marks, &self.usd_prices(), |s| {
-                        risk::is_pooled(mode, s)
-                    });
+                let up = risk::usd_pool(&acct, &self.config, &self.marks, self.usd_prices(), |s| {
+                    risk::is_pooled(mode, s)
+                });
                 up.unpriced_liability || up.available().is_negative()
             } else {
                 p.available().is_negative()

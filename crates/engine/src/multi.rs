@@ -68,7 +68,7 @@ impl Engine {
     pub(crate) fn usd_pool_of(&self, k: usize) -> UsdPool {
         let a = &self.accounts[k];
         let mode = a.asset_mode;
-        risk::usd_pool(a, &self.config, &self.marks, &self.usd_prices(), |s| {
+        risk::usd_pool(a, &self.config, &self.marks, self.usd_prices(), |s| {
             risk::is_pooled(mode, s)
         })
     }
@@ -195,7 +195,7 @@ impl Engine {
             }
         } else {
             let mode_pool =
-                risk::usd_pool(&acct, &self.config, &self.marks, &self.usd_prices(), |s| {
+                risk::usd_pool(&acct, &self.config, &self.marks, self.usd_prices(), |s| {
                     risk::is_pooled(mode, s)
                 });
             if mode_pool.unpriced_liability || mode_pool.available().is_negative() {
@@ -451,7 +451,7 @@ impl Engine {
                 &self.accounts[k],
                 &self.config,
                 &marks,
-                &usd,
+                usd,
                 |s| risk::is_pooled(mode, s),
             ))
         };
