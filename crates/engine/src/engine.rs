@@ -90,6 +90,11 @@ pub struct Engine {
     pub(crate) interest_slot: u64,
     /// USD price per asset derived from the indexes (not part of the snapshot).
     pub(crate) usd_cache: Vec<Option<Price>>,
+    /// Which accounts a mark tick re-checks (derived; see `liqindex`).
+    pub(crate) liq_index: crate::liqindex::LiqIndex,
+    /// Check every holder on every tick instead (the reference the index is tested
+    /// against; not part of the state).
+    pub(crate) full_scan: bool,
 }
 
 type Res = Result<(), RejectReason>;
@@ -130,6 +135,8 @@ impl Engine {
             interest_income: vec![Money::ZERO; assets],
             interest_slot: 0,
             usd_cache: Vec::new(),
+            liq_index: crate::liqindex::LiqIndex::new(instruments),
+            full_scan: false,
             config: Arc::new(config),
         };
         e.refresh_usd_prices();
@@ -371,6 +378,25 @@ impl Engine {
             assert_eq!(out.len(), start, "a rejected command emitted events");
             out.push(Event::rejected(reason));
         }
+        // Every account an event names may have a new cushion: re-band it.
+        let mut touched: Vec<AccountId> = Vec::new();
+        for e in &out[..] {
+            event_accounts(e, &mut touched);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            if let Some(k) = self.idx(id) {
+                self.reindex(k);
+            }
+        }
+    }
+
+    /// Check every holder on every mark tick (no liquidation index). Same results, more
+    /// work: the reference the index is tested against, and a benchmark baseline.
+    pub fn with_full_scan(mut self) -> Engine {
+        self.full_scan = true;
+        self
     }
 
     fn create_account(
@@ -1404,6 +1430,47 @@ impl Engine {
         });
         self.check_liquidations(i, out);
         Ok(())
+    }
+}
+
+/// The accounts an event names.
+pub(crate) fn event_accounts(e: &Event, out: &mut Vec<AccountId>) {
+    match e {
+        Event::Trade {
+            taker_account,
+            maker_account,
+            ..
+        } => {
+            out.push(*taker_account);
+            out.push(*maker_account);
+        }
+        Event::Transferred { from, to, .. } => {
+            out.push(*from);
+            out.push(*to);
+        }
+        Event::AccountCreated { account, .. }
+        | Event::Deposited { account, .. }
+        | Event::Withdrawn { account, .. }
+        | Event::LeverageSet { account, .. }
+        | Event::MarginModeSet { account, .. }
+        | Event::IsolatedMarginAdjusted { account, .. }
+        | Event::OrderAccepted { account, .. }
+        | Event::OrderCanceled { account, .. }
+        | Event::LiquidationTriggered { account, .. }
+        | Event::PositionTakenOver { account, .. }
+        | Event::DeficitCovered { account, .. }
+        | Event::AssetModeSet { account, .. }
+        | Event::InterestCharged { account, .. }
+        | Event::AutoExchanged { account, .. } => out.push(*account),
+        Event::Rejected { .. }
+        | Event::OrderRested { .. }
+        | Event::OrderAmended { .. }
+        | Event::OrderReduced { .. }
+        | Event::MarkPriceSet { .. }
+        | Event::IndexPriceSet { .. }
+        | Event::AssetIndexSet { .. }
+        | Event::FundingRateSet { .. }
+        | Event::ReferencePricesSet { .. } => {}
     }
 }
 

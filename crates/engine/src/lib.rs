@@ -11,6 +11,7 @@
 //! books' canonical order.
 
 mod engine;
+mod liqindex;
 mod liquidation;
 mod multi;
 mod report;

@@ -24,16 +24,49 @@ impl Engine {
         let cfg = Arc::clone(&self.config);
         let spec = &cfg.instruments[i.0 as usize];
         let holders = self.holders[i.0 as usize].clone();
-        for id in holders {
-            let Some(k) = self.idx(id) else { continue };
-            if self.accounts[k].system {
+        if self.full_scan {
+            for id in holders {
+                self.check_holder(spec, id, out);
+            }
+            return;
+        }
+        // The index names the accounts whose band this tick crosses. A liquidation's
+        // fills can change other holders later in the sweep; those (holders at the start
+        // of the tick, after the current account in id order) join the candidates, so
+        // the result is exactly the full scan's.
+        let mark = self.marks[i.0 as usize].expect("mark");
+        let mut candidates = self.liq_index.candidates(i, mark);
+        while let Some(id) = candidates.pop_first() {
+            if holders.binary_search(&id).is_err() {
                 continue;
             }
+            let before = out.len();
+            self.check_holder(spec, id, out);
+            // Checked at this mark: its band starts from here.
+            if let Some(k) = self.idx(id) {
+                self.reindex(k);
+            }
+            let mut touched = Vec::new();
+            for e in &out[before..] {
+                crate::engine::event_accounts(e, &mut touched);
+            }
+            candidates.extend(touched.into_iter().filter(|t| *t > id));
+        }
+    }
+
+    /// The liquidation check of one holder of `spec` at the current marks.
+    fn check_holder(&mut self, spec: &InstrumentSpec, id: AccountId, out: &mut Vec<Event>) {
+        let i = spec.id;
+        {
+            let Some(k) = self.idx(id) else { return };
+            if self.accounts[k].system {
+                return;
+            }
             let Some(leg) = self.accounts[k].leg(i) else {
-                continue;
+                return;
             };
             if leg.is_flat() {
-                continue;
+                return;
             }
             if leg.mode == MarginMode::Isolated {
                 let mark = self.marks[i.0 as usize].expect("mark");

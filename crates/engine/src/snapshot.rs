@@ -208,6 +208,7 @@ impl Engine {
             }
             e.books[i] = book;
         }
+        e.rebuild_liq_index();
         e.check_invariants()?;
         Ok(e)
     }

@@ -1,0 +1,162 @@
+//! The liquidation index: which accounts a mark tick must re-check.
+//!
+//! For every holder of a linear instrument in a single-asset pool (cross or isolated), a
+//! safe band of that instrument's mark: the pool's cushion `C = margin balance − MM` is
+//! split evenly over its `n` positions, and a position of `q` lots moves `equity − MM`
+//! by at most `|q| · lot value · (1 + max mmr)` per unit of price (the bracket's MM is
+//! piecewise linear with slope at most the top mmr). While every mark stays inside its
+//! band the pool consumes less than `C` and cannot be liquidatable, so a tick only
+//! re-checks the accounts whose band it crosses — the cost follows the accounts near
+//! liquidation, not every holder. Positions whose pool spans prices the band cannot
+//! bound (USD pools, coin-M) and pools already at or below their maintenance margin are
+//! checked on every tick of their instruments.
+//!
+//! Derived state: rebuilt from the accounts on restore, never hashed. A band is
+//! recomputed after every command for each account its events name.
+
+use crate::engine::Engine;
+use perpcore_risk::{self as risk};
+use perpcore_types::*;
+use std::collections::BTreeSet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Band {
+    /// Re-check when the mark leaves `(lo, hi)`.
+    Range(Price, Price),
+    /// Re-check on every tick.
+    Always,
+}
+
+#[derive(Default)]
+pub(crate) struct LiqIndex {
+    /// Per instrument: re-check when the mark is at or below the price.
+    lower: Vec<BTreeSet<(Price, AccountId)>>,
+    /// Per instrument: re-check when the mark is at or above the price.
+    upper: Vec<BTreeSet<(Price, AccountId)>>,
+    always: Vec<BTreeSet<AccountId>>,
+    /// Lookup only (to remove an account's entries); never iterated.
+    bands: fxhash::FxHashMap<AccountId, Vec<(InstrumentId, Band)>>,
+}
+
+impl LiqIndex {
+    pub(crate) fn new(instruments: usize) -> LiqIndex {
+        LiqIndex {
+            lower: vec![BTreeSet::new(); instruments],
+            upper: vec![BTreeSet::new(); instruments],
+            always: vec![BTreeSet::new(); instruments],
+            bands: Default::default(),
+        }
+    }
+
+    fn remove(&mut self, id: AccountId) {
+        for (i, band) in self.bands.remove(&id).unwrap_or_default() {
+            let i = i.0 as usize;
+            match band {
+                Band::Range(lo, hi) => {
+                    self.lower[i].remove(&(lo, id));
+                    self.upper[i].remove(&(hi, id));
+                }
+                Band::Always => {
+                    self.always[i].remove(&id);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, id: AccountId, bands: Vec<(InstrumentId, Band)>) {
+        for (i, band) in &bands {
+            let i = i.0 as usize;
+            match *band {
+                Band::Range(lo, hi) => {
+                    self.lower[i].insert((lo, id));
+                    self.upper[i].insert((hi, id));
+                }
+                Band::Always => {
+                    self.always[i].insert(id);
+                }
+            }
+        }
+        if !bands.is_empty() {
+            self.bands.insert(id, bands);
+        }
+    }
+
+    /// Accounts a tick to `mark` on instrument `i` must re-check, in ascending id.
+    pub(crate) fn candidates(&self, i: InstrumentId, mark: Price) -> BTreeSet<AccountId> {
+        let i = i.0 as usize;
+        let mut c: BTreeSet<AccountId> = self.always[i].clone();
+        c.extend(self.lower[i].range((mark, AccountId(0))..).map(|(_, a)| *a));
+        c.extend(
+            self.upper[i]
+                .range(..=(mark, AccountId(u64::MAX)))
+                .map(|(_, a)| *a),
+        );
+        c
+    }
+}
+
+impl Engine {
+    /// Recompute account `k`'s bands on every instrument it holds.
+    pub(crate) fn reindex(&mut self, k: usize) {
+        let id = self.accounts[k].id;
+        let mut index = std::mem::take(&mut self.liq_index);
+        index.remove(id);
+        index.insert(id, self.bands_of(k));
+        self.liq_index = index;
+    }
+
+    pub(crate) fn rebuild_liq_index(&mut self) {
+        self.liq_index = LiqIndex::new(self.config.instruments.len());
+        for k in 0..self.accounts.len() {
+            self.reindex(k);
+        }
+    }
+
+    fn bands_of(&self, k: usize) -> Vec<(InstrumentId, Band)> {
+        let a = &self.accounts[k];
+        let mut out = Vec::new();
+        if a.system {
+            return out;
+        }
+        for leg in &a.legs {
+            if leg.is_flat() {
+                continue;
+            }
+            let spec = &self.config.instruments[leg.instrument.0 as usize];
+            let Some(mark) = self.marks[leg.instrument.0 as usize] else {
+                continue;
+            };
+            let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
+            if pooled || spec.is_inverse() {
+                out.push((leg.instrument, Band::Always));
+                continue;
+            }
+            let (cushion, n) = if leg.mode == MarginMode::Isolated {
+                (
+                    leg.isolated_margin + risk::upnl(leg, spec, mark)
+                        - risk::position_mm(leg, spec, mark),
+                    1i128,
+                )
+            } else {
+                let p = self.pool_of(k, spec.settle_asset);
+                (
+                    p.margin_balance() - p.cross_mm,
+                    p.cross_positions.max(1) as i128,
+                )
+            };
+            if !cushion.is_positive() {
+                out.push((leg.instrument, Band::Always));
+                continue;
+            }
+            let max_mmr = spec.brackets.iter().map(|b| b.mmr.raw()).max().unwrap_or(0) as i128;
+            let per_price_unit = spec.linear_value(leg.qty.abs(), Price(1)).raw(); // money raw per price raw
+            let den = n * per_price_unit * (RATE_SCALE as i128 + max_mmr);
+            let d = div_round(cushion.raw() * RATE_SCALE as i128, den, Rounding::Floor);
+            let d = i64::try_from(d).unwrap_or(i64::MAX);
+            let lo = Price(mark.raw().saturating_sub(d));
+            let hi = Price(mark.raw().saturating_add(d));
+            out.push((leg.instrument, Band::Range(lo, hi)));
+        }
+        out
+    }
+}
