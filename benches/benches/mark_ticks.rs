@@ -141,7 +141,7 @@ fn build(n: u64, full_scan: bool) -> (Run, f64) {
         liquidations: 0,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mark_ticks = 10_000_00; // 10,000.00 at a 0.01 tick
+    let mark_ticks = 1_000_000; // 10,000.00 at a 0.01 tick
     for i in 0..INSTRUMENTS {
         r.apply(Command::SetMarkPrice {
             instrument: InstrumentId(i),
@@ -265,7 +265,7 @@ fn main() {
             10_000_000 + k,
             (k % INSTRUMENTS as u64) as u32,
             Side::Buy,
-            9_600_00 + (k % 300) as i64,
+            960_000 + (k % 300) as i64,
             1,
             TimeInForce::Gtc,
         ));
