@@ -1433,7 +1433,8 @@ impl Engine {
     }
 }
 
-/// The accounts an event names.
+/// The accounts whose cushion (margin balance − maintenance margin) an event may have
+/// changed. Order events are left out: an order changes no cushion.
 pub(crate) fn event_accounts(e: &Event, out: &mut Vec<AccountId>) {
     match e {
         Event::Trade {
@@ -1454,8 +1455,6 @@ pub(crate) fn event_accounts(e: &Event, out: &mut Vec<AccountId>) {
         | Event::LeverageSet { account, .. }
         | Event::MarginModeSet { account, .. }
         | Event::IsolatedMarginAdjusted { account, .. }
-        | Event::OrderAccepted { account, .. }
-        | Event::OrderCanceled { account, .. }
         | Event::LiquidationTriggered { account, .. }
         | Event::PositionTakenOver { account, .. }
         | Event::DeficitCovered { account, .. }
@@ -1463,6 +1462,8 @@ pub(crate) fn event_accounts(e: &Event, out: &mut Vec<AccountId>) {
         | Event::InterestCharged { account, .. }
         | Event::AutoExchanged { account, .. } => out.push(*account),
         Event::Rejected { .. }
+        | Event::OrderAccepted { .. }
+        | Event::OrderCanceled { .. }
         | Event::OrderRested { .. }
         | Event::OrderAmended { .. }
         | Event::OrderReduced { .. }
