@@ -95,6 +95,9 @@ pub struct Engine {
     /// Check every holder on every tick instead (the reference the index is tested
     /// against; not part of the state).
     pub(crate) full_scan: bool,
+    /// Accounts whose cushion may have changed since they were last banded; re-banded
+    /// just before the index is next consulted (derived, not part of the state).
+    pub(crate) dirty: Vec<AccountId>,
 }
 
 type Res = Result<(), RejectReason>;
@@ -137,6 +140,7 @@ impl Engine {
             usd_cache: Vec::new(),
             liq_index: crate::liqindex::LiqIndex::new(instruments),
             full_scan: false,
+            dirty: Vec::new(),
             config: Arc::new(config),
         };
         e.refresh_usd_prices();
@@ -378,16 +382,16 @@ impl Engine {
             assert_eq!(out.len(), start, "a rejected command emitted events");
             out.push(Event::rejected(reason));
         }
-        // Every account an event names may have a new cushion: re-band it.
-        let mut touched: Vec<AccountId> = Vec::new();
-        for e in &out[..] {
-            event_accounts(e, &mut touched);
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for id in touched {
-            if let Some(k) = self.idx(id) {
-                self.reindex(k);
+        // Every account an event names may have a new cushion: re-band it before the
+        // index is next used (a mark tick), not now — most commands are not ticks.
+        if !self.full_scan {
+            for e in &out[..] {
+                event_accounts(e, &mut self.dirty);
+            }
+            // Bounded by the number of distinct accounts, however long between ticks.
+            if self.dirty.len() >= 1024 && self.dirty.len() >= 2 * self.dirty.capacity() / 3 {
+                self.dirty.sort_unstable();
+                self.dirty.dedup();
             }
         }
     }

@@ -11,8 +11,9 @@
 //! bound (USD pools, coin-M) and pools already at or below their maintenance margin are
 //! checked on every tick of their instruments.
 //!
-//! Derived state: rebuilt from the accounts on restore, never hashed. A band is
-//! recomputed after every command for each account its events name.
+//! Derived state: rebuilt from the accounts on restore, never hashed. Every account a
+//! command's events name is marked dirty and re-banded just before the next tick consults
+//! the index.
 
 use crate::engine::Engine;
 use perpcore_risk::{self as risk};
@@ -103,6 +104,19 @@ impl Engine {
         index.remove(id);
         index.insert(id, self.bands_of(k));
         self.liq_index = index;
+    }
+
+    /// Re-band every account marked dirty since the index was last used.
+    pub(crate) fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty.drain(..) {
+            if let Some(k) = self.idx(id) {
+                self.reindex(k);
+            }
+        }
+        self.dirty = dirty;
     }
 
     pub(crate) fn rebuild_liq_index(&mut self) {

@@ -35,6 +35,7 @@ impl Engine {
         // of the tick, after the current account in id order) join the candidates, so
         // the result is exactly the full scan's.
         let mark = self.marks[i.0 as usize].expect("mark");
+        self.flush_dirty();
         let mut candidates = self.liq_index.candidates(i, mark);
         while let Some(id) = candidates.pop_first() {
             if holders.binary_search(&id).is_err() {
