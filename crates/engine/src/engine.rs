@@ -98,6 +98,8 @@ pub struct Engine {
     /// Accounts whose cushion may have changed since they were last banded; re-banded
     /// just before the index is next consulted (derived, not part of the state).
     pub(crate) dirty: Vec<AccountId>,
+    /// During an indexed liquidation sweep: positions opened by the sweep itself.
+    pub(crate) tick_new_holders: Option<Vec<(InstrumentId, AccountId)>>,
 }
 
 type Res = Result<(), RejectReason>;
@@ -141,6 +143,7 @@ impl Engine {
             liq_index: crate::liqindex::LiqIndex::new(instruments),
             full_scan: false,
             dirty: Vec::new(),
+            tick_new_holders: None,
             config: Arc::new(config),
         };
         e.refresh_usd_prices();
@@ -392,6 +395,11 @@ impl Engine {
             if self.dirty.len() >= 1024 && self.dirty.len() >= 2 * self.dirty.capacity() / 3 {
                 self.dirty.sort_unstable();
                 self.dirty.dedup();
+                // Mostly distinct: grow, so the next sort waits for as many new entries
+                // (amortized O(log n) per entry, never a sort per command).
+                if self.dirty.len() >= self.dirty.capacity() / 3 {
+                    self.dirty.reserve(self.dirty.len());
+                }
             }
         }
     }

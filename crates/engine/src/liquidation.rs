@@ -23,8 +23,8 @@ impl Engine {
     pub(crate) fn check_liquidations(&mut self, i: InstrumentId, out: &mut Vec<Event>) {
         let cfg = Arc::clone(&self.config);
         let spec = &cfg.instruments[i.0 as usize];
-        let holders = self.holders[i.0 as usize].clone();
         if self.full_scan {
+            let holders = self.holders[i.0 as usize].clone();
             for id in holders {
                 self.check_holder(spec, id, out);
             }
@@ -37,8 +37,17 @@ impl Engine {
         let mark = self.marks[i.0 as usize].expect("mark");
         self.flush_dirty();
         let mut candidates = self.liq_index.candidates(i, mark);
+        // "A holder when the tick started" without copying the holder list: a holder now
+        // that did not become one during this tick (one that stopped being a holder is
+        // flat, and the check passes over it either way).
+        self.tick_new_holders = Some(Vec::new());
         while let Some(id) = candidates.pop_first() {
-            if holders.binary_search(&id).is_err() {
+            let was_holder = self.holders[i.0 as usize].binary_search(&id).is_ok()
+                && !self
+                    .tick_new_holders
+                    .as_ref()
+                    .is_some_and(|v| v.contains(&(i, id)));
+            if !was_holder {
                 continue;
             }
             let before = out.len();
@@ -53,6 +62,7 @@ impl Engine {
             }
             candidates.extend(touched.into_iter().filter(|t| *t > id));
         }
+        self.tick_new_holders = None;
     }
 
     /// The liquidation check of one holder of `spec` at the current marks.

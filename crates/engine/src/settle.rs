@@ -161,6 +161,9 @@ impl Engine {
             (true, false) => {
                 let pos = h.binary_search(&id).expect_err("holder listed twice");
                 h.insert(pos, id);
+                if let Some(v) = self.tick_new_holders.as_mut() {
+                    v.push((i, id));
+                }
             }
             (false, true) => {
                 let pos = h.binary_search(&id).expect("holder missing");
