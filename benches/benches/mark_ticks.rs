@@ -196,11 +196,15 @@ fn build(n: u64, full_scan: bool) -> (Run, f64) {
 fn ticks(r: &mut Run, count: usize) -> Histogram<u64> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let mut marks = vec![1_000_000_000_000i64; INSTRUMENTS as usize]; // 10,000 at 10^-8
+    // 10,000 at 10^-8.
+    let mut marks = vec![1_000_000_000_000i64; INSTRUMENTS as usize];
     // Untimed: one tick per instrument at the same price, so that the index bands every
     // account that traded during setup (a one-time cost, not a tick's).
     for (i, m) in marks.iter().enumerate() {
-        r.apply(Command::SetMarkPrice { instrument: InstrumentId(i as u32), price: Price(*m) });
+        r.apply(Command::SetMarkPrice {
+            instrument: InstrumentId(i as u32),
+            price: Price(*m),
+        });
     }
     for _ in 0..count {
         let i = rng.gen_range(0..INSTRUMENTS) as usize;
