@@ -22,7 +22,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
+        match SystemTime::now().duration_since(UNIX_EPOCH) { // determinism-ok: ingress stamp
             // u64 nanoseconds last until the year 2554; saturate rather than wrap.
             Ok(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             // A wall clock set before 1970: report the origin, the sequencer's
