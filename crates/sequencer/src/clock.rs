@@ -22,7 +22,8 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        match SystemTime::now().duration_since(UNIX_EPOCH) { // determinism-ok: ingress stamp
+        let now = SystemTime::now(); // determinism-ok: the ingress stamp, journaled
+        match now.duration_since(UNIX_EPOCH) {
             // u64 nanoseconds last until the year 2554; saturate rather than wrap.
             Ok(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             // A wall clock set before 1970: report the origin, the sequencer's
