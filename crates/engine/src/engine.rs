@@ -296,19 +296,25 @@ impl Engine {
 
     /// Apply one sequenced command. Events are appended to `out`.
     pub fn apply(&mut self, env: &Envelope, out: &mut Vec<Event>) {
+        self.apply_command(env.seq, env.ts_ns, &env.command, out);
+    }
+
+    /// `apply` for a command the caller already holds (the sequencer), without building
+    /// an envelope around it.
+    pub fn apply_command(&mut self, seq: u64, ts_ns: u64, command: &Command, out: &mut Vec<Event>) {
         assert!(
-            env.seq > self.last_seq,
+            seq > self.last_seq,
             "sequence numbers must increase: {} after {}",
-            env.seq,
+            seq,
             self.last_seq
         );
-        assert!(env.ts_ns >= self.last_ts_ns, "timestamps must not go back");
-        self.last_seq = env.seq;
-        self.last_ts_ns = env.ts_ns;
+        assert!(ts_ns >= self.last_ts_ns, "timestamps must not go back");
+        self.last_seq = seq;
+        self.last_ts_ns = ts_ns;
         // Time passing is itself an input: hour boundaries charge interest first.
-        self.accrue_interest(env.ts_ns, out);
+        self.accrue_interest(ts_ns, out);
         let start = out.len();
-        let r = match &env.command {
+        let r = match command {
             Command::CreateAccount { account, parent } => {
                 self.create_account(*account, *parent, out)
             }

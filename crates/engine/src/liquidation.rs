@@ -410,18 +410,8 @@ impl Engine {
 
     /// A wallet left negative with no cross position to carry it is covered by the fund.
     pub(crate) fn cover_deficit(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
-        let wallet = self.accounts[k].wallets[asset.0 as usize];
-        if !wallet.is_negative() || self.pool_of(k, asset).cross_positions > 0 {
-            return;
+        if self.pool_of(k, asset).cross_positions == 0 {
+            self.cover_deficit_asset(k, asset, out);
         }
-        let fk = self.idx(fund_account_id(asset)).expect("fund account");
-        let amount = -wallet;
-        self.accounts[fk].wallets[asset.0 as usize] -= amount;
-        self.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
-        out.push(Event::DeficitCovered {
-            account: self.accounts[k].id,
-            asset,
-            amount,
-        });
     }
 }

@@ -10,7 +10,7 @@
 use crate::engine::{Engine, OrderMeta};
 use bincode::{Decode, Encode};
 use perpcore_book::{Book, MatchResult, RestingOrder, Taker, TakerOutcome, Tif};
-use perpcore_risk::{self as risk, Account};
+use perpcore_risk::Account;
 use perpcore_types::*;
 
 #[derive(Encode, Decode)]
@@ -354,7 +354,6 @@ impl Engine {
                 }
             }
         }
-        let _ = risk::DEFAULT_LEVERAGE;
         Ok(())
     }
 }

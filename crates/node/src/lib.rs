@@ -12,7 +12,7 @@ use perpcore_sequencer::{
     self as sequencer, Committed, Recovered, ReplayProgress, Replayed, Sequencer, SequencerConfig,
     SequencerError, StateMachine, SystemClock,
 };
-use perpcore_types::{bincode_config, AccountId, Command, Config, Envelope, Event};
+use perpcore_types::{bincode_config, AccountId, Command, Config, Event};
 use std::path::Path;
 
 /// The engine as the sequencer's state machine.
@@ -60,14 +60,7 @@ impl StateMachine for Core {
     }
 
     fn apply(&mut self, seq: u64, ts_ns: u64, cmd: &Command, events: &mut Vec<Event>) {
-        // The envelope owns its command; the clone is the price of the generic trait
-        // passing a reference (commands are small and hold no heap data).
-        let env = Envelope {
-            seq,
-            ts_ns,
-            command: cmd.clone(),
-        };
-        self.0.apply(&env, events);
+        self.0.apply_command(seq, ts_ns, cmd, events);
     }
 
     fn state_hash(&self) -> [u8; 32] {

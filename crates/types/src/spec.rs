@@ -4,7 +4,7 @@
 //! place, so that every crate converts the same way.
 
 use crate::ids::{AssetId, InstrumentId};
-use crate::num::{Money, Price, PriceTicks, Qty, QtyLots, Rate, Rounding, MONEY_SCALE};
+use crate::num::{Money, Price, PriceTicks, Qty, QtyLots, Rate, Rounding};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -241,9 +241,6 @@ impl Config {
         self.assets.iter().find(|a| a.symbol == symbol)
     }
 }
-
-/// Money per unit (`MONEY_SCALE`), re-exported for readability at call sites.
-pub const ONE_MONEY: i128 = MONEY_SCALE;
 
 #[cfg(test)]
 mod tests {
