@@ -13,11 +13,12 @@
 //! thread drains it: each command gets `seq = last + 1` and
 //! `ts_ns = max(last_ts + 1, clock.now_ns())`, is encoded into the pending journal batch
 //! and applied to the state machine. The group ends when `max_batch_commands` or
-//! `max_batch_bytes` is reached or the queue is momentarily empty; it is then written as
-//! one journal batch and made durable (sled flush + fsync, see perpcore-journal), and
-//! only then are its outputs sent, in order, on the bounded output channel as
-//! `Committed { seq, ts_ns, events }`. If the journal write fails, the thread stops with
-//! the error and the group's events are never sent.
+//! `max_batch_bytes` is reached or the queue is momentarily empty; it is then handed to
+//! the journal writer thread, which writes it as one journal batch, makes it durable
+//! (sled flush + fsync, see perpcore-journal), and only then sends its outputs, in order,
+//! on the bounded output channel as `Committed { seq, ts_ns, events }`; meanwhile the
+//! sequencer thread applies the next group. If a journal write fails, the writer stops,
+//! the group's events are never sent, and the sequencer stops with the error.
 //!
 //! Snapshots and barriers travel through the same queue, so a snapshot is taken at the
 //! exact point in the order where it was dequeued (after committing the pending group).
