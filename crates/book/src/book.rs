@@ -105,6 +105,17 @@ impl Store {
     /// level total, and frees the slot. Returns (the order, its level is now empty).
     #[inline]
     fn remove_order(&mut self, idx: u32) -> (RestingOrder, bool) {
+        let (order, emptied) = self.unlink(idx);
+        let n = &mut self.arena[idx as usize];
+        n.order.open_qty = QtyLots::ZERO; // marks the slot free
+        self.free.push(idx);
+        (order, emptied)
+    }
+
+    /// Unlinks order slot `idx` from its level and subtracts its open quantity from the
+    /// level total; the slot stays allocated. Returns (the order, its level is now empty).
+    #[inline]
+    fn unlink(&mut self, idx: u32) -> (RestingOrder, bool) {
         let (order, prev, next, li) = {
             let n = &self.arena[idx as usize];
             (n.order, n.prev, n.next, n.level)
@@ -143,10 +154,8 @@ impl Store {
             );
         }
         let n = &mut self.arena[idx as usize];
-        n.order.open_qty = QtyLots::ZERO; // marks the slot free
         n.prev = NIL;
         n.next = NIL;
-        self.free.push(idx);
         (order, emptied)
     }
 
@@ -480,7 +489,13 @@ impl Book {
             "rest: duplicate order id {}",
             order.order_id
         );
+        self.link(idx);
+    }
 
+    /// Links the unlinked, allocated slot `idx` at the back of the level at its order's
+    /// price, creating the level if needed. Caller guarantees it does not cross.
+    fn link(&mut self, idx: u32) {
+        let order = self.store.arena[idx as usize].order;
         let (half, is_bid) = match order.side {
             Side::Buy => (&mut self.bids, true),
             Side::Sell => (&mut self.asks, false),
@@ -544,6 +559,49 @@ impl Book {
         }
         half.orders -= 1;
         Some(order)
+    }
+
+    /// Moves a resting order to the back of the queue at `price` with `open_qty`: an
+    /// amend that loses priority, without a match. Equivalent to `cancel` followed by a
+    /// GTC `submit` of the same order that rests without trading, but keeps the order's
+    /// slot and index entry. Returns the order as it now rests. Errors (nothing changed):
+    /// `UnknownOrder`, `NonPositiveQty`, `WouldCross` (the new price reaches the other
+    /// side: the caller cancels and submits, so the order can match).
+    pub fn requeue(
+        &mut self,
+        id: OrderId,
+        price: PriceTicks,
+        open_qty: QtyLots,
+    ) -> Result<RestingOrder, BookError> {
+        let idx = *self.index.get(&id).ok_or(BookError::UnknownOrder(id))?;
+        if open_qty.0 <= 0 {
+            return Err(BookError::NonPositiveQty(open_qty));
+        }
+        let side = self.store.arena[idx as usize].order.side;
+        if self
+            .half(side.opposite())
+            .best_price()
+            .is_some_and(|p| crosses(side, price, p))
+        {
+            return Err(BookError::WouldCross(id));
+        }
+        let li = self.store.arena[idx as usize].level;
+        let (old, emptied) = self.store.unlink(idx);
+        let (half, is_bid) = match side {
+            Side::Buy => (&mut self.bids, true),
+            Side::Sell => (&mut self.asks, false),
+        };
+        if emptied {
+            drop_level(half, &mut self.store, is_bid, old.price, li);
+        }
+        // `link` counts the order in again.
+        half.orders -= 1;
+        let n = &mut self.store.arena[idx as usize];
+        n.order.price = price;
+        n.order.open_qty = open_qty;
+        let order = n.order;
+        self.link(idx);
+        Ok(order)
     }
 
     /// Lowers a resting order's open quantity in place, keeping its queue position.

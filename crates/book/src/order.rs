@@ -129,6 +129,8 @@ pub enum BookError {
     UnknownOrder(OrderId),
     #[error("order {0} is already resting in the book")]
     DuplicateOrderId(OrderId),
+    #[error("order {0} would cross the other side at its new price")]
+    WouldCross(OrderId),
     #[error("quantity {0:?} must be > 0")]
     NonPositiveQty(QtyLots),
     #[error("new open quantity {requested:?} must be below the current {current:?}")]

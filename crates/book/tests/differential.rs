@@ -2,7 +2,7 @@
 //! `perpcore_testkit::refbook::RefBook`.
 //!
 //! Owns: a seeded (ChaCha8, fixed seeds) stream of 100,000 commands per seed mixing
-//! GTC / IOC / FOK / post-only submits, cancels, reduce_qty, cancel + resubmit (price
+//! GTC / IOC / FOK / post-only submits, cancels, reduce_qty, requeue, cancel + resubmit (price
 //! amend), duplicate ids and bad quantities, from 50 accounts with every STP mode.
 //! Every return value and every `MatchResult` must be equal; the canonical digests and
 //! depth must be equal every 100 commands; `Book::check_invariants` runs after every
@@ -34,6 +34,8 @@ struct Coverage {
     cancels_missed: u64,
     reduces_ok: u64,
     reduces_err: u64,
+    requeues_ok: u64,
+    requeues_err: u64,
     submit_err: u64,
     amends: u64,
     multi_level: u64,
@@ -207,7 +209,31 @@ impl Harness {
                     self.cov.reduces_err += 1;
                 }
             }
-            60..=89 => {
+            60..=74 => {
+                // Amend in place: requeue at a new price/size (loses priority); if the
+                // new price would cross, both refuse and nothing changes.
+                let Some(o) = self.pick_resting() else { return };
+                let id = if self.rng.gen_ratio(1, 20) {
+                    OrderId(self.next_id + 1_000_000)
+                } else {
+                    o.order_id
+                };
+                let aggressive = self.rng.gen_ratio(1, 5);
+                let price = self.price(o.side, aggressive);
+                let qty = QtyLots(self.rng.gen_range(-1..=o.open_qty.0 + 3));
+                let a = self.book.requeue(id, price, qty);
+                let b = self.reference.requeue(id, price, qty);
+                assert_eq!(
+                    a, b,
+                    "step {step}: requeue {id} to {price:?} x {qty:?} differs"
+                );
+                if a.is_ok() {
+                    self.cov.requeues_ok += 1;
+                } else {
+                    self.cov.requeues_err += 1;
+                }
+            }
+            75..=89 => {
                 // Amend price: cancel + resubmit with the same id (loses priority).
                 let Some(o) = self.pick_resting() else { return };
                 let old = self
@@ -336,6 +362,8 @@ fn run(seed: u64) {
         ("cancels_missed", c.cancels_missed),
         ("reduces_ok", c.reduces_ok),
         ("reduces_err", c.reduces_err),
+        ("requeues_ok", c.requeues_ok),
+        ("requeues_err", c.requeues_err),
         ("submit_err", c.submit_err),
         ("amends", c.amends),
         ("multi_level", c.multi_level),

@@ -270,7 +270,14 @@ impl Engine {
         released: Money,
     ) -> Result<bool, RejectReason> {
         if !risk::is_pooled(self.accounts[k].asset_mode, spec) {
-            return Ok(self.pool_of(k, spec.settle_asset).available() + released >= needed);
+            let available = risk::available(
+                &self.accounts[k],
+                spec.settle_asset,
+                &self.config.instruments,
+                &self.marks,
+            );
+            debug_assert_eq!(available, self.pool_of(k, spec.settle_asset).available());
+            return Ok(available + released >= needed);
         }
         let pool = self.usd_pool_of(k);
         if pool.unpriced_liability {
@@ -536,13 +543,13 @@ impl Engine {
         leg: &Leg,
         spec: &InstrumentSpec,
         extra: Money,
-        excluded: Option<OrderId>,
+        excluded: Option<&OrderMeta>,
     ) -> Money {
         let mut n = extra + leg.order_notional;
         if let Some(m) = self.marks[spec.id.0 as usize] {
             n += spec.notional(leg.qty, m);
         }
-        if let Some(meta) = excluded.and_then(|id| self.orders.get(&id)) {
+        if let Some(meta) = excluded {
             n -= meta.open_notional;
         }
         n
@@ -797,7 +804,7 @@ impl Engine {
         if self.accounts[k].asset_mode == AssetMode::Multi && spec.is_inverse() {
             return Err(RejectReason::CoinMInMultiAsset);
         }
-        if self.orders.contains_key(&o.order_id) && replacing.is_none() {
+        if replacing.is_none() && self.orders.contains_key(&o.order_id) {
             return Err(RejectReason::DuplicateOrderId);
         }
         let excluded = replacing.map(|_| o.order_id);
@@ -874,7 +881,7 @@ impl Engine {
                 let l = leg.unwrap_or(&default_leg);
                 let extra = spec.notional(QtyLots(incr), margin_price);
                 if spec
-                    .bracket_for(self.exposure_notional(l, spec, extra, excluded))
+                    .bracket_for(self.exposure_notional(l, spec, extra, replacing))
                     .max_leverage
                     < leverage
                 {
@@ -1277,7 +1284,7 @@ impl Engine {
         qty: Option<QtyLots>,
         out: &mut Vec<Event>,
     ) -> Res {
-        self.user_idx(account)?;
+        let k = self.user_idx(account)?;
         let meta = self
             .orders
             .get(&id)
@@ -1314,7 +1321,7 @@ impl Engine {
             return Ok(());
         }
         if meta.reduce_only {
-            let pos = self.accounts[self.idx(account).expect("account")]
+            let pos = self.accounts[k]
                 .leg(spec.id)
                 .map(|l| l.qty.0.abs())
                 .unwrap_or(0);
@@ -1343,6 +1350,48 @@ impl Engine {
             stp: StpMode::default(),
         };
         let prepared = self.prepare_order(&new_order, Some(&meta))?;
+        let open_qty = prepared.taker.qty;
+        // When the new price does not reach the other side, cancel + submit would only
+        // re-rest the order at the back of its new level: do that in place. The state and
+        // the events are the same as on the general path below (execute's `Rested`
+        // branch with nothing filled).
+        match self.books[spec.id.0 as usize].requeue(id, prepared.taker.limit, open_qty) {
+            Ok(_) => {
+                let leverage = self.accounts[k]
+                    .leg(spec.id)
+                    .map(|l| l.leverage)
+                    .expect("an order's leg");
+                let reserved = prepared
+                    .meta
+                    .margin_notional
+                    .div_int(leverage as i64, Rounding::Ceil);
+                let open_notional = spec.notional(open_qty, spec.price_of(prepared.taker.limit));
+                let m = self.orders.get_mut(&id).expect("order meta");
+                let (old_reserved, old_notional) = (m.reserved, m.open_notional);
+                *m = OrderMeta {
+                    reserved,
+                    open_notional,
+                    ..prepared.meta
+                };
+                let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
+                leg.order_margin = leg.order_margin - old_reserved + reserved;
+                leg.order_notional = leg.order_notional - old_notional + open_notional;
+                assert!(!leg.order_margin.is_negative(), "order margin below zero");
+                out.push(Event::OrderAmended {
+                    order_id: id,
+                    price: spec.price_of(new_price),
+                    open_qty: spec.qty_of(new_qty),
+                    priority_kept: false,
+                });
+                out.push(Event::OrderRested {
+                    order_id: id,
+                    open_qty: spec.qty_of(open_qty),
+                });
+                return Ok(());
+            }
+            Err(perpcore_book::BookError::WouldCross(_)) => {}
+            Err(e) => panic!("requeue of a checked amend failed: {e}"),
+        }
         self.books[spec.id.0 as usize]
             .cancel(id)
             .expect("order in book");

@@ -175,6 +175,31 @@ pub fn pool(account: &Account, asset: AssetId, specs: &[InstrumentSpec], marks: 
     p
 }
 
+/// `pool(..).available()` without the maintenance margin the pre-trade check does not
+/// need: wallet + cross uPnL − cross position IM − order margin. Equal to it by
+/// construction (the same terms in the same roundings); a test holds them together.
+pub fn available(
+    account: &Account,
+    asset: AssetId,
+    specs: &[InstrumentSpec],
+    marks: &Marks,
+) -> Money {
+    let mut v = account.wallets[asset.0 as usize];
+    for leg in &account.legs {
+        let spec = &specs[leg.instrument.0 as usize];
+        if spec.settle_asset != asset || is_pooled(account.asset_mode, spec) {
+            continue;
+        }
+        v -= leg.order_margin;
+        if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
+            let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+            v += upnl(leg, spec, mark);
+            v -= position_im(leg, spec, mark);
+        }
+    }
+    v
+}
+
 /// Isolated liquidation condition: `IW + uPnL ≤ MM` (MARGIN §5).
 pub fn isolated_liquidatable(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> bool {
     !leg.qty.is_zero()

@@ -192,6 +192,35 @@ impl RefBook {
         Some(self.side_mut(side).remove(i).1)
     }
 
+    /// Same contract as `Book::requeue`: cancel, then rest at the back of the new price
+    /// without matching; refused if the new price reaches the other side.
+    pub fn requeue(
+        &mut self,
+        id: OrderId,
+        price: PriceTicks,
+        open_qty: QtyLots,
+    ) -> Result<RestingOrder, BookError> {
+        let (side, i) = self.find(id).ok_or(BookError::UnknownOrder(id))?;
+        if open_qty.0 <= 0 {
+            return Err(BookError::NonPositiveQty(open_qty));
+        }
+        let reaches = self.side(side.opposite()).iter().any(|(_, o)| match side {
+            Side::Buy => o.price <= price,
+            Side::Sell => o.price >= price,
+        });
+        if reaches {
+            return Err(BookError::WouldCross(id));
+        }
+        let (_, mut o) = self.side_mut(side).remove(i);
+        o.price = price;
+        o.open_qty = open_qty;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.side_mut(side).push((seq, o));
+        self.sort();
+        Ok(o)
+    }
+
     pub fn reduce_qty(
         &mut self,
         id: OrderId,
