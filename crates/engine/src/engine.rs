@@ -95,6 +95,9 @@ pub struct Engine {
     /// Check every holder on every tick instead (the reference the index is tested
     /// against; not part of the state).
     pub(crate) full_scan: bool,
+    /// Re-queue a non-crossing amend in place (`Book::requeue`) instead of cancel +
+    /// submit. Same results either way; off only in the test that proves it.
+    pub(crate) amend_in_place: bool,
     /// Accounts whose cushion may have changed since they were last banded; re-banded
     /// just before the index is next consulted (derived, not part of the state).
     pub(crate) dirty: Vec<AccountId>,
@@ -109,7 +112,6 @@ struct Prepared {
     instrument: InstrumentId,
     taker: Taker,
     meta: OrderMeta,
-    accepted: Event,
     unfilled_reason: CancelReason,
 }
 
@@ -142,6 +144,7 @@ impl Engine {
             usd_cache: Vec::new(),
             liq_index: crate::liqindex::LiqIndex::new(instruments),
             full_scan: false,
+            amend_in_place: true,
             dirty: Vec::new(),
             tick_new_holders: None,
             config: Arc::new(config),
@@ -421,6 +424,13 @@ impl Engine {
     /// work: the reference the index is tested against, and a benchmark baseline.
     pub fn with_full_scan(mut self) -> Engine {
         self.full_scan = true;
+        self
+    }
+
+    /// Amend every order by cancel + submit, never in place. Same results, more work:
+    /// the reference the in-place path is tested against.
+    pub fn with_amend_by_resubmit(mut self) -> Engine {
+        self.amend_in_place = false;
         self
     }
 
@@ -774,13 +784,23 @@ impl Engine {
     }
 
     fn place_order(&mut self, o: &NewOrder, out: &mut Vec<Event>) -> Res {
-        let p = self.prepare_order(o, None)?;
+        let k = self.user_idx(o.account)?;
+        let p = self.prepare_order(k, o, None)?;
         let cfg = Arc::clone(&self.config);
+        let spec = &cfg.instruments[p.instrument.0 as usize];
+        let accepted = Event::OrderAccepted {
+            account: o.account,
+            instrument: o.instrument,
+            order_id: o.order_id,
+            side: o.side,
+            price: spec.price_of(p.taker.limit),
+            qty: spec.qty_of(p.taker.qty),
+        };
         self.execute(
-            &cfg.instruments[p.instrument.0 as usize],
+            spec,
             p.taker,
             p.meta,
-            Some(p.accepted),
+            Some(accepted),
             p.unfilled_reason,
             None,
             out,
@@ -789,13 +809,14 @@ impl Engine {
 
     /// Every check of a new order, without touching state. `replacing` is an order of the
     /// same account being amended: its reservation and quantity are left out of the
-    /// checks, as it will be gone when the new one is placed.
+    /// checks, as it will be gone when the new one is placed. `k` indexes `o.account`.
     fn prepare_order(
         &self,
+        k: usize,
         o: &NewOrder,
         replacing: Option<&OrderMeta>,
     ) -> Result<Prepared, RejectReason> {
-        let k = self.user_idx(o.account)?;
+        debug_assert_eq!(self.user_idx(o.account), Ok(k));
         let spec = self.spec(o.instrument)?;
         let mark = self.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
         if o.order_id.0 >= RESERVED_ORDER_ID_MIN {
@@ -877,31 +898,42 @@ impl Engine {
         } else {
             let incr = self.increasing_lots(leg, o.side, qty, o.instrument, excluded);
             if incr > 0 {
-                let default_leg = Leg::new(o.instrument, spec.max_leverage);
-                let l = leg.unwrap_or(&default_leg);
                 let extra = spec.notional(QtyLots(incr), margin_price);
-                if spec
-                    .bracket_for(self.exposure_notional(l, spec, extra, replacing))
-                    .max_leverage
-                    < leverage
-                {
+                let exposure = match leg {
+                    Some(l) => self.exposure_notional(l, spec, extra, replacing),
+                    None => extra,
+                };
+                if spec.bracket_for(exposure).max_leverage < leverage {
                     return Err(RejectReason::LeverageExceedsBracket);
                 }
-                let cost = risk::order_cost(
-                    spec,
-                    QtyLots(incr),
-                    margin_price,
-                    o.side == Side::Buy,
-                    leverage,
-                );
-                let fee_est = spec
-                    .notional(qty, margin_price)
-                    .mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
-                let needed = cost.initial_margin + cost.close_fee + fee_est;
+                // risk::order_cost's IM and fee to close, from the notional in hand.
+                let initial_margin = extra.div_int(leverage as i64, Rounding::Ceil);
+                let close_fee = if spec.fee_to_close {
+                    risk::fee_to_close(spec, QtyLots(incr), extra, o.side == Side::Buy, leverage)
+                } else {
+                    Money::ZERO
+                };
+                debug_assert_eq!((initial_margin, close_fee), {
+                    let c = risk::order_cost(
+                        spec,
+                        QtyLots(incr),
+                        margin_price,
+                        o.side == Side::Buy,
+                        leverage,
+                    );
+                    (c.initial_margin, c.close_fee)
+                });
+                let full = if incr == qty.0 {
+                    extra
+                } else {
+                    spec.notional(qty, margin_price)
+                };
+                let fee_est = full.mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
+                let needed = initial_margin + close_fee + fee_est;
                 if !self.margin_covers(k, spec, needed, released)? {
                     return Err(RejectReason::InsufficientMargin);
                 }
-                (extra, cost.initial_margin)
+                (extra, initial_margin)
             } else {
                 (Money::ZERO, Money::ZERO)
             }
@@ -946,14 +978,6 @@ impl Engine {
             reserved,
             open_notional: Money::ZERO,
         };
-        let accepted = Event::OrderAccepted {
-            account: o.account,
-            instrument: o.instrument,
-            order_id: o.order_id,
-            side: o.side,
-            price: limit_price,
-            qty: spec.qty_of(qty),
-        };
         let unfilled_reason = if o.order_type == OrderType::Market {
             CancelReason::PriceBand
         } else {
@@ -963,7 +987,6 @@ impl Engine {
             instrument: spec.id,
             taker,
             meta,
-            accepted,
             unfilled_reason,
         })
     }
@@ -1293,8 +1316,9 @@ impl Engine {
         if meta.account != account {
             return Err(RejectReason::NotOrderOwner);
         }
-        let cfg = Arc::clone(&self.config);
-        let spec = &cfg.instruments[meta.instrument.0 as usize];
+        // Borrowed from the field, not through an `Arc` clone (an atomic increment and
+        // decrement per amend); the paths that call `&mut self` methods clone it.
+        let spec = &self.config.instruments[meta.instrument.0 as usize];
         let resting = *self.books[spec.id.0 as usize]
             .get(id)
             .expect("order in book");
@@ -1308,6 +1332,8 @@ impl Engine {
         }
         if new_price == resting.price && new_qty < resting.open_qty {
             // Size down keeps priority.
+            let cfg = Arc::clone(&self.config);
+            let spec = &cfg.instruments[meta.instrument.0 as usize];
             self.books[spec.id.0 as usize]
                 .reduce_qty(id, new_qty)
                 .expect("reduce");
@@ -1349,13 +1375,18 @@ impl Engine {
             close_position: false,
             stp: StpMode::default(),
         };
-        let prepared = self.prepare_order(&new_order, Some(&meta))?;
+        let prepared = self.prepare_order(k, &new_order, Some(&meta))?;
         let open_qty = prepared.taker.qty;
         // When the new price does not reach the other side, cancel + submit would only
         // re-rest the order at the back of its new level: do that in place. The state and
         // the events are the same as on the general path below (execute's `Rested`
         // branch with nothing filled).
-        match self.books[spec.id.0 as usize].requeue(id, prepared.taker.limit, open_qty) {
+        let requeued = if self.amend_in_place {
+            self.books[spec.id.0 as usize].requeue(id, prepared.taker.limit, open_qty)
+        } else {
+            Err(perpcore_book::BookError::WouldCross(id))
+        };
+        match requeued {
             Ok(_) => {
                 let leverage = self.accounts[k]
                     .leg(spec.id)
@@ -1392,6 +1423,8 @@ impl Engine {
             Err(perpcore_book::BookError::WouldCross(_)) => {}
             Err(e) => panic!("requeue of a checked amend failed: {e}"),
         }
+        let cfg = Arc::clone(&self.config);
+        let spec = &cfg.instruments[meta.instrument.0 as usize];
         self.books[spec.id.0 as usize]
             .cancel(id)
             .expect("order in book");

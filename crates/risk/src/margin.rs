@@ -193,8 +193,16 @@ pub fn available(
         v -= leg.order_margin;
         if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
             let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
-            v += upnl(leg, spec, mark);
-            v -= position_im(leg, spec, mark);
+            if spec.is_inverse() || spec.fee_to_close {
+                v += upnl(leg, spec, mark);
+                v -= position_im(leg, spec, mark);
+            } else {
+                // Linear: uPnL and IM from one product `q × M` (its magnitude is the
+                // notional), the same terms as `upnl` and `position_im`.
+                let value = spec.linear_value(leg.qty, mark);
+                v += value - leg.basis;
+                v -= value.abs().div_int(leg.leverage as i64, Rounding::Ceil);
+            }
         }
     }
     v

@@ -304,6 +304,17 @@ impl Money {
     /// `self × rate` with the named rounding.
     #[inline]
     pub fn mul_rate(self, rate: Rate, r: Rounding) -> Money {
+        // `mul_div`'s fast path with the divisor a constant, so the compiler replaces
+        // both divisions by multiplications (this runs in every pre-trade check).
+        if let Ok(a) = i64::try_from(self.0) {
+            let q = a.div_euclid(RATE_SCALE);
+            let m = a.rem_euclid(RATE_SCALE);
+            if let Some(mb) = m.checked_mul(rate.0) {
+                return Money(
+                    (q as i128) * (rate.0 as i128) + div_round_i64(mb, RATE_SCALE, r) as i128,
+                );
+            }
+        }
         Money(mul_div(self.0, rate.0 as i128, RATE_SCALE as i128, r))
     }
     /// `self / n` with the named rounding.
@@ -481,6 +492,17 @@ mod tests {
             for r in [Rounding::Floor, Rounding::Ceil] {
                 let wide = div_round((a as i128) * (b as i128), d as i128, r);
                 prop_assert_eq!(mul_div(a as i128, b as i128, d as i128, r), wide);
+            }
+        }
+
+        #[test]
+        fn mul_rate_is_exact(a in any::<i128>(), rate in -(1i64 << 60)..(1i64 << 60)) {
+            // |a| < 2^65 (past the i64 fast path) and |rate| < 2^60, so the exact product
+            // fits an i128.
+            let a = a >> 62;
+            for r in [Rounding::Floor, Rounding::Ceil] {
+                let wide = div_round(a * (rate as i128), RATE_SCALE as i128, r);
+                prop_assert_eq!(Money(a).mul_rate(Rate(rate), r), Money(wide));
             }
         }
 
