@@ -476,7 +476,7 @@ fn run_once(
         flow,
         events,
         batches: stopped.stats.batches,
-        largest_batch: stopped.stats.max_batch_commands,
+        largest_batch: stopped.stats.max_group_commands,
         state_hash: hex(&stopped.state.state_hash()),
         hlog,
         prepared: prepared_info,

@@ -226,6 +226,7 @@ fn run(
         "events": summary.events,
         "trades": summary.trades,
         "rejected": summary.rejected,
+        "groups": summary.groups,
         "batches": summary.batches,
         "snapshots": summary.snapshots,
         "wall_ms": secs,

@@ -73,17 +73,24 @@ impl FileSyncer {
             synced_blobs: BTreeSet::new(),
         };
         syncer.sync()?;
+        sync_dir(root)?;
         Ok(syncer)
     }
 
     /// fsyncs everything sled may have written since the last call. Call it after
     /// `sled::Db::flush()` returned Ok.
+    ///
+    /// The database directory itself is synced only by `open`: sled 0.34.7 creates and
+    /// renames files there (`conf`, `db`, `blobs/`, its `snap.*` files) only while it
+    /// opens (`PageCache::start`), before `open` runs; afterwards the only new files
+    /// are blobs, whose directory is synced below when its listing changes.
     pub(crate) fn sync(&mut self) -> Result<(), JournalError> {
+        // fdatasync: the data and the metadata needed to read it back (the file size
+        // when sled grew the file), without the timestamps a full fsync also journals.
         self.db_file
-            .sync_all()
+            .sync_data()
             .map_err(|e| JournalError::io("fsyncing", self.root.join("db"), e))?;
-        self.sync_blobs()?;
-        sync_dir(&self.root)
+        self.sync_blobs()
     }
 
     fn sync_blobs(&mut self) -> Result<(), JournalError> {

@@ -78,15 +78,15 @@ pub struct OpenReport {
 /// What `append` wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
-    /// First sequence number of the batch.
+    /// First sequence number of the group.
     pub first_seq: u64,
-    /// Last sequence number of the batch.
+    /// Last sequence number of the group.
     pub last_seq: u64,
     /// Number of commands.
     pub count: u32,
-    /// The batch's header checksum (its hash-chain link).
+    /// The last batch's header checksum (the hash chain's new link).
     pub header_hash: [u8; 32],
-    /// Length of the stored record in bytes.
+    /// Length of the stored records in bytes.
     pub record_len: u64,
 }
 
@@ -363,66 +363,108 @@ impl Journal {
 
     /// Seals `batch` onto the hash chain, stores it as one sled entry and makes it
     /// durable. Only after this returns Ok may the batch's effects be released. The
-    /// builder is left sealed; `clear()` it before reuse.
-    ///
-    /// Invalid input (a batch that does not continue the log) is rejected without
-    /// poisoning. A storage or fsync failure poisons the journal: the record may or may
-    /// not be on disk, so a later open may find it (it was never acknowledged).
+    /// builder is left sealed; `clear()` it before reuse. `append_group` of one batch.
     pub fn append(&mut self, batch: &mut BatchBuilder) -> Result<AppendInfo, JournalError> {
+        self.append_group(std::slice::from_mut(batch))
+    }
+
+    /// One group commit: seals `batches` onto the hash chain in order, stores each as
+    /// one sled entry (all of them in one atomic sled batch: after a crash either every
+    /// record of the group is there or none is) and makes them durable with one flush +
+    /// fsync. Only after this returns Ok may the group's effects be released. The
+    /// builders are left sealed; `clear()` them before reuse.
+    ///
+    /// Small records keep sled's pages small (sled rewrites a whole leaf, up to 17
+    /// records, when it consolidates one), so a large group is best split into several
+    /// batches rather than stored as one large value.
+    ///
+    /// Invalid input (a batch that does not continue the log, an empty group) is
+    /// rejected without poisoning and without writing anything. A storage or fsync
+    /// failure poisons the journal: the records may or may not be on disk, so a later
+    /// open may find them (they were never acknowledged).
+    pub fn append_group(
+        &mut self,
+        batches: &mut [BatchBuilder],
+    ) -> Result<AppendInfo, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
-        let expected = self
-            .tip
-            .last_seq
-            .checked_add(1)
-            .ok_or(JournalError::InvalidBatch(
-                "sequence number space exhausted",
-            ))?;
-        match batch.first_seq() {
-            None => return Err(JournalError::InvalidBatch("empty batch")),
-            Some(first) if first != expected => {
+        if batches.is_empty() {
+            return Err(JournalError::InvalidBatch("empty group"));
+        }
+        // Seal every batch against a local copy of the tip: nothing changes until the
+        // whole group is stored.
+        let mut tip = self.tip;
+        let mut first_seq = 0;
+        let mut count: u32 = 0;
+        let mut record_len: u64 = 0;
+        let mut sled_batch = sled::Batch::default();
+        let mut keys = Vec::with_capacity(batches.len());
+        for (i, batch) in batches.iter_mut().enumerate() {
+            let expected = tip
+                .last_seq
+                .checked_add(1)
+                .ok_or(JournalError::InvalidBatch(
+                    "sequence number space exhausted",
+                ))?;
+            match batch.first_seq() {
+                None => return Err(JournalError::InvalidBatch("empty batch")),
+                Some(first) if first != expected => {
+                    return Err(JournalError::InvalidBatch(
+                        "first seq does not follow the journal tip",
+                    ))
+                }
+                Some(_) => {}
+            }
+            let header: BatchHeader = batch.seal(tip.link)?;
+            if header.first_ts_ns < tip.last_ts_ns {
                 return Err(JournalError::InvalidBatch(
-                    "first seq does not follow the journal tip",
-                ))
+                    "first timestamp is before the journal tip's",
+                ));
             }
-            Some(_) => {}
+            if i == 0 {
+                first_seq = header.first_seq;
+            }
+            count = count
+                .checked_add(header.count)
+                .ok_or(JournalError::TooLarge(
+                    "more than u32::MAX commands in one group",
+                ))?;
+            let key = seq_key(header.first_seq);
+            let record = batch.record();
+            record_len = record_len.saturating_add(crate::codec::u64_len(record.len()));
+            sled_batch.insert(&key[..], record);
+            keys.push((header.first_seq, key));
+            tip = Tip {
+                last_seq: header.last_seq(),
+                last_ts_ns: header.last_ts_ns,
+                link: header.header_hash,
+                batches: tip.batches.saturating_add(1),
+            };
         }
-        let header: BatchHeader = batch.seal(self.tip.link)?;
-        if header.first_ts_ns < self.tip.last_ts_ns {
-            return Err(JournalError::InvalidBatch(
-                "first timestamp is before the journal tip's",
-            ));
-        }
-        let key = seq_key(header.first_seq);
-        let record = batch.record();
-        let record_len = crate::codec::u64_len(record.len());
         self.guarded(|j| {
-            let swapped = j
-                .batches
-                .compare_and_swap(key, None as Option<&[u8]>, Some(record))?;
-            if swapped.is_err() {
-                return Err(JournalError::Corrupt {
-                    seq: header.first_seq,
-                    what: "a batch is already stored at this seq".to_string(),
-                });
+            // One writer (sled's lock keeps other processes out), so checking before the
+            // atomic batch is enough to never overwrite a stored record.
+            for (seq, key) in &keys {
+                if j.batches.contains_key(key)? {
+                    return Err(JournalError::Corrupt {
+                        seq: *seq,
+                        what: "a batch is already stored at this seq".to_string(),
+                    });
+                }
             }
+            j.batches.apply_batch(sled_batch)?;
             j.make_durable()
         })?;
-        self.tip = Tip {
-            last_seq: header.last_seq(),
-            last_ts_ns: header.last_ts_ns,
-            link: header.header_hash,
-            batches: self.tip.batches.saturating_add(1),
-        };
+        self.tip = tip;
         if let Some(obs) = self.observer.as_mut() {
             obs(self.tip.last_seq);
         }
         Ok(AppendInfo {
-            first_seq: header.first_seq,
-            last_seq: header.last_seq(),
-            count: header.count,
-            header_hash: header.header_hash,
+            first_seq,
+            last_seq: tip.last_seq,
+            count,
+            header_hash: tip.link,
             record_len,
         })
     }

@@ -482,3 +482,77 @@ fn durable_observer_sees_each_append() {
     append_batches(&mut j, &[2, 3]);
     assert_eq!(*seen.lock().expect("lock"), vec![2, 5]);
 }
+
+/// Builders for consecutive batches of the given sizes starting after `last_seq`.
+fn builders(last_seq: u64, sizes: &[u32]) -> Vec<BatchBuilder> {
+    let mut next = last_seq + 1;
+    sizes
+        .iter()
+        .map(|&n| {
+            let mut b = BatchBuilder::new();
+            for seq in next..next + u64::from(n) {
+                b.push(seq, seq * 1000, &cmd_bytes(seq)).expect("push");
+            }
+            next += u64::from(n);
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn a_group_of_batches_is_one_append_and_reads_back_as_its_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3]);
+        let mut group = builders(3, &[5, 1, 7]);
+        let info = j.append_group(&mut group).expect("group");
+        // 5 + 1 + 7 commands after seq 3: seqs 4..=16.
+        assert_eq!((info.first_seq, info.last_seq, info.count), (4, 16, 13));
+        assert_eq!(j.tip().batches, 4);
+        append_batches(&mut j, &[2]);
+    }
+    let (j, report) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert_eq!(report.batches, 5);
+    assert_eq!(report.last_seq, 18);
+    let entries = collect_entries(&j);
+    assert_eq!(entries.len(), 18);
+    for (i, (seq, _, bytes)) in entries.iter().enumerate() {
+        assert_eq!(*seq, u64::try_from(i).expect("fits") + 1);
+        assert_eq!(bytes, &cmd_bytes(*seq));
+    }
+    drop(j);
+    let firsts: Vec<u64> = raw_batches(&path)
+        .iter()
+        .map(|(k, _)| u64::from_be_bytes(k[..8].try_into().expect("8-byte key")))
+        .collect();
+    assert_eq!(firsts, vec![1, 4, 9, 10, 17]);
+}
+
+#[test]
+fn a_bad_batch_anywhere_in_a_group_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let mut j = create(&path);
+    append_batches(&mut j, &[2]);
+    let tip = j.tip();
+    // The third batch skips seq 10 (a gap inside the group).
+    let mut group = builders(2, &[3, 4]);
+    group.extend(builders(10, &[2]));
+    assert!(matches!(
+        j.append_group(&mut group),
+        Err(JournalError::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        j.append_group(&mut []),
+        Err(JournalError::InvalidBatch(_))
+    ));
+    assert_eq!(j.tip(), tip);
+    // Not poisoned: the well-formed group goes in.
+    let mut group = builders(2, &[3, 4]);
+    j.append_group(&mut group).expect("good group");
+    assert_eq!(j.last_seq(), 9);
+    drop(j);
+    assert_eq!(raw_batches(&path).len(), 3);
+}

@@ -107,6 +107,9 @@ pub struct RunSummary {
     pub events: u64,
     pub rejected: u64,
     pub trades: u64,
+    /// Group commits (one flush + fsync each).
+    pub groups: u64,
+    /// Journal batches written (a group holds one or more).
     pub batches: u64,
     pub snapshots: u64,
     pub state_hash: [u8; 32],
@@ -178,6 +181,7 @@ pub fn run(
         events: 0,
         rejected: 0,
         trades: 0,
+        groups: 0,
         batches: 0,
         snapshots: 0,
         state_hash: [0; 32],
@@ -213,6 +217,7 @@ pub fn run(
         }
         producer.join().expect("producer thread")
     })?;
+    summary.groups = stopped.stats.groups;
     summary.batches = stopped.stats.batches;
     summary.snapshots = stopped.stats.snapshots;
     summary.state_hash = stopped.state.state_hash();

@@ -17,7 +17,7 @@
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
-use perpcore_journal::{BatchBuilder, Journal};
+use perpcore_journal::{BatchBuilder, Journal, ENTRY_HEADER_LEN};
 
 use crate::clock::Clock;
 use crate::error::{Closed, SequencerError, TrySubmitError};
@@ -32,9 +32,14 @@ pub struct SequencerConfig {
     /// Capacity of the output (events) queue; a full one stalls the sequencer, which
     /// in turn fills the input queue. Consumers must keep reading.
     pub output_capacity: usize,
-    /// Most commands in one group-commit batch (at least 1 is used).
-    pub max_batch_commands: usize,
-    /// A batch is committed once its encoded payload reaches this many bytes.
+    /// Most commands in one group commit (at least 1 is used).
+    pub max_group_commands: usize,
+    /// A group is committed once its encoded payload reaches this many bytes.
+    pub max_group_bytes: usize,
+    /// Within a group, a journal batch (one sled entry) is closed and the next one
+    /// started once its payload would exceed this many bytes (a single larger command
+    /// still gets a batch of its own). Small batches keep sled's pages small; see
+    /// `Journal::append_group`.
     pub max_batch_bytes: usize,
 }
 
@@ -43,8 +48,9 @@ impl Default for SequencerConfig {
         Self {
             queue_capacity: 4096,
             output_capacity: 4096,
-            max_batch_commands: 8192,
-            max_batch_bytes: 4 * 1024 * 1024,
+            max_group_commands: 8192,
+            max_group_bytes: 4 * 1024 * 1024,
+            max_batch_bytes: 6 * 1024,
         }
     }
 }
@@ -78,10 +84,12 @@ pub struct SnapshotInfo {
 pub struct SequencerStats {
     /// Commands sequenced.
     pub commands: u64,
-    /// Batches committed.
+    /// Group commits (one flush + fsync each).
+    pub groups: u64,
+    /// Journal batches written (one sled entry each; a group holds one or more).
     pub batches: u64,
-    /// Largest batch, in commands.
-    pub max_batch_commands: u64,
+    /// Largest group, in commands.
+    pub max_group_commands: u64,
     /// Snapshots written.
     pub snapshots: u64,
     /// Commands dropped because their encoding exceeds the format's u32 length limit.
@@ -252,7 +260,8 @@ impl<S: StateMachine> Sequencer<S> {
             state,
             writer,
             clock,
-            max_batch_commands: config.max_batch_commands.max(1),
+            max_group_commands: config.max_group_commands.max(1),
+            max_group_bytes: config.max_group_bytes,
             max_batch_bytes: config.max_batch_bytes,
             rx,
             out: out_tx,
@@ -260,6 +269,8 @@ impl<S: StateMachine> Sequencer<S> {
             last_seq,
             last_ts_ns,
             builder: BatchBuilder::new(),
+            sealed: Vec::new(),
+            group_bytes: 0,
             scratch: Vec::new(),
             pending: Vec::new(),
             stats: SequencerStats::default(),
@@ -338,10 +349,12 @@ enum Flow {
 /// Groups in flight to the journal writer at most (bounds memory and how far the
 /// sequencer runs ahead of durability).
 const WRITER_QUEUE_GROUPS: usize = 4;
+/// Cleared batch builders kept for reuse (each keeps its allocation).
+const RECYCLED_BUILDERS: usize = 256;
 
 enum ToWriter<E> {
     Group {
-        builder: BatchBuilder,
+        batches: Vec<BatchBuilder>,
         outputs: Vec<Committed<E>>,
     },
     Snapshot {
@@ -367,7 +380,7 @@ struct Writer<E> {
 impl<E: Send + 'static> Writer<E> {
     fn spawn(journal: Journal, out: Sender<Committed<E>>) -> Result<Writer<E>, SequencerError> {
         let (tx, rx) = bounded::<ToWriter<E>>(WRITER_QUEUE_GROUPS);
-        let (back_tx, back_rx) = bounded::<BatchBuilder>(WRITER_QUEUE_GROUPS + 1);
+        let (back_tx, back_rx) = bounded::<BatchBuilder>(RECYCLED_BUILDERS);
         let thread = std::thread::Builder::new()
             .name("perpcore-journal-writer".to_string())
             .spawn(move || writer_loop(journal, rx, out, back_tx))
@@ -415,14 +428,18 @@ fn writer_loop<E>(
     for msg in rx.iter() {
         match msg {
             ToWriter::Group {
-                mut builder,
+                mut batches,
                 outputs,
             } => {
-                if let Err(e) = journal.append(&mut builder) {
+                if let Err(e) = journal.append_group(&mut batches) {
                     return (journal, Err(e.into()));
                 }
-                builder.clear();
-                let _ = recycle.try_send(builder);
+                for mut builder in batches {
+                    builder.clear();
+                    if recycle.try_send(builder).is_err() {
+                        break;
+                    }
+                }
                 for committed in outputs {
                     if out_open && out.send(committed).is_err() {
                         // The consumer is gone; keep journaling, discard outputs.
@@ -462,7 +479,8 @@ struct Worker<S: StateMachine> {
     /// Journal writer (None: no journal, outputs are released right after applying).
     writer: Option<Writer<S::Event>>,
     clock: Box<dyn Clock>,
-    max_batch_commands: usize,
+    max_group_commands: usize,
+    max_group_bytes: usize,
     max_batch_bytes: usize,
     rx: Receiver<Msg<S::Command>>,
     /// The output, when there is no writer (with a journal only the writer holds it, so
@@ -473,7 +491,12 @@ struct Worker<S: StateMachine> {
     /// Last sequenced command (applied; durable only after `commit`).
     last_seq: u64,
     last_ts_ns: u64,
+    /// The batch being filled.
     builder: BatchBuilder,
+    /// Closed batches of the pending group, in order.
+    sealed: Vec<BatchBuilder>,
+    /// Payload bytes of the pending group.
+    group_bytes: usize,
     scratch: Vec<u8>,
     /// Outputs of applied but not yet committed commands.
     pending: Vec<Committed<S::Event>>,
@@ -544,8 +567,21 @@ impl<S: StateMachine> Worker<S> {
     }
 
     fn group_full(&self) -> bool {
-        self.pending.len() >= self.max_batch_commands
-            || self.builder.payload_len() >= self.max_batch_bytes
+        self.pending.len() >= self.max_group_commands || self.group_bytes >= self.max_group_bytes
+    }
+
+    /// Closes the batch being filled (if any) into the pending group.
+    fn close_batch(&mut self) {
+        if self.builder.is_empty() {
+            return;
+        }
+        let next = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.recycled.try_recv().ok())
+            .unwrap_or_default();
+        let full = std::mem::replace(&mut self.builder, next);
+        self.sealed.push(full);
     }
 
     fn handle(&mut self, msg: Msg<S::Command>) -> Result<Flow, SequencerError> {
@@ -609,22 +645,24 @@ impl<S: StateMachine> Worker<S> {
         if self.writer.is_some() {
             self.scratch.clear();
             S::encode_command(&cmd, &mut self.scratch);
+            let entry_len = ENTRY_HEADER_LEN.saturating_add(self.scratch.len());
+            if self.builder.payload_len().saturating_add(entry_len) > self.max_batch_bytes
+                || !self.builder.fits(self.scratch.len())
+            {
+                self.close_batch();
+            }
             if !self.builder.fits(self.scratch.len()) {
-                if !self.builder.is_empty() {
-                    self.commit()?;
-                }
-                if !self.builder.fits(self.scratch.len()) {
-                    // Cannot be journaled (length field is u32); not applying it keeps
-                    // state and journal identical. No seq is consumed.
-                    tracing::error!(
-                        len = self.scratch.len(),
-                        "sequencer: dropping a command whose encoding exceeds the journal limit"
-                    );
-                    self.stats.rejected_too_large = self.stats.rejected_too_large.saturating_add(1);
-                    return Ok(());
-                }
+                // Cannot be journaled even alone (length field is u32); not applying it
+                // keeps state and journal identical. No seq is consumed.
+                tracing::error!(
+                    len = self.scratch.len(),
+                    "sequencer: dropping a command whose encoding exceeds the journal limit"
+                );
+                self.stats.rejected_too_large = self.stats.rejected_too_large.saturating_add(1);
+                return Ok(());
             }
             self.builder.push(seq, ts_ns, &self.scratch)?;
+            self.group_bytes = self.group_bytes.saturating_add(entry_len);
         }
 
         let mut events = Vec::new();
@@ -642,15 +680,20 @@ impl<S: StateMachine> Worker<S> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.stats.batches = self.stats.batches.saturating_add(1);
+        self.stats.groups = self.stats.groups.saturating_add(1);
         let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
-        self.stats.max_batch_commands = self.stats.max_batch_commands.max(n);
+        self.stats.max_group_commands = self.stats.max_group_commands.max(n);
+        self.group_bytes = 0;
         let outputs = std::mem::take(&mut self.pending);
-        if let Some(w) = self.writer.as_mut() {
-            let next = w.recycled.try_recv().unwrap_or_default();
-            let builder = std::mem::replace(&mut self.builder, next);
-            // On error the writer has stopped: nothing of this group is released.
-            return w.send(ToWriter::Group { builder, outputs });
+        if self.writer.is_some() {
+            self.close_batch();
+            let batches = std::mem::take(&mut self.sealed);
+            let count = u64::try_from(batches.len()).unwrap_or(u64::MAX);
+            self.stats.batches = self.stats.batches.saturating_add(count);
+            if let Some(w) = self.writer.as_mut() {
+                // On error the writer has stopped: nothing of this group is released.
+                return w.send(ToWriter::Group { batches, outputs });
+            }
         }
         if let Some(out) = &self.out {
             for committed in outputs {

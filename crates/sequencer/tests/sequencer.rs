@@ -138,7 +138,7 @@ fn full_queue_blocks_producers() {
     let config = SequencerConfig {
         queue_capacity: 8,
         output_capacity: 1,
-        max_batch_commands: 4,
+        max_group_commands: 4,
         ..SequencerConfig::default()
     };
     let (seq, rx) = Sequencer::start(fresh(), None, Box::new(SystemClock), config).expect("start");
@@ -341,7 +341,7 @@ fn a_crash_loses_only_what_was_never_released() {
         Some(new_journal(&path)),
         Box::new(SystemClock),
         SequencerConfig {
-            max_batch_commands: 16,
+            max_group_commands: 16,
             ..SequencerConfig::default()
         },
     )
@@ -625,4 +625,41 @@ fn outputs_are_discarded_when_nobody_listens() {
     }
     assert_eq!(h.barrier(), Ok(50));
     assert_eq!(seq.shutdown().expect("shutdown").last_seq, 50);
+}
+
+#[test]
+fn a_group_is_split_into_small_batches_and_replays_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig {
+            // A few commands per batch, many batches per group.
+            max_batch_bytes: 100,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..2_000 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    let outputs = recv_n(&rx, 2_000);
+    let stopped = seq.shutdown().expect("shutdown");
+    assert_strictly_ordered(&outputs, 1);
+    assert!(
+        stopped.stats.batches > stopped.stats.groups,
+        "{:?}",
+        stopped.stats
+    );
+    assert!(stopped.stats.batches >= 2_000 / 4, "{:?}", stopped.stats);
+    let live_hash = stopped.state.state_hash();
+    drop(stopped);
+    let replayed = replay::<Toy>(&path, None, |_| {}).expect("replay");
+    assert_eq!(replayed.state_hash, live_hash);
+    assert_eq!(replayed.commands, 2_000);
+    let rec = recover::<Toy>(&path).expect("recover");
+    assert_eq!(rec.last_seq, 2_000);
 }
