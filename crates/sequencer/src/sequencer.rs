@@ -16,7 +16,7 @@
 
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 use perpcore_journal::{BatchBuilder, Journal, ENTRY_HEADER_LEN};
 
 use crate::clock::Clock;
@@ -348,7 +348,6 @@ enum Flow {
 
 /// Groups in flight to the journal writer at most (bounds memory and how far the
 /// sequencer runs ahead of durability).
-const WRITER_QUEUE_GROUPS: usize = 4;
 /// Cleared batch builders kept for reuse (each keeps its allocation).
 const RECYCLED_BUILDERS: usize = 256;
 
@@ -379,7 +378,9 @@ struct Writer<E> {
 
 impl<E: Send + 'static> Writer<E> {
     fn spawn(journal: Journal, out: Sender<Committed<E>>) -> Result<Writer<E>, SequencerError> {
-        let (tx, rx) = bounded::<ToWriter<E>>(WRITER_QUEUE_GROUPS);
+        // A rendezvous: the sequencer hands a group over only when the writer is ready
+        // for it, and keeps growing it until then (see `Worker::offer_or_recv`).
+        let (tx, rx) = bounded::<ToWriter<E>>(0);
         let (back_tx, back_rx) = bounded::<BatchBuilder>(RECYCLED_BUILDERS);
         let thread = std::thread::Builder::new()
             .name("perpcore-journal-writer".to_string())
@@ -474,6 +475,16 @@ fn writer_loop<E>(
     (journal, Ok(()))
 }
 
+/// What waiting for the writer or new input produced.
+enum Offer<C> {
+    /// The pending group went to the writer.
+    Sent,
+    /// The writer has stopped; the group was not taken.
+    WriterGone,
+    /// A message arrived first; the group is still pending.
+    Received(Msg<C>),
+}
+
 struct Worker<S: StateMachine> {
     state: S,
     /// Journal writer (None: no journal, outputs are released right after applying).
@@ -537,16 +548,31 @@ impl<S: StateMachine> Worker<S> {
 
     fn run_loop(&mut self) -> Result<Flow, SequencerError> {
         loop {
-            // Block for the first message of a group; all senders gone means nobody
-            // can ever submit again, so stop.
-            let Ok(first) = self.rx.recv() else {
+            let first = if self.pending.is_empty() || self.writer.is_none() {
+                // Nothing waiting to be journaled: block for input. All senders gone
+                // means nobody can ever submit again, so stop.
+                let Ok(msg) = self.rx.recv() else {
+                    self.commit()?;
+                    return Ok(Flow::Stop);
+                };
+                msg
+            } else if self.group_full() {
+                // Back-pressure: wait for the writer.
                 self.commit()?;
-                return Ok(Flow::Stop);
+                continue;
+            } else {
+                // Group commit with the writer as the pacer: the pending group goes to
+                // the writer the moment it is free (the hand-off is a rendezvous), and
+                // until then it keeps growing with whatever arrives. Under load one
+                // fsync covers everything that came in during the previous one; idle,
+                // a lone command is committed at once.
+                match self.offer_or_recv()? {
+                    Some(msg) => msg,
+                    None => continue,
+                }
             };
             let mut flow = self.handle(first)?;
-            // Group commit: take whatever else is already queued, up to the limits,
-            // so one fsync covers many commands under load and latency stays low when
-            // idle (a lone command is committed immediately).
+            // Take whatever else is already queued, up to the limits.
             while flow == Flow::Continue && !self.group_full() {
                 match self.rx.try_recv() {
                     Ok(msg) => flow = self.handle(msg)?,
@@ -555,7 +581,10 @@ impl<S: StateMachine> Worker<S> {
                 }
             }
             match flow {
-                Flow::Continue => self.commit()?,
+                // With a writer, the top of the loop hands the group over; without one,
+                // outputs are released now.
+                Flow::Continue if self.writer.is_none() => self.commit()?,
+                Flow::Continue => {}
                 Flow::Stop => {
                     self.commit()?;
                     return Ok(Flow::Stop);
@@ -676,25 +705,106 @@ impl<S: StateMachine> Worker<S> {
 
     /// Hands the pending group to the journal writer, which makes it durable and then
     /// releases its outputs in order (without a journal they are released at once).
+    /// With a group pending and a writer: hands the group over if the writer is free
+    /// (`None`), else waits for whichever comes first, the writer or a new message
+    /// (`Some`).
+    fn offer_or_recv(&mut self) -> Result<Option<Msg<S::Command>>, SequencerError> {
+        // Both channel ends are moved out for the select (so `self` stays free to build
+        // the group) and put back before returning; moving them costs no refcounting.
+        let Some(tx) = self.writer.as_mut().and_then(|w| w.tx.take()) else {
+            self.commit()?;
+            return Ok(None);
+        };
+        let rx = std::mem::replace(&mut self.rx, crossbeam_channel::never());
+        let result = self.offer_or_recv_on(&tx, &rx);
+        self.rx = rx;
+        if let Some(w) = self.writer.as_mut() {
+            w.tx = Some(tx);
+        }
+        let sent = result?;
+        match sent {
+            Offer::Sent => Ok(None),
+            Offer::WriterGone => self.finish_send(false).map(|_| None),
+            Offer::Received(msg) => Ok(Some(msg)),
+        }
+    }
+
+    fn offer_or_recv_on(
+        &mut self,
+        tx: &Sender<ToWriter<S::Event>>,
+        rx: &Receiver<Msg<S::Command>>,
+    ) -> Result<Offer<S::Command>, SequencerError> {
+        let sent = |ok: bool| if ok { Offer::Sent } else { Offer::WriterGone };
+        // Prefer the hand-off when the writer is already waiting.
+        let mut only_writer = Select::new();
+        only_writer.send(tx);
+        if let Ok(oper) = only_writer.try_select() {
+            let group = self.take_group();
+            return Ok(sent(oper.send(tx, group).is_ok()));
+        }
+        let mut sel = Select::new();
+        let to_writer = sel.send(tx);
+        let from_input = sel.recv(rx);
+        let oper = sel.select();
+        match oper.index() {
+            i if i == to_writer => {
+                let group = self.take_group();
+                Ok(sent(oper.send(tx, group).is_ok()))
+            }
+            i if i == from_input => match oper.recv(rx) {
+                Ok(msg) => Ok(Offer::Received(msg)),
+                // Every producer is gone: commit what is pending and stop.
+                Err(_) => Ok(Offer::Received(Msg::Stop)),
+            },
+            _ => unreachable!("select returned an operation it was not given"),
+        }
+    }
+
+    /// After a hand-off attempt: a refused one means the writer stopped; return its
+    /// error (nothing of the group is released).
+    fn finish_send(&mut self, sent: bool) -> Result<(), SequencerError> {
+        if sent {
+            return Ok(());
+        }
+        match self.writer.as_mut().and_then(|w| w.join()) {
+            Some((_, Err(e))) => Err(e),
+            _ => Err(SequencerError::Closed),
+        }
+    }
+
+    /// Takes the pending group (commands applied but not yet handed to the writer) as a
+    /// writer message, counting it.
+    fn take_group(&mut self) -> ToWriter<S::Event> {
+        self.stats.groups = self.stats.groups.saturating_add(1);
+        let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
+        self.stats.max_group_commands = self.stats.max_group_commands.max(n);
+        self.group_bytes = 0;
+        self.close_batch();
+        let batches = std::mem::take(&mut self.sealed);
+        let count = u64::try_from(batches.len()).unwrap_or(u64::MAX);
+        self.stats.batches = self.stats.batches.saturating_add(count);
+        ToWriter::Group {
+            batches,
+            outputs: std::mem::take(&mut self.pending),
+        }
+    }
+
     fn commit(&mut self) -> Result<(), SequencerError> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        if self.writer.is_some() {
+            let group = self.take_group();
+            if let Some(w) = self.writer.as_mut() {
+                // On error the writer has stopped: nothing of this group is released.
+                return w.send(group);
+            }
         }
         self.stats.groups = self.stats.groups.saturating_add(1);
         let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
         self.stats.max_group_commands = self.stats.max_group_commands.max(n);
         self.group_bytes = 0;
         let outputs = std::mem::take(&mut self.pending);
-        if self.writer.is_some() {
-            self.close_batch();
-            let batches = std::mem::take(&mut self.sealed);
-            let count = u64::try_from(batches.len()).unwrap_or(u64::MAX);
-            self.stats.batches = self.stats.batches.saturating_add(count);
-            if let Some(w) = self.writer.as_mut() {
-                // On error the writer has stopped: nothing of this group is released.
-                return w.send(ToWriter::Group { batches, outputs });
-            }
-        }
         if let Some(out) = &self.out {
             for committed in outputs {
                 if self.out_open && out.send(committed).is_err() {
