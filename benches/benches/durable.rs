@@ -181,7 +181,7 @@ fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
             }
         });
         let mut done_at = Vec::with_capacity(total);
-        for c in rx.iter() {
+        for c in rx.iter().flatten() {
             done_at.push((c.seq, Instant::now()));
             if done_at.len() == total {
                 break;

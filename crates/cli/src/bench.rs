@@ -415,7 +415,7 @@ fn run_once(
             };
             (sequencer.shutdown(), feed, flow)
         });
-        for c in rx.iter() {
+        for c in rx.iter().flatten() {
             let slot = Ring::slot(c.seq);
             let at = ring.at_ns[slot].load(Ordering::Acquire);
             let k = usize::from(ring.kind[slot].load(Ordering::Relaxed)).min(KINDS.len() - 1);

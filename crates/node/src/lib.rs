@@ -202,7 +202,7 @@ pub fn run(
             drop(handle);
             seq_runner.shutdown()
         });
-        for c in rx.iter() {
+        for c in rx.iter().flatten() {
             summary.commands += 1;
             summary.last_seq = c.seq;
             summary.events += c.events.len() as u64;

@@ -29,8 +29,9 @@ use crate::StateMachine;
 pub struct SequencerConfig {
     /// Capacity of the input queue; a full queue blocks `submit` (back-pressure).
     pub queue_capacity: usize,
-    /// Capacity of the output (events) queue; a full one stalls the sequencer, which
-    /// in turn fills the input queue. Consumers must keep reading.
+    /// Capacity of the output queue, in groups (one message per group commit, holding
+    /// its commands' outputs in order); a full one stalls the sequencer, which in turn
+    /// fills the input queue. Consumers must keep reading.
     pub output_capacity: usize,
     /// Most commands in one group commit (at least 1 is used).
     pub max_group_commands: usize,
@@ -47,7 +48,7 @@ impl Default for SequencerConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 4096,
-            output_capacity: 4096,
+            output_capacity: 64,
             max_group_commands: 8192,
             max_group_bytes: 4 * 1024 * 1024,
             max_batch_bytes: 6 * 1024,
@@ -182,8 +183,10 @@ impl<C> SequencerHandle<C> {
     }
 }
 
-/// Receiver of committed outputs, in sequence order.
-pub type CommittedReceiver<E> = Receiver<Committed<E>>;
+/// Receiver of committed outputs: one message per group commit, each holding its
+/// commands' outputs in sequence order, the groups in order too. One message per
+/// group (not per command) keeps the consumer from being woken once per command.
+pub type CommittedReceiver<E> = Receiver<Vec<Committed<E>>>;
 
 /// What `Sequencer::start` / `resume` return: the sequencer and its output receiver.
 pub type Started<S> = (Sequencer<S>, CommittedReceiver<<S as StateMachine>::Event>);
@@ -377,7 +380,10 @@ struct Writer<E> {
 }
 
 impl<E: Send + 'static> Writer<E> {
-    fn spawn(journal: Journal, out: Sender<Committed<E>>) -> Result<Writer<E>, SequencerError> {
+    fn spawn(
+        journal: Journal,
+        out: Sender<Vec<Committed<E>>>,
+    ) -> Result<Writer<E>, SequencerError> {
         // A rendezvous: the sequencer hands a group over only when the writer is ready
         // for it, and keeps growing it until then (see `Worker::offer_or_recv`).
         let (tx, rx) = bounded::<ToWriter<E>>(0);
@@ -422,7 +428,7 @@ impl<E: Send + 'static> Writer<E> {
 fn writer_loop<E>(
     mut journal: Journal,
     rx: Receiver<ToWriter<E>>,
-    out: Sender<Committed<E>>,
+    out: Sender<Vec<Committed<E>>>,
     recycle: Sender<BatchBuilder>,
 ) -> (Journal, Result<(), SequencerError>) {
     let mut out_open = true;
@@ -441,11 +447,9 @@ fn writer_loop<E>(
                         break;
                     }
                 }
-                for committed in outputs {
-                    if out_open && out.send(committed).is_err() {
-                        // The consumer is gone; keep journaling, discard outputs.
-                        out_open = false;
-                    }
+                if out_open && out.send(outputs).is_err() {
+                    // The consumer is gone; keep journaling, discard outputs.
+                    out_open = false;
                 }
             }
             ToWriter::Snapshot {
@@ -496,7 +500,7 @@ struct Worker<S: StateMachine> {
     rx: Receiver<Msg<S::Command>>,
     /// The output, when there is no writer (with a journal only the writer holds it, so
     /// the output closes as soon as the writer stops).
-    out: Option<Sender<Committed<S::Event>>>,
+    out: Option<Sender<Vec<Committed<S::Event>>>>,
     /// False once the consumer dropped the receiver; events are then discarded.
     out_open: bool,
     /// Last sequenced command (applied; durable only after `commit`).
@@ -806,11 +810,9 @@ impl<S: StateMachine> Worker<S> {
         self.group_bytes = 0;
         let outputs = std::mem::take(&mut self.pending);
         if let Some(out) = &self.out {
-            for committed in outputs {
-                if self.out_open && out.send(committed).is_err() {
-                    // The consumer is gone; keep sequencing, discard outputs.
-                    self.out_open = false;
-                }
+            if self.out_open && out.send(outputs).is_err() {
+                // The consumer is gone; keep sequencing, discard outputs.
+                self.out_open = false;
             }
         }
         Ok(())

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 use perpcore_journal::{Journal, JournalError, JournalOptions};
 use perpcore_sequencer::{
-    recover, replay, Closed, Committed, ManualClock, Sequencer, SequencerConfig, SequencerError,
-    StateMachine, SystemClock, TrySubmitError,
+    recover, replay, Closed, Committed, CommittedReceiver, ManualClock, Sequencer, SequencerConfig,
+    SequencerError, StateMachine, SystemClock, TrySubmitError,
 };
 use toy::{rebuild, Cmd, Ev, Toy, GENESIS};
 
@@ -38,20 +38,31 @@ fn cmd(producer: u32, n: u64) -> Cmd {
 }
 
 /// Receives exactly `n` outputs (fails the test after a long timeout instead of hanging).
-fn recv_n(rx: &Receiver<Committed<Ev>>, n: usize) -> Vec<Committed<Ev>> {
+/// Outputs come one message per group commit; a group never straddles `n` here because
+/// the tests wait for exactly what they submitted.
+fn recv_n(rx: &CommittedReceiver<Ev>, n: usize) -> Vec<Committed<Ev>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        out.push(rx.recv_timeout(WAIT).expect("output within timeout"));
+        let group = rx.recv_timeout(WAIT).expect("output within timeout");
+        assert!(!group.is_empty(), "an empty group was released");
+        out.extend(group);
     }
+    assert_eq!(out.len(), n, "more outputs than expected");
     out
 }
 
+/// The next single output (the next group must hold exactly one command).
+fn recv_one(rx: &CommittedReceiver<Ev>) -> Committed<Ev> {
+    let mut v = recv_n(rx, 1);
+    v.pop().expect("one output")
+}
+
 /// Receives until the sequencer closes the output channel.
-fn recv_all(rx: &Receiver<Committed<Ev>>) -> Vec<Committed<Ev>> {
+fn recv_all(rx: &CommittedReceiver<Ev>) -> Vec<Committed<Ev>> {
     let mut out = Vec::new();
     loop {
         match rx.recv_timeout(WAIT) {
-            Ok(c) => out.push(c),
+            Ok(group) => out.extend(group),
             Err(RecvTimeoutError::Disconnected) => return out,
             Err(RecvTimeoutError::Timeout) => panic!("sequencer did not close its output"),
         }
@@ -163,9 +174,10 @@ fn full_queue_blocks_producers() {
         }
     }
     assert!(full, "queue never filled");
-    // queue (8) + one group in the worker (4) + one output slot, plus slack for timing.
+    // queue (8) + one group in the worker (4) + one output slot holding a group (4),
+    // plus slack for timing.
     assert!(
-        accepted <= 8 + 4 + 1 + 2,
+        accepted <= 8 + 4 + 4 + 2,
         "accepted {accepted}: memory is not bounded"
     );
 
@@ -212,15 +224,20 @@ fn events_are_released_only_after_their_batch_is_durable() {
             }
         }));
     }
-    for _ in 0..600 {
-        let c = rx.recv_timeout(WAIT).expect("output");
+    let mut received = 0;
+    while received < 600 {
+        let group = rx.recv_timeout(WAIT).expect("output");
         let watermark = durable.load(Ordering::SeqCst);
-        assert!(
-            c.seq <= watermark,
-            "seq {} released before durable ({watermark})",
-            c.seq
-        );
+        for c in &group {
+            assert!(
+                c.seq <= watermark,
+                "seq {} released before durable ({watermark})",
+                c.seq
+            );
+        }
+        received += group.len();
     }
+    assert_eq!(received, 600);
     for t in threads {
         t.join().expect("producer");
     }
@@ -322,7 +339,7 @@ fn recovers_after_the_sequencer_is_dropped_mid_stream() {
     )
     .expect("resume");
     seq.handle().submit(cmd(9, 0)).expect("submit");
-    let c = rx.recv_timeout(WAIT).expect("output");
+    let c = recv_one(&rx);
     assert_eq!(c.seq, last + 1);
     assert_eq!(
         c.ts_ns,
@@ -517,7 +534,7 @@ fn recover_drops_a_torn_tail_and_resumes_after_it() {
     let (seq, rx) =
         Sequencer::resume(rec, Box::new(SystemClock), SequencerConfig::default()).expect("resume");
     seq.handle().submit(cmd(5, 5)).expect("submit");
-    assert_eq!(rx.recv_timeout(WAIT).expect("output").seq, 20);
+    assert_eq!(recv_one(&rx).seq, 20);
     seq.shutdown().expect("shutdown");
     assert_eq!(recover::<Toy>(&path).expect("recover").last_seq, 20);
 }
