@@ -584,7 +584,21 @@ where
     V: AsRef<[u8]>,
     I: IntoIterator<Item = Result<(K, V), JournalError>>,
 {
-    let mut verifier = ChainVerifier::new(0, 0, genesis_hash);
+    scan_records_from(ChainVerifier::new(0, 0, genesis_hash), records)
+}
+
+/// `scan_records` starting from `verifier` (the position after the batches before
+/// `records`) instead of genesis.
+pub(crate) fn scan_records_from<K, V, I>(
+    verifier: ChainVerifier,
+    records: I,
+) -> Result<ScanOutcome, JournalError>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+    I: IntoIterator<Item = Result<(K, V), JournalError>>,
+{
+    let mut verifier = verifier;
     let mut batches: u64 = 0;
     let mut iter = records.into_iter();
     let mut current = iter.next();

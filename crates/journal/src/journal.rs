@@ -8,7 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::batch::{scan_records, BatchBuilder, BatchHeader, ChainVerifier, EntryIter};
+use crate::batch::{
+    scan_records, BatchBuilder, BatchHeader, ChainVerifier, EntryIter, ScanOutcome,
+};
 use crate::codec::{key_seq, seq_key};
 use crate::durability::{sync_dir, Durability, FileSyncer};
 use crate::error::JournalError;
@@ -27,6 +29,8 @@ pub struct JournalOptions {
     pub durability: Durability,
     /// sled page cache size in bytes.
     pub cache_capacity_bytes: u64,
+    /// What `open` verifies (default: `OpenCheck::Full`).
+    pub open_check: OpenCheck,
 }
 
 impl Default for JournalOptions {
@@ -34,8 +38,25 @@ impl Default for JournalOptions {
         Self {
             durability: Durability::Fsync,
             cache_capacity_bytes: 64 * 1024 * 1024,
+            open_check: OpenCheck::Full,
         }
     }
+}
+
+/// How much of the log `open` verifies before returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenCheck {
+    /// Every batch from genesis: checksums, sequence continuity and the hash chain.
+    /// Damage anywhere is an error naming the seq; a torn last batch is dropped. What a
+    /// start (recovery from a snapshot) uses, since it re-reads only the tail.
+    #[default]
+    Full,
+    /// Only the last batch (and its link to the one before): a torn last batch is
+    /// still dropped, but damage further back is found only by whoever reads the log
+    /// next. For a caller that reads and verifies the whole log itself right away (a
+    /// replay from genesis does, through `read_from_genesis`), so the log is not
+    /// hashed twice.
+    LastBatch,
 }
 
 /// The end of the durable log.
@@ -88,6 +109,27 @@ pub struct AppendInfo {
     pub header_hash: [u8; 32],
     /// Length of the stored records in bytes.
     pub record_len: u64,
+}
+
+/// sled holds an exclusive lock on its files, and a handle dropped a moment ago (in this
+/// process, or in one that just exited) keeps it while sled's threads wind down. Opening
+/// waits for it, up to five seconds, on that error only (sled reports it as an
+/// `io::ErrorKind::Other` whose only distinguishing mark is its message).
+fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    const STEP_MS: u64 = 10;
+    const MAX_WAIT_MS: u64 = 5_000;
+    let mut waited_ms = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if waited_ms < MAX_WAIT_MS && e.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(STEP_MS));
+                waited_ms += STEP_MS;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Callback told the last durable sequence number after every durable append.
@@ -152,13 +194,14 @@ impl Journal {
         opts: JournalOptions,
     ) -> Result<(Self, OpenReport), JournalError> {
         let dir_existed = path.exists();
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity_bytes)
-            // We flush explicitly after every batch; sled's periodic background flush
-            // would only add a second writer of the files we fsync.
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_sled(
+            &sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity_bytes)
+                // We flush explicitly after every batch; sled's periodic background flush
+                // would only add a second writer of the files we fsync.
+                .flush_every_ms(None),
+        )?;
         let syncer = FileSyncer::open(path)?;
         if !dir_existed {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -250,10 +293,13 @@ impl Journal {
     /// self-consistent (a torn write: it was never acknowledged, since acknowledgement
     /// follows a successful fsync of the whole record) is removed and reported.
     fn scan_and_repair(&mut self) -> Result<Option<DroppedTail>, JournalError> {
-        let outcome = scan_records(
-            self.genesis_hash,
-            self.batches.iter().map(|r| r.map_err(JournalError::from)),
-        )?;
+        let outcome = match self.opts.open_check {
+            OpenCheck::Full => scan_records(
+                self.genesis_hash,
+                self.batches.iter().map(|r| r.map_err(JournalError::from)),
+            )?,
+            OpenCheck::LastBatch => self.scan_last()?,
+        };
         self.set_tip(outcome.position, outcome.batches);
         let Some(torn) = outcome.torn_tail else {
             return Ok(None);
@@ -270,6 +316,37 @@ impl Journal {
             record_len: torn.record_len,
             reason: torn.reason,
         }))
+    }
+
+    /// `OpenCheck::LastBatch`: the last two records, the one before the last trusted
+    /// for its header only (its self-consistency is checked, its own link is not).
+    fn scan_last(&self) -> Result<ScanOutcome, JournalError> {
+        let mut tail = self.batches.iter().rev();
+        let last = tail.next().transpose()?;
+        let before = tail.next().transpose()?;
+        let start = match &before {
+            None => ChainVerifier::new(0, 0, self.genesis_hash),
+            Some((key, value)) => {
+                let seq = crate::codec::key_seq(key).unwrap_or(0);
+                let view =
+                    crate::batch::decode_batch(value).map_err(|e| JournalError::Corrupt {
+                        seq,
+                        what: e.what.to_string(),
+                    })?;
+                let h = view.header;
+                ChainVerifier::new(h.last_seq(), h.last_ts_ns, h.header_hash)
+            }
+        };
+        // Counting keys reads no payload hashes.
+        let batches = crate::codec::u64_len(self.batches.len());
+        let records = last.into_iter().map(Ok::<_, JournalError>);
+        let mut outcome = crate::batch::scan_records_from(start, records)?;
+        outcome.batches = if outcome.torn_tail.is_some() {
+            batches.saturating_sub(1)
+        } else {
+            batches
+        };
+        Ok(outcome)
     }
 
     fn set_tip(&mut self, v: ChainVerifier, batches: u64) {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use perpcore_journal::{
-    genesis_hash, scan_records, BatchBuilder, Journal, JournalError, JournalOptions,
+    genesis_hash, scan_records, BatchBuilder, Journal, JournalError, JournalOptions, OpenCheck,
     BATCH_HEADER_LEN,
 };
 
@@ -48,8 +48,21 @@ fn create(path: &Path) -> Journal {
     j
 }
 
+/// `sled::open`, waiting for a just-dropped handle's lock like `Journal::open` does.
+fn sled_open(path: &Path) -> sled::Db {
+    for _ in 0..500 {
+        match sled::open(path) {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.expect("sled open"),
+        }
+    }
+    panic!("sled lock on {} never released", path.display())
+}
+
 fn raw_batches(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = sled::open(path).expect("sled open");
+    let db = sled_open(path);
     let t = db.open_tree("batches").expect("tree");
     t.iter()
         .map(|r| {
@@ -61,7 +74,7 @@ fn raw_batches(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Replaces (or with `None` removes) a raw batch record.
 fn set_raw(path: &Path, tree: &str, key: &[u8], value: Option<Vec<u8>>) {
-    let db = sled::open(path).expect("sled open");
+    let db = sled_open(path);
     let t = db.open_tree(tree).expect("tree");
     match value {
         Some(v) => {
@@ -396,7 +409,7 @@ fn snapshots_write_list_load() {
     drop(j);
 
     // A damaged snapshot is reported, not loaded.
-    let db = sled::open(&path).expect("sled");
+    let db = sled_open(&path);
     let t = db.open_tree("snapshots").expect("tree");
     let mut v = t
         .get(7u64.to_be_bytes())
@@ -555,4 +568,79 @@ fn a_bad_batch_anywhere_in_a_group_writes_nothing() {
     assert_eq!(j.last_seq(), 9);
     drop(j);
     assert_eq!(raw_batches(&path).len(), 3);
+}
+
+fn last_batch_only() -> JournalOptions {
+    JournalOptions {
+        open_check: OpenCheck::LastBatch,
+        ..JournalOptions::default()
+    }
+}
+
+#[test]
+fn last_batch_open_finds_the_same_tip_and_drops_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3, 4, 5]);
+    }
+    let (full_tip, full_report) = {
+        let (j, r) = Journal::open(&path, JournalOptions::default()).expect("full");
+        (j.tip(), r)
+    };
+    let (j, report) = Journal::open(&path, last_batch_only()).expect("last batch");
+    assert_eq!(j.tip(), full_tip);
+    assert_eq!(report, full_report);
+    drop(j);
+    // A torn last batch is dropped as in a full open.
+    let records = raw_batches(&path);
+    let half = records[2].1.len() / 2;
+    set_raw(
+        &path,
+        "batches",
+        &records[2].0,
+        Some(records[2].1[..half].to_vec()),
+    );
+    let (j, report) = Journal::open(&path, last_batch_only()).expect("open");
+    assert_eq!(report.dropped_tail.map(|t| t.first_seq), Some(8));
+    assert_eq!((report.last_seq, report.batches), (7, 2));
+    assert_eq!(j.tip().last_ts_ns, 7000);
+}
+
+#[test]
+fn last_batch_open_leaves_older_damage_to_the_reader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, &[3, 4, 2, 5]);
+    }
+    let records = raw_batches(&path);
+    let mut v = records[1].1.clone();
+    let last = v.len() - 1;
+    v[last] ^= 0x40;
+    set_raw(&path, "batches", &records[1].0, Some(v));
+    // A full open refuses the journal; a last-batch open does not look that far back,
+    // and reading the log finds the damage with the same seq.
+    assert!(matches!(
+        Journal::open(&path, JournalOptions::default()),
+        Err(JournalError::Corrupt { seq: 4, .. })
+    ));
+    let (j, report) = Journal::open(&path, last_batch_only()).expect("last batch");
+    assert_eq!(report.last_seq, 14);
+    let first_error = j.read_from_genesis().find_map(Result::err);
+    assert!(
+        matches!(first_error, Some(JournalError::Corrupt { seq: 4, .. })),
+        "{first_error:?}"
+    );
+    drop(j);
+    // Damage in the batch before the last is refused by a last-batch open too.
+    let mut v = records[2].1.clone();
+    v[BATCH_HEADER_LEN + 1] ^= 1;
+    set_raw(&path, "batches", &records[2].0, Some(v));
+    assert!(matches!(
+        Journal::open(&path, last_batch_only()),
+        Err(JournalError::Corrupt { seq: 8, .. })
+    ));
 }

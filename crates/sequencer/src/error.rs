@@ -93,9 +93,13 @@ pub enum SequencerError {
         expected: u64,
     },
 
-    /// The sequencer thread could not be spawned.
-    #[error("cannot spawn the sequencer thread: {0}")]
+    /// The sequencer thread (or a replay's reader thread) could not be spawned.
+    #[error("cannot spawn a thread: {0}")]
     Spawn(#[source] std::io::Error),
+
+    /// A replay's journal reader thread panicked (a bug in the decoder or the journal).
+    #[error("replay reader thread panicked")]
+    ReaderPanicked,
 
     /// The sequencer thread panicked (a bug in the state machine or here).
     #[error("sequencer thread panicked")]

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use perpcore_journal::{
-    BatchIter, Journal, JournalError, JournalOptions, OpenReport, SnapshotMeta,
+    BatchIter, Journal, JournalError, JournalOptions, OpenCheck, OpenReport, SnapshotMeta,
 };
 
 use crate::error::SequencerError;
@@ -194,7 +194,13 @@ pub fn replay<S: StateMachine>(
     to_seq: Option<u64>,
     mut progress: impl FnMut(&ReplayProgress),
 ) -> Result<Replayed<S>, SequencerError> {
-    let (journal, open_report) = Journal::open(path, JournalOptions::default())?;
+    // The replay reads and verifies every batch from genesis itself, so the open only
+    // checks the tail (a torn last batch is dropped as at any open).
+    let opts = JournalOptions {
+        open_check: OpenCheck::LastBatch,
+        ..JournalOptions::default()
+    };
+    let (journal, open_report) = Journal::open(path, opts)?;
     let last = journal.last_seq();
     let target = match to_seq {
         Some(t) if t > last => {
@@ -239,7 +245,23 @@ struct Run {
     commands: u64,
 }
 
+/// One verified, decoded batch, as the reader thread hands it to the applier.
+struct Decoded<C> {
+    first_seq: u64,
+    /// (seq, ts_ns, command) in order.
+    commands: Vec<(u64, u64, C)>,
+}
+
+/// Batches decoded ahead of the applier (bounds the memory the pipeline holds).
+const DECODED_AHEAD: usize = 64;
+
 /// Applies verified batches to `state` until `target` (inclusive) is applied.
+///
+/// Two stages: a reader thread walks the journal (sled read, checksum and hash-chain
+/// verification, command decoding) and hands whole decoded batches over a bounded
+/// channel; this thread applies them in order. The state sees exactly the commands of
+/// the sequential loop, in the same order; the first error (from either stage) ends the
+/// replay, with everything before it applied.
 fn apply_batches<S: StateMachine>(
     state: &mut S,
     iter: BatchIter,
@@ -257,37 +279,93 @@ fn apply_batches<S: StateMachine>(
     if run.last_seq >= target {
         return Ok(run);
     }
-    let mut events = Vec::new();
-    'batches: for batch in iter {
-        let batch = batch?;
-        run.batches = run.batches.saturating_add(1);
-        let mut seen: u64 = 0;
-        for entry in batch.entries() {
-            seen = seen.saturating_add(1);
-            let cmd = S::decode_command(entry.bytes).map_err(|reason| SequencerError::Decode {
-                seq: entry.seq,
-                reason,
-            })?;
-            events.clear();
-            state.apply(entry.seq, entry.ts_ns, &cmd, &mut events);
-            run.last_seq = entry.seq;
-            run.last_ts_ns = entry.ts_ns;
-            run.commands = run.commands.saturating_add(1);
-            if run.last_seq >= target {
-                progress(&progress_of(&run, target));
-                break 'batches;
+    let (tx, rx) =
+        crossbeam_channel::bounded::<Result<Decoded<S::Command>, SequencerError>>(DECODED_AHEAD);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("perpcore-replay-reader".to_string())
+            .spawn_scoped(scope, move || {
+                read_decoded::<S>(iter, from_seq, target, &tx)
+            })
+            .map_err(SequencerError::Spawn)?;
+        let mut events = Vec::new();
+        let mut result = Ok(());
+        'batches: for item in rx.iter() {
+            let batch = match item {
+                Ok(b) => b,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            debug_assert!(batch.first_seq > run.last_seq);
+            run.batches = run.batches.saturating_add(1);
+            for (seq, ts_ns, cmd) in &batch.commands {
+                events.clear();
+                state.apply(*seq, *ts_ns, cmd, &mut events);
+                run.last_seq = *seq;
+                run.last_ts_ns = *ts_ns;
+                run.commands = run.commands.saturating_add(1);
+                if run.last_seq >= target {
+                    progress(&progress_of(&run, target));
+                    break 'batches;
+                }
             }
+            progress(&progress_of(&run, target));
         }
-        if seen != u64::from(batch.header.count) {
-            return Err(SequencerError::EntryCount {
-                seq: batch.header.first_seq,
-                found: seen,
-                expected: u64::from(batch.header.count),
-            });
-        }
-        progress(&progress_of(&run, target));
-    }
+        // Dropping the receiver stops a reader that is still ahead of us.
+        drop(rx);
+        reader.join().map_err(|_| SequencerError::ReaderPanicked)?;
+        result
+    })?;
     Ok(run)
+}
+
+/// The reader stage: verifies and decodes batches in order and sends them, stopping
+/// after the batch holding `target`, at the first error (sent on), or when the applier
+/// hangs up.
+fn read_decoded<S: StateMachine>(
+    iter: BatchIter,
+    from_seq: u64,
+    target: u64,
+    tx: &crossbeam_channel::Sender<Result<Decoded<S::Command>, SequencerError>>,
+) {
+    let mut last_seq = from_seq;
+    for batch in iter {
+        let decoded = batch.map_err(SequencerError::from).and_then(|batch| {
+            let mut commands = Vec::with_capacity(batch.header.count as usize);
+            for entry in batch.entries() {
+                let cmd =
+                    S::decode_command(entry.bytes).map_err(|reason| SequencerError::Decode {
+                        seq: entry.seq,
+                        reason,
+                    })?;
+                commands.push((entry.seq, entry.ts_ns, cmd));
+            }
+            let seen = u64::try_from(commands.len()).unwrap_or(u64::MAX);
+            if seen != u64::from(batch.header.count) {
+                return Err(SequencerError::EntryCount {
+                    seq: batch.header.first_seq,
+                    found: seen,
+                    expected: u64::from(batch.header.count),
+                });
+            }
+            Ok(Decoded {
+                first_seq: batch.header.first_seq,
+                commands,
+            })
+        });
+        let stop = match &decoded {
+            Ok(d) => {
+                last_seq = d.commands.last().map_or(last_seq, |c| c.0);
+                last_seq >= target
+            }
+            Err(_) => true,
+        };
+        if tx.send(decoded).is_err() || stop {
+            return;
+        }
+    }
 }
 
 fn progress_of(run: &Run, target: u64) -> ReplayProgress {

@@ -25,6 +25,20 @@ fn new_journal(path: &Path) -> Journal {
         .0
 }
 
+/// `sled::open`, waiting for a just-dropped handle's lock (sled releases it when its
+/// threads wind down).
+fn sled_open(path: &Path) -> sled::Db {
+    for _ in 0..500 {
+        match sled::open(path) {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.expect("sled open"),
+        }
+    }
+    panic!("sled lock on {} never released", path.display())
+}
+
 fn fresh() -> Toy {
     Toy::from_genesis(GENESIS).expect("genesis")
 }
@@ -471,7 +485,7 @@ fn damaged_newest_snapshot_falls_back_to_an_older_one() {
     let live_hash = seq.shutdown().expect("shutdown").state.state_hash();
 
     {
-        let db = sled::open(&path).expect("sled");
+        let db = sled_open(&path);
         let t = db.open_tree("snapshots").expect("tree");
         let mut v = t
             .get(80u64.to_be_bytes())
@@ -511,7 +525,7 @@ fn recover_drops_a_torn_tail_and_resumes_after_it() {
     seq.shutdown().expect("shutdown");
     // Tear the last batch (seq 20), as a crash during its write would.
     {
-        let db = sled::open(&path).expect("sled");
+        let db = sled_open(&path);
         let t = db.open_tree("batches").expect("tree");
         let (k, v) = t.last().expect("last").expect("present");
         t.insert(k, &v[..v.len() - 5]).expect("insert");
@@ -679,4 +693,53 @@ fn a_group_is_split_into_small_batches_and_replays_the_same() {
     assert_eq!(replayed.commands, 2_000);
     let rec = recover::<Toy>(&path).expect("recover");
     assert_eq!(rec.last_seq, 2_000);
+}
+
+#[test]
+fn replay_names_the_seq_of_damage_in_the_middle_of_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        SequencerConfig {
+            max_batch_bytes: 100,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start");
+    let h = seq.handle();
+    for n in 0..300 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    recv_n(&rx, 300);
+    seq.shutdown().expect("shutdown");
+    // Flip a payload byte of a batch in the middle, as a disk fault would.
+    let (key, damaged_seq) = {
+        let db = sled_open(&path);
+        let t = db.open_tree("batches").expect("tree");
+        let all: Vec<(sled::IVec, sled::IVec)> = t.iter().map(|r| r.expect("iter")).collect();
+        assert!(all.len() > 4, "need several batches, got {}", all.len());
+        let (k, v) = &all[all.len() / 2];
+        let mut v = v.to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+        t.insert(k, v).expect("insert");
+        db.flush().expect("flush");
+        let seq = u64::from_be_bytes(k[..8].try_into().expect("8-byte key"));
+        (k.to_vec(), seq)
+    };
+    assert_eq!(key.len(), 8);
+    match replay::<Toy>(&path, None, |_| {}) {
+        Err(SequencerError::Journal(JournalError::Corrupt { seq, .. })) => {
+            assert_eq!(seq, damaged_seq)
+        }
+        other => panic!(
+            "expected damage at {damaged_seq}, got {:?}",
+            other.map(|r| r.last_seq)
+        ),
+    }
+    // A start (full check at open) refuses it too.
+    assert!(recover::<Toy>(&path).is_err());
 }
