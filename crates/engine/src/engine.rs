@@ -15,6 +15,57 @@ pub(crate) fn fund_account_id(asset: AssetId) -> AccountId {
     AccountId(u64::MAX - asset.0 as u64)
 }
 
+/// Account id → slot in `Engine::accounts`. Ids below `DENSE_IDS` (exchanges number
+/// accounts densely from 1) are found in a vector, others (the insurance funds' ids at
+/// the top of the range, sparse client schemes) in a hash map. Lookup only; never
+/// iterated, so no order reaches an output.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AccountIndex {
+    dense: Vec<u32>,
+    sparse: FxHashMap<AccountId, u32>,
+}
+
+/// Ids below this are indexed densely (at most 4 MiB of index).
+const DENSE_IDS: u64 = 1 << 20;
+const NO_SLOT: u32 = u32::MAX;
+
+impl AccountIndex {
+    #[inline]
+    pub(crate) fn get(&self, id: AccountId) -> Option<u32> {
+        if id.0 < DENSE_IDS {
+            self.dense
+                .get(id.0 as usize)
+                .copied()
+                .filter(|&k| k != NO_SLOT)
+        } else {
+            self.sparse.get(&id).copied()
+        }
+    }
+
+    /// Returns the slot `id` had before, if any (then nothing changed).
+    pub(crate) fn insert(&mut self, id: AccountId, slot: u32) -> Option<u32> {
+        assert!(slot != NO_SLOT, "account slot space exhausted");
+        if let Some(prev) = self.get(id) {
+            return Some(prev);
+        }
+        if id.0 < DENSE_IDS {
+            let i = id.0 as usize;
+            if self.dense.len() <= i {
+                self.dense.resize(i + 1, NO_SLOT);
+            }
+            self.dense[i] = slot;
+        } else {
+            self.sparse.insert(id, slot);
+        }
+        None
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.dense.clear();
+        self.sparse.clear();
+    }
+}
+
 /// Market data per instrument from the feed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct MarketData {
@@ -51,7 +102,7 @@ pub struct Engine {
     /// Accounts in creation order (insurance funds first).
     pub(crate) accounts: Vec<Account>,
     /// Lookup only; never iterated.
-    pub(crate) account_index: FxHashMap<AccountId, u32>,
+    pub(crate) account_index: AccountIndex,
     pub(crate) books: Vec<Book>,
     /// Lookup only; never iterated.
     pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
@@ -121,7 +172,7 @@ impl Engine {
         let instruments = config.instruments.len();
         let mut e = Engine {
             accounts: Vec::new(),
-            account_index: FxHashMap::default(),
+            account_index: AccountIndex::default(),
             books: (0..instruments).map(|_| Book::new()).collect(),
             orders: FxHashMap::default(),
             marks: vec![None; instruments],
@@ -176,8 +227,8 @@ impl Engine {
     }
     pub fn account(&self, id: AccountId) -> Option<&Account> {
         self.account_index
-            .get(&id)
-            .map(|&k| &self.accounts[k as usize])
+            .get(id)
+            .map(|k| &self.accounts[k as usize])
     }
     pub fn accounts(&self) -> &[Account] {
         &self.accounts
@@ -202,7 +253,7 @@ impl Engine {
     }
 
     pub(crate) fn idx(&self, id: AccountId) -> Option<usize> {
-        self.account_index.get(&id).map(|&k| k as usize)
+        self.account_index.get(id).map(|k| k as usize)
     }
 
     /// A user-addressable account (insurance funds are not).
