@@ -12,13 +12,18 @@
 //! crossbeam channel; a full queue blocks them (back-pressure, bounded memory). One
 //! thread drains it: each command gets `seq = last + 1` and
 //! `ts_ns = max(last_ts + 1, clock.now_ns())`, is encoded into the pending journal batch
-//! and applied to the state machine. The group ends when `max_batch_commands` or
-//! `max_batch_bytes` is reached or the queue is momentarily empty; it is then handed to
-//! the journal writer thread, which writes it as one journal batch, makes it durable
-//! (sled flush + fsync, see perpcore-journal), and only then sends its outputs, in order,
-//! on the bounded output channel as `Committed { seq, ts_ns, events }`; meanwhile the
-//! sequencer thread applies the next group. If a journal write fails, the writer stops,
-//! the group's events are never sent, and the sequencer stops with the error.
+//! (a new batch is started within the group once `max_batch_bytes` would be passed) and
+//! applied to the state machine. The journal writer thread paces the group commits: the
+//! hand-off is a rendezvous, so a pending group goes to the writer the moment it is free
+//! and keeps growing while it is busy (up to `max_group_commands` / `max_group_bytes`,
+//! then the sequencer waits: back-pressure). Idle, a lone command is committed at once;
+//! under load one flush + fsync covers everything that arrived during the previous one.
+//! The writer stores the group's batches atomically and makes them durable (sled flush +
+//! fsync, see perpcore-journal), and only then sends the group's outputs, in order, as
+//! one message (`Vec<Committed { seq, ts_ns, events }>`) on the bounded output channel;
+//! meanwhile the sequencer thread applies the next group. If a journal write fails, the
+//! writer stops, the group's events are never sent, and the sequencer stops with the
+//! error.
 //!
 //! Snapshots and barriers travel through the same queue, so a snapshot is taken at the
 //! exact point in the order where it was dequeued (after committing the pending group).
