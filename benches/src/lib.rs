@@ -163,6 +163,23 @@ pub fn taker_of(id: u64, account: u64, side: Side, price: i64, qty: i64, ioc: bo
     }
 }
 
+/// As [`perpcore_apply`], but an amend uses the book's own amend, `Book::requeue` (the
+/// order moves to the back of its new level in place), falling back to cancel + submit
+/// if the new price would cross (it never does in this flow: amends stay on their side).
+#[inline]
+pub fn perpcore_apply_native(book: &mut Book, op: &Op, mr: &mut MatchResult) {
+    match *op {
+        Op::Amend {
+            id, new_price, qty, ..
+        } => match book.requeue(OrderId(id), PriceTicks(new_price), QtyLots(qty)) {
+            Ok(_) => {}
+            Err(perpcore_book::BookError::WouldCross(_)) => perpcore_apply(book, op, mr),
+            Err(e) => panic!("amend {id}: {e}"),
+        },
+        _ => perpcore_apply(book, op, mr),
+    }
+}
+
 /// Applies one op to a perpcore book (amend = cancel + submit). Panics if the op does
 /// not fit the book (the flow is generated against the same book, so it always fits).
 #[inline]

@@ -1439,14 +1439,16 @@ impl Engine {
         };
         match requeued {
             Ok(_) => {
-                let leverage = self.accounts[k]
-                    .leg(spec.id)
-                    .map(|l| l.leverage)
-                    .expect("an order's leg");
-                let reserved = prepared
-                    .meta
-                    .margin_notional
-                    .div_int(leverage as i64, Rounding::Ceil);
+                // execute's `Rested` formula with nothing filled is
+                // margin_notional / leverage, rounded up: what prepare_order reserved.
+                let reserved = prepared.meta.reserved;
+                debug_assert_eq!(
+                    reserved,
+                    prepared
+                        .meta
+                        .margin_notional
+                        .div_int(self.leverage_of(account, spec) as i64, Rounding::Ceil)
+                );
                 let open_notional = spec.notional(open_qty, spec.price_of(prepared.taker.limit));
                 let m = self.orders.get_mut(&id).expect("order meta");
                 let (old_reserved, old_notional) = (m.reserved, m.open_notional);
