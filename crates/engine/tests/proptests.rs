@@ -216,6 +216,41 @@ fn long_wide_stream_keeps_invariants() {
     e.check_invariants().unwrap();
 }
 
+/// Drives two engines through the same seeded stream (setup, then `extra` generated
+/// commands): the same events after every command, the same state hash every 500
+/// commands and at the end. `each` sees every command's events.
+fn lockstep(
+    seed: u64,
+    a: &mut Engine,
+    b: &mut Engine,
+    extra: usize,
+    mut each: impl FnMut(&[Event]),
+) {
+    let mut g = Gen::new(seed, 120);
+    let setup = g.setup();
+    let n = setup.len() + extra;
+    let mut setup = setup.into_iter();
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    for seq in 1..=n as u64 {
+        let cmd = setup.next().unwrap_or_else(|| g.next_command());
+        let env = Envelope {
+            seq,
+            ts_ns: seq * 2_000_000_000,
+            command: cmd,
+        };
+        ea.clear();
+        eb.clear();
+        a.apply(&env, &mut ea);
+        b.apply(&env, &mut eb);
+        assert_eq!(ea, eb, "seed {seed} command {seq} {:?}", env.command);
+        each(&ea);
+        if seq % 500 == 0 {
+            assert_eq!(a.state_hash(), b.state_hash(), "seed {seed} at {seq}");
+        }
+    }
+    assert_eq!(a.state_hash(), b.state_hash(), "seed {seed} at the end");
+}
+
 /// The liquidation index is an optimisation only: with it, a mark tick re-checks the
 /// accounts whose safe band it crosses; without it, every holder. Both must produce the
 /// same events and the same state hash after every command.
@@ -224,37 +259,13 @@ fn liquidation_index_matches_full_scan() {
     for seed in [3u64, 17, 99] {
         let mut indexed = Engine::new(test_config());
         let mut full = Engine::new(test_config()).with_full_scan();
-        let mut g = Gen::new(seed, 120);
-        let setup = g.setup();
-        let n = setup.len() + 8_000;
-        let mut setup = setup.into_iter();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
         let mut liquidations = 0;
-        for seq in 1..=n as u64 {
-            let cmd = setup.next().unwrap_or_else(|| g.next_command());
-            let env = Envelope {
-                seq,
-                ts_ns: seq * 2_000_000_000,
-                command: cmd,
-            };
-            a.clear();
-            b.clear();
-            indexed.apply(&env, &mut a);
-            full.apply(&env, &mut b);
-            assert_eq!(a, b, "seed {seed} command {seq} {:?}", env.command);
-            liquidations += a
+        lockstep(seed, &mut indexed, &mut full, 8_000, |events| {
+            liquidations += events
                 .iter()
                 .filter(|e| matches!(e, Event::LiquidationTriggered { .. }))
                 .count();
-            if seq % 500 == 0 {
-                assert_eq!(
-                    indexed.state_hash(),
-                    full.state_hash(),
-                    "seed {seed} at {seq}"
-                );
-            }
-        }
-        assert_eq!(indexed.state_hash(), full.state_hash());
+        });
         assert!(
             liquidations > 0,
             "seed {seed}: the stream must liquidate to prove anything"
@@ -269,37 +280,17 @@ fn amend_in_place_matches_cancel_and_resubmit() {
     for seed in [5u64, 41] {
         let mut fast = Engine::new(test_config());
         let mut slow = Engine::new(test_config()).with_amend_by_resubmit();
-        let mut g = Gen::new(seed, 120);
-        let setup = g.setup();
-        let n = setup.len() + 25_000;
-        let mut setup = setup.into_iter();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
         let mut requeued = 0;
-        for seq in 1..=n as u64 {
-            let cmd = setup.next().unwrap_or_else(|| g.next_command());
-            let env = Envelope {
-                seq,
-                ts_ns: seq * 2_000_000_000,
-                command: cmd,
-            };
-            a.clear();
-            b.clear();
-            fast.apply(&env, &mut a);
-            slow.apply(&env, &mut b);
-            assert_eq!(a, b, "seed {seed} command {seq} {:?}", env.command);
+        lockstep(seed, &mut fast, &mut slow, 25_000, |events| {
             // An amend that lost priority and rested without trading.
             if let [Event::OrderAmended {
                 priority_kept: false,
                 ..
-            }, Event::OrderRested { .. }] = a.as_slice()
+            }, Event::OrderRested { .. }] = events
             {
                 requeued += 1;
             }
-            if seq % 500 == 0 {
-                assert_eq!(fast.state_hash(), slow.state_hash(), "seed {seed} at {seq}");
-            }
-        }
-        assert_eq!(fast.state_hash(), slow.state_hash());
+        });
         assert!(
             requeued > 30,
             "seed {seed}: only {requeued} in-place amends"

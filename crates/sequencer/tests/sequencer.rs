@@ -658,27 +658,35 @@ fn outputs_are_discarded_when_nobody_listens() {
     assert_eq!(seq.shutdown().expect("shutdown").last_seq, 50);
 }
 
-#[test]
-fn a_group_is_split_into_small_batches_and_replays_the_same() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
+/// Journals `n` commands through a sequencer whose batches hold a few commands each
+/// (many batches per group) and returns its outputs and what it stopped with.
+fn run_small_batches(
+    path: &Path,
+    n: u64,
+) -> (Vec<Committed<Ev>>, perpcore_sequencer::Stopped<Toy>) {
     let (seq, rx) = Sequencer::start(
         fresh(),
-        Some(new_journal(&path)),
+        Some(new_journal(path)),
         Box::new(SystemClock),
         SequencerConfig {
-            // A few commands per batch, many batches per group.
             max_batch_bytes: 100,
             ..SequencerConfig::default()
         },
     )
     .expect("start");
     let h = seq.handle();
-    for n in 0..2_000 {
-        h.submit(cmd(0, n)).expect("submit");
+    for i in 0..n {
+        h.submit(cmd(0, i)).expect("submit");
     }
-    let outputs = recv_n(&rx, 2_000);
-    let stopped = seq.shutdown().expect("shutdown");
+    let outputs = recv_n(&rx, usize::try_from(n).expect("fits"));
+    (outputs, seq.shutdown().expect("shutdown"))
+}
+
+#[test]
+fn a_group_is_split_into_small_batches_and_replays_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let (outputs, stopped) = run_small_batches(&path, 2_000);
     assert_strictly_ordered(&outputs, 1);
     assert!(
         stopped.stats.batches > stopped.stats.groups,
@@ -699,22 +707,7 @@ fn a_group_is_split_into_small_batches_and_replays_the_same() {
 fn replay_names_the_seq_of_damage_in_the_middle_of_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        SequencerConfig {
-            max_batch_bytes: 100,
-            ..SequencerConfig::default()
-        },
-    )
-    .expect("start");
-    let h = seq.handle();
-    for n in 0..300 {
-        h.submit(cmd(0, n)).expect("submit");
-    }
-    recv_n(&rx, 300);
-    seq.shutdown().expect("shutdown");
+    drop(run_small_batches(&path, 300));
     // Flip a payload byte of a batch in the middle, as a disk fault would.
     let (key, damaged_seq) = {
         let db = sled_open(&path);
