@@ -148,7 +148,7 @@ fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
             .unwrap();
     let cfg_seq = SequencerConfig {
         queue_capacity: 65_536,
-        output_capacity: 65_536,
+        output_capacity: 1_024,
         ..SequencerConfig::default()
     };
     let (seqr, rx) = Sequencer::start(

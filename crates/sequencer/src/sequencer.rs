@@ -31,7 +31,10 @@ pub struct SequencerConfig {
     pub queue_capacity: usize,
     /// Capacity of the output queue, in groups (one message per group commit, holding
     /// its commands' outputs in order); a full one stalls the sequencer, which in turn
-    /// fills the input queue. Consumers must keep reading.
+    /// fills the input queue. Consumers must keep reading. At most `output_capacity` ×
+    /// `max_group_commands` outputs wait here (groups are that large only under full
+    /// load; a consumer that stops reading stalls the pipeline at that bound), plus one
+    /// group in the writer and one being filled.
     pub output_capacity: usize,
     /// Most commands in one group commit (at least 1 is used).
     pub max_group_commands: usize,
@@ -48,7 +51,7 @@ impl Default for SequencerConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 4096,
-            output_capacity: 64,
+            output_capacity: 8,
             max_group_commands: 8192,
             max_group_bytes: 4 * 1024 * 1024,
             max_batch_bytes: 6 * 1024,
