@@ -51,7 +51,7 @@ impl Default for SequencerConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 4096,
-            output_capacity: 8,
+            output_capacity: 1024,
             max_group_commands: 8192,
             max_group_bytes: 4 * 1024 * 1024,
             max_batch_bytes: 6 * 1024,
