@@ -132,6 +132,7 @@ impl Account {
         }
     }
 
+    #[inline]
     pub fn leg(&self, i: InstrumentId) -> Option<&Leg> {
         self.legs
             .binary_search_by_key(&i, |l| l.instrument)
@@ -139,6 +140,7 @@ impl Account {
             .map(|k| &self.legs[k])
     }
 
+    #[inline]
     pub fn leg_mut(&mut self, i: InstrumentId) -> Option<&mut Leg> {
         match self.legs.binary_search_by_key(&i, |l| l.instrument) {
             Ok(k) => Some(&mut self.legs[k]),

@@ -303,19 +303,36 @@ fixed_type!(
 impl Money {
     /// `self × rate` with the named rounding.
     #[inline]
-    pub fn mul_rate(self, rate: Rate, r: Rounding) -> Money {
+    pub fn mul_rate(self, rate: Rate, rounding: Rounding) -> Money {
         // `mul_div`'s fast path with the divisor a constant, so the compiler replaces
-        // both divisions by multiplications (this runs in every pre-trade check).
+        // both divisions by multiplications (this runs in every pre-trade check). Fees:
+        // both factors non-negative, where unsigned division needs no sign fix-ups.
+        if let (Ok(a), Ok(r)) = (u64::try_from(self.0), u64::try_from(rate.0)) {
+            const D: u64 = RATE_SCALE as u64;
+            if let Some(mb) = (a % D).checked_mul(r) {
+                let frac = match rounding {
+                    Rounding::Floor => mb / D,
+                    Rounding::Ceil => mb.div_ceil(D),
+                };
+                return Money((a / D) as i128 * r as i128 + frac as i128);
+            }
+        }
         if let Ok(a) = i64::try_from(self.0) {
             let q = a.div_euclid(RATE_SCALE);
             let m = a.rem_euclid(RATE_SCALE);
             if let Some(mb) = m.checked_mul(rate.0) {
                 return Money(
-                    (q as i128) * (rate.0 as i128) + div_round_i64(mb, RATE_SCALE, r) as i128,
+                    (q as i128) * (rate.0 as i128)
+                        + div_round_i64(mb, RATE_SCALE, rounding) as i128,
                 );
             }
         }
-        Money(mul_div(self.0, rate.0 as i128, RATE_SCALE as i128, r))
+        Money(mul_div(
+            self.0,
+            rate.0 as i128,
+            RATE_SCALE as i128,
+            rounding,
+        ))
     }
     /// `self / n` with the named rounding.
     #[inline]

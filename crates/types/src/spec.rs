@@ -125,6 +125,7 @@ impl InstrumentSpec {
     fn lot_factor(&self) -> i128 {
         (self.lot_size.0 / LOT_FACTOR_DIVISOR) as i128
     }
+    #[inline]
     pub fn is_inverse(&self) -> bool {
         matches!(self.kind, ContractKind::Inverse { .. })
     }
@@ -174,7 +175,7 @@ impl InstrumentSpec {
 
     /// Absolute notional at `price` in the settlement asset (linear exact; inverse rounded
     /// up, as notional drives requirements).
-    #[inline]
+    #[inline(always)]
     pub fn notional(&self, lots: QtyLots, price: Price) -> Money {
         match self.kind {
             ContractKind::Linear => self.linear_value(lots.abs(), price),
@@ -183,6 +184,7 @@ impl InstrumentSpec {
     }
 
     /// The bracket holding `notional` (the last one if above every cap).
+    #[inline]
     pub fn bracket_for(&self, notional: Money) -> &Bracket {
         let n = notional.abs();
         self.brackets
@@ -228,9 +230,11 @@ pub struct Config {
 }
 
 impl Config {
+    #[inline]
     pub fn instrument(&self, id: InstrumentId) -> Option<&InstrumentSpec> {
         self.instruments.get(id.0 as usize)
     }
+    #[inline]
     pub fn asset(&self, id: AssetId) -> Option<&AssetSpec> {
         self.assets.get(id.0 as usize)
     }
