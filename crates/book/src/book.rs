@@ -36,6 +36,11 @@ use std::collections::BTreeMap;
 /// "No slot" link value.
 const NIL: u32 = u32::MAX;
 
+/// Where a resting order sits in a book's arena (see `Book::find`). Opaque; valid until
+/// the book next changes, and checked against the order id when used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u32);
+
 #[derive(Clone, Debug)]
 struct Node {
     order: RestingOrder,
@@ -573,7 +578,33 @@ impl Book {
         price: PriceTicks,
         open_qty: QtyLots,
     ) -> Result<RestingOrder, BookError> {
-        let idx = *self.index.get(&id).ok_or(BookError::UnknownOrder(id))?;
+        let slot = self.find(id).ok_or(BookError::UnknownOrder(id))?.0;
+        self.requeue_at(slot, id, price, open_qty)
+    }
+
+    /// A resting order and its place in the book, for a following `requeue_at`
+    /// without a second lookup. The place is valid until the book next changes.
+    #[inline]
+    pub fn find(&self, id: OrderId) -> Option<(Slot, &RestingOrder)> {
+        self.index
+            .get(&id)
+            .map(|&i| (Slot(i), &self.store.arena[i as usize].order))
+    }
+
+    /// `requeue` of the order `find` placed at `slot`. `UnknownOrder` (nothing changed)
+    /// if that place no longer holds a live order `id`.
+    pub fn requeue_at(
+        &mut self,
+        slot: Slot,
+        id: OrderId,
+        price: PriceTicks,
+        open_qty: QtyLots,
+    ) -> Result<RestingOrder, BookError> {
+        let idx = slot.0;
+        match self.store.arena.get(idx as usize) {
+            Some(n) if n.order.order_id == id && n.order.open_qty.0 > 0 => {}
+            _ => return Err(BookError::UnknownOrder(id)),
+        }
         if open_qty.0 <= 0 {
             return Err(BookError::NonPositiveQty(open_qty));
         }

@@ -30,7 +30,7 @@
 mod book;
 mod order;
 
-pub use book::Book;
+pub use book::{Book, Slot};
 pub use order::{BookError, Fill, MatchResult, RestingOrder, Taker, TakerOutcome, Tif};
 
 #[cfg(test)]

@@ -561,3 +561,41 @@ fn fill_carries_maker_reduce_only() {
     );
     assert!(b.is_empty());
 }
+
+#[test]
+fn requeue_moves_to_the_back_and_refuses_crossing_or_stale_places() {
+    let mut b = sample();
+    // Order 1 (ask 100) to 101: behind order 3, which was there first.
+    let (slot, o) = b.find(OrderId(1)).expect("resting");
+    assert_eq!(o.price, PriceTicks(100));
+    let moved = b
+        .requeue_at(slot, OrderId(1), PriceTicks(101), QtyLots(7))
+        .expect("requeue");
+    assert_eq!((moved.price, moved.open_qty), (PriceTicks(101), QtyLots(7)));
+    b.check_invariants();
+    assert_eq!(ids(&b), vec![4, 2, 3, 1]);
+    // Reaching the bid at 98 would cross: refused, nothing changed.
+    assert_eq!(
+        b.requeue(OrderId(2), PriceTicks(98), QtyLots(5)),
+        Err(BookError::WouldCross(OrderId(2)))
+    );
+    assert_eq!(
+        b.requeue(OrderId(2), PriceTicks(99), QtyLots(0)),
+        Err(BookError::NonPositiveQty(QtyLots(0)))
+    );
+    assert_eq!(ids(&b), vec![4, 2, 3, 1]);
+    // A place that no longer holds the order (cancelled, then reused by another one).
+    let (slot, _) = b.find(OrderId(3)).expect("resting");
+    b.cancel(OrderId(3)).expect("cancel");
+    assert_eq!(
+        b.requeue_at(slot, OrderId(3), PriceTicks(102), QtyLots(1)),
+        Err(BookError::UnknownOrder(OrderId(3)))
+    );
+    rest(&mut b, 9, 9, Side::Sell, 105, 1);
+    assert_eq!(
+        b.requeue_at(slot, OrderId(3), PriceTicks(102), QtyLots(1)),
+        Err(BookError::UnknownOrder(OrderId(3)))
+    );
+    b.check_invariants();
+    assert_eq!(ids(&b), vec![4, 2, 1, 9]);
+}

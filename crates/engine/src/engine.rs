@@ -1370,8 +1370,9 @@ impl Engine {
         // Borrowed from the field, not through an `Arc` clone (an atomic increment and
         // decrement per amend); the paths that call `&mut self` methods clone it.
         let spec = &self.config.instruments[meta.instrument.0 as usize];
-        let resting = *self.books[spec.id.0 as usize]
-            .get(id)
+        let (slot, resting) = self.books[spec.id.0 as usize]
+            .find(id)
+            .map(|(slot, o)| (slot, *o))
             .expect("order in book");
         let new_price = price.unwrap_or(resting.price);
         let new_qty = qty.unwrap_or(resting.open_qty);
@@ -1433,7 +1434,7 @@ impl Engine {
         // the events are the same as on the general path below (execute's `Rested`
         // branch with nothing filled).
         let requeued = if self.amend_in_place {
-            self.books[spec.id.0 as usize].requeue(id, prepared.taker.limit, open_qty)
+            self.books[spec.id.0 as usize].requeue_at(slot, id, prepared.taker.limit, open_qty)
         } else {
             Err(perpcore_book::BookError::WouldCross(id))
         };
