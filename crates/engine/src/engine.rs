@@ -608,7 +608,12 @@ impl Engine {
     ) -> Money {
         let mut n = extra + leg.order_notional;
         if let Some(m) = self.marks[spec.id.0 as usize] {
-            n += spec.notional(leg.qty, m);
+            n += if spec.is_inverse() || leg.qty.is_zero() {
+                spec.notional(leg.qty, m)
+            } else {
+                // Linear: |q × M|, from the leg's valuation (shared with the margin sum).
+                risk::linear_valuation(leg, spec, m).0.abs()
+            };
         }
         if let Some(meta) = excluded {
             n -= meta.open_notional;

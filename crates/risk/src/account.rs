@@ -35,6 +35,92 @@ pub struct Leg {
     pub order_notional: Money,
     /// Open orders of this leg, in id order.
     pub open_orders: Vec<perpcore_types::OrderId>,
+    /// Derived: the position's value and IM at the last mark it was valued at.
+    pub valuation: Valuation,
+}
+
+/// A linear position's value `q × M` and initial margin `|q × M| / L` (rounded up),
+/// kept with the mark, size and leverage they were computed from, so a pre-trade check
+/// does not re-value an unchanged position at an unchanged mark. Derived data only: it
+/// is not encoded (snapshots and state hashes never see it), any two caches compare
+/// equal, and a cache whose inputs differ from the leg's is recomputed, so it can never
+/// be stale.
+#[derive(Clone, Default)]
+pub struct Valuation(std::cell::Cell<Option<Valued>>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Valued {
+    mark: Price,
+    qty: QtyLots,
+    leverage: u32,
+    value: Money,
+    im: Money,
+}
+
+impl Valuation {
+    /// (value, IM) of `qty` at `mark` with `leverage`: from the cache when its inputs
+    /// match, else computed by `f` and remembered.
+    #[inline]
+    pub fn get_or(
+        &self,
+        mark: Price,
+        qty: QtyLots,
+        leverage: u32,
+        f: impl FnOnce() -> (Money, Money),
+    ) -> (Money, Money) {
+        if let Some(v) = self.0.get() {
+            if v.mark == mark && v.qty == qty && v.leverage == leverage {
+                return (v.value, v.im);
+            }
+        }
+        let (value, im) = f();
+        self.0.set(Some(Valued {
+            mark,
+            qty,
+            leverage,
+            value,
+            im,
+        }));
+        (value, im)
+    }
+}
+
+impl PartialEq for Valuation {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Valuation {}
+
+impl std::fmt::Debug for Valuation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Valuation")
+    }
+}
+
+impl Encode for Valuation {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        _: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        Ok(())
+    }
+}
+
+impl<C> Decode<C> for Valuation {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        _: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(Valuation::default())
+    }
+}
+
+impl<'de, C> bincode::BorrowDecode<'de, C> for Valuation {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+        _: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(Valuation::default())
+    }
 }
 
 impl Leg {
@@ -49,6 +135,7 @@ impl Leg {
             order_margin: Money::ZERO,
             order_notional: Money::ZERO,
             open_orders: Vec::new(),
+            valuation: Valuation::default(),
         }
     }
 

@@ -199,13 +199,27 @@ pub fn available(
             } else {
                 // Linear: uPnL and IM from one product `q × M` (its magnitude is the
                 // notional), the same terms as `upnl` and `position_im`.
-                let value = spec.linear_value(leg.qty, mark);
+                let (value, im) = linear_valuation(leg, spec, mark);
                 v += value - leg.basis;
-                v -= value.abs().div_int(leg.leverage as i64, Rounding::Ceil);
+                v -= im;
             }
         }
     }
     v
+}
+
+/// A linear leg's `(q × M, |q × M| / L rounded up)`: the terms of `upnl` and of
+/// `position_im` without a fee to close, through the leg's valuation cache.
+#[inline]
+pub fn linear_valuation(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> (Money, Money) {
+    debug_assert!(!spec.is_inverse());
+    leg.valuation.get_or(mark, leg.qty, leg.leverage, || {
+        let value = spec.linear_value(leg.qty, mark);
+        (
+            value,
+            value.abs().div_int(leg.leverage as i64, Rounding::Ceil),
+        )
+    })
 }
 
 /// Isolated liquidation condition: `IW + uPnL ≤ MM` (MARGIN §5).
@@ -601,5 +615,40 @@ mod tests {
         iso.isolated_margin = iw;
         assert!(isolated_liquidatable(&iso, &s, p("45636.36363637")));
         assert!(!isolated_liquidatable(&iso, &s, p("45636.5")));
+    }
+
+    /// The valuation cache never serves values computed from other inputs, and it is
+    /// invisible to equality and to the encoding (snapshots, state hashes).
+    #[test]
+    fn valuation_cache_follows_mark_size_and_leverage_and_is_not_state() {
+        let s = spec();
+        let mut leg = Leg::new(s.id, s.max_leverage);
+        leg.qty = QtyLots(2_000); // 2 BTC
+        let fresh = |leg: &Leg, mark: Price| {
+            let v = s.linear_value(leg.qty, mark);
+            (v, position_im(leg, &s, mark))
+        };
+        let m1 = p("50000");
+        let m2 = p("49000.5");
+        // 2 × 50,000 = 100,000; IM at 20x = 5,000.
+        assert_eq!(
+            linear_valuation(&leg, &s, m1),
+            (Money::from_int(100_000), Money::from_int(5_000))
+        );
+        let encoded_warm = bincode::encode_to_vec(&leg, bincode::config::standard()).unwrap();
+        assert_eq!(linear_valuation(&leg, &s, m2), fresh(&leg, m2));
+        leg.qty = QtyLots(-3_000);
+        assert_eq!(linear_valuation(&leg, &s, m2), fresh(&leg, m2));
+        leg.leverage = 7;
+        assert_eq!(linear_valuation(&leg, &s, m2), fresh(&leg, m2));
+        assert_eq!(linear_valuation(&leg, &s, m1), fresh(&leg, m1));
+        // Equality and encoding ignore the cache.
+        let mut cold = Leg::new(s.id, s.max_leverage);
+        cold.qty = QtyLots(2_000);
+        let encoded_cold = bincode::encode_to_vec(&cold, bincode::config::standard()).unwrap();
+        assert_eq!(encoded_warm, encoded_cold);
+        let warm = cold.clone();
+        linear_valuation(&warm, &s, m1);
+        assert_eq!(warm, cold);
     }
 }
