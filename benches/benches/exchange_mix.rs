@@ -30,47 +30,35 @@ trait Lib {
     fn state(&self) -> BookState;
 }
 
-/// perpcore-book with its own amend (`Book::requeue`).
-struct Perpcore {
+/// perpcore-book. `NATIVE_AMEND`: amends with its own `Book::requeue`; otherwise as
+/// cancel + submit, the way lobster is driven.
+struct PerpcoreBook<const NATIVE_AMEND: bool> {
     book: Book,
     mr: MatchResult,
 }
 
-impl Lib for Perpcore {
-    const NAME: &'static str = "perpcore-book";
+type Perpcore = PerpcoreBook<true>;
+type PerpcoreResubmit = PerpcoreBook<false>;
+
+impl<const NATIVE_AMEND: bool> Lib for PerpcoreBook<NATIVE_AMEND> {
+    const NAME: &'static str = if NATIVE_AMEND {
+        "perpcore-book"
+    } else {
+        "perpcore-book, amend = cancel + submit"
+    };
     fn new() -> Self {
-        Perpcore {
+        PerpcoreBook {
             book: Book::new(),
             mr: MatchResult::new(),
         }
     }
     #[inline]
     fn apply(&mut self, op: &Op) {
-        perpcore_apply_native(&mut self.book, op, &mut self.mr);
-        black_box(&self.mr);
-    }
-    fn state(&self) -> BookState {
-        perpcore_state(&self.book)
-    }
-}
-
-/// perpcore-book with an amend done as cancel + submit, the way lobster is driven.
-struct PerpcoreResubmit {
-    book: Book,
-    mr: MatchResult,
-}
-
-impl Lib for PerpcoreResubmit {
-    const NAME: &'static str = "perpcore-book, amend = cancel + submit";
-    fn new() -> Self {
-        PerpcoreResubmit {
-            book: Book::new(),
-            mr: MatchResult::new(),
+        if NATIVE_AMEND {
+            perpcore_apply_native(&mut self.book, op, &mut self.mr);
+        } else {
+            perpcore_apply(&mut self.book, op, &mut self.mr);
         }
-    }
-    #[inline]
-    fn apply(&mut self, op: &Op) {
-        perpcore_apply(&mut self.book, op, &mut self.mr);
         black_box(&self.mr);
     }
     fn state(&self) -> BookState {

@@ -1234,9 +1234,10 @@ impl Engine {
         meta.open_notional = spec.notional(after, spec.price_of(price));
         let (reserved, notional) = (meta.reserved, meta.open_notional);
         let k = self.idx(account).expect("order account");
-        let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
-        leg.order_margin = leg.order_margin - old_reserved + reserved;
-        leg.order_notional = leg.order_notional - old_notional + notional;
+        self.accounts[k]
+            .leg_mut(spec.id)
+            .expect("order leg")
+            .replace_order_sums((old_reserved, old_notional), (reserved, notional));
     }
 
     /// Reduce-only orders may never exceed the position or sit on its side: cut or cancel
@@ -1464,8 +1465,7 @@ impl Engine {
                     ..prepared.meta
                 };
                 let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
-                leg.order_margin = leg.order_margin - old_reserved + reserved;
-                leg.order_notional = leg.order_notional - old_notional + open_notional;
+                leg.replace_order_sums((old_reserved, old_notional), (reserved, open_notional));
                 assert!(!leg.order_margin.is_negative(), "order margin below zero");
                 out.push(Event::OrderAmended {
                     order_id: id,

@@ -132,6 +132,12 @@ fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
     }
 }
 
+/// `sled::open(path)` with the same wait for a just-released lock: for tools and tests
+/// that inspect or damage a journal's raw records after the journal was dropped.
+pub fn open_raw_db(path: &Path) -> Result<sled::Db, sled::Error> {
+    open_sled(&sled::Config::new().path(path))
+}
+
 /// Callback told the last durable sequence number after every durable append.
 pub type DurableObserver = Box<dyn FnMut(u64) + Send>;
 

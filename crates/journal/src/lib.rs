@@ -64,8 +64,8 @@ pub use codec::{key_seq, seq_key};
 pub use durability::Durability;
 pub use error::{DecodeError, JournalError};
 pub use journal::{
-    AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions, OpenCheck,
-    OpenReport, StoredBatch, Tip,
+    open_raw_db, AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions,
+    OpenCheck, OpenReport, StoredBatch, Tip,
 };
 pub use meta::{
     decode_format_record, decode_genesis_record, encode_format_record, encode_genesis_record,

@@ -48,17 +48,9 @@ fn create(path: &Path) -> Journal {
     j
 }
 
-/// `sled::open`, waiting for a just-dropped handle's lock like `Journal::open` does.
+/// The raw sled database of a dropped journal (waits for sled to release its lock).
 fn sled_open(path: &Path) -> sled::Db {
-    for _ in 0..500 {
-        match sled::open(path) {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.expect("sled open"),
-        }
-    }
-    panic!("sled lock on {} never released", path.display())
+    perpcore_journal::open_raw_db(path).expect("sled open")
 }
 
 fn raw_batches(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -115,23 +115,6 @@ pub struct RunSummary {
     pub state_hash: [u8; 32],
 }
 
-/// sled holds an exclusive lock on its files; a handle just dropped (in this process or a
-/// process that just exited) can keep it for a moment while sled's threads wind down.
-/// Opening retries for up to two seconds on that error only (sled reports it as an
-/// `io::ErrorKind::Other` whose only distinguishing mark is its message).
-fn retry_locked<T>(mut open: impl FnMut() -> Result<T, NodeError>) -> Result<T, NodeError> {
-    let mut waited_ms = 0;
-    loop {
-        match open() {
-            Err(e) if waited_ms < 2_000 && e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                waited_ms += 20;
-            }
-            other => return other,
-        }
-    }
-}
-
 fn has_journal(dir: &Path) -> bool {
     dir.join("db").exists() || dir.join("conf").exists()
 }
@@ -148,8 +131,7 @@ pub fn run(
 ) -> Result<RunSummary, NodeError> {
     let genesis = genesis(config);
     let (started, resumed_after) = if has_journal(dir) {
-        let rec: Recovered<Core> =
-            retry_locked(|| Ok(sequencer::recover_with(dir, opts.journal)?))?;
+        let rec: Recovered<Core> = sequencer::recover_with(dir, opts.journal)?;
         if rec.journal.genesis() != genesis.as_slice() {
             return Err(NodeError::ConfigMismatch {
                 dir: dir.display().to_string(),
@@ -234,7 +216,7 @@ pub fn replay(
         return Err(NodeError::NoJournal(dir.display().to_string()));
     }
     let mut progress = progress;
-    retry_locked(|| Ok(sequencer::replay(dir, to, &mut progress)?))
+    Ok(sequencer::replay(dir, to, &mut progress)?)
 }
 
 /// The account report as of sequence number `at` (or the end).
@@ -252,7 +234,7 @@ pub fn recover(dir: &Path) -> Result<Recovered<Core>, NodeError> {
     if !has_journal(dir) {
         return Err(NodeError::NoJournal(dir.display().to_string()));
     }
-    retry_locked(|| Ok(sequencer::recover(dir)?))
+    Ok(sequencer::recover(dir)?)
 }
 
 /// Write a snapshot of the recovered state at the journal's tip.
@@ -287,7 +269,7 @@ pub fn inspect(
     if !has_journal(dir) {
         return Err(NodeError::NoJournal(dir.display().to_string()));
     }
-    let (journal, _) = retry_locked(|| Ok(Journal::open(dir, JournalOptions::default())?))?;
+    let (journal, _) = Journal::open(dir, JournalOptions::default())?;
     let config = config_from_genesis(journal.genesis())
         .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
     let mut st = JournalStats {
@@ -328,7 +310,7 @@ pub fn replay_events(
     if !has_journal(dir) {
         return Err(NodeError::NoJournal(dir.display().to_string()));
     }
-    let (journal, _) = retry_locked(|| Ok(Journal::open(dir, JournalOptions::default())?))?;
+    let (journal, _) = Journal::open(dir, JournalOptions::default())?;
     let mut core = Core::from_genesis(journal.genesis())
         .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
     let mut events = Vec::new();

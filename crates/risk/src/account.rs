@@ -177,6 +177,12 @@ impl Leg {
         }
     }
 
+    /// One open order's (reserved margin, notional) changed from `old` to `new`.
+    pub fn replace_order_sums(&mut self, old: (Money, Money), new: (Money, Money)) {
+        self.order_margin = self.order_margin - old.0 + new.0;
+        self.order_notional = self.order_notional - old.1 + new.1;
+    }
+
     pub fn remove_order(&mut self, id: perpcore_types::OrderId) {
         let i = self
             .open_orders

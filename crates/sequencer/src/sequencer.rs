@@ -779,21 +779,24 @@ impl<S: StateMachine> Worker<S> {
         }
     }
 
-    /// Takes the pending group (commands applied but not yet handed to the writer) as a
-    /// writer message, counting it.
-    fn take_group(&mut self) -> ToWriter<S::Event> {
+    /// Ends the pending group: counts it and returns its outputs (non-empty).
+    fn end_group(&mut self) -> Vec<Committed<S::Event>> {
         self.stats.groups = self.stats.groups.saturating_add(1);
         let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
         self.stats.max_group_commands = self.stats.max_group_commands.max(n);
         self.group_bytes = 0;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Takes the pending group (commands applied but not yet handed to the writer) as a
+    /// writer message, counting it.
+    fn take_group(&mut self) -> ToWriter<S::Event> {
+        let outputs = self.end_group();
         self.close_batch();
         let batches = std::mem::take(&mut self.sealed);
         let count = u64::try_from(batches.len()).unwrap_or(u64::MAX);
         self.stats.batches = self.stats.batches.saturating_add(count);
-        ToWriter::Group {
-            batches,
-            outputs: std::mem::take(&mut self.pending),
-        }
+        ToWriter::Group { batches, outputs }
     }
 
     fn commit(&mut self) -> Result<(), SequencerError> {
@@ -807,11 +810,7 @@ impl<S: StateMachine> Worker<S> {
                 return w.send(group);
             }
         }
-        self.stats.groups = self.stats.groups.saturating_add(1);
-        let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
-        self.stats.max_group_commands = self.stats.max_group_commands.max(n);
-        self.group_bytes = 0;
-        let outputs = std::mem::take(&mut self.pending);
+        let outputs = self.end_group();
         if let Some(out) = &self.out {
             if self.out_open && out.send(outputs).is_err() {
                 // The consumer is gone; keep sequencing, discard outputs.

@@ -25,18 +25,9 @@ fn new_journal(path: &Path) -> Journal {
         .0
 }
 
-/// `sled::open`, waiting for a just-dropped handle's lock (sled releases it when its
-/// threads wind down).
+/// The raw sled database of a dropped journal (waits for sled to release its lock).
 fn sled_open(path: &Path) -> sled::Db {
-    for _ in 0..500 {
-        match sled::open(path) {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other.expect("sled open"),
-        }
-    }
-    panic!("sled lock on {} never released", path.display())
+    perpcore_journal::open_raw_db(path).expect("sled open")
 }
 
 fn fresh() -> Toy {
