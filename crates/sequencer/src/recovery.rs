@@ -57,7 +57,8 @@ pub struct Recovered<S> {
     pub journal: Journal,
 }
 
-/// Progress of `replay`, reported after each batch.
+/// Progress of `replay`, reported after every chunk of batches the reader hands over
+/// (about 2,048 commands) and when the target is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayProgress {
     /// Last sequence number applied.
@@ -245,23 +246,32 @@ struct Run {
     commands: u64,
 }
 
-/// One verified, decoded batch, as the reader thread hands it to the applier.
-struct Decoded<C> {
-    first_seq: u64,
+/// Verified, decoded batches, as the reader thread hands them to the applier: whole
+/// batches, `CHUNK_COMMANDS` commands or more unless the journal (or the target) ends.
+/// One hand-off per chunk rather than per batch: at ~100 commands per batch the two
+/// threads would otherwise meet (and park and wake each other) every few microseconds.
+struct Chunk<C> {
+    /// Batches in the chunk.
+    batches: u64,
     /// (seq, ts_ns, command) in order.
     commands: Vec<(u64, u64, C)>,
 }
 
-/// Batches decoded ahead of the applier (bounds the memory the pipeline holds).
-const DECODED_AHEAD: usize = 64;
+/// Commands per hand-off between the reader and the applier.
+const CHUNK_COMMANDS: usize = 2048;
+/// Chunks decoded ahead of the applier (bounds the memory the pipeline holds).
+const CHUNKS_AHEAD: usize = 4;
+
+type ChunkResult<C> = Result<Chunk<C>, SequencerError>;
 
 /// Applies verified batches to `state` until `target` (inclusive) is applied.
 ///
 /// Two stages: a reader thread walks the journal (sled read, checksum and hash-chain
-/// verification, command decoding) and hands whole decoded batches over a bounded
-/// channel; this thread applies them in order. The state sees exactly the commands of
-/// the sequential loop, in the same order; the first error (from either stage) ends the
-/// replay, with everything before it applied.
+/// verification, command decoding) and hands decoded chunks of whole batches over a
+/// bounded channel; this thread applies them in order and hands the emptied vectors
+/// back, so memory is allocated and freed on the reader's side only. The state sees
+/// exactly the commands of the sequential loop, in the same order; the first error
+/// (from either stage) ends the replay, with everything before it applied.
 fn apply_batches<S: StateMachine>(
     state: &mut S,
     iter: BatchIter,
@@ -279,28 +289,30 @@ fn apply_batches<S: StateMachine>(
     if run.last_seq >= target {
         return Ok(run);
     }
-    let (tx, rx) =
-        crossbeam_channel::bounded::<Result<Decoded<S::Command>, SequencerError>>(DECODED_AHEAD);
+    let (tx, rx) = crossbeam_channel::bounded::<ChunkResult<S::Command>>(CHUNKS_AHEAD);
+    let (back_tx, back_rx) = crossbeam_channel::bounded(CHUNKS_AHEAD + 2);
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("perpcore-replay-reader".to_string())
             .spawn_scoped(scope, move || {
-                read_decoded::<S>(iter, from_seq, target, &tx)
+                read_decoded::<S>(iter, from_seq, target, &tx, &back_rx)
             })
             .map_err(SequencerError::Spawn)?;
         let mut events = Vec::new();
         let mut result = Ok(());
-        'batches: for item in rx.iter() {
-            let batch = match item {
-                Ok(b) => b,
+        'chunks: for item in rx.iter() {
+            let mut chunk = match item {
+                Ok(c) => c,
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
             };
-            debug_assert!(batch.first_seq > run.last_seq);
-            run.batches = run.batches.saturating_add(1);
-            for (seq, ts_ns, cmd) in &batch.commands {
+            debug_assert!(chunk.commands.first().is_none_or(|c| c.0 > run.last_seq));
+            // The reader stops after the batch holding `target`, so a chunk's batches
+            // are all (at least partly) applied.
+            run.batches = run.batches.saturating_add(chunk.batches);
+            for (seq, ts_ns, cmd) in &chunk.commands {
                 events.clear();
                 state.apply(*seq, *ts_ns, cmd, &mut events);
                 run.last_seq = *seq;
@@ -308,41 +320,53 @@ fn apply_batches<S: StateMachine>(
                 run.commands = run.commands.saturating_add(1);
                 if run.last_seq >= target {
                     progress(&progress_of(&run, target));
-                    break 'batches;
+                    break 'chunks;
                 }
             }
             progress(&progress_of(&run, target));
+            chunk.commands.clear();
+            // A full return queue only means the reader allocates a new vector.
+            let _ = back_tx.try_send(chunk.commands);
         }
         // Dropping the receiver stops a reader that is still ahead of us.
         drop(rx);
+        drop(back_tx);
         reader.join().map_err(|_| SequencerError::ReaderPanicked)?;
         result
     })?;
     Ok(run)
 }
 
-/// The reader stage: verifies and decodes batches in order and sends them, stopping
-/// after the batch holding `target`, at the first error (sent on), or when the applier
-/// hangs up.
+/// The reader stage: verifies and decodes batches in order and sends them in chunks,
+/// stopping after the batch holding `target`, at the first error (sent on after the
+/// good batches before it), or when the applier hangs up.
 fn read_decoded<S: StateMachine>(
     iter: BatchIter,
     from_seq: u64,
     target: u64,
-    tx: &crossbeam_channel::Sender<Result<Decoded<S::Command>, SequencerError>>,
+    tx: &crossbeam_channel::Sender<ChunkResult<S::Command>>,
+    back: &crossbeam_channel::Receiver<Vec<(u64, u64, S::Command)>>,
 ) {
+    let new_chunk = || Chunk {
+        batches: 0,
+        commands: back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_COMMANDS + CHUNK_COMMANDS / 2)),
+    };
+    let mut chunk = new_chunk();
     let mut last_seq = from_seq;
     for batch in iter {
+        let good = chunk.commands.len();
         let decoded = batch.map_err(SequencerError::from).and_then(|batch| {
-            let mut commands = Vec::with_capacity(batch.header.count as usize);
             for entry in batch.entries() {
                 let cmd =
                     S::decode_command(entry.bytes).map_err(|reason| SequencerError::Decode {
                         seq: entry.seq,
                         reason,
                     })?;
-                commands.push((entry.seq, entry.ts_ns, cmd));
+                chunk.commands.push((entry.seq, entry.ts_ns, cmd));
             }
-            let seen = u64::try_from(commands.len()).unwrap_or(u64::MAX);
+            let seen = u64::try_from(chunk.commands.len() - good).unwrap_or(u64::MAX);
             if seen != u64::from(batch.header.count) {
                 return Err(SequencerError::EntryCount {
                     seq: batch.header.first_seq,
@@ -350,21 +374,29 @@ fn read_decoded<S: StateMachine>(
                     expected: u64::from(batch.header.count),
                 });
             }
-            Ok(Decoded {
-                first_seq: batch.header.first_seq,
-                commands,
-            })
+            Ok(())
         });
-        let stop = match &decoded {
-            Ok(d) => {
-                last_seq = d.commands.last().map_or(last_seq, |c| c.0);
-                last_seq >= target
+        if let Err(e) = decoded {
+            // Nothing of a bad batch is applied; the good ones before it are.
+            chunk.commands.truncate(good);
+            if chunk.batches > 0 && tx.send(Ok(chunk)).is_err() {
+                return;
             }
-            Err(_) => true,
-        };
-        if tx.send(decoded).is_err() || stop {
+            let _ = tx.send(Err(e));
             return;
         }
+        chunk.batches += 1;
+        last_seq = chunk.commands.last().map_or(last_seq, |c| c.0);
+        let done = last_seq >= target;
+        if done || chunk.commands.len() >= CHUNK_COMMANDS {
+            let full = std::mem::replace(&mut chunk, new_chunk());
+            if tx.send(Ok(full)).is_err() || done {
+                return;
+            }
+        }
+    }
+    if chunk.batches > 0 {
+        let _ = tx.send(Ok(chunk));
     }
 }
 

@@ -694,6 +694,39 @@ fn a_group_is_split_into_small_batches_and_replays_the_same() {
     assert_eq!(rec.last_seq, 2_000);
 }
 
+/// Replay hands decoded batches from its reader thread to the applier in chunks of
+/// 2,048 commands or more; a target anywhere (first command, chunk edges, mid-batch, the
+/// end) must stop exactly there, with the state of the sequential loop.
+#[test]
+fn replay_to_any_seq_across_chunk_and_batch_edges_matches_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let n = 5_000u64;
+    let (outputs, stopped) = run_small_batches(&path, n);
+    let live_hash = stopped.state.state_hash();
+    drop(stopped);
+    let log = as_log(&outputs);
+    for to in [
+        1, 2, 2_047, 2_048, 2_049, 2_050, 4_095, 4_096, 4_097, 4_999, n,
+    ] {
+        let mut last_progress = None;
+        let r = replay::<Toy>(&path, Some(to), |p| last_progress = Some(*p)).expect("replay");
+        let prefix = usize::try_from(to).expect("fits");
+        assert_eq!((r.last_seq, r.commands), (to, to), "to {to}");
+        assert_eq!(r.last_ts_ns, log[prefix - 1].1, "to {to}");
+        assert_eq!(
+            r.state_hash,
+            rebuild(&log[..prefix]).state_hash(),
+            "to {to}"
+        );
+        let p = last_progress.expect("progress reported");
+        assert_eq!((p.last_seq, p.target_seq, p.commands), (to, to, to));
+        assert!(p.batches >= 1 && p.batches <= to, "to {to}: {p:?}");
+    }
+    let full = replay::<Toy>(&path, None, |_| {}).expect("replay");
+    assert_eq!(full.state_hash, live_hash);
+}
+
 #[test]
 fn replay_names_the_seq_of_damage_in_the_middle_of_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
