@@ -166,17 +166,19 @@ fn latency_at(rate: u64, cmds: &[Command], cfg: &perpcore_types::Config) {
         let handle = seqr.handle();
         // Command i is due at start + i / rate. The producer does not spin (on two cores
         // a spinning producer would take a core from the sequencer and the writer): it
-        // wakes every 50 µs and submits everything that has come due. Latency is counted
-        // from the due time, so the wait in the producer counts against us too.
+        // wakes every 50 µs and submits everything that has come due, as one
+        // `submit_many` (as a gateway hands over what one read brought). Latency is
+        // counted from the due time, so the wait in the producer counts against us too.
         let due = |i: usize| start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
         let producer = scope.spawn(move || {
             let mut i = 0;
             while i < total {
                 let now = Instant::now();
+                let from = i;
                 while i < total && due(i) <= now {
-                    handle.submit(cmds[i].clone()).unwrap();
                     i += 1;
                 }
+                handle.submit_many(cmds[from..i].to_vec()).unwrap();
                 std::thread::sleep(Duration::from_micros(50));
             }
         });

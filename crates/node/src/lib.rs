@@ -173,14 +173,26 @@ pub fn run(
         // output so that the sequencer never stalls on a full output queue.
         let producer = scope.spawn(move || {
             let handle = seq_runner.handle();
+            // Submitted in runs of up to one queue message, each ending where a
+            // snapshot is due, so snapshots fall exactly after every k-th command.
+            let mut run = Vec::with_capacity(sequencer::MAX_COMMANDS_PER_MESSAGE);
             for (n, cmd) in (1u64..).zip(commands) {
-                if handle.submit(cmd).is_err() {
-                    break;
+                run.push(cmd);
+                let snapshot_due = snapshot_every.is_some_and(|k| k > 0 && n.is_multiple_of(k));
+                if snapshot_due || run.len() == sequencer::MAX_COMMANDS_PER_MESSAGE {
+                    let full = std::mem::replace(
+                        &mut run,
+                        Vec::with_capacity(sequencer::MAX_COMMANDS_PER_MESSAGE),
+                    );
+                    if handle.submit_many(full).is_err() {
+                        break;
+                    }
                 }
-                if snapshot_every.is_some_and(|k| k > 0 && n.is_multiple_of(k)) {
+                if snapshot_due {
                     let _ = handle.snapshot();
                 }
             }
+            let _ = handle.submit_many(run);
             drop(handle);
             seq_runner.shutdown()
         });

@@ -57,8 +57,8 @@ pub use recovery::{
     Replayed,
 };
 pub use sequencer::{
-    Committed, CommittedReceiver, Sequencer, SequencerConfig, SequencerHandle, SequencerStats,
-    SnapshotInfo, Started, Stopped,
+    Committed, CommittedReceiver, Events, Sequencer, SequencerConfig, SequencerHandle,
+    SequencerStats, SnapshotInfo, Started, Stopped, MAX_COMMANDS_PER_MESSAGE,
 };
 
 /// A deterministic state machine driven by the sequencer. Determinism is the

@@ -149,6 +149,89 @@ fn orders_commands_from_many_producers() {
     assert_eq!(replayed.commands, 1000);
 }
 
+/// `submit_many`: the commands of one queue message (a run, or each
+/// `MAX_COMMANDS_PER_MESSAGE` piece of a longer one) get consecutive sequence numbers
+/// with nothing from other producers in between; every command is sequenced once, in
+/// its producer's order.
+#[test]
+fn submit_many_keeps_a_run_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let config = SequencerConfig {
+        queue_capacity: 8,
+        ..SequencerConfig::default()
+    };
+    let (seq, rx) = Sequencer::start(
+        fresh(),
+        Some(new_journal(&path)),
+        Box::new(SystemClock),
+        config,
+    )
+    .expect("start");
+    let max = perpcore_sequencer::MAX_COMMANDS_PER_MESSAGE;
+    // Run lengths around the message limit; the run of 2 × max + 1 is split in three.
+    let max_u64 = u64::try_from(max).expect("fits");
+    let lengths = [0, 1, 7, max - 1, max, max + 1, 2 * max + 1, 3];
+    const PRODUCERS: u32 = 3;
+    let mut threads = Vec::new();
+    for p in 0..PRODUCERS {
+        let h = seq.handle();
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut runs = Vec::new();
+            for len in lengths {
+                let len = u64::try_from(len).expect("fits");
+                runs.push((n, len));
+                h.submit_many((n..n + len).map(|i| cmd(p, i)).collect())
+                    .expect("submit_many");
+                n += len;
+            }
+            (runs, n)
+        }));
+    }
+    let runs: Vec<(Vec<(u64, u64)>, u64)> = threads
+        .into_iter()
+        .map(|t| t.join().expect("producer"))
+        .collect();
+    let total: u64 = runs.iter().map(|r| r.1).sum();
+    let outputs = recv_n(&rx, usize::try_from(total).expect("fits"));
+    let stopped = seq.shutdown().expect("shutdown");
+    assert_strictly_ordered(&outputs, 1);
+    assert_eq!(stopped.last_seq, total);
+    // seq of every (producer, n).
+    let mut seq_of = std::collections::BTreeMap::new();
+    for c in &outputs {
+        let Ev::Applied { producer, n, .. } = c.events[0] else {
+            panic!("unexpected rejection")
+        };
+        assert!(
+            seq_of.insert((producer, n), c.seq).is_none(),
+            "sequenced twice"
+        );
+    }
+    for (p, (producer_runs, count)) in (0u32..).zip(&runs) {
+        assert_eq!(seq_of.range((p, 0)..(p + 1, 0)).count() as u64, *count);
+        for (start, len) in producer_runs {
+            // Within a message, no gap; between the pieces of a split run there may be.
+            for i in (1..*len).filter(|i| i % max_u64 != 0) {
+                assert_eq!(
+                    seq_of[&(p, start + i)],
+                    seq_of[&(p, *start)] + i,
+                    "producer {p}: run at {start} was interleaved"
+                );
+            }
+        }
+    }
+    let live_hash = stopped.state.state_hash();
+    drop(stopped);
+    assert_eq!(
+        replay::<Toy>(&path, None, |_| {})
+            .expect("replay")
+            .state_hash,
+        live_hash
+    );
+}
+
 #[test]
 fn full_queue_blocks_producers() {
     let config = SequencerConfig {
