@@ -5,8 +5,8 @@
 //! 3. recovery time from a snapshot plus a 1M-command tail;
 //! 4. enqueue-to-durable latency percentiles at 100k, 500k and 1M commands/s offered.
 //!
-//! The journal lives under `target/bench-journal` (on the build disk, not tmpfs) and is
-//! deleted before each part. Commands come from the seeded generator in
+//! The journal lives under `target/bench-journal` (on the build disk, not tmpfs; another
+//! place with `PERPCORE_BENCH_JOURNAL_DIR`) and is deleted before each part. Commands come from the seeded generator in
 //! `perpcore-testkit` (orders of every kind, cancels, amends, marks, transfers …).
 //! Sizes: `PERPCORE_BENCH_N` (default 1,000,000). `PERPCORE_BENCH_SKIP_TESTKIT=1` leaves out
 //! the (engine-bound, minutes-long) testkit-mix row.
@@ -23,9 +23,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn journal_dir(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/bench-journal")
-        .join(name);
+    // PERPCORE_BENCH_JOURNAL_DIR moves the journals (e.g. to tmpfs, to see what the
+    // pipeline costs without the disk).
+    let base = std::env::var_os("PERPCORE_BENCH_JOURNAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-journal"));
+    let root = base.join(name);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.parent().unwrap()).unwrap();
     root
