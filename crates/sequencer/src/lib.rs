@@ -8,8 +8,10 @@
 //! or know the engine's concrete command type (everything is generic).
 //!
 //! # Pipeline
-//! Producers (`SequencerHandle::submit`, any number of threads) feed one bounded
-//! crossbeam channel; a full queue blocks them (back-pressure, bounded memory). One
+//! Producers (`SequencerHandle::submit`, or `submit_many` for a run of up to
+//! `MAX_COMMANDS_PER_MESSAGE` commands per queue message, sequenced back to back; any
+//! number of threads) feed one bounded crossbeam channel; a full queue blocks them
+//! (back-pressure, bounded memory). One
 //! thread drains it: each command gets `seq = last + 1` and
 //! `ts_ns = max(last_ts + 1, clock.now_ns())`, is encoded into the pending journal batch
 //! (a new batch is started within the group once `max_batch_bytes` would be passed) and
@@ -20,7 +22,8 @@
 //! under load one flush + fsync covers everything that arrived during the previous one.
 //! The writer stores the group's batches atomically and makes them durable (sled flush +
 //! fsync, see perpcore-journal), and only then sends the group's outputs, in order, as
-//! one message (`Vec<Committed { seq, ts_ns, events }>`) on the bounded output channel;
+//! one message (`Vec<Committed { seq, ts_ns, events }>`, the events inline up to two) on
+//! the bounded output channel;
 //! meanwhile the sequencer thread applies the next group. If a journal write fails, the
 //! writer stops, the group's events are never sent, and the sequencer stops with the
 //! error.
