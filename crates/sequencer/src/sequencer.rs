@@ -38,9 +38,12 @@ pub struct SequencerConfig {
     /// load; a consumer that stops reading stalls the pipeline at that bound), plus one
     /// group in the writer and one being filled.
     pub output_capacity: usize,
-    /// Most commands in one group commit (at least 1 is used).
+    /// Most commands in one group commit (at least 1 is used). Limits are checked
+    /// between queue messages, so a `submit_many` message can carry a group up to
+    /// `MAX_COMMANDS_PER_MESSAGE` − 1 commands past it.
     pub max_group_commands: usize,
-    /// A group is committed once its encoded payload reaches this many bytes.
+    /// A group is committed once its encoded payload reaches this many bytes (checked
+    /// between queue messages, like `max_group_commands`).
     pub max_group_bytes: usize,
     /// Within a group, a journal batch (one sled entry) is closed and the next one
     /// started once its payload would exceed this many bytes (a single larger command
