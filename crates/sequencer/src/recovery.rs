@@ -387,10 +387,13 @@ fn read_decoded<S: StateMachine>(
         }
         chunk.batches += 1;
         last_seq = chunk.commands.last().map_or(last_seq, |c| c.0);
-        let done = last_seq >= target;
-        if done || chunk.commands.len() >= CHUNK_COMMANDS {
+        if last_seq >= target {
+            let _ = tx.send(Ok(chunk));
+            return;
+        }
+        if chunk.commands.len() >= CHUNK_COMMANDS {
             let full = std::mem::replace(&mut chunk, new_chunk());
-            if tx.send(Ok(full)).is_err() || done {
+            if tx.send(Ok(full)).is_err() {
                 return;
             }
         }

@@ -177,10 +177,10 @@ impl<C> SequencerHandle<C> {
     /// otherwise spend more time passing queue slots between cores than the engine
     /// spends on the commands. On `Closed`, the messages sent before it were accepted.
     pub fn submit_many(&self, cmds: Vec<C>) -> Result<(), Closed> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
         if cmds.len() <= MAX_COMMANDS_PER_MESSAGE {
-            if cmds.is_empty() {
-                return Ok(());
-            }
             return self.tx.send(Msg::Commands(cmds)).map_err(|_| Closed);
         }
         let mut rest = cmds.into_iter();

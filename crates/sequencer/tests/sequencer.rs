@@ -93,21 +93,26 @@ fn assert_strictly_ordered(outputs: &[Committed<Ev>], first_seq: u64) {
     }
 }
 
+/// A sequencer on a new journal at `path`, with the system clock and an input queue of
+/// `queue_capacity` messages.
+fn start_with_queue(path: &Path, queue_capacity: usize) -> (Sequencer<Toy>, CommittedReceiver<Ev>) {
+    Sequencer::start(
+        fresh(),
+        Some(new_journal(path)),
+        Box::new(SystemClock),
+        SequencerConfig {
+            queue_capacity,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start")
+}
+
 #[test]
 fn orders_commands_from_many_producers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let config = SequencerConfig {
-        queue_capacity: 64,
-        ..SequencerConfig::default()
-    };
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        config,
-    )
-    .expect("start");
+    let (seq, rx) = start_with_queue(&path, 64);
     const PRODUCERS: u32 = 4;
     const PER: u64 = 250;
     let mut threads = Vec::new();
@@ -157,17 +162,7 @@ fn orders_commands_from_many_producers() {
 fn submit_many_keeps_a_run_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let config = SequencerConfig {
-        queue_capacity: 8,
-        ..SequencerConfig::default()
-    };
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        config,
-    )
-    .expect("start");
+    let (seq, rx) = start_with_queue(&path, 8);
     let max = perpcore_sequencer::MAX_COMMANDS_PER_MESSAGE;
     // Run lengths around the message limit; the run of 2 × max + 1 is split in three.
     let max_u64 = u64::try_from(max).expect("fits");
