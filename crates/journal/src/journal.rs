@@ -7,6 +7,8 @@
 //! or silently skip damage anywhere but in the never-acknowledged last batch.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::batch::{
     scan_records, BatchBuilder, BatchHeader, ChainVerifier, EntryIter, ScanOutcome,
@@ -152,10 +154,91 @@ pub struct Journal {
     genesis: Vec<u8>,
     genesis_hash: [u8; 32],
     tip: Tip,
-    poisoned: bool,
+    shared: Arc<Shared>,
     observer: Option<DurableObserver>,
+}
+
+/// How far `Journal::store_group` takes a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Flushed and fsynced (per the durability mode).
+    Durable,
+    /// Flushed to sled's file; the fsync is the caller's, through a [`SyncHandle`].
+    Flushed,
+}
+
+/// The fsync half of a commit, usable on another thread than the journal's writer (see
+/// [`Journal::append_group_flushed`]).
+pub struct SyncHandle {
+    syncer: FileSyncer,
+    durability: Durability,
+    shared: Arc<Shared>,
+    observer: Option<DurableObserver>,
+}
+
+impl std::fmt::Debug for SyncHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHandle")
+            .field("durability", &self.durability)
+            .field("poisoned", &self.shared.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncHandle {
+    /// Makes durable every group whose `append_group_flushed` returned before this call
+    /// began (fsync of sled's files, per the journal's durability mode), then tells the
+    /// durable observer `last_seq`, the last of those groups' sequence numbers. A
+    /// failure poisons the journal: what reached the disk is unknown.
+    pub fn sync(&mut self, last_seq: u64) -> Result<(), JournalError> {
+        if self.shared.is_poisoned() {
+            return Err(JournalError::Poisoned);
+        }
+        let r = self.shared.injected_failure().and_then(|()| {
+            if self.durability == Durability::Fsync {
+                self.syncer.sync()
+            } else {
+                Ok(())
+            }
+        });
+        if r.is_err() {
+            self.shared.poison();
+        }
+        r?;
+        if let Some(obs) = self.observer.as_mut() {
+            obs(last_seq);
+        }
+        Ok(())
+    }
+}
+
+/// What a journal shares with its [`SyncHandle`]: a failed fsync on either side poisons
+/// both.
+#[derive(Debug, Default)]
+struct Shared {
+    poisoned: AtomicBool,
     #[cfg(feature = "test-hooks")]
-    fail_next_sync: bool,
+    fail_next_sync: AtomicBool,
+}
+
+impl Shared {
+    fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!("journal: write failed; journal poisoned until reopened");
+    }
+
+    /// The failure `Journal::fail_next_sync` asked for, once (test-hooks builds only).
+    fn injected_failure(&self) -> Result<(), JournalError> {
+        #[cfg(feature = "test-hooks")]
+        if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+            return Err(JournalError::Injected("sync failure"));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -164,7 +247,7 @@ impl std::fmt::Debug for Journal {
             .field("path", &self.path)
             .field("opts", &self.opts)
             .field("tip", &self.tip)
-            .field("poisoned", &self.poisoned)
+            .field("poisoned", &self.shared.is_poisoned())
             .finish_non_exhaustive()
     }
 }
@@ -273,10 +356,8 @@ impl Journal {
                 last_ts_ns: 0,
                 link: genesis_hash,
             },
-            poisoned: false,
+            shared: Arc::default(),
             observer: None,
-            #[cfg(feature = "test-hooks")]
-            fail_next_sync: false,
         };
         let (dropped_tail, batches) = journal.scan_and_repair()?;
         if created || dropped_tail.is_some() {
@@ -363,18 +444,24 @@ impl Journal {
 
     /// Flushes sled and, in `Durability::Fsync` mode, fsyncs its files.
     fn make_durable(&mut self) -> Result<(), JournalError> {
-        #[cfg(feature = "test-hooks")]
-        if std::mem::take(&mut self.fail_next_sync) {
-            return Err(JournalError::Injected("sync failure"));
+        self.shared.injected_failure()?;
+        self.flush_to_file()?;
+        if self.opts.durability == Durability::Fsync {
+            self.syncer.sync()?;
         }
+        Ok(())
+    }
+
+    /// sled's flush: its buffers written to its file (not yet fsynced), unless the
+    /// durability mode skips even that.
+    fn flush_to_file(&self) -> Result<(), JournalError> {
         match self.opts.durability {
-            Durability::Fsync => {
+            Durability::Fsync | Durability::FlushOnly => {
                 self.db.flush()?;
-                self.syncer.sync()
             }
-            Durability::FlushOnly => self.db.flush().map(|_| ()).map_err(Into::into),
-            Durability::Buffered => Ok(()),
+            Durability::Buffered => {}
         }
+        Ok(())
     }
 
     /// Runs a write; any failure poisons the journal, because after a failed write or
@@ -383,13 +470,12 @@ impl Journal {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        if self.poisoned {
+        if self.shared.is_poisoned() {
             return Err(JournalError::Poisoned);
         }
         let r = f(self);
         if r.is_err() {
-            self.poisoned = true;
-            tracing::error!("journal: write failed; journal poisoned until reopened");
+            self.shared.poison();
         }
         r
     }
@@ -426,7 +512,7 @@ impl Journal {
 
     /// True after a failed write; every further write returns `JournalError::Poisoned`.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.shared.is_poisoned()
     }
 
     /// Registers a callback told the last durable seq after each durable append.
@@ -438,7 +524,7 @@ impl Journal {
     /// Makes the next flush/fsync fail, to test poisoning.
     #[cfg(feature = "test-hooks")]
     pub fn fail_next_sync(&mut self) {
-        self.fail_next_sync = true;
+        self.shared.fail_next_sync.store(true, Ordering::Release);
     }
 
     /// Seals `batch` onto the hash chain, stores it as one sled entry and makes it
@@ -466,7 +552,43 @@ impl Journal {
         &mut self,
         batches: &mut [BatchBuilder],
     ) -> Result<AppendInfo, JournalError> {
-        if self.poisoned {
+        self.store_group(batches, Commit::Durable)
+    }
+
+    /// `append_group` without the fsync: the group is stored and sled has written it to
+    /// its file (`sled::Db::flush`), but it is durable only once a [`SyncHandle::sync`]
+    /// that *starts* after this returns has returned Ok. Nothing of the group may be
+    /// released before that. This lets a writer store the next group while the fsync of
+    /// the previous ones is in flight on another thread; one fsync then covers every
+    /// group flushed before it began. The tip advances (the next group chains onto this
+    /// one); the durable observer is not told (the sync handle tells it).
+    pub fn append_group_flushed(
+        &mut self,
+        batches: &mut [BatchBuilder],
+    ) -> Result<AppendInfo, JournalError> {
+        self.store_group(batches, Commit::Flushed)
+    }
+
+    /// A handle that fsyncs this journal's files from another thread, for
+    /// [`Journal::append_group_flushed`]. It opens its own handle on sled's file (an
+    /// fsync through any descriptor of a file makes the file durable). The durable
+    /// observer, if any, moves to the handle: from now on it is told after each sync.
+    /// A failed sync on either side poisons both.
+    pub fn sync_handle(&mut self) -> Result<SyncHandle, JournalError> {
+        Ok(SyncHandle {
+            syncer: FileSyncer::open(&self.path)?,
+            durability: self.opts.durability,
+            shared: Arc::clone(&self.shared),
+            observer: self.observer.take(),
+        })
+    }
+
+    fn store_group(
+        &mut self,
+        batches: &mut [BatchBuilder],
+        commit: Commit,
+    ) -> Result<AppendInfo, JournalError> {
+        if self.shared.is_poisoned() {
             return Err(JournalError::Poisoned);
         }
         if batches.is_empty() {
@@ -533,11 +655,16 @@ impl Journal {
                 }
             }
             j.batches.apply_batch(sled_batch)?;
-            j.make_durable()
+            match commit {
+                Commit::Durable => j.make_durable(),
+                Commit::Flushed => j.flush_to_file(),
+            }
         })?;
         self.tip = tip;
-        if let Some(obs) = self.observer.as_mut() {
-            obs(self.tip.last_seq);
+        if commit == Commit::Durable {
+            if let Some(obs) = self.observer.as_mut() {
+                obs(self.tip.last_seq);
+            }
         }
         Ok(AppendInfo {
             first_seq,
@@ -557,7 +684,7 @@ impl Journal {
         state_hash: [u8; 32],
         state: &[u8],
     ) -> Result<SnapshotMeta, JournalError> {
-        if self.poisoned {
+        if self.shared.is_poisoned() {
             return Err(JournalError::Poisoned);
         }
         if seq != self.tip.last_seq {

@@ -40,6 +40,8 @@
 //! flush uses `sync_file_range` on Linux and never syncs blob files, which does not
 //! survive power loss; see `durability`). So the record survives a process crash, kernel
 //! crash or power loss, provided the storage honours fsync (no lying write caches).
+//! `Journal::append_group_flushed` stops before the fsync; a group stored that way is
+//! durable once a later `SyncHandle::sync` returns Ok (the fsync on another thread).
 //! `Durability::FlushOnly` and `Durability::Buffered` are weaker and meant for benchmarks.
 //!
 //! # Poisoning
@@ -65,7 +67,7 @@ pub use durability::Durability;
 pub use error::{DecodeError, JournalError};
 pub use journal::{
     open_raw_db, AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions,
-    OpenCheck, OpenReport, StoredBatch, Tip,
+    OpenCheck, OpenReport, StoredBatch, SyncHandle, Tip,
 };
 pub use meta::{
     decode_format_record, decode_genesis_record, encode_format_record, encode_genesis_record,

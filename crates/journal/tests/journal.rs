@@ -644,3 +644,50 @@ fn last_batch_open_leaves_older_damage_to_the_reader() {
         Err(JournalError::Corrupt { seq: 8, .. })
     ));
 }
+
+#[test]
+fn flushed_groups_are_durable_at_the_next_sync_and_a_failed_sync_poisons_the_journal() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    {
+        let mut j = create(&path);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        j.set_durable_observer(Box::new(move |seq| s.lock().expect("lock").push(seq)));
+        let mut sync = j.sync_handle().expect("sync handle");
+        // Two groups (2 and 3 commands) flushed, then one sync covers both: the observer
+        // (moved to the handle) hears of seq 5 only once it is synced.
+        let info = j
+            .append_group_flushed(&mut builders(0, &[2]))
+            .expect("flushed");
+        assert_eq!((info.first_seq, info.last_seq), (1, 2));
+        j.append_group_flushed(&mut builders(2, &[1, 2]))
+            .expect("flushed");
+        assert_eq!(j.last_seq(), 5);
+        assert!(seen.lock().expect("lock").is_empty());
+        sync.sync(5).expect("sync");
+        assert_eq!(*seen.lock().expect("lock"), vec![5]);
+        // A plain append still works and is durable by itself; the observer is the
+        // handle's now, so it is not told.
+        append_batches(&mut j, &[1]);
+        assert_eq!(*seen.lock().expect("lock"), vec![5]);
+        // A failed sync poisons the journal as well as the handle.
+        j.fail_next_sync();
+        j.append_group_flushed(&mut builders(6, &[4]))
+            .expect("flushed");
+        assert!(matches!(sync.sync(10), Err(JournalError::Injected(_))));
+        assert!(j.is_poisoned());
+        assert!(matches!(
+            j.append_group_flushed(&mut builders(10, &[1])),
+            Err(JournalError::Poisoned)
+        ));
+        assert!(matches!(sync.sync(10), Err(JournalError::Poisoned)));
+        assert_eq!(*seen.lock().expect("lock"), vec![5]);
+    }
+    // What was flushed is in sled's file: reopening finds all ten commands in order.
+    let (j, report) = Journal::open(&path, JournalOptions::default()).expect("reopen");
+    assert_eq!(report.last_seq, 10);
+    let seqs: Vec<u64> = collect_entries(&j).iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+}

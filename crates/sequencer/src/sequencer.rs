@@ -5,19 +5,21 @@
 //! commit to the journal, releasing events, snapshots at exact sequence numbers, and
 //! orderly shutdown.
 //!
-//! Two threads when journaling (LMAX's split): the sequencer thread stamps, encodes and
-//! applies, and hands each sealed group with its outputs to the journal writer thread over
-//! a bounded channel; the writer appends, flushes and fsyncs, and only then releases that
-//! group's outputs. The sequencer applies the next group while the previous one is being
-//! made durable. Snapshots and barriers travel the same channel, so they are ordered
-//! after every group before them. Must never: release an event before the batch holding its command
+//! Three threads when journaling (LMAX's split, with the fsync as its own stage): the
+//! sequencer thread stamps, encodes and applies, and hands each sealed group with its
+//! outputs to the journal writer thread; the writer stores the group in sled and flushes
+//! it to sled's file, and passes it to the sync thread, which fsyncs and only then
+//! releases the outputs of every group flushed before that fsync began. The sequencer
+//! applies the next group while the writer stores the previous one, and the writer
+//! stores it while the one before is being fsynced. Snapshots and barriers travel the
+//! same channels, so they are ordered after every group before them. Must never: release an event before the batch holding its command
 //! is durable, reorder commands, read the wall clock except through `Clock`, or keep
 //! going after a journal write failed.
 
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
-use perpcore_journal::{BatchBuilder, Journal, ENTRY_HEADER_LEN};
+use perpcore_journal::{BatchBuilder, Journal, JournalError, SyncHandle, ENTRY_HEADER_LEN};
 
 use crate::clock::Clock;
 use crate::error::{Closed, SequencerError, TrySubmitError};
@@ -35,8 +37,8 @@ pub struct SequencerConfig {
     /// its commands' outputs in order); a full one stalls the sequencer, which in turn
     /// fills the input queue. Consumers must keep reading. At most `output_capacity` ×
     /// `max_group_commands` outputs wait here (groups are that large only under full
-    /// load; a consumer that stops reading stalls the pipeline at that bound), plus one
-    /// group in the writer and one being filled.
+    /// load; a consumer that stops reading stalls the pipeline at that bound), plus up to
+    /// 64 groups waiting for their fsync, one in the writer and one being filled.
     pub output_capacity: usize,
     /// Most commands in one group commit (at least 1 is used). Limits are checked
     /// between queue messages, so a `submit_many` message can carry a group up to
@@ -394,8 +396,10 @@ enum Flow {
     Crash,
 }
 
-/// Groups in flight to the journal writer at most (bounds memory and how far the
-/// sequencer runs ahead of durability).
+/// Groups stored and flushed but waiting for their fsync, at most (bounds memory and how
+/// far the writer runs ahead of durability; a full queue stalls the writer, which stalls
+/// the sequencer).
+const SYNC_QUEUE: usize = 64;
 /// Cleared batch builders kept for reuse (each keeps its allocation).
 const RECYCLED_BUILDERS: usize = 256;
 
@@ -468,33 +472,80 @@ impl<E: Send + 'static> Writer<E> {
     }
 }
 
-/// The writer thread: makes each group durable, then releases its outputs in order.
-/// Stops at the first failed write, releasing nothing of that group.
-fn writer_loop<E>(
+/// What the writer hands the sync thread, in journal order.
+enum ToSyncer<E> {
+    /// A stored and flushed group, not yet fsynced: its last seq and its outputs.
+    Group {
+        last_seq: u64,
+        outputs: Vec<Committed<E>>,
+    },
+    /// Answered once every group before it is durable and released.
+    Barrier { seq: u64, reply: Sender<u64> },
+}
+
+/// The writer thread: stores and flushes each group, and hands it to its sync thread,
+/// which fsyncs and then releases the group's outputs in order. Two stages, so the
+/// next group is written while the fsync of the previous ones is in flight, and one
+/// fsync covers every group flushed before it began. Stops at the first failed write,
+/// releasing nothing of that group or any later one.
+fn writer_loop<E: Send + 'static>(
     mut journal: Journal,
     rx: Receiver<ToWriter<E>>,
     out: Sender<Vec<Committed<E>>>,
     recycle: Sender<BatchBuilder>,
 ) -> (Journal, Result<(), SequencerError>) {
-    let mut out_open = true;
+    let sync = match journal.sync_handle() {
+        Ok(s) => s,
+        Err(e) => return (journal, Err(e.into())),
+    };
+    let (to_sync, from_writer) = bounded::<ToSyncer<E>>(SYNC_QUEUE);
+    let syncer = match std::thread::Builder::new()
+        .name("perpcore-journal-sync".to_string())
+        .spawn(move || sync_loop(sync, from_writer, out))
+    {
+        Ok(t) => t,
+        Err(e) => return (journal, Err(SequencerError::Spawn(e))),
+    };
+    let written = write_loop(&mut journal, rx, &to_sync, &recycle);
+    // Let the sync thread finish what it was given, then report the first failure. A
+    // failed fsync poisons the journal, so a writer that then fails with `Poisoned` (or
+    // finds the sync thread gone) reports the sync thread's error, the cause.
+    drop(to_sync);
+    let synced = syncer.join().unwrap_or(Err(SequencerError::WorkerPanicked));
+    let result = match (written, synced) {
+        (Ok(()), synced) => synced,
+        (Err(Some(SequencerError::Journal(JournalError::Poisoned))), Err(cause)) => Err(cause),
+        (Err(Some(e)), _) => Err(e),
+        (Err(None), synced) => Err(synced.err().unwrap_or(SequencerError::Closed)),
+    };
+    (journal, result)
+}
+
+/// The writer's stage. `Err(None)`: the sync thread stopped (its result tells why).
+fn write_loop<E>(
+    journal: &mut Journal,
+    rx: Receiver<ToWriter<E>>,
+    to_sync: &Sender<ToSyncer<E>>,
+    recycle: &Sender<BatchBuilder>,
+) -> Result<(), Option<SequencerError>> {
     for msg in rx.iter() {
-        match msg {
+        let next = match msg {
             ToWriter::Group {
                 mut batches,
                 outputs,
             } => {
-                if let Err(e) = journal.append_group(&mut batches) {
-                    return (journal, Err(e.into()));
-                }
+                let info = journal
+                    .append_group_flushed(&mut batches)
+                    .map_err(|e| Some(e.into()))?;
                 for mut builder in batches {
                     builder.clear();
                     if recycle.try_send(builder).is_err() {
                         break;
                     }
                 }
-                if out_open && out.send(outputs).is_err() {
-                    // The consumer is gone; keep journaling, discard outputs.
-                    out_open = false;
+                ToSyncer::Group {
+                    last_seq: info.last_seq,
+                    outputs,
                 }
             }
             ToWriter::Snapshot {
@@ -502,26 +553,67 @@ fn writer_loop<E>(
                 bytes,
                 seq,
                 reply,
-            } => match journal.write_snapshot(seq, state_hash, &bytes) {
-                Ok(meta) => {
-                    let _ = reply.send(Ok(SnapshotInfo {
-                        seq: meta.seq,
-                        ts_ns: meta.last_ts_ns,
-                        state_hash,
-                        state_len: meta.state_len,
-                    }));
+            } => {
+                // Flushed and fsynced on this thread; its fsync also covers the groups
+                // before it, whose outputs the sync thread releases after its own.
+                match journal.write_snapshot(seq, state_hash, &bytes) {
+                    Ok(meta) => {
+                        let _ = reply.send(Ok(SnapshotInfo {
+                            seq: meta.seq,
+                            ts_ns: meta.last_ts_ns,
+                            state_hash,
+                            state_len: meta.state_len,
+                        }));
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(SequencerError::SnapshotFailed(e.to_string())));
+                        return Err(Some(e.into()));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(SequencerError::SnapshotFailed(e.to_string())));
-                    return (journal, Err(e.into()));
+            }
+            ToWriter::Barrier { seq, reply } => ToSyncer::Barrier { seq, reply },
+        };
+        to_sync.send(next).map_err(|_| None)?;
+    }
+    Ok(())
+}
+
+/// The sync stage: takes everything the writer has flushed so far, fsyncs once, then
+/// releases those groups' outputs and answers barriers, in order.
+fn sync_loop<E>(
+    mut sync: SyncHandle,
+    rx: Receiver<ToSyncer<E>>,
+    out: Sender<Vec<Committed<E>>>,
+) -> Result<(), SequencerError> {
+    let mut out_open = true;
+    let mut round = Vec::new();
+    while let Ok(first) = rx.recv() {
+        round.push(first);
+        // Every message queued now was flushed before the fsync below begins.
+        round.extend(rx.try_iter());
+        let last_seq = round.iter().rev().find_map(|m| match m {
+            ToSyncer::Group { last_seq, .. } => Some(*last_seq),
+            ToSyncer::Barrier { .. } => None,
+        });
+        if let Some(last_seq) = last_seq {
+            sync.sync(last_seq)?;
+        }
+        for msg in round.drain(..) {
+            match msg {
+                ToSyncer::Group { outputs, .. } => {
+                    if out_open && out.send(outputs).is_err() {
+                        // The consumer is gone; keep journaling, discard outputs.
+                        out_open = false;
+                    }
                 }
-            },
-            ToWriter::Barrier { seq, reply } => {
-                let _ = reply.send(seq);
+                ToSyncer::Barrier { seq, reply } => {
+                    let _ = reply.send(seq);
+                }
             }
         }
     }
-    (journal, Ok(()))
+    Ok(())
 }
 
 /// What waiting for the writer or new input produced.
