@@ -3,7 +3,8 @@
 //! 1. durable commands/s through the sequencer with group commit and fsync;
 //! 2. replay commands/s from genesis;
 //! 3. recovery time from a snapshot plus a 1M-command tail;
-//! 4. enqueue-to-durable latency percentiles at 100k, 500k and 1M commands/s offered.
+//! 4. enqueue-to-durable latency percentiles at 100k, 500k and 1M commands/s offered;
+//! 5. the machine's own stalls (threads spinning on the clock), to read (4) against.
 //!
 //! The journal lives under `target/bench-journal` (on the build disk, not tmpfs; another
 //! place with `PERPCORE_BENCH_JOURNAL_DIR`) and is deleted before each part. Commands come from the seeded generator in
@@ -98,6 +99,55 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for rate in [100_000u64, 500_000, 1_000_000] {
         latency_at(rate, &ec, &ec_cfg);
+    }
+    machine_stalls();
+}
+
+/// How often the machine itself stops running us: `threads` threads each read the
+/// monotonic clock in a tight loop for 2 s; a gap of more than 200 µs between two reads
+/// is time the thread was not running (on an otherwise idle VM, the host descheduled
+/// the virtual CPU). With both cores busy, as in the latency runs, such gaps are what a
+/// commit in flight waits out, whatever the code does.
+fn machine_stalls() {
+    println!("
+machine stalls (threads spinning on the clock for 2 s; gaps > 200 µs):
+");
+    println!("| spinning threads | gaps | gaps > 2 ms | longest (µs) | time lost |");
+    println!("|---|---|---|---|---|");
+    for threads in [1usize, 2] {
+        let per_thread: Vec<(u64, u64, u64, Duration)> = std::thread::scope(|s| {
+            let spinners: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let start = Instant::now();
+                        let (mut gaps, mut over_2ms, mut longest) = (0u64, 0u64, 0u64);
+                        let mut lost = Duration::ZERO;
+                        let mut prev = start;
+                        while prev.duration_since(start) < Duration::from_secs(2) {
+                            let now = Instant::now();
+                            let gap = now.duration_since(prev);
+                            if gap > Duration::from_micros(200) {
+                                gaps += 1;
+                                lost += gap;
+                                longest = longest.max(gap.as_micros() as u64);
+                                if gap > Duration::from_millis(2) {
+                                    over_2ms += 1;
+                                }
+                            }
+                            prev = now;
+                        }
+                        (gaps, over_2ms, longest, lost)
+                    })
+                })
+                .collect();
+            spinners.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let gaps: u64 = per_thread.iter().map(|t| t.0).sum();
+        let over: u64 = per_thread.iter().map(|t| t.1).sum();
+        let longest = per_thread.iter().map(|t| t.2).max().unwrap_or(0);
+        let lost: Duration = per_thread.iter().map(|t| t.3).sum();
+        let share = lost.as_secs_f64() / (2.0 * threads as f64) * 100.0;
+        println!("| {threads} | {gaps} | {over} | {longest} | {share:.1}% |");
     }
 }
 
