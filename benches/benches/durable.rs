@@ -109,9 +109,7 @@ fn main() {
 /// the virtual CPU). With both cores busy, as in the latency runs, such gaps are what a
 /// commit in flight waits out, whatever the code does.
 fn machine_stalls() {
-    println!("
-machine stalls (threads spinning on the clock for 2 s; gaps > 200 µs):
-");
+    println!("\nmachine stalls (threads spinning on the clock for 2 s; gaps > 200 µs):\n");
     println!("| spinning threads | gaps | gaps > 2 ms | longest (µs) | time lost |");
     println!("|---|---|---|---|---|");
     for threads in [1usize, 2] {

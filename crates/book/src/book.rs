@@ -119,7 +119,8 @@ impl Store {
 
     /// Unlinks order slot `idx` from its level and subtracts its open quantity from the
     /// level total; the slot stays allocated. Returns (the order, its level is now empty).
-    #[inline]
+    /// Always inlined: it is most of `remove_order` and of `requeue_at` (every amend).
+    #[inline(always)]
     fn unlink(&mut self, idx: u32) -> (RestingOrder, bool) {
         let (order, prev, next, li) = {
             let n = &self.arena[idx as usize];
@@ -499,6 +500,8 @@ impl Book {
 
     /// Links the unlinked, allocated slot `idx` at the back of the level at its order's
     /// price, creating the level if needed. Caller guarantees it does not cross.
+    /// Always inlined: it is half of `rest` and of `requeue_at` (every amend).
+    #[inline(always)]
     fn link(&mut self, idx: u32) {
         let order = self.store.arena[idx as usize].order;
         let (half, is_bid) = match order.side {

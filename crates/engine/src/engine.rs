@@ -26,7 +26,7 @@ pub(crate) struct AccountIndex {
 }
 
 /// Ids below this are indexed densely (at most 4 MiB of index).
-const DENSE_IDS: u64 = 1 << 20;
+pub(crate) const DENSE_IDS: u64 = 1 << 20;
 const NO_SLOT: u32 = u32::MAX;
 
 impl AccountIndex {
@@ -146,12 +146,14 @@ pub struct Engine {
     /// Check every holder on every tick instead (the reference the index is tested
     /// against; not part of the state).
     pub(crate) full_scan: bool,
-    /// Re-queue a non-crossing amend in place (`Book::requeue`) instead of cancel +
-    /// submit. Same results either way; off only in the test that proves it.
+    /// Re-check an amend with `check_amend` and re-queue it in place (`Book::requeue_at`)
+    /// when it does not cross, instead of `prepare_order` + cancel + submit. Same results
+    /// either way; off only in the test that proves it (which then runs the general
+    /// path alone, so it compares the fast path against it).
     pub(crate) amend_in_place: bool,
     /// Accounts whose cushion may have changed since they were last banded; re-banded
     /// just before the index is next consulted (derived, not part of the state).
-    pub(crate) dirty: Vec<AccountId>,
+    pub(crate) dirty: crate::liqindex::DirtySet,
     /// During an indexed liquidation sweep: positions opened by the sweep itself.
     pub(crate) tick_new_holders: Option<Vec<(InstrumentId, AccountId)>>,
 }
@@ -164,6 +166,65 @@ struct Prepared {
     taker: Taker,
     meta: OrderMeta,
     unfilled_reason: CancelReason,
+}
+
+/// What `Engine::check_amend` decides: where and how much the amended order rests, and
+/// what it reserves (`Prepared`'s `taker.limit`, `taker.qty`, `meta.margin_notional`
+/// and `meta.reserved`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AmendCheck {
+    limit: PriceTicks,
+    qty: QtyLots,
+    margin_notional: Money,
+    reserved: Money,
+}
+
+/// A sized and priced order, as the margin check sees it.
+#[derive(Clone, Copy)]
+struct Terms {
+    side: Side,
+    qty: QtyLots,
+    limit: PriceTicks,
+    reduce_only: bool,
+}
+
+/// Rule R3 and the size limits: the quantity an order of `side` for `qty` lots may rest
+/// or trade with (`close_position`: the whole position), given the account's `leg`.
+#[inline]
+fn order_qty(
+    spec: &InstrumentSpec,
+    leg: Option<&Leg>,
+    side: Side,
+    qty: QtyLots,
+    reduce_only: bool,
+    close_position: bool,
+) -> Result<QtyLots, RejectReason> {
+    let position = leg.map(|l| l.qty).unwrap_or_default();
+    let mut qty = if close_position { position.abs() } else { qty };
+    if reduce_only {
+        // Rule R3: never opens or flips; cut to the position.
+        if position.is_zero() {
+            return Err(RejectReason::ReduceOnlyNoPosition);
+        }
+        if (position.0 > 0) == (side == Side::Buy) {
+            return Err(RejectReason::ReduceOnlyWrongSide);
+        }
+    }
+    if qty.0 <= 0 {
+        return Err(RejectReason::QtyNotPositive);
+    }
+    if !close_position {
+        if qty < spec.min_qty {
+            return Err(RejectReason::QtyBelowMin);
+        }
+        if qty > spec.max_qty {
+            return Err(RejectReason::QtyAboveMax);
+        }
+    }
+    if reduce_only {
+        qty = qty.min(position.abs());
+    }
+    Ok(qty)
 }
 
 impl Engine {
@@ -196,7 +257,7 @@ impl Engine {
             liq_index: crate::liqindex::LiqIndex::new(instruments),
             full_scan: false,
             amend_in_place: true,
-            dirty: Vec::new(),
+            dirty: Default::default(),
             tick_new_holders: None,
             config: Arc::new(config),
         };
@@ -454,19 +515,11 @@ impl Engine {
         }
         // Every account an event names may have a new cushion: re-band it before the
         // index is next used (a mark tick), not now — most commands are not ticks.
+        // (A set, so bounded by the number of distinct accounts however long between
+        // ticks.)
         if !self.full_scan {
             for e in &out[..] {
-                event_accounts(e, &mut self.dirty);
-            }
-            // Bounded by the number of distinct accounts, however long between ticks.
-            if self.dirty.len() >= 1024 && self.dirty.len() >= 2 * self.dirty.capacity() / 3 {
-                self.dirty.sort_unstable();
-                self.dirty.dedup();
-                // Mostly distinct: grow, so the next sort waits for as many new entries
-                // (amortized O(log n) per entry, never a sort per command).
-                if self.dirty.len() >= self.dirty.capacity() / 3 {
-                    self.dirty.reserve(self.dirty.len());
-                }
+                event_accounts(e, |a| self.dirty.insert(a));
             }
         }
     }
@@ -866,6 +919,9 @@ impl Engine {
     /// Every check of a new order, without touching state. `replacing` is an order of the
     /// same account being amended: its reservation and quantity are left out of the
     /// checks, as it will be gone when the new one is placed. `k` indexes `o.account`.
+    ///
+    /// The steps after the order-level checks are shared with `check_amend` (the in-place
+    /// amend's re-check), so the two cannot drift apart.
     fn prepare_order(
         &self,
         k: usize,
@@ -875,137 +931,32 @@ impl Engine {
         debug_assert_eq!(self.user_idx(o.account), Ok(k));
         let spec = self.spec(o.instrument)?;
         let mark = self.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
-        if o.order_id.0 >= RESERVED_ORDER_ID_MIN {
-            return Err(RejectReason::OrderIdReserved);
-        }
-        if self.accounts[k].asset_mode == AssetMode::Multi && spec.is_inverse() {
-            return Err(RejectReason::CoinMInMultiAsset);
-        }
+        self.check_order_account(k, spec, o.order_id)?;
         if replacing.is_none() && self.orders.contains_key(&o.order_id) {
             return Err(RejectReason::DuplicateOrderId);
         }
-        let excluded = replacing.map(|_| o.order_id);
-        let released = replacing.map(|m| m.reserved).unwrap_or_default();
         if o.order_type == OrderType::Market && o.tif == TimeInForce::PostOnly {
             return Err(RejectReason::MarketPostOnly);
         }
         let leg = self.accounts[k].leg(o.instrument);
-        let position = leg.map(|l| l.qty).unwrap_or_default();
         let reduce_only = o.reduce_only || o.close_position;
-        let mut qty = if o.close_position {
-            position.abs()
-        } else {
-            o.qty
-        };
-        if reduce_only {
-            // Rule R3: never opens or flips; cut to the position.
-            if position.is_zero() {
-                return Err(RejectReason::ReduceOnlyNoPosition);
-            }
-            if (position.0 > 0) == (o.side == Side::Buy) {
-                return Err(RejectReason::ReduceOnlyWrongSide);
-            }
-        }
-        if qty.0 <= 0 {
-            return Err(RejectReason::QtyNotPositive);
-        }
-        if !o.close_position {
-            if qty < spec.min_qty {
-                return Err(RejectReason::QtyBelowMin);
-            }
-            if qty > spec.max_qty {
-                return Err(RejectReason::QtyAboveMax);
-            }
-        }
-        if reduce_only {
-            qty = qty.min(position.abs());
-        }
-        let (band_low, band_high) = self.bands[o.instrument.0 as usize];
-        debug_assert_eq!((band_low, band_high), band(spec, mark));
-        let limit = match o.order_type {
-            OrderType::Limit => {
-                if o.price.0 <= 0 {
-                    return Err(RejectReason::PriceNotPositive);
-                }
-                if o.price < band_low || o.price > band_high {
-                    return Err(RejectReason::PriceOutOfBand);
-                }
-                o.price
-            }
-            OrderType::Market => match o.side {
-                Side::Buy => band_high,
-                Side::Sell => band_low,
+        let qty = order_qty(spec, leg, o.side, o.qty, reduce_only, o.close_position)?;
+        let limit = self.order_limit(spec, mark, o.order_type, o.side, o.price)?;
+        let (margin_notional, reserved) = self.order_reservation(
+            k,
+            spec,
+            mark,
+            leg,
+            Terms {
+                side: o.side,
+                qty,
+                limit,
+                reduce_only,
             },
-        };
-        let limit_price = spec.price_of(limit);
-        // The price that makes the order's notional largest: a linear buy at
-        // max(limit, mark) (MARGIN §3); an inverse order's coin notional grows as the price
-        // falls, so it is valued at min(limit, mark) on either side.
-        let margin_price = match (spec.is_inverse(), o.side) {
-            (true, _) => limit_price.min(mark),
-            (false, Side::Buy) => limit_price.max(mark),
-            (false, Side::Sell) => limit_price,
-        };
-        let leverage = leg
-            .map(|l| l.leverage)
-            .unwrap_or(risk::DEFAULT_LEVERAGE.min(spec.max_leverage));
-        let (margin_notional, reserved) = if reduce_only {
-            (Money::ZERO, Money::ZERO)
-        } else {
-            let incr = self.increasing_lots(leg, o.side, qty, o.instrument, excluded);
-            if incr > 0 {
-                let extra = spec.notional(QtyLots(incr), margin_price);
-                let exposure = match leg {
-                    Some(l) => self.exposure_notional(l, spec, extra, replacing),
-                    None => extra,
-                };
-                if spec.bracket_for(exposure).max_leverage < leverage {
-                    return Err(RejectReason::LeverageExceedsBracket);
-                }
-                // risk::order_cost's IM and fee to close, from the notional in hand.
-                let initial_margin = extra.div_int(leverage as i64, Rounding::Ceil);
-                let close_fee = if spec.fee_to_close {
-                    risk::fee_to_close(spec, QtyLots(incr), extra, o.side == Side::Buy, leverage)
-                } else {
-                    Money::ZERO
-                };
-                debug_assert_eq!((initial_margin, close_fee), {
-                    let c = risk::order_cost(
-                        spec,
-                        QtyLots(incr),
-                        margin_price,
-                        o.side == Side::Buy,
-                        leverage,
-                    );
-                    (c.initial_margin, c.close_fee)
-                });
-                let full = if incr == qty.0 {
-                    extra
-                } else {
-                    spec.notional(qty, margin_price)
-                };
-                let fee_est = full.mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
-                let needed = initial_margin + close_fee + fee_est;
-                if !self.margin_covers(k, spec, needed, released)? {
-                    return Err(RejectReason::InsufficientMargin);
-                }
-                (extra, initial_margin)
-            } else {
-                (Money::ZERO, Money::ZERO)
-            }
-        };
-        if o.tif == TimeInForce::PostOnly {
-            let takes = match o.side {
-                Side::Buy => self.books[o.instrument.0 as usize]
-                    .best_ask()
-                    .is_some_and(|a| a <= limit),
-                Side::Sell => self.books[o.instrument.0 as usize]
-                    .best_bid()
-                    .is_some_and(|b| b >= limit),
-            };
-            if takes {
-                return Err(RejectReason::PostOnlyWouldTake);
-            }
+            replacing.map(|m| (o.order_id, m)),
+        )?;
+        if o.tif == TimeInForce::PostOnly && self.post_only_takes(spec, o.side, limit) {
+            return Err(RejectReason::PostOnlyWouldTake);
         }
         let tif = match (o.order_type, o.tif) {
             (OrderType::Market, _) => Tif::Ioc,
@@ -1045,6 +996,183 @@ impl Engine {
             meta,
             unfilled_reason,
         })
+    }
+
+    /// The re-check of an amend that loses priority (new price or larger size), for the
+    /// in-place path: `prepare_order` of the order the amend re-submits (`amended_order`:
+    /// same id, side and flags, a GTC or post-only limit order, replacing the old one),
+    /// with the fields an amend fixes folded in and nothing built that the book does not
+    /// need. The same steps in the same order, so the same rejection and the same
+    /// reservation; `amend_order` asserts that in debug builds.
+    #[inline]
+    fn check_amend(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        id: OrderId,
+        meta: &OrderMeta,
+        price: PriceTicks,
+        qty: QtyLots,
+    ) -> Result<AmendCheck, RejectReason> {
+        let mark = self.marks[spec.id.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
+        self.check_order_account(k, spec, id)?;
+        // No duplicate-id check (the id is the order's own) and no market post-only
+        // check (an amend is a limit order).
+        let leg = self.accounts[k].leg(spec.id);
+        let qty = order_qty(spec, leg, meta.side, qty, meta.reduce_only, false)?;
+        let limit = self.order_limit(spec, mark, OrderType::Limit, meta.side, price)?;
+        let (margin_notional, reserved) = self.order_reservation(
+            k,
+            spec,
+            mark,
+            leg,
+            Terms {
+                side: meta.side,
+                qty,
+                limit,
+                reduce_only: meta.reduce_only,
+            },
+            Some((id, meta)),
+        )?;
+        if meta.post_only && self.post_only_takes(spec, meta.side, limit) {
+            return Err(RejectReason::PostOnlyWouldTake);
+        }
+        Ok(AmendCheck {
+            limit,
+            qty,
+            margin_notional,
+            reserved,
+        })
+    }
+
+    /// Order checks that depend on the account and the order id only.
+    #[inline]
+    fn check_order_account(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        id: OrderId,
+    ) -> Result<(), RejectReason> {
+        if id.0 >= RESERVED_ORDER_ID_MIN {
+            return Err(RejectReason::OrderIdReserved);
+        }
+        if self.accounts[k].asset_mode == AssetMode::Multi && spec.is_inverse() {
+            return Err(RejectReason::CoinMInMultiAsset);
+        }
+        Ok(())
+    }
+
+    /// The limit price of an order: a limit order's own, inside the mark's band; a market
+    /// order's, the band's far edge.
+    #[inline]
+    fn order_limit(
+        &self,
+        spec: &InstrumentSpec,
+        mark: Price,
+        order_type: OrderType,
+        side: Side,
+        price: PriceTicks,
+    ) -> Result<PriceTicks, RejectReason> {
+        let (band_low, band_high) = self.bands[spec.id.0 as usize];
+        debug_assert_eq!((band_low, band_high), band(spec, mark));
+        match order_type {
+            OrderType::Limit => {
+                if price.0 <= 0 {
+                    return Err(RejectReason::PriceNotPositive);
+                }
+                if price < band_low || price > band_high {
+                    return Err(RejectReason::PriceOutOfBand);
+                }
+                Ok(price)
+            }
+            OrderType::Market => Ok(match side {
+                Side::Buy => band_high,
+                Side::Sell => band_low,
+            }),
+        }
+    }
+
+    /// Whether a post-only order at `limit` would take liquidity.
+    #[inline]
+    fn post_only_takes(&self, spec: &InstrumentSpec, side: Side, limit: PriceTicks) -> bool {
+        let book = &self.books[spec.id.0 as usize];
+        match side {
+            Side::Buy => book.best_ask().is_some_and(|a| a <= limit),
+            Side::Sell => book.best_bid().is_some_and(|b| b >= limit),
+        }
+    }
+
+    /// The margin check of a sized and priced order: `(margin_notional, reserved)` of its
+    /// exposure-increasing part, or the rejection (bracket, margin). `replacing`: the
+    /// amended order (id and meta), whose reservation counts as free and whose quantity
+    /// and notional are left out. `leg` is the account's leg on `spec`, if any.
+    #[inline]
+    fn order_reservation(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        mark: Price,
+        leg: Option<&Leg>,
+        t: Terms,
+        replacing: Option<(OrderId, &OrderMeta)>,
+    ) -> Result<(Money, Money), RejectReason> {
+        if t.reduce_only {
+            return Ok((Money::ZERO, Money::ZERO));
+        }
+        let excluded = replacing.map(|(id, _)| id);
+        let released = replacing.map(|(_, m)| m.reserved).unwrap_or_default();
+        let limit_price = spec.price_of(t.limit);
+        // The price that makes the order's notional largest: a linear buy at
+        // max(limit, mark) (MARGIN §3); an inverse order's coin notional grows as the price
+        // falls, so it is valued at min(limit, mark) on either side.
+        let margin_price = match (spec.is_inverse(), t.side) {
+            (true, _) => limit_price.min(mark),
+            (false, Side::Buy) => limit_price.max(mark),
+            (false, Side::Sell) => limit_price,
+        };
+        let leverage = leg
+            .map(|l| l.leverage)
+            .unwrap_or(risk::DEFAULT_LEVERAGE.min(spec.max_leverage));
+        let incr = self.increasing_lots(leg, t.side, t.qty, spec.id, excluded);
+        if incr <= 0 {
+            return Ok((Money::ZERO, Money::ZERO));
+        }
+        let extra = spec.notional(QtyLots(incr), margin_price);
+        let exposure = match leg {
+            Some(l) => self.exposure_notional(l, spec, extra, replacing.map(|(_, m)| m)),
+            None => extra,
+        };
+        if spec.bracket_for(exposure).max_leverage < leverage {
+            return Err(RejectReason::LeverageExceedsBracket);
+        }
+        // risk::order_cost's IM and fee to close, from the notional in hand.
+        let initial_margin = extra.div_int(leverage as i64, Rounding::Ceil);
+        let close_fee = if spec.fee_to_close {
+            risk::fee_to_close(spec, QtyLots(incr), extra, t.side == Side::Buy, leverage)
+        } else {
+            Money::ZERO
+        };
+        debug_assert_eq!((initial_margin, close_fee), {
+            let c = risk::order_cost(
+                spec,
+                QtyLots(incr),
+                margin_price,
+                t.side == Side::Buy,
+                leverage,
+            );
+            (c.initial_margin, c.close_fee)
+        });
+        let full = if incr == t.qty.0 {
+            extra
+        } else {
+            spec.notional(t.qty, margin_price)
+        };
+        let fee_est = full.mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
+        let needed = initial_margin + close_fee + fee_est;
+        if !self.margin_covers(k, spec, needed, released)? {
+            return Err(RejectReason::InsufficientMargin);
+        }
+        Ok((extra, initial_margin))
     }
 
     /// Submit a taker to the book and settle everything it did. `fee_override` replaces
@@ -1416,72 +1544,70 @@ impl Engine {
         // Price change or size up: the order loses its place. It is re-checked as a new
         // order with the old one's reservation released; if the new one is refused the
         // old one stays untouched.
-        let new_order = NewOrder {
-            account,
-            instrument: spec.id,
-            order_id: id,
-            side: meta.side,
-            order_type: OrderType::Limit,
-            tif: if meta.post_only {
-                TimeInForce::PostOnly
-            } else {
-                TimeInForce::Gtc
-            },
-            price: new_price,
-            qty: new_qty,
-            reduce_only: meta.reduce_only,
-            close_position: false,
-            stp: StpMode::default(),
-        };
-        let prepared = self.prepare_order(k, &new_order, Some(&meta))?;
-        let open_qty = prepared.taker.qty;
-        // When the new price does not reach the other side, cancel + submit would only
-        // re-rest the order at the back of its new level: do that in place. The state and
-        // the events are the same as on the general path below (execute's `Rested`
-        // branch with nothing filled).
-        let requeued = if self.amend_in_place {
-            self.books[spec.id.0 as usize].requeue_at(slot, id, prepared.taker.limit, open_qty)
-        } else {
-            Err(perpcore_book::BookError::WouldCross(id))
-        };
-        match requeued {
-            Ok(_) => {
-                // execute's `Rested` formula with nothing filled is
-                // margin_notional / leverage, rounded up: what prepare_order reserved.
-                let reserved = prepared.meta.reserved;
-                debug_assert_eq!(
-                    reserved,
-                    prepared
-                        .meta
-                        .margin_notional
-                        .div_int(self.leverage_of(account, spec) as i64, Rounding::Ceil)
-                );
-                let open_notional = spec.notional(open_qty, spec.price_of(prepared.taker.limit));
-                let m = self.orders.get_mut(&id).expect("order meta");
-                let (old_reserved, old_notional) = (m.reserved, m.open_notional);
-                *m = OrderMeta {
-                    reserved,
-                    open_notional,
-                    ..prepared.meta
-                };
-                let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
-                leg.replace_order_sums((old_reserved, old_notional), (reserved, open_notional));
-                assert!(!leg.order_margin.is_negative(), "order margin below zero");
-                out.push(Event::OrderAmended {
-                    order_id: id,
-                    price: spec.price_of(new_price),
-                    open_qty: spec.qty_of(new_qty),
-                    priority_kept: false,
-                });
-                out.push(Event::OrderRested {
-                    order_id: id,
-                    open_qty: spec.qty_of(open_qty),
-                });
-                return Ok(());
+        if self.amend_in_place {
+            let checked = self.check_amend(k, spec, id, &meta, new_price, new_qty);
+            debug_assert_eq!(
+                checked,
+                self.prepare_order(
+                    k,
+                    &amended_order(&meta, id, new_price, new_qty),
+                    Some(&meta)
+                )
+                .map(|p| AmendCheck {
+                    limit: p.taker.limit,
+                    qty: p.taker.qty,
+                    margin_notional: p.meta.margin_notional,
+                    reserved: p.meta.reserved,
+                }),
+                "check_amend disagrees with prepare_order"
+            );
+            let c = checked?;
+            // When the new price does not reach the other side, cancel + submit would
+            // only re-rest the order at the back of its new level: do that in place. The
+            // state and the events are the same as on the general path below (execute's
+            // `Rested` branch with nothing filled).
+            match self.books[spec.id.0 as usize].requeue_at(slot, id, c.limit, c.qty) {
+                Ok(_) => {
+                    // execute's `Rested` formula with nothing filled is
+                    // margin_notional / leverage, rounded up: what the check reserved.
+                    debug_assert_eq!(
+                        c.reserved,
+                        c.margin_notional
+                            .div_int(self.leverage_of(account, spec) as i64, Rounding::Ceil)
+                    );
+                    let open_notional = spec.notional(c.qty, spec.price_of(c.limit));
+                    let m = self.orders.get_mut(&id).expect("order meta");
+                    let old = (m.reserved, m.open_notional);
+                    // Account, instrument, side and flags are the amended order's own.
+                    m.margin_notional = c.margin_notional;
+                    m.reserved = c.reserved;
+                    m.open_notional = open_notional;
+                    let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
+                    leg.replace_order_sums(old, (c.reserved, open_notional));
+                    assert!(!leg.order_margin.is_negative(), "order margin below zero");
+                    out.push(Event::OrderAmended {
+                        order_id: id,
+                        price: spec.price_of(new_price),
+                        open_qty: spec.qty_of(new_qty),
+                        priority_kept: false,
+                    });
+                    out.push(Event::OrderRested {
+                        order_id: id,
+                        open_qty: spec.qty_of(c.qty),
+                    });
+                    return Ok(());
+                }
+                // It would trade: cancel + submit below (nothing changed; the check there
+                // repeats this one on the same state).
+                Err(perpcore_book::BookError::WouldCross(_)) => {}
+                Err(e) => panic!("requeue of a checked amend failed: {e}"),
             }
-            Err(perpcore_book::BookError::WouldCross(_)) => {}
-            Err(e) => panic!("requeue of a checked amend failed: {e}"),
         }
+        let prepared = self.prepare_order(
+            k,
+            &amended_order(&meta, id, new_price, new_qty),
+            Some(&meta),
+        )?;
         let cfg = Arc::clone(&self.config);
         let spec = &cfg.instruments[meta.instrument.0 as usize];
         self.books[spec.id.0 as usize]
@@ -1592,21 +1718,43 @@ impl Engine {
     }
 }
 
+/// The new order an amend of `id` to `price` × `qty` re-submits: the same side and flags,
+/// a GTC (or post-only) limit order.
+fn amended_order(meta: &OrderMeta, id: OrderId, price: PriceTicks, qty: QtyLots) -> NewOrder {
+    NewOrder {
+        account: meta.account,
+        instrument: meta.instrument,
+        order_id: id,
+        side: meta.side,
+        order_type: OrderType::Limit,
+        tif: if meta.post_only {
+            TimeInForce::PostOnly
+        } else {
+            TimeInForce::Gtc
+        },
+        price,
+        qty,
+        reduce_only: meta.reduce_only,
+        close_position: false,
+        stp: StpMode::default(),
+    }
+}
+
 /// The accounts whose cushion (margin balance − maintenance margin) an event may have
 /// changed. Order events are left out: an order changes no cushion.
-pub(crate) fn event_accounts(e: &Event, out: &mut Vec<AccountId>) {
+pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
     match e {
         Event::Trade {
             taker_account,
             maker_account,
             ..
         } => {
-            out.push(*taker_account);
-            out.push(*maker_account);
+            out(*taker_account);
+            out(*maker_account);
         }
         Event::Transferred { from, to, .. } => {
-            out.push(*from);
-            out.push(*to);
+            out(*from);
+            out(*to);
         }
         Event::AccountCreated { account, .. }
         | Event::Deposited { account, .. }
@@ -1619,7 +1767,7 @@ pub(crate) fn event_accounts(e: &Event, out: &mut Vec<AccountId>) {
         | Event::DeficitCovered { account, .. }
         | Event::AssetModeSet { account, .. }
         | Event::InterestCharged { account, .. }
-        | Event::AutoExchanged { account, .. } => out.push(*account),
+        | Event::AutoExchanged { account, .. } => out(*account),
         Event::Rejected { .. }
         | Event::OrderAccepted { .. }
         | Event::OrderCanceled { .. }

@@ -15,7 +15,7 @@
 //! command's events name is marked dirty and re-banded just before the next tick consults
 //! the index.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, DENSE_IDS};
 use perpcore_risk::{self as risk};
 use perpcore_types::*;
 use std::collections::BTreeSet;
@@ -96,6 +96,51 @@ impl LiqIndex {
     }
 }
 
+/// The accounts marked dirty since the index was last used, each once. Membership is a
+/// bit per id for the dense ids (every command's events are marked, so the test must be
+/// cheap, and a repeat costs nothing) and a hash set for the few others (insurance funds,
+/// sparse client ids). Derived state; the sets are lookup only, the list is sorted before
+/// use, so no hash order reaches anything.
+#[derive(Default)]
+pub(crate) struct DirtySet {
+    /// In marking order.
+    ids: Vec<AccountId>,
+    /// Bit `id` is set when `id < DENSE_IDS` is in `ids`.
+    dense: Vec<u64>,
+    /// The members of `ids` at or above `DENSE_IDS`. Never iterated.
+    sparse: fxhash::FxHashSet<AccountId>,
+}
+
+impl DirtySet {
+    #[inline]
+    pub(crate) fn insert(&mut self, id: AccountId) {
+        if id.0 < DENSE_IDS {
+            let (w, bit) = ((id.0 / 64) as usize, 1u64 << (id.0 % 64));
+            if w >= self.dense.len() {
+                self.dense.resize(w + 1, 0);
+            }
+            if self.dense[w] & bit != 0 {
+                return;
+            }
+            self.dense[w] |= bit;
+        } else if !self.sparse.insert(id) {
+            return;
+        }
+        self.ids.push(id);
+    }
+
+    /// Empty the set (keeping its allocations).
+    fn clear(&mut self) {
+        // Every set bit is a member, so zeroing the members' words clears them all.
+        for id in self.ids.drain(..) {
+            if id.0 < DENSE_IDS {
+                self.dense[(id.0 / 64) as usize] = 0;
+            }
+        }
+        self.sparse.clear();
+    }
+}
+
 impl Engine {
     /// Recompute account `k`'s bands on every instrument it holds.
     pub(crate) fn reindex(&mut self, k: usize) {
@@ -106,16 +151,20 @@ impl Engine {
         self.liq_index = index;
     }
 
-    /// Re-band every account marked dirty since the index was last used.
+    /// Re-band every account marked dirty since the index was last used, in ascending id.
     pub(crate) fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for id in dirty.drain(..) {
+        dirty.ids.sort_unstable();
+        debug_assert!(
+            dirty.ids.windows(2).all(|w| w[0] < w[1]),
+            "dirty set holds an account twice"
+        );
+        for &id in &dirty.ids {
             if let Some(k) = self.idx(id) {
                 self.reindex(k);
             }
         }
+        dirty.clear();
         self.dirty = dirty;
     }
 

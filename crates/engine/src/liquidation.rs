@@ -58,7 +58,7 @@ impl Engine {
             }
             let mut touched = Vec::new();
             for e in &out[before..] {
-                crate::engine::event_accounts(e, &mut touched);
+                crate::engine::event_accounts(e, |a| touched.push(a));
             }
             candidates.extend(touched.into_iter().filter(|t| *t > id));
         }
