@@ -107,7 +107,7 @@ pub struct RunSummary {
     pub events: u64,
     pub rejected: u64,
     pub trades: u64,
-    /// Group commits (one flush + fsync each).
+    /// Group commits (one flush each; one fsync covers every group flushed before it).
     pub groups: u64,
     /// Journal batches written (a group holds one or more).
     pub batches: u64,

@@ -19,14 +19,15 @@
 //! hand-off is a rendezvous, so a pending group goes to the writer the moment it is free
 //! and keeps growing while it is busy (up to `max_group_commands` / `max_group_bytes`,
 //! then the sequencer waits: back-pressure). Idle, a lone command is committed at once;
-//! under load one flush + fsync covers everything that arrived during the previous one.
-//! The writer stores the group's batches atomically and makes them durable (sled flush +
-//! fsync, see perpcore-journal), and only then sends the group's outputs, in order, as
-//! one message (`Vec<Committed { seq, ts_ns, events }>`, the events inline up to two) on
-//! the bounded output channel;
-//! meanwhile the sequencer thread applies the next group. If a journal write fails, the
-//! writer stops, the group's events are never sent, and the sequencer stops with the
-//! error.
+//! under load one flush covers everything that arrived during the previous one.
+//! The writer stores the group's batches atomically and flushes them to sled's file,
+//! then hands the group to its sync thread, which fsyncs once for every group flushed
+//! before it began (see perpcore-journal's `SyncHandle`) and only then sends each
+//! group's outputs, in order, as one message (`Vec<Committed { seq, ts_ns, events }>`,
+//! the events inline up to two) on the bounded output channel; meanwhile the writer
+//! stores the next group and the sequencer thread applies the one after. If a journal
+//! write or fsync fails, the writer and its sync thread stop, no event of that group or
+//! a later one is sent, and the sequencer stops with the error.
 //!
 //! Snapshots and barriers travel through the same queue, so a snapshot is taken at the
 //! exact point in the order where it was dequeued (after committing the pending group).

@@ -100,7 +100,7 @@ pub struct SnapshotInfo {
 pub struct SequencerStats {
     /// Commands sequenced.
     pub commands: u64,
-    /// Group commits (one flush + fsync each).
+    /// Group commits (one flush each; one fsync covers every group flushed before it).
     pub groups: u64,
     /// Journal batches written (one sled entry each; a group holds one or more).
     pub batches: u64,
