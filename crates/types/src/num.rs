@@ -199,6 +199,9 @@ macro_rules! fixed_type {
             pub fn is_positive(self) -> bool {
                 self.0 > 0
             }
+            // Inlined across crates: a call costs more than the negation itself, and
+            // notional and bracket code takes `abs` on every pre-trade check.
+            #[inline]
             pub fn abs(self) -> Self {
                 Self(self.0.checked_abs().expect("overflow"))
             }
