@@ -191,20 +191,15 @@ impl SyncHandle {
     /// durable observer `last_seq`, the last of those groups' sequence numbers. A
     /// failure poisons the journal: what reached the disk is unknown.
     pub fn sync(&mut self, last_seq: u64) -> Result<(), JournalError> {
-        if self.shared.is_poisoned() {
-            return Err(JournalError::Poisoned);
-        }
-        let r = self.shared.injected_failure().and_then(|()| {
-            if self.durability == Durability::Fsync {
-                self.syncer.sync()
-            } else {
-                Ok(())
+        let (shared, syncer) = (&self.shared, &mut self.syncer);
+        let fsync = self.durability == Durability::Fsync;
+        shared.guarded(|| {
+            shared.injected_failure()?;
+            if fsync {
+                syncer.sync()?;
             }
-        });
-        if r.is_err() {
-            self.shared.poison();
-        }
-        r?;
+            Ok(())
+        })?;
         if let Some(obs) = self.observer.as_mut() {
             obs(last_seq);
         }
@@ -226,9 +221,18 @@ impl Shared {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
-        tracing::error!("journal: write failed; journal poisoned until reopened");
+    /// Runs a write or an fsync; any failure poisons the journal, because after it we no
+    /// longer know what is on disk.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, JournalError>) -> Result<T, JournalError> {
+        if self.is_poisoned() {
+            return Err(JournalError::Poisoned);
+        }
+        let r = f();
+        if r.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+            tracing::error!("journal: write failed; journal poisoned until reopened");
+        }
+        r
     }
 
     /// The failure `Journal::fail_next_sync` asked for, once (test-hooks builds only).
@@ -464,20 +468,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Runs a write; any failure poisons the journal, because after a failed write or
-    /// fsync we no longer know what is on disk.
+    /// Runs a write under `Shared::guarded` (a failure poisons the journal).
     fn guarded<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        if self.shared.is_poisoned() {
-            return Err(JournalError::Poisoned);
-        }
-        let r = f(self);
-        if r.is_err() {
-            self.shared.poison();
-        }
-        r
+        let shared = Arc::clone(&self.shared);
+        shared.guarded(|| f(self))
     }
 
     /// The directory the journal lives in.

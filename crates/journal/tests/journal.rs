@@ -3,7 +3,7 @@
 //! poisoning. Raw damage is done by opening the sled database directly after the
 //! journal is dropped, as a disk fault or a crashed writer would leave it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use perpcore_journal::{
     genesis_hash, scan_records, BatchBuilder, Journal, JournalError, JournalOptions, OpenCheck,
@@ -53,7 +53,21 @@ fn sled_open(path: &Path) -> sled::Db {
     perpcore_journal::open_raw_db(path).expect("sled open")
 }
 
-fn raw_batches(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// A raw sled record of the `batches` tree: (key, value).
+type RawRecord = (Vec<u8>, Vec<u8>);
+
+/// A journal at `dir/j` with batches of `sizes` appended and closed, and its raw records.
+fn written(dir: &Path, sizes: &[u32]) -> (PathBuf, Vec<RawRecord>) {
+    let path = dir.join("j");
+    {
+        let mut j = create(&path);
+        append_batches(&mut j, sizes);
+    }
+    let records = raw_batches(&path);
+    (path, records)
+}
+
+fn raw_batches(path: &Path) -> Vec<RawRecord> {
     let db = sled_open(path);
     let t = db.open_tree("batches").expect("tree");
     t.iter()
@@ -217,12 +231,7 @@ fn every_byte_flip_is_detected_with_the_right_seq() {
 #[test]
 fn flips_through_sled_header_and_payload() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
-    {
-        let mut j = create(&path);
-        append_batches(&mut j, &[3, 4, 2]);
-    }
-    let records = raw_batches(&path);
+    let (path, records) = written(dir.path(), &[3, 4, 2]);
     // Header byte (first_seq field) of the middle batch.
     let mut v = records[1].1.clone();
     v[9] ^= 0x40;
@@ -249,12 +258,7 @@ fn flips_through_sled_header_and_payload() {
 #[test]
 fn truncation_and_missing_batches_are_detected() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
-    {
-        let mut j = create(&path);
-        append_batches(&mut j, &[3, 4, 2, 5]);
-    }
-    let records = raw_batches(&path);
+    let (path, records) = written(dir.path(), &[3, 4, 2, 5]);
 
     // A truncated record that is not the last: error naming its seq.
     let v = records[1].1[..records[1].1.len() - 3].to_vec();
@@ -304,12 +308,7 @@ fn truncation_and_missing_batches_are_detected() {
 #[test]
 fn torn_last_batch_is_dropped_and_appends_continue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
-    {
-        let mut j = create(&path);
-        append_batches(&mut j, &[3, 4, 5]);
-    }
-    let records = raw_batches(&path);
+    let (path, records) = written(dir.path(), &[3, 4, 5]);
     let half = records[2].1.len() / 2;
     set_raw(
         &path,
@@ -611,12 +610,7 @@ fn last_batch_open_finds_the_same_tip_and_drops_a_torn_tail() {
 #[test]
 fn last_batch_open_leaves_older_damage_to_the_reader() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
-    {
-        let mut j = create(&path);
-        append_batches(&mut j, &[3, 4, 2, 5]);
-    }
-    let records = raw_batches(&path);
+    let (path, records) = written(dir.path(), &[3, 4, 2, 5]);
     let mut v = records[1].1.clone();
     let last = v.len() - 1;
     v[last] ^= 0x40;

@@ -12,9 +12,10 @@
 //! releases the outputs of every group flushed before that fsync began. The sequencer
 //! applies the next group while the writer stores the previous one, and the writer
 //! stores it while the one before is being fsynced. Snapshots and barriers travel the
-//! same channels, so they are ordered after every group before them. Must never: release an event before the batch holding its command
-//! is durable, reorder commands, read the wall clock except through `Clock`, or keep
-//! going after a journal write failed.
+//! same channels, so they are ordered after every group before them. Must never:
+//! release an event before the batch holding its command is durable, reorder commands,
+//! read the wall clock except through `Clock`, or keep going after a journal write or
+//! fsync failed.
 
 use std::thread::JoinHandle;
 

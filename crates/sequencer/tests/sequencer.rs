@@ -93,19 +93,29 @@ fn assert_strictly_ordered(outputs: &[Committed<Ev>], first_seq: u64) {
     }
 }
 
-/// A sequencer on a new journal at `path`, with the system clock and an input queue of
-/// `queue_capacity` messages.
-fn start_with_queue(path: &Path, queue_capacity: usize) -> (Sequencer<Toy>, CommittedReceiver<Ev>) {
+/// A fresh sequencer on a new journal at `path`, on the system clock.
+fn start_journaled(
+    path: &Path,
+    config: SequencerConfig,
+) -> (Sequencer<Toy>, CommittedReceiver<Ev>) {
     Sequencer::start(
         fresh(),
         Some(new_journal(path)),
         Box::new(SystemClock),
+        config,
+    )
+    .expect("start")
+}
+
+/// `start_journaled` with an input queue of `queue_capacity` messages.
+fn start_with_queue(path: &Path, queue_capacity: usize) -> (Sequencer<Toy>, CommittedReceiver<Ev>) {
+    start_journaled(
+        path,
         SequencerConfig {
             queue_capacity,
             ..SequencerConfig::default()
         },
     )
-    .expect("start")
 }
 
 #[test]
@@ -370,16 +380,7 @@ fn failed_commit_releases_nothing_and_stops() {
 fn recovers_after_the_sequencer_is_dropped_mid_stream() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        SequencerConfig {
-            queue_capacity: 32,
-            ..SequencerConfig::default()
-        },
-    )
-    .expect("start");
+    let (seq, rx) = start_with_queue(&path, 32);
     let mut producers = Vec::new();
     for p in 0..3 {
         let h = seq.handle();
@@ -436,16 +437,13 @@ fn recovers_after_the_sequencer_is_dropped_mid_stream() {
 fn a_crash_loses_only_what_was_never_released() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
+    let (seq, rx) = start_journaled(
+        &path,
         SequencerConfig {
             max_group_commands: 16,
             ..SequencerConfig::default()
         },
-    )
-    .expect("start");
+    );
     let h = seq.handle();
     for n in 0..500 {
         h.submit(cmd(0, n)).expect("submit");
@@ -531,13 +529,7 @@ fn snapshot_plus_tail_equals_full_replay() {
 fn damaged_newest_snapshot_falls_back_to_an_older_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        SequencerConfig::default(),
-    )
-    .expect("start");
+    let (seq, rx) = start_journaled(&path, SequencerConfig::default());
     let h = seq.handle();
     for n in 0..50 {
         h.submit(cmd(0, n)).expect("submit");
@@ -578,13 +570,7 @@ fn damaged_newest_snapshot_falls_back_to_an_older_one() {
 fn recover_drops_a_torn_tail_and_resumes_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        SequencerConfig::default(),
-    )
-    .expect("start");
+    let (seq, rx) = start_journaled(&path, SequencerConfig::default());
     let h = seq.handle();
     for n in 0..20 {
         h.submit(cmd(0, n)).expect("submit");
@@ -684,13 +670,7 @@ fn no_journal_mode_runs_and_refuses_snapshots() {
 fn start_refuses_a_journal_that_already_has_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&path)),
-        Box::new(SystemClock),
-        SequencerConfig::default(),
-    )
-    .expect("start");
+    let (seq, rx) = start_journaled(&path, SequencerConfig::default());
     seq.handle().submit(cmd(0, 0)).expect("submit");
     recv_n(&rx, 1);
     let journal = seq.shutdown().expect("shutdown").journal.expect("journal");
@@ -842,13 +822,7 @@ fn replay_names_the_seq_of_damage_in_the_middle_of_the_log() {
 #[test]
 fn barrier_with_a_journal_answers_after_every_earlier_output_is_released() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (seq, rx) = Sequencer::start(
-        fresh(),
-        Some(new_journal(&dir.path().join("j"))),
-        Box::new(SystemClock),
-        SequencerConfig::default(),
-    )
-    .expect("start");
+    let (seq, rx) = start_journaled(&dir.path().join("j"), SequencerConfig::default());
     let h = seq.handle();
     for round in 1..=3u64 {
         for n in 0..300 {
