@@ -320,6 +320,9 @@ fn run_once(
         Some(dir) => {
             prepare_journal_dir(dir)?;
             let genesis = perpcore_node::genesis(config);
+            // The journal beside the marker, in a folder of its own (a journal folder holds
+            // nothing else).
+            let dir = &dir.join("journal");
             let (j, _) = Journal::open_or_create(dir, &genesis, JournalOptions::default())
                 .with_context(|| format!("cannot create the journal in {}", dir.display()))?;
             Some(j)

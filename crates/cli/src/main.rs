@@ -47,8 +47,10 @@ enum Cmd {
         /// replaced by the sequencer's stamps; report/expect lines are skipped).
         #[arg(long, default_value = "replay-fixtures/demo.jsonl")]
         input: PathBuf,
-        /// Delete the journal folder's contents first (otherwise an existing journal is
-        /// recovered and continued).
+        /// Start a new journal, removing the one in the folder (otherwise an existing
+        /// journal is recovered and continued). Takes the journal's lock first: a journal
+        /// another process is running is never touched, and a folder holding anything but
+        /// a journal (and a README.md) is refused.
         #[arg(long)]
         fresh: bool,
         /// Take a snapshot after every N commands.
@@ -184,13 +186,9 @@ fn run(
     let base = input.parent().unwrap_or_else(|| Path::new("."));
     let (config, commands) = load_commands(&text, base)
         .map_err(|e| anyhow::anyhow!("{}:{}: {}", input.display(), e.line, e.message))?;
-    if fresh {
-        clear_journal(journal)?;
-    }
-    std::fs::create_dir_all(journal)
-        .with_context(|| format!("cannot create {}", journal.display()))?;
     let opts = perpcore_node::RunOptions {
         snapshot_every,
+        fresh,
         ..Default::default()
     };
     let stdout = std::io::stdout();
@@ -213,7 +211,8 @@ fn run(
         if let Err(e) = r {
             write_err = Some(e);
         }
-    })?;
+    })
+    .with_context(|| format!("journal {}", journal.display()))?;
     if let Some(e) = write_err {
         return Err(e).context("writing to stdout");
     }
@@ -236,26 +235,6 @@ fn run(
     Ok(())
 }
 
-/// Remove a journal folder's contents, keeping its README (the folder is documented).
-fn clear_journal(dir: &Path) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries {
-        let e = e?;
-        if e.file_name() == "README.md" {
-            continue;
-        }
-        let p = e.path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p)?;
-        } else {
-            std::fs::remove_file(&p)?;
-        }
-    }
-    Ok(())
-}
-
 fn replay(journal: &Path, to: Option<u64>) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -266,7 +245,8 @@ fn replay(journal: &Path, to: Option<u64>) -> anyhow::Result<()> {
     let r = perpcore_node::replay(journal, to, |p| {
         bar.set_length(p.target_seq);
         bar.set_position(p.last_seq);
-    })?;
+    })
+    .with_context(|| format!("journal {}", journal.display()))?;
     bar.finish_and_clear();
     let ms = started.elapsed().as_millis().max(1);
     let line = serde_json::json!({"replay": {
@@ -281,7 +261,8 @@ fn replay(journal: &Path, to: Option<u64>) -> anyhow::Result<()> {
 }
 
 fn audit(journal: &Path, account: u64, at: Option<u64>) -> anyhow::Result<()> {
-    let (seq, report) = perpcore_node::audit(journal, AccountId(account), at)?;
+    let (seq, report) = perpcore_node::audit(journal, AccountId(account), at)
+        .with_context(|| format!("journal {}", journal.display()))?;
     let report =
         report.ok_or_else(|| anyhow::anyhow!("account {account} does not exist at seq {seq}"))?;
     println!("{}", serde_json::json!({"seq": seq, "report": report}));
@@ -299,7 +280,8 @@ fn inspect(journal: &Path, entries: bool) -> anyhow::Result<()> {
                 serde_json::json!({"seq": seq, "ts": ts, "command": cmd})
             );
         }
-    })?;
+    })
+    .with_context(|| format!("journal {}", journal.display()))?;
     let line = serde_json::json!({"journal": {
         "instruments": config.instruments.iter().map(|i| i.symbol.clone()).collect::<Vec<_>>(),
         "batches": st.batches,
@@ -327,7 +309,8 @@ fn campaign(
     winners: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let fills = perpcore_node::campaign_fills(journal)?;
+    let fills = perpcore_node::campaign_fills(journal)
+        .with_context(|| format!("journal {}", journal.display()))?;
     let params = perpcore_campaign::CampaignParams {
         volume: perpcore_campaign::VolumeParams {
             start_ns: window.0,
@@ -348,6 +331,14 @@ fn campaign(
 }
 
 fn main() -> ExitCode {
+    // Warnings of the journal and recovery (a torn tail dropped, a lost or skipped
+    // snapshot) go to stderr; no timestamps, so the output is the same on every run.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .without_time()
+        .with_ansi(false)
+        .init();
     let result = match Cli::parse().command {
         Cmd::Scenario {
             file,
@@ -367,16 +358,14 @@ fn main() -> ExitCode {
             at,
         } => audit(&journal, account, at),
         Cmd::Inspect { journal, entries } => inspect(&journal, entries),
-        Cmd::Snapshot { journal } => {
-            perpcore_node::snapshot(&journal)
-                .map_err(Into::into)
-                .map(|(seq, hash)| {
-                    println!(
-                        "{}",
-                        serde_json::json!({"snapshot": {"seq": seq, "state_hash": hex(&hash)}})
-                    )
-                })
-        }
+        Cmd::Snapshot { journal } => perpcore_node::snapshot(&journal)
+            .with_context(|| format!("journal {}", journal.display()))
+            .map(|(seq, hash)| {
+                println!(
+                    "{}",
+                    serde_json::json!({"snapshot": {"seq": seq, "state_hash": hex(&hash)}})
+                )
+            }),
         Cmd::Campaign {
             journal,
             from_ns,

@@ -13,8 +13,8 @@ use crate::error::{DecodeError, JournalError};
 
 /// Magic bytes at the start of every batch record.
 pub const BATCH_MAGIC: [u8; 4] = *b"PCJB";
-/// Journal format version written by this build (v1: the only version so far).
-pub const FORMAT_VERSION: u16 = 1;
+/// Journal format version written by this build (history in docs/JOURNAL_FORMAT.md).
+pub const FORMAT_VERSION: u16 = 2;
 /// Length of the fixed batch header, in bytes.
 pub const BATCH_HEADER_LEN: usize = 136;
 /// Length of the fixed per-command header inside a payload (seq, ts_ns, len).

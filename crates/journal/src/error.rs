@@ -24,11 +24,50 @@ impl DecodeError {
 /// Everything the journal can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The storage engine (sled) reported an error.
-    #[error("storage engine error: {0}")]
-    Storage(#[from] sled::Error),
+    /// The storage engine reported damage (or panicked) while reading or writing the
+    /// named file or directory, or a file of the journal is missing or unreadable.
+    #[error("journal damaged: {path:?}: {what}")]
+    Damaged {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was found.
+        what: String,
+    },
 
-    /// An I/O error outside sled, e.g. while fsyncing the database files.
+    /// The log ends before the durable high-water mark: acknowledged commands are
+    /// missing (the storage engine dropped the end of its log, or records were lost).
+    #[error("journal {path:?} lost acknowledged commands: its log ends at seq {log_end}, but every command up to seq {durable} was acknowledged as durable (high-water mark in {path:?}/mark)")]
+    Truncated {
+        /// The journal directory.
+        path: PathBuf,
+        /// Last seq of the verified log.
+        log_end: u64,
+        /// Last seq the mark says was durable.
+        durable: u64,
+    },
+
+    /// Another process (or another handle in this one) holds the journal.
+    #[error("journal {0:?} is in use (locked by another process or handle)")]
+    Locked(PathBuf),
+
+    /// A directory to create a journal in holds something that is not a journal.
+    #[error("refusing to use {path:?} for a new journal: it holds {entry:?}, which is not part of a perpcore journal")]
+    NotEmpty {
+        /// The directory.
+        path: PathBuf,
+        /// The first foreign entry.
+        entry: String,
+    },
+
+    /// A version-1 journal (sled's files directly in the directory).
+    #[error("{0:?} holds a version-1 journal (sled's files directly in it); this build reads version 2 (docs/JOURNAL_FORMAT.md)")]
+    Legacy(PathBuf),
+
+    /// A write on a journal opened read-only.
+    #[error("the journal was opened read-only")]
+    ReadOnly,
+
+    /// An I/O error, e.g. while fsyncing the database files.
     #[error("I/O error while {op} {path:?}: {source}")]
     Io {
         /// What we were doing.

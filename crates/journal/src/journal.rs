@@ -1,28 +1,30 @@
-//! The `Journal`: an append-only, hash-chained log of sequenced commands in sled.
+//! The `Journal`: an append-only, hash-chained log of sequenced commands.
 //!
-//! Owns: the sled database (trees `meta`, `batches`, `snapshots`), the journal tip
-//! (last durable seq, ts and chain link), open-time verification and torn-tail repair,
-//! appends, snapshots and reading back. Must never: acknowledge a batch before it is
-//! durable, accept a write after a failed one (the journal is poisoned until reopened),
-//! or silently skip damage anywhere but in the never-acknowledged last batch.
+//! Owns: the journal's records in a `Store` (spaces `meta`, `batches`, `snapshots`), the
+//! journal tip (last stored seq, ts and chain link), the durable high-water mark (what
+//! has been acknowledged, in the mark file outside the store's log), open-time
+//! verification and torn-tail repair, appends, snapshots and reading back. Must never:
+//! acknowledge a batch before it is durable and recorded in the mark, accept a write
+//! after a failed one (the journal is poisoned until reopened), open a log that ends
+//! before the mark, or silently skip damage anywhere but in a never-acknowledged last
+//! batch.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch::{
-    scan_records, BatchBuilder, BatchHeader, ChainVerifier, EntryIter, ScanOutcome,
+    decode_batch, scan_records, BatchBuilder, BatchHeader, ChainVerifier, EntryIter, ScanOutcome,
 };
 use crate::codec::{key_seq, seq_key};
-use crate::durability::{sync_dir, Durability, FileSyncer};
+use crate::durability::Durability;
 use crate::error::JournalError;
+use crate::mark::{encode_mark, read_mark_file, slot_offset, Mark, MarkSlot};
 use crate::meta;
+use crate::sled_store::{Opening, SledStore, MARK_FILE};
 use crate::snapshot::{decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta};
+use crate::store::{IVec, RecordIter, Space, Store, StoreSync};
 use crate::FORMAT_VERSION;
-
-const TREE_META: &str = "meta";
-const TREE_BATCHES: &str = "batches";
-const TREE_SNAPSHOTS: &str = "snapshots";
 
 /// Options for opening a journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,11 @@ pub struct JournalOptions {
     pub cache_capacity_bytes: u64,
     /// What `open` verifies (default: `OpenCheck::Full`).
     pub open_check: OpenCheck,
+    /// Open for reading only: nothing in the journal directory is written (sled runs on
+    /// a private copy; see `SledStore`), every write is refused with
+    /// `JournalError::ReadOnly`, and a torn last batch is left in place (reads stop
+    /// before it).
+    pub read_only: bool,
 }
 
 impl Default for JournalOptions {
@@ -41,6 +48,17 @@ impl Default for JournalOptions {
             durability: Durability::Fsync,
             cache_capacity_bytes: 64 * 1024 * 1024,
             open_check: OpenCheck::Full,
+            read_only: false,
+        }
+    }
+}
+
+impl JournalOptions {
+    /// The default options, read-only.
+    pub fn read_only() -> Self {
+        Self {
+            read_only: true,
+            ..Self::default()
         }
     }
 }
@@ -53,11 +71,11 @@ pub enum OpenCheck {
     /// start (recovery from a snapshot) uses, since it re-reads only the tail.
     #[default]
     Full,
-    /// Only the last batch (and its link to the one before): a torn last batch is
-    /// still dropped, but damage further back is found only by whoever reads the log
-    /// next. For a caller that reads and verifies the whole log itself right away (a
-    /// replay from genesis does, through `read_from_genesis`), so the log is not
-    /// hashed twice.
+    /// Only the last batch (and its link to the one before) and the batch the durable
+    /// mark points into: a torn last batch is still dropped, but damage further back is
+    /// found only by whoever reads the log next. For a caller that reads and verifies
+    /// the whole log itself right away (a replay from genesis does, through
+    /// `read_from_genesis`), so the log is not hashed twice.
     LastBatch,
 }
 
@@ -72,7 +90,8 @@ pub struct Tip {
     pub link: [u8; 32],
 }
 
-/// A last batch that failed its self-consistency checks at open and was removed.
+/// A last batch that failed its self-consistency checks at open and was removed (or, in
+/// a read-only open, left in place and not read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedTail {
     /// The first sequence number the dropped record claimed (from its key).
@@ -93,8 +112,13 @@ pub struct OpenReport {
     pub batches: Option<u64>,
     /// Last verified sequence number.
     pub last_seq: u64,
+    /// The durable high-water mark: every command up to it was acknowledged as durable.
+    pub durable_mark: u64,
     /// The torn last batch that was removed, if any.
     pub dropped_tail: Option<DroppedTail>,
+    /// A snapshot the mark says was made durable but that is no longer stored (the log
+    /// is intact; recovery starts from an older snapshot or genesis).
+    pub lost_snapshot: Option<u64>,
 }
 
 /// What `append` wrote.
@@ -112,45 +136,17 @@ pub struct AppendInfo {
     pub record_len: u64,
 }
 
-/// sled holds an exclusive lock on its files, and a handle dropped a moment ago (in this
-/// process, or in one that just exited) keeps it while sled's threads wind down. Opening
-/// waits for it, up to five seconds, on that error only (sled reports it as an
-/// `io::ErrorKind::Other` whose only distinguishing mark is its message).
-fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
-    const STEP_MS: u64 = 10;
-    const MAX_WAIT_MS: u64 = 5_000;
-    let mut waited_ms = 0;
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
-                if waited_ms < MAX_WAIT_MS && e.to_string().contains("could not acquire lock") =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(STEP_MS));
-                waited_ms += STEP_MS;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// `sled::open(path)` with the same wait for a just-released lock: for tools and tests
-/// that inspect or damage a journal's raw records after the journal was dropped.
-pub fn open_raw_db(path: &Path) -> Result<sled::Db, sled::Error> {
-    open_sled(&sled::Config::new().path(path))
-}
-
 /// Callback told the last durable sequence number after every durable append.
 pub type DurableObserver = Box<dyn FnMut(u64) + Send>;
 
-/// An open journal. Single writer: sled locks the directory, so a second `open` of the
-/// same path (in this or another process) fails until this one is dropped.
+/// An open journal. Single writer: the journal directory is locked, so a second `open`
+/// of the same path (in this or another process) fails until this one is dropped.
 pub struct Journal {
     path: PathBuf,
     opts: JournalOptions,
-    db: sled::Db,
-    batches: sled::Tree,
-    snapshots: sled::Tree,
-    syncer: FileSyncer,
+    store: Box<dyn Store>,
+    /// The fsync and mark writer of this handle (`None` when read-only).
+    sync: Option<Box<dyn StoreSync>>,
     genesis: Vec<u8>,
     genesis_hash: [u8; 32],
     tip: Tip,
@@ -161,16 +157,17 @@ pub struct Journal {
 /// How far `Journal::store_group` takes a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Commit {
-    /// Flushed and fsynced (per the durability mode).
+    /// Flushed, fsynced and recorded in the mark (per the durability mode).
     Durable,
-    /// Flushed to sled's file; the fsync is the caller's, through a [`SyncHandle`].
+    /// Flushed to the store's file; the fsync and the mark are the caller's, through a
+    /// [`SyncHandle`].
     Flushed,
 }
 
 /// The fsync half of a commit, usable on another thread than the journal's writer (see
 /// [`Journal::append_group_flushed`]).
 pub struct SyncHandle {
-    syncer: FileSyncer,
+    sync: Box<dyn StoreSync>,
     durability: Durability,
     shared: Arc<Shared>,
     observer: Option<DurableObserver>,
@@ -187,18 +184,21 @@ impl std::fmt::Debug for SyncHandle {
 
 impl SyncHandle {
     /// Makes durable every group whose `append_group_flushed` returned before this call
-    /// began (fsync of sled's files, per the journal's durability mode), then tells the
-    /// durable observer `last_seq`, the last of those groups' sequence numbers. A
-    /// failure poisons the journal: what reached the disk is unknown.
+    /// began (fsync of the store's files, per the journal's durability mode), records
+    /// the last of them in the durable mark (written and fsynced before this returns),
+    /// then tells the durable observer `last_seq`. A failure poisons the journal: what
+    /// reached the disk is unknown.
     pub fn sync(&mut self, last_seq: u64) -> Result<(), JournalError> {
-        let (shared, syncer) = (&self.shared, &mut self.syncer);
+        let (shared, sync) = (&self.shared, &mut self.sync);
         let fsync = self.durability == Durability::Fsync;
         shared.guarded(|| {
             shared.injected_failure()?;
+            // Read before the fsync: everything flushed up to here is covered by it.
+            let flushed = shared.flushed();
             if fsync {
-                syncer.sync()?;
+                sync.sync()?;
             }
-            Ok(())
+            shared.advance_mark(sync.as_mut(), flushed.last_seq, flushed.link, None, fsync)
         })?;
         if let Some(obs) = self.observer.as_mut() {
             obs(last_seq);
@@ -207,11 +207,22 @@ impl SyncHandle {
     }
 }
 
+/// The mark as last written, and the generation that wrote it.
+#[derive(Debug)]
+struct MarkState {
+    generation: u64,
+    mark: Mark,
+    genesis_hash: [u8; 32],
+}
+
 /// What a journal shares with its [`SyncHandle`]: a failed fsync on either side poisons
-/// both.
-#[derive(Debug, Default)]
+/// both; the mark is advanced by both, one write at a time.
+#[derive(Debug)]
 struct Shared {
     poisoned: AtomicBool,
+    mark: Mutex<MarkState>,
+    /// The tip of the last group flushed to the store's file.
+    flushed: Mutex<Tip>,
     #[cfg(feature = "test-hooks")]
     fail_next_sync: AtomicBool,
 }
@@ -221,6 +232,62 @@ impl Shared {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    fn flushed(&self) -> Tip {
+        *self.flushed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_flushed(&self, tip: Tip) {
+        *self.flushed.lock().unwrap_or_else(PoisonError::into_inner) = tip;
+    }
+
+    fn mark(&self) -> Mark {
+        self.mark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .mark
+    }
+
+    /// Records that everything up to `seq` (chain link `link`), and the snapshot if
+    /// given, is durable: the next generation goes to the other slot of the mark file,
+    /// written (and fsynced with `durable`) before this returns. Never moves backwards;
+    /// writes nothing when there is nothing new.
+    fn advance_mark(
+        &self,
+        sync: &mut dyn StoreSync,
+        seq: u64,
+        link: [u8; 32],
+        snapshot: Option<u64>,
+        durable: bool,
+    ) -> Result<(), JournalError> {
+        let mut st = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = st.mark;
+        if seq > next.last_seq {
+            next.last_seq = seq;
+            next.link = link;
+        }
+        if let Some(s) = snapshot {
+            if next.snapshot.is_none_or(|old| s >= old) {
+                next.snapshot = Some(s);
+            }
+        }
+        if next == st.mark {
+            return Ok(());
+        }
+        let generation = st
+            .generation
+            .checked_add(1)
+            .ok_or(JournalError::InvalidBatch("mark generation exhausted"))?;
+        let slot = MarkSlot {
+            generation,
+            mark: next,
+            genesis_hash: st.genesis_hash,
+        };
+        sync.write_mark(slot_offset(generation), &encode_mark(&slot), durable)?;
+        st.generation = generation;
+        st.mark = next;
+        Ok(())
+    }
+
     /// Runs a write or an fsync; any failure poisons the journal, because after it we no
     /// longer know what is on disk.
     fn guarded<T>(&self, f: impl FnOnce() -> Result<T, JournalError>) -> Result<T, JournalError> {
@@ -228,9 +295,9 @@ impl Shared {
             return Err(JournalError::Poisoned);
         }
         let r = f();
-        if r.is_err() {
+        if let Err(e) = &r {
             self.poisoned.store(true, Ordering::Release);
-            tracing::error!("journal: write failed; journal poisoned until reopened");
+            tracing::error!(error = %e, "journal: write failed; journal poisoned until reopened");
         }
         r
     }
@@ -256,71 +323,139 @@ impl std::fmt::Debug for Journal {
     }
 }
 
+/// Where the mark file of a journal at `location` is (for messages).
+fn mark_path(location: &str) -> PathBuf {
+    Path::new(location).join(MARK_FILE)
+}
+
 impl Journal {
-    /// Opens the journal at `path`, creating it with `genesis` (the caller's opaque
-    /// configuration, so the journal alone suffices to replay) if there is none. An
-    /// existing journal must have been created with byte-identical `genesis`.
+    /// Opens the journal in directory `path`, creating it with `genesis` (the caller's
+    /// opaque configuration, so the journal alone suffices to replay) if the directory
+    /// is missing or empty (a `README.md` may be there). A directory holding anything
+    /// else is refused. An existing journal must have been created with byte-identical
+    /// `genesis`.
     pub fn open_or_create(
         path: impl AsRef<Path>,
         genesis: &[u8],
         opts: JournalOptions,
     ) -> Result<(Self, OpenReport), JournalError> {
-        Self::open_inner(path.as_ref(), Some(genesis), opts)
+        let path = path.as_ref();
+        if opts.read_only {
+            return Self::open(path, opts);
+        }
+        let store = SledStore::open(
+            path,
+            Opening::CreateIfMissing(meta::genesis_hash(genesis)),
+            opts.cache_capacity_bytes,
+        )?;
+        Self::open_store(Box::new(store), path, Some(genesis), opts)
+    }
+
+    /// Creates a new journal in `path`, removing the journal that is there. The journal
+    /// lock is taken before anything is touched (a journal another process holds is
+    /// never touched), and a directory holding anything but a journal (and a
+    /// `README.md`) is refused with `JournalError::NotEmpty`.
+    pub fn create_fresh(
+        path: impl AsRef<Path>,
+        genesis: &[u8],
+        opts: JournalOptions,
+    ) -> Result<(Self, OpenReport), JournalError> {
+        let path = path.as_ref();
+        if opts.read_only {
+            return Err(JournalError::ReadOnly);
+        }
+        let store = SledStore::open(
+            path,
+            Opening::Fresh(meta::genesis_hash(genesis)),
+            opts.cache_capacity_bytes,
+        )?;
+        Self::open_store(Box::new(store), path, Some(genesis), opts)
     }
 
     /// Opens an existing journal; its genesis record is available via `genesis()`.
+    /// With `opts.read_only`, nothing in `path` is written.
     pub fn open(
         path: impl AsRef<Path>,
         opts: JournalOptions,
     ) -> Result<(Self, OpenReport), JournalError> {
         let path = path.as_ref();
-        if !path.join("conf").exists() {
-            return Err(JournalError::NotAJournal(path.to_path_buf()));
-        }
-        Self::open_inner(path, None, opts)
+        let store = if opts.read_only {
+            SledStore::open_read_only(path, opts.cache_capacity_bytes)?
+        } else {
+            SledStore::open(path, Opening::Existing, opts.cache_capacity_bytes)?
+        };
+        Self::open_store(Box::new(store), path, None, opts)
     }
 
-    fn open_inner(
+    /// Opens a journal on any store (the fault-injecting simulation uses this). With
+    /// `genesis`, a store without meta records (a new one, or one whose creation was
+    /// interrupted) is initialised with it. `path` is what `path()` reports.
+    pub fn open_store(
+        store: Box<dyn Store>,
         path: &Path,
         genesis_arg: Option<&[u8]>,
         opts: JournalOptions,
     ) -> Result<(Self, OpenReport), JournalError> {
-        let dir_existed = path.exists();
-        let db = open_sled(
-            &sled::Config::new()
-                .path(path)
-                .cache_capacity(opts.cache_capacity_bytes)
-                // We flush explicitly after every batch; sled's periodic background flush
-                // would only add a second writer of the files we fsync.
-                .flush_every_ms(None),
-        )?;
-        let syncer = FileSyncer::open(path)?;
-        if !dir_existed {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                // Make the new directory's own entry durable.
-                sync_dir(parent)?;
-            }
+        let opts = JournalOptions {
+            read_only: opts.read_only || store.read_only(),
+            ..opts
+        };
+        let location = store.location();
+        let mark_bytes = store.read_mark()?.ok_or_else(|| JournalError::Damaged {
+            path: mark_path(&location),
+            what: "the mark file is missing".to_string(),
+        })?;
+        let mark_read = read_mark_file(&mark_bytes).map_err(|e| JournalError::Damaged {
+            path: mark_path(&location),
+            what: e.what.to_string(),
+        })?;
+        if let Some(why) = mark_read.other_damaged {
+            tracing::warn!(file = %mark_path(&location).display(), why, "journal: the older mark slot is damaged; the newer one is used");
         }
-        let meta_tree = db.open_tree(TREE_META)?;
-        let batches = db.open_tree(TREE_BATCHES)?;
-        let snapshots = db.open_tree(TREE_SNAPSHOTS)?;
+        let mark_slot = mark_read.newest;
+        let mark = mark_slot.mark;
 
         let mut created = false;
-        match meta_tree.get(meta::META_FORMAT_KEY)? {
+        match store.get(Space::Meta, meta::META_FORMAT_KEY)? {
             None => {
-                let Some(genesis) = genesis_arg else {
-                    return Err(JournalError::NotAJournal(path.to_path_buf()));
+                // A journal whose creation was interrupted before its meta records were
+                // stored; anything else without them is damage.
+                let damaged = |what: String| JournalError::Damaged {
+                    path: PathBuf::from(&location),
+                    what,
                 };
-                if !batches.is_empty() || !snapshots.is_empty() {
+                if mark.last_seq != 0 || mark.snapshot.is_some() {
+                    return Err(damaged(format!(
+                        "the format record is missing, but the mark says seq {} was acknowledged",
+                        mark.last_seq
+                    )));
+                }
+                let Some(genesis) = genesis_arg.filter(|_| !opts.read_only) else {
+                    return Err(damaged(
+                        "the format record is missing (the journal was never completely created)"
+                            .to_string(),
+                    ));
+                };
+                if store.scan(Space::Batches, &[]).next().is_some()
+                    || store.scan(Space::Snapshots, &[]).next().is_some()
+                {
                     return Err(JournalError::MetaCorrupt(
                         "format record missing but batches or snapshots exist".to_string(),
                     ));
                 }
-                // One sled batch, so a crash leaves either both records or neither.
-                let mut b = sled::Batch::default();
-                b.insert(meta::META_FORMAT_KEY, meta::encode_format_record());
-                b.insert(meta::META_GENESIS_KEY, meta::encode_genesis_record(genesis));
-                meta_tree.apply_batch(b)?;
+                if meta::genesis_hash(genesis) != mark_slot.genesis_hash {
+                    return Err(JournalError::GenesisMismatch);
+                }
+                let format = meta::encode_format_record();
+                let genesis_rec = meta::encode_genesis_record(genesis);
+                // One atomic insert, so a crash leaves either both records or neither.
+                store.insert_all(
+                    Space::Meta,
+                    &[
+                        (meta::META_FORMAT_KEY, &format),
+                        (meta::META_GENESIS_KEY, &genesis_rec),
+                    ],
+                )?;
                 created = true;
             }
             Some(v) => {
@@ -334,8 +469,8 @@ impl Journal {
                 }
             }
         }
-        let genesis_rec = meta_tree
-            .get(meta::META_GENESIS_KEY)?
+        let genesis_rec = store
+            .get(Space::Meta, meta::META_GENESIS_KEY)?
             .ok_or_else(|| JournalError::MetaCorrupt("genesis record missing".to_string()))?;
         let (genesis, genesis_hash) = meta::decode_genesis_record(&genesis_rec)
             .map_err(|e| JournalError::MetaCorrupt(e.to_string()))?;
@@ -344,51 +479,77 @@ impl Journal {
                 return Err(JournalError::GenesisMismatch);
             }
         }
+        if mark_slot.genesis_hash != genesis_hash {
+            return Err(JournalError::Damaged {
+                path: mark_path(&location),
+                what: "the mark file belongs to another journal (genesis differs)".to_string(),
+            });
+        }
         let genesis = genesis.to_vec();
-
+        let sync = if opts.read_only {
+            None
+        } else {
+            Some(store.syncer()?)
+        };
+        let empty = Tip {
+            last_seq: 0,
+            last_ts_ns: 0,
+            link: genesis_hash,
+        };
         let mut journal = Self {
             path: path.to_path_buf(),
             opts,
-            db,
-            batches,
-            snapshots,
-            syncer,
+            store,
+            sync,
             genesis,
             genesis_hash,
-            tip: Tip {
-                last_seq: 0,
-                last_ts_ns: 0,
-                link: genesis_hash,
-            },
-            shared: Arc::default(),
+            tip: empty,
+            shared: Arc::new(Shared {
+                poisoned: AtomicBool::new(false),
+                mark: Mutex::new(MarkState {
+                    generation: mark_slot.generation,
+                    mark,
+                    genesis_hash,
+                }),
+                flushed: Mutex::new(empty),
+                #[cfg(feature = "test-hooks")]
+                fail_next_sync: AtomicBool::new(false),
+            }),
             observer: None,
         };
-        let (dropped_tail, batches) = journal.scan_and_repair()?;
-        if created || dropped_tail.is_some() {
+        let (dropped_tail, batches) = journal.scan_and_repair(mark.last_seq)?;
+        journal.check_mark(&mark)?;
+        let lost_snapshot = journal.lost_snapshot(&mark)?;
+        journal.shared.set_flushed(journal.tip);
+        if !journal.opts.read_only && (created || dropped_tail.is_some()) {
             // Creation records and tail repair must be durable before anyone builds on
             // them; the durability mode still applies (benchmarks may skip fsync).
-            journal.make_durable()?;
+            let tip = journal.tip;
+            journal.guarded(|j| j.make_durable(tip, None))?;
         }
         let report = OpenReport {
             created,
             batches,
             last_seq: journal.tip.last_seq,
+            durable_mark: mark.last_seq,
             dropped_tail,
+            lost_snapshot,
         };
         Ok((journal, report))
     }
 
-    /// Verifies every batch from genesis and sets the tip. A last batch that is not
-    /// self-consistent (a torn write: it was never acknowledged, since acknowledgement
-    /// follows a successful fsync of the whole record) is removed and reported.
-    /// Returns the dropped tail and, for a full check, the number of good batches.
-    fn scan_and_repair(&mut self) -> Result<(Option<DroppedTail>, Option<u64>), JournalError> {
+    /// Verifies the log (per `open_check`) and sets the tip. A last batch that is not
+    /// self-consistent and lies beyond the durable mark (a torn write: it was never
+    /// acknowledged) is removed and reported; one at or below the mark was acknowledged,
+    /// so it is damage. Returns the dropped tail and, for a full check, the number of
+    /// good batches.
+    fn scan_and_repair(
+        &mut self,
+        durable: u64,
+    ) -> Result<(Option<DroppedTail>, Option<u64>), JournalError> {
         let (outcome, batches) = match self.opts.open_check {
             OpenCheck::Full => {
-                let o = scan_records(
-                    self.genesis_hash,
-                    self.batches.iter().map(|r| r.map_err(JournalError::from)),
-                )?;
+                let o = scan_records(self.genesis_hash, self.store.scan(Space::Batches, &[]))?;
                 let n = o.batches;
                 (o, Some(n))
             }
@@ -398,13 +559,30 @@ impl Journal {
         let Some(torn) = outcome.torn_tail else {
             return Ok((None, batches));
         };
-        tracing::warn!(
-            seq = torn.first_seq,
-            reason = %torn.reason,
-            record_len = torn.record_len,
-            "journal: dropping torn last batch (never acknowledged)"
-        );
-        self.batches.remove(&torn.key)?;
+        if torn.first_seq <= durable {
+            return Err(JournalError::Corrupt {
+                seq: torn.first_seq,
+                what: format!(
+                    "{}; the batch was acknowledged (durable mark at seq {durable}), so this is damage, not a torn write",
+                    torn.reason
+                ),
+            });
+        }
+        if self.opts.read_only {
+            tracing::warn!(
+                seq = torn.first_seq,
+                reason = %torn.reason,
+                "journal: torn last batch (never acknowledged) left in place and not read"
+            );
+        } else {
+            tracing::warn!(
+                seq = torn.first_seq,
+                reason = %torn.reason,
+                record_len = torn.record_len,
+                "journal: dropping torn last batch (never acknowledged)"
+            );
+            self.store.remove(Space::Batches, &torn.key)?;
+        }
         let dropped = DroppedTail {
             first_seq: torn.first_seq,
             record_len: torn.record_len,
@@ -413,23 +591,73 @@ impl Journal {
         Ok((Some(dropped), batches))
     }
 
+    /// The log must reach the durable mark and pass through it: a log that ends before
+    /// it has lost acknowledged commands (sled drops the rest of its log after a
+    /// checksum failure as if it were a torn tail).
+    fn check_mark(&self, mark: &Mark) -> Result<(), JournalError> {
+        if self.tip.last_seq < mark.last_seq {
+            return Err(JournalError::Truncated {
+                path: PathBuf::from(self.store.location()),
+                log_end: self.tip.last_seq,
+                durable: mark.last_seq,
+            });
+        }
+        let passes = if mark.last_seq == 0 {
+            mark.link == self.genesis_hash
+        } else {
+            match self
+                .store
+                .scan_rev(Space::Batches, &seq_key(mark.last_seq))
+                .next()
+                .transpose()?
+            {
+                Some((_, value)) => decode_batch(&value).is_ok_and(|v| {
+                    v.header.last_seq() == mark.last_seq && v.header.header_hash == mark.link
+                }),
+                None => false,
+            }
+        };
+        if !passes {
+            return Err(JournalError::Corrupt {
+                seq: mark.last_seq,
+                what: "the log does not pass through the durable mark (no batch ends there with the mark's chain link)".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot the mark names, when it is no longer stored.
+    fn lost_snapshot(&self, mark: &Mark) -> Result<Option<u64>, JournalError> {
+        let Some(seq) = mark.snapshot else {
+            return Ok(None);
+        };
+        if self.store.get(Space::Snapshots, &seq_key(seq))?.is_some() {
+            return Ok(None);
+        }
+        tracing::warn!(
+            seq,
+            journal = %self.store.location(),
+            "journal: the snapshot at seq {seq} was made durable but is no longer stored; recovery uses an older one or genesis"
+        );
+        Ok(Some(seq))
+    }
+
     /// `OpenCheck::LastBatch`: the last two records, the one before the last trusted
     /// for its header only (its self-consistency is checked, its own link is not).
     /// Nothing else is read: not even a count of the keys, which sled can only get by
     /// walking every leaf (a third of a replay's time on a 1M-command journal).
     fn scan_last(&self) -> Result<ScanOutcome, JournalError> {
-        let mut tail = self.batches.iter().rev();
+        let mut tail = self.store.scan_rev(Space::Batches, &[0xFF; 8]);
         let last = tail.next().transpose()?;
         let before = tail.next().transpose()?;
         let start = match &before {
             None => ChainVerifier::new(0, 0, self.genesis_hash),
             Some((key, value)) => {
-                let seq = crate::codec::key_seq(key).unwrap_or(0);
-                let view =
-                    crate::batch::decode_batch(value).map_err(|e| JournalError::Corrupt {
-                        seq,
-                        what: e.what.to_string(),
-                    })?;
+                let seq = key_seq(key).unwrap_or(0);
+                let view = decode_batch(value).map_err(|e| JournalError::Corrupt {
+                    seq,
+                    what: e.what.to_string(),
+                })?;
                 let h = view.header;
                 ChainVerifier::new(h.last_seq(), h.last_ts_ns, h.header_hash)
             }
@@ -446,26 +674,27 @@ impl Journal {
         };
     }
 
-    /// Flushes sled and, in `Durability::Fsync` mode, fsyncs its files.
-    fn make_durable(&mut self) -> Result<(), JournalError> {
+    /// Flushes the store and, in `Durability::Fsync` mode, fsyncs its files; then
+    /// records `tip` (and the snapshot, if any) in the durable mark.
+    fn make_durable(&mut self, tip: Tip, snapshot: Option<u64>) -> Result<(), JournalError> {
         self.shared.injected_failure()?;
         self.flush_to_file()?;
-        if self.opts.durability == Durability::Fsync {
-            self.syncer.sync()?;
+        let fsync = self.opts.durability == Durability::Fsync;
+        let sync = self.sync.as_mut().ok_or(JournalError::ReadOnly)?;
+        if fsync {
+            sync.sync()?;
         }
-        Ok(())
+        self.shared
+            .advance_mark(sync.as_mut(), tip.last_seq, tip.link, snapshot, fsync)
     }
 
-    /// sled's flush: its buffers written to its file (not yet fsynced), unless the
+    /// The store's flush: its buffers written to its file (not yet fsynced), unless the
     /// durability mode skips even that.
     fn flush_to_file(&self) -> Result<(), JournalError> {
         match self.opts.durability {
-            Durability::Fsync | Durability::FlushOnly => {
-                self.db.flush()?;
-            }
-            Durability::Buffered => {}
+            Durability::Fsync | Durability::FlushOnly => self.store.flush(),
+            Durability::Buffered => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs a write under `Shared::guarded` (a failure poisons the journal).
@@ -497,14 +726,19 @@ impl Journal {
         self.genesis_hash
     }
 
-    /// The end of the durable log.
+    /// The end of the stored log (durable once the group that ends it is synced).
     pub fn tip(&self) -> Tip {
         self.tip
     }
 
-    /// Last durable sequence number (0: empty).
+    /// Last stored sequence number (0: empty).
     pub fn last_seq(&self) -> u64 {
         self.tip.last_seq
+    }
+
+    /// The durable high-water mark as last written.
+    pub fn durable_mark(&self) -> Mark {
+        self.shared.mark()
     }
 
     /// True after a failed write; every further write returns `JournalError::Poisoned`.
@@ -524,18 +758,19 @@ impl Journal {
         self.shared.fail_next_sync.store(true, Ordering::Release);
     }
 
-    /// Seals `batch` onto the hash chain, stores it as one sled entry and makes it
-    /// durable. Only after this returns Ok may the batch's effects be released. The
-    /// builder is left sealed; `clear()` it before reuse. `append_group` of one batch.
+    /// Seals `batch` onto the hash chain, stores it as one record and makes it durable.
+    /// Only after this returns Ok may the batch's effects be released. The builder is
+    /// left sealed; `clear()` it before reuse. `append_group` of one batch.
     pub fn append(&mut self, batch: &mut BatchBuilder) -> Result<AppendInfo, JournalError> {
         self.append_group(std::slice::from_mut(batch))
     }
 
     /// One group commit: seals `batches` onto the hash chain in order, stores each as
-    /// one sled entry (all of them in one atomic sled batch: after a crash either every
-    /// record of the group is there or none is) and makes them durable with one flush +
-    /// fsync. Only after this returns Ok may the group's effects be released. The
-    /// builders are left sealed; `clear()` them before reuse.
+    /// one record (all of them in one atomic insert: after a crash either every record
+    /// of the group is there or none is), makes them durable with one flush + fsync and
+    /// records the group's end in the durable mark. Only after this returns Ok may the
+    /// group's effects be released. The builders are left sealed; `clear()` them
+    /// before reuse.
     ///
     /// Small records keep sled's pages small (sled rewrites a whole leaf, up to 17
     /// records, when it consolidates one), so a large group is best split into several
@@ -552,8 +787,8 @@ impl Journal {
         self.store_group(batches, Commit::Durable)
     }
 
-    /// `append_group` without the fsync: the group is stored and sled has written it to
-    /// its file (`sled::Db::flush`), but it is durable only once a [`SyncHandle::sync`]
+    /// `append_group` without the fsync and the mark: the group is stored and the store
+    /// has written it to its file, but it is durable only once a [`SyncHandle::sync`]
     /// that *starts* after this returns has returned Ok. Nothing of the group may be
     /// released before that. This lets a writer store the next group while the fsync of
     /// the previous ones is in flight on another thread; one fsync then covers every
@@ -566,14 +801,17 @@ impl Journal {
         self.store_group(batches, Commit::Flushed)
     }
 
-    /// A handle that fsyncs this journal's files from another thread, for
-    /// [`Journal::append_group_flushed`]. It opens its own handle on sled's file (an
+    /// A handle that fsyncs this journal's files and advances its mark from another
+    /// thread, for [`Journal::append_group_flushed`]. It opens its own file handles (an
     /// fsync through any descriptor of a file makes the file durable). The durable
     /// observer, if any, moves to the handle: from now on it is told after each sync.
     /// A failed sync on either side poisons both.
     pub fn sync_handle(&mut self) -> Result<SyncHandle, JournalError> {
+        if self.opts.read_only {
+            return Err(JournalError::ReadOnly);
+        }
         Ok(SyncHandle {
-            syncer: FileSyncer::open(&self.path)?,
+            sync: self.store.syncer()?,
             durability: self.opts.durability,
             shared: Arc::clone(&self.shared),
             observer: self.observer.take(),
@@ -585,6 +823,9 @@ impl Journal {
         batches: &mut [BatchBuilder],
         commit: Commit,
     ) -> Result<AppendInfo, JournalError> {
+        if self.opts.read_only {
+            return Err(JournalError::ReadOnly);
+        }
         if self.shared.is_poisoned() {
             return Err(JournalError::Poisoned);
         }
@@ -597,7 +838,6 @@ impl Journal {
         let mut first_seq = 0;
         let mut count: u32 = 0;
         let mut record_len: u64 = 0;
-        let mut sled_batch = sled::Batch::default();
         let mut keys = Vec::with_capacity(batches.len());
         for (i, batch) in batches.iter_mut().enumerate() {
             let expected = tip
@@ -629,32 +869,39 @@ impl Journal {
                 .ok_or(JournalError::TooLarge(
                     "more than u32::MAX commands in one group",
                 ))?;
-            let key = seq_key(header.first_seq);
-            let record = batch.record();
-            record_len = record_len.saturating_add(crate::codec::u64_len(record.len()));
-            sled_batch.insert(&key[..], record);
-            keys.push((header.first_seq, key));
+            record_len = record_len.saturating_add(crate::codec::u64_len(batch.record().len()));
+            keys.push(seq_key(header.first_seq));
             tip = Tip {
                 last_seq: header.last_seq(),
                 last_ts_ns: header.last_ts_ns,
                 link: header.header_hash,
             };
         }
-        self.guarded(|j| {
-            // One writer (sled's lock keeps other processes out), so checking before the
-            // atomic batch is enough to never overwrite a stored record.
-            for (seq, key) in &keys {
-                if j.batches.contains_key(key)? {
+        let records: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .zip(batches.iter())
+            .map(|(k, b)| (&k[..], b.record()))
+            .collect();
+        let shared = Arc::clone(&self.shared);
+        shared.guarded(|| {
+            // One writer (the directory lock keeps other processes out), so checking
+            // before the atomic insert is enough to never overwrite a stored record.
+            for key in &keys {
+                if self.store.get(Space::Batches, key)?.is_some() {
                     return Err(JournalError::Corrupt {
-                        seq: *seq,
+                        seq: key_seq(key).unwrap_or(0),
                         what: "a batch is already stored at this seq".to_string(),
                     });
                 }
             }
-            j.batches.apply_batch(sled_batch)?;
+            self.store.insert_all(Space::Batches, &records)?;
             match commit {
-                Commit::Durable => j.make_durable(),
-                Commit::Flushed => j.flush_to_file(),
+                Commit::Durable => self.make_durable(tip, None),
+                Commit::Flushed => {
+                    self.flush_to_file()?;
+                    self.shared.set_flushed(tip);
+                    Ok(())
+                }
             }
         })?;
         self.tip = tip;
@@ -674,13 +921,17 @@ impl Journal {
 
     /// Stores a durable snapshot of the state after command `seq`, which must be the
     /// journal tip (so the snapshot's chain link and timestamp are known exactly).
-    /// `state_hash` is what the state machine reports for that state.
+    /// `state_hash` is what the state machine reports for that state. Everything stored
+    /// before it becomes durable with it, and the mark records both.
     pub fn write_snapshot(
         &mut self,
         seq: u64,
         state_hash: [u8; 32],
         state: &[u8],
     ) -> Result<SnapshotMeta, JournalError> {
+        if self.opts.read_only {
+            return Err(JournalError::ReadOnly);
+        }
         if self.shared.is_poisoned() {
             return Err(JournalError::Poisoned);
         }
@@ -698,9 +949,11 @@ impl Journal {
             chain_hash: self.tip.link,
         };
         let record = encode_snapshot(&meta, state);
+        let tip = self.tip;
         self.guarded(|j| {
-            j.snapshots.insert(seq_key(seq), record)?;
-            j.make_durable()
+            j.store
+                .insert_all(Space::Snapshots, &[(&seq_key(seq)[..], &record[..])])?;
+            j.make_durable(tip, Some(seq))
         })?;
         Ok(meta)
     }
@@ -708,8 +961,8 @@ impl Journal {
     /// Sequence numbers of stored snapshots, ascending (keys only, not verified).
     pub fn snapshot_seqs(&self) -> Result<Vec<u64>, JournalError> {
         let mut out = Vec::new();
-        for item in self.snapshots.iter().keys() {
-            let key = item?;
+        for item in self.store.scan(Space::Snapshots, &[]) {
+            let (key, _) = item?;
             let seq = key_seq(&key).ok_or_else(|| JournalError::SnapshotCorrupt {
                 seq: 0,
                 what: format!("snapshot key is {} bytes, not 8", key.len()),
@@ -721,7 +974,7 @@ impl Journal {
 
     /// Loads and verifies the snapshot stored at `seq`, if any.
     pub fn load_snapshot(&self, seq: u64) -> Result<Option<Snapshot>, JournalError> {
-        let Some(value) = self.snapshots.get(seq_key(seq))? else {
+        let Some(value) = self.store.get(Space::Snapshots, &seq_key(seq))? else {
             return Ok(None);
         };
         let view = decode_snapshot(&value).map_err(|e| JournalError::SnapshotCorrupt {
@@ -794,7 +1047,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Reads every batch from the first, verifying as at open.
+    /// Reads every batch from the first to the tip, verifying as at open.
     pub fn read_from_genesis(&self) -> BatchIter {
         self.read_after(ChainVerifier::new(0, 0, self.genesis_hash))
     }
@@ -808,13 +1061,15 @@ impl Journal {
         ))
     }
 
-    /// Reads the batches following the position `from` describes.
+    /// Reads the batches following the position `from` describes, up to the tip (a
+    /// torn record left beyond it by a read-only open is never read).
     pub fn read_after(&self, from: ChainVerifier) -> BatchIter {
         let start = from.last_seq().saturating_add(1);
         BatchIter {
-            inner: self.batches.range(seq_key(start)..),
+            inner: self.store.scan(Space::Batches, &seq_key(start)),
             verifier: from,
-            done: from.last_seq() == u64::MAX,
+            end: self.tip.last_seq,
+            done: from.last_seq() >= self.tip.last_seq,
         }
     }
 }
@@ -824,7 +1079,7 @@ impl Journal {
 pub struct StoredBatch {
     /// The verified header.
     pub header: BatchHeader,
-    record: sled::IVec,
+    record: IVec,
 }
 
 impl StoredBatch {
@@ -843,11 +1098,13 @@ impl StoredBatch {
     }
 }
 
-/// Iterator over verified batches; yields an error (and then ends) at the first
-/// batch that fails verification.
+/// Iterator over verified batches up to the journal tip; yields an error (and then ends)
+/// at the first batch that fails verification.
 pub struct BatchIter {
-    inner: sled::Iter,
+    inner: RecordIter,
     verifier: ChainVerifier,
+    /// The tip when the iterator was made: nothing beyond it is read.
+    end: u64,
     done: bool,
 }
 
@@ -869,7 +1126,7 @@ impl Iterator for BatchIter {
             Ok(kv) => kv,
             Err(e) => {
                 self.done = true;
-                return Some(Err(e.into()));
+                return Some(Err(e));
             }
         };
         let header = match self.verifier.check(&key, &value) {
@@ -880,6 +1137,7 @@ impl Iterator for BatchIter {
             }
         };
         self.verifier.advance(&header);
+        self.done = self.verifier.last_seq() >= self.end;
         Some(Ok(StoredBatch {
             header,
             record: value,

@@ -54,8 +54,11 @@ mod codec;
 mod durability;
 mod error;
 mod journal;
+mod mark;
 mod meta;
+mod sled_store;
 mod snapshot;
+mod store;
 
 pub use batch::{
     decode_batch, scan_records, BatchBuilder, BatchFault, BatchHeader, BatchView, ChainVerifier,
@@ -66,15 +69,21 @@ pub use codec::{key_seq, seq_key};
 pub use durability::Durability;
 pub use error::{DecodeError, JournalError};
 pub use journal::{
-    open_raw_db, AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions,
-    OpenCheck, OpenReport, StoredBatch, SyncHandle, Tip,
+    AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions, OpenCheck,
+    OpenReport, StoredBatch, SyncHandle, Tip,
+};
+pub use mark::{
+    decode_mark, encode_mark, read_mark_file, Mark, MarkRead, MarkSlot, MARK_FILE_LEN, MARK_MAGIC,
+    MARK_RECORD_LEN, MARK_SLOT_STRIDE,
 };
 pub use meta::{
     decode_format_record, decode_genesis_record, encode_format_record, encode_genesis_record,
     genesis_hash, FORMAT_MAGIC, FORMAT_RECORD_LEN, GENESIS_HEADER_LEN, GENESIS_MAGIC,
     META_FORMAT_KEY, META_GENESIS_KEY,
 };
+pub use sled_store::{open_raw_db, MARK_FILE, SLED_DIR};
 pub use snapshot::{
     decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta, SnapshotView, SNAPSHOT_HEADER_LEN,
     SNAPSHOT_MAGIC,
 };
+pub use store::{IVec, RecordIter, Space, Store, StoreSync};

@@ -305,23 +305,42 @@ fn truncation_and_missing_batches_are_detected() {
     }
 }
 
+/// Stores, raw, the first half of a batch of `n` commands that continues the journal at
+/// `path`: what a writer that crashed after flushing, before its fsync and mark, leaves.
+/// Returns the record's full length and the half stored.
+fn store_unacknowledged_torn_batch(path: &Path, n: u32) -> (usize, usize) {
+    let tip = {
+        let (j, _) = Journal::open(path, JournalOptions::default()).expect("open");
+        j.tip()
+    };
+    let mut b = BatchBuilder::new();
+    for seq in tip.last_seq + 1..=tip.last_seq + u64::from(n) {
+        b.push(seq, seq * 1000, &cmd_bytes(seq)).expect("push");
+    }
+    b.seal(tip.link).expect("seal");
+    let record = b.record().to_vec();
+    let half = record.len() / 2;
+    set_raw(
+        path,
+        "batches",
+        &(tip.last_seq + 1).to_be_bytes(),
+        Some(record[..half].to_vec()),
+    );
+    (record.len(), half)
+}
+
 #[test]
 fn torn_last_batch_is_dropped_and_appends_continue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (path, records) = written(dir.path(), &[3, 4, 5]);
-    let half = records[2].1.len() / 2;
-    set_raw(
-        &path,
-        "batches",
-        &records[2].0,
-        Some(records[2].1[..half].to_vec()),
-    );
+    let (path, _) = written(dir.path(), &[3, 4]);
+    let (_, half) = store_unacknowledged_torn_batch(&path, 5);
     {
         let (mut j, report) = Journal::open(&path, JournalOptions::default()).expect("open");
         let torn = report.dropped_tail.expect("dropped");
         assert_eq!(torn.first_seq, 8);
         assert_eq!(torn.record_len, u64::try_from(half).expect("fits"));
         assert_eq!(report.last_seq, 7);
+        assert_eq!(report.durable_mark, 7);
         assert_eq!(j.tip().last_ts_ns, 7000);
         // New appends continue from the last good batch, with different content.
         let mut b = BatchBuilder::new();
@@ -335,6 +354,58 @@ fn torn_last_batch_is_dropped_and_appends_continue() {
     let entries = collect_entries(&j);
     assert_eq!(entries.len(), 8);
     assert_eq!(entries[7], (8, 9_000_000, b"after repair".to_vec()));
+}
+
+/// The reported defect at the journal's level: damage in the last batch looked like a
+/// torn write and was dropped, silently losing acknowledged commands. The mark says the
+/// batch was acknowledged, so it is damage.
+#[test]
+fn damage_in_the_last_acknowledged_batch_is_an_error_not_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, records) = written(dir.path(), &[3, 4, 5]);
+    let mut v = records[2].1.clone();
+    v[BATCH_HEADER_LEN + 3] ^= 0xFF;
+    set_raw(&path, "batches", &records[2].0, Some(v));
+    for opts in [
+        JournalOptions::default(),
+        last_batch_only(),
+        JournalOptions::read_only(),
+    ] {
+        match Journal::open(&path, opts) {
+            Err(JournalError::Corrupt { seq: 8, what }) => {
+                assert!(what.contains("acknowledged"), "{what}")
+            }
+            other => panic!("expected damage at seq 8, got {other:?}"),
+        }
+    }
+}
+
+/// The reported defect: sled drops the end of its log after a checksum failure, and the
+/// chain then sees a shorter, valid log. The mark catches it and names both seqs.
+#[test]
+fn a_log_that_ends_before_the_durable_mark_is_refused_naming_both_seqs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, records) = written(dir.path(), &[3, 4, 5]);
+    set_raw(&path, "batches", &records[2].0, None);
+    for opts in [
+        JournalOptions::default(),
+        last_batch_only(),
+        JournalOptions::read_only(),
+    ] {
+        match Journal::open(&path, opts) {
+            Err(
+                e @ JournalError::Truncated {
+                    log_end: 7,
+                    durable: 12,
+                    ..
+                },
+            ) => {
+                let text = e.to_string();
+                assert!(text.contains("seq 7") && text.contains("seq 12"), "{text}");
+            }
+            other => panic!("expected a truncation error, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -592,19 +663,12 @@ fn last_batch_open_finds_the_same_tip_and_drops_a_torn_tail() {
         }
     );
     drop(j);
-    // A torn last batch is dropped as in a full open.
-    let records = raw_batches(&path);
-    let half = records[2].1.len() / 2;
-    set_raw(
-        &path,
-        "batches",
-        &records[2].0,
-        Some(records[2].1[..half].to_vec()),
-    );
+    // A torn, never acknowledged last batch is dropped as in a full open.
+    store_unacknowledged_torn_batch(&path, 2);
     let (j, report) = Journal::open(&path, last_batch_only()).expect("open");
-    assert_eq!(report.dropped_tail.map(|t| t.first_seq), Some(8));
-    assert_eq!((report.last_seq, report.batches), (7, None));
-    assert_eq!(j.tip().last_ts_ns, 7000);
+    assert_eq!(report.dropped_tail.map(|t| t.first_seq), Some(13));
+    assert_eq!((report.last_seq, report.batches), (12, None));
+    assert_eq!(j.tip().last_ts_ns, 12000);
 }
 
 #[test]

@@ -95,6 +95,9 @@ pub struct RunOptions {
     pub journal: JournalOptions,
     /// Take a snapshot after every this many submitted commands.
     pub snapshot_every: Option<u64>,
+    /// Start a new journal, removing the one in the directory (`Journal::create_fresh`:
+    /// under the journal's lock, and only a journal is ever removed).
+    pub fresh: bool,
 }
 
 /// What a run did.
@@ -115,8 +118,10 @@ pub struct RunSummary {
     pub state_hash: [u8; 32],
 }
 
+/// True when `dir` holds (part of) a perpcore journal; whether it is intact is for the
+/// open to tell.
 fn has_journal(dir: &Path) -> bool {
-    dir.join("db").exists() || dir.join("conf").exists()
+    dir.join(perpcore_journal::MARK_FILE).exists() || dir.join(perpcore_journal::SLED_DIR).exists()
 }
 
 /// Run commands through the sequencer with the journal in `dir` (created with `config`,
@@ -130,7 +135,7 @@ pub fn run(
     mut on_committed: impl FnMut(&Committed<Event>),
 ) -> Result<RunSummary, NodeError> {
     let genesis = genesis(config);
-    let (started, resumed_after) = if has_journal(dir) {
+    let (started, resumed_after) = if !opts.fresh && has_journal(dir) {
         let rec: Recovered<Core> = sequencer::recover_with(dir, opts.journal)?;
         if rec.journal.genesis() != genesis.as_slice() {
             return Err(NodeError::ConfigMismatch {
@@ -143,7 +148,11 @@ pub fn run(
             after,
         )
     } else {
-        let (journal, _) = Journal::open_or_create(dir, &genesis, opts.journal)?;
+        let (journal, _) = if opts.fresh {
+            Journal::create_fresh(dir, &genesis, opts.journal)?
+        } else {
+            Journal::open_or_create(dir, &genesis, opts.journal)?
+        };
         (
             Sequencer::start(
                 Core(Engine::new(config.clone())),
@@ -176,6 +185,7 @@ pub fn run(
             // Submitted in runs of up to one queue message, each ending where a
             // snapshot is due, so snapshots fall exactly after every k-th command.
             let mut run = Vec::with_capacity(sequencer::MAX_COMMANDS_PER_MESSAGE);
+            let mut snapshot_failed = None;
             for (n, cmd) in (1u64..).zip(commands) {
                 run.push(cmd);
                 let snapshot_due = snapshot_every.is_some_and(|k| k > 0 && n.is_multiple_of(k));
@@ -189,12 +199,22 @@ pub fn run(
                     }
                 }
                 if snapshot_due {
-                    let _ = handle.snapshot();
+                    // A failed snapshot means the sequencer stopped: submit no more.
+                    if let Err(e) = handle.snapshot() {
+                        snapshot_failed = Some(e);
+                        break;
+                    }
                 }
             }
-            let _ = handle.submit_many(run);
+            if snapshot_failed.is_none() {
+                let _ = handle.submit_many(run);
+            }
             drop(handle);
-            seq_runner.shutdown()
+            // The sequencer's own error is the cause; the snapshot's only reports it.
+            match (seq_runner.shutdown(), snapshot_failed) {
+                (Ok(_), Some(e)) => Err(e),
+                (stopped, _) => stopped,
+            }
         });
         for c in rx.iter().flatten() {
             summary.commands += 1;
@@ -281,7 +301,7 @@ pub fn inspect(
     if !has_journal(dir) {
         return Err(NodeError::NoJournal(dir.display().to_string()));
     }
-    let (journal, _) = Journal::open(dir, JournalOptions::default())?;
+    let (journal, _) = Journal::open(dir, JournalOptions::read_only())?;
     let config = config_from_genesis(journal.genesis())
         .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
     let mut st = JournalStats {
@@ -322,7 +342,7 @@ pub fn replay_events(
     if !has_journal(dir) {
         return Err(NodeError::NoJournal(dir.display().to_string()));
     }
-    let (journal, _) = Journal::open(dir, JournalOptions::default())?;
+    let (journal, _) = Journal::open(dir, JournalOptions::read_only())?;
     let mut core = Core::from_genesis(journal.genesis())
         .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
     let mut events = Vec::new();

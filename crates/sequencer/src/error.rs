@@ -39,9 +39,11 @@ pub enum SequencerError {
     #[error("no journal configured; snapshots need one")]
     NoJournal,
 
-    /// A snapshot could not be written (the journal is poisoned and the sequencer stops).
-    #[error("snapshot failed: {0}")]
-    SnapshotFailed(String),
+    /// The sequencer stopped on an error before it answered a snapshot or barrier
+    /// request; the text is that error (the one `shutdown` returns), naming what failed,
+    /// such as a journal write or fsync.
+    #[error("sequencer stopped: {0}")]
+    Stopped(String),
 
     /// Sequence numbers exhausted.
     #[error("sequence number overflow")]

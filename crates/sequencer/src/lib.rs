@@ -27,12 +27,17 @@
 //! the events inline up to two) on the bounded output channel; meanwhile the writer
 //! stores the next group and the sequencer thread applies the one after. If a journal
 //! write or fsync fails, the writer and its sync thread stop, no event of that group or
-//! a later one is sent, and the sequencer stops with the error.
+//! a later one is sent, and the sequencer stops with the error, at once even when idle:
+//! the output channel closes, later submissions return `Closed`, and `shutdown` returns
+//! the error.
 //!
 //! Snapshots and barriers travel through the same queue, so a snapshot is taken at the
 //! exact point in the order where it was dequeued (after committing the pending group).
-//! Shutdown is a stop message: everything queued before it is committed, then the
-//! thread exits and later submissions return `Closed`.
+//! Each request is answered: by the stage that serves it, or, if the pipeline stops
+//! first (the request queued, in flight or sent later), once the sequencer thread has
+//! finished, with `SequencerError::Stopped` carrying the error it stopped with (`Closed`
+//! after a clean stop). Shutdown is a stop message: everything queued before it is
+//! committed, then the thread exits and later submissions return `Closed`.
 //!
 //! Without a journal (benchmarks), outputs are released right after each group is
 //! applied and nothing is durable.

@@ -188,18 +188,19 @@ fn try_snapshot<S: StateMachine>(journal: &Journal, seq: u64) -> Result<(S, Snap
 }
 
 /// Replays the journal at `path` from genesis up to `to_seq` (or its end), calling
-/// `progress` after each batch. Verifies the whole hash chain on the way. Opening the
-/// journal may remove a torn last batch, as at any open.
+/// `progress` after each batch. Verifies the whole hash chain on the way. The journal is
+/// opened read-only: nothing in its directory changes.
 pub fn replay<S: StateMachine>(
     path: impl AsRef<Path>,
     to_seq: Option<u64>,
     mut progress: impl FnMut(&ReplayProgress),
 ) -> Result<Replayed<S>, SequencerError> {
     // The replay reads and verifies every batch from genesis itself, so the open only
-    // checks the tail (a torn last batch is dropped as at any open).
+    // checks the tail (and the durable mark). Read-only: nothing in the journal's
+    // directory is written, not even the repair of a torn last batch.
     let opts = JournalOptions {
         open_check: OpenCheck::LastBatch,
-        ..JournalOptions::default()
+        ..JournalOptions::read_only()
     };
     let (journal, open_report) = Journal::open(path, opts)?;
     let last = journal.last_seq();

@@ -12,14 +12,19 @@
 //! releases the outputs of every group flushed before that fsync began. The sequencer
 //! applies the next group while the writer stores the previous one, and the writer
 //! stores it while the one before is being fsynced. Snapshots and barriers travel the
-//! same channels, so they are ordered after every group before them. Must never:
-//! release an event before the batch holding its command is durable, reorder commands,
-//! read the wall clock except through `Clock`, or keep going after a journal write or
-//! fsync failed.
+//! same channels, so they are ordered after every group before them. A failed write or
+//! fsync stops every stage at once, idle ones too (each waits on the next stage's exit as
+//! well as on its input). A snapshot or barrier request is answered by the stage that
+//! serves it, or else, once the sequencer thread has finished (after the writer and sync
+//! threads), from the `Stop` signal every handle holds: with the error it stopped with.
+//! Must never: release an event before the batch holding its command is durable,
+//! reorder commands, read the wall clock except through `Clock`, keep going after a
+//! journal write or fsync failed, or leave a request waiting after the thread finished.
 
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, select, Receiver, Select, Sender, TryRecvError, TrySendError};
 use perpcore_journal::{BatchBuilder, Journal, JournalError, SyncHandle, ENTRY_HEADER_LEN};
 
 use crate::clock::Clock;
@@ -147,12 +152,62 @@ pub const MAX_COMMANDS_PER_MESSAGE: usize = 256;
 /// sequencer orders them as they come out of the queue.
 pub struct SequencerHandle<C> {
     tx: Sender<Msg<C>>,
+    stop: Stop,
 }
 
 impl<C> Clone for SequencerHandle<C> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// How handles learn that the sequencer thread has finished, and why. A request's reply
+/// can be lost when the pipeline stops: dropped with its message, or left in a queue
+/// that nobody reads any more but that stays alive (a crossbeam channel keeps its
+/// buffered messages, reply senders included, while any sender of it exists, and every
+/// handle holds one of the input queue). So requests wait for their reply or this
+/// signal, whichever comes first.
+#[derive(Clone)]
+struct Stop {
+    /// Never sent on: disconnects when the sequencer thread has finished, after the
+    /// writer and sync threads it joins. Its only sender is held by that thread.
+    fired: Receiver<()>,
+    /// The error the thread stopped with, set before `fired` disconnects (unset after a
+    /// clean stop).
+    cause: Arc<OnceLock<String>>,
+}
+
+impl Stop {
+    /// The answer on `reply`, or, if the sequencer stops without giving one, the error
+    /// it stopped with.
+    fn wait<T>(&self, reply: &Receiver<T>) -> Result<T, SequencerError> {
+        select! {
+            recv(reply) -> answer => {
+                if let Ok(answer) = answer {
+                    return Ok(answer);
+                }
+            }
+            // Every stage has finished: an answer is there now or never.
+            recv(self.fired) -> _ => {
+                if let Ok(answer) = reply.try_recv() {
+                    return Ok(answer);
+                }
+            }
+        }
+        Err(self.error())
+    }
+
+    /// The error the sequencer stopped with. Blocks until the thread has finished
+    /// (only called once it is finishing on its own: a request's reply was dropped, or
+    /// the input queue refused it), so the cause is known.
+    fn error(&self) -> SequencerError {
+        let _ = self.fired.recv();
+        match self.cause.get() {
+            Some(cause) => SequencerError::Stopped(cause.clone()),
+            None => SequencerError::Closed,
         }
     }
 }
@@ -209,19 +264,27 @@ impl<C> SequencerHandle<C> {
 
     /// Takes a snapshot at the exact point in the order where this request is
     /// dequeued: everything submitted before it is included, nothing after. The
-    /// pending batch is committed first, then the state is written durably.
+    /// pending batch is committed first, then the state is written durably. If the
+    /// sequencer stops first (or the write fails, which stops it), returns
+    /// `SequencerError::Stopped` with the error it stopped with (`Closed` after a clean
+    /// stop).
     pub fn snapshot(&self) -> Result<SnapshotInfo, SequencerError> {
         let (tx, rx) = bounded(1);
-        self.tx.send(Msg::Snapshot(tx)).map_err(|_| Closed)?;
-        rx.recv().map_err(|_| SequencerError::Closed)?
+        if self.tx.send(Msg::Snapshot(tx)).is_err() {
+            return Err(self.stop.error());
+        }
+        self.stop.wait(&rx)?
     }
 
     /// Waits until every command submitted before this call (through this handle) is
-    /// committed and its events are released; returns the last durable seq.
-    pub fn barrier(&self) -> Result<u64, Closed> {
+    /// committed and its events are released; returns the last durable seq. If the
+    /// sequencer stops first, returns the error it stopped with, as `snapshot` does.
+    pub fn barrier(&self) -> Result<u64, SequencerError> {
         let (tx, rx) = bounded(1);
-        self.tx.send(Msg::Barrier(tx)).map_err(|_| Closed)?;
-        rx.recv().map_err(|_| Closed)
+        if self.tx.send(Msg::Barrier(tx)).is_err() {
+            return Err(self.stop.error());
+        }
+        self.stop.wait(&rx)
     }
 
     /// Messages currently queued.
@@ -242,6 +305,7 @@ pub type Started<S> = (Sequencer<S>, CommittedReceiver<<S as StateMachine>::Even
 /// the result).
 pub struct Sequencer<S: StateMachine> {
     tx: Sender<Msg<S::Command>>,
+    stop: Stop,
     thread: Option<JoinHandle<Result<Stopped<S>, SequencerError>>>,
 }
 
@@ -326,13 +390,29 @@ impl<S: StateMachine> Sequencer<S> {
             pending: Vec::new(),
             stats: SequencerStats::default(),
         };
+        let (stopped, fired) = bounded::<()>(0);
+        let stop = Stop {
+            fired,
+            cause: Arc::new(OnceLock::new()),
+        };
+        let cause = Arc::clone(&stop.cause);
         let thread = std::thread::Builder::new()
             .name("perpcore-sequencer".to_string())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                // `run` returns after joining the writer, which joins its sync thread:
+                // once `stopped` is dropped no stage can answer a request any more.
+                let result = worker.run();
+                if let Err(e) = &result {
+                    let _ = cause.set(e.to_string());
+                }
+                drop(stopped);
+                result
+            })
             .map_err(SequencerError::Spawn)?;
         Ok((
             Self {
                 tx,
+                stop,
                 thread: Some(thread),
             },
             out_rx,
@@ -343,6 +423,7 @@ impl<S: StateMachine> Sequencer<S> {
     pub fn handle(&self) -> SequencerHandle<S::Command> {
         SequencerHandle {
             tx: self.tx.clone(),
+            stop: self.stop.clone(),
         }
     }
 
@@ -426,6 +507,9 @@ struct Writer<E> {
     tx: Option<Sender<ToWriter<E>>>,
     /// Cleared builders coming back for reuse.
     recycled: Receiver<BatchBuilder>,
+    /// Disconnects when the writer thread has finished (which, while the sequencer
+    /// thread runs, it only does after a failed write or fsync).
+    finished: Receiver<()>,
     thread: Option<JoinHandle<(Journal, Result<(), SequencerError>)>>,
 }
 
@@ -438,13 +522,19 @@ impl<E: Send + 'static> Writer<E> {
         // for it, and keeps growing it until then (see `Worker::offer_or_recv`).
         let (tx, rx) = bounded::<ToWriter<E>>(0);
         let (back_tx, back_rx) = bounded::<BatchBuilder>(RECYCLED_BUILDERS);
+        let (finishing, finished) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("perpcore-journal-writer".to_string())
-            .spawn(move || writer_loop(journal, rx, out, back_tx))
+            .spawn(move || {
+                let result = writer_loop(journal, rx, out, back_tx);
+                drop(finishing);
+                result
+            })
             .map_err(SequencerError::Spawn)?;
         Ok(Writer {
             tx: Some(tx),
             recycled: back_rx,
+            finished,
             thread: Some(thread),
         })
     }
@@ -500,14 +590,18 @@ fn writer_loop<E: Send + 'static>(
         Err(e) => return (journal, Err(e.into())),
     };
     let (to_sync, from_writer) = bounded::<ToSyncer<E>>(SYNC_QUEUE);
+    let (sync_finishing, sync_finished) = bounded::<()>(0);
     let syncer = match std::thread::Builder::new()
         .name("perpcore-journal-sync".to_string())
-        .spawn(move || sync_loop(sync, from_writer, out))
-    {
+        .spawn(move || {
+            let result = sync_loop(sync, from_writer, out);
+            drop(sync_finishing);
+            result
+        }) {
         Ok(t) => t,
         Err(e) => return (journal, Err(SequencerError::Spawn(e))),
     };
-    let written = write_loop(&mut journal, rx, &to_sync, &recycle);
+    let written = write_loop(&mut journal, rx, &to_sync, &sync_finished, &recycle);
     // Let the sync thread finish what it was given, then report the first failure. A
     // failed fsync poisons the journal, so a writer that then fails with `Poisoned` (or
     // finds the sync thread gone) reports the sync thread's error, the cause.
@@ -527,9 +621,21 @@ fn write_loop<E>(
     journal: &mut Journal,
     rx: Receiver<ToWriter<E>>,
     to_sync: &Sender<ToSyncer<E>>,
+    sync_finished: &Receiver<()>,
     recycle: &Sender<BatchBuilder>,
 ) -> Result<(), Option<SequencerError>> {
-    for msg in rx.iter() {
+    loop {
+        // The sync thread only finishes early after a failed fsync. Waiting on that too
+        // stops an idle writer at once (not at its next message), so the barriers still
+        // queued for the sync thread are dropped with its queue and the sequencer thread
+        // stops after it.
+        let msg = select! {
+            recv(rx) -> msg => match msg {
+                Ok(msg) => msg,
+                Err(_) => return Ok(()),
+            },
+            recv(sync_finished) -> _ => return Err(None),
+        };
         let next = match msg {
             ToWriter::Group {
                 mut batches,
@@ -568,7 +674,11 @@ fn write_loop<E>(
                         continue;
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(SequencerError::SnapshotFailed(e.to_string())));
+                        // Not answered here: once the pipeline has stopped the handle
+                        // reports the error it stopped with, which names the first
+                        // failure (with a journal poisoned by a failed fsync, that
+                        // fsync's rather than this write's `Poisoned`).
+                        drop(reply);
                         return Err(Some(e.into()));
                     }
                 }
@@ -577,7 +687,6 @@ fn write_loop<E>(
         };
         to_sync.send(next).map_err(|_| None)?;
     }
-    Ok(())
 }
 
 /// The sync stage: takes everything the writer has flushed so far, fsyncs once, then
@@ -695,7 +804,7 @@ impl<S: StateMachine> Worker<S> {
             let first = if self.pending.is_empty() || self.writer.is_none() {
                 // Nothing waiting to be journaled: block for input. All senders gone
                 // means nobody can ever submit again, so stop.
-                let Ok(msg) = self.rx.recv() else {
+                let Some(msg) = self.recv_input()? else {
                     self.commit()?;
                     return Ok(Flow::Stop);
                 };
@@ -737,6 +846,28 @@ impl<S: StateMachine> Worker<S> {
                 Flow::Crash => return Ok(Flow::Crash),
             }
         }
+    }
+
+    /// The next input message, blocking (`None`: every sender is gone). With a writer,
+    /// also wakes when the writer thread finishes, which it only does after a failed
+    /// write or fsync, and returns its error: an idle sequencer stops at once, not at
+    /// its next hand-off, so requests waiting on it are answered (see `Stop`).
+    fn recv_input(&mut self) -> Result<Option<Msg<S::Command>>, SequencerError> {
+        // Under load a message is already queued: taken without a select, as `recv`
+        // would.
+        match self.rx.try_recv() {
+            Ok(msg) => return Ok(Some(msg)),
+            Err(TryRecvError::Disconnected) => return Ok(None),
+            Err(TryRecvError::Empty) => {}
+        }
+        match &self.writer {
+            None => return Ok(self.rx.recv().ok()),
+            Some(w) => select! {
+                recv(self.rx) -> msg => return Ok(msg.ok()),
+                recv(w.finished) -> _ => {}
+            },
+        }
+        Err(self.writer_error())
     }
 
     fn group_full(&self) -> bool {
@@ -918,9 +1049,14 @@ impl<S: StateMachine> Worker<S> {
         if sent {
             return Ok(());
         }
+        Err(self.writer_error())
+    }
+
+    /// The error the writer stopped with (after joining it).
+    fn writer_error(&mut self) -> SequencerError {
         match self.writer.as_mut().and_then(|w| w.join()) {
-            Some((_, Err(e))) => Err(e),
-            _ => Err(SequencerError::Closed),
+            Some((_, Err(e))) => e,
+            _ => SequencerError::Closed,
         }
     }
 

@@ -7,13 +7,13 @@ mod toy;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use perpcore_journal::{Journal, JournalError, JournalOptions};
 use perpcore_sequencer::{
-    recover, replay, Closed, Committed, CommittedReceiver, ManualClock, Sequencer, SequencerConfig,
-    SequencerError, StateMachine, SystemClock, TrySubmitError,
+    recover, replay, Clock, Closed, Committed, CommittedReceiver, ManualClock, Sequencer,
+    SequencerConfig, SequencerError, SequencerHandle, StateMachine, SystemClock, TrySubmitError,
 };
 use toy::{rebuild, Cmd, Ev, Toy, GENESIS};
 
@@ -578,12 +578,22 @@ fn recover_drops_a_torn_tail_and_resumes_after_it() {
     }
     let outputs = recv_n(&rx, 20);
     seq.shutdown().expect("shutdown");
-    // Tear the last batch (seq 20), as a crash during its write would.
+    // A torn batch at seq 21 beyond the durable mark, as a crash during a write that
+    // was never acknowledged leaves it.
+    let tip = Journal::open(&path, JournalOptions::default())
+        .expect("open")
+        .0
+        .tip();
     {
+        let mut b = perpcore_journal::BatchBuilder::new();
+        let mut bytes = Vec::new();
+        Toy::encode_command(&cmd(9, 9), &mut bytes);
+        b.push(21, tip.last_ts_ns + 1, &bytes).expect("push");
+        b.seal(tip.link).expect("seal");
         let db = sled_open(&path);
         let t = db.open_tree("batches").expect("tree");
-        let (k, v) = t.last().expect("last").expect("present");
-        t.insert(k, &v[..v.len() - 5]).expect("insert");
+        t.insert(21u64.to_be_bytes(), &b.record()[..b.record().len() - 5])
+            .expect("insert");
         db.flush().expect("flush");
     }
     let rec = recover::<Toy>(&path).expect("recover");
@@ -593,19 +603,34 @@ fn recover_drops_a_torn_tail_and_resumes_after_it() {
             .dropped_tail
             .as_ref()
             .map(|d| d.first_seq),
-        Some(20)
+        Some(21)
     );
-    assert_eq!(rec.last_seq, 19);
+    assert_eq!(rec.last_seq, 20);
     assert_eq!(
         rec.report.state_hash,
-        rebuild(&as_log(&outputs[..19])).state_hash()
+        rebuild(&as_log(&outputs)).state_hash()
     );
     let (seq, rx) =
         Sequencer::resume(rec, Box::new(SystemClock), SequencerConfig::default()).expect("resume");
     seq.handle().submit(cmd(5, 5)).expect("submit");
-    assert_eq!(recv_one(&rx).seq, 20);
+    assert_eq!(recv_one(&rx).seq, 21);
     seq.shutdown().expect("shutdown");
-    assert_eq!(recover::<Toy>(&path).expect("recover").last_seq, 20);
+    assert_eq!(recover::<Toy>(&path).expect("recover").last_seq, 21);
+    // Tearing the last acknowledged batch is damage, not a torn write.
+    {
+        let db = sled_open(&path);
+        let t = db.open_tree("batches").expect("tree");
+        let (k, v) = t.last().expect("last").expect("present");
+        t.insert(k, &v[..v.len() - 5]).expect("insert");
+        db.flush().expect("flush");
+    }
+    match recover::<Toy>(&path) {
+        Err(SequencerError::Journal(JournalError::Corrupt { seq: 21, what })) => {
+            assert!(what.contains("acknowledged"), "{what}")
+        }
+        Err(e) => panic!("expected damage at seq 21, got {e}"),
+        Ok(_) => panic!("expected damage at seq 21, recovered"),
+    }
 }
 
 #[test]
@@ -654,7 +679,7 @@ fn no_journal_mode_runs_and_refuses_snapshots() {
         h.submit(cmd(0, n)).expect("submit");
     }
     assert!(matches!(h.snapshot(), Err(SequencerError::NoJournal)));
-    assert_eq!(h.barrier(), Ok(100));
+    assert_eq!(h.barrier().expect("barrier"), 100);
     let outputs = recv_n(&rx, 100);
     assert_strictly_ordered(&outputs, 1);
     let stopped = seq.shutdown().expect("shutdown");
@@ -703,7 +728,7 @@ fn outputs_are_discarded_when_nobody_listens() {
     for n in 0..50 {
         h.submit(cmd(0, n)).expect("submit");
     }
-    assert_eq!(h.barrier(), Ok(50));
+    assert_eq!(h.barrier().expect("barrier"), 50);
     assert_eq!(seq.shutdown().expect("shutdown").last_seq, 50);
 }
 
@@ -830,10 +855,346 @@ fn barrier_with_a_journal_answers_after_every_earlier_output_is_released() {
         }
         // Groups are fsynced and released by the writer's sync thread; the barrier goes
         // the same way, so by its answer all 300 outputs are already in the channel.
-        assert_eq!(h.barrier(), Ok(300 * round));
+        assert_eq!(h.barrier().expect("barrier"), 300 * round);
         let released: usize = rx.try_iter().map(|group| group.len()).sum();
         assert_eq!(released, 300);
     }
     let stopped = seq.shutdown().expect("shutdown");
     assert_eq!(stopped.last_seq, 900);
+}
+
+// Storage errors end cleanly: once a journal write or fsync fails, every request and
+// every producer is answered (in bounded time), and nothing that was released is lost.
+
+/// How long a request may take to be answered once the journal failed; a regression
+/// fails the test instead of hanging the run.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// A clock that stalls the sequencer thread at its `stall_at`-th reading (the stamping
+/// of a known command) until the test opens the gate, so the test can queue messages
+/// behind that command.
+struct GateClock {
+    readings: AtomicU64,
+    stall_at: u64,
+    entered: Sender<()>,
+    release: Receiver<()>,
+}
+
+impl Clock for GateClock {
+    fn now_ns(&self) -> u64 {
+        let reading = self.readings.fetch_add(1, Ordering::SeqCst) + 1;
+        if reading == self.stall_at {
+            let _ = self.entered.send(());
+            // Bounded, so a failing test never leaves the sequencer thread stuck here.
+            let _ = self.release.recv_timeout(WAIT);
+        }
+        SystemClock.now_ns()
+    }
+}
+
+/// The test's side of a `GateClock`.
+struct Gate {
+    entered: Receiver<()>,
+    release: Sender<()>,
+}
+
+impl Gate {
+    /// Waits until the sequencer thread is stalled at the gate.
+    fn wait_entered(&self) {
+        self.entered
+            .recv_timeout(WAIT)
+            .expect("the sequencer thread reached the gate");
+    }
+
+    fn open(&self) {
+        self.release.send(()).expect("open the gate");
+    }
+}
+
+fn gate_clock(stall_at: u64) -> (Box<dyn Clock>, Gate) {
+    let (entered_tx, entered) = bounded(1);
+    let (release, release_rx) = bounded(1);
+    let clock = GateClock {
+        readings: AtomicU64::new(0),
+        stall_at,
+        entered: entered_tx,
+        release: release_rx,
+    };
+    (Box::new(clock), Gate { entered, release })
+}
+
+/// A sequencer on a fresh journal whose first fsync fails. One command per group, so
+/// each command goes to the journal writer on its own, before the next is stamped.
+fn start_failing(path: &Path, clock: Box<dyn Clock>) -> (Sequencer<Toy>, CommittedReceiver<Ev>) {
+    let mut journal = new_journal(path);
+    journal.fail_next_sync();
+    Sequencer::start(
+        fresh(),
+        Some(journal),
+        clock,
+        SequencerConfig {
+            max_group_commands: 1,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("start")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Snapshot,
+    Barrier,
+}
+
+/// Sends `request` from a thread of its own (the call blocks); its answer, the seq it
+/// reports, comes on the returned channel.
+fn request(h: &SequencerHandle<Cmd>, request: Request) -> Receiver<Result<u64, SequencerError>> {
+    let h = h.clone();
+    let (tx, rx) = bounded(1);
+    std::thread::spawn(move || {
+        let answer = match request {
+            Request::Snapshot => h.snapshot().map(|s| s.seq),
+            Request::Barrier => h.barrier(),
+        };
+        let _ = tx.send(answer);
+    });
+    rx
+}
+
+/// The answer to a request; panics (instead of hanging) if none comes in time.
+fn answer_of(
+    answer: &Receiver<Result<u64, SequencerError>>,
+    what: &str,
+) -> Result<u64, SequencerError> {
+    answer
+        .recv_timeout(ANSWER_WITHIN)
+        .unwrap_or_else(|_| panic!("{what}: no answer within {ANSWER_WITHIN:?}; it hangs"))
+}
+
+/// The answer must be the sequencer's stop, naming the injected fsync failure.
+fn assert_stopped_by_the_fault(answer: Result<u64, SequencerError>, what: &str) {
+    match answer {
+        Err(SequencerError::Stopped(cause)) => {
+            assert!(
+                cause.contains("injected fault: sync failure"),
+                "{what}: {cause}"
+            )
+        }
+        other => {
+            panic!("{what}: expected the sequencer's stop naming the failed fsync, got {other:?}")
+        }
+    }
+}
+
+/// Waits until `n` messages are in the input queue.
+fn wait_queued(h: &SequencerHandle<Cmd>, n: usize) {
+    let start = Instant::now();
+    while h.queued() < n {
+        assert!(start.elapsed() < WAIT, "{n} messages were never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Submits until the sequencer refuses with `Closed` (a submission accepted while it
+/// was stopping is dropped, never released).
+fn wait_closed(h: &SequencerHandle<Cmd>) {
+    let start = Instant::now();
+    for n in 1_000_000.. {
+        if h.submit(cmd(7, n)) == Err(Closed) {
+            assert_eq!(h.submit_many(vec![cmd(7, 0), cmd(7, 1)]), Err(Closed));
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "submit still accepted after the failure"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn assert_shutdown_reports_the_fault(seq: Sequencer<Toy>) {
+    match seq.shutdown() {
+        Err(SequencerError::Journal(JournalError::Injected(_))) => {}
+        Err(e) => panic!("shutdown: unexpected error {e}"),
+        Ok(_) => panic!("shutdown must report the failure"),
+    }
+}
+
+/// Everything released (and the seq of any snapshot reported written) survives:
+/// recovery reaches it, and replaying up to the last released command gives the state
+/// the released outputs describe.
+fn assert_released_is_recovered(path: &Path, released: &[Committed<Ev>], durable: u64) {
+    assert_strictly_ordered(released, 1);
+    let last_released = released.last().map_or(0, |c| c.seq);
+    let rec = recover::<Toy>(path).expect("recover");
+    assert!(
+        rec.last_seq >= last_released.max(durable),
+        "recovered up to {}, but {last_released} was released and {durable} reported durable",
+        rec.last_seq
+    );
+    drop(rec);
+    if last_released > 0 {
+        let replayed = replay::<Toy>(path, Some(last_released), |_| {}).expect("replay");
+        assert_eq!(replayed.state_hash, rebuild(&as_log(released)).state_hash());
+    }
+}
+
+/// Requests of `kind` around a failed fsync, each answered with the sequencer's stop:
+/// queued before the failure, behind the command whose fsync fails; queued after it,
+/// while the sequencer thread is still busy (they are in its input queue when it
+/// stops); and sent once the pipeline has stopped.
+fn requests_around_a_failed_fsync(kind: Request) {
+    const REQUESTS: usize = 3;
+
+    // Queued before the failure: stamping command 1 stalls until they are queued.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let (clock, gate) = gate_clock(1);
+        let (seq, out) = start_failing(&path, clock);
+        let h = seq.handle();
+        h.submit(cmd(0, 1)).expect("submit");
+        gate.wait_entered();
+        let answers: Vec<_> = (0..REQUESTS).map(|_| request(&h, kind)).collect();
+        wait_queued(&h, REQUESTS);
+        gate.open();
+        let mut durable = 0;
+        for a in &answers {
+            match answer_of(a, "queued before the failure") {
+                // A snapshot can win the race for the injected failure against the sync
+                // thread's fsync by a hair, and be written; it is durable then.
+                Ok(s) if kind == Request::Snapshot => durable = durable.max(s),
+                answer => assert_stopped_by_the_fault(answer, "queued before the failure"),
+            }
+        }
+        let released = recv_all(&out);
+        wait_closed(&h);
+        assert_shutdown_reports_the_fault(seq);
+        assert_released_is_recovered(&path, &released, durable);
+    }
+
+    // Queued after the failure while the sequencer thread is busy stamping command 2:
+    // command 1 went to the writer alone, its fsync failed and closed the output.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let (clock, gate) = gate_clock(2);
+        let (seq, out) = start_failing(&path, clock);
+        let h = seq.handle();
+        h.submit(cmd(0, 1)).expect("submit");
+        h.submit(cmd(0, 2)).expect("submit");
+        gate.wait_entered();
+        assert!(recv_all(&out).is_empty(), "released after a failed fsync");
+        h.submit(cmd(0, 3))
+            .expect("queued: the sequencer thread is still running");
+        let answers: Vec<_> = (0..REQUESTS).map(|_| request(&h, kind)).collect();
+        wait_queued(&h, 1 + REQUESTS);
+        gate.open();
+        for a in &answers {
+            assert_stopped_by_the_fault(
+                answer_of(a, "queued after the failure"),
+                "queued after the failure",
+            );
+        }
+        wait_closed(&h);
+        assert_shutdown_reports_the_fault(seq);
+        assert_released_is_recovered(&path, &[], 0);
+    }
+
+    // Sent once the pipeline has stopped.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let (seq, out) = start_failing(&path, Box::new(SystemClock));
+        let h = seq.handle();
+        h.submit(cmd(0, 1)).expect("submit");
+        assert!(recv_all(&out).is_empty(), "released after a failed fsync");
+        wait_closed(&h);
+        let answer = answer_of(&request(&h, kind), "sent after the stop");
+        assert_stopped_by_the_fault(answer, "sent after the stop");
+        assert_shutdown_reports_the_fault(seq);
+        assert_released_is_recovered(&path, &[], 0);
+    }
+}
+
+#[test]
+fn snapshot_after_a_failed_fsync_returns_an_error_instead_of_hanging() {
+    requests_around_a_failed_fsync(Request::Snapshot);
+}
+
+#[test]
+fn barrier_after_a_failed_fsync_returns_an_error_instead_of_hanging() {
+    requests_around_a_failed_fsync(Request::Barrier);
+}
+
+/// A failed fsync under load, with producers, a consumer, a snapshot and a barrier in
+/// flight: the requests error out, every producer is answered (`Closed`), the output
+/// closes, shutdown names the failure, and whatever was released, before or after it,
+/// is recovered.
+#[test]
+fn a_failed_fsync_answers_everyone_and_loses_nothing_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    // A first run: all of it durable and released.
+    let (seq, out) = start_journaled(&path, SequencerConfig::default());
+    let h = seq.handle();
+    for n in 0..100 {
+        h.submit(cmd(0, n)).expect("submit");
+    }
+    assert_eq!(h.barrier().expect("barrier"), 100);
+    let mut released = recv_n(&out, 100);
+    seq.shutdown().expect("shutdown");
+
+    // Continued with the next fsync failing.
+    let mut rec = recover::<Toy>(&path).expect("recover");
+    rec.journal.fail_next_sync();
+    let (seq, out) = Sequencer::resume(
+        rec,
+        Box::new(SystemClock),
+        SequencerConfig {
+            queue_capacity: 64,
+            ..SequencerConfig::default()
+        },
+    )
+    .expect("resume");
+    let consumer = std::thread::spawn(move || recv_all(&out));
+    let h = seq.handle();
+    h.submit(cmd(1, 0)).expect("submit");
+    let snapshot = request(&h, Request::Snapshot);
+    let barrier = request(&h, Request::Barrier);
+    // Producers submit until refused; some block on the full queue meanwhile.
+    let (done_tx, done) = bounded(3);
+    for p in 2..5u32 {
+        let h = seq.handle();
+        let done_tx = done_tx.clone();
+        std::thread::spawn(move || {
+            for n in 0.. {
+                let refused = if p % 2 == 0 {
+                    h.submit(cmd(p, n)).is_err()
+                } else {
+                    h.submit_many((0..10).map(|i| cmd(p, n * 10 + i)).collect())
+                        .is_err()
+                };
+                if refused {
+                    break;
+                }
+            }
+            let _ = done_tx.send(p);
+        });
+    }
+    let mut durable = 0;
+    match answer_of(&snapshot, "snapshot") {
+        // Written if it won the race for the injected failure by a hair; durable then.
+        Ok(s) => durable = s,
+        answer => assert_stopped_by_the_fault(answer, "snapshot"),
+    }
+    assert_stopped_by_the_fault(answer_of(&barrier, "barrier"), "barrier");
+    for _ in 0..3 {
+        done.recv_timeout(ANSWER_WITHIN)
+            .expect("every producer is refused in time");
+    }
+    released.extend(consumer.join().expect("consumer"));
+    wait_closed(&h);
+    assert_shutdown_reports_the_fault(seq);
+    assert_released_is_recovered(&path, &released, durable);
 }
