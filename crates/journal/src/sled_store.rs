@@ -16,7 +16,8 @@ use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 
 use crate::durability::{sync_dir, FileSyncer};
 use crate::error::JournalError;
@@ -156,10 +157,20 @@ fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// The sled-backed store.
-pub(crate) struct SledStore {
+/// sled's handles, dropped (closing sled) or leaked together.
+struct Handles {
     trees: [sled::Tree; 3],
     db: sled::Db,
+}
+
+/// The sled-backed store.
+pub(crate) struct SledStore {
+    /// `None` only while the store is being dropped.
+    handles: Option<Handles>,
+    /// Set by any failed storage call (sled's, or an fsync or mark write of a syncer):
+    /// sled 0.34 then never closes cleanly (its drop-time flush waits forever for a write
+    /// that failed), so its handles are leaked instead; the process is about to stop.
+    failed: Arc<AtomicBool>,
     /// The journal directory (what messages name, also for a private copy).
     root: PathBuf,
     /// The private copy sled runs on, for a read-only open (removed on drop, after sled).
@@ -167,6 +178,20 @@ pub(crate) struct SledStore {
     read_only: bool,
     /// Held for the store's lifetime; dropped last.
     _lock: DirLock,
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let Some(handles) = self.handles.take() else {
+            return;
+        };
+        if self.failed.load(Ordering::Acquire) {
+            tracing::warn!(journal = %self.root.display(), "journal: storage failed; sled is not flushed on close");
+            std::mem::forget(handles);
+        } else if let Err(p) = catching(|| drop(handles)) {
+            tracing::error!(journal = %self.root.display(), panic = %p, "journal: the storage engine panicked while closing");
+        }
+    }
 }
 
 impl SledStore {
@@ -291,8 +316,8 @@ impl SledStore {
             tree(Space::Snapshots)?,
         ];
         Ok(Self {
-            trees,
-            db,
+            handles: Some(Handles { trees, db }),
+            failed: Arc::new(AtomicBool::new(false)),
             root: root.to_path_buf(),
             _copy: copy,
             read_only,
@@ -300,12 +325,20 @@ impl SledStore {
         })
     }
 
-    fn tree(&self, space: Space) -> &sled::Tree {
-        match space {
-            Space::Meta => &self.trees[0],
-            Space::Batches => &self.trees[1],
-            Space::Snapshots => &self.trees[2],
-        }
+    fn handles(&self) -> Result<&Handles, JournalError> {
+        self.handles.as_ref().ok_or_else(|| JournalError::Damaged {
+            path: self.sled_path(),
+            what: "the store is closed".to_string(),
+        })
+    }
+
+    fn tree(&self, space: Space) -> Result<&sled::Tree, JournalError> {
+        let t = &self.handles()?.trees;
+        Ok(match space {
+            Space::Meta => &t[0],
+            Space::Batches => &t[1],
+            Space::Snapshots => &t[2],
+        })
     }
 
     fn sled_path(&self) -> PathBuf {
@@ -316,26 +349,38 @@ impl SledStore {
     fn call<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce() -> Result<T, sled::Error>,
+        f: impl FnOnce(&Handles) -> Result<T, sled::Error>,
     ) -> Result<T, JournalError> {
         let path = self.sled_path();
-        catching(f)
+        let h = self.handles()?;
+        let r = catching(|| f(h))
             .map_err(|p| JournalError::Damaged {
                 path: path.clone(),
                 what: format!("the storage engine panicked while {op}: {p}"),
-            })?
-            .map_err(|e| sled_error(&path, op, e))
+            })
+            .and_then(|r| r.map_err(|e| sled_error(&path, op, e)));
+        if r.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        r
     }
 
     fn iter(
         &self,
+        space: Space,
         op: &'static str,
-        inner: impl Iterator<Item = sled::Result<(IVec, IVec)>> + Send + 'static,
+        make: impl FnOnce(&sled::Tree) -> RecordSource,
     ) -> RecordIter {
+        let path = self.sled_path();
+        let inner = match self.tree(space) {
+            Ok(t) => make(t),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
         Box::new(Guarded {
-            inner: Box::new(inner),
-            path: self.sled_path(),
+            inner,
+            path,
             op,
+            failed: Arc::clone(&self.failed),
             done: false,
         })
     }
@@ -470,11 +515,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), JournalError> {
 /// A sled iterator whose every step is checked: a panic or an error ends it with a
 /// journal error naming the file.
 struct Guarded {
-    inner: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>> + Send>,
+    inner: RecordSource,
     path: PathBuf,
     op: &'static str,
+    failed: Arc<AtomicBool>,
     done: bool,
 }
+
+/// sled's iterator of a range, forwards or backwards.
+type RecordSource = Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>> + Send>;
 
 impl Iterator for Guarded {
     type Item = Result<(IVec, IVec), JournalError>;
@@ -492,7 +541,10 @@ impl Iterator for Guarded {
                 what: format!("the storage engine panicked while {}: {p}", self.op),
             }),
         };
-        self.done = item.is_err();
+        if item.is_err() {
+            self.done = true;
+            self.failed.store(true, Ordering::Release);
+        }
         Some(item)
     }
 }
@@ -507,17 +559,17 @@ impl Store for SledStore {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<IVec>, JournalError> {
-        self.call("reading", || self.tree(space).get(key))
+        self.call("reading", |h| tree_of(h, space).get(key))
     }
 
     fn scan(&self, space: Space, from: &[u8]) -> RecordIter {
-        let inner = self.tree(space).range(from.to_vec()..);
-        self.iter("reading", inner)
+        let from = from.to_vec();
+        self.iter(space, "reading", move |t| Box::new(t.range(from..)))
     }
 
     fn scan_rev(&self, space: Space, to: &[u8]) -> RecordIter {
-        let inner = self.tree(space).range(..=to.to_vec()).rev();
-        self.iter("reading", inner)
+        let to = to.to_vec();
+        self.iter(space, "reading", move |t| Box::new(t.range(..=to).rev()))
     }
 
     fn insert_all(&self, space: Space, records: &[(&[u8], &[u8])]) -> Result<(), JournalError> {
@@ -528,15 +580,17 @@ impl Store for SledStore {
         for (k, v) in records {
             batch.insert(*k, *v);
         }
-        self.call("storing records in", || self.tree(space).apply_batch(batch))
+        self.call("storing records in", |h| {
+            tree_of(h, space).apply_batch(batch)
+        })
     }
 
     fn remove(&self, space: Space, key: &[u8]) -> Result<(), JournalError> {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
-        self.call("removing a record from", || {
-            self.tree(space).remove(key).map(drop)
+        self.call("removing a record from", |h| {
+            tree_of(h, space).remove(key).map(drop)
         })
     }
 
@@ -544,7 +598,7 @@ impl Store for SledStore {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
-        self.call("flushing", || self.db.flush().map(drop))
+        self.call("flushing", |h| h.db.flush().map(drop))
     }
 
     fn read_mark(&self) -> Result<Option<Vec<u8>>, JournalError> {
@@ -568,6 +622,7 @@ impl Store for SledStore {
             .map_err(|e| JournalError::io("opening", &mark_path, e))?;
         Ok(Box::new(SledSync {
             files: FileSyncer::open(&self.sled_path())?,
+            failed: Arc::clone(&self.failed),
             mark,
             mark_path,
         }))
@@ -577,16 +632,20 @@ impl Store for SledStore {
 /// fsyncs sled's files and writes the mark file.
 struct SledSync {
     files: FileSyncer,
+    /// The store's failure flag: a failed fsync or mark write also means sled must not
+    /// be flushed on close.
+    failed: Arc<AtomicBool>,
     mark: File,
     mark_path: PathBuf,
 }
 
-impl StoreSync for SledSync {
-    fn sync(&mut self) -> Result<(), JournalError> {
-        self.files.sync()
-    }
-
-    fn write_mark(&mut self, offset: u64, bytes: &[u8], durable: bool) -> Result<(), JournalError> {
+impl SledSync {
+    fn write_mark_now(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Result<(), JournalError> {
         use std::os::unix::fs::FileExt as _;
         self.mark
             .write_all_at(bytes, offset)
@@ -597,5 +656,32 @@ impl StoreSync for SledSync {
                 .map_err(|e| JournalError::io("fsyncing", &self.mark_path, e))?;
         }
         Ok(())
+    }
+}
+
+impl StoreSync for SledSync {
+    fn sync(&mut self) -> Result<(), JournalError> {
+        let r = self.files.sync();
+        if r.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn write_mark(&mut self, offset: u64, bytes: &[u8], durable: bool) -> Result<(), JournalError> {
+        let r = self.write_mark_now(offset, bytes, durable);
+        if r.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        r
+    }
+}
+
+/// One of the three trees.
+fn tree_of(h: &Handles, space: Space) -> &sled::Tree {
+    match space {
+        Space::Meta => &h.trees[0],
+        Space::Batches => &h.trees[1],
+        Space::Snapshots => &h.trees[2],
     }
 }

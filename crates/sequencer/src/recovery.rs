@@ -85,6 +85,10 @@ pub struct Replayed<S> {
     pub journal: OpenReport,
     /// Commands applied.
     pub commands: u64,
+    /// The journal, still open: it is closed (sled shut down, the private copy of the
+    /// read-only open removed, ~25 ms for 1M commands) when this is dropped, not on the
+    /// way to the result.
+    _open: Journal,
 }
 
 /// `recover_with` with default journal options (fsync durability).
@@ -237,6 +241,7 @@ pub fn replay<S: StateMachine>(
         state_hash,
         journal: open_report,
         commands: run.commands,
+        _open: journal,
     })
 }
 
