@@ -9,8 +9,10 @@
 //!   (HARMLESS: same last seq and state hash; for `inspect` same last seq and command
 //!   count; for `audit` and `campaign` the same output) or exit 1 with an `error:` line
 //!   naming the journal directory or a file in it (DETECTED). Never a different answer
-//!   (SILENT LOSS), a panic (exit 101 or "panicked" on stderr: PANIC), a process still
-//!   running after the timeout (HANG), an error naming no path (UNNAMED), or anything
+//!   (SILENT LOSS), a panic (exit 101 or the panic hook's `thread '…' panicked at` on
+//!   stderr: PANIC; a storage-engine panic caught and reported as an error naming the file
+//!   is DETECTED), a process still running after the timeout (HANG), an error naming no
+//!   path (UNNAMED), or anything
 //!   else (OTHER: killed by a signal, another exit code, exit 0 without an answer);
 //! - the read-only commands (`inspect`, `replay`, `audit`, `campaign`) change nothing: on
 //!   the intact journal and on every damaged one, the journal directory holds the same
@@ -521,9 +523,13 @@ fn classify(
             .map(clip)
             .unwrap_or_else(|| "(empty)".into())
     };
-    if status.code() == Some(101) || exec.stderr.contains("panicked") {
+    // A panic that escaped: exit 101, or the panic hook's report (`thread '…' panicked
+    // at`) on stderr. A storage-engine panic the journal caught and turned into an error
+    // ("the storage engine panicked while …", exit 1, naming the file) is DETECTED.
+    let escaped = |l: &str| l.starts_with("thread '") && l.contains("' panicked at");
+    if status.code() == Some(101) || exec.stderr.lines().any(escaped) {
         // The location line and the message after it.
-        let mut lines = exec.stderr.lines().skip_while(|l| !l.contains("panicked"));
+        let mut lines = exec.stderr.lines().skip_while(|l| !escaped(l));
         let line = match (lines.next(), lines.next()) {
             (Some(at), Some(msg)) => clip(&format!("{at} {msg}")),
             (Some(at), None) => clip(at),
