@@ -38,6 +38,8 @@
 //!   journal's layout is the same at every build (only its timestamps differ); the big
 //!   one's depends on how the sequencer happened to group its commits;
 //! - `PERPCORE_FLIP_TIMEOUT_S=S`: per-process timeout (default 60);
+//! - `PERPCORE_FLIP_COMMANDS=inspect,replay,run`: run only these commands on the damaged
+//!   copies (all five by default; the intact journal is always checked with all five);
 //! - `PERPCORE_FLIP_KEEP=1`: keep the work directory (journal copies, outputs) and print
 //!   its path.
 
@@ -81,6 +83,8 @@ struct Knobs {
     only: Option<Vec<String>>,
     timeout: Duration,
     keep: bool,
+    /// The commands run on each damaged copy.
+    commands: Vec<Cmd>,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -115,6 +119,17 @@ impl Knobs {
             only,
             timeout: Duration::from_secs(env_u64("PERPCORE_FLIP_TIMEOUT_S").unwrap_or(60)),
             keep: env_flag("PERPCORE_FLIP_KEEP"),
+            commands: match std::env::var("PERPCORE_FLIP_COMMANDS") {
+                Ok(v) => v
+                    .split(',')
+                    .map(|name| {
+                        CMDS.into_iter()
+                            .find(|c| c.name() == name.trim())
+                            .unwrap_or_else(|| panic!("PERPCORE_FLIP_COMMANDS: unknown {name:?}"))
+                    })
+                    .collect(),
+                Err(_) => CMDS.to_vec(),
+            },
         }
     }
 }
@@ -833,6 +848,7 @@ fn run_case(i: usize, case: &Case, refs: &[Reference], work: &Path, knobs: &Knob
     });
     let out = CMDS
         .iter()
+        .filter(|cmd| knobs.commands.contains(cmd))
         .map(|&cmd| run_on_copy(i, cmd, &damaged, tmp.path(), r, &r.answers[&cmd], knobs).0)
         .collect();
     if knobs.keep {
