@@ -323,6 +323,40 @@ impl std::fmt::Debug for Journal {
     }
 }
 
+/// True when the meta records are not both valid, yet the journal holds no batch and
+/// no snapshot and the mark says nothing was ever acknowledged: its creation was
+/// interrupted by a torn write of the meta records (on a store that can tear a write;
+/// sled applies a batch whole or not at all), which `open_store` completes like a
+/// creation interrupted before them. Anything else with a damaged meta record stays
+/// `MetaCorrupt`.
+fn torn_creation(
+    store: &dyn Store,
+    format: &[u8],
+    mark: &Mark,
+    can_create: bool,
+) -> Result<bool, JournalError> {
+    if !can_create || mark.last_seq != 0 || mark.snapshot.is_some() {
+        return Ok(false);
+    }
+    let genesis_ok = store
+        .get(Space::Meta, meta::META_GENESIS_KEY)?
+        .is_some_and(|g| meta::decode_genesis_record(&g).is_ok());
+    if genesis_ok && meta::decode_format_record(format).is_ok() {
+        return Ok(false);
+    }
+    Ok(is_empty(store, Space::Batches)? && is_empty(store, Space::Snapshots)?)
+}
+
+/// True when `space` holds no record. A failed read is an error, not a record (it used
+/// to count as one, which reported a read failure during creation as `MetaCorrupt`).
+fn is_empty(store: &dyn Store, space: Space) -> Result<bool, JournalError> {
+    match store.scan(space, &[]).next() {
+        None => Ok(true),
+        Some(Ok(_)) => Ok(false),
+        Some(Err(e)) => Err(e),
+    }
+}
+
 /// Where the mark file of a journal at `location` is (for messages).
 fn mark_path(location: &str) -> PathBuf {
     Path::new(location).join(MARK_FILE)
@@ -416,7 +450,21 @@ impl Journal {
         let mark = mark_slot.mark;
 
         let mut created = false;
-        match store.get(Space::Meta, meta::META_FORMAT_KEY)? {
+        let format_rec = match store.get(Space::Meta, meta::META_FORMAT_KEY)? {
+            Some(v)
+                if torn_creation(
+                    store.as_ref(),
+                    &v,
+                    &mark,
+                    genesis_arg.is_some() && !opts.read_only,
+                )? =>
+            {
+                tracing::warn!(journal = %location, "journal: the meta records are half written (creation interrupted by a torn write) and nothing else is stored; completing the creation");
+                None
+            }
+            other => other,
+        };
+        match format_rec {
             None => {
                 // A journal whose creation was interrupted before its meta records were
                 // stored; anything else without them is damage.
@@ -436,8 +484,8 @@ impl Journal {
                             .to_string(),
                     ));
                 };
-                if store.scan(Space::Batches, &[]).next().is_some()
-                    || store.scan(Space::Snapshots, &[]).next().is_some()
+                if !is_empty(store.as_ref(), Space::Batches)?
+                    || !is_empty(store.as_ref(), Space::Snapshots)?
                 {
                     return Err(JournalError::MetaCorrupt(
                         "format record missing but batches or snapshots exist".to_string(),
@@ -448,7 +496,8 @@ impl Journal {
                 }
                 let format = meta::encode_format_record();
                 let genesis_rec = meta::encode_genesis_record(genesis);
-                // One atomic insert, so a crash leaves either both records or neither.
+                // One insert, atomic in sled, so a crash leaves both records or neither
+                // (a store that tears writes may leave half of them: `torn_creation`).
                 store.insert_all(
                     Space::Meta,
                     &[

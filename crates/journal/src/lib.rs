@@ -7,42 +7,54 @@
 //! acknowledge a batch before it is durable, panic on any stored bytes, or accept writes
 //! after a failed one.
 //!
-//! # Layout
-//! One sled database directory with three trees:
+//! # Layout (version 2)
+//! A locked directory holding `sled/` (a sled database with three trees) and `mark`:
 //! - `batches`: one entry per group-commit batch, keyed by the big-endian first sequence
 //!   number (so sled's ordered iteration is sequence order). Value: a 136-byte header
 //!   (magic `PCJB`, version, first seq, count, payload length, first/last ts, blake3 of
 //!   the payload, the previous batch's header checksum, blake3 of the header) followed by
 //!   the payload (per command: seq u64, ts_ns u64, len u32, bytes). All integers are
 //!   fixed-width little-endian; checksums are full 32-byte blake3.
-//! - `meta`: the format record (version 1) and the genesis record (opaque bytes given by
+//! - `meta`: the format record (version 2) and the genesis record (opaque bytes given by
 //!   the caller, normally the engine configuration, so the journal alone suffices to
 //!   replay). blake3 of the genesis bytes is the first link of the hash chain.
 //! - `snapshots`: full state bytes at a sequence number with the state hash, the chain
 //!   link at that sequence number and a checksum.
+//! - `mark` (outside sled): the durable high-water mark, two alternating checksummed
+//!   slots holding the last seq (and chain link) acknowledged as durable and the newest
+//!   durable snapshot. sled 0.34 silently drops the rest of its log after a checksum
+//!   failure; the mark is how that loss is detected.
 //!
 //! # Verification and recovery
-//! Opening verifies every batch: header checksum, payload checksum, entry numbering,
-//! key = first seq, no gap or overlap with the previous batch, non-decreasing timestamps,
-//! and the hash chain from genesis. A *last* batch that fails the self-consistency checks
-//! (what a torn write looks like) was never acknowledged, so it is removed with a
-//! `tracing::warn!` and reported in `OpenReport::dropped_tail`; appends then continue from
-//! the last good batch. Any other damage is `JournalError::Corrupt { seq, what }`.
-//! Not detectable from the log alone: the loss of whole batches at the very end (the
-//! snapshot check `Journal::check_snapshot_position` catches it when a later snapshot
-//! exists).
+//! Opening reads the mark, then verifies every batch: header checksum, payload checksum,
+//! entry numbering, key = first seq, no gap or overlap with the previous batch,
+//! non-decreasing timestamps, and the hash chain from genesis. A *last* batch beyond the
+//! mark that fails the self-consistency checks (a torn write, never acknowledged) is
+//! removed with a `tracing::warn!` and reported in `OpenReport::dropped_tail`; appends
+//! then continue from the last good batch. A log that ends before the mark is
+//! `JournalError::Truncated`; any other damage is `JournalError::Corrupt { seq, what }`
+//! or `JournalError::Damaged { path, what }` (sled's errors and caught panics).
+//! Read-only opens (`JournalOptions::read_only`) run sled on a private copy, so nothing
+//! in the directory is written.
+//!
+//! # Storage seam
+//! `Store` / `StoreSync` (`store.rs`) are what the journal needs below it: the sled store,
+//! and with the `test-hooks` feature the fault-injecting `sim::SimStore` that the seeded
+//! simulation of the commit pipeline runs on.
 //!
 //! # Durability guarantee
 //! With `Durability::Fsync` (the default), when `Journal::append` or
 //! `Journal::write_snapshot` returns Ok, the record has been written by sled, sled has
-//! flushed its buffers (`sled::Db::flush`), and we have `fsync`ed sled's `db` file, every
-//! file under `blobs/`, the `blobs/` directory and the database directory (sled 0.34.7's
-//! flush uses `sync_file_range` on Linux and never syncs blob files, which does not
-//! survive power loss; see `durability`). So the record survives a process crash, kernel
-//! crash or power loss, provided the storage honours fsync (no lying write caches).
+//! flushed its buffers (`sled::Db::flush`), we have `fsync`ed sled's `db` file, every
+//! file under `blobs/` and the `blobs/` directory (sled 0.34.7's flush uses
+//! `sync_file_range` on Linux and never syncs blob files, which does not survive power
+//! loss; see `durability`), and the mark recording it has been written and fsynced. So
+//! the record survives a process crash, kernel crash or power loss, provided the storage
+//! honours fsync (no lying write caches), and its loss is detected if it happens anyway.
 //! `Journal::append_group_flushed` stops before the fsync; a group stored that way is
-//! durable once a later `SyncHandle::sync` returns Ok (the fsync on another thread).
-//! `Durability::FlushOnly` and `Durability::Buffered` are weaker and meant for benchmarks.
+//! durable once a later `SyncHandle::sync` returns Ok (the fsync and the mark on another
+//! thread). `Durability::FlushOnly` and `Durability::Buffered` are weaker and meant for
+//! benchmarks.
 //!
 //! # Poisoning
 //! After any failed write or sync, the journal refuses every further write with
@@ -56,6 +68,8 @@ mod error;
 mod journal;
 mod mark;
 mod meta;
+#[cfg(feature = "test-hooks")]
+pub mod sim;
 mod sled_store;
 mod snapshot;
 mod store;

@@ -62,8 +62,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Closed, SequencerError, TrySubmitError};
 pub use perpcore_journal::{Durability, Journal, JournalOptions};
 pub use recovery::{
-    recover, recover_with, replay, Recovered, RecoveryReport, RejectedSnapshot, ReplayProgress,
-    Replayed,
+    recover, recover_journal, recover_with, replay, replay_journal, Recovered, RecoveryReport,
+    RejectedSnapshot, ReplayProgress, Replayed,
 };
 pub use sequencer::{
     Committed, CommittedReceiver, Events, Sequencer, SequencerConfig, SequencerHandle,

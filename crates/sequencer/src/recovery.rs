@@ -85,10 +85,6 @@ pub struct Replayed<S> {
     pub journal: OpenReport,
     /// Commands applied.
     pub commands: u64,
-    /// The journal, still open: it is closed (sled shut down, the private copy of the
-    /// read-only open removed, ~25 ms for 1M commands) when this is dropped, not on the
-    /// way to the result.
-    _open: Journal,
 }
 
 /// `recover_with` with default journal options (fsync durability).
@@ -106,6 +102,17 @@ pub fn recover_with<S: StateMachine>(
     opts: JournalOptions,
 ) -> Result<Recovered<S>, SequencerError> {
     let (journal, open_report) = Journal::open(path, opts)?;
+    recover_journal(journal, open_report)
+}
+
+/// `recover_with` on a journal that is already open, on any store (`open_report` is
+/// what opening it found): restores the newest good snapshot and replays the tail.
+/// Only the tail after the snapshot is read here, so damage before it is found by an
+/// `OpenCheck::Full` open (the default) or not at all.
+pub fn recover_journal<S: StateMachine>(
+    journal: Journal,
+    open_report: OpenReport,
+) -> Result<Recovered<S>, SequencerError> {
     let tip = journal.tip();
 
     let mut rejected = Vec::new();
@@ -197,7 +204,7 @@ fn try_snapshot<S: StateMachine>(journal: &Journal, seq: u64) -> Result<(S, Snap
 pub fn replay<S: StateMachine>(
     path: impl AsRef<Path>,
     to_seq: Option<u64>,
-    mut progress: impl FnMut(&ReplayProgress),
+    progress: impl FnMut(&ReplayProgress),
 ) -> Result<Replayed<S>, SequencerError> {
     // The replay reads and verifies every batch from genesis itself, so the open only
     // checks the tail (and the durable mark). Read-only: nothing in the journal's
@@ -207,6 +214,18 @@ pub fn replay<S: StateMachine>(
         ..JournalOptions::read_only()
     };
     let (journal, open_report) = Journal::open(path, opts)?;
+    replay_journal(&journal, open_report, to_seq, progress)
+}
+
+/// `replay` on a journal that is already open, on any store (`open_report` is what
+/// opening it found): every batch from genesis is read and verified here, so an
+/// `OpenCheck::LastBatch` open is enough, and a read-only one changes nothing.
+pub fn replay_journal<S: StateMachine>(
+    journal: &Journal,
+    open_report: OpenReport,
+    to_seq: Option<u64>,
+    mut progress: impl FnMut(&ReplayProgress),
+) -> Result<Replayed<S>, SequencerError> {
     let last = journal.last_seq();
     let target = match to_seq {
         Some(t) if t > last => {
@@ -241,7 +260,6 @@ pub fn replay<S: StateMachine>(
         state_hash,
         journal: open_report,
         commands: run.commands,
-        _open: journal,
     })
 }
 
