@@ -189,6 +189,23 @@ impl SyncHandle {
     /// then tells the durable observer `last_seq`. A failure poisons the journal: what
     /// reached the disk is unknown.
     pub fn sync(&mut self, last_seq: u64) -> Result<(), JournalError> {
+        let point = self.sync_data()?;
+        let (shared, sync) = (&self.shared, &mut self.sync);
+        let fsync = self.durability == Durability::Fsync;
+        shared.guarded(|| {
+            shared.advance_mark(sync.as_mut(), point.last_seq, point.link, None, fsync)
+        })?;
+        if let Some(obs) = self.observer.as_mut() {
+            obs(last_seq);
+        }
+        Ok(())
+    }
+
+    /// The first half of `sync`: the fsync only. Returns the point it made durable (the
+    /// last group flushed before it began), which is not yet in the mark: nothing up to
+    /// it may be released before a [`MarkHandle::record`] of it (or a later point) has
+    /// returned. Lets the mark of one round be written while the next round's fsync runs.
+    pub fn sync_data(&mut self) -> Result<Tip, JournalError> {
         let (shared, sync) = (&self.shared, &mut self.sync);
         let fsync = self.durability == Durability::Fsync;
         shared.guarded(|| {
@@ -198,7 +215,39 @@ impl SyncHandle {
             if fsync {
                 sync.sync()?;
             }
-            shared.advance_mark(sync.as_mut(), flushed.last_seq, flushed.link, None, fsync)
+            Ok(flushed)
+        })
+    }
+}
+
+/// The mark half of a two-stage sync (see [`SyncHandle::sync_data`]), usable on its own
+/// thread.
+pub struct MarkHandle {
+    sync: Box<dyn StoreSync>,
+    durability: Durability,
+    shared: Arc<Shared>,
+    observer: Option<DurableObserver>,
+}
+
+impl std::fmt::Debug for MarkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarkHandle")
+            .field("durability", &self.durability)
+            .field("poisoned", &self.shared.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MarkHandle {
+    /// Records `point` (returned by a `SyncHandle::sync_data` that has returned Ok) in
+    /// the durable mark, written and fsynced before this returns, then tells the durable
+    /// observer `last_seq`. Only then may what it covers be released. A failure poisons
+    /// the journal.
+    pub fn record(&mut self, point: Tip, last_seq: u64) -> Result<(), JournalError> {
+        let (shared, sync) = (&self.shared, &mut self.sync);
+        let fsync = self.durability == Durability::Fsync;
+        shared.guarded(|| {
+            shared.advance_mark(sync.as_mut(), point.last_seq, point.link, None, fsync)
         })?;
         if let Some(obs) = self.observer.as_mut() {
             obs(last_seq);
@@ -860,6 +909,21 @@ impl Journal {
             return Err(JournalError::ReadOnly);
         }
         Ok(SyncHandle {
+            sync: self.store.syncer()?,
+            durability: self.opts.durability,
+            shared: Arc::clone(&self.shared),
+            observer: self.observer.take(),
+        })
+    }
+
+    /// The mark half of a two-stage sync, for another thread (see
+    /// [`SyncHandle::sync_data`]). The durable observer, if any, moves to it: from now on
+    /// it is told after each `record`.
+    pub fn mark_handle(&mut self) -> Result<MarkHandle, JournalError> {
+        if self.opts.read_only {
+            return Err(JournalError::ReadOnly);
+        }
+        Ok(MarkHandle {
             sync: self.store.syncer()?,
             durability: self.opts.durability,
             shared: Arc::clone(&self.shared),

@@ -83,8 +83,8 @@ pub use codec::{key_seq, seq_key};
 pub use durability::Durability;
 pub use error::{DecodeError, JournalError};
 pub use journal::{
-    AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions, OpenCheck,
-    OpenReport, StoredBatch, SyncHandle, Tip,
+    AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions, MarkHandle,
+    OpenCheck, OpenReport, StoredBatch, SyncHandle, Tip,
 };
 pub use mark::{
     decode_mark, encode_mark, read_mark_file, Mark, MarkRead, MarkSlot, MARK_FILE_LEN, MARK_MAGIC,

@@ -22,11 +22,12 @@
 //! under load one flush covers everything that arrived during the previous one.
 //! The writer stores the group's batches atomically and flushes them to sled's file,
 //! then hands the group to its sync thread, which fsyncs once for every group flushed
-//! before it began (see perpcore-journal's `SyncHandle`) and only then sends each
-//! group's outputs, in order, as one message (`Vec<Committed { seq, ts_ns, events }>`,
+//! before it began (see perpcore-journal's `SyncHandle::sync_data`) and hands the round
+//! to the mark thread, which records it in the durable mark (`MarkHandle::record`) and
+//! only then sends each group's outputs, in order, as one message (`Vec<Committed { seq, ts_ns, events }>`,
 //! the events inline up to two) on the bounded output channel; meanwhile the writer
 //! stores the next group and the sequencer thread applies the one after. If a journal
-//! write or fsync fails, the writer and its sync thread stop, no event of that group or
+//! write, fsync or mark write fails, the writer, sync and mark threads stop, no event of that group or
 //! a later one is sent, and the sequencer stops with the error, at once even when idle:
 //! the output channel closes, later submissions return `Closed`, and `shutdown` returns
 //! the error.

@@ -5,13 +5,15 @@
 //! commit to the journal, releasing events, snapshots at exact sequence numbers, and
 //! orderly shutdown.
 //!
-//! Three threads when journaling (LMAX's split, with the fsync as its own stage): the
-//! sequencer thread stamps, encodes and applies, and hands each sealed group with its
-//! outputs to the journal writer thread; the writer stores the group in sled and flushes
-//! it to sled's file, and passes it to the sync thread, which fsyncs and only then
-//! releases the outputs of every group flushed before that fsync began. The sequencer
-//! applies the next group while the writer stores the previous one, and the writer
-//! stores it while the one before is being fsynced. Snapshots and barriers travel the
+//! Four threads when journaling (LMAX's split, with the fsync and the mark as stages of
+//! their own): the sequencer thread stamps, encodes and applies, and hands each sealed
+//! group with its outputs to the journal writer thread; the writer stores the group in
+//! sled and flushes it to sled's file, and passes it to the sync thread, which fsyncs
+//! every group flushed before that fsync began and passes the round to the mark thread,
+//! which records it in the durable mark (written and fsynced) and only then releases
+//! the round's outputs. The sequencer applies the next group while the writer stores the
+//! previous one, the writer stores it while the one before is being fsynced, and the
+//! fsync of one round runs while the mark of the round before is written. Snapshots and barriers travel the
 //! same channels, so they are ordered after every group before them. A failed write or
 //! fsync stops every stage at once, idle ones too (each waits on the next stage's exit as
 //! well as on its input). A snapshot or barrier request is answered by the stage that
@@ -25,7 +27,9 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, select, Receiver, Select, Sender, TryRecvError, TrySendError};
-use perpcore_journal::{BatchBuilder, Journal, JournalError, SyncHandle, ENTRY_HEADER_LEN};
+use perpcore_journal::{
+    BatchBuilder, Journal, JournalError, MarkHandle, SyncHandle, Tip, ENTRY_HEADER_LEN,
+};
 
 use crate::clock::Clock;
 use crate::error::{Closed, SequencerError, TrySubmitError};
@@ -585,8 +589,12 @@ fn writer_loop<E: Send + 'static>(
     out: Sender<Vec<Committed<E>>>,
     recycle: Sender<BatchBuilder>,
 ) -> (Journal, Result<(), SequencerError>) {
-    let sync = match journal.sync_handle() {
-        Ok(s) => s,
+    // The mark handle first: it takes the durable observer, told after each mark.
+    let handles = journal
+        .mark_handle()
+        .and_then(|m| journal.sync_handle().map(|s| (s, m)));
+    let (sync, mark) = match handles {
+        Ok(h) => h,
         Err(e) => return (journal, Err(e.into())),
     };
     let (to_sync, from_writer) = bounded::<ToSyncer<E>>(SYNC_QUEUE);
@@ -594,7 +602,7 @@ fn writer_loop<E: Send + 'static>(
     let syncer = match std::thread::Builder::new()
         .name("perpcore-journal-sync".to_string())
         .spawn(move || {
-            let result = sync_loop(sync, from_writer, out);
+            let result = sync_stage(sync, mark, from_writer, out);
             drop(sync_finishing);
             result
         }) {
@@ -689,27 +697,103 @@ fn write_loop<E>(
     }
 }
 
-/// The sync stage: takes everything the writer has flushed so far, fsyncs once, then
-/// releases those groups' outputs and answers barriers, in order.
-fn sync_loop<E>(
-    mut sync: SyncHandle,
+/// One fsync round, as the sync thread hands it to the mark thread.
+struct Synced<E> {
+    /// What the fsync made durable (`None`: the round held only barriers).
+    point: Option<Tip>,
+    /// The round's messages, in journal order.
+    msgs: Vec<ToSyncer<E>>,
+}
+
+/// The sync thread and the mark thread it starts: two stages, so the mark of one round
+/// is written and fsynced while the next round's fsync of sled's files runs. Returns the
+/// first failure of either (a failed stage stops the other, as the writer and the sync
+/// thread do).
+fn sync_stage<E: Send + 'static>(
+    sync: SyncHandle,
+    mark: MarkHandle,
     rx: Receiver<ToSyncer<E>>,
     out: Sender<Vec<Committed<E>>>,
 ) -> Result<(), SequencerError> {
-    let mut out_open = true;
-    let mut round = Vec::new();
-    while let Ok(first) = rx.recv() {
-        round.push(first);
+    let (to_mark, from_sync) = bounded::<Synced<E>>(SYNC_QUEUE);
+    let (mark_finishing, mark_finished) = bounded::<()>(0);
+    let marker = std::thread::Builder::new()
+        .name("perpcore-journal-mark".to_string())
+        .spawn(move || {
+            let result = mark_loop(mark, from_sync, out);
+            drop(mark_finishing);
+            result
+        })
+        .map_err(SequencerError::Spawn)?;
+    let synced = sync_loop(sync, rx, &to_mark, &mark_finished);
+    drop(to_mark);
+    let marked = marker.join().unwrap_or(Err(SequencerError::WorkerPanicked));
+    match (synced, marked) {
+        (Ok(()), marked) => marked,
+        (Err(Some(SequencerError::Journal(JournalError::Poisoned))), Err(cause)) => Err(cause),
+        (Err(Some(e)), _) => Err(e),
+        (Err(None), marked) => Err(marked.err().unwrap_or(SequencerError::Closed)),
+    }
+}
+
+/// The sync stage: takes everything the writer has flushed so far, fsyncs once, and
+/// hands the round to the mark thread. `Err(None)`: the mark thread stopped (its result
+/// tells why).
+fn sync_loop<E>(
+    mut sync: SyncHandle,
+    rx: Receiver<ToSyncer<E>>,
+    to_mark: &Sender<Synced<E>>,
+    mark_finished: &Receiver<()>,
+) -> Result<(), Option<SequencerError>> {
+    loop {
+        // The mark thread only finishes early after a failed mark write; waiting on that
+        // too stops an idle sync thread at once, and with it the writer.
+        let first = select! {
+            recv(rx) -> msg => match msg {
+                Ok(msg) => msg,
+                Err(_) => return Ok(()),
+            },
+            recv(mark_finished) -> _ => return Err(None),
+        };
+        let mut msgs = vec![first];
         // Every message queued now was flushed before the fsync below begins.
-        round.extend(rx.try_iter());
-        let last_seq = round.iter().rev().find_map(|m| match m {
-            ToSyncer::Group { last_seq, .. } => Some(*last_seq),
-            ToSyncer::Barrier { .. } => None,
-        });
-        if let Some(last_seq) = last_seq {
-            sync.sync(last_seq)?;
+        msgs.extend(rx.try_iter());
+        let point = if msgs.iter().any(|m| matches!(m, ToSyncer::Group { .. })) {
+            Some(sync.sync_data().map_err(|e| Some(e.into()))?)
+        } else {
+            None
+        };
+        to_mark.send(Synced { point, msgs }).map_err(|_| None)?;
+    }
+}
+
+/// The mark stage: takes every synced round so far, records the newest point in the
+/// durable mark once (written and fsynced), then releases those rounds' outputs and
+/// answers their barriers, in order.
+fn mark_loop<E>(
+    mut mark: MarkHandle,
+    rx: Receiver<Synced<E>>,
+    out: Sender<Vec<Committed<E>>>,
+) -> Result<(), SequencerError> {
+    let mut out_open = true;
+    let mut rounds = Vec::new();
+    while let Ok(first) = rx.recv() {
+        rounds.push(first);
+        rounds.extend(rx.try_iter());
+        // Points only grow: the newest covers every round before it.
+        if let Some(point) = rounds.iter().rev().find_map(|r| r.point) {
+            let last_seq = rounds
+                .iter()
+                .flat_map(|r| r.msgs.iter())
+                .filter_map(|m| match m {
+                    ToSyncer::Group { last_seq, .. } => Some(*last_seq),
+                    ToSyncer::Barrier { .. } => None,
+                })
+                .max()
+                .unwrap_or(point.last_seq);
+            mark.record(point, last_seq)?;
         }
-        for msg in round.drain(..) {
+        for msg in rounds.drain(..).flat_map(|r| r.msgs) {
             match msg {
                 ToSyncer::Group { outputs, .. } => {
                     if out_open && out.send(outputs).is_err() {
