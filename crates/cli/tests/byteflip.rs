@@ -38,12 +38,15 @@
 //!   journal's layout is the same at every build (only its timestamps differ); the big
 //!   one's depends on how the sequencer happened to group its commits;
 //! - `PERPCORE_FLIP_TIMEOUT_S=S`: per-process timeout (default 60);
+//! - `PERPCORE_FLIP_KINDS=flip-byte,truncate`: only these damage kinds (all by default);
 //! - `PERPCORE_FLIP_COMMANDS=inspect,replay,run`: run only these commands on the damaged
 //!   copies (all five by default; the intact journal is always checked with all five);
 //! - `PERPCORE_FLIP_KEEP=1`: keep the work directory (journal copies, outputs) and print
 //!   its path.
 
-use rand::{Rng, SeedableRng};
+mod common;
+
+use common::scenario;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -85,6 +88,8 @@ struct Knobs {
     keep: bool,
     /// The commands run on each damaged copy.
     commands: Vec<Cmd>,
+    /// Only these damage kinds (`flip-byte`, `flip-bit`, `truncate`, `delete`).
+    kinds: Option<Vec<String>>,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -119,6 +124,9 @@ impl Knobs {
             only,
             timeout: Duration::from_secs(env_u64("PERPCORE_FLIP_TIMEOUT_S").unwrap_or(60)),
             keep: env_flag("PERPCORE_FLIP_KEEP"),
+            kinds: std::env::var("PERPCORE_FLIP_KINDS")
+                .ok()
+                .map(|v| v.split(',').map(|k| k.trim().to_string()).collect()),
             commands: match std::env::var("PERPCORE_FLIP_COMMANDS") {
                 Ok(v) => v
                     .split(',')
@@ -646,52 +654,6 @@ fn run_on_copy(
     (outcome, exec)
 }
 
-/// A scenario on the default config (BTCUSDT: tick 0.1, lot 0.001), as in `crash.rs`:
-/// 20 funded accounts, then limit orders around a drifting mark, cancels and mark moves.
-fn scenario(lines: usize) -> String {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
-    let mut s = String::from("{\"cmd\":\"config\",\"default\":true}\n");
-    for a in 1..=20 {
-        s += &format!("{{\"cmd\":\"create_account\",\"ts\":1,\"account\":{a}}}\n");
-        s += &format!("{{\"cmd\":\"deposit\",\"ts\":1,\"account\":{a},\"asset\":\"USDT\",\"amount\":\"100000\"}}\n");
-    }
-    let mut mark: i64 = 600_000; // ticks of 0.1
-    s += &format!(
-        "{{\"cmd\":\"mark\",\"ts\":1,\"symbol\":\"BTCUSDT\",\"price\":\"{}.{}\"}}\n",
-        mark / 10,
-        mark % 10
-    );
-    for id in 1..lines as u64 {
-        match rng.gen_range(0..10) {
-            0 => {
-                mark += rng.gen_range(-300..=300);
-                s += &format!(
-                    "{{\"cmd\":\"mark\",\"ts\":1,\"symbol\":\"BTCUSDT\",\"price\":\"{}.{}\"}}\n",
-                    mark / 10,
-                    mark % 10
-                );
-            }
-            1 => {
-                let a = rng.gen_range(1..=20);
-                s += &format!("{{\"cmd\":\"cancel_all\",\"ts\":1,\"account\":{a}}}\n");
-            }
-            _ => {
-                let a = rng.gen_range(1..=20);
-                let side = if rng.gen_bool(0.5) { "buy" } else { "sell" };
-                let p = mark + rng.gen_range(-500..=500);
-                let q = rng.gen_range(1..500);
-                s += &format!(
-                    "{{\"cmd\":\"order\",\"ts\":1,\"account\":{a},\"symbol\":\"BTCUSDT\",\"id\":{id},\"side\":\"{side}\",\"price\":\"{}.{}\",\"qty\":\"0.{:03}\"}}\n",
-                    p / 10,
-                    p % 10,
-                    q
-                );
-            }
-        }
-    }
-    s
-}
-
 /// Build a reference journal in one `run` and record what every command answers on
 /// intact copies of it (the intact runs' outcomes, writes included, go to `outcomes`).
 fn build_reference(
@@ -958,7 +920,10 @@ fn damage_is_detected_and_reads_write_nothing() {
         matched.insert(cases[case].label(name));
         let first = cases.len();
         let mut wanted = |c: &Case| match &knobs.only {
-            None => true,
+            None => knobs
+                .kinds
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|k| k == c.damage.name())),
             Some(only) => {
                 let l = c.label(name);
                 only.contains(&l) && matched.insert(l)

@@ -190,15 +190,14 @@ impl SyncHandle {
     /// reached the disk is unknown.
     pub fn sync(&mut self, last_seq: u64) -> Result<(), JournalError> {
         let point = self.sync_data()?;
-        let (shared, sync) = (&self.shared, &mut self.sync);
-        let fsync = self.durability == Durability::Fsync;
-        shared.guarded(|| {
-            shared.advance_mark(sync.as_mut(), point.last_seq, point.link, None, fsync)
-        })?;
-        if let Some(obs) = self.observer.as_mut() {
-            obs(last_seq);
-        }
-        Ok(())
+        record_point(
+            &self.shared,
+            self.sync.as_mut(),
+            self.durability,
+            &mut self.observer,
+            point,
+            last_seq,
+        )
     }
 
     /// The first half of `sync`: the fsync only. Returns the point it made durable (the
@@ -244,16 +243,34 @@ impl MarkHandle {
     /// observer `last_seq`. Only then may what it covers be released. A failure poisons
     /// the journal.
     pub fn record(&mut self, point: Tip, last_seq: u64) -> Result<(), JournalError> {
-        let (shared, sync) = (&self.shared, &mut self.sync);
-        let fsync = self.durability == Durability::Fsync;
-        shared.guarded(|| {
-            shared.advance_mark(sync.as_mut(), point.last_seq, point.link, None, fsync)
-        })?;
-        if let Some(obs) = self.observer.as_mut() {
-            obs(last_seq);
-        }
-        Ok(())
+        record_point(
+            &self.shared,
+            self.sync.as_mut(),
+            self.durability,
+            &mut self.observer,
+            point,
+            last_seq,
+        )
     }
+}
+
+/// Records a point made durable by an fsync in the mark (through `sync`'s handle,
+/// fsynced in `Durability::Fsync`), then tells the observer `last_seq`. A failure
+/// poisons the journal.
+fn record_point(
+    shared: &Shared,
+    sync: &mut dyn StoreSync,
+    durability: Durability,
+    observer: &mut Option<DurableObserver>,
+    point: Tip,
+    last_seq: u64,
+) -> Result<(), JournalError> {
+    let fsync = durability == Durability::Fsync;
+    shared.guarded(|| shared.advance_mark(sync, point.last_seq, point.link, None, fsync))?;
+    if let Some(obs) = observer.as_mut() {
+        obs(last_seq);
+    }
+    Ok(())
 }
 
 /// The mark as last written, and the generation that wrote it.
