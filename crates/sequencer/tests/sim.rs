@@ -1,5 +1,5 @@
-//! The seeded simulation of the whole commit pipeline: the sequencer with its writer and
-//! sync threads, the journal, and a simulated disk (`perpcore_journal::sim`) that fails
+//! The seeded simulation of the whole commit pipeline: the sequencer with its writer, sync
+//! and mark threads, the journal, and a simulated disk (`perpcore_journal::sim`) that fails
 //! calls, crashes and gets damaged, driven by one ChaCha8 stream per seed.
 //!
 //! Owns: the simulation driver, its checks and its counters. Must never: wait without a
