@@ -1637,8 +1637,11 @@ impl Engine {
     }
 
     fn set_index_price(&mut self, i: InstrumentId, price: Price, out: &mut Vec<Event>) -> Res {
-        self.spec(i)?;
+        let tick = self.spec(i)?.tick_size;
         check_price(price)?;
+        if price < tick {
+            return Err(RejectReason::PriceBelowTick);
+        }
         self.market[i.0 as usize].index = Some(price);
         out.push(Event::IndexPriceSet {
             instrument: i,
@@ -1700,12 +1703,16 @@ impl Engine {
     }
 
     fn set_mark_price(&mut self, i: InstrumentId, price: Price, out: &mut Vec<Event>) -> Res {
-        self.spec(i)?;
+        let tick = self.spec(i)?.tick_size;
         if !price.is_positive() {
             return Err(RejectReason::PriceNotPositive);
         }
         if price > MAX_PRICE {
             return Err(RejectReason::PriceTooLarge);
+        }
+        // Below one tick no order price exists on the grid, and the band would end at 0.
+        if price < tick {
+            return Err(RejectReason::PriceBelowTick);
         }
         self.marks[i.0 as usize] = Some(price);
         self.bands[i.0 as usize] = band(&self.config.instruments[i.0 as usize], price);
@@ -1810,7 +1817,10 @@ pub(crate) fn band(spec: &InstrumentSpec, mark: Price) -> (PriceTicks, PriceTick
         RATE_SCALE as i128,
         Rounding::Floor,
     ) as i64);
-    let low = spec.ticks_of(mark - d, Rounding::Ceil);
+    let low = PriceTicks(spec.ticks_of(mark - d, Rounding::Ceil).0.max(1));
     let high = spec.ticks_of(mark + d, Rounding::Floor);
-    (PriceTicks(low.0.max(1)), high)
+    // 1 ≤ low ≤ high by construction, for any mark: near one tick the band's ends can
+    // cross (a mark of 0.019 with ticks of 0.01 and a 5% band gives 2 and 1), and then the
+    // band is the one price `low`. No order is ever priced at 0 or in an empty band.
+    (low, PriceTicks(high.0.max(low.0)))
 }

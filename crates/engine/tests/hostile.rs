@@ -170,3 +170,80 @@ proptest! {
         }
     }
 }
+
+/// Issue 13, "Engine panic, two commands": an account with a deposit, a mark of one raw
+/// unit (0.00000001) on the coin-M inverse instrument, then a market buy of one lot
+/// panicked (`inverse value at non-positive price`): `band`'s low end was clamped to one
+/// tick but its high end (floor of 0.00000001 + 5% in ticks of 0.1) was 0, and the market
+/// order's limit was priced there. A mark below one tick is now refused with its own
+/// code, so no band can end below one tick.
+#[test]
+fn engine_panic_sub_tick_mark_on_coin_m_then_market_buy() {
+    let mut e = Engine::new(perpcore_testkit::gen::test_config());
+    let coin_m = InstrumentId(3);
+    let cmds = [
+        Command::CreateAccount {
+            account: AccountId(1),
+            parent: None,
+        },
+        Command::Deposit {
+            account: AccountId(1),
+            asset: AssetId(2),
+            amount: Money::from_int(10),
+        },
+        Command::SetMarkPrice {
+            instrument: coin_m,
+            price: Price(1),
+        },
+        Command::SetIndexPrice {
+            instrument: coin_m,
+            price: Price(1),
+        },
+        Command::PlaceOrder(NewOrder {
+            account: AccountId(1),
+            instrument: coin_m,
+            order_id: OrderId(1),
+            side: Side::Buy,
+            order_type: OrderType::Market,
+            tif: TimeInForce::Ioc,
+            price: PriceTicks(0),
+            qty: QtyLots(1),
+            reduce_only: false,
+            close_position: false,
+            stp: StpMode::ExpireTaker,
+        }),
+    ];
+    let mut rejected = Vec::new();
+    for (n, command) in cmds.into_iter().enumerate() {
+        let seq = n as u64 + 1;
+        let mut out = Vec::new();
+        e.apply(&Envelope { seq, ts_ns: seq, command }, &mut out);
+        e.check_invariants().expect("invariants");
+        if let Some(Event::Rejected { reason, .. }) = out.first() {
+            rejected.push((seq, *reason));
+        }
+    }
+    assert_eq!(
+        rejected,
+        vec![
+            (3, RejectReason::PriceBelowTick),
+            (4, RejectReason::PriceBelowTick),
+            (5, RejectReason::NoMarkPrice),
+        ]
+    );
+    // One tick is a valid mark, and the same order then meets a band of at least one
+    // tick on both ends (it is refused or fills, but does not panic).
+    let mut out = Vec::new();
+    e.apply(
+        &Envelope {
+            seq: 6,
+            ts_ns: 6,
+            command: Command::SetMarkPrice {
+                instrument: coin_m,
+                price: Price::parse("0.1").expect("price"),
+            },
+        },
+        &mut out,
+    );
+    assert!(matches!(out.first(), Some(Event::MarkPriceSet { .. })), "{out:?}");
+}
