@@ -217,7 +217,14 @@ fn engine_panic_sub_tick_mark_on_coin_m_then_market_buy() {
     for (n, command) in cmds.into_iter().enumerate() {
         let seq = n as u64 + 1;
         let mut out = Vec::new();
-        e.apply(&Envelope { seq, ts_ns: seq, command }, &mut out);
+        e.apply(
+            &Envelope {
+                seq,
+                ts_ns: seq,
+                command,
+            },
+            &mut out,
+        );
         e.check_invariants().expect("invariants");
         if let Some(Event::Rejected { reason, .. }) = out.first() {
             rejected.push((seq, *reason));
@@ -245,5 +252,8 @@ fn engine_panic_sub_tick_mark_on_coin_m_then_market_buy() {
         },
         &mut out,
     );
-    assert!(matches!(out.first(), Some(Event::MarkPriceSet { .. })), "{out:?}");
+    assert!(
+        matches!(out.first(), Some(Event::MarkPriceSet { .. })),
+        "{out:?}"
+    );
 }
