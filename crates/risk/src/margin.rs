@@ -251,12 +251,14 @@ pub fn liquidation_price(
     let mut result = None;
     for _ in 0..=spec.brackets.len() {
         let num = wb_plus_others + bracket.cum - leg.basis;
-        // Denominator in money-raw per price-raw: |q|·mmr − q.
-        let den = div_round(
-            unit.abs() * bracket.mmr.raw() as i128,
-            RATE_SCALE as i128,
-            Rounding::Floor,
-        ) - unit;
+        // LP = num / (|q|·mmr − q), with both sides scaled by RATE_SCALE so that nothing
+        // is rounded before the one division (flooring |q|·mmr in money-raw per price-raw
+        // first made small positions report a price the engine liquidates above).
+        let rs = RATE_SCALE as i128;
+        let den = unit
+            .abs()
+            .checked_mul(bracket.mmr.raw() as i128)?
+            .checked_sub(unit.checked_mul(rs)?)?;
         if den == 0 {
             return None;
         }
@@ -265,7 +267,7 @@ pub fn liquidation_price(
         } else {
             Rounding::Floor
         };
-        let lp = div_round(num.raw(), den, rounding);
+        let lp = div_round(num.raw().checked_mul(rs)?, den, rounding);
         if lp <= 0 {
             return None;
         }
@@ -480,6 +482,34 @@ mod tests {
         let lp = liquidation_price(&short, &s, Money::from_int(8_400), p("84000")).unwrap();
         // 92,400 / 1.004 = 92,031.8725099…; rounded down for a short.
         assert_eq!(lp, p("92031.87250996"));
+    }
+
+    /// Issue 13, "Liquidation price wrong for small positions": long 0.123 BTC at
+    /// 50,000 (basis 6,150) with 1,000 of wallet, mmr 0.4%, cum 0:
+    /// LP = (1,000 − 6,150) / (0.123 × 0.004 − 0.123) = −5,150 / −0.122508
+    /// = 42,038.0709831…, rounded up for a long: 42,038.07098312. The report used to
+    /// floor |q|·mmr to whole money-raw per price-raw first (1,230 × 0.004 = 4.92 → 4),
+    /// giving 42,006.53: a trader was liquidated above the price the report showed.
+    #[test]
+    fn liquidation_price_wrong_for_small_positions() {
+        let s = spec_single_bracket();
+        let mut long = Leg::new(s.id, 125);
+        apply_fill(&mut long, &s, Side::Buy, 123, p("50000"));
+        assert_eq!(long.basis, Money::from_int(6_150));
+        let lp = liquidation_price(&long, &s, Money::from_int(1_000), p("50000")).unwrap();
+        assert_eq!(lp, p("42038.07098312"));
+        // Short 0.123 at 50,000 with 1,000: LP = (1,000 + 6,150) / (0.123 × 1.004)
+        // = 7,150 / 0.123492 = 57,898.4873514…, rounded down for a short.
+        let mut short = Leg::new(s.id, 125);
+        apply_fill(&mut short, &s, Side::Sell, 123, p("50000"));
+        let lp = liquidation_price(&short, &s, Money::from_int(1_000), p("50000")).unwrap();
+        assert_eq!(lp, p("57898.48735140"));
+        // One lot (0.001 BTC): |q|·mmr is 0.04 money-raw per price-raw, floored to 0 before.
+        let mut tiny = Leg::new(s.id, 125);
+        apply_fill(&mut tiny, &s, Side::Buy, 1, p("50000"));
+        // (10 − 50) / (0.001 × 0.004 − 0.001) = −40 / −0.000996 = 40,160.6425702…
+        let lp = liquidation_price(&tiny, &s, Money::from_int(10), p("50000")).unwrap();
+        assert_eq!(lp, p("40160.64257029"));
     }
 
     fn spec_single_bracket() -> InstrumentSpec {
