@@ -18,7 +18,6 @@
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::str::FromStr;
 
 /// Raw units per 1 of [`Money`].
 pub const MONEY_SCALE: i128 = 1_000_000_000_000;
@@ -120,14 +119,46 @@ pub enum NumError {
 }
 
 /// Parse decimal text exactly into an integer with `scale` decimal places.
-/// Refuses text with more decimals than `scale` (never rounds silently).
+///
+/// The text must be `-?DIGITS(.DIGITS)?` in ASCII: no sign `+`, no spaces, no exponent, no
+/// `_`, no leading or trailing point. Digits past `scale` must be zeros (exchanges pad
+/// prices); anything else is `TooPrecise`, a value beyond `i128` is `Range`. Checked
+/// before any conversion and computed in integers, so nothing is ever rounded (a
+/// `rust_decimal` round trip rounds beyond 28 significant digits).
 pub fn parse_decimal(text: &str, scale: u32) -> Result<i128, NumError> {
-    let t = text.trim();
-    let d = Decimal::from_str(t).map_err(|_| NumError::Syntax(text.to_string()))?;
-    decimal_to_fixed(d, scale).map_err(|e| match e {
-        NumError::Syntax(_) => NumError::Syntax(text.to_string()),
-        other => other,
-    })
+    let syntax = || NumError::Syntax(text.to_string());
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || frac.is_some_and(|f| !digits(f)) {
+        return Err(syntax());
+    }
+    let frac = frac.unwrap_or("");
+    let kept = usize::try_from(scale).unwrap_or(usize::MAX).min(frac.len());
+    let (frac_kept, frac_rest) = frac.split_at(kept);
+    if frac_rest.bytes().any(|b| b != b'0') {
+        return Err(NumError::TooPrecise(text.to_string(), scale));
+    }
+    let range = || NumError::Range(text.to_string());
+    let mut v: i128 = 0;
+    for b in int.bytes().chain(frac_kept.bytes()) {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i128::from(b - b'0')))
+            .ok_or_else(range)?;
+    }
+    let pad = scale - u32::try_from(kept).unwrap_or(scale);
+    v = 10i128
+        .checked_pow(pad)
+        .and_then(|p| v.checked_mul(p))
+        .ok_or_else(range)?;
+    Ok(if neg { -v } else { v })
 }
 
 /// Convert a `Decimal` exactly into an integer with `scale` decimal places.
@@ -454,6 +485,56 @@ impl std::ops::SubAssign for QtyLots {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Issue 13, "Decimals rounded silently": `rust_decimal`'s `from_str` rounds beyond 28
+    /// significant digits (a deposit of "1.99999999999999999999999999999" credited 2) and
+    /// accepts forms that are never valid money or prices. Text is now checked for digits
+    /// and scale before any conversion.
+    #[test]
+    fn decimals_rounded_silently() {
+        // 29 nines after the point at 12 decimals (money): too precise, not 2.
+        assert!(matches!(
+            parse_decimal("1.99999999999999999999999999999", 12),
+            Err(NumError::TooPrecise(..))
+        ));
+        for bad in [
+            "1e3",
+            "+1",
+            " 1",
+            "1 ",
+            ".5",
+            "63943.",
+            "6_3_9_4_5.12",
+            "",
+            "-",
+            "1.2.3",
+            "0x10",
+            "--1",
+            "1,5",
+            "٣",
+        ] {
+            assert!(
+                matches!(parse_decimal(bad, 8), Err(NumError::Syntax(_))),
+                "{bad:?} was accepted"
+            );
+        }
+        // A 30-decimal tiny price is refused, not read as 0.
+        assert!(matches!(
+            parse_decimal("0.000000000000000000000000000001", 8),
+            Err(NumError::TooPrecise(..))
+        ));
+        // Exact forms, trailing zeros beyond the scale included (exchanges pad).
+        assert_eq!(parse_decimal("84000.10", 8), Ok(8_400_010_000_000));
+        assert_eq!(parse_decimal("0.10000000000", 8), Ok(10_000_000));
+        assert_eq!(parse_decimal("-1.5", 1), Ok(-15));
+        assert_eq!(parse_decimal("007", 0), Ok(7));
+        assert_eq!(parse_decimal("-0", 8), Ok(0));
+        // Out of range is refused, never wrapped.
+        assert!(matches!(
+            parse_decimal("999999999999999999999999999999999999999", 8),
+            Err(NumError::Range(_))
+        ));
+    }
 
     #[test]
     fn parse_is_exact_and_refuses_extra_precision() {
