@@ -77,8 +77,12 @@ pub enum Line {
 
 type Res<T> = Result<T, String>;
 
-/// Parse one line of text into a JSON object and return it with its `cmd`.
+/// Parse one line of text into a JSON object and return it with its `cmd`. A key that
+/// appears twice in any object of the line is refused (JSON parsers keep the last one,
+/// silently: a scenario or an inline config would not mean what it says).
 pub fn parse_object(text: &str) -> Res<(String, Map<String, Value>)> {
+    serde_json::from_str::<UniqueKeys>(text)
+        .map_err(|e| format!("not valid JSON: {}", strip_pos(&e)))?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {}", strip_pos(&e)))?;
     let Value::Object(map) = value else {
@@ -90,6 +94,60 @@ pub fn parse_object(text: &str) -> Res<(String, Map<String, Value>)> {
         None => return Err("missing \"cmd\"".into()),
     };
     Ok((cmd, map))
+}
+
+/// A JSON value read only to check that no object in it repeats a key.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
 }
 
 /// serde_json appends "at line 1 column N"; the column is useful, the line is not.
@@ -586,5 +644,26 @@ impl<'a> Fields<'a> {
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => Err(format!("field {name:?} must be true or false, got {v}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: "Scenario lines with a duplicate key take the last." Refused now, at any
+    /// depth (an inline config object too).
+    #[test]
+    fn scenario_line_with_a_duplicate_key_is_refused() {
+        let e = parse_object(r#"{"cmd":"deposit","account":1,"amount":"1","amount":"1000000"}"#)
+            .expect_err("duplicate");
+        assert!(e.contains("duplicate key \"amount\""), "{e}");
+        let e =
+            parse_object(r#"{"cmd":"config","config":{"assets":[{"symbol":"A","symbol":"B"}]}}"#)
+                .expect_err("nested duplicate");
+        assert!(e.contains("duplicate key \"symbol\""), "{e}");
+        let (cmd, map) =
+            parse_object(r#"{"cmd":"deposit","a":[1,{"b":null}],"c":1.5}"#).expect("fine");
+        assert_eq!((cmd.as_str(), map.len()), ("deposit", 3));
     }
 }
