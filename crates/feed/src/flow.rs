@@ -118,6 +118,9 @@ pub struct FlowStats {
     pub commands: BTreeMap<&'static str, u64>,
     pub synthetic_marks: u64,
     pub actions_skipped_no_market: u64,
+    /// Reference or mark prices the engine would refuse (not positive, or above
+    /// `MAX_PRICE`): not quoted around (quoting near `i64::MAX` overflowed).
+    pub prices_out_of_range: u64,
 }
 
 /// Wraps a tick stream and interleaves the generated flow by time.
@@ -309,6 +312,10 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
                 best_ask,
                 ..
             } => {
+                if [best_bid, best_ask].iter().flatten().any(|p| !usable(*p)) {
+                    self.stats.prices_out_of_range += 1;
+                    return;
+                }
                 if let Some(m) = self.market_index(instrument) {
                     let mk = &mut self.markets[m];
                     mk.bid = best_bid.or(mk.bid);
@@ -316,6 +323,10 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
                 }
             }
             Command::SetMarkPrice { instrument, price } => {
+                if !usable(price) {
+                    self.stats.prices_out_of_range += 1;
+                    return;
+                }
                 if let Some(m) = self.market_index(instrument) {
                     let mk = &mut self.markets[m];
                     mk.mark = Some(price);
@@ -622,4 +633,10 @@ impl<I: Iterator<Item = FeedItem>> Iterator for Flow<I> {
             self.peeked = Some(item);
         }
     }
+}
+
+/// A price the engine accepts as a mark or reference (positive, at most `MAX_PRICE`), so
+/// that quotes around it stay far inside `i64`.
+fn usable(p: Price) -> bool {
+    p.0 > 0 && p <= perpcore_types::MAX_PRICE
 }

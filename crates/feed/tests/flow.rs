@@ -126,3 +126,56 @@ fn recorded_marks_suppress_synthetic_ones() {
         .iter()
         .any(|i| matches!(i.command, Command::PlaceOrder(_))));
 }
+
+/// Issue 13, "Flow panic": a best bid/ask of 92233720368.54775806 (in range for `Price`,
+/// accepted by the feed parser) overflowed in `InstrumentSpec::price_of` when the flow
+/// quoted around it. Prices the engine would refuse (above `MAX_PRICE`) are no longer
+/// quoted around; they are counted.
+#[test]
+fn flow_panic_reference_prices_near_i64_max() {
+    use perpcore_feed::Origin;
+    use perpcore_types::{InstrumentId, Price};
+    let config = config();
+    let instrument = InstrumentId(0);
+    let huge = Price::parse("92233720368.54775806").expect("in range for Price");
+    let items: Vec<FeedItem> = (1..=20u64)
+        .flat_map(|s| {
+            let exchange_ns = s * 1_000_000_000;
+            [
+                FeedItem {
+                    exchange_ns,
+                    origin: Origin::Feed,
+                    command: Command::SetReferencePrices {
+                        instrument,
+                        best_bid: Some(huge),
+                        best_ask: Some(huge),
+                        last_trade: None,
+                    },
+                },
+                FeedItem {
+                    exchange_ns,
+                    origin: Origin::Feed,
+                    command: Command::SetMarkPrice {
+                        instrument,
+                        price: huge,
+                    },
+                },
+            ]
+        })
+        .collect();
+    let mut flow = Flow::new(
+        items.into_iter(),
+        &config,
+        FlowOptions {
+            seed: 1,
+            accounts: 10,
+            actions_per_sec: 1_000,
+            ..FlowOptions::default()
+        },
+    );
+    let out: Vec<FeedItem> = flow.by_ref().collect();
+    assert!(!out
+        .iter()
+        .any(|i| matches!(i.command, Command::PlaceOrder(_))));
+    assert_eq!(flow.stats().prices_out_of_range, 40);
+}
