@@ -34,7 +34,10 @@ pub struct Leg {
     /// exposure a leverage must be allowed for, MARGIN §3).
     pub order_notional: Money,
     /// Open orders of this leg, in id order.
-    pub open_orders: Vec<perpcore_types::OrderId>,
+    /// A deque, not a vector: cancelling many orders removes them from the front, which
+    /// in a vector moved every later id each time (400,000 orders: 36.8 s of `memmove`
+    /// for one `cancel_all`). Encoded like a vector (length, then the ids).
+    pub open_orders: std::collections::VecDeque<perpcore_types::OrderId>,
     /// Derived: the position's value and IM at the last mark it was valued at.
     pub valuation: Valuation,
 }
@@ -134,7 +137,7 @@ impl Leg {
             isolated_margin: Money::ZERO,
             order_margin: Money::ZERO,
             order_notional: Money::ZERO,
-            open_orders: Vec::new(),
+            open_orders: std::collections::VecDeque::new(),
             valuation: Valuation::default(),
         }
     }
