@@ -165,21 +165,11 @@ enum Commit {
 }
 
 /// The fsync half of a commit, usable on another thread than the journal's writer (see
-/// [`Journal::append_group_flushed`]).
+/// [`Journal::append_group_flushed`]). It holds a [`MarkHandle`] for `sync`, which does
+/// both halves.
+#[derive(Debug)]
 pub struct SyncHandle {
-    sync: Box<dyn StoreSync>,
-    durability: Durability,
-    shared: Arc<Shared>,
-    observer: Option<DurableObserver>,
-}
-
-impl std::fmt::Debug for SyncHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncHandle")
-            .field("durability", &self.durability)
-            .field("poisoned", &self.shared.is_poisoned())
-            .finish_non_exhaustive()
-    }
+    mark: MarkHandle,
 }
 
 impl SyncHandle {
@@ -190,14 +180,7 @@ impl SyncHandle {
     /// reached the disk is unknown.
     pub fn sync(&mut self, last_seq: u64) -> Result<(), JournalError> {
         let point = self.sync_data()?;
-        record_point(
-            &self.shared,
-            self.sync.as_mut(),
-            self.durability,
-            &mut self.observer,
-            point,
-            last_seq,
-        )
+        self.mark.record(point, last_seq)
     }
 
     /// The first half of `sync`: the fsync only. Returns the point it made durable (the
@@ -205,8 +188,9 @@ impl SyncHandle {
     /// it may be released before a [`MarkHandle::record`] of it (or a later point) has
     /// returned. Lets the mark of one round be written while the next round's fsync runs.
     pub fn sync_data(&mut self) -> Result<Tip, JournalError> {
-        let (shared, sync) = (&self.shared, &mut self.sync);
-        let fsync = self.durability == Durability::Fsync;
+        let m = &mut self.mark;
+        let (shared, sync) = (&m.shared, &mut m.sync);
+        let fsync = m.durability == Durability::Fsync;
         shared.guarded(|| {
             shared.injected_failure()?;
             // Read before the fsync: everything flushed up to here is covered by it.
@@ -243,34 +227,14 @@ impl MarkHandle {
     /// observer `last_seq`. Only then may what it covers be released. A failure poisons
     /// the journal.
     pub fn record(&mut self, point: Tip, last_seq: u64) -> Result<(), JournalError> {
-        record_point(
-            &self.shared,
-            self.sync.as_mut(),
-            self.durability,
-            &mut self.observer,
-            point,
-            last_seq,
-        )
+        let (shared, sync) = (&self.shared, self.sync.as_mut());
+        let fsync = self.durability == Durability::Fsync;
+        shared.guarded(|| shared.advance_mark(sync, point.last_seq, point.link, None, fsync))?;
+        if let Some(obs) = self.observer.as_mut() {
+            obs(last_seq);
+        }
+        Ok(())
     }
-}
-
-/// Records a point made durable by an fsync in the mark (through `sync`'s handle,
-/// fsynced in `Durability::Fsync`), then tells the observer `last_seq`. A failure
-/// poisons the journal.
-fn record_point(
-    shared: &Shared,
-    sync: &mut dyn StoreSync,
-    durability: Durability,
-    observer: &mut Option<DurableObserver>,
-    point: Tip,
-    last_seq: u64,
-) -> Result<(), JournalError> {
-    let fsync = durability == Durability::Fsync;
-    shared.guarded(|| shared.advance_mark(sync, point.last_seq, point.link, None, fsync))?;
-    if let Some(obs) = observer.as_mut() {
-        obs(last_seq);
-    }
-    Ok(())
 }
 
 /// The mark as last written, and the generation that wrote it.
@@ -922,14 +886,8 @@ impl Journal {
     /// observer, if any, moves to the handle: from now on it is told after each sync.
     /// A failed sync on either side poisons both.
     pub fn sync_handle(&mut self) -> Result<SyncHandle, JournalError> {
-        if self.opts.read_only {
-            return Err(JournalError::ReadOnly);
-        }
         Ok(SyncHandle {
-            sync: self.store.syncer()?,
-            durability: self.opts.durability,
-            shared: Arc::clone(&self.shared),
-            observer: self.observer.take(),
+            mark: self.mark_handle()?,
         })
     }
 
