@@ -68,6 +68,7 @@ fn config() -> Config {
             price_band: Rate::parse("0.05").unwrap(),
             liquidation_fee: Rate::parse("0.01").unwrap(),
             fee_to_close: false,
+            max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
         })
         .collect();
     Config {

@@ -494,6 +494,7 @@ pub fn bench_config() -> Config {
             price_band: Rate::parse("0.05").expect("band"),
             liquidation_fee: Rate::parse("0.0125").expect("fee"),
             fee_to_close: false,
+            max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
         }],
     }
 }

@@ -14,7 +14,7 @@ use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
     bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
     Config, ContractKind, InstrumentId, InstrumentSpec, Money, Price, Qty, QtyLots, Rate, TierUnit,
-    PRICE_DECIMALS,
+    DEFAULT_MAX_OPEN_ORDERS, PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -111,6 +111,10 @@ pub struct InstrumentFile {
     pub liquidation_fee: String,
     #[serde(default)]
     pub fee_to_close: bool,
+    /// Most open orders per account on this instrument; defaults to 200 (Binance's
+    /// limit), at most 10,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_orders: Option<u32>,
     /// May be left empty and filled from a Binance bracket table
     /// ([`crate::fill_brackets`]) before conversion.
     #[serde(default)]
@@ -370,6 +374,10 @@ fn instrument_from_file(
         price_band: rate(p("price_band"), &f.price_band)?,
         liquidation_fee: rate(p("liquidation_fee"), &f.liquidation_fee)?,
         fee_to_close: f.fee_to_close,
+        max_open_orders: validate::max_open_orders(
+            f.max_open_orders.unwrap_or(DEFAULT_MAX_OPEN_ORDERS),
+            &p("max_open_orders"),
+        )?,
     })
 }
 
@@ -437,6 +445,7 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
                     price_band: i.price_band.to_string(),
                     liquidation_fee: i.liquidation_fee.to_string(),
                     fee_to_close: i.fee_to_close,
+                    max_open_orders: Some(i.max_open_orders),
                     brackets: i.brackets.iter().map(bracket_file).collect(),
                 }
             })

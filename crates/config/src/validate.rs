@@ -174,6 +174,21 @@ pub(crate) fn check_lot_size(lot: Qty, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The largest open-order limit a configuration may set: it bounds the work of one
+/// cancel-all or liquidation (every open order of the account on the instrument).
+pub const MAX_OPEN_ORDERS_LIMIT: u32 = 10_000;
+
+/// An open-order limit: between 1 and [`MAX_OPEN_ORDERS_LIMIT`].
+pub(crate) fn max_open_orders(n: u32, path: &str) -> Result<u32> {
+    if n == 0 || n > MAX_OPEN_ORDERS_LIMIT {
+        return Err(ConfigError::new(
+            path,
+            format!("{n} is not between 1 and {MAX_OPEN_ORDERS_LIMIT}"),
+        ));
+    }
+    Ok(n)
+}
+
 fn check_instrument(
     config: &Config,
     inst: &InstrumentSpec,
@@ -188,6 +203,7 @@ fn check_instrument(
     let base = asset("base", inst.base_asset)?;
     let quote = asset("quote", inst.quote_asset)?;
     asset("settle", inst.settle_asset)?;
+    max_open_orders(inst.max_open_orders, &p("max_open_orders"))?;
     if inst.base_asset == inst.quote_asset {
         return Err(ConfigError::new(
             p("quote"),

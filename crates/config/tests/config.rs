@@ -292,6 +292,14 @@ mod validation {
             ("tick not a number", "instruments[0].tick_size", |f| {
                 f.instruments[0].tick_size = "abc".into()
             }),
+            ("no open orders", "instruments[0].max_open_orders", |f| {
+                f.instruments[0].max_open_orders = Some(0)
+            }),
+            (
+                "too many open orders",
+                "instruments[0].max_open_orders",
+                |f| f.instruments[0].max_open_orders = Some(10_001),
+            ),
             ("lot zero", "instruments[0].lot_size", |f| {
                 f.instruments[0].lot_size = "0".into()
             }),
@@ -475,6 +483,49 @@ mod validation {
         let e = load_json_str(&json).unwrap_err();
         assert_eq!(e.field, "json");
         assert!(e.message.contains("floats are never parsed"), "{e}");
+    }
+
+    /// Issue 13: a repeated key must not silently take the last value, in either format
+    /// and at any depth (the top level, an instrument, a bracket).
+    #[test]
+    fn config_duplicate_key_takes_the_last() {
+        let json = file_from_config(&default_config())
+            .to_json_string()
+            .unwrap();
+        for (what, text) in [
+            (
+                "instrument",
+                json.replacen(
+                    "\"tick_size\": \"0.1\"",
+                    "\"tick_size\": \"0.1\", \"tick_size\": \"0.2\"",
+                    1,
+                ),
+            ),
+            (
+                "bracket",
+                json.replacen(
+                    "\"mmr\": \"0.004\"",
+                    "\"mmr\": \"0.004\", \"mmr\": \"0.9\"",
+                    1,
+                ),
+            ),
+            (
+                "top level",
+                json.replacen("\"assets\":", "\"instruments\": [], \"assets\":", 1),
+            ),
+        ] {
+            assert_ne!(text, json, "{what}: the edit must apply");
+            let e = load_json_str(&text).unwrap_err();
+            assert!(e.message.contains("duplicate"), "{what}: {e}");
+        }
+        let toml = DEFAULT_TOML.replacen(
+            "tick_size = \"0.1\"",
+            "tick_size = \"0.1\"\ntick_size = \"0.2\"",
+            1,
+        );
+        assert_ne!(toml, DEFAULT_TOML);
+        let e = load_toml_str(&toml).unwrap_err();
+        assert!(e.message.contains("duplicate"), "{e}");
     }
 
     #[test]

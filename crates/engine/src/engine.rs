@@ -939,6 +939,16 @@ impl Engine {
             return Err(RejectReason::MarketPostOnly);
         }
         let leg = self.accounts[k].leg(o.instrument);
+        // Only an order that may rest counts against the limit, and an amend replaces
+        // one: a trader at the limit can still close, reduce and reprice.
+        let may_rest = o.order_type == OrderType::Limit
+            && matches!(o.tif, TimeInForce::Gtc | TimeInForce::PostOnly);
+        if replacing.is_none()
+            && may_rest
+            && leg.is_some_and(|l| l.open_orders.len() >= spec.max_open_orders as usize)
+        {
+            return Err(RejectReason::TooManyOpenOrders);
+        }
         let reduce_only = o.reduce_only || o.close_position;
         let qty = order_qty(spec, leg, o.side, o.qty, reduce_only, o.close_position)?;
         let limit = self.order_limit(spec, mark, o.order_type, o.side, o.price)?;

@@ -414,6 +414,7 @@ mod tests {
             price_band: Rate::parse("0.05").unwrap(),
             liquidation_fee: Rate::ZERO,
             fee_to_close: false,
+            max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
         }
     }
     fn p(s: &str) -> Price {

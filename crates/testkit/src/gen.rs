@@ -97,6 +97,7 @@ pub fn test_config() -> Config {
         price_band: Rate::parse("0.05").unwrap(),
         liquidation_fee: Rate::parse("0.0125").unwrap(),
         fee_to_close: false,
+        max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
     };
     Config {
         assets,

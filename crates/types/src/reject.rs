@@ -54,6 +54,7 @@ reasons! {
     CrossedReferencePrices = 1028, "reference best bid is not below best ask";
     NoUsdPrice = 1029, "an asset involved has no USD index price yet";
     PriceBelowTick = 1030, "mark or index price below one tick of the instrument";
+    TooManyOpenOrders = 1031, "the account has the instrument's maximum number of open orders";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";

@@ -102,7 +102,15 @@ pub struct InstrumentSpec {
     /// Bybit's convention (case M6): add the estimated fee to close
     /// (`qty × bankruptcy price × taker`) to IM and MM.
     pub fee_to_close: bool,
+    /// Most open orders one account may rest on this instrument (Binance: 200). A new
+    /// order that could rest (GTC or post-only limit) is refused at the limit with
+    /// `TooManyOpenOrders`; market, IOC and FOK orders and amends are not counted against
+    /// it, so a trader at the limit can still reduce a position or reprice.
+    pub max_open_orders: u32,
 }
+
+/// The open-order limit per account and instrument when a configuration names none.
+pub const DEFAULT_MAX_OPEN_ORDERS: u32 = 200;
 
 /// Raw Qty units per lot-factor unit: notional (10^-12) = lots × (lot_raw / 10^4) × price_raw.
 const LOT_FACTOR_DIVISOR: i64 = 10_000;
