@@ -29,12 +29,19 @@ pub(crate) struct AccountIndex {
 pub(crate) const DENSE_IDS: u64 = 1 << 20;
 const NO_SLOT: u32 = u32::MAX;
 
+/// The dense index of an id below [`DENSE_IDS`] (2^20 fits any `usize` we build for).
+#[inline]
+fn dense_slot(id: AccountId) -> usize {
+    debug_assert!(id.0 < DENSE_IDS);
+    usize::try_from(id.0).expect("a dense account id fits a usize")
+}
+
 impl AccountIndex {
     #[inline]
     pub(crate) fn get(&self, id: AccountId) -> Option<u32> {
         if id.0 < DENSE_IDS {
             self.dense
-                .get(id.0 as usize)
+                .get(dense_slot(id))
                 .copied()
                 .filter(|&k| k != NO_SLOT)
         } else {
@@ -49,7 +56,7 @@ impl AccountIndex {
             return Some(prev);
         }
         if id.0 < DENSE_IDS {
-            let i = id.0 as usize;
+            let i = dense_slot(id);
             if self.dense.len() <= i {
                 self.dense.resize(i + 1, NO_SLOT);
             }
@@ -263,7 +270,7 @@ impl Engine {
         };
         e.refresh_usd_prices();
         for k in 0..assets {
-            let id = fund_account_id(AssetId(k as u16));
+            let id = fund_account_id(AssetId::at(k));
             let mut a = Account::new(id, None, assets);
             a.system = true;
             e.insert_account(a);
@@ -1821,16 +1828,25 @@ fn check_amount(amount: Money) -> Result<(), RejectReason> {
 
 /// The mark price band `mark × (1 ± band)` in ticks, inside the band.
 pub(crate) fn band(spec: &InstrumentSpec, mark: Price) -> (PriceTicks, PriceTicks) {
-    let d = Price(mul_div(
-        mark.raw() as i128,
-        spec.price_band.raw() as i128,
-        RATE_SCALE as i128,
-        Rounding::Floor,
-    ) as i64);
+    // The band is a rate in (0, 1) (the configuration check), so `d` ≤ mark fits a price.
+    let d = Price(
+        i64::try_from(mul_div(
+            mark.raw() as i128,
+            spec.price_band.raw() as i128,
+            RATE_SCALE as i128,
+            Rounding::Floor,
+        ))
+        .expect("a fraction of a price is a price"),
+    );
     let low = PriceTicks(spec.ticks_of(mark - d, Rounding::Ceil).0.max(1));
     let high = spec.ticks_of(mark + d, Rounding::Floor);
     // 1 ≤ low ≤ high by construction, for any mark: near one tick the band's ends can
     // cross (a mark of 0.019 with ticks of 0.01 and a 5% band gives 2 and 1), and then the
     // band is the one price `low`. No order is ever priced at 0 or in an empty band.
-    (low, PriceTicks(high.0.max(low.0)))
+    let high = PriceTicks(high.0.max(low.0));
+    assert!(
+        1 <= low.0 && low <= high,
+        "band {low:?}..{high:?} at mark {mark}"
+    );
+    (low, high)
 }

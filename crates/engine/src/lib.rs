@@ -10,6 +10,10 @@
 //! indexes only; iteration goes over `Vec`s in creation order, sorted `Vec`s and the
 //! books' canonical order.
 
+// A narrowing `as` cast silently wraps: every one here is checked (`try_from`) or
+// widening, and clippy keeps it so.
+#![warn(clippy::cast_possible_truncation)]
+
 mod engine;
 mod liqindex;
 mod liquidation;

@@ -237,7 +237,10 @@ impl Engine {
         let keep = if per_lot.is_zero() {
             0
         } else {
-            (target.raw() / per_lot.raw()) as i64
+            // At most the whole position, so it fits the position's type.
+            let whole = leg.qty.0.unsigned_abs();
+            i64::try_from((target.raw() / per_lot.raw()).min(i128::from(whole)))
+                .expect("at most a position's size")
         };
         let reduce = (leg.qty.0.abs() - keep).max(1).min(leg.qty.0.abs());
         let side = if leg.qty.0 > 0 { Side::Sell } else { Side::Buy };

@@ -12,56 +12,82 @@ use perpcore_types::*;
 /// Nanoseconds per interest slot (one hour of sequenced time).
 pub(crate) const HOUR_NS: u64 = 3_600_000_000_000;
 
-impl Engine {
-    /// USD price per asset (MARGIN §1): a USD index if the feed gave one; else the USDT
-    /// index × `C`, where `C` (the USD worth of 1 USDT) is the USDT/USD index if given,
-    /// else `k/USD ÷ k/USDT` of the first asset (by id) with both, else 1.
-    /// USD price per asset, derived from the index prices (kept current by
-    /// `refresh_usd_prices`).
-    pub(crate) fn usd_prices(&self) -> &[Option<Price>] {
-        &self.usd_cache
+/// A price computed in wide integers, back in the engine's range `(0, MAX_PRICE]`.
+fn price_in_range(raw: i128) -> Result<Price, RejectReason> {
+    match i64::try_from(raw) {
+        Ok(p) if p > 0 && Price(p) <= MAX_PRICE => Ok(Price(p)),
+        _ => Err(RejectReason::UsdPriceOutOfRange),
     }
+}
 
-    /// Recompute the USD prices after an index change (and on restore).
-    pub(crate) fn refresh_usd_prices(&mut self) {
-        self.usd_cache = self.compute_usd_prices();
-    }
-
-    fn compute_usd_prices(&self) -> Vec<Option<Price>> {
-        let n = self.config.assets.len();
-        let c = self
-            .usdt
-            .and_then(|u| self.index_usd[u.0 as usize])
-            .or_else(|| {
-                (0..n).find_map(|k| match (self.index_usd[k], self.index_usdt[k]) {
-                    (Some(usd), Some(usdt)) => Some(Price(mul_div(
-                        usd.raw() as i128,
-                        PRICE_SCALE as i128,
-                        usdt.raw() as i128,
-                        Rounding::Floor,
-                    ) as i64)),
-                    _ => None,
-                })
-            });
-        let c = c.unwrap_or(Price::ONE);
-        (0..n)
-            .map(|k| {
-                if let Some(p) = self.index_usd[k] {
-                    return Some(p);
-                }
-                if Some(AssetId(k as u16)) == self.usdt {
-                    return Some(c);
-                }
-                self.index_usdt[k].map(|p| {
-                    Price(mul_div(
+/// USD price per asset (MARGIN §1) from the two index tables: a USD index if the feed
+/// gave one; else the USDT index × `C`, where `C` (the USD worth of 1 USDT) is the
+/// USDT/USD index if given, else `k/USD ÷ k/USDT` of the first asset (by id) with both,
+/// else 1. Refused when a derived price (`C` or a USDT index × `C`) falls outside
+/// `(0, MAX_PRICE]`: a zero would value collateral at nothing and divide auto-exchange by
+/// zero, and a larger one does not fit a price.
+pub(crate) fn usd_prices(
+    usdt: Option<AssetId>,
+    index_usdt: &[Option<Price>],
+    index_usd: &[Option<Price>],
+) -> Result<Vec<Option<Price>>, RejectReason> {
+    let c = match usdt.and_then(|u| index_usd[u.0 as usize]) {
+        Some(c) => Some(c),
+        None => index_usd
+            .iter()
+            .zip(index_usdt)
+            .find_map(|pair| match pair {
+                (Some(usd), Some(usdt)) => Some((*usd, *usdt)),
+                _ => None,
+            })
+            .map(|(usd, usdt)| {
+                price_in_range(mul_div(
+                    usd.raw() as i128,
+                    PRICE_SCALE as i128,
+                    usdt.raw() as i128,
+                    Rounding::Floor,
+                ))
+            })
+            .transpose()?,
+    };
+    let c = c.unwrap_or(Price::ONE);
+    index_usd
+        .iter()
+        .zip(index_usdt)
+        .enumerate()
+        .map(|(k, (usd, usdt_index))| {
+            if usd.is_some() {
+                return Ok(*usd);
+            }
+            if usdt.is_some_and(|u| u.0 as usize == k) {
+                return Ok(Some(c));
+            }
+            usdt_index
+                .map(|p| {
+                    price_in_range(mul_div(
                         p.raw() as i128,
                         c.raw() as i128,
                         PRICE_SCALE as i128,
                         Rounding::Floor,
-                    ) as i64)
+                    ))
                 })
-            })
-            .collect()
+                .transpose()
+        })
+        .collect()
+}
+
+impl Engine {
+    /// USD price per asset, derived from the index prices ([`usd_prices`], kept current
+    /// by `refresh_usd_prices`).
+    pub(crate) fn usd_prices(&self) -> &[Option<Price>] {
+        &self.usd_cache
+    }
+
+    /// Recompute the USD prices on restore. The indexes were accepted one command at a
+    /// time, each only if its prices were in range, so they are in range now.
+    pub(crate) fn refresh_usd_prices(&mut self) {
+        self.usd_cache = usd_prices(self.usdt, &self.index_usdt, &self.index_usd)
+            .expect("restored index prices give USD prices in range");
     }
 
     /// The USD pool of account `k` (its mode decides which instruments are in it).
@@ -94,11 +120,14 @@ impl Engine {
     ) -> Result<(), RejectReason> {
         self.config.asset(asset).ok_or(RejectReason::UnknownAsset)?;
         crate::engine::check_price(price)?;
+        // Derive the USD prices the new index gives before changing anything.
+        let (mut index_usdt, mut index_usd) = (self.index_usdt.clone(), self.index_usd.clone());
         match quote {
-            IndexQuote::Usdt => self.index_usdt[asset.0 as usize] = Some(price),
-            IndexQuote::Usd => self.index_usd[asset.0 as usize] = Some(price),
+            IndexQuote::Usdt => index_usdt[asset.0 as usize] = Some(price),
+            IndexQuote::Usd => index_usd[asset.0 as usize] = Some(price),
         }
-        self.refresh_usd_prices();
+        self.usd_cache = usd_prices(self.usdt, &index_usdt, &index_usd)?;
+        (self.index_usdt, self.index_usd) = (index_usdt, index_usd);
         out.push(Event::AssetIndexSet {
             asset,
             quote,
@@ -248,7 +277,7 @@ impl Engine {
         }
         let pool = self.usd_pool_of(k);
         for asset in 0..self.config.assets.len() {
-            let id = AssetId(asset as u16);
+            let id = AssetId::at(asset);
             if only.is_some_and(|o| o != id) {
                 continue;
             }
@@ -391,22 +420,18 @@ impl Engine {
                     ));
                     (have, repaid.min(remaining))
                 };
-                let fund_src = self
-                    .idx(fund_account_id(AssetId(src as u16)))
-                    .expect("fund");
-                let fund_debt = self
-                    .idx(fund_account_id(AssetId(debt as u16)))
-                    .expect("fund");
+                let fund_src = self.idx(fund_account_id(AssetId::at(src))).expect("fund");
+                let fund_debt = self.idx(fund_account_id(AssetId::at(debt))).expect("fund");
                 self.accounts[k].wallets[src] -= sold;
                 self.accounts[fund_src].wallets[src] += sold;
                 self.accounts[fund_debt].wallets[debt] -= repaid;
                 self.accounts[k].wallets[debt] += repaid;
-                self.after_credit(k, AssetId(debt as u16), repaid);
+                self.after_credit(k, AssetId::at(debt), repaid);
                 out.push(Event::AutoExchanged {
                     account: self.accounts[k].id,
-                    sold_asset: AssetId(src as u16),
+                    sold_asset: AssetId::at(src),
                     sold,
-                    repaid_asset: AssetId(debt as u16),
+                    repaid_asset: AssetId::at(debt),
                     repaid,
                 });
             }
@@ -535,7 +560,7 @@ impl Engine {
         if self.usd_pool_of(k).positions == 0 {
             self.auto_exchange(k, false, out);
             for asset in 0..self.config.assets.len() {
-                self.cover_deficit_asset(k, AssetId(asset as u16), out);
+                self.cover_deficit_asset(k, AssetId::at(asset), out);
             }
         }
     }

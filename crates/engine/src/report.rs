@@ -197,7 +197,7 @@ impl Engine {
                 liquidation_price: lp,
                 bankruptcy_price: bp,
                 order_margin: leg.order_margin,
-                open_orders: leg.open_orders.len() as u32,
+                open_orders: u32::try_from(leg.open_orders.len()).unwrap_or(u32::MAX),
             });
         }
         let usd_pool = up.map(|u| UsdPoolReport {

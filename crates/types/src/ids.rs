@@ -43,6 +43,15 @@ id_type!(
     AssetId,
     u16
 );
+impl AssetId {
+    /// The id of entry `k` of an asset table. Tables are indexed by `AssetId`, so they
+    /// never have more than 2^16 entries (the configuration check refuses more).
+    #[inline]
+    pub fn at(k: usize) -> AssetId {
+        AssetId(u16::try_from(k).expect("asset tables have at most 2^16 entries"))
+    }
+}
+
 id_type!(
     /// Sequence number stamped by the sequencer; strictly increasing.
     SeqNo,

@@ -6,6 +6,10 @@
 //! an integer newtype with a documented scale, and decimal text is converted exactly
 //! (or refused) at the edge by [`num::parse_decimal`].
 
+// A narrowing `as` cast silently wraps: every one here is checked (`try_from`) or
+// widening, and clippy keeps it so.
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod command;
 pub mod event;
 pub mod ids;

@@ -55,6 +55,7 @@ reasons! {
     NoUsdPrice = 1029, "an asset involved has no USD index price yet";
     PriceBelowTick = 1030, "mark or index price below one tick of the instrument";
     TooManyOpenOrders = 1031, "the account has the instrument's maximum number of open orders";
+    UsdPriceOutOfRange = 1032, "an asset's USD price derived from this index would be zero or above the engine's limit";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";

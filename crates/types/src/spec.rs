@@ -123,7 +123,17 @@ impl InstrumentSpec {
     /// The tick at or beyond `price` in the named direction.
     #[inline]
     pub fn ticks_of(&self, price: Price, r: Rounding) -> PriceTicks {
-        PriceTicks(crate::num::div_round(price.0 as i128, self.tick_size.0 as i128, r) as i64)
+        // A tick is at least one raw unit (the configuration check), so the quotient is no
+        // larger than the price in magnitude (rounding away from zero adds one at most
+        // where the division was inexact, i.e. where the tick is above one unit).
+        PriceTicks(
+            i64::try_from(crate::num::div_round(
+                price.0 as i128,
+                self.tick_size.0 as i128,
+                r,
+            ))
+            .expect("a price in ticks fits"),
+        )
     }
     #[inline]
     pub fn qty_of(&self, lots: QtyLots) -> Qty {
