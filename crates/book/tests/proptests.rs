@@ -302,7 +302,7 @@ fn rebuild(b: &Book) -> Book {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(perpcore_testkit::prop::config(256))]
 
     #[test]
     fn book_properties(ops in proptest::collection::vec(op(), 1..200)) {

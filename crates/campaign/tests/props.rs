@@ -22,6 +22,7 @@ fn hash() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    #![proptest_config(perpcore_testkit::prop::config(256))]
     #[test]
     fn winners_unique_count_and_order(
         h in hash(),

@@ -717,7 +717,7 @@ mod never_panics {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(perpcore_testkit::prop::config(512))]
 
         #[test]
         fn arbitrary_text_never_panics(text in ".{0,400}") {

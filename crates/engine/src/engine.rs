@@ -829,7 +829,8 @@ impl Engine {
         if delta.is_zero() {
             return Err(RejectReason::DeltaZero);
         }
-        if delta.abs() > MAX_AMOUNT {
+        // Compared without `abs`, which has no answer for the most negative value.
+        if delta < -MAX_AMOUNT || delta > MAX_AMOUNT {
             return Err(RejectReason::AmountTooLarge);
         }
         let leg = match self.accounts[k].leg(i) {
@@ -1675,7 +1676,7 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         self.spec(i)?;
-        if rate.abs() > Rate::ONE {
+        if rate < -Rate::ONE || rate > Rate::ONE {
             return Err(RejectReason::RateOutOfRange);
         }
         let m = &mut self.market[i.0 as usize];
@@ -1701,14 +1702,16 @@ impl Engine {
         for p in [best_bid, best_ask, last_trade].into_iter().flatten() {
             check_price(p)?;
         }
-        if let (Some(b), Some(a)) = (best_bid, best_ask) {
+        let m = &mut self.market[i.0 as usize];
+        // An absent side keeps its value, so the pair to check is the merged one.
+        let (bid, ask) = (best_bid.or(m.best_bid), best_ask.or(m.best_ask));
+        if let (Some(b), Some(a)) = (bid, ask) {
             if b >= a {
                 return Err(RejectReason::CrossedReferencePrices);
             }
         }
-        let m = &mut self.market[i.0 as usize];
-        m.best_bid = best_bid.or(m.best_bid);
-        m.best_ask = best_ask.or(m.best_ask);
+        m.best_bid = bid;
+        m.best_ask = ask;
         m.last_trade = last_trade.or(m.last_trade);
         out.push(Event::ReferencePricesSet {
             instrument: i,

@@ -140,7 +140,7 @@ fn command() -> impl Strategy<Value = Command> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+    #![proptest_config(perpcore_testkit::prop::config(300))]
     #[test]
     fn arbitrary_commands_never_panic_or_half_apply(cmds in proptest::collection::vec(command(), 1..60)) {
         let mut e = Engine::new(perpcore_testkit::gen::test_config());
@@ -255,5 +255,565 @@ fn engine_panic_sub_tick_mark_on_coin_m_then_market_buy() {
     assert!(
         matches!(out.first(), Some(Event::MarkPriceSet { .. })),
         "{out:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The hostile-stream generator: mostly plausible commands (so that positions, resting
+// orders, liquidations, loans and mode switches exist), salted with the values an attacker
+// or a broken feed sends: sub-tick, zero, negative and extreme prices; zero, negative and
+// huge sizes; unknown ids; leverage and rates out of range; time jumps of hours.
+
+/// Reference price per instrument (BTCUSDT, ETHUSDT, BTCUSDC, BTCUSD_PERP) in whole units,
+/// and its tick in raw price units (10^-8).
+const REF: [i64; 4] = [60_000, 3_000, 60_000, 60_000];
+const TICK_RAW: [i64; 4] = [10_000_000, 1_000_000, 10_000_000, 10_000_000];
+
+fn instrument() -> impl Strategy<Value = u32> {
+    prop_oneof![40 => 0u32..4, 1 => 4u32..6, 1 => Just(u32::MAX)]
+}
+
+/// A price for a mark, an index or a reference: near the instrument's reference (±40%,
+/// any raw unit), or one of the edges.
+fn price_for(i: u32) -> impl Strategy<Value = Price> {
+    let k = (i % 4) as usize;
+    let reference = REF[k] * PRICE_SCALE;
+    let tick = TICK_RAW[k];
+    prop_oneof![
+        16 => (reference * 97 / 100..reference * 103 / 100).prop_map(Price),
+        4 => (reference * 6 / 10..reference * 14 / 10).prop_map(Price),
+        2 => (1i64..tick).prop_map(Price),
+        1 => Just(Price(tick)),
+        1 => Just(Price(tick - 1)),
+        1 => Just(MAX_PRICE),
+        1 => Just(Price(MAX_PRICE.raw() + 1)),
+        1 => Just(Price(i64::MAX)),
+        1 => Just(Price(0)),
+        1 => (i64::MIN..0).prop_map(Price),
+    ]
+}
+
+/// An order's limit in ticks: near the reference (±8%, so inside and outside the ±5%
+/// band), or an edge.
+fn ticks_for(i: u32) -> impl Strategy<Value = PriceTicks> {
+    let k = (i % 4) as usize;
+    let at = REF[k] * PRICE_SCALE / TICK_RAW[k];
+    prop_oneof![
+        16 => (at * 98 / 100..at * 102 / 100).prop_map(PriceTicks),
+        3 => (at * 92 / 100..at * 108 / 100).prop_map(PriceTicks),
+        1 => Just(PriceTicks(1)),
+        1 => Just(PriceTicks(0)),
+        1 => Just(PriceTicks(-1)),
+        1 => Just(PriceTicks(i64::MAX)),
+        1 => Just(PriceTicks(MAX_PRICE.raw() / TICK_RAW[k])),
+    ]
+}
+
+fn lots() -> impl Strategy<Value = QtyLots> {
+    prop_oneof![
+        24 => (1i64..2_000).prop_map(QtyLots),
+        2 => (2_000i64..2_000_000).prop_map(QtyLots),
+        1 => Just(QtyLots(0)),
+        1 => Just(QtyLots(-1)),
+        1 => Just(QtyLots(1_000_000)),
+        1 => Just(QtyLots(1_000_001)),
+        1 => Just(QtyLots(i64::MAX)),
+    ]
+}
+
+fn amount() -> impl Strategy<Value = Money> {
+    prop_oneof![
+        12 => (1i64..2_000_000).prop_map(Money::from_int),
+        2 => (1i128..1_000_000_000_000).prop_map(Money),
+        1 => Just(MAX_AMOUNT),
+        1 => Just(Money(MAX_AMOUNT.0 + 1)),
+        1 => Just(Money::ZERO),
+        1 => (i128::MIN..0).prop_map(Money),
+    ]
+}
+
+fn user() -> impl Strategy<Value = AccountId> {
+    prop_oneof![40 => (1u64..7).prop_map(AccountId), 1 => any::<u64>().prop_map(AccountId)]
+}
+
+fn asset() -> impl Strategy<Value = AssetId> {
+    prop_oneof![20 => (0u16..5).prop_map(AssetId), 1 => (5u16..8).prop_map(AssetId)]
+}
+
+fn rate() -> impl Strategy<Value = Rate> {
+    prop_oneof![
+        8 => (-RATE_SCALE / 100..RATE_SCALE / 100).prop_map(Rate),
+        1 => Just(Rate(RATE_SCALE)),
+        1 => Just(Rate(RATE_SCALE + 1)),
+        1 => Just(Rate(i64::MIN)),
+    ]
+}
+
+fn new_order() -> impl Strategy<Value = Command> {
+    instrument().prop_flat_map(|i| {
+        (
+            user(),
+            0u64..17,
+            any::<bool>(),
+            ticks_for(i),
+            lots(),
+            0u8..20,
+            0u8..16,
+            0u8..3,
+        )
+            .prop_map(move |(account, id, buy, price, qty, kind, flags, stp)| {
+                Command::PlaceOrder(NewOrder {
+                    account,
+                    instrument: InstrumentId(i),
+                    order_id: OrderId(if id == 16 { u64::MAX - 3 } else { id }),
+                    side: if buy { Side::Buy } else { Side::Sell },
+                    order_type: if kind < 4 {
+                        OrderType::Market
+                    } else {
+                        OrderType::Limit
+                    },
+                    // Limit orders: half GTC, then IOC, post-only, FOK.
+                    tif: match kind {
+                        0..=11 => TimeInForce::Gtc,
+                        12..=14 => TimeInForce::Ioc,
+                        15..=17 => TimeInForce::PostOnly,
+                        _ => TimeInForce::Fok,
+                    },
+                    price,
+                    qty,
+                    reduce_only: flags & 7 == 0,
+                    close_position: flags & 15 == 1,
+                    stp: [
+                        StpMode::ExpireTaker,
+                        StpMode::ExpireMaker,
+                        StpMode::ExpireBoth,
+                    ][stp as usize],
+                })
+            })
+    })
+}
+
+fn hostile_command() -> impl Strategy<Value = Command> {
+    let mark = instrument().prop_flat_map(|i| {
+        price_for(i).prop_map(move |price| Command::SetMarkPrice {
+            instrument: InstrumentId(i),
+            price,
+        })
+    });
+    let index = instrument().prop_flat_map(|i| {
+        price_for(i).prop_map(move |price| Command::SetIndexPrice {
+            instrument: InstrumentId(i),
+            price,
+        })
+    });
+    let reference = instrument().prop_flat_map(|i| {
+        (
+            proptest::option::of(price_for(i)),
+            proptest::option::of(price_for(i)),
+            proptest::option::of(price_for(i)),
+        )
+            .prop_map(move |(best_bid, best_ask, last_trade)| {
+                Command::SetReferencePrices {
+                    instrument: InstrumentId(i),
+                    best_bid,
+                    best_ask,
+                    last_trade,
+                }
+            })
+    });
+    // BTC and ETH against USDT or USD; USDT and USDC against USD near 1.
+    let asset_index = prop_oneof![
+        (
+            prop_oneof![Just(AssetId(2)), Just(AssetId(3))],
+            any::<bool>(),
+            price_for(1)
+        )
+            .prop_map(|(asset, usd, p)| Command::SetAssetIndex {
+                asset,
+                quote: if usd {
+                    IndexQuote::Usd
+                } else {
+                    IndexQuote::Usdt
+                },
+                // ETH near 3,000, BTC near 60,000.
+                price: if asset == AssetId(2) && p.raw() > 0 && p.raw() < i64::MAX / 20 {
+                    Price(p.raw() * 20)
+                } else {
+                    p
+                },
+            }),
+        (asset(), (90_000_000i64..110_000_000)).prop_map(|(asset, p)| Command::SetAssetIndex {
+            asset,
+            quote: IndexQuote::Usd,
+            price: Price(p),
+        }),
+    ];
+    prop_oneof![
+        30 => new_order(),
+        18 => mark,
+        3 => index,
+        2 => reference,
+        3 => asset_index,
+        8 => (user(), 0u64..16, proptest::option::of(prop_oneof![3 => ticks_for(0), 1 => ticks_for(1)]),
+              proptest::option::of(lots()))
+            .prop_map(|(account, id, price, qty)| Command::AmendOrder {
+                account,
+                order_id: OrderId(id),
+                price,
+                qty,
+            }),
+        4 => (user(), 0u64..16).prop_map(|(account, id)| Command::CancelOrder {
+            account,
+            order_id: OrderId(id),
+        }),
+        2 => (user(), proptest::option::of(instrument())).prop_map(|(account, i)| {
+            Command::CancelAll { account, instrument: i.map(InstrumentId) }
+        }),
+        4 => (user(), asset(), amount()).prop_map(|(account, asset, amount)| Command::Deposit {
+            account,
+            asset,
+            amount,
+        }),
+        3 => (user(), asset(), amount()).prop_map(|(account, asset, amount)| Command::Withdraw {
+            account,
+            asset,
+            amount,
+        }),
+        2 => (user(), user(), asset(), amount()).prop_map(|(from, to, asset, amount)| {
+            Command::Transfer { from, to, asset, amount }
+        }),
+        3 => (user(), instrument(), prop_oneof![10 => 1u32..151, 1 => Just(0u32), 1 => Just(u32::MAX)])
+            .prop_map(|(account, i, leverage)| Command::SetLeverage {
+                account,
+                instrument: InstrumentId(i),
+                leverage,
+            }),
+        3 => (user(), instrument(), any::<bool>()).prop_map(|(account, i, iso)| {
+            Command::SetMarginMode {
+                account,
+                instrument: InstrumentId(i),
+                mode: if iso { MarginMode::Isolated } else { MarginMode::Cross },
+            }
+        }),
+        2 => (user(), instrument(), amount(), any::<bool>()).prop_map(|(account, i, a, neg)| {
+            Command::AdjustIsolatedMargin {
+                account,
+                instrument: InstrumentId(i),
+                delta: if neg && a.0 > i128::MIN { Money(-a.0) } else { a },
+            }
+        }),
+        3 => (user(), 0u8..3).prop_map(|(account, m)| Command::SetAssetMode {
+            account,
+            mode: [AssetMode::Single, AssetMode::Multi, AssetMode::Unified][m as usize],
+        }),
+        1 => (instrument(), rate(), any::<u64>()).prop_map(|(i, rate, next_funding_ns)| {
+            Command::SetFundingRate { instrument: InstrumentId(i), rate, next_funding_ns }
+        }),
+        1 => (user(), proptest::option::of(user())).prop_map(|(account, parent)| {
+            Command::CreateAccount { account, parent }
+        }),
+    ]
+}
+
+/// Steps of sequenced time between commands: mostly small, sometimes hours (interest).
+fn time_step() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        10 => 1u64..1_000_000_000,
+        1 => 1_000_000_000u64..4 * 3_600_000_000_000,
+        1 => Just(8 * 3_600_000_000_000),
+    ]
+}
+
+/// Accounts 1..=6: 1 main with sub 2 (well funded), 3 and 4 thinly funded (so that
+/// they liquidate), 5 multi-asset and 6 unified holding BTC and USDC only (so that USDT
+/// losses and fees are loans that charge interest); a mark and an index on every
+/// instrument; BTC and ETH asset indexes.
+fn hostile_setup() -> Vec<Command> {
+    let mut v = vec![];
+    // (account, parent, [(asset, whole units)])
+    type Funding = (u64, Option<u64>, &'static [(u16, i64)]);
+    let funds: [Funding; 6] = [
+        (1, None, &[(0, 1_000_000), (1, 200_000), (2, 20)]),
+        (2, Some(1), &[(0, 1_000_000), (1, 200_000), (2, 20)]),
+        (3, None, &[(0, 5_000), (2, 1)]),
+        (4, None, &[(0, 20_000), (1, 2_000)]),
+        (5, None, &[(1, 10_000), (2, 2)]),
+        (6, None, &[(1, 10_000), (2, 2)]),
+    ];
+    for (n, parent, deposits) in funds {
+        v.push(Command::CreateAccount {
+            account: AccountId(n),
+            parent: parent.map(AccountId),
+        });
+        for &(asset, amount) in deposits {
+            v.push(Command::Deposit {
+                account: AccountId(n),
+                asset: AssetId(asset),
+                amount: Money::from_int(amount),
+            });
+        }
+    }
+    for i in 0..4u32 {
+        let price = Price::from_int(REF[i as usize]);
+        v.push(Command::SetMarkPrice {
+            instrument: InstrumentId(i),
+            price,
+        });
+        v.push(Command::SetIndexPrice {
+            instrument: InstrumentId(i),
+            price,
+        });
+    }
+    for (asset, p) in [(2u16, 60_000i64), (3, 3_000)] {
+        v.push(Command::SetAssetIndex {
+            asset: AssetId(asset),
+            quote: IndexQuote::Usdt,
+            price: Price::from_int(p),
+        });
+    }
+    v.push(Command::SetAssetMode {
+        account: AccountId(5),
+        mode: AssetMode::Multi,
+    });
+    v.push(Command::SetAssetMode {
+        account: AccountId(6),
+        mode: AssetMode::Unified,
+    });
+    v
+}
+
+/// Runs one stream through the production engine and the two reference engines (full
+/// liquidation scan, amend by cancel and resubmit) in lockstep. After every command: the
+/// invariants hold, the three emit the same events, and a rejection is one event that
+/// changed nothing. At the end: snapshot → restore gives the same state hash. Returns the
+/// number of commands applied.
+fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64, TestCaseError> {
+    let config = perpcore_testkit::gen::test_config();
+    let mut e = Engine::new(config.clone());
+    let mut full = Engine::new(config.clone()).with_full_scan();
+    let mut resubmit = Engine::new(config).with_amend_by_resubmit();
+    let (mut out, mut out_full, mut out_resubmit) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ts = 0u64;
+    let stream = hostile_setup().into_iter().map(|c| (1, c)).chain(cmds);
+    let mut seq = 0;
+    for (step, command) in stream {
+        seq += 1;
+        // Crossing an hour of sequenced time charges interest before the command: state
+        // that changes whatever the command does.
+        let hour = 3_600_000_000_000;
+        let same_hour = (ts + step) / hour == ts / hour;
+        ts += step;
+        let env = Envelope {
+            seq,
+            ts_ns: ts,
+            command,
+        };
+        let before = e.content_hash();
+        out.clear();
+        out_full.clear();
+        out_resubmit.clear();
+        e.apply(&env, &mut out);
+        full.apply(&env, &mut out_full);
+        resubmit.apply(&env, &mut out_resubmit);
+        if let Err(m) = e.check_invariants() {
+            return Err(TestCaseError::fail(format!(
+                "command {seq} {:?}: {m}",
+                env.command
+            )));
+        }
+        count_events(&out, coverage);
+        prop_assert_eq!(
+            &out,
+            &out_full,
+            "full scan differs at {} {:?}",
+            seq,
+            env.command
+        );
+        prop_assert_eq!(
+            &out,
+            &out_resubmit,
+            "resubmit differs at {} {:?}",
+            seq,
+            env.command
+        );
+        // A rejection is the command's only event and changes nothing; across an hour
+        // the interest charge (and what it sets off) comes first and changes state.
+        if same_hour && out.iter().any(|e| matches!(e, Event::Rejected { .. })) {
+            prop_assert_eq!(out.len(), 1, "rejected {:?} with {:?}", env.command, out);
+            prop_assert_eq!(
+                e.content_hash(),
+                before,
+                "rejected {:?} changed state",
+                env.command
+            );
+        }
+    }
+    let restored = Engine::restore(&e.snapshot()).map_err(TestCaseError::fail)?;
+    prop_assert_eq!(restored.state_hash(), e.state_hash());
+    prop_assert_eq!(full.state_hash(), e.state_hash());
+    Ok(seq)
+}
+
+/// What the hostile streams reached, by event kind (and `Rejected` by reason).
+type Coverage = std::collections::BTreeMap<String, u64>;
+
+fn count_events(events: &[Event], coverage: &mut Coverage) {
+    for e in events {
+        let key = match e {
+            Event::Rejected { reason, .. } => format!("Rejected {reason:?}"),
+            other => {
+                let text = format!("{other:?}");
+                let end = text.find([' ', '{', '(']).unwrap_or(text.len());
+                text[..end].to_string()
+            }
+        };
+        *coverage.entry(key).or_default() += 1;
+    }
+}
+
+/// The hostile-stream property, run by hand so that what it reached can be checked: a
+/// generator that stops producing trades, liquidations or accepted mode switches would
+/// pass vacuously. `PERPCORE_SOAK=N` runs N times the cases with a fresh seed (printed).
+#[test]
+fn hostile_streams_never_panic_mislead_or_half_apply() {
+    use proptest::test_runner::TestRunner;
+    let config = ProptestConfig {
+        source_file: Some(file!()),
+        ..perpcore_testkit::prop::config(1_000)
+    };
+    let cases = u64::from(config.cases);
+    let mut runner = TestRunner::new(config);
+    let coverage = std::cell::RefCell::new(Coverage::new());
+    let commands = std::cell::Cell::new(0u64);
+    let result = runner.run(
+        &proptest::collection::vec((time_step(), hostile_command()), 1..160),
+        |cmds| {
+            let mut local = Coverage::new();
+            let n = run_hostile(cmds, &mut local)?;
+            commands.set(commands.get() + n);
+            let mut c = coverage.borrow_mut();
+            for (k, v) in local {
+                *c.entry(k).or_default() += v;
+            }
+            Ok(())
+        },
+    );
+    let coverage = coverage.into_inner();
+    eprintln!(
+        "hostile streams: {cases} cases, {} commands",
+        commands.get()
+    );
+    for (kind, n) in &coverage {
+        eprintln!("  {n:>10}  {kind}");
+    }
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // With the CI seed these are in the hundreds or more; a generator that no longer
+    // reaches them is broken.
+    for kind in [
+        "Trade",
+        "LiquidationTriggered",
+        "OrderAmended",
+        "AssetModeSet",
+        "MarginModeSet",
+        "InterestCharged",
+        "Rejected PriceBelowTick",
+        "Rejected PriceTooLarge",
+        "Rejected PriceOutOfBand",
+        "Rejected InsufficientMargin",
+    ] {
+        let n = coverage.get(kind).copied().unwrap_or(0);
+        assert!(n > 0, "the hostile streams never reached {kind}");
+    }
+}
+
+/// Applies `cmds` after the hostile setup and returns each command's reject code (None
+/// when it was accepted), checking the invariants after every command.
+fn outcomes(cmds: Vec<Command>) -> Vec<Option<RejectReason>> {
+    let mut e = Engine::new(perpcore_testkit::gen::test_config());
+    let mut out = Vec::new();
+    let setup = hostile_setup();
+    let n = setup.len();
+    let mut codes = Vec::new();
+    for (k, command) in setup.into_iter().chain(cmds).enumerate() {
+        let seq = k as u64 + 1;
+        out.clear();
+        e.apply(
+            &Envelope {
+                seq,
+                ts_ns: seq,
+                command,
+            },
+            &mut out,
+        );
+        e.check_invariants().expect("invariants");
+        if k >= n {
+            codes.push(out.iter().find_map(|e| match e {
+                Event::Rejected { reason, .. } => Some(*reason),
+                _ => None,
+            }));
+        }
+    }
+    codes
+}
+
+/// Found by the hostile generator: `Rate::abs` of the most negative rate overflowed
+/// (`-i64::MIN` does not exist), so a funding rate of i64::MIN panicked the engine, and
+/// so did an isolated margin delta of i128::MIN.
+#[test]
+fn most_negative_rate_or_delta_panics() {
+    let codes = outcomes(vec![
+        Command::SetFundingRate {
+            instrument: InstrumentId(0),
+            rate: Rate(i64::MIN),
+            next_funding_ns: 0,
+        },
+        Command::SetFundingRate {
+            instrument: InstrumentId(0),
+            rate: -Rate::ONE,
+            next_funding_ns: 0,
+        },
+        Command::AdjustIsolatedMargin {
+            account: AccountId(1),
+            instrument: InstrumentId(0),
+            delta: Money(i128::MIN),
+        },
+    ]);
+    assert_eq!(
+        codes,
+        vec![
+            Some(RejectReason::RateOutOfRange),
+            None, // −100% is the edge of the range, accepted
+            Some(RejectReason::AmountTooLarge),
+        ]
+    );
+}
+
+/// Found by the hostile generator: reference prices were checked for a crossed book only
+/// when one command gave both sides; a bid alone at or above the stored ask was kept.
+#[test]
+fn reference_prices_crossed_one_side_at_a_time() {
+    let p = |n: i64| Some(Price::from_int(n));
+    let reference = |best_bid, best_ask| Command::SetReferencePrices {
+        instrument: InstrumentId(0),
+        best_bid,
+        best_ask,
+        last_trade: None,
+    };
+    let codes = outcomes(vec![
+        reference(p(59_990), p(60_010)),
+        reference(p(60_010), None), // bid = stored ask
+        reference(None, p(59_000)), // ask below stored bid
+        reference(p(60_000), None), // still below the ask: fine
+    ]);
+    assert_eq!(
+        codes,
+        vec![
+            None,
+            Some(RejectReason::CrossedReferencePrices),
+            Some(RejectReason::CrossedReferencePrices),
+            None,
+        ]
     );
 }

@@ -178,7 +178,7 @@ fn same_seed_same_hash() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+    #![proptest_config(perpcore_testkit::prop::config(12))]
     #[test]
     fn any_seed_keeps_invariants(seed in any::<u64>(), accounts in 2u64..60) {
         run(seed, 1_500, accounts);

@@ -381,7 +381,7 @@ fn line_strategy() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(perpcore_testkit::prop::config(512))]
 
     #[test]
     fn arbitrary_lines_never_panic(lines in prop::collection::vec(line_strategy(), 1..20)) {

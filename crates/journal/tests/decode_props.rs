@@ -93,9 +93,8 @@ proptest! {
     // Cheap cases, so many of them. No regression files: a failure prints its minimal
     // input, which belongs in a named unit test.
     #![proptest_config(ProptestConfig {
-        cases: 4096,
         failure_persistence: None,
-        ..ProptestConfig::default()
+        ..perpcore_testkit::prop::config(4096)
     })]
 
     #[test]

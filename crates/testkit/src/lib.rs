@@ -3,4 +3,5 @@
 //! dependency of a crate that ships in the binary.
 
 pub mod gen;
+pub mod prop;
 pub mod refbook;

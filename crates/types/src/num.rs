@@ -60,8 +60,56 @@ pub fn mul_div(a: i128, b: i128, d: i128, r: Rounding) -> i128 {
             }
         }
     }
-    let n = a.checked_mul(b).expect("mul_div overflow");
-    div_round(n, d, r)
+    if let Some(n) = a.checked_mul(b) {
+        return div_round(n, d, r);
+    }
+    // The product does not fit, the quotient may: the same split in i128, with the
+    // factor that fits 64 bits as `b`, so that m·b < 2^63·2^63 cannot overflow. (A large
+    // amount times a price over a scale: 10^15 BTC valued at 60,000 USD.)
+    let (x, y) = if i64::try_from(b).is_ok() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    if let Some(q) = mul_div_split(x, y, d, r) {
+        return q;
+    }
+    mul_div_wide(a, b, d, r).unwrap_or_else(|| panic!("mul_div overflow: {a} * {b} / {d}"))
+}
+
+/// `a·b/d` through a 256-bit product: exact whenever the result fits an i128. `None`
+/// when it does not (or `d == 0`).
+fn mul_div_wide(a: i128, b: i128, d: i128, r: Rounding) -> Option<i128> {
+    use ethnum::I256;
+    if d == 0 {
+        return None;
+    }
+    let n = I256::from(a) * I256::from(b); // |a·b| < 2^254: no overflow
+    let d = I256::from(d);
+    let (q, rem) = (n / d, n % d); // toward zero
+    let q = if rem == 0 {
+        q
+    } else {
+        let exact_is_negative = (rem < 0) != (d < 0);
+        match r {
+            Rounding::Floor if exact_is_negative => q - 1,
+            Rounding::Ceil if !exact_is_negative => q + 1,
+            _ => q,
+        }
+    };
+    i128::try_from(q).ok()
+}
+
+/// `x·y/d` as `q·y + m·y/d` with `x = q·d + m`, for `y` and `d > 0` of 64 bits: exact
+/// whenever the result fits, whatever the size of `x·y`. `None` otherwise.
+fn mul_div_split(x: i128, y: i128, d: i128, r: Rounding) -> Option<i128> {
+    if i64::try_from(y).is_err() || i64::try_from(d).is_err() || d <= 0 {
+        return None;
+    }
+    let q = x.div_euclid(d);
+    let m = x.rem_euclid(d);
+    // 0 ≤ m < d < 2^63 and |y| ≤ 2^63: the product is below 2^126.
+    q.checked_mul(y)?.checked_add(div_round(m * y, d, r))
 }
 
 /// `n / d` with the named rounding.
@@ -569,6 +617,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(perpcore_testkit::prop::config(256))]
         #[test]
         fn floor_le_exact_le_ceil(n in -1_000_000_000i128..1_000_000_000, d in 1i128..10_000) {
             let f = div_round(n, d, Rounding::Floor);
@@ -586,6 +635,57 @@ mod tests {
                 let got = div_round(wide, (d as i128) * (1i128 << 64), r);
                 prop_assert_eq!(got, div_round(n as i128, d as i128, r));
             }
+        }
+
+        #[test]
+        fn mul_div_split_is_exact(
+            x in any::<i128>().prop_map(|v| v >> 40),
+            y in any::<i64>(),
+            d in 1i64..i64::MAX,
+            ceil in any::<bool>(),
+        ) {
+            let r = if ceil { Rounding::Ceil } else { Rounding::Floor };
+            let (x, y, d) = (x, y as i128, d as i128);
+            // Where the product fits, the plain division is the reference.
+            if let Some(n) = x.checked_mul(y) {
+                prop_assert_eq!(mul_div_split(x, y, d, r), Some(div_round(n, d, r)));
+            }
+        }
+
+        #[test]
+        fn mul_div_overflow_on_a_large_collateral_ratio(ceil in any::<bool>()) {
+            // Found by the hostile soak: 10^27 × 2·10^15 / 4·10^31 = 2·10^42 / 4·10^31 =
+            // 5·10^10 exactly, although neither the product nor the divisor fit 64 bits.
+            let r = if ceil { Rounding::Ceil } else { Rounding::Floor };
+            let (a, b, d) = (10i128.pow(27), 2 * 10i128.pow(15), 4 * 10i128.pow(31));
+            prop_assert_eq!(mul_div(a, b, d, r), 5 * 10i128.pow(10));
+            // And one that is not exact: + 1 in the product rounds by direction.
+            prop_assert_eq!(mul_div(a + 1, b, d, r), 5 * 10i128.pow(10) + i128::from(ceil));
+        }
+
+        #[test]
+        fn mul_div_wide_is_exact(
+            x in any::<i128>().prop_map(|v| v >> 40),
+            y in any::<i128>().prop_map(|v| v >> 40),
+            d in any::<i128>().prop_filter("non-zero", |d| *d != 0),
+            ceil in any::<bool>(),
+        ) {
+            let r = if ceil { Rounding::Ceil } else { Rounding::Floor };
+            if let Some(n) = x.checked_mul(y) {
+                prop_assert_eq!(mul_div_wide(x, y, d, r), Some(div_round(n, d, r)));
+            }
+        }
+
+        #[test]
+        fn mul_div_beyond_the_product(k in -1_000_000_000_000i128..1_000_000_000_000, m in 0i128..100_000_000, y in any::<i64>()) {
+            // x = k·d + m with d = 10^8 and x·y far beyond i128 when k is large: the
+            // quotient k·y + m·y/d is worked exactly by hand here.
+            let d = 100_000_000i128;
+            let x = k * d + m;
+            let y = y as i128;
+            let expected = k * y + div_round(m * y, d, Rounding::Floor);
+            prop_assert_eq!(mul_div(x, y, d, Rounding::Floor), expected);
+            prop_assert_eq!(mul_div(y, x, d, Rounding::Floor), expected);
         }
 
         #[test]
