@@ -37,7 +37,7 @@ pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
 pub use flow::{Flow, FlowOptions, FlowStats};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};
-pub use reader::{Message, Reader, ReaderOptions, DEFAULT_TOLERANCE_NS};
+pub use reader::{Message, Reader, ReaderOptions, DEFAULT_MAX_JUMP_NS, DEFAULT_TOLERANCE_NS};
 pub use replay::Replay;
 pub use stats::{DepthStats, FeedStats, MessageKind, Problem, StatsReport};
 
