@@ -34,7 +34,7 @@ pub mod stats;
 
 pub use book::{BookOptions, DepthBook};
 pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
-pub use flow::{Flow, FlowOptions, FlowStats};
+pub use flow::{Flow, FlowOptions, FlowStats, DEFAULT_MAX_FLOW_COMMANDS, DEFAULT_MAX_TICK_GAP_NS};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};
 pub use reader::{Message, Reader, ReaderOptions, DEFAULT_MAX_JUMP_NS, DEFAULT_TOLERANCE_NS};
