@@ -13,6 +13,12 @@
 //! commands submitted but not yet committed; at full speed the end-to-end figures are
 //! dominated by queueing (queue depth ÷ throughput).
 //!
+//! Tick files that give no command at all (empty, random or foreign files, only symbols
+//! the configuration lacks) are refused before the sequencer starts, with each file's
+//! lines, messages and problem counts in the message; a depth stream that never
+//! synchronised (diffs, no usable snapshot) is warned on stderr and shown in the report,
+//! and so is a flow stopped by its command budget (`--max-flow-commands`).
+//!
 //! Owns the bench's command line options, its threads and its output folder (interval
 //! logs, the SVG plot, `summary.json`). Must never: change what the engine does (it only
 //! wraps `Core` to time `apply`), delete a folder it did not create (the journal folder

@@ -11,7 +11,7 @@
 //!
 //! Must never: go through a float or round a decimal (extra precision is counted as a
 //! problem), panic or stop on bad input (every unusable line is counted by
-//! [`Problem`] kind), hold a whole file in memory, read a clock into a command (command
+//! [`Problem`] kind; one bad timestamp costs one line, see [`reader`]), hold a whole file in memory, read a clock into a command (command
 //! times are exchange times), or touch engine state (it only produces commands).
 //!
 //! ```text
