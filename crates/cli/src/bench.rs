@@ -13,6 +13,12 @@
 //! commands submitted but not yet committed; at full speed the end-to-end figures are
 //! dominated by queueing (queue depth ÷ throughput).
 //!
+//! Tick files that give no command at all (empty, random or foreign files, only symbols
+//! the configuration lacks) are refused before the sequencer starts, with each file's
+//! lines, messages and problem counts in the message; a depth stream that never
+//! synchronised (diffs, no usable snapshot) is warned on stderr and shown in the report,
+//! and so is a flow stopped by its command budget (`--max-flow-commands`).
+//!
 //! Owns the bench's command line options, its threads and its output folder (interval
 //! logs, the SVG plot, `summary.json`). Must never: change what the engine does (it only
 //! wraps `Core` to time `apply`), delete a folder it did not create (the journal folder
@@ -25,7 +31,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2Serializer;
 use perpcore_engine::Engine;
 use perpcore_feed::{
-    ConvertOptions, Flow, FlowOptions, FlowStats, ReaderOptions, Replay, StatsReport,
+    ConvertOptions, FeedItem, Flow, FlowOptions, FlowStats, ReaderOptions, Replay, StatsReport,
 };
 use perpcore_node::Core;
 use perpcore_sequencer::{
@@ -176,7 +182,7 @@ pub struct RunResult {
     pub wall: Duration,
     pub e2e: Vec<Hist>,
     pub apply: Vec<Hist>,
-    pub feed: StatsReport,
+    pub feed: FeedOutcome,
     pub flow: FlowStats,
     pub events: EventCounts,
     pub batches: u64,
@@ -242,24 +248,97 @@ enum Source {
         prepared: Box<Prepared>,
     },
     /// Read, converted and generated while submitting (`--stream`): constant memory, and
-    /// the producer's parsing bounds the throughput.
-    Streaming(Box<Flow<Replay>>),
+    /// the producer's parsing bounds the throughput. `first` is the first item, read
+    /// before the run to know there is one.
+    Streaming {
+        flow: Box<Flow<Replay>>,
+        first: Option<FeedItem>,
+    },
 }
 
 impl Source {
     fn next(&mut self) -> Option<Command> {
         match self {
             Source::Preloaded { commands, .. } => commands.next(),
-            Source::Streaming(f) => f.next().map(|i| i.command),
+            Source::Streaming { flow, first } => {
+                first.take().or_else(|| flow.next()).map(|i| i.command)
+            }
         }
     }
     /// Progress-bar position: commands submitted, or tick lines read when streaming.
     fn progress(&self, submitted: u64) -> u64 {
         match self {
             Source::Preloaded { .. } => submitted,
-            Source::Streaming(f) => f.inner().lines_read(),
+            Source::Streaming { flow, .. } => flow.inner().lines_read(),
         }
     }
+}
+
+/// What the feed made of the tick files, for the report and the checks.
+#[derive(Clone, Debug)]
+pub struct FeedOutcome {
+    pub report: StatsReport,
+    /// Commands the ticks produced.
+    pub commands: u64,
+    /// Per file: name, lines, messages and problems by kind; then conversion problems.
+    pub per_file: String,
+    /// Depth streams that never synchronised (symbol, diffs received).
+    pub never_synced: Vec<(String, u64)>,
+}
+
+fn feed_outcome(replay: &Replay) -> FeedOutcome {
+    let stats = replay.stats();
+    let mut per_file: Vec<String> = replay
+        .source_stats()
+        .iter()
+        .map(|(name, s)| {
+            let r = s.report();
+            let problems = if r.problems.is_empty() {
+                "no problems".to_string()
+            } else {
+                let list: Vec<String> =
+                    r.problems.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                format!("problems: {}", list.join(", "))
+            };
+            format!(
+                "{name}: {} lines, {} messages, {problems}",
+                s.lines,
+                s.total_messages()
+            )
+        })
+        .collect();
+    let conversion = replay.converter().stats().report();
+    if !conversion.problems.is_empty() {
+        let list: Vec<String> = conversion
+            .problems
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        per_file.push(format!("converting: {}", list.join(", ")));
+    }
+    FeedOutcome {
+        report: stats.report(),
+        commands: stats.total_commands(),
+        per_file: per_file.join("; "),
+        never_synced: replay
+            .converter()
+            .never_synced()
+            .into_iter()
+            .map(|(s, n)| (s.to_string(), n))
+            .collect(),
+    }
+}
+
+/// Nothing usable: the ticks gave no command (empty, random or foreign files, or only
+/// symbols the configuration lacks): the bench would measure nothing.
+fn check_usable(outcome: &FeedOutcome) -> anyhow::Result<()> {
+    if outcome.commands == 0 {
+        anyhow::bail!(
+            "nothing usable in the tick files: they gave 0 commands ({})",
+            outcome.per_file
+        );
+    }
+    Ok(())
 }
 
 /// What building the command stream up front took.
@@ -267,7 +346,7 @@ pub struct Prepared {
     pub commands: u64,
     pub lines: u64,
     pub wall: Duration,
-    pub feed: StatsReport,
+    pub feed: FeedOutcome,
     pub flow: FlowStats,
 }
 
@@ -278,7 +357,7 @@ fn preload(mut stream: Flow<Replay>) -> (Vec<Command>, Prepared) {
         commands: commands.len() as u64,
         lines: stream.inner().lines_read(),
         wall: t0.elapsed(),
-        feed: stream.inner().stats().report(),
+        feed: feed_outcome(stream.inner()),
         flow: stream.stats().clone(),
     };
     (commands, prepared)
@@ -301,11 +380,22 @@ fn run_once(
         ReaderOptions::default(),
         ConvertOptions::default(),
     )?;
-    let stream = Flow::new(replay, config, opts.flow.clone());
+    let mut stream = Flow::new(replay, config, opts.flow.clone());
+    // Nothing usable is refused before the sequencer starts (and before a journal is
+    // made): preloaded, the whole stream is there; streaming, an empty stream has no first
+    // item (the flow starts at the first tick, so no ticks means nothing at all).
     let source = if opts.stream {
-        Source::Streaming(Box::new(stream))
+        let first = stream.next();
+        if first.is_none() {
+            check_usable(&feed_outcome(stream.inner()))?;
+        }
+        Source::Streaming {
+            flow: Box::new(stream),
+            first,
+        }
     } else {
         let (commands, prepared) = preload(stream);
+        check_usable(&prepared.feed)?;
         Source::Preloaded {
             commands: commands.into_iter(),
             prepared: Box::new(prepared),
@@ -313,7 +403,7 @@ fn run_once(
     };
     let (progress_len, prepared_info) = match &source {
         Source::Preloaded { prepared: p, .. } => (p.commands, Some((p.commands, p.lines, p.wall))),
-        Source::Streaming(_) => (total_lines, None),
+        Source::Streaming { .. } => (total_lines, None),
     };
 
     let journal = match journal_dir {
@@ -411,8 +501,8 @@ fn run_once(
             lines_p.store(source.progress(seq), Ordering::Relaxed);
             drop(handle);
             let (feed, flow) = match source {
-                Source::Streaming(stream) => {
-                    (stream.inner().stats().report(), stream.stats().clone())
+                Source::Streaming { flow, .. } => {
+                    (feed_outcome(flow.inner()), flow.stats().clone())
                 }
                 Source::Preloaded { prepared, .. } => (prepared.feed, prepared.flow),
             };
@@ -524,6 +614,20 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     if opts.with_journal {
         results.push(run_once(opts, &config, Some(&journal_dir), total_lines)?);
+    }
+    if let Some(r) = results.first() {
+        if !r.feed.never_synced.is_empty() {
+            eprintln!(
+                "warning: {}",
+                bench_report::never_synced_line(&r.feed.never_synced)
+            );
+        }
+        if r.flow.budget_reached_ns.is_some() {
+            eprintln!(
+                "warning: the order flow stopped at its budget: {}",
+                bench_report::flow_bounds_line(opts, &r.flow)
+            );
+        }
     }
     let svg = opts.out.join("latency.svg");
     std::fs::write(&svg, bench_report::svg(&results))

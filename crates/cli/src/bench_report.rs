@@ -82,6 +82,35 @@ fn file_names(opts: &BenchOptions) -> Vec<String> {
     opts.ticks.iter().map(|p| p.display().to_string()).collect()
 }
 
+/// The depth streams that never synced (also warned on stderr).
+pub fn never_synced_line(never: &[(String, u64)]) -> String {
+    let list: Vec<String> = never
+        .iter()
+        .map(|(sym, n)| format!("{sym} ({n} diffs)"))
+        .collect();
+    format!(
+        "depth stream never synced (no usable snapshot; its book gave no prices): {}",
+        list.join(", ")
+    )
+}
+
+/// The flow's budget and the tick gaps it did not trade through.
+pub fn flow_bounds_line(opts: &BenchOptions, f: &perpcore_feed::FlowStats) -> String {
+    let budget = match f.budget_reached_ns {
+        Some(at) => format!(
+            "budget {} commands reached at exchange time {at} ns, {} more not generated",
+            opts.flow.max_commands, f.over_budget
+        ),
+        None => format!("budget {} commands not reached", opts.flow.max_commands),
+    };
+    format!(
+        "{budget}; tick gaps over {} s skipped: {} ({} s)",
+        opts.flow.max_tick_gap_ns / 1_000_000_000,
+        f.gaps_skipped,
+        f.gap_ns_skipped / 1_000_000_000
+    )
+}
+
 /// The stdout report.
 pub fn text(opts: &BenchOptions, results: &[RunResult]) -> String {
     let mut s = String::new();
@@ -110,17 +139,21 @@ pub fn text(opts: &BenchOptions, results: &[RunResult]) -> String {
         }
     );
     if let Some(r) = results.first() {
-        let _ = writeln!(s, "feed: {}", r.feed);
+        let _ = writeln!(s, "feed: {}", r.feed.report);
+        if !r.feed.never_synced.is_empty() {
+            let _ = writeln!(s, "{}", never_synced_line(&r.feed.never_synced));
+        }
         let _ = writeln!(
             s,
-            "flow: {} (synthetic marks {})",
+            "flow: {} (synthetic marks {}); {}",
             r.flow
                 .commands
                 .iter()
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            r.flow.synthetic_marks
+            r.flow.synthetic_marks,
+            flow_bounds_line(opts, &r.flow)
         );
     }
     for r in results {
@@ -243,11 +276,24 @@ pub fn summary_json(opts: &BenchOptions, results: &[RunResult]) -> Value {
         .collect();
     let feed = results
         .first()
-        .map(|r| json!(r.feed))
+        .map(|r| {
+            let mut v = json!(r.feed.report);
+            v["never_synced"] = json!(r.feed.never_synced);
+            v
+        })
         .unwrap_or(Value::Null);
     let flow = results
         .first()
-        .map(|r| json!({"commands": r.flow.commands, "synthetic_marks": r.flow.synthetic_marks}))
+        .map(|r| {
+            json!({
+                "commands": r.flow.commands,
+                "synthetic_marks": r.flow.synthetic_marks,
+                "budget_reached_ns": r.flow.budget_reached_ns,
+                "over_budget": r.flow.over_budget,
+                "gaps_skipped": r.flow.gaps_skipped,
+                "gap_ns_skipped": r.flow.gap_ns_skipped,
+            })
+        })
         .unwrap_or(Value::Null);
     json!({
         "ticks": file_names(opts),
@@ -256,6 +302,8 @@ pub fn summary_json(opts: &BenchOptions, results: &[RunResult]) -> Value {
             "seed": opts.flow.seed,
             "accounts": opts.flow.accounts,
             "actions_per_sec": opts.flow.actions_per_sec,
+            "max_commands": opts.flow.max_commands,
+            "max_tick_gap_ns": opts.flow.max_tick_gap_ns,
         },
         "max_in_flight": opts.max_in_flight,
         "stream": opts.stream,

@@ -160,6 +160,10 @@ enum Cmd {
         /// bounds the throughput) instead of building the commands before each run.
         #[arg(long)]
         stream: bool,
+        /// Most commands the order flow generates (setup, orders, synthetic marks); at
+        /// the budget generation stops and the report says when.
+        #[arg(long, default_value_t = perpcore_feed::DEFAULT_MAX_FLOW_COMMANDS)]
+        max_flow_commands: u64,
     },
 }
 
@@ -397,6 +401,7 @@ fn main() -> ExitCode {
             max_in_flight,
             quiet,
             stream,
+            max_flow_commands,
         } => bench::run(&bench::BenchOptions {
             ticks,
             config,
@@ -408,6 +413,7 @@ fn main() -> ExitCode {
                 seed,
                 accounts,
                 actions_per_sec: flow_rate,
+                max_commands: max_flow_commands,
                 ..perpcore_feed::FlowOptions::default()
             },
             max_in_flight,

@@ -59,12 +59,18 @@ struct PerInstrument {
     /// Last best bid/ask emitted.
     top: Option<(Price, Price)>,
     last_trade: Option<Price>,
+    /// Depth diffs received.
+    diffs: u64,
+    /// The book has been synchronised at some point.
+    ever_synced: bool,
 }
 
 /// Turns messages into commands; stateful (books, last references).
 #[derive(Clone, Debug)]
 pub struct Converter {
     by_symbol: HashMap<String, InstrumentId>,
+    /// Symbol of each instrument, by id.
+    symbols: Vec<String>,
     per: Vec<PerInstrument>,
     stats: FeedStats,
 }
@@ -83,10 +89,17 @@ impl Converter {
                 book: DepthBook::new(opts.book),
                 top: None,
                 last_trade: None,
+                diffs: 0,
+                ever_synced: false,
             })
             .collect();
         Self {
             by_symbol,
+            symbols: config
+                .instruments
+                .iter()
+                .map(|i| i.symbol.clone())
+                .collect(),
             per,
             stats: FeedStats::default(),
         }
@@ -100,6 +113,17 @@ impl Converter {
     /// The local book of an instrument.
     pub fn book(&self, i: InstrumentId) -> Option<&DepthBook> {
         self.per.get(i.0 as usize).map(|p| &p.book)
+    }
+
+    /// Depth streams that never synchronised: the symbols whose books received diffs but
+    /// never a usable snapshot (so they gave no prices), with the diffs received.
+    pub fn never_synced(&self) -> Vec<(&str, u64)> {
+        self.per
+            .iter()
+            .zip(&self.symbols)
+            .filter(|(p, _)| p.diffs > 0 && !p.ever_synced)
+            .map(|(p, s)| (s.as_str(), p.diffs))
+            .collect()
     }
 
     /// Forget every local book (after a reconnect the diff chain is broken): books wait
@@ -166,13 +190,16 @@ impl Converter {
         let k = id.0 as usize;
         match msg.body {
             Body::Depth(d) => {
+                self.per[k].diffs += 1;
                 self.per[k].book.on_update(d, &mut self.stats.depth);
+                self.per[k].ever_synced |= self.per[k].book.is_synced();
                 if let Some(top) = self.per[k].book.top() {
                     self.emit_top(out, t, id, top);
                 }
             }
             Body::Snapshot(s) => {
                 self.per[k].book.on_snapshot(s, &mut self.stats.depth);
+                self.per[k].ever_synced |= self.per[k].book.is_synced();
                 if let Some(top) = self.per[k].book.top() {
                     self.emit_top(out, t, id, top);
                 }

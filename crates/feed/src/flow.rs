@@ -27,6 +27,16 @@
 //! 10^-8) once per `synthetic_mark_interval_ns` (1 s, the cadence of Binance's mark
 //! stream), tagged [`Origin::SyntheticMark`].
 //!
+//! **Bounds.** The flow lives inside the recording's real span: across a gap between
+//! consecutive ticks longer than `max_tick_gap_ns` (default 60 s) nothing is generated,
+//! and the schedule (actions and synthetic marks) resumes at the tick after the gap
+//! (counted in [`FlowStats::gaps_skipped`]); a bogus far-future tick that the reader's
+//! jump rule let through (see [`crate::reader`]) cannot make the flow fill the years in
+//! between. And at most `max_commands` commands are generated (default 5,000,000, setup
+//! and synthetic marks included): when the budget is reached generation stops, the
+//! ticks go on, and [`FlowStats::budget_reached_ns`] and [`FlowStats::over_budget`] say
+//! when and how much was left out.
+//!
 //! Owns the accounts' roles and parameters, the order ids it assigns (counting up from 1)
 //! and the schedule. Must never: trade an inverse instrument, use a float, read a clock
 //! (times come from the ticks), or depend on anything but the seed and the ticks (same
@@ -58,7 +68,16 @@ pub struct FlowOptions {
     pub synthetic_mark_interval_ns: u64,
     /// Id of the first account.
     pub first_account_id: u64,
+    /// Most commands generated (setup, actions and synthetic marks); see the module docs.
+    pub max_commands: u64,
+    /// Longest gap between consecutive ticks the flow trades through; see the module docs.
+    pub max_tick_gap_ns: u64,
 }
+
+/// Default [`FlowOptions::max_commands`].
+pub const DEFAULT_MAX_FLOW_COMMANDS: u64 = 5_000_000;
+/// Default [`FlowOptions::max_tick_gap_ns`]: 60 s.
+pub const DEFAULT_MAX_TICK_GAP_NS: u64 = 60_000_000_000;
 
 impl Default for FlowOptions {
     fn default() -> Self {
@@ -70,6 +89,8 @@ impl Default for FlowOptions {
             isolated_pct: 30,
             synthetic_mark_interval_ns: 1_000_000_000,
             first_account_id: 1_000_000,
+            max_commands: DEFAULT_MAX_FLOW_COMMANDS,
+            max_tick_gap_ns: DEFAULT_MAX_TICK_GAP_NS,
         }
     }
 }
@@ -121,6 +142,17 @@ pub struct FlowStats {
     /// Reference or mark prices the engine would refuse (not positive, or above
     /// `MAX_PRICE`): not quoted around (quoting near `i64::MAX` overflowed).
     pub prices_out_of_range: u64,
+    /// Commands generated (the sum of `commands`), at most `max_commands`.
+    pub generated: u64,
+    /// Exchange time at which the command budget stopped generation, if it did.
+    pub budget_reached_ns: Option<u64>,
+    /// Commands refused by the budget plus the actions that fell due after it (not
+    /// generated).
+    pub over_budget: u64,
+    /// Gaps between ticks longer than `max_tick_gap_ns`, not traded through.
+    pub gaps_skipped: u64,
+    /// Exchange time in those gaps, ns.
+    pub gap_ns_skipped: u64,
 }
 
 /// Wraps a tick stream and interleaves the generated flow by time.
@@ -204,6 +236,12 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
     }
 
     fn emit(&mut self, t: u64, origin: Origin, command: Command) {
+        if self.stats.generated >= self.opts.max_commands {
+            self.stats.budget_reached_ns.get_or_insert(t);
+            self.stats.over_budget += 1;
+            return;
+        }
+        self.stats.generated += 1;
         *self.stats.commands.entry(command.kind()).or_default() += 1;
         self.pending.push_back(FeedItem {
             exchange_ns: t,
@@ -343,9 +381,30 @@ impl<I: Iterator<Item = FeedItem>> Flow<I> {
         self.market_of.get(i.0 as usize).copied().flatten()
     }
 
+    fn over_budget(&self) -> bool {
+        self.stats.generated >= self.opts.max_commands
+    }
+
+    /// A tick `t` after a gap longer than `max_tick_gap_ns`: nothing is generated inside
+    /// the gap; the schedule resumes from `t`.
+    fn skip_gap(&mut self, t: u64) {
+        let gap = t.saturating_sub(self.last_ns);
+        if gap <= self.opts.max_tick_gap_ns {
+            return;
+        }
+        self.stats.gaps_skipped += 1;
+        self.stats.gap_ns_skipped = self.stats.gap_ns_skipped.saturating_add(gap);
+        if self.next_action_ns != u64::MAX && self.next_action_ns < t {
+            self.next_action_ns = t.saturating_add(self.gap_ns());
+        }
+        for m in &mut self.markets {
+            m.next_synthetic_ns = m.next_synthetic_ns.max(t);
+        }
+    }
+
     /// The next synthetic mark due: (time, market).
     fn next_synthetic(&self) -> Option<(u64, usize)> {
-        if self.opts.synthetic_mark_interval_ns == 0 {
+        if self.opts.synthetic_mark_interval_ns == 0 || self.over_budget() {
             return None;
         }
         self.markets
@@ -599,7 +658,16 @@ impl<I: Iterator<Item = FeedItem>> Iterator for Flow<I> {
                 return Some(x);
             }
             // The flow lives inside the recording: it ends with the last tick.
-            let item = self.peeked.take().or_else(|| self.inner.next())?;
+            let item = match self.peeked.take() {
+                Some(item) => item,
+                None => {
+                    let item = self.inner.next()?;
+                    if self.started {
+                        self.skip_gap(item.exchange_ns);
+                    }
+                    item
+                }
+            };
             let t = item.exchange_ns;
             if !self.started {
                 self.started = true;
@@ -620,7 +688,12 @@ impl<I: Iterator<Item = FeedItem>> Iterator for Flow<I> {
                 }
                 (true, _) => {
                     let at = self.next_action_ns.max(self.last_ns);
-                    self.act(at);
+                    if self.over_budget() {
+                        self.stats.budget_reached_ns.get_or_insert(at);
+                        self.stats.over_budget += 1;
+                    } else {
+                        self.act(at);
+                    }
                     self.next_action_ns = self.next_action_ns.saturating_add(self.gap_ns());
                 }
                 (false, Some((at, k))) => self.synthetic_mark(at.max(self.last_ns), k),

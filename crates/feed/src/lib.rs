@@ -11,7 +11,7 @@
 //!
 //! Must never: go through a float or round a decimal (extra precision is counted as a
 //! problem), panic or stop on bad input (every unusable line is counted by
-//! [`Problem`] kind), hold a whole file in memory, read a clock into a command (command
+//! [`Problem`] kind; one bad timestamp costs one line, see [`reader`]), hold a whole file in memory, read a clock into a command (command
 //! times are exchange times), or touch engine state (it only produces commands).
 //!
 //! ```text
@@ -34,10 +34,10 @@ pub mod stats;
 
 pub use book::{BookOptions, DepthBook};
 pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
-pub use flow::{Flow, FlowOptions, FlowStats};
+pub use flow::{Flow, FlowOptions, FlowStats, DEFAULT_MAX_FLOW_COMMANDS, DEFAULT_MAX_TICK_GAP_NS};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};
-pub use reader::{Message, Reader, ReaderOptions, DEFAULT_TOLERANCE_NS};
+pub use reader::{Message, Reader, ReaderOptions, DEFAULT_MAX_JUMP_NS, DEFAULT_TOLERANCE_NS};
 pub use replay::Replay;
 pub use stats::{DepthStats, FeedStats, MessageKind, Problem, StatsReport};
 

@@ -174,6 +174,7 @@ pub async fn run(
         converter.reset_books();
         let frames_before = stats.frames;
         let mut out = Vec::new();
+        let mut ready = Vec::new();
         let ended = loop {
             let frame = tokio::select! {
                 f = ws.next() => f,
@@ -202,8 +203,8 @@ pub async fn run(
             stats.frames += 1;
             state.stats.lines += 1;
             let parsed = parse_json(&text).map(|p| (now_ns(), p));
-            let (a, b) = state.accept(stats.frames, parsed);
-            for msg in [a, b].into_iter().flatten() {
+            state.accept(stats.frames, parsed, &mut ready);
+            for msg in ready.drain(..) {
                 converter.convert(msg, &mut out);
             }
             for item in out.drain(..) {

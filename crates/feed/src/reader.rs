@@ -1,17 +1,51 @@
 //! A streaming reader of one recorded file: lines → [`Message`]s, in file order.
 //!
-//! Owns per-source concerns: line numbers, the exchange-time watermark and the
-//! out-of-order rule, attributing a symbol-less USDⓈ-M depth snapshot to the source's
+//! Owns per-source concerns: line numbers, the exchange-time watermark with the
+//! out-of-order and forward-jump rules, attributing a symbol-less depth snapshot to its
 //! symbol, and counting every line it cannot use by [`Problem`] kind. Must never stop on a
-//! bad line, hold more than one line and one pending message in memory, or reorder
+//! bad line, hold more than one line and a few pending messages in memory, or reorder
 //! messages (ordering across files is the merge's job).
 //!
 //! **Out-of-order rule.** The recorder writes messages in local receive order; exchange
 //! times of different streams on one connection interleave slightly out of order (up to
 //! ~280 ms in the bundled captures). A message whose exchange time is more than
-//! `tolerance_ns` (default 1 s) behind the latest exchange time already read from the
-//! same source is dropped and counted as [`Problem::OutOfOrder`]; anything within the
-//! tolerance passes in file order. A snapshot without `E` takes the latest time seen.
+//! `tolerance_ns` (default 1 s) behind the watermark (the latest trusted exchange time of
+//! the same source) is dropped and counted as [`Problem::OutOfOrder`]; anything within
+//! the tolerance passes in file order.
+//!
+//! **Forward-jump rule.** One corrupt timestamp must not move the watermark: a single
+//! flipped digit (+81 days) used to make every later line "out of order". A message more
+//! than `max_jump_ns` (default 5 s; the largest forward step in the bundled captures is
+//! 1 s, the mark stream's cadence) past the watermark is *held*, and the next message
+//! with a time decides:
+//!
+//! - if its time agrees with the held one (no more than `tolerance_ns` behind it and no
+//!   more than `max_jump_ns` past it), the jump is real (a recorder reconnecting after
+//!   minutes, a quiet market): the held message is released, the watermark moves to it,
+//!   and nothing is lost;
+//! - otherwise the held message is counted as [`Problem::TimeJump`] and skipped, the
+//!   watermark stays where it was, and the deciding message is judged against it.
+//!
+//! The first timed message of a source has no watermark to be judged against, so it is
+//! held the same way: a second message more than the tolerance behind it makes it the
+//! time jump (a bogus first line must not make the rest of the file out of order); a
+//! second message that agrees with it, or jumps past it, lets it stand. A message without
+//! a time of its own (a spot REST snapshot) decides nothing: it takes the watermark, a
+//! held first message stands before it and a held jump is counted. At the end of input a
+//! held jump is counted (nothing confirmed it) and a held first message stands. The cost
+//! of a real jump is that its first message waits for the next one; a corrupt timestamp
+//! repeated on two consecutive lines is taken as real. The local receive stamps are not
+//! used: their unit differs between recordings (µs in 2023, ns in 2024).
+//!
+//! **Snapshot attribution.** USDⓈ-M REST snapshots carry no symbol. One goes to, in
+//! order: `symbol_hint` if given; else the one symbol its source has named so far; if the
+//! source has named none yet, the first symbol it names next (the snapshot waits for it).
+//! If the source has named two or more symbols, the snapshot cannot be attributed: it is
+//! counted as [`Problem::SnapshotWithoutSymbol`] and dropped (update ids do not tell the
+//! symbols apart: Binance numbers the diffs of all symbols of a market from one
+//! sequence). A snapshot still waiting at the end of input is counted the same way. A
+//! snapshot at the very top of a multi-symbol file is given to the first symbol named
+//! after it: give `symbol_hint` for such files.
 
 use crate::lines::{open_maybe_gzip, LineRead, LineReader, DEFAULT_MAX_LINE};
 use crate::message::{parse_line, Body, Parsed};
@@ -22,6 +56,9 @@ use std::path::Path;
 
 /// Default out-of-order tolerance: 1 s of exchange time.
 pub const DEFAULT_TOLERANCE_NS: u64 = 1_000_000_000;
+
+/// Default bound on a forward jump of exchange time: 5 s (see the module docs).
+pub const DEFAULT_MAX_JUMP_NS: u64 = 5_000_000_000;
 
 /// A message read from a source, with where and when it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,10 +79,14 @@ pub struct Message {
 pub struct ReaderOptions {
     /// Longest line kept; longer ones are counted and skipped.
     pub max_line: usize,
-    /// See the module docs.
+    /// How far behind the watermark a message may be (see the module docs).
     pub tolerance_ns: u64,
-    /// Symbol for depth snapshots that carry none; by default the symbol of the most
-    /// recent message of the same source (or the next one, if none came before).
+    /// How far past the watermark a message may jump before it needs the next message
+    /// to confirm it (see the module docs); `u64::MAX`: no bound.
+    pub max_jump_ns: u64,
+    /// Symbol for depth snapshots that carry none (the operator knows the file). Without
+    /// it a symbol-less snapshot goes to the one symbol its source names, or is counted
+    /// (see the module docs).
     pub symbol_hint: Option<String>,
 }
 
@@ -54,24 +95,43 @@ impl Default for ReaderOptions {
         Self {
             max_line: DEFAULT_MAX_LINE,
             tolerance_ns: DEFAULT_TOLERANCE_NS,
+            max_jump_ns: DEFAULT_MAX_JUMP_NS,
             symbol_hint: None,
         }
     }
 }
 
+/// The symbols a source has named so far (only "none, one, more" matters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Named {
+    None,
+    One(String),
+    Many,
+}
+
+/// A timed message not yet trusted: the first of its source, or one that jumped past
+/// the bound. The next timed message decides.
+#[derive(Debug)]
+struct Held {
+    msg: Message,
+    first: bool,
+}
+
 /// The per-source rules shared by the file reader and the live client: the exchange-time
-/// watermark and out-of-order drop, message counting, and symbol attribution of
-/// symbol-less snapshots.
+/// watermark, the out-of-order drop and the forward-jump hold, message counting, and
+/// symbol attribution of symbol-less snapshots.
 #[derive(Debug)]
 pub(crate) struct SourceState {
     source: u16,
     tolerance_ns: u64,
+    max_jump_ns: u64,
     symbol_hint: Option<String>,
     pub(crate) stats: FeedStats,
-    /// Latest exchange time accepted (0 before any).
-    watermark_ns: u64,
-    last_symbol: Option<String>,
-    /// A snapshot waiting for its symbol.
+    /// Latest trusted exchange time (`None` before the first).
+    watermark_ns: Option<u64>,
+    held: Option<Held>,
+    named: Named,
+    /// A symbol-less snapshot read before the source named any symbol.
     pending_snapshot: Option<Message>,
 }
 
@@ -80,79 +140,151 @@ impl SourceState {
         Self {
             source,
             tolerance_ns: opts.tolerance_ns,
+            max_jump_ns: opts.max_jump_ns,
             symbol_hint: opts.symbol_hint.clone(),
             stats: FeedStats::default(),
-            watermark_ns: 0,
-            last_symbol: None,
+            watermark_ns: None,
+            held: None,
+            named: Named::None,
             pending_snapshot: None,
         }
     }
 
-    /// Takes one parsed message (or the problem parsing it) and returns what is ready:
-    /// nothing, the message, or a held snapshot followed by the message.
+    /// Takes one parsed message (or the problem parsing it) and appends what is ready to
+    /// `out`, in source order: nothing (counted, or held), the message, or held messages
+    /// released before it.
     pub(crate) fn accept(
         &mut self,
         line: u64,
         parsed: Result<(u64, Parsed), Problem>,
-    ) -> (Option<Message>, Option<Message>) {
+        out: &mut Vec<Message>,
+    ) {
         let (local_ts, parsed) = match parsed {
             Ok(v) => v,
             Err(p) => {
                 self.stats.count_problem(p, line);
-                return (None, None);
+                return;
             }
         };
-        let exchange_ns = parsed.exchange_ns.unwrap_or(self.watermark_ns);
-        if exchange_ns.saturating_add(self.tolerance_ns) < self.watermark_ns {
-            self.stats.count_problem(Problem::OutOfOrder, line);
-            return (None, None);
+        let Some(t) = parsed.exchange_ns else {
+            // No time of its own (a spot REST snapshot): it neither confirms nor refutes
+            // a held time. A held first message stands (nothing contradicts it), a held
+            // jump does not (nothing confirmed it).
+            if let Some(h) = self.held.take() {
+                if h.first {
+                    self.trust(h.msg, out);
+                } else {
+                    self.stats.count_problem(Problem::TimeJump, h.msg.line);
+                }
+            }
+            let msg = self.message(line, local_ts, self.watermark_ns.unwrap_or(0), parsed);
+            self.release(msg, out);
+            return;
+        };
+        let msg = self.message(line, local_ts, t, parsed);
+        if let Some(h) = self.held.take() {
+            let th = h.msg.exchange_ns;
+            let agrees = t.saturating_add(self.tolerance_ns) >= th
+                && t <= th.saturating_add(self.max_jump_ns);
+            if agrees || (h.first && t > th) {
+                // Confirmed; or a first message that `t` only jumps away from (then `t`
+                // is the one that needs confirming, below).
+                self.trust(h.msg, out);
+            } else {
+                self.stats.count_problem(Problem::TimeJump, h.msg.line);
+                if h.first {
+                    // `msg` is now the first: it waits for the next time in turn.
+                    self.held = Some(Held { msg, first: true });
+                    return;
+                }
+            }
         }
-        self.watermark_ns = self.watermark_ns.max(exchange_ns);
-        self.stats.count_message(parsed.body.kind());
-        let mut msg = Message {
+        match self.watermark_ns {
+            None => self.held = Some(Held { msg, first: true }),
+            Some(w) if t.saturating_add(self.tolerance_ns) < w => {
+                self.stats.count_problem(Problem::OutOfOrder, line);
+            }
+            Some(w) if t > w.saturating_add(self.max_jump_ns) => {
+                self.held = Some(Held { msg, first: false });
+            }
+            Some(_) => self.trust(msg, out),
+        }
+    }
+
+    fn message(&self, line: u64, local_ts: u64, exchange_ns: u64, parsed: Parsed) -> Message {
+        Message {
             source: self.source,
             line,
             local_ts,
             exchange_ns,
             body: parsed.body,
-        };
+        }
+    }
+
+    /// A timed message whose time is trusted: it moves the watermark and is released.
+    fn trust(&mut self, msg: Message, out: &mut Vec<Message>) {
+        let w = self.watermark_ns.unwrap_or(0).max(msg.exchange_ns);
+        self.watermark_ns = Some(w);
+        self.release(msg, out);
+    }
+
+    /// Counts the message and releases it, attributing a symbol-less snapshot first.
+    fn release(&mut self, mut msg: Message, out: &mut Vec<Message>) {
+        self.stats.count_message(msg.body.kind());
         if let Body::Snapshot(s) = &mut msg.body {
             if s.symbol.is_none() {
-                s.symbol = self
-                    .symbol_hint
-                    .clone()
-                    .or_else(|| self.last_symbol.clone());
-                if s.symbol.is_none() {
-                    // Wait for the next message that names the symbol; a second
-                    // symbol-less snapshot replaces (and counts) the first.
-                    if self.pending_snapshot.replace(msg).is_some() {
+                s.symbol = match (&self.symbol_hint, &self.named) {
+                    (Some(hint), _) => Some(hint.clone()),
+                    (None, Named::One(sym)) => Some(sym.clone()),
+                    (None, Named::Many) => {
+                        // Two or more symbols in this source: whose it is cannot be told.
                         self.stats
-                            .count_problem(Problem::SnapshotWithoutSymbol, line);
+                            .count_problem(Problem::SnapshotWithoutSymbol, msg.line);
+                        return;
                     }
-                    return (None, None);
-                }
+                    (None, Named::None) => {
+                        // Wait for the first message that names a symbol; a second
+                        // symbol-less snapshot replaces (and counts) the first.
+                        if let Some(old) = self.pending_snapshot.replace(msg) {
+                            self.stats
+                                .count_problem(Problem::SnapshotWithoutSymbol, old.line);
+                        }
+                        return;
+                    }
+                };
             }
-            return (Some(msg), None);
         }
         if let Some(sym) = msg.body.symbol() {
-            if self.last_symbol.as_deref() != Some(sym) {
-                self.last_symbol = Some(sym.to_string());
-            }
+            self.named = match std::mem::replace(&mut self.named, Named::Many) {
+                Named::None => Named::One(sym.to_string()),
+                Named::One(s) if s == sym => Named::One(s),
+                _ => Named::Many,
+            };
             if let Some(mut snap) = self.pending_snapshot.take() {
+                // The first symbol the source names.
                 if let Body::Snapshot(s) = &mut snap.body {
                     s.symbol = Some(sym.to_string());
                 }
-                return (Some(snap), Some(msg));
+                out.push(snap);
             }
         }
-        (Some(msg), None)
+        out.push(msg);
     }
 
-    /// End of input: a snapshot still waiting for a symbol is counted and dropped.
-    pub(crate) fn finish(&mut self, line: u64) {
-        if self.pending_snapshot.take().is_some() {
+    /// End of input: a held first message stands (nothing contradicts it), a held jump
+    /// is counted and dropped (nothing confirmed it), and a snapshot still waiting for a
+    /// symbol is counted and dropped.
+    pub(crate) fn finish(&mut self, out: &mut Vec<Message>) {
+        if let Some(h) = self.held.take() {
+            if h.first {
+                self.trust(h.msg, out);
+            } else {
+                self.stats.count_problem(Problem::TimeJump, h.msg.line);
+            }
+        }
+        if let Some(snap) = self.pending_snapshot.take() {
             self.stats
-                .count_problem(Problem::SnapshotWithoutSymbol, line);
+                .count_problem(Problem::SnapshotWithoutSymbol, snap.line);
         }
     }
 }
@@ -164,9 +296,12 @@ pub struct Reader {
     buf: Vec<u8>,
     state: SourceState,
     line_no: u64,
-    /// A message to return after a released snapshot.
-    queued: Option<Message>,
+    /// Messages released and not yet returned (in source order; at most a held message,
+    /// a pending snapshot and the current one).
+    ready: std::collections::VecDeque<Message>,
+    scratch: Vec<Message>,
     done: bool,
+    finished: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -207,8 +342,10 @@ impl Reader {
             buf: Vec::new(),
             state: SourceState::new(source, &opts),
             line_no: 0,
-            queued: None,
+            ready: std::collections::VecDeque::new(),
+            scratch: Vec::new(),
             done: false,
+            finished: false,
         }
     }
 
@@ -232,9 +369,17 @@ impl Reader {
 
     fn next_message(&mut self) -> Option<Message> {
         loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Some(m);
+            }
             if self.done {
-                self.state.finish(self.line_no);
-                return None;
+                if self.finished {
+                    return None;
+                }
+                self.finished = true;
+                self.state.finish(&mut self.scratch);
+                self.ready.extend(self.scratch.drain(..));
+                continue;
             }
             let step = match self.lines.next_line(&mut self.buf) {
                 Ok(s) => s,
@@ -272,13 +417,8 @@ impl Reader {
                 Ok(text) => parse_line(text),
                 Err(_) => Err(Problem::BadJson),
             };
-            match self.state.accept(self.line_no, parsed) {
-                (Some(first), second) => {
-                    self.queued = second;
-                    return Some(first);
-                }
-                (None, _) => continue,
-            }
+            self.state.accept(self.line_no, parsed, &mut self.scratch);
+            self.ready.extend(self.scratch.drain(..));
         }
     }
 }
@@ -287,9 +427,6 @@ impl Iterator for Reader {
     type Item = Message;
 
     fn next(&mut self) -> Option<Message> {
-        if let Some(m) = self.queued.take() {
-            return Some(m);
-        }
         self.next_message()
     }
 }

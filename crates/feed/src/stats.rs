@@ -22,7 +22,9 @@ pub enum Problem {
     UnknownEvent,
     /// A known message with a missing field or a field of the wrong type.
     BadField,
-    /// A decimal field that is not a number, is negative or is out of range.
+    /// A decimal field that is not a number (anything but `-?DIGITS(.DIGITS)?` in ASCII:
+    /// no exponent, sign `+`, spaces, underscores, leading or trailing dot), is negative
+    /// or is out of range. Checked by `perpcore_types::parse_decimal`, never rounded.
     BadNumber,
     /// A decimal with more places than the fixed-point type holds (price 8, rate 10,
     /// size 8): counted, never rounded.
@@ -33,17 +35,25 @@ pub enum Problem {
     BadTime,
     /// Exchange time more than the tolerance behind the latest seen in the same source.
     OutOfOrder,
+    /// Exchange time more than the jump bound past the latest seen in the same source,
+    /// and not confirmed by the next message (a corrupt or bogus timestamp): skipped
+    /// without moving the watermark (see [`crate::reader`]).
+    TimeJump,
     /// A symbol the configuration does not define.
     UnknownSymbol,
-    /// A depth snapshot without a `symbol` in a source that never names one.
+    /// A depth snapshot without a `symbol` that cannot be attributed: its source names
+    /// two or more symbols, or none at all (see [`crate::reader`]).
     SnapshotWithoutSymbol,
     /// The file could not be read any further (corrupt gzip, I/O error): the rest of that
     /// file is skipped, other files go on.
     ReadError,
 }
 
+/// Number of [`Problem`] kinds.
+const PROBLEM_KINDS: usize = 14;
+
 impl Problem {
-    pub const ALL: [Problem; 13] = [
+    pub const ALL: [Problem; PROBLEM_KINDS] = [
         Problem::LineTooLong,
         Problem::BadPrefix,
         Problem::BadJson,
@@ -54,6 +64,7 @@ impl Problem {
         Problem::NonPositivePrice,
         Problem::BadTime,
         Problem::OutOfOrder,
+        Problem::TimeJump,
         Problem::UnknownSymbol,
         Problem::SnapshotWithoutSymbol,
         Problem::ReadError,
@@ -72,6 +83,7 @@ impl Problem {
             Problem::NonPositivePrice => "non_positive_price",
             Problem::BadTime => "bad_time",
             Problem::OutOfOrder => "out_of_order",
+            Problem::TimeJump => "time_jump",
             Problem::UnknownSymbol => "unknown_symbol",
             Problem::SnapshotWithoutSymbol => "snapshot_without_symbol",
             Problem::ReadError => "read_error",
@@ -164,9 +176,9 @@ pub struct FeedStats {
     /// Lines (or frames) seen.
     pub lines: u64,
     messages: [u64; 6],
-    problems: [u64; 13],
+    problems: [u64; PROBLEM_KINDS],
     /// First line number (1-based, per source) of each problem kind, for diagnostics.
-    first_line: [u64; 13],
+    first_line: [u64; PROBLEM_KINDS],
     pub depth: DepthStats,
     /// Commands produced, by `Command::kind()`.
     pub commands: BTreeMap<&'static str, u64>,
