@@ -23,6 +23,7 @@
 pub mod book;
 pub mod convert;
 pub mod flow;
+pub mod guard;
 pub mod lines;
 #[cfg(feature = "live")]
 pub mod live;
@@ -35,6 +36,7 @@ pub mod stats;
 pub use book::{BookOptions, DepthBook};
 pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
 pub use flow::{Flow, FlowOptions, FlowStats};
+pub use guard::{GuardOptions, GuardStats, MarkGuard, PriceGuard};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};
 pub use reader::{Message, Reader, ReaderOptions, DEFAULT_TOLERANCE_NS};
