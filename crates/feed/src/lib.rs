@@ -5,8 +5,9 @@
 //! `bookTicker`, `trade`/`aggTrade` and `depthUpdate` (kept as a local L2 book from a REST
 //! snapshot) into `SetMarkPrice`, `SetIndexPrice`, `SetFundingRate` and
 //! `SetReferencePrices`; the k-way merge of several recordings by exchange time; a live
-//! websocket client with reconnects and a bounded hand-off (feature `live`, default); and
-//! a seeded order-flow generator trading the linear instruments around the recorded
+//! websocket client with timeouts, reconnects, REST depth snapshots and a bounded hand-off
+//! (feature `live`, default); a plausibility guard on mark and index prices ([`guard`]);
+//! and a seeded order-flow generator trading the linear instruments around the recorded
 //! market ([`flow`]).
 //!
 //! Must never: go through a float or round a decimal (extra precision is counted as a

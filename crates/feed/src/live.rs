@@ -27,12 +27,13 @@
 //!
 //! **Size limits.** A message above `max_message_bytes` or a frame above
 //! `max_frame_bytes` (default 1 MiB each, against tungstenite's 64 MiB / 16 MiB) ends the
-//! connection and is counted in [`LiveStats::oversize`]. Sizing: the largest message in
-//! the bundled Binance USDⓈ-M capture (`replay-fixtures/ticks`, `btcusdt@depth@0ms` and
-//! 1000-level REST snapshots) is 46 KB, the 1000-level snapshot; `depthUpdate` diffs are
-//! a few KB; a 1000-level snapshot is at most 2000 levels of ~40 bytes, about 80 KB. So
-//! 1 MiB is over ten times the largest real message, and a peer can make the client hold
-//! at most about 1 MiB per connection instead of 64 MiB.
+//! connection and is counted in [`LiveStats::oversize`]. Sizing, from the bundled Binance
+//! captures (`replay-fixtures/ticks`, `@depth@0ms` streams with 1000-level REST
+//! snapshots, USDⓈ-M and COIN-M): the largest `depthUpdate` is 26 KB (BTCUSDT,
+//! 2024-08-08), the largest snapshot 46 KB, every other message under 300 bytes; a
+//! 1000-level snapshot is at most 2000 levels of ~40 bytes, about 80 KB. So 1 MiB is
+//! over ten times the largest real message, and a peer can make the client hold about
+//! 1 MiB per connection instead of 64 MiB.
 //!
 //! **Depth books.** Each connection starts every local book over (the diff chain of the
 //! old one is broken). When a `depthUpdate` arrives for a configured symbol whose book is
