@@ -438,7 +438,7 @@ pub async fn run(
                 if wait(backoff, &mut shutdown).await {
                     return Ok(c.finish());
                 }
-                backoff = (backoff * 2).min(opts.backoff_max);
+                backoff = backoff.saturating_mul(2).min(opts.backoff_max);
                 continue;
             }
         };
@@ -450,16 +450,21 @@ pub async fn run(
         // Dropped (every request aborted) when the connection ends.
         let mut fetches: JoinSet<Fetched> = JoinSet::new();
         let frames_before = c.stats.frames;
-        let mut idle_deadline = Instant::now() + opts.idle_timeout;
+        let mut idle_deadline = deadline(opts.idle_timeout);
         let ended = loop {
             let frame = tokio::select! {
                 f = ws.next() => f,
                 Some(done) = fetches.join_next(), if !fetches.is_empty() => {
                     // A request task cannot panic by design; a join error (abort) is a failure.
                     let done = done.unwrap_or_else(|e| (String::new(), Err(e.to_string())));
+                    let started = Instant::now();
                     if !c.on_fetched(done, &mut books, &mut fetches, &tx).await {
                         break Ended::Stop;
                     }
+                    // Time spent waiting for the consumer is not idle time.
+                    idle_deadline = idle_deadline
+                        .checked_add(started.elapsed())
+                        .unwrap_or(idle_deadline);
                     continue;
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
@@ -484,7 +489,7 @@ pub async fn run(
                 Some(Ok(WsMessage::Binary(b))) => match String::from_utf8(b.to_vec()) {
                     Ok(s) => s,
                     Err(_) => {
-                        idle_deadline = Instant::now() + opts.idle_timeout;
+                        idle_deadline = deadline(opts.idle_timeout);
                         c.stats.frames += 1;
                         c.state.stats.lines += 1;
                         c.state
@@ -497,7 +502,6 @@ pub async fn run(
                 // Pings are answered by tungstenite on the next read; they are not data.
                 Some(Ok(_)) => continue,
             };
-            idle_deadline = Instant::now() + opts.idle_timeout;
             c.stats.frames += 1;
             c.state.stats.lines += 1;
             let parsed = parse_json(&text).map(|p| (now_ns(), p));
@@ -519,6 +523,9 @@ pub async fn run(
             if gone {
                 break Ended::Stop;
             }
+            // Counted from after the hand-off: time spent waiting for the consumer
+            // (back-pressure) is not idle time.
+            idle_deadline = deadline(opts.idle_timeout);
         };
         // Requests still running did not deliver: counted as failed, then aborted.
         c.stats.snapshot_failures += u64::try_from(fetches.len()).unwrap_or(u64::MAX);
@@ -538,8 +545,16 @@ pub async fn run(
         if wait(backoff, &mut shutdown).await {
             return Ok(c.finish());
         }
-        backoff = (backoff * 2).min(opts.backoff_max);
+        backoff = backoff.saturating_mul(2).min(opts.backoff_max);
     }
+}
+
+/// `d` from now; an unrepresentable instant (a huge timeout) is as good as never.
+fn deadline(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(now)
 }
 
 /// Sleeps `d` unless shutdown comes first (returns true then).
