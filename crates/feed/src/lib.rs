@@ -5,8 +5,9 @@
 //! `bookTicker`, `trade`/`aggTrade` and `depthUpdate` (kept as a local L2 book from a REST
 //! snapshot) into `SetMarkPrice`, `SetIndexPrice`, `SetFundingRate` and
 //! `SetReferencePrices`; the k-way merge of several recordings by exchange time; a live
-//! websocket client with reconnects and a bounded hand-off (feature `live`, default); and
-//! a seeded order-flow generator trading the linear instruments around the recorded
+//! websocket client with timeouts, reconnects, REST depth snapshots and a bounded hand-off
+//! (feature `live`, default); a plausibility guard on mark and index prices ([`guard`]);
+//! and a seeded order-flow generator trading the linear instruments around the recorded
 //! market ([`flow`]).
 //!
 //! Must never: go through a float or round a decimal (extra precision is counted as a
@@ -23,6 +24,7 @@
 pub mod book;
 pub mod convert;
 pub mod flow;
+pub mod guard;
 pub mod lines;
 #[cfg(feature = "live")]
 pub mod live;
@@ -35,6 +37,7 @@ pub mod stats;
 pub use book::{BookOptions, DepthBook};
 pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
 pub use flow::{Flow, FlowOptions, FlowStats, DEFAULT_MAX_FLOW_COMMANDS, DEFAULT_MAX_TICK_GAP_NS};
+pub use guard::{GuardOptions, GuardStats, MarkGuard, PriceGuard};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};
 pub use reader::{Message, Reader, ReaderOptions, DEFAULT_MAX_JUMP_NS, DEFAULT_TOLERANCE_NS};

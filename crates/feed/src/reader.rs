@@ -36,6 +36,9 @@
 //! of a real jump is that its first message waits for the next one; a corrupt timestamp
 //! repeated on two consecutive lines is taken as real. The local receive stamps are not
 //! used: their unit differs between recordings (µs in 2023, ns in 2024).
+//! The live client sets `trust_first`: the first message of each connection is trusted
+//! rather than held (holding would delay the first data of every connection), and the
+//! watermark starts again with each connection.
 //!
 //! **Snapshot attribution.** USDⓈ-M REST snapshots carry no symbol. One goes to, in
 //! order: `symbol_hint` if given; else the one symbol its source has named so far; if the
@@ -84,6 +87,10 @@ pub struct ReaderOptions {
     /// How far past the watermark a message may jump before it needs the next message
     /// to confirm it (see the module docs); `u64::MAX`: no bound.
     pub max_jump_ns: u64,
+    /// Trust the first timed message of the source (and of each restart) instead of
+    /// holding it for the next one: for a live connection, where holding would delay the
+    /// first data and a bogus first time costs only until the next reconnect.
+    pub trust_first: bool,
     /// Symbol for depth snapshots that carry none (the operator knows the file). Without
     /// it a symbol-less snapshot goes to the one symbol its source names, or is counted
     /// (see the module docs).
@@ -96,6 +103,7 @@ impl Default for ReaderOptions {
             max_line: DEFAULT_MAX_LINE,
             tolerance_ns: DEFAULT_TOLERANCE_NS,
             max_jump_ns: DEFAULT_MAX_JUMP_NS,
+            trust_first: false,
             symbol_hint: None,
         }
     }
@@ -125,6 +133,7 @@ pub(crate) struct SourceState {
     source: u16,
     tolerance_ns: u64,
     max_jump_ns: u64,
+    trust_first: bool,
     symbol_hint: Option<String>,
     pub(crate) stats: FeedStats,
     /// Latest trusted exchange time (`None` before the first).
@@ -141,6 +150,7 @@ impl SourceState {
             source,
             tolerance_ns: opts.tolerance_ns,
             max_jump_ns: opts.max_jump_ns,
+            trust_first: opts.trust_first,
             symbol_hint: opts.symbol_hint.clone(),
             stats: FeedStats::default(),
             watermark_ns: None,
@@ -200,6 +210,7 @@ impl SourceState {
             }
         }
         match self.watermark_ns {
+            None if self.trust_first => self.trust(msg, out),
             None => self.held = Some(Held { msg, first: true }),
             Some(w) if t.saturating_add(self.tolerance_ns) < w => {
                 self.stats.count_problem(Problem::OutOfOrder, line);
@@ -286,6 +297,14 @@ impl SourceState {
             self.stats
                 .count_problem(Problem::SnapshotWithoutSymbol, snap.line);
         }
+    }
+
+    /// A new connection of a live source: what the old one left held is settled as at
+    /// the end of input, and the watermark starts again (the new stream's times are
+    /// judged among themselves).
+    pub(crate) fn restart(&mut self, out: &mut Vec<Message>) {
+        self.finish(out);
+        self.watermark_ns = None;
     }
 }
 
