@@ -31,7 +31,10 @@ fn config(ci_cases: u32) -> ProptestConfig {
         if soak {
             std::time::SystemTime::now() // determinism-ok: picks a soak seed, printed
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(SEED, |d| d.as_nanos() as u64)
+                // The low 64 bits of the nanoseconds.
+                .map_or(SEED, |d| {
+                    u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(SEED)
+                })
         } else {
             SEED
         }
@@ -209,7 +212,7 @@ fn engine(c: &Case) -> Engine {
     let mut e = Engine::new(config);
     let mut out = Vec::new();
     for (i, command) in commands(c).into_iter().enumerate() {
-        let seq = i as u64 + 1;
+        let seq = u64::try_from(i).expect("few commands") + 1;
         e.apply(
             &Envelope {
                 seq,

@@ -33,7 +33,7 @@ pub fn fee_to_close(
     // |q| × E × (1 − 1/L) = value − value/L (long); value + value/L (short).
     debug_assert!(!spec.is_inverse() && !lots.is_zero());
     let value = value_at_entry.abs();
-    let im = value.div_int(leverage as i64, Rounding::Floor);
+    let im = value.div_int(i64::from(leverage), Rounding::Floor);
     let bankrupt_value = if long { value - im } else { value + im };
     bankrupt_value.mul_rate(spec.taker_fee, Rounding::Ceil)
 }
@@ -42,7 +42,7 @@ pub fn fee_to_close(
 /// instrument uses that convention).
 pub fn position_im(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     let n = spec.notional(leg.qty, mark);
-    let mut im = n.div_int(leg.leverage as i64, Rounding::Ceil);
+    let mut im = n.div_int(i64::from(leg.leverage), Rounding::Ceil);
     if spec.fee_to_close && !leg.qty.is_zero() {
         im += fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage);
     }
@@ -86,7 +86,7 @@ pub fn order_cost(
 ) -> OrderCost {
     let n = spec.notional(lots, price);
     OrderCost {
-        initial_margin: n.div_int(leverage as i64, Rounding::Ceil),
+        initial_margin: n.div_int(i64::from(leverage), Rounding::Ceil),
         open_fee: n.mul_rate(spec.taker_fee, Rounding::Ceil),
         close_fee: if spec.fee_to_close {
             fee_to_close(spec, lots, n, long, leverage)
@@ -155,17 +155,18 @@ pub fn is_pooled(mode: AssetMode, spec: &InstrumentSpec) -> bool {
 /// `marks` are indexed by instrument id.
 pub fn pool(account: &Account, asset: AssetId, specs: &[InstrumentSpec], marks: &Marks) -> Pool {
     let mut p = Pool {
-        wallet: account.wallets[asset.0 as usize],
+        wallet: account.wallets[usize::from(asset.0)],
         ..Pool::default()
     };
     for leg in &account.legs {
-        let spec = &specs[leg.instrument.0 as usize];
+        let spec = &specs[crate::instrument_slot(leg.instrument)];
         if spec.settle_asset != asset || is_pooled(account.asset_mode, spec) {
             continue;
         }
         p.order_margin += leg.order_margin;
         if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
-            let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+            let mark =
+                marks[crate::instrument_slot(leg.instrument)].expect("position without a mark");
             p.cross_upnl += upnl(leg, spec, mark);
             p.cross_im += position_im(leg, spec, mark);
             p.cross_mm += position_mm(leg, spec, mark);
@@ -184,15 +185,16 @@ pub fn available(
     specs: &[InstrumentSpec],
     marks: &Marks,
 ) -> Money {
-    let mut v = account.wallets[asset.0 as usize];
+    let mut v = account.wallets[usize::from(asset.0)];
     for leg in &account.legs {
-        let spec = &specs[leg.instrument.0 as usize];
+        let spec = &specs[crate::instrument_slot(leg.instrument)];
         if spec.settle_asset != asset || is_pooled(account.asset_mode, spec) {
             continue;
         }
         v -= leg.order_margin;
         if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
-            let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+            let mark =
+                marks[crate::instrument_slot(leg.instrument)].expect("position without a mark");
             if spec.is_inverse() || spec.fee_to_close {
                 v += upnl(leg, spec, mark);
                 v -= position_im(leg, spec, mark);
@@ -217,7 +219,7 @@ pub fn linear_valuation(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> (Money
         let value = spec.linear_value(leg.qty, mark);
         (
             value,
-            value.abs().div_int(leg.leverage as i64, Rounding::Ceil),
+            value.abs().div_int(i64::from(leg.leverage), Rounding::Ceil),
         )
     })
 }
@@ -287,11 +289,11 @@ pub fn liquidation_price(
     best.and_then(|m| i64::try_from(m).ok()).map(Price)
 }
 
-/// Rate scale as `i128`.
+/// Rate scale as `i128` (widening: `From` is not callable in a constant).
 const RS: i128 = RATE_SCALE as i128;
 /// The raw prices a mark can take: `1 ..= MAX_PRICE`.
 const PRICE_LO: i128 = 1;
-const PRICE_HI: i128 = MAX_PRICE.0 as i128;
+const PRICE_HI: i128 = MAX_PRICE.0 as i128; // widening, as `RS`
 
 /// Each bracket with the raw notionals `bracket_for` gives it: `n_lo ..= n_hi` (`None`:
 /// unbounded). A bracket takes what no earlier one took (first match by cap); the last
@@ -599,7 +601,7 @@ mod tests {
         let lp = liquidation_price(&long, &s, Money::from_int(8_400), p("84000")).unwrap();
         assert_eq!(lp, p("75903.61445783"));
         assert_eq!(
-            format_fixed(lp.raw() as i128 / 1_000_000 * 1_000_000, 8, 2),
+            format_fixed(i128::from(lp.raw()) / 1_000_000 * 1_000_000, 8, 2),
             "75903.61"
         );
 

@@ -30,7 +30,10 @@ fn config(ci_cases: u32) -> ProptestConfig {
         if soak {
             std::time::SystemTime::now() // determinism-ok: picks a soak seed, printed
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(SEED, |d| d.as_nanos() as u64)
+                // The low 64 bits of the nanoseconds.
+                .map_or(SEED, |d| {
+                    u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(SEED)
+                })
         } else {
             SEED
         }
