@@ -193,7 +193,7 @@ impl Engine {
             // USD pool: the price of this instrument at which adjusted equity reaches zero,
             // found numerically (tiers make it piecewise).
             let bp = self
-                .usd_pool_root(k, spec, |p| p.adjusted_equity)
+                .usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
                 .unwrap_or(mark);
             let ticks = if leg.qty.0 > 0 {
                 spec.ticks_of(bp, Rounding::Ceil)

@@ -452,15 +452,16 @@ impl Engine {
         }
     }
 
-    /// The price of `spec`'s mark at which `f(pool)` crosses zero, every other price fixed,
-    /// by bisection; `f` must grow with the price for a long and fall for a short. Returns
-    /// the boundary rounded against the account, or `None` if there is no sign change
-    /// between mark / 1000 and mark × 1000.
+    /// The first raw price of `spec`'s mark, coming from the unhealthy side, at which
+    /// `healthy(pool)` holds, every other price fixed, by bisection over the exact pool
+    /// (no rounding of its own); `healthy` must hold above the boundary for a long and
+    /// below it for a short. `None` if there is no change between mark / 1000 and
+    /// mark × 1000.
     pub(crate) fn usd_pool_root(
         &self,
         k: usize,
         spec: &InstrumentSpec,
-        f: impl Fn(&UsdPool) -> Money,
+        healthy: impl Fn(&UsdPool) -> bool,
     ) -> Option<Price> {
         let leg = self.accounts[k].leg(spec.id)?;
         if leg.is_flat() {
@@ -470,9 +471,9 @@ impl Engine {
         let usd = self.usd_prices();
         let mode = self.accounts[k].asset_mode;
         let mut marks = self.marks.clone();
-        let mut eval = |p: i64| {
+        let mut ok = |p: i64| {
             marks[spec.id.0 as usize] = Some(Price(p));
-            f(&risk::usd_pool(
+            healthy(&risk::usd_pool(
                 &self.accounts[k],
                 &self.config,
                 &marks,
@@ -489,17 +490,16 @@ impl Engine {
             (mark / 1_000).max(1),
             mark.saturating_mul(1_000).min(MAX_PRICE.raw()),
         );
-        let ok = |v: Money| !v.is_negative();
         if long {
-            if !ok(eval(hi)) {
+            if !ok(hi) {
                 return None;
             }
-            if ok(eval(lo)) {
+            if ok(lo) {
                 return None; // never reaches zero
             }
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                if ok(eval(mid)) {
+                if ok(mid) {
                     hi = mid
                 } else {
                     lo = mid
@@ -507,15 +507,15 @@ impl Engine {
             }
             Some(Price(hi))
         } else {
-            if !ok(eval(lo)) {
+            if !ok(lo) {
                 return None;
             }
-            if ok(eval(hi)) {
+            if ok(hi) {
                 return None;
             }
             while hi - lo > 1 {
                 let mid = lo + (hi - lo) / 2;
-                if ok(eval(mid)) {
+                if ok(mid) {
                     lo = mid
                 } else {
                     hi = mid

@@ -161,13 +161,18 @@ impl Engine {
                         risk::position_mm(leg, spec, m),
                         spec.notional(leg.qty, m),
                         if pooled {
-                            // USD pool: solved numerically over the pool (MARGIN §6).
-                            self.usd_pool_root(k, spec, |p| p.adjusted_equity - p.mm)
+                            // USD pool: the engine's own check (`is_liquidatable`) searched
+                            // over the pool (MARGIN §6); the first healthy price's neighbour
+                            // on the unhealthy side is the first one that liquidates.
+                            let step = if leg.qty.0 > 0 { -1 } else { 1 };
+                            self.usd_pool_root(k, spec, |p| !p.is_liquidatable())
+                                .map(|h| Price(h.raw() + step))
+                                .filter(|p| p.is_positive())
                         } else {
                             risk::liquidation_price(leg, spec, wb_others, m)
                         },
                         if pooled {
-                            self.usd_pool_root(k, spec, |p| p.adjusted_equity)
+                            self.usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
                         } else {
                             risk::bankruptcy_price(leg, spec, wb_upnl_others)
                         },

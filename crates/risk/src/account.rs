@@ -167,10 +167,15 @@ impl Leg {
         }
         // basis raw (1e-12) = q_lots × lot_factor × E_raw → E_raw = basis / (q_lots × lot_factor)
         let unit = spec.linear_value(QtyLots(1), Price(1)).raw();
-        let d = (self.qty.0 as i128) * unit;
-        Some(Price(
-            perpcore_types::div_round(self.basis.raw(), d, Rounding::Floor) as i64,
+        let d = i128::from(self.qty.0) * unit;
+        // `None` when the entry does not fit a price (a basis no fill can produce).
+        i64::try_from(perpcore_types::div_round(
+            self.basis.raw(),
+            d,
+            Rounding::Floor,
         ))
+        .ok()
+        .map(Price)
     }
 
     pub fn add_order(&mut self, id: perpcore_types::OrderId) {
@@ -317,13 +322,13 @@ pub fn apply_fill(
     if spec.is_inverse() {
         // Realized = closed basis + the closing part of the fill value; a smaller closed
         // basis (rounded down, for a long and for a short alike) is the smaller profit.
-        let closed_basis = leg
-            .basis
-            .mul_div(close as i128, q.abs() as i128, Rounding::Floor);
+        let closed_basis =
+            leg.basis
+                .mul_div(i128::from(close), i128::from(q.abs()), Rounding::Floor);
         let f_close = if rest == 0 {
             f
         } else {
-            f.mul_div(close as i128, lots as i128, Rounding::Floor)
+            f.mul_div(i128::from(close), i128::from(lots), Rounding::Floor)
         };
         eff.realized_pnl = closed_basis + f_close;
         leg.basis -= closed_basis;
@@ -340,9 +345,9 @@ pub fn apply_fill(
         // Closed share of basis rounded up: realized PnL rounds against the account
         // (for a long, a larger basis share is a smaller profit; for a short, basis is
         // negative and rounding up makes it less negative, again a smaller profit).
-        let closed_basis = leg
-            .basis
-            .mul_div(close as i128, q.abs() as i128, Rounding::Ceil);
+        let closed_basis =
+            leg.basis
+                .mul_div(i128::from(close), i128::from(q.abs()), Rounding::Ceil);
         eff.realized_pnl = spec.linear_value(closed_signed, price) - closed_basis;
         leg.basis -= closed_basis;
         leg.qty = QtyLots(q - q.signum() * close);

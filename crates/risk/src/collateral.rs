@@ -14,8 +14,8 @@ use perpcore_types::{
 pub fn usd_value(amount: Money, usd_price: Price) -> Money {
     Money(mul_div(
         amount.raw(),
-        usd_price.raw() as i128,
-        PRICE_SCALE as i128,
+        i128::from(usd_price.raw()),
+        i128::from(PRICE_SCALE),
         Rounding::Floor,
     ))
 }
@@ -33,8 +33,8 @@ pub fn tiered(x: Money, spec: &CollateralSpec) -> Money {
         let slice = top - tier.floor;
         out += Money(mul_div(
             slice.raw(),
-            tier.ratio.raw() as i128,
-            RATE_SCALE as i128,
+            i128::from(tier.ratio.raw()),
+            i128::from(RATE_SCALE),
             Rounding::Floor,
         ));
     }
@@ -104,17 +104,17 @@ pub fn usd_pool(
         ..UsdPool::default()
     };
     for leg in &account.legs {
-        let spec = &config.instruments[leg.instrument.0 as usize];
+        let spec = &config.instruments[crate::instrument_slot(leg.instrument)];
         if !pooled(spec) {
             continue;
         }
-        let k = spec.settle_asset.0 as usize;
+        let k = usize::from(spec.settle_asset.0);
         let to_usd = |m: Money| {
             usd[k].map(|price| {
                 Money(mul_div(
                     m.raw(),
-                    price.raw() as i128,
-                    PRICE_SCALE as i128,
+                    i128::from(price.raw()),
+                    i128::from(PRICE_SCALE),
                     Rounding::Ceil,
                 ))
             })
@@ -128,7 +128,7 @@ pub fn usd_pool(
         if leg.mode != MarginMode::Cross || leg.qty.is_zero() {
             continue;
         }
-        let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+        let mark = marks[crate::instrument_slot(leg.instrument)].expect("position without a mark");
         p.equity[k] += upnl(leg, spec, mark);
         match (
             to_usd(position_im(leg, spec, mark)),

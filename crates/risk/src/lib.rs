@@ -12,3 +12,14 @@ pub mod margin;
 pub use account::*;
 pub use collateral::*;
 pub use margin::*;
+
+// Table indexes: a `u32` instrument id always fits a `usize` on the targets perpcore
+// builds for, which this assertion checks at compile time, so the conversion below
+// cannot fail (an id beyond the table is then caught by the slice's bounds check).
+const _: () = assert!(usize::BITS >= u32::BITS);
+
+/// The table index of an instrument id.
+#[inline]
+pub(crate) fn instrument_slot(id: perpcore_types::InstrumentId) -> usize {
+    usize::try_from(id.0).expect("usize holds every u32 (asserted at compile time)")
+}

@@ -4,8 +4,8 @@
 
 use crate::account::{Account, Leg};
 use perpcore_types::{
-    div_round, AssetId, AssetMode, InstrumentSpec, MarginMode, Money, Price, QtyLots, Rate,
-    Rounding, RATE_SCALE,
+    div_round, AssetId, AssetMode, Bracket, InstrumentSpec, MarginMode, Money, Price, QtyLots,
+    Rate, Rounding, MAX_PRICE, RATE_SCALE,
 };
 
 /// Marks indexed by instrument id (`None` until the feed sets one).
@@ -33,7 +33,7 @@ pub fn fee_to_close(
     // |q| × E × (1 − 1/L) = value − value/L (long); value + value/L (short).
     debug_assert!(!spec.is_inverse() && !lots.is_zero());
     let value = value_at_entry.abs();
-    let im = value.div_int(leverage as i64, Rounding::Floor);
+    let im = value.div_int(i64::from(leverage), Rounding::Floor);
     let bankrupt_value = if long { value - im } else { value + im };
     bankrupt_value.mul_rate(spec.taker_fee, Rounding::Ceil)
 }
@@ -42,7 +42,7 @@ pub fn fee_to_close(
 /// instrument uses that convention).
 pub fn position_im(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     let n = spec.notional(leg.qty, mark);
-    let mut im = n.div_int(leg.leverage as i64, Rounding::Ceil);
+    let mut im = n.div_int(i64::from(leg.leverage), Rounding::Ceil);
     if spec.fee_to_close && !leg.qty.is_zero() {
         im += fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage);
     }
@@ -86,7 +86,7 @@ pub fn order_cost(
 ) -> OrderCost {
     let n = spec.notional(lots, price);
     OrderCost {
-        initial_margin: n.div_int(leverage as i64, Rounding::Ceil),
+        initial_margin: n.div_int(i64::from(leverage), Rounding::Ceil),
         open_fee: n.mul_rate(spec.taker_fee, Rounding::Ceil),
         close_fee: if spec.fee_to_close {
             fee_to_close(spec, lots, n, long, leverage)
@@ -155,17 +155,18 @@ pub fn is_pooled(mode: AssetMode, spec: &InstrumentSpec) -> bool {
 /// `marks` are indexed by instrument id.
 pub fn pool(account: &Account, asset: AssetId, specs: &[InstrumentSpec], marks: &Marks) -> Pool {
     let mut p = Pool {
-        wallet: account.wallets[asset.0 as usize],
+        wallet: account.wallets[usize::from(asset.0)],
         ..Pool::default()
     };
     for leg in &account.legs {
-        let spec = &specs[leg.instrument.0 as usize];
+        let spec = &specs[crate::instrument_slot(leg.instrument)];
         if spec.settle_asset != asset || is_pooled(account.asset_mode, spec) {
             continue;
         }
         p.order_margin += leg.order_margin;
         if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
-            let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+            let mark =
+                marks[crate::instrument_slot(leg.instrument)].expect("position without a mark");
             p.cross_upnl += upnl(leg, spec, mark);
             p.cross_im += position_im(leg, spec, mark);
             p.cross_mm += position_mm(leg, spec, mark);
@@ -184,15 +185,16 @@ pub fn available(
     specs: &[InstrumentSpec],
     marks: &Marks,
 ) -> Money {
-    let mut v = account.wallets[asset.0 as usize];
+    let mut v = account.wallets[usize::from(asset.0)];
     for leg in &account.legs {
-        let spec = &specs[leg.instrument.0 as usize];
+        let spec = &specs[crate::instrument_slot(leg.instrument)];
         if spec.settle_asset != asset || is_pooled(account.asset_mode, spec) {
             continue;
         }
         v -= leg.order_margin;
         if leg.mode == MarginMode::Cross && !leg.qty.is_zero() {
-            let mark = marks[leg.instrument.0 as usize].expect("position without a mark");
+            let mark =
+                marks[crate::instrument_slot(leg.instrument)].expect("position without a mark");
             if spec.is_inverse() || spec.fee_to_close {
                 v += upnl(leg, spec, mark);
                 v -= position_im(leg, spec, mark);
@@ -217,7 +219,7 @@ pub fn linear_valuation(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> (Money
         let value = spec.linear_value(leg.qty, mark);
         (
             value,
-            value.abs().div_int(leg.leverage as i64, Rounding::Ceil),
+            value.abs().div_int(i64::from(leg.leverage), Rounding::Ceil),
         )
     })
 }
@@ -228,58 +230,224 @@ pub fn isolated_liquidatable(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> b
         && leg.isolated_margin + upnl(leg, spec, mark) <= position_mm(leg, spec, mark)
 }
 
-/// `LP = (WB − TMM_other + UPNL_other + cum − q·E) / (|q|·mmr − q)` (MARGIN §6) for a
-/// linear position, iterating the bracket at the liquidation notional until stable.
-/// `wb_plus_others` is `WB − TMM_other + UPNL_other` (isolated: `IW`). Rounded against
-/// the account (long up, short down). `None` when there is no positive solution.
+/// The close fee a position's maintenance margin carries (zero without the convention):
+/// `fee_to_close` at the leg's basis and leverage, so it does not move with the mark.
+pub fn close_fee(leg: &Leg, spec: &InstrumentSpec) -> Money {
+    if spec.fee_to_close && !leg.qty.is_zero() {
+        fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage)
+    } else {
+        Money::ZERO
+    }
+}
+
+/// Liquidation price (MARGIN §6): the first mark, coming from the healthy side, at which
+/// the engine's own check says liquidatable with every other price fixed — for a long the
+/// highest raw price at which `C + uPnL(M) ≤ MM(M)` holds, for a short the lowest. `C` is
+/// `wb_plus_others` = `WB − TMM_other + UPNL_other` of a single-asset cross pool (what
+/// `Pool::is_liquidatable` compares), or `IW` for an isolated position
+/// (`isolated_liquidatable`); the position's own MM includes its close fee.
+///
+/// Exact for every size: the condition is solved bracket by bracket in `i128` with the
+/// check's own roundings (MM rounded up to 10^-12; an inverse value `q·CV/M` rounded up),
+/// and the one rounding of the result is the division that turns the condition into a
+/// bound on the integer price. Linear, per bracket `b` (`v` = `q` in money-raw per
+/// price-raw, `A = C − F + cum_b − basis`): `A + v·M ≤ ⌈|v|·M·mmr_b⌉` ⟺
+/// `M·(v − |v|·mmr_b) < 1 − A` (both sides scaled by the rate scale), the MARGIN §6
+/// closed form `LP = (WB − TMM_other + UPNL_other + cum − q·E) / (|q|·mmr − q)` with the
+/// close fee in the numerator. Inverse: the same in the notional `N = ⌈|q|·CV/M⌉`.
+/// The brackets are taken over the prices where `bracket_for` picks them, so no
+/// iteration is needed. Searched over `1 ..= MAX_PRICE` raw (every mark the engine
+/// accepts); `None` when no such price liquidates, or when the arithmetic would leave
+/// `i128` (beyond every validated input).
 pub fn liquidation_price(
     leg: &Leg,
     spec: &InstrumentSpec,
     wb_plus_others: Money,
-    mark: Price,
+    _mark: Price,
 ) -> Option<Price> {
     if leg.qty.is_zero() {
         return None;
     }
-    if spec.is_inverse() {
-        return inverse_liquidation_price(leg, spec, wb_plus_others, mark);
-    }
     let long = leg.qty.0 > 0;
-    // q in raw lots-value units: linear_value(q, Price(1)) is q × 1e-8 quote per price raw.
-    let unit = spec.linear_value(leg.qty, Price(1)).raw(); // signed q × (price raw → money raw)
-    let mut bracket = spec.bracket_for(spec.notional(leg.qty, mark));
-    let mut result = None;
-    for _ in 0..=spec.brackets.len() {
-        let num = wb_plus_others + bracket.cum - leg.basis;
-        // LP = num / (|q|·mmr − q), with both sides scaled by RATE_SCALE so that nothing
-        // is rounded before the one division (flooring |q|·mmr in money-raw per price-raw
-        // first made small positions report a price the engine liquidates above).
-        let rs = RATE_SCALE as i128;
-        let den = unit
-            .abs()
-            .checked_mul(bracket.mmr.raw() as i128)?
-            .checked_sub(unit.checked_mul(rs)?)?;
-        if den == 0 {
-            return None;
-        }
-        let rounding = if long {
-            Rounding::Ceil
+    let c = wb_plus_others
+        .raw()
+        .checked_sub(close_fee(leg, spec).raw())?;
+    let mut best: Option<i128> = None;
+    for (b, n_lo, n_hi) in bracket_ranges(spec) {
+        let found = if spec.is_inverse() {
+            inverse_bracket(leg, spec, c, b, n_lo, n_hi)
         } else {
-            Rounding::Floor
+            linear_bracket(leg, spec, c, b, n_lo, n_hi)
         };
-        let lp = div_round(num.raw().checked_mul(rs)?, den, rounding);
-        if lp <= 0 {
-            return None;
-        }
-        let lp = Price(i64::try_from(lp).ok()?);
-        result = Some(lp);
-        let next = spec.bracket_for(spec.notional(leg.qty, lp));
-        if next == bracket {
-            break;
-        }
-        bracket = next;
+        let Some(m) = found? else { continue };
+        best = Some(match best {
+            Some(x) if long => x.max(m),
+            Some(x) => x.min(m),
+            None => m,
+        });
     }
-    result
+    best.and_then(|m| i64::try_from(m).ok()).map(Price)
+}
+
+/// Rate scale as `i128` (widening: `From` is not callable in a constant).
+const RS: i128 = RATE_SCALE as i128;
+/// The raw prices a mark can take: `1 ..= MAX_PRICE`.
+const PRICE_LO: i128 = 1;
+const PRICE_HI: i128 = MAX_PRICE.0 as i128; // widening, as `RS`
+
+/// Each bracket with the raw notionals `bracket_for` gives it: `n_lo ..= n_hi` (`None`:
+/// unbounded). A bracket takes what no earlier one took (first match by cap); the last
+/// also takes everything above every cap.
+fn bracket_ranges(spec: &InstrumentSpec) -> impl Iterator<Item = (&Bracket, i128, Option<i128>)> {
+    let last = spec.brackets.len().saturating_sub(1);
+    let mut below: i128 = -1; // the largest notional an earlier bracket took
+    spec.brackets.iter().enumerate().map(move |(i, b)| {
+        let lo = below.saturating_add(1).max(0);
+        let hi = (i != last).then_some(b.notional_cap.raw());
+        below = below.max(b.notional_cap.raw());
+        (b, lo, hi)
+    })
+}
+
+/// The integers `x` with `p·x < q`, as an interval `(lo, hi)` (`None` = unbounded side),
+/// or `None` when there is none. One rounding: the division turning it into a bound.
+#[allow(clippy::type_complexity)]
+fn solve_lt(p: i128, q: i128) -> Option<(Option<i128>, Option<i128>)> {
+    use std::cmp::Ordering::*;
+    match p.cmp(&0) {
+        // x < q/p ⟺ x ≤ ⌊(q − 1)/p⌋
+        Greater => Some((None, Some(div_round(q.checked_sub(1)?, p, Rounding::Floor)))),
+        // x > q/p ⟺ x ≥ ⌊q/p⌋ + 1
+        Less => Some((Some(div_round(q, p, Rounding::Floor).checked_add(1)?), None)),
+        Equal => (q > 0).then_some((None, None)),
+    }
+}
+
+/// The interval `[max(lo, a), min(hi, b)]`, `None` if empty.
+fn clamp(lo: i128, hi: i128, (a, b): (Option<i128>, Option<i128>)) -> Option<(i128, i128)> {
+    let lo = a.map_or(lo, |a| a.max(lo));
+    let hi = b.map_or(hi, |b| b.min(hi));
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// A linear position's liquidating prices inside bracket `b` (notional `n_lo ..= n_hi`):
+/// the highest (long) or lowest (short). `Some(None)`: none; `None`: overflow.
+fn linear_bracket(
+    leg: &Leg,
+    spec: &InstrumentSpec,
+    c: i128,
+    b: &Bracket,
+    n_lo: i128,
+    n_hi: Option<i128>,
+) -> Option<Option<i128>> {
+    // v: the position's value per raw price unit, in raw money (exact: q × lot).
+    let v = spec.linear_value(leg.qty, Price(1)).raw();
+    let va = v.checked_abs()?;
+    // Prices where the notional |v|·M lies in the bracket.
+    let m_lo = div_round(n_lo, va, Rounding::Ceil).max(PRICE_LO);
+    let m_hi = n_hi.map_or(PRICE_HI, |h| {
+        div_round(h, va, Rounding::Floor).min(PRICE_HI)
+    });
+    // C + (v·M − basis) ≤ ⌈|v|·M·mmr / RS⌉ − cum: with A = C + cum − basis and the
+    // left side an integer, A + v·M − 1 < |v|·M·mmr / RS ⟺ M·(v·RS − |v|·mmr) < (1 − A)·RS.
+    let a = c.checked_add(b.cum.raw())?.checked_sub(leg.basis.raw())?;
+    let p = v
+        .checked_mul(RS)?
+        .checked_sub(va.checked_mul(i128::from(b.mmr.raw()))?)?;
+    let q = 1i128.checked_sub(a)?.checked_mul(RS)?;
+    let Some(half) = solve_lt(p, q) else {
+        return Some(None);
+    };
+    Some(clamp(m_lo, m_hi, half).map(|(lo, hi)| if leg.qty.0 > 0 { hi } else { lo }))
+}
+
+/// An inverse position's liquidating prices inside bracket `b`, where the check reads the
+/// notional `N = ⌈m/M⌉` (`m = |q|·lot·CV` raw, so `N` is raw money) and the uPnL
+/// `basis − ⌈n/M⌉` (`n` signed). Solved in `N`, then mapped to prices: `⌈m/M⌉ ≤ y` ⟺
+/// `M ≥ ⌈m/y⌉`, and `⌈m/M⌉ ≥ x` ⟺ `M ≤ ⌊(m − 1)/(x − 1)⌋` (x ≥ 2).
+fn inverse_bracket(
+    leg: &Leg,
+    spec: &InstrumentSpec,
+    c: i128,
+    b: &Bracket,
+    n_lo: i128,
+    n_hi: Option<i128>,
+) -> Option<Option<i128>> {
+    let n = spec.inverse_numerator(leg.qty);
+    let m = n.checked_abs()?;
+    let a = c.checked_add(b.cum.raw())?.checked_add(leg.basis.raw())?;
+    let mmr = i128::from(b.mmr.raw());
+    // N ranges over 1.. (a position's value is at least one raw unit, rounded up).
+    let n_lo = n_lo.max(1);
+    // Prices whose notional lies in [x, y].
+    let prices = |x: i128, y: Option<i128>| -> Option<(i128, i128)> {
+        let lo = y.map_or(PRICE_LO, |y| div_round(m, y, Rounding::Ceil).max(PRICE_LO));
+        let hi = if x <= 1 {
+            PRICE_HI
+        } else {
+            div_round(m - 1, x - 1, Rounding::Floor).min(PRICE_HI)
+        };
+        (lo <= hi).then_some((lo, hi))
+    };
+    if n > 0 {
+        // Long: ⌈n/M⌉ = N. A − N ≤ ⌈N·mmr/RS⌉ ⟺ (A − N − 1)·RS < N·mmr
+        // ⟺ N·(−(RS + mmr)) < (1 − A)·RS.
+        let p = RS.checked_add(mmr)?.checked_neg()?;
+        let q = 1i128.checked_sub(a)?.checked_mul(RS)?;
+        let Some(half) = solve_lt(p, q) else {
+            return Some(None);
+        };
+        let Some((x, y)) = clamp_open(n_lo, n_hi, half) else {
+            return Some(None);
+        };
+        return Some(prices(x, y).map(|(_, hi)| hi));
+    }
+    // Short: uPnL = basis + ⌊m/M⌋, which is N − 1 where M does not divide m (δ = 1) and
+    // N where it does (δ = 0). A + N − δ ≤ ⌈N·mmr/RS⌉
+    // ⟺ N·(RS − mmr) < (1 + δ − A)·RS.
+    let p = RS.checked_sub(mmr)?;
+    let bound = |delta: i128| -> Option<Option<(Option<i128>, Option<i128>)>> {
+        Some(solve_lt(p, (1 + delta).checked_sub(a)?.checked_mul(RS)?))
+    };
+    let (Some(any), exact) = (bound(1)?, bound(0)?) else {
+        return Some(None);
+    };
+    let Some((x, y)) = clamp_open(n_lo, n_hi, any) else {
+        return Some(None);
+    };
+    let Some((lo, hi)) = prices(x, y) else {
+        return Some(None);
+    };
+    // The lowest price from `lo` whose δ = 1 (M ∤ m), or whose exact notional satisfies
+    // the δ = 0 bound. Runs of consecutive divisors of m are short (k consecutive
+    // integers ≥ lo dividing m need lcm ≥ C(lo + k, k) ≤ m < 2^127), so this ends fast.
+    let exact_ok = |nn: i128| match exact {
+        Some((xa, ya)) => xa.is_none_or(|xa| nn >= xa) && ya.is_none_or(|ya| nn <= ya),
+        None => false,
+    };
+    let mut price = lo;
+    while price <= hi {
+        if m % price != 0 || exact_ok(m / price) {
+            return Some(Some(price));
+        }
+        price += 1;
+    }
+    Some(None)
+}
+
+/// Like `clamp` with an open upper end: `[max(lo, a), min(hi, b)]` where `hi`, `b` may
+/// be unbounded.
+fn clamp_open(
+    lo: i128,
+    hi: Option<i128>,
+    (a, b): (Option<i128>, Option<i128>),
+) -> Option<(i128, Option<i128>)> {
+    let lo = a.map_or(lo, |a| a.max(lo));
+    let hi = match (hi, b) {
+        (Some(h), Some(b)) => Some(h.min(b)),
+        (h, b) => h.or(b),
+    };
+    hi.is_none_or(|h| lo <= h).then_some((lo, hi))
 }
 
 /// Bankruptcy price: where the pool's (or isolated position's) equity reaches zero:
@@ -320,51 +488,6 @@ pub fn bankruptcy_price(
         return None;
     }
     i64::try_from(bp).ok().map(Price)
-}
-
-/// Inverse liquidation price: `W + basis − V = mmr·|V| − cum` with `V = q·CV/M`, so
-/// `V = (W + basis + cum) / (1 + s·mmr)` (s = sign of q) and `M = q·CV / V`. Iterates the
-/// bracket at the liquidation notional like the linear form. Rounded against the account.
-fn inverse_liquidation_price(
-    leg: &Leg,
-    spec: &InstrumentSpec,
-    wb_plus_others: Money,
-    mark: Price,
-) -> Option<Price> {
-    let long = leg.qty.0 > 0;
-    let s: i128 = if long { 1 } else { -1 };
-    let num = spec.inverse_numerator(leg.qty);
-    let mut bracket = spec.bracket_for(spec.notional(leg.qty, mark));
-    let mut result = None;
-    for _ in 0..=spec.brackets.len() {
-        let x = wb_plus_others + leg.basis + bracket.cum;
-        if x.is_zero() || x.is_positive() != long {
-            return None;
-        }
-        // M_raw = num × (RATE_SCALE + s·mmr) / (x_raw × RATE_SCALE)
-        let factor = RATE_SCALE as i128 + s * bracket.mmr.raw() as i128;
-        let rounding = if long {
-            Rounding::Ceil
-        } else {
-            Rounding::Floor
-        };
-        let lp = div_round(
-            num.checked_mul(factor)?,
-            x.raw().checked_mul(RATE_SCALE as i128)?,
-            rounding,
-        );
-        if lp <= 0 {
-            return None;
-        }
-        let lp = Price(i64::try_from(lp).ok()?);
-        result = Some(lp);
-        let next = spec.bracket_for(spec.notional(leg.qty, lp));
-        if next == bracket {
-            break;
-        }
-        bracket = next;
-    }
-    result
 }
 
 #[cfg(test)]
@@ -465,30 +588,36 @@ mod tests {
     /// Case L1: 1 BTC at 84,000 isolated with 8,400, mmr 0.4%, cum 0:
     /// long LP = (84,000 − 8,400) / 0.996 = 75,903.61 (to the cent);
     /// short LP = (84,000 + 8,400) / 1.004 = 92,031.87.
+    /// To the raw unit the reported price is the first one the check liquidates at: for
+    /// the long the root is 75,903.6144578313…, so 75,903.61445783 liquidates (equity
+    /// 303.61445783 ≤ MM ⌈0.004 × 75,903.61445783⌉ = 303.61445783132) and one raw unit
+    /// above does not (equity 303.61445784 > MM 303.61445783136); for the short the root
+    /// is 92,031.8725099601…, so the first is 92,031.87250997 (at …996 equity
+    /// 368.12749004 > MM 368.12749003984).
     #[test]
     fn l1_isolated_liquidation_price() {
         let s = spec_single_bracket();
         let mut long = Leg::new(s.id, 125);
         apply_fill(&mut long, &s, Side::Buy, 1000, p("84000"));
         let lp = liquidation_price(&long, &s, Money::from_int(8_400), p("84000")).unwrap();
-        // 75,600 / 0.996 = 75,903.6144578…; rounded up for a long at 8 decimals.
-        assert_eq!(lp, p("75903.61445784"));
+        assert_eq!(lp, p("75903.61445783"));
         assert_eq!(
-            format_fixed(lp.raw() as i128 / 1_000_000 * 1_000_000, 8, 2),
+            format_fixed(i128::from(lp.raw()) / 1_000_000 * 1_000_000, 8, 2),
             "75903.61"
         );
 
         let mut short = Leg::new(s.id, 125);
         apply_fill(&mut short, &s, Side::Sell, 1000, p("84000"));
         let lp = liquidation_price(&short, &s, Money::from_int(8_400), p("84000")).unwrap();
-        // 92,400 / 1.004 = 92,031.8725099…; rounded down for a short.
-        assert_eq!(lp, p("92031.87250996"));
+        assert_eq!(lp, p("92031.87250997"));
     }
 
     /// Issue 13, "Liquidation price wrong for small positions": long 0.123 BTC at
     /// 50,000 (basis 6,150) with 1,000 of wallet, mmr 0.4%, cum 0:
     /// LP = (1,000 − 6,150) / (0.123 × 0.004 − 0.123) = −5,150 / −0.122508
-    /// = 42,038.0709831…, rounded up for a long: 42,038.07098312. The report used to
+    /// = 42,038.0709831194…; the highest raw price at or below it, 42,038.07098311, is the
+    /// first the check liquidates at (at …312 the margin is 0.122508 × 0.8 × 10^-8 above
+    /// MM, far more than MM's 10^-12 rounding). The report used to
     /// floor |q|·mmr to whole money-raw per price-raw first (1,230 × 0.004 = 4.92 → 4),
     /// giving 42,006.53: a trader was liquidated above the price the report showed.
     #[test]
@@ -498,19 +627,83 @@ mod tests {
         apply_fill(&mut long, &s, Side::Buy, 123, p("50000"));
         assert_eq!(long.basis, Money::from_int(6_150));
         let lp = liquidation_price(&long, &s, Money::from_int(1_000), p("50000")).unwrap();
-        assert_eq!(lp, p("42038.07098312"));
+        assert_eq!(lp, p("42038.07098311"));
         // Short 0.123 at 50,000 with 1,000: LP = (1,000 + 6,150) / (0.123 × 1.004)
-        // = 7,150 / 0.123492 = 57,898.4873514…, rounded down for a short.
+        // = 7,150 / 0.123492 = 57,898.4873514073…: the first raw price at or above it.
         let mut short = Leg::new(s.id, 125);
         apply_fill(&mut short, &s, Side::Sell, 123, p("50000"));
         let lp = liquidation_price(&short, &s, Money::from_int(1_000), p("50000")).unwrap();
-        assert_eq!(lp, p("57898.48735140"));
+        assert_eq!(lp, p("57898.48735141"));
         // One lot (0.001 BTC): |q|·mmr is 0.04 money-raw per price-raw, floored to 0 before.
         let mut tiny = Leg::new(s.id, 125);
         apply_fill(&mut tiny, &s, Side::Buy, 1, p("50000"));
-        // (10 − 50) / (0.001 × 0.004 − 0.001) = −40 / −0.000996 = 40,160.6425702…
+        // (10 − 50) / (0.001 × 0.004 − 0.001) = −40 / −0.000996 = 40,160.6425702811…
         let lp = liquidation_price(&tiny, &s, Money::from_int(10), p("50000")).unwrap();
-        assert_eq!(lp, p("40160.64257029"));
+        assert_eq!(lp, p("40160.64257028"));
+    }
+
+    /// Issue 13, "fee_to_close inconsistency", isolated: with the fee to close on, the
+    /// check adds it to MM but the reported price left it out. Taker 0.06%, mmr 0.4%,
+    /// cum 0, leverage 10. Long 1 BTC at 50,000 with IW 5,000: close fee
+    /// F = (50,000 − 50,000/10) × 0.06% = 27; liquidated when
+    /// 5,000 + (M − 50,000) ≤ 0.004·M + 27 ⟺ 0.996·M ≤ 45,027 ⟺ M ≤ 45,207.8313253012…,
+    /// so the first price (from above) the check liquidates at is 45,207.83132530; at
+    /// one raw unit more equity exceeds MM by ≈ 0.996 × 0.9 × 10^-8 ≫ 10^-12. (Without F:
+    /// 45,000 / 0.996 = 45,180.72…, shown while the engine liquidated up to 45,207.83.)
+    /// Short 1 BTC at 50,000 with IW 5,000: F = (50,000 + 5,000) × 0.06% = 33;
+    /// 5,000 + (50,000 − M) ≤ 0.004·M + 33 ⟺ M ≥ 54,967 / 1.004 = 54,748.0079681274…
+    /// → 54,748.00796813 (the first raw price at or above the root).
+    #[test]
+    fn fee_to_close_inconsistency_isolated() {
+        let mut s = spec_single_bracket();
+        s.taker_fee = Rate::parse("0.0006").unwrap();
+        s.fee_to_close = true;
+        let iw = Money::from_int(5_000);
+        for (side, lp) in [
+            (Side::Buy, "45207.83132530"),
+            (Side::Sell, "54748.00796813"),
+        ] {
+            let mut leg = Leg::new(s.id, 125);
+            leg.leverage = 10;
+            leg.mode = MarginMode::Isolated;
+            apply_fill(&mut leg, &s, side, 1000, p("50000"));
+            leg.isolated_margin = iw;
+            let got = liquidation_price(&leg, &s, iw, p("50000")).unwrap();
+            assert_eq!(got, p(lp), "{side:?}");
+            let safe = Price(got.raw() + side.sign());
+            assert!(isolated_liquidatable(&leg, &s, got), "{side:?} at {got}");
+            assert!(!isolated_liquidatable(&leg, &s, safe), "{side:?} at {safe}");
+        }
+    }
+
+    /// Issue 13, "fee_to_close inconsistency", cross: the same position in a single-asset
+    /// cross pool with a wallet of 10,000 and nothing else. Long: 10,000 + (M − 50,000)
+    /// ≤ 0.004·M + 27 ⟺ M ≤ 40,027 / 0.996 = 40,187.7510040160… → 40,187.75100401.
+    /// Short: 10,000 + (50,000 − M) ≤ 0.004·M + 33 ⟺ M ≥ 59,967 / 1.004
+    /// = 59,728.0876494023… → 59,728.08764941.
+    #[test]
+    fn fee_to_close_inconsistency_cross() {
+        let mut s = spec_single_bracket();
+        s.taker_fee = Rate::parse("0.0006").unwrap();
+        s.fee_to_close = true;
+        let specs = [s.clone()];
+        for (side, lp) in [
+            (Side::Buy, "40187.75100401"),
+            (Side::Sell, "59728.08764941"),
+        ] {
+            let mut a = Account::new(AccountId(1), None, 2);
+            a.wallets[0] = Money::from_int(10_000);
+            let leg = a.leg_or_default(&s);
+            leg.leverage = 10;
+            apply_fill(leg, &s, side, 1000, p("50000"));
+            let leg = a.legs[0].clone();
+            let got = liquidation_price(&leg, &s, Money::from_int(10_000), p("50000")).unwrap();
+            assert_eq!(got, p(lp), "{side:?}");
+            let safe = Price(got.raw() + side.sign());
+            let at = |m: Price| pool(&a, AssetId(0), &specs, &[Some(m)]).is_liquidatable();
+            assert!(at(got), "{side:?} at {got}");
+            assert!(!at(safe), "{side:?} at {safe}");
+        }
     }
 
     fn spec_single_bracket() -> InstrumentSpec {
@@ -540,9 +733,10 @@ mod tests {
         assert!(!isolated_liquidatable(&leg, &s, p("28000")));
         assert_eq!(upnl(&leg, &s, p("26000")), Money::from_int(-400));
         assert!(isolated_liquidatable(&leg, &s, p("26000")));
-        // "in fact before it gets there": LP = (3,000 − 300) / (0.1 × 0.99) = 27,272.72…
+        // "in fact before it gets there": LP = (3,000 − 300) / (0.1 × 0.99)
+        // = 27,272.7272727272…, the first liquidating raw price 27,272.72727272.
         let lp = liquidation_price(&leg, &s, Money::from_int(300), p("30000")).unwrap();
-        assert_eq!(lp, p("27272.72727273"));
+        assert_eq!(lp, p("27272.72727272"));
         // Bankruptcy: 30,000 − 300 / 0.1 = 27,000.
         assert_eq!(
             bankruptcy_price(&leg, &s, Money::from_int(300)),
@@ -620,9 +814,19 @@ mod tests {
 
     /// Inverse isolated liquidation: long 100 × 100 USD at 50,000 (basis 0.2 BTC), IW
     /// 0.02 BTC, mmr 0.4%, cum 0. IW + basis − V = 0.004·V → V = 0.22 / 1.004 and
-    /// M = 10,000 × 1.004 / 0.22 = 45,636.3636…, rounded up for a long. Bankruptcy:
-    /// M = 10,000 / 0.22 = 45,454.5454…; short at 50,000 with 0.02: V = (−0.2 + 0.02)·…
-    /// M = 10,000 × 0.996 / 0.18 = 55,333.33…, rounded down.
+    /// M = 10,000 × 1.004 / 0.22 = 45,636.3636… in real numbers. The check reads the
+    /// value `N = ⌈10^24 / M_raw⌉` in 10^-12 BTC, which moves by one unit every ≈ 21 raw
+    /// price units here, so the first liquidating price is where `N` reaches the
+    /// smallest liquidating value: `0.22·10^12 − N ≤ ⌈0.004·N⌉` ⟺ `1.004·N > 0.22·10^12 −
+    /// 1` ⟺ `N ≥ 219,123,505,976`, and `⌈10^24/M⌉ ≥ 219,123,505,976` ⟺
+    /// `M ≤ ⌊(10^24 − 1) / 219,123,505,975⌋ = 4,563,636,363,659` → 45,636.36363659.
+    /// Bankruptcy: M = 10,000 / 0.22 = 45,454.5454…, rounded up.
+    /// Short at 50,000 with 0.02 (A = 0.02 − 0.2 = −0.18 BTC): the check's uPnL is
+    /// `basis + ⌊10^24/M⌋`, one below the notional `N` wherever M does not divide 10^24:
+    /// `−0.18·10^12 + N − 1 ≤ ⌈0.004·N⌉` ⟺ `0.996·N < 0.18·10^12 + 2` ⟺
+    /// `N ≤ 180,722,891,568`, first reached at `M = ⌈10^24 / 180,722,891,568⌉ =
+    /// 5,533,333,333,281` (not a divisor of 10^24) → 55,333.33333281, where the real
+    /// root is 10,000 × 0.996 / 0.18 = 55,333.33…
     #[test]
     fn inverse_liquidation_and_bankruptcy_prices() {
         let s = inverse("100");
@@ -631,21 +835,26 @@ mod tests {
         let iw = Money::parse("0.02").unwrap();
         assert_eq!(
             liquidation_price(&long, &s, iw, p("50000")),
-            Some(p("45636.36363637"))
+            Some(p("45636.36363659"))
         );
         assert_eq!(bankruptcy_price(&long, &s, iw), Some(p("45454.54545455")));
         let mut short = Leg::new(s.id, 125);
         apply_fill(&mut short, &s, Side::Sell, 100, p("50000"));
         assert_eq!(
             liquidation_price(&short, &s, iw, p("50000")),
-            Some(p("55333.33333333"))
+            Some(p("55333.33333281"))
         );
         assert_eq!(bankruptcy_price(&short, &s, iw), Some(p("55555.55555555")));
-        // At the long's liquidation price the condition holds, a tick above it does not.
+        // At each liquidation price the condition holds, one raw unit on the safe side
+        // it does not.
         let mut iso = long.clone();
         iso.isolated_margin = iw;
-        assert!(isolated_liquidatable(&iso, &s, p("45636.36363637")));
-        assert!(!isolated_liquidatable(&iso, &s, p("45636.5")));
+        assert!(isolated_liquidatable(&iso, &s, p("45636.36363659")));
+        assert!(!isolated_liquidatable(&iso, &s, p("45636.36363660")));
+        let mut iso = short.clone();
+        iso.isolated_margin = iw;
+        assert!(isolated_liquidatable(&iso, &s, p("55333.33333281")));
+        assert!(!isolated_liquidatable(&iso, &s, p("55333.33333280")));
     }
 
     /// The valuation cache never serves values computed from other inputs, and it is

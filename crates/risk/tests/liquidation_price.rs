@@ -1,0 +1,314 @@
+//! The reported liquidation price against the engine's own liquidation check (issue 13,
+//! item 3). Invariants checked over generated positions — linear and inverse, long and
+//! short, one lot to millions of lots, one to three brackets, isolated and single-asset
+//! cross (with another position in the pool), with and without the fee to close (linear
+//! only: configuration refuses it on inverse instruments):
+//!
+//! 1. at the reported price the check (`isolated_liquidatable`, `Pool::is_liquidatable`)
+//!    liquidates, and one raw price unit on the safe side it does not (marks are raw
+//!    prices: the check is evaluated on that grid);
+//! 2. no price on the safe side liquidates: the next 64 raw units, and sampled prices up
+//!    to `MAX_PRICE` (long) or down to one raw unit (short);
+//! 3. no reported price: no price in `1 ..= MAX_PRICE` liquidates (sampled, both ends).
+//!
+//! Seeds: fixed in CI (`SEED`), failures persisted next to this file
+//! (`liquidation_price.proptest-regressions`). `PERPCORE_SOAK=1` uses a fresh seed and
+//! `PERPCORE_SOAK_CASES` cases (default 100,000); `PERPCORE_SEED=S` reruns seed `S`. The
+//! seed is printed, so a failing run's output names it.
+
+use perpcore_risk::*;
+use perpcore_types::*;
+use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, RngSeed};
+
+const SEED: u64 = 0x13_1ead_0001;
+
+fn config(ci_cases: u32) -> ProptestConfig {
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let soak = var("PERPCORE_SOAK").is_some_and(|v| v != 0);
+    let seed = var("PERPCORE_SEED").unwrap_or_else(|| {
+        if soak {
+            std::time::SystemTime::now() // determinism-ok: picks a soak seed, printed
+                .duration_since(std::time::UNIX_EPOCH)
+                // The low 64 bits of the nanoseconds.
+                .map_or(SEED, |d| {
+                    u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(SEED)
+                })
+        } else {
+            SEED
+        }
+    });
+    let cases = if soak {
+        var("PERPCORE_SOAK_CASES").map_or(100_000, |c| u32::try_from(c).unwrap_or(u32::MAX))
+    } else {
+        ci_cases
+    };
+    println!("liquidation_price proptest: seed {seed}, {cases} cases (PERPCORE_SEED={seed})");
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        // Next to this file, as proptest's default does for a test outside `src`.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
+fn rate(raw: i64) -> Rate {
+    Rate(raw)
+}
+
+/// Brackets with `cum` per MARGIN §3 (`cum_n = floor_n·(mmr_n − mmr_{n−1}) + cum_{n−1}`).
+fn brackets(count: usize, first_cap: i64, mmrs: [i64; 3], scale: i128) -> Vec<Bracket> {
+    let mut out: Vec<Bracket> = Vec::new();
+    let mut floor = Money::ZERO;
+    let mut cap = Money(i128::from(first_cap) * scale);
+    for (i, mmr) in mmrs.iter().take(count).enumerate() {
+        let cum = match out.last() {
+            Some(prev) => floor.mul_rate(rate(*mmr) - prev.mmr, Rounding::Floor) + prev.cum,
+            None => Money::ZERO,
+        };
+        out.push(Bracket {
+            notional_floor: floor,
+            notional_cap: if i + 1 == count {
+                Money(MAX_AMOUNT.raw())
+            } else {
+                cap
+            },
+            max_leverage: 125,
+            mmr: rate(*mmr),
+            cum,
+        });
+        floor = cap;
+        cap = Money(cap.raw() * 5);
+    }
+    out
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    inverse: bool,
+    lot_raw: i64,
+    contract_value: i64,
+    brackets: usize,
+    first_cap: i64,
+    mmrs: [i64; 3],
+    fee_to_close: bool,
+    taker_raw: i64,
+    leverage: u32,
+    long: bool,
+    lots: i64,
+    entry_raw: i64,
+    isolated: bool,
+    /// Margin (isolated) or wallet (cross) as a fraction of the position's value, in
+    /// 10^-4, plus raw money units.
+    margin_bp: i64,
+    margin_extra: i64,
+    /// Cross: another position in the pool (lots, entry, its mark), or none.
+    other: Option<(i64, i64, i64)>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let lots = prop_oneof![1i64..10, 10i64..1_000, 1_000i64..1_000_000, 1i64..5_000_000];
+    let entry = prop_oneof![
+        100_000_000i64..10_000_000_000_000, // 1 .. 100,000
+        1i64..100_000_000,                  // below 1 (down to one raw unit)
+        10_000_000_000_000i64..1_000_000_000_000_000,
+    ];
+    (
+        (
+            any::<bool>(),
+            prop_oneof![
+                Just(10_000i64),
+                Just(100_000),
+                Just(1_000_000),
+                Just(100_000_000)
+            ],
+            prop_oneof![Just(1i64), Just(10), Just(100)],
+            1usize..=3,
+            prop_oneof![Just(1i64), Just(50_000), Just(10_000_000)],
+            (1i64..500_000_000, 0i64..500_000_000, 0i64..1_000_000_000),
+            any::<bool>(),
+            0i64..20_000_000,
+            1u32..=125,
+        ),
+        (
+            any::<bool>(),
+            lots,
+            entry,
+            any::<bool>(),
+            -5_000i64..25_000,
+            any::<i64>(),
+            proptest::option::of((-1_000_000i64..1_000_000, 1i64..100_000, 1i64..100_000)),
+        ),
+    )
+        .prop_map(
+            |(
+                (inverse, lot_raw, cv, nb, cap, (m0, d1, d2), ftc, taker, lev),
+                (long, lots, entry_raw, isolated, bp, extra, other),
+            )| Case {
+                inverse,
+                lot_raw: if inverse { 100_000_000 } else { lot_raw },
+                contract_value: cv,
+                brackets: nb,
+                first_cap: cap,
+                mmrs: [m0, m0 + d1, m0 + d1 + d2],
+                fee_to_close: ftc && !inverse,
+                taker_raw: taker,
+                leverage: lev,
+                long,
+                lots: if inverse { lots.min(1_000_000) } else { lots },
+                entry_raw,
+                isolated,
+                margin_bp: bp,
+                margin_extra: extra % 1_000_000_000_000,
+                other: other.filter(|o| o.0 != 0),
+            },
+        )
+}
+
+fn spec(c: &Case, id: u32) -> InstrumentSpec {
+    InstrumentSpec {
+        id: InstrumentId(id),
+        symbol: format!("I{id}"),
+        kind: if c.inverse {
+            ContractKind::Inverse {
+                contract_value: Money::from_int(c.contract_value),
+            }
+        } else {
+            ContractKind::Linear
+        },
+        base_asset: AssetId(1),
+        quote_asset: AssetId(0),
+        settle_asset: AssetId(0),
+        tick_size: Price(1),
+        lot_size: Qty(c.lot_raw),
+        min_qty: QtyLots(1),
+        max_qty: QtyLots(i64::MAX),
+        max_leverage: 125,
+        brackets: brackets(c.brackets, c.first_cap, c.mmrs, MONEY_SCALE),
+        maker_fee: Rate::ZERO,
+        taker_fee: rate(c.taker_raw),
+        price_band: Rate::parse("0.05").unwrap(),
+        liquidation_fee: Rate::ZERO,
+        fee_to_close: c.fee_to_close,
+    }
+}
+
+/// The account, its position's spec, the other specs and marks, and `C` as the report
+/// computes it.
+struct World {
+    account: Account,
+    specs: Vec<InstrumentSpec>,
+    marks: Vec<Option<Price>>,
+    c: Money,
+    isolated: bool,
+}
+
+impl World {
+    fn new(c: &Case) -> World {
+        let mut specs = vec![spec(c, 0)];
+        let mut account = Account::new(AccountId(1), None, 2);
+        let entry = Price(c.entry_raw);
+        let side = if c.long { Side::Buy } else { Side::Sell };
+        {
+            let leg = account.leg_or_default(&specs[0]);
+            leg.leverage = c.leverage;
+            apply_fill(leg, &specs[0], side, c.lots, entry);
+        }
+        let value = account.legs[0].basis.abs();
+        let margin =
+            Money(value.raw() * i128::from(c.margin_bp) / 10_000 + i128::from(c.margin_extra));
+        let mut marks = vec![Some(entry)];
+        let isolated = c.isolated;
+        if isolated {
+            let leg = &mut account.legs[0];
+            leg.mode = MarginMode::Isolated;
+            leg.isolated_margin = margin;
+        } else {
+            account.wallets[0] = margin;
+            if let Some((lots, entry2, mark2)) = c.other {
+                // A linear position on another instrument of the same pool.
+                let mut other = c.clone();
+                other.inverse = false;
+                other.fee_to_close = false;
+                specs.push(spec(&other, 1));
+                let s = &specs[1];
+                let leg = account.leg_or_default(s);
+                let side = if lots > 0 { Side::Buy } else { Side::Sell };
+                apply_fill(leg, s, side, lots.abs(), Price(entry2 * 100_000_000));
+                marks.push(Some(Price(mark2 * 100_000_000)));
+            }
+        }
+        let leg = &account.legs[0];
+        let s = &specs[0];
+        let c_money = if isolated {
+            leg.isolated_margin
+        } else {
+            // As the report: margin balance − own uPnL − (pool MM − own MM).
+            let p = pool(&account, AssetId(0), &specs, &marks);
+            let own_upnl = upnl(leg, s, entry);
+            let own_mm = position_mm(leg, s, entry);
+            p.margin_balance() - own_upnl - (p.cross_mm - own_mm)
+        };
+        World {
+            account,
+            specs,
+            marks,
+            c: c_money,
+            isolated,
+        }
+    }
+
+    fn liquidatable(&mut self, m: i64) -> bool {
+        self.marks[0] = Some(Price(m));
+        let leg = &self.account.legs[0];
+        if self.isolated {
+            isolated_liquidatable(leg, &self.specs[0], Price(m))
+        } else {
+            pool(&self.account, AssetId(0), &self.specs, &self.marks).is_liquidatable()
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(20_000))]
+
+    #[test]
+    fn reported_price_is_the_first_liquidating_mark(c in case()) {
+        let mut w = World::new(&c);
+        let leg = w.account.legs[0].clone();
+        let lp = liquidation_price(&leg, &w.specs[0], w.c, Price(c.entry_raw));
+        // Safe side: up for a long, down for a short.
+        let step: i64 = if c.long { 1 } else { -1 };
+        let hi = MAX_PRICE.raw();
+        match lp {
+            Some(lp) => {
+                let lp = lp.raw();
+                prop_assert!((1..=hi).contains(&lp), "{lp} outside the mark range");
+                prop_assert!(w.liquidatable(lp), "not liquidatable at the reported {lp}");
+                for k in 1..=64 {
+                    let m = lp + step * k;
+                    if (1..=hi).contains(&m) {
+                        prop_assert!(!w.liquidatable(m), "liquidatable at {m}, past {lp}");
+                    }
+                }
+                // Sampled further out on the safe side, to the end of the range.
+                let end = if c.long { hi } else { 1 };
+                let span = (end - lp).abs();
+                for k in 1..=32i64 {
+                    let m = lp + step * (span / 32 * k).max(1).min(span);
+                    if m != lp {
+                        prop_assert!(!w.liquidatable(m), "liquidatable at {m}, past {lp}");
+                    }
+                }
+            }
+            None => {
+                for m in [1, 2, c.entry_raw, hi / 2, hi - 1, hi] {
+                    prop_assert!(!w.liquidatable(m), "no price reported, liquidatable at {m}");
+                }
+            }
+        }
+    }
+}
