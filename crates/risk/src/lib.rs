@@ -5,6 +5,10 @@
 //! to value positions, check margin and settle fills. Every division names its rounding;
 //! requirements round up and credits round down (against the account).
 
+// A narrowing `as` cast silently wraps: every one here is checked (`try_from`) or
+// widening, and clippy keeps it so.
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod account;
 pub mod collateral;
 pub mod margin;

@@ -11,48 +11,15 @@
 //!    to `MAX_PRICE` (long) or down to one raw unit (short);
 //! 3. no reported price: no price in `1 ..= MAX_PRICE` liquidates (sampled, both ends).
 //!
-//! Seeds: fixed in CI (`SEED`), failures persisted next to this file
-//! (`liquidation_price.proptest-regressions`). `PERPCORE_SOAK=1` uses a fresh seed and
-//! `PERPCORE_SOAK_CASES` cases (default 100,000); `PERPCORE_SEED=S` reruns seed `S`. The
-//! seed is printed, so a failing run's output names it.
+//! Seeds: `perpcore_testkit::prop::config` (fixed in CI, failures persisted next to this
+//! file; `PERPCORE_SOAK=N` runs N times the cases with a fresh printed seed).
 
 use perpcore_risk::*;
 use perpcore_types::*;
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, RngSeed};
-
-const SEED: u64 = 0x13_1ead_0001;
 
 fn config(ci_cases: u32) -> ProptestConfig {
-    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let soak = var("PERPCORE_SOAK").is_some_and(|v| v != 0);
-    let seed = var("PERPCORE_SEED").unwrap_or_else(|| {
-        if soak {
-            std::time::SystemTime::now() // determinism-ok: picks a soak seed, printed
-                .duration_since(std::time::UNIX_EPOCH)
-                // The low 64 bits of the nanoseconds.
-                .map_or(SEED, |d| {
-                    u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(SEED)
-                })
-        } else {
-            SEED
-        }
-    });
-    let cases = if soak {
-        var("PERPCORE_SOAK_CASES").map_or(100_000, |c| u32::try_from(c).unwrap_or(u32::MAX))
-    } else {
-        ci_cases
-    };
-    println!("liquidation_price proptest: seed {seed}, {cases} cases (PERPCORE_SEED={seed})");
-    ProptestConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        // Next to this file, as proptest's default does for a test outside `src`.
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    }
+    perpcore_testkit::prop::config(ci_cases)
 }
 
 fn rate(raw: i64) -> Rate {
@@ -193,6 +160,7 @@ fn spec(c: &Case, id: u32) -> InstrumentSpec {
         price_band: Rate::parse("0.05").unwrap(),
         liquidation_fee: Rate::ZERO,
         fee_to_close: c.fee_to_close,
+        max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
     }
 }
 
