@@ -1,5 +1,7 @@
-//! perpcore-risk: accounts, positions and the margin arithmetic of MARGIN.md §2–3, §5–7
-//! for linear contracts in single-asset mode.
+//! perpcore-risk: accounts, positions and the margin arithmetic of MARGIN.md §2–8 for
+//! linear and inverse contracts: single-asset pools, the USD pool of multi-asset and
+//! unified accounts (collateral haircuts in `collateral`), and the exact liquidation and
+//! bankruptcy prices the report shows.
 //!
 //! Pure: no I/O, no clock, no matching. The engine owns the order book and calls in here
 //! to value positions, check margin and settle fills. Every division names its rounding;
