@@ -92,14 +92,15 @@ impl Timed {
 impl StateMachine for Timed {
     type Command = Command;
     type Event = Event;
+    type Error = perpcore_node::CoreError;
 
-    fn from_genesis(genesis: &[u8]) -> Result<Self, String> {
+    fn from_genesis(genesis: &[u8]) -> Result<Self, Self::Error> {
         Core::from_genesis(genesis).map(Timed::new)
     }
     fn encode_command(cmd: &Command, out: &mut Vec<u8>) {
         Core::encode_command(cmd, out)
     }
-    fn decode_command(bytes: &[u8]) -> Result<Command, String> {
+    fn decode_command(bytes: &[u8]) -> Result<Command, Self::Error> {
         Core::decode_command(bytes)
     }
     fn apply(&mut self, seq: u64, ts_ns: u64, cmd: &Command, events: &mut Vec<Event>) {
@@ -115,7 +116,7 @@ impl StateMachine for Timed {
     fn snapshot(&self) -> Vec<u8> {
         self.core.snapshot()
     }
-    fn restore(bytes: &[u8]) -> Result<Self, String> {
+    fn restore(bytes: &[u8]) -> Result<Self, Self::Error> {
         Core::restore(bytes).map(Timed::new)
     }
 }

@@ -1,168 +1,50 @@
 //! The engine state and the command handlers.
 
-use fxhash::FxHashMap;
-use perpcore_book::{Book, MatchResult, Taker, TakerOutcome, Tif};
+use crate::indexes::Indexes;
+use crate::state::{OrderMeta, State, RESERVED_ORDER_ID_MIN};
+use perpcore_book::{MatchResult, Taker, TakerOutcome, Tif};
 use perpcore_risk::{self as risk, Account, Leg};
 use perpcore_types::*;
 use std::sync::Arc;
-
-/// Order ids from here up are the engine's own (liquidation orders); the gateway's are
-/// below.
-pub const RESERVED_ORDER_ID_MIN: u64 = 1 << 63;
 
 /// Insurance fund account of asset `k`: `AccountId(u64::MAX − k)`.
 pub(crate) fn fund_account_id(asset: AssetId) -> AccountId {
     AccountId(u64::MAX - asset.0 as u64)
 }
 
-/// Account id → slot in `Engine::accounts`. Ids below `DENSE_IDS` (exchanges number
-/// accounts densely from 1) are found in a vector, others (the insurance funds' ids at
-/// the top of the range, sparse client schemes) in a hash map. Lookup only; never
-/// iterated, so no order reaches an output.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct AccountIndex {
-    dense: Vec<u32>,
-    sparse: FxHashMap<AccountId, u32>,
-}
-
-/// Ids below this are indexed densely (at most 4 MiB of index).
-pub(crate) const DENSE_IDS: u64 = 1 << 20;
-const NO_SLOT: u32 = u32::MAX;
-
-/// The dense index of an id below [`DENSE_IDS`] (2^20 fits any `usize` we build for).
-#[inline]
-fn dense_slot(id: AccountId) -> usize {
-    debug_assert!(id.0 < DENSE_IDS);
-    usize::try_from(id.0).expect("a dense account id fits a usize")
-}
-
-impl AccountIndex {
-    #[inline]
-    pub(crate) fn get(&self, id: AccountId) -> Option<u32> {
-        if id.0 < DENSE_IDS {
-            self.dense
-                .get(dense_slot(id))
-                .copied()
-                .filter(|&k| k != NO_SLOT)
-        } else {
-            self.sparse.get(&id).copied()
-        }
-    }
-
-    /// Returns the slot `id` had before, if any (then nothing changed).
-    pub(crate) fn insert(&mut self, id: AccountId, slot: u32) -> Option<u32> {
-        assert!(slot != NO_SLOT, "account slot space exhausted");
-        if let Some(prev) = self.get(id) {
-            return Some(prev);
-        }
-        if id.0 < DENSE_IDS {
-            let i = dense_slot(id);
-            if self.dense.len() <= i {
-                self.dense.resize(i + 1, NO_SLOT);
-            }
-            self.dense[i] = slot;
-        } else {
-            self.sparse.insert(id, slot);
-        }
-        None
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.dense.clear();
-        self.sparse.clear();
-    }
-}
-
-/// Market data per instrument from the feed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct MarketData {
-    pub index: Option<Price>,
-    pub funding_rate: Option<Rate>,
-    pub next_funding_ns: u64,
-    pub best_bid: Option<Price>,
-    pub best_ask: Option<Price>,
-    pub last_trade: Option<Price>,
-}
-
-/// What the engine keeps per open order beyond the book's view of it.
-#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct OrderMeta {
-    pub account: AccountId,
-    pub instrument: InstrumentId,
-    pub side: Side,
-    pub reduce_only: bool,
-    pub post_only: bool,
-    /// Notional of the exposure-increasing part of the open quantity, valued at placement
-    /// (a buy at max(limit, mark)); scaled pro rata as the order fills.
-    pub margin_notional: Money,
-    /// `margin_notional / leverage`, rounded up: the initial margin this order reserves.
-    pub reserved: Money,
-    /// Notional of the open quantity at the limit price.
-    pub open_notional: Money,
-}
-
-/// The deterministic core.
+/// The deterministic core: the canonical [`State`], the [`Indexes`] derived from it, and
+/// scratch space that is empty between commands.
 pub struct Engine {
-    /// Shared so that handlers can hold a spec while mutating the engine, without
-    /// cloning it per command.
-    pub(crate) config: Arc<Config>,
-    /// Accounts in creation order (insurance funds first).
-    pub(crate) accounts: Vec<Account>,
-    /// Lookup only; never iterated.
-    pub(crate) account_index: AccountIndex,
-    pub(crate) books: Vec<Book>,
-    /// Lookup only; never iterated.
-    pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
-    pub(crate) marks: Vec<Option<Price>>,
-    /// Per instrument: market data that is state but drives nothing yet (index, funding,
-    /// reference prices), kept so audits and later mark derivation see what the feed said.
-    pub(crate) market: Vec<MarketData>,
-    /// Per instrument, the limit-price band derived from its mark (recomputed on every
-    /// mark update; derived state, so not part of the snapshot).
-    pub(crate) bands: Vec<(PriceTicks, PriceTicks)>,
-    /// Per instrument: accounts holding a position, sorted by id (liquidation checks walk it).
-    pub(crate) holders: Vec<Vec<AccountId>>,
-    /// Per asset: fees collected (net of maker rebates).
-    pub(crate) fee_income: Vec<Money>,
-    /// Per asset: external deposits and withdrawals (conservation reference).
-    pub(crate) deposited: Vec<Money>,
-    pub(crate) withdrawn: Vec<Money>,
-    pub(crate) last_seq: u64,
-    pub(crate) last_ts_ns: u64,
-    /// Engine-generated order ids (liquidation orders) count up from RESERVED_ORDER_ID_MIN.
-    pub(crate) next_internal_order: u64,
+    pub(crate) state: State,
+    pub(crate) ix: Indexes,
+    pub(crate) tmp: Scratch,
+    /// Test and benchmark builds only (feature `reference-paths`): which slower reference
+    /// path to run instead of the production one.
+    #[cfg(feature = "reference-paths")]
+    pub(crate) reference: ReferencePaths,
+}
+
+/// Working space of one command; empty (or unused) between commands, so not state.
+#[derive(Default)]
+pub(crate) struct Scratch {
     pub(crate) scratch: MatchResult,
     /// Set only while a liquidation order of an isolated position executes: its closing
     /// fills keep the released margin with the position instead of paying it to the
-    /// wallet (the margin belongs to the liquidation, MARGIN §7). Never set between
-    /// commands, so it is not part of the state.
+    /// wallet (the margin belongs to the liquidation, MARGIN §7).
     pub(crate) holding_isolated: Option<(AccountId, InstrumentId)>,
-    /// Per asset: index against USDT and against USD (MARGIN §1).
-    pub(crate) index_usdt: Vec<Option<Price>>,
-    pub(crate) index_usd: Vec<Option<Price>>,
-    /// The asset named "USDT", if configured (derived from the configuration).
-    pub(crate) usdt: Option<AssetId>,
-    /// Per asset: interest charged on loans.
-    pub(crate) interest_income: Vec<Money>,
-    /// The hour slot of sequenced time up to which interest has been processed.
-    pub(crate) interest_slot: u64,
-    /// USD price per asset derived from the indexes (not part of the snapshot).
-    pub(crate) usd_cache: Vec<Option<Price>>,
-    /// Which accounts a mark tick re-checks (derived; see `liqindex`).
-    pub(crate) liq_index: crate::liqindex::LiqIndex,
-    /// Check every holder on every tick instead (the reference the index is tested
-    /// against; not part of the state).
-    pub(crate) full_scan: bool,
-    /// Re-check an amend with `check_amend` and re-queue it in place (`Book::requeue_at`)
-    /// when it does not cross, instead of `prepare_order` + cancel + submit. Same results
-    /// either way; off only in the test that proves it (which then runs the general
-    /// path alone, so it compares the fast path against it).
-    pub(crate) amend_in_place: bool,
-    /// Accounts whose cushion may have changed since they were last banded; re-banded
-    /// just before the index is next consulted (derived, not part of the state).
-    pub(crate) dirty: crate::liqindex::DirtySet,
     /// During an indexed liquidation sweep: positions opened by the sweep itself.
     pub(crate) tick_new_holders: Option<Vec<(InstrumentId, AccountId)>>,
+}
+
+/// The reference paths the optimised ones are tested against. Not compiled into the
+/// production engine.
+#[cfg(feature = "reference-paths")]
+#[derive(Default)]
+pub(crate) struct ReferencePaths {
+    /// Check every holder on every tick instead of consulting the liquidation index.
+    pub(crate) full_scan: bool,
+    /// Amend by `prepare_order` + cancel + submit instead of `check_amend` + requeue.
+    pub(crate) amend_by_resubmit: bool,
 }
 
 type Res = Result<(), RejectReason>;
@@ -237,38 +119,15 @@ fn order_qty(
 impl Engine {
     pub fn new(config: Config) -> Engine {
         let assets = config.assets.len();
-        let instruments = config.instruments.len();
+        let state = State::new(config);
+        let ix = Indexes::rebuild(&state).expect("the empty state of a configuration");
         let mut e = Engine {
-            accounts: Vec::new(),
-            account_index: AccountIndex::default(),
-            books: (0..instruments).map(|_| Book::new()).collect(),
-            orders: FxHashMap::default(),
-            marks: vec![None; instruments],
-            market: vec![MarketData::default(); instruments],
-            bands: vec![(PriceTicks(0), PriceTicks(0)); instruments],
-            holders: vec![Vec::new(); instruments],
-            fee_income: vec![Money::ZERO; assets],
-            deposited: vec![Money::ZERO; assets],
-            withdrawn: vec![Money::ZERO; assets],
-            last_seq: 0,
-            last_ts_ns: 0,
-            next_internal_order: RESERVED_ORDER_ID_MIN,
-            scratch: MatchResult::new(),
-            holding_isolated: None,
-            index_usdt: vec![None; assets],
-            index_usd: vec![None; assets],
-            usdt: config.asset_by_symbol("USDT").map(|a| a.id),
-            interest_income: vec![Money::ZERO; assets],
-            interest_slot: 0,
-            usd_cache: Vec::new(),
-            liq_index: crate::liqindex::LiqIndex::new(instruments),
-            full_scan: false,
-            amend_in_place: true,
-            dirty: Default::default(),
-            tick_new_holders: None,
-            config: Arc::new(config),
+            state,
+            ix,
+            tmp: Scratch::default(),
+            #[cfg(feature = "reference-paths")]
+            reference: ReferencePaths::default(),
         };
-        e.refresh_usd_prices();
         for k in 0..assets {
             let id = fund_account_id(AssetId::at(k));
             let mut a = Account::new(id, None, assets);
@@ -278,31 +137,42 @@ impl Engine {
         e
     }
 
+    /// The canonical state (what is hashed and snapshotted).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The derived indexes, for tests that compare them with [`Indexes::rebuild`].
+    pub fn indexes(&self) -> &Indexes {
+        &self.ix
+    }
+
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.state.config
     }
     pub fn last_seq(&self) -> u64 {
-        self.last_seq
+        self.state.last_seq
     }
     pub fn last_ts_ns(&self) -> u64 {
-        self.last_ts_ns
+        self.state.last_ts_ns
     }
     pub fn mark(&self, i: InstrumentId) -> Option<Price> {
-        self.marks.get(i.0 as usize).copied().flatten()
+        self.state.marks.get(i.0 as usize).copied().flatten()
     }
-    pub fn book(&self, i: InstrumentId) -> Option<&Book> {
-        self.books.get(i.0 as usize)
+    pub fn book(&self, i: InstrumentId) -> Option<&perpcore_book::Book> {
+        self.state.books.get(i.0 as usize)
     }
     pub fn account(&self, id: AccountId) -> Option<&Account> {
-        self.account_index
+        self.ix
+            .account_index
             .get(id)
-            .map(|k| &self.accounts[k as usize])
+            .map(|k| &self.state.accounts[k as usize])
     }
     pub fn accounts(&self) -> &[Account] {
-        &self.accounts
+        &self.state.accounts
     }
     pub fn order(&self, id: OrderId) -> Option<&OrderMeta> {
-        self.orders.get(&id)
+        self.state.orders.get(&id)
     }
     pub fn insurance_fund(&self, asset: AssetId) -> Money {
         self.account(fund_account_id(asset))
@@ -310,36 +180,38 @@ impl Engine {
             .unwrap_or_default()
     }
     pub fn fee_income(&self, asset: AssetId) -> Money {
-        self.fee_income[asset.0 as usize]
+        self.state.fee_income[asset.0 as usize]
     }
 
     pub(crate) fn insert_account(&mut self, a: Account) {
-        let k = u32::try_from(self.accounts.len()).expect("too many accounts");
-        let prev = self.account_index.insert(a.id, k);
+        let k = u32::try_from(self.state.accounts.len()).expect("too many accounts");
+        let prev = self.ix.account_index.insert(a.id, k);
         assert!(prev.is_none(), "account {} inserted twice", a.id);
-        self.accounts.push(a);
+        self.state.accounts.push(a);
     }
 
     pub(crate) fn idx(&self, id: AccountId) -> Option<usize> {
-        self.account_index.get(id).map(|k| k as usize)
+        self.ix.account_index.get(id).map(|k| k as usize)
     }
 
     /// A user-addressable account (insurance funds are not).
     pub(crate) fn user_idx(&self, id: AccountId) -> Result<usize, RejectReason> {
         match self.idx(id) {
-            Some(k) if !self.accounts[k].system => Ok(k),
+            Some(k) if !self.state.accounts[k].system => Ok(k),
             _ => Err(RejectReason::UnknownAccount),
         }
     }
 
     fn spec(&self, i: InstrumentId) -> Result<&InstrumentSpec, RejectReason> {
-        self.config
+        self.state
+            .config
             .instrument(i)
             .ok_or(RejectReason::UnknownInstrument)
     }
 
     fn check_asset(&self, k: AssetId) -> Res {
-        self.config
+        self.state
+            .config
             .asset(k)
             .map(|_| ())
             .ok_or(RejectReason::UnknownAsset)
@@ -353,7 +225,7 @@ impl Engine {
         if self.pool_of(k, asset).withdrawable() < amount {
             return false;
         }
-        let a = &self.accounts[k];
+        let a = &self.state.accounts[k];
         if a.asset_mode == AssetMode::Single {
             return true;
         }
@@ -363,16 +235,20 @@ impl Engine {
         let mut after = a.clone();
         after.wallets[asset.0 as usize] -= amount;
         let mode = after.asset_mode;
-        let mut pool = risk::usd_pool(&after, &self.config, &self.marks, self.usd_prices(), |s| {
-            risk::is_pooled(mode, s)
-        });
+        let mut pool = risk::usd_pool(
+            &after,
+            &self.state.config,
+            &self.state.marks,
+            self.usd_prices(),
+            |s| risk::is_pooled(mode, s),
+        );
         if pool.positions == 0 && pool.order_margin.is_zero() {
             return !pool.unpriced_liability;
         }
         // Value the pool again with every asset's unrealized profit left out.
         let usd = self.usd_prices();
         pool.adjusted_equity = Money::ZERO;
-        for (i, asset) in self.config.assets.iter().enumerate() {
+        for (i, asset) in self.state.config.assets.iter().enumerate() {
             let eq = after.wallets[i] + (pool.equity[i] - after.wallets[i]).min(Money::ZERO);
             match risk::collateral_usd(eq, asset.collateral.as_ref(), usd[i]) {
                 Some(v) => pool.adjusted_equity += v,
@@ -391,12 +267,12 @@ impl Engine {
         needed: Money,
         released: Money,
     ) -> Result<bool, RejectReason> {
-        if !risk::is_pooled(self.accounts[k].asset_mode, spec) {
+        if !risk::is_pooled(self.state.accounts[k].asset_mode, spec) {
             let available = risk::available(
-                &self.accounts[k],
+                &self.state.accounts[k],
                 spec.settle_asset,
-                &self.config.instruments,
-                &self.marks,
+                &self.state.config.instruments,
+                &self.state.marks,
             );
             debug_assert_eq!(available, self.pool_of(k, spec.settle_asset).available());
             return Ok(available + released >= needed);
@@ -416,10 +292,10 @@ impl Engine {
 
     pub(crate) fn pool_of(&self, k: usize, asset: AssetId) -> risk::Pool {
         risk::pool(
-            &self.accounts[k],
+            &self.state.accounts[k],
             asset,
-            &self.config.instruments,
-            &self.marks,
+            &self.state.config.instruments,
+            &self.state.marks,
         )
     }
 
@@ -432,14 +308,17 @@ impl Engine {
     /// an envelope around it.
     pub fn apply_command(&mut self, seq: u64, ts_ns: u64, command: &Command, out: &mut Vec<Event>) {
         assert!(
-            seq > self.last_seq,
+            seq > self.state.last_seq,
             "sequence numbers must increase: {} after {}",
             seq,
-            self.last_seq
+            self.state.last_seq
         );
-        assert!(ts_ns >= self.last_ts_ns, "timestamps must not go back");
-        self.last_seq = seq;
-        self.last_ts_ns = ts_ns;
+        assert!(
+            ts_ns >= self.state.last_ts_ns,
+            "timestamps must not go back"
+        );
+        self.state.last_seq = seq;
+        self.state.last_ts_ns = ts_ns;
         // Time passing is itself an input: hour boundaries charge interest first.
         self.accrue_interest(ts_ns, out);
         let start = out.len();
@@ -524,25 +403,55 @@ impl Engine {
         // index is next used (a mark tick), not now — most commands are not ticks.
         // (A set, so bounded by the number of distinct accounts however long between
         // ticks.)
-        if !self.full_scan {
+        if !self.full_scan() {
             for e in &out[..] {
-                event_accounts(e, |a| self.dirty.insert(a));
+                event_accounts(e, |a| self.ix.dirty.insert(a));
             }
         }
     }
 
     /// Check every holder on every mark tick (no liquidation index). Same results, more
     /// work: the reference the index is tested against, and a benchmark baseline.
+    #[cfg(feature = "reference-paths")]
     pub fn with_full_scan(mut self) -> Engine {
-        self.full_scan = true;
+        self.reference.full_scan = true;
         self
     }
 
     /// Amend every order by cancel + submit, never in place. Same results, more work:
     /// the reference the in-place path is tested against.
+    #[cfg(feature = "reference-paths")]
     pub fn with_amend_by_resubmit(mut self) -> Engine {
-        self.amend_in_place = false;
+        self.reference.amend_by_resubmit = true;
         self
+    }
+
+    /// Flushes the dirty set and compares the live indexes with `Indexes::rebuild` of the
+    /// state (see `Indexes::compare`). Flushing only re-bands early what the next tick
+    /// would re-band at the same marks, so it changes no later result.
+    #[cfg(feature = "reference-paths")]
+    pub fn check_indexes(&mut self) -> Result<(), String> {
+        self.flush_dirty();
+        let rebuilt = Indexes::rebuild(&self.state).map_err(|e| e.to_string())?;
+        self.ix.compare(&rebuilt, &self.state)
+    }
+
+    /// Whether this engine runs the full-scan reference path (never in production).
+    #[inline(always)]
+    pub(crate) fn full_scan(&self) -> bool {
+        #[cfg(feature = "reference-paths")]
+        return self.reference.full_scan;
+        #[cfg(not(feature = "reference-paths"))]
+        false
+    }
+
+    /// Whether this engine amends in place (always in production).
+    #[inline(always)]
+    fn amend_in_place(&self) -> bool {
+        #[cfg(feature = "reference-paths")]
+        return !self.reference.amend_by_resubmit;
+        #[cfg(not(feature = "reference-paths"))]
+        true
     }
 
     fn create_account(
@@ -556,11 +465,11 @@ impl Engine {
         }
         if let Some(p) = parent {
             let pk = self.user_idx(p).map_err(|_| RejectReason::UnknownParent)?;
-            if self.accounts[pk].parent.is_some() {
+            if self.state.accounts[pk].parent.is_some() {
                 return Err(RejectReason::ParentIsSubAccount);
             }
         }
-        self.insert_account(Account::new(id, parent, self.config.assets.len()));
+        self.insert_account(Account::new(id, parent, self.state.config.assets.len()));
         out.push(Event::AccountCreated {
             account: id,
             parent,
@@ -580,10 +489,10 @@ impl Engine {
         check_amount(amount)?;
         self.check_caps(k, asset, amount)?;
         self.before_credit(k, asset, out);
-        let w = &mut self.accounts[k].wallets[asset.0 as usize];
+        let w = &mut self.state.accounts[k].wallets[asset.0 as usize];
         *w += amount;
         let balance = *w;
-        self.deposited[asset.0 as usize] += amount;
+        self.state.deposited[asset.0 as usize] += amount;
         self.after_credit(k, asset, amount);
         out.push(Event::Deposited {
             account: id,
@@ -607,10 +516,10 @@ impl Engine {
         if !self.can_take_out(k, asset, amount) {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
-        let w = &mut self.accounts[k].wallets[asset.0 as usize];
+        let w = &mut self.state.accounts[k].wallets[asset.0 as usize];
         *w -= amount;
         let balance = *w;
-        self.withdrawn[asset.0 as usize] += amount;
+        self.state.withdrawn[asset.0 as usize] += amount;
         out.push(Event::Withdrawn {
             account: id,
             asset,
@@ -635,7 +544,10 @@ impl Engine {
             return Err(RejectReason::TransferToSelf);
         }
         check_amount(amount)?;
-        let (fp, tp) = (self.accounts[fk].parent, self.accounts[tk].parent);
+        let (fp, tp) = (
+            self.state.accounts[fk].parent,
+            self.state.accounts[tk].parent,
+        );
         let related = tp == Some(from) || fp == Some(to) || (fp.is_some() && fp == tp);
         if !related {
             return Err(RejectReason::TransferNotRelated);
@@ -645,8 +557,8 @@ impl Engine {
         }
         self.check_caps(tk, asset, amount)?;
         self.before_credit(tk, asset, out);
-        self.accounts[fk].wallets[asset.0 as usize] -= amount;
-        self.accounts[tk].wallets[asset.0 as usize] += amount;
+        self.state.accounts[fk].wallets[asset.0 as usize] -= amount;
+        self.state.accounts[tk].wallets[asset.0 as usize] += amount;
         self.after_credit(tk, asset, amount);
         out.push(Event::Transferred {
             from,
@@ -667,7 +579,7 @@ impl Engine {
         excluded: Option<&OrderMeta>,
     ) -> Money {
         let mut n = extra + leg.order_notional;
-        if let Some(m) = self.marks[spec.id.0 as usize] {
+        if let Some(m) = self.state.marks[spec.id.0 as usize] {
             n += if spec.is_inverse() || leg.qty.is_zero() {
                 spec.notional(leg.qty, m)
             } else {
@@ -689,13 +601,16 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         if leverage == 0 || leverage > spec.max_leverage {
             return Err(RejectReason::LeverageOutOfRange);
         }
         let default_leg = Leg::new(i, spec.max_leverage);
-        let leg = self.accounts[k].leg(i).unwrap_or(&default_leg).clone();
+        let leg = self.state.accounts[k]
+            .leg(i)
+            .unwrap_or(&default_leg)
+            .clone();
         if spec
             .bracket_for(self.exposure_notional(&leg, spec, Money::ZERO, None))
             .max_leverage
@@ -704,14 +619,14 @@ impl Engine {
             return Err(RejectReason::LeverageExceedsBracket);
         }
         // Try it on a copy: re-reserve the leg's orders at the new leverage and re-check.
-        let mut acct = self.accounts[k].clone();
+        let mut acct = self.state.accounts[k].clone();
         let mut metas: Vec<(OrderId, OrderMeta)> = Vec::new();
         {
             let l = acct.leg_or_default(spec);
             l.leverage = leverage;
             let mut total = Money::ZERO;
             for oid in &l.open_orders {
-                let mut m = self.orders[oid].clone();
+                let mut m = self.state.orders[oid].clone();
                 m.reserved = m.margin_notional.div_int(leverage as i64, Rounding::Ceil);
                 total += m.reserved;
                 metas.push((*oid, m));
@@ -722,15 +637,19 @@ impl Engine {
             let p = risk::pool(
                 &acct,
                 spec.settle_asset,
-                &self.config.instruments,
-                &self.marks,
+                &self.state.config.instruments,
+                &self.state.marks,
             );
             let pooled = risk::is_pooled(acct.asset_mode, spec);
             let under = if pooled {
                 let mode = acct.asset_mode;
-                let up = risk::usd_pool(&acct, &self.config, &self.marks, self.usd_prices(), |s| {
-                    risk::is_pooled(mode, s)
-                });
+                let up = risk::usd_pool(
+                    &acct,
+                    &self.state.config,
+                    &self.state.marks,
+                    self.usd_prices(),
+                    |s| risk::is_pooled(mode, s),
+                );
                 up.unpriced_liability || up.available().is_negative()
             } else {
                 p.available().is_negative()
@@ -740,16 +659,16 @@ impl Engine {
             }
             let l = acct.leg(i).expect("leg");
             if l.mode == MarginMode::Isolated && !l.is_flat() {
-                let m = self.marks[i.0 as usize].expect("position without mark");
+                let m = self.state.marks[i.0 as usize].expect("position without mark");
                 let eq = l.isolated_margin + risk::upnl(l, spec, m).min(Money::ZERO);
                 if eq < risk::position_im(l, spec, m) {
                     return Err(RejectReason::LeverageUnderMargin);
                 }
             }
         }
-        self.accounts[k] = acct;
+        self.state.accounts[k] = acct;
         for (oid, m) in metas {
-            self.orders.insert(oid, m);
+            self.state.orders.insert(oid, m);
         }
         out.push(Event::LeverageSet {
             account: id,
@@ -767,14 +686,15 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
-        if mode == MarginMode::Isolated && risk::is_pooled(self.accounts[k].asset_mode, spec) {
+        if mode == MarginMode::Isolated && risk::is_pooled(self.state.accounts[k].asset_mode, spec)
+        {
             return Err(RejectReason::IsolatedInMultiAsset);
         }
-        let mut acct = self.accounts[k].clone();
+        let mut acct = self.state.accounts[k].clone();
         let settle = spec.settle_asset.0 as usize;
-        let mark = self.marks[i.0 as usize];
+        let mark = self.state.marks[i.0 as usize];
         let leg = acct.leg_or_default(spec);
         if leg.mode != mode && !leg.is_flat() {
             let m = mark.expect("position without mark");
@@ -798,8 +718,8 @@ impl Engine {
             let p = risk::pool(
                 &acct,
                 spec.settle_asset,
-                &self.config.instruments,
-                &self.marks,
+                &self.state.config.instruments,
+                &self.state.marks,
             );
             if p.available().is_negative() {
                 return Err(RejectReason::ModeSwitchUnderMargin);
@@ -807,7 +727,7 @@ impl Engine {
         } else {
             leg.mode = mode;
         }
-        self.accounts[k] = acct;
+        self.state.accounts[k] = acct;
         out.push(Event::MarginModeSet {
             account: id,
             instrument: i,
@@ -824,7 +744,7 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         if delta.is_zero() {
             return Err(RejectReason::DeltaZero);
@@ -833,11 +753,11 @@ impl Engine {
         if delta < -MAX_AMOUNT || delta > MAX_AMOUNT {
             return Err(RejectReason::AmountTooLarge);
         }
-        let leg = match self.accounts[k].leg(i) {
+        let leg = match self.state.accounts[k].leg(i) {
             Some(l) if l.mode == MarginMode::Isolated && !l.is_flat() => l,
             _ => return Err(RejectReason::NoIsolatedPosition),
         };
-        let m = self.marks[i.0 as usize].expect("position without mark");
+        let m = self.state.marks[i.0 as usize].expect("position without mark");
         if delta.is_positive() {
             if self.pool_of(k, spec.settle_asset).withdrawable() < delta {
                 return Err(RejectReason::InsufficientBalance);
@@ -848,7 +768,7 @@ impl Engine {
                 return Err(RejectReason::IsolatedMarginTooLow);
             }
         }
-        let a = &mut self.accounts[k];
+        let a = &mut self.state.accounts[k];
         a.wallets[spec.settle_asset.0 as usize] -= delta;
         let leg = a.leg_mut(i).expect("leg");
         leg.isolated_margin += delta;
@@ -878,7 +798,7 @@ impl Engine {
         if q == 0 || (q > 0) == (side == Side::Buy) {
             return qty.0;
         }
-        let book = &self.books[instrument.0 as usize];
+        let book = &self.state.books[instrument.0 as usize];
         let promised: i64 = leg
             .open_orders
             .iter()
@@ -892,8 +812,9 @@ impl Engine {
     }
 
     pub(crate) fn next_internal_order_id(&mut self) -> OrderId {
-        let id = OrderId(self.next_internal_order);
-        self.next_internal_order = self
+        let id = OrderId(self.state.next_internal_order);
+        self.state.next_internal_order = self
+            .state
             .next_internal_order
             .checked_add(1)
             .expect("order ids exhausted");
@@ -903,7 +824,7 @@ impl Engine {
     fn place_order(&mut self, o: &NewOrder, out: &mut Vec<Event>) -> Res {
         let k = self.user_idx(o.account)?;
         let p = self.prepare_order(k, o, None)?;
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = &cfg.instruments[p.instrument.0 as usize];
         let accepted = Event::OrderAccepted {
             account: o.account,
@@ -938,15 +859,15 @@ impl Engine {
     ) -> Result<Prepared, RejectReason> {
         debug_assert_eq!(self.user_idx(o.account), Ok(k));
         let spec = self.spec(o.instrument)?;
-        let mark = self.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
+        let mark = self.state.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
         self.check_order_account(k, spec, o.order_id)?;
-        if replacing.is_none() && self.orders.contains_key(&o.order_id) {
+        if replacing.is_none() && self.state.orders.contains_key(&o.order_id) {
             return Err(RejectReason::DuplicateOrderId);
         }
         if o.order_type == OrderType::Market && o.tif == TimeInForce::PostOnly {
             return Err(RejectReason::MarketPostOnly);
         }
-        let leg = self.accounts[k].leg(o.instrument);
+        let leg = self.state.accounts[k].leg(o.instrument);
         // Only an order that may rest counts against the limit, and an amend replaces
         // one: a trader at the limit can still close, reduce and reprice.
         let may_rest = o.order_type == OrderType::Limit
@@ -1032,11 +953,11 @@ impl Engine {
         price: PriceTicks,
         qty: QtyLots,
     ) -> Result<AmendCheck, RejectReason> {
-        let mark = self.marks[spec.id.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
+        let mark = self.state.marks[spec.id.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
         self.check_order_account(k, spec, id)?;
         // No duplicate-id check (the id is the order's own) and no market post-only
         // check (an amend is a limit order).
-        let leg = self.accounts[k].leg(spec.id);
+        let leg = self.state.accounts[k].leg(spec.id);
         let qty = order_qty(spec, leg, meta.side, qty, meta.reduce_only, false)?;
         let limit = self.order_limit(spec, mark, OrderType::Limit, meta.side, price)?;
         let (margin_notional, reserved) = self.order_reservation(
@@ -1074,7 +995,7 @@ impl Engine {
         if id.0 >= RESERVED_ORDER_ID_MIN {
             return Err(RejectReason::OrderIdReserved);
         }
-        if self.accounts[k].asset_mode == AssetMode::Multi && spec.is_inverse() {
+        if self.state.accounts[k].asset_mode == AssetMode::Multi && spec.is_inverse() {
             return Err(RejectReason::CoinMInMultiAsset);
         }
         Ok(())
@@ -1091,7 +1012,7 @@ impl Engine {
         side: Side,
         price: PriceTicks,
     ) -> Result<PriceTicks, RejectReason> {
-        let (band_low, band_high) = self.bands[spec.id.0 as usize];
+        let (band_low, band_high) = self.ix.bands[spec.id.0 as usize];
         debug_assert_eq!((band_low, band_high), band(spec, mark));
         match order_type {
             OrderType::Limit => {
@@ -1113,7 +1034,7 @@ impl Engine {
     /// Whether a post-only order at `limit` would take liquidity.
     #[inline]
     fn post_only_takes(&self, spec: &InstrumentSpec, side: Side, limit: PriceTicks) -> bool {
-        let book = &self.books[spec.id.0 as usize];
+        let book = &self.state.books[spec.id.0 as usize];
         match side {
             Side::Buy => book.best_ask().is_some_and(|a| a <= limit),
             Side::Sell => book.best_bid().is_some_and(|b| b >= limit),
@@ -1210,22 +1131,22 @@ impl Engine {
         let i = spec.id.0 as usize;
         // Swap the reusable buffer out without allocating a replacement.
         let mut res = std::mem::replace(
-            &mut self.scratch,
+            &mut self.tmp.scratch,
             MatchResult {
                 fills: Vec::new(),
                 expired_makers: Vec::new(),
                 outcome: TakerOutcome::Filled,
             },
         );
-        let r = self.books[i].submit(&taker, &mut res);
+        let r = self.state.books[i].submit(&taker, &mut res);
         assert!(r.is_ok(), "book refused a checked order: {r:?}");
         match res.outcome {
             TakerOutcome::PostOnlyRejected => {
-                self.scratch = res;
+                self.tmp.scratch = res;
                 return Err(RejectReason::PostOnlyWouldTake);
             }
             TakerOutcome::FokRejected => {
-                self.scratch = res;
+                self.tmp.scratch = res;
                 return Err(RejectReason::FokCannotFill);
             }
             _ => {}
@@ -1275,11 +1196,11 @@ impl Engine {
                 meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
                 meta.open_notional = spec.notional(open_qty, spec.price_of(taker.limit));
                 let k = self.idx(taker.account).expect("taker account");
-                let leg = self.accounts[k].leg_or_default(spec);
+                let leg = self.state.accounts[k].leg_or_default(spec);
                 leg.order_margin += meta.reserved;
                 leg.order_notional += meta.open_notional;
                 leg.add_order(taker.order_id);
-                self.orders.insert(taker.order_id, meta);
+                self.state.orders.insert(taker.order_id, meta);
                 out.push(Event::OrderRested {
                     order_id: taker.order_id,
                     open_qty: spec.qty_of(open_qty),
@@ -1314,12 +1235,14 @@ impl Engine {
             self.fix_reduce_only(a, spec, out);
             if let Some(k) = self.idx(a) {
                 // With a USD pool a negative balance is a loan, not a deficit.
-                if !self.accounts[k].system && !risk::is_pooled(self.accounts[k].asset_mode, spec) {
+                if !self.state.accounts[k].system
+                    && !risk::is_pooled(self.state.accounts[k].asset_mode, spec)
+                {
                     self.cover_deficit(k, spec.settle_asset, out);
                 }
             }
         }
-        self.scratch = res;
+        self.tmp.scratch = res;
         Ok(())
     }
 
@@ -1332,9 +1255,9 @@ impl Engine {
 
     /// Remove an order's engine-side state (the book has already dropped it).
     pub(crate) fn forget_order(&mut self, id: OrderId, spec: &InstrumentSpec) {
-        let meta = self.orders.remove(&id).expect("order meta");
+        let meta = self.state.orders.remove(&id).expect("order meta");
         let k = self.idx(meta.account).expect("order account");
-        let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
+        let leg = self.state.accounts[k].leg_mut(spec.id).expect("order leg");
         leg.order_margin -= meta.reserved;
         leg.order_notional -= meta.open_notional;
         leg.remove_order(id);
@@ -1371,7 +1294,7 @@ impl Engine {
     ) {
         assert!(after.0 > 0 && after < before, "resize must shrink an order");
         let lev = self.leverage_of(account, spec);
-        let meta = self.orders.get_mut(&id).expect("order meta");
+        let meta = self.state.orders.get_mut(&id).expect("order meta");
         let (old_reserved, old_notional) = (meta.reserved, meta.open_notional);
         meta.margin_notional =
             meta.margin_notional
@@ -1380,7 +1303,7 @@ impl Engine {
         meta.open_notional = spec.notional(after, spec.price_of(price));
         let (reserved, notional) = (meta.reserved, meta.open_notional);
         let k = self.idx(account).expect("order account");
-        self.accounts[k]
+        self.state.accounts[k]
             .leg_mut(spec.id)
             .expect("order leg")
             .replace_order_sums((old_reserved, old_notional), (reserved, notional));
@@ -1390,7 +1313,7 @@ impl Engine {
     /// them after the position changed (rule R3).
     fn fix_reduce_only(&mut self, account: AccountId, spec: &InstrumentSpec, out: &mut Vec<Event>) {
         let Some(k) = self.idx(account) else { return };
-        let Some(leg) = self.accounts[k].leg(spec.id) else {
+        let Some(leg) = self.state.accounts[k].leg(spec.id) else {
             return;
         };
         let pos = leg.qty.0;
@@ -1398,7 +1321,7 @@ impl Engine {
         if !leg
             .open_orders
             .iter()
-            .any(|id| self.orders.get(id).is_some_and(|m| m.reduce_only))
+            .any(|id| self.state.orders.get(id).is_some_and(|m| m.reduce_only))
         {
             return;
         }
@@ -1406,10 +1329,10 @@ impl Engine {
             .open_orders
             .iter()
             .copied()
-            .filter(|id| self.orders.get(id).is_some_and(|m| m.reduce_only))
+            .filter(|id| self.state.orders.get(id).is_some_and(|m| m.reduce_only))
             .collect();
         for id in ids {
-            let book = &mut self.books[spec.id.0 as usize];
+            let book = &mut self.state.books[spec.id.0 as usize];
             let o = *book.get(id).expect("reduce-only order in book");
             let wrong_side = pos == 0 || (pos > 0) == (o.side == Side::Buy);
             if wrong_side {
@@ -1434,11 +1357,15 @@ impl Engine {
 
     fn cancel_order(&mut self, account: AccountId, id: OrderId, out: &mut Vec<Event>) -> Res {
         self.user_idx(account)?;
-        let meta = self.orders.get(&id).ok_or(RejectReason::UnknownOrder)?;
+        let meta = self
+            .state
+            .orders
+            .get(&id)
+            .ok_or(RejectReason::UnknownOrder)?;
         if meta.account != account {
             return Err(RejectReason::NotOrderOwner);
         }
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = &cfg.instruments[meta.instrument.0 as usize];
         self.cancel_one(spec, id, CancelReason::User, out);
         Ok(())
@@ -1451,7 +1378,7 @@ impl Engine {
         reason: CancelReason,
         out: &mut Vec<Event>,
     ) {
-        let o = self.books[spec.id.0 as usize]
+        let o = self.state.books[spec.id.0 as usize]
             .cancel(id)
             .expect("order in book");
         self.forget_order(id, spec);
@@ -1472,12 +1399,12 @@ impl Engine {
         out: &mut Vec<Event>,
     ) {
         let mut victims: Vec<(InstrumentId, OrderId)> = Vec::new();
-        for leg in &self.accounts[k].legs {
-            if filter(&self.config.instruments[leg.instrument.0 as usize]) {
+        for leg in &self.state.accounts[k].legs {
+            if filter(&self.state.config.instruments[leg.instrument.0 as usize]) {
                 victims.extend(leg.open_orders.iter().map(|id| (leg.instrument, *id)));
             }
         }
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         for (i, id) in victims {
             self.cancel_one(&cfg.instruments[i.0 as usize], id, reason, out);
         }
@@ -1512,6 +1439,7 @@ impl Engine {
     ) -> Res {
         let k = self.user_idx(account)?;
         let meta = self
+            .state
             .orders
             .get(&id)
             .ok_or(RejectReason::UnknownOrder)?
@@ -1521,8 +1449,8 @@ impl Engine {
         }
         // Borrowed from the field, not through an `Arc` clone (an atomic increment and
         // decrement per amend); the paths that call `&mut self` methods clone it.
-        let spec = &self.config.instruments[meta.instrument.0 as usize];
-        let (slot, resting) = self.books[spec.id.0 as usize]
+        let spec = &self.state.config.instruments[meta.instrument.0 as usize];
+        let (slot, resting) = self.state.books[spec.id.0 as usize]
             .find(id)
             .map(|(slot, o)| (slot, *o))
             .expect("order in book");
@@ -1536,9 +1464,9 @@ impl Engine {
         }
         if new_price == resting.price && new_qty < resting.open_qty {
             // Size down keeps priority.
-            let cfg = Arc::clone(&self.config);
+            let cfg = Arc::clone(&self.state.config);
             let spec = &cfg.instruments[meta.instrument.0 as usize];
-            self.books[spec.id.0 as usize]
+            self.state.books[spec.id.0 as usize]
                 .reduce_qty(id, new_qty)
                 .expect("reduce");
             self.resize_order(spec, account, id, resting.price, resting.open_qty, new_qty);
@@ -1551,7 +1479,7 @@ impl Engine {
             return Ok(());
         }
         if meta.reduce_only {
-            let pos = self.accounts[k]
+            let pos = self.state.accounts[k]
                 .leg(spec.id)
                 .map(|l| l.qty.0.abs())
                 .unwrap_or(0);
@@ -1562,7 +1490,7 @@ impl Engine {
         // Price change or size up: the order loses its place. It is re-checked as a new
         // order with the old one's reservation released; if the new one is refused the
         // old one stays untouched.
-        if self.amend_in_place {
+        if self.amend_in_place() {
             let checked = self.check_amend(k, spec, id, &meta, new_price, new_qty);
             debug_assert_eq!(
                 checked,
@@ -1584,7 +1512,7 @@ impl Engine {
             // only re-rest the order at the back of its new level: do that in place. The
             // state and the events are the same as on the general path below (execute's
             // `Rested` branch with nothing filled).
-            match self.books[spec.id.0 as usize].requeue_at(slot, id, c.limit, c.qty) {
+            match self.state.books[spec.id.0 as usize].requeue_at(slot, id, c.limit, c.qty) {
                 Ok(_) => {
                     // execute's `Rested` formula with nothing filled is
                     // margin_notional / leverage, rounded up: what the check reserved.
@@ -1594,13 +1522,13 @@ impl Engine {
                             .div_int(self.leverage_of(account, spec) as i64, Rounding::Ceil)
                     );
                     let open_notional = spec.notional(c.qty, spec.price_of(c.limit));
-                    let m = self.orders.get_mut(&id).expect("order meta");
+                    let m = self.state.orders.get_mut(&id).expect("order meta");
                     let old = (m.reserved, m.open_notional);
                     // Account, instrument, side and flags are the amended order's own.
                     m.margin_notional = c.margin_notional;
                     m.reserved = c.reserved;
                     m.open_notional = open_notional;
-                    let leg = self.accounts[k].leg_mut(spec.id).expect("order leg");
+                    let leg = self.state.accounts[k].leg_mut(spec.id).expect("order leg");
                     leg.replace_order_sums(old, (c.reserved, open_notional));
                     assert!(!leg.order_margin.is_negative(), "order margin below zero");
                     out.push(Event::OrderAmended {
@@ -1626,9 +1554,9 @@ impl Engine {
             &amended_order(&meta, id, new_price, new_qty),
             Some(&meta),
         )?;
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = &cfg.instruments[meta.instrument.0 as usize];
-        self.books[spec.id.0 as usize]
+        self.state.books[spec.id.0 as usize]
             .cancel(id)
             .expect("order in book");
         self.forget_order(id, spec);
@@ -1660,7 +1588,7 @@ impl Engine {
         if price < tick {
             return Err(RejectReason::PriceBelowTick);
         }
-        self.market[i.0 as usize].index = Some(price);
+        self.state.market[i.0 as usize].index = Some(price);
         out.push(Event::IndexPriceSet {
             instrument: i,
             price,
@@ -1679,7 +1607,7 @@ impl Engine {
         if rate < -Rate::ONE || rate > Rate::ONE {
             return Err(RejectReason::RateOutOfRange);
         }
-        let m = &mut self.market[i.0 as usize];
+        let m = &mut self.state.market[i.0 as usize];
         m.funding_rate = Some(rate);
         m.next_funding_ns = next_funding_ns;
         out.push(Event::FundingRateSet {
@@ -1702,7 +1630,7 @@ impl Engine {
         for p in [best_bid, best_ask, last_trade].into_iter().flatten() {
             check_price(p)?;
         }
-        let m = &mut self.market[i.0 as usize];
+        let m = &mut self.state.market[i.0 as usize];
         // An absent side keeps its value, so the pair to check is the merged one.
         let (bid, ask) = (best_bid.or(m.best_bid), best_ask.or(m.best_ask));
         if let (Some(b), Some(a)) = (bid, ask) {
@@ -1734,8 +1662,8 @@ impl Engine {
         if price < tick {
             return Err(RejectReason::PriceBelowTick);
         }
-        self.marks[i.0 as usize] = Some(price);
-        self.bands[i.0 as usize] = band(&self.config.instruments[i.0 as usize], price);
+        self.state.marks[i.0 as usize] = Some(price);
+        self.ix.bands[i.0 as usize] = band(&self.state.config.instruments[i.0 as usize], price);
         out.push(Event::MarkPriceSet {
             instrument: i,
             price,

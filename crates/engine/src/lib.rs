@@ -15,12 +15,18 @@
 #![warn(clippy::cast_possible_truncation)]
 
 mod engine;
+mod error;
+mod indexes;
 mod liqindex;
 mod liquidation;
 mod multi;
 mod report;
 mod settle;
 mod snapshot;
+mod state;
 
-pub use engine::{Engine, OrderMeta, RESERVED_ORDER_ID_MIN};
+pub use engine::Engine;
+pub use error::{InvariantViolation, RestoreError};
+pub use indexes::Indexes;
 pub use report::{AccountReport, AssetReport, PositionReport, UsdPoolReport};
+pub use state::{MarketData, OrderMeta, State, RESERVED_ORDER_ID_MIN};

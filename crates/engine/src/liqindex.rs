@@ -15,7 +15,9 @@
 //! command's events name is marked dirty and re-banded just before the next tick consults
 //! the index.
 
-use crate::engine::{Engine, DENSE_IDS};
+use crate::engine::Engine;
+use crate::indexes::DENSE_IDS;
+use crate::state::State;
 use perpcore_risk::{self as risk};
 use perpcore_types::*;
 use std::collections::BTreeSet;
@@ -141,19 +143,50 @@ impl DirtySet {
     }
 }
 
+impl LiqIndex {
+    /// The index of every account of `state`, banded at the state's marks.
+    pub(crate) fn rebuild(state: &State) -> LiqIndex {
+        let mut index = LiqIndex::new(state.config.instruments.len());
+        for k in 0..state.accounts.len() {
+            index.reband(state, k);
+        }
+        index
+    }
+
+    /// Recompute account `k`'s bands on every instrument it holds.
+    fn reband(&mut self, state: &State, k: usize) {
+        let id = state.accounts[k].id;
+        self.remove(id);
+        self.insert(id, bands_of(state, k));
+    }
+
+    /// What the index holds for each account, without the band edges (which depend on
+    /// the mark each account was last banded at): sorted (account, instrument, re-check
+    /// on every tick). For comparing a live index with a rebuilt one.
+    pub(crate) fn shape(&self) -> Vec<(AccountId, InstrumentId, bool)> {
+        let mut out: Vec<(AccountId, InstrumentId, bool)> = Vec::new();
+        for (i, set) in self.always.iter().enumerate() {
+            let i = InstrumentId(u32::try_from(i).expect("instrument ids are u32"));
+            out.extend(set.iter().map(|&a| (a, i, true)));
+        }
+        for (i, set) in self.lower.iter().enumerate() {
+            let i = InstrumentId(u32::try_from(i).expect("instrument ids are u32"));
+            out.extend(set.iter().map(|&(_, a)| (a, i, false)));
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
 impl Engine {
     /// Recompute account `k`'s bands on every instrument it holds.
     pub(crate) fn reindex(&mut self, k: usize) {
-        let id = self.accounts[k].id;
-        let mut index = std::mem::take(&mut self.liq_index);
-        index.remove(id);
-        index.insert(id, self.bands_of(k));
-        self.liq_index = index;
+        self.ix.liq_index.reband(&self.state, k);
     }
 
     /// Re-band every account marked dirty since the index was last used, in ascending id.
     pub(crate) fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.ix.dirty);
         dirty.ids.sort_unstable();
         debug_assert!(
             dirty.ids.windows(2).all(|w| w[0] < w[1]),
@@ -165,61 +198,60 @@ impl Engine {
             }
         }
         dirty.clear();
-        self.dirty = dirty;
+        self.ix.dirty = dirty;
     }
+}
 
-    pub(crate) fn rebuild_liq_index(&mut self) {
-        self.liq_index = LiqIndex::new(self.config.instruments.len());
-        for k in 0..self.accounts.len() {
-            self.reindex(k);
-        }
+/// Account `k`'s safe bands (see the module docs).
+fn bands_of(state: &State, k: usize) -> Vec<(InstrumentId, Band)> {
+    let a = &state.accounts[k];
+    let mut out = Vec::new();
+    if a.system {
+        return out;
     }
-
-    fn bands_of(&self, k: usize) -> Vec<(InstrumentId, Band)> {
-        let a = &self.accounts[k];
-        let mut out = Vec::new();
-        if a.system {
-            return out;
+    for leg in &a.legs {
+        if leg.is_flat() {
+            continue;
         }
-        for leg in &a.legs {
-            if leg.is_flat() {
-                continue;
-            }
-            let spec = &self.config.instruments[leg.instrument.0 as usize];
-            let Some(mark) = self.marks[leg.instrument.0 as usize] else {
-                continue;
-            };
-            let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
-            if pooled || spec.is_inverse() {
-                out.push((leg.instrument, Band::Always));
-                continue;
-            }
-            let (cushion, n) = if leg.mode == MarginMode::Isolated {
-                (
-                    leg.isolated_margin + risk::upnl(leg, spec, mark)
-                        - risk::position_mm(leg, spec, mark),
-                    1i128,
-                )
-            } else {
-                let p = self.pool_of(k, spec.settle_asset);
-                (
-                    p.margin_balance() - p.cross_mm,
-                    p.cross_positions.max(1) as i128,
-                )
-            };
-            if !cushion.is_positive() {
-                out.push((leg.instrument, Band::Always));
-                continue;
-            }
-            let max_mmr = spec.brackets.iter().map(|b| b.mmr.raw()).max().unwrap_or(0) as i128;
-            let per_price_unit = spec.linear_value(leg.qty.abs(), Price(1)).raw(); // money raw per price raw
-            let den = n * per_price_unit * (RATE_SCALE as i128 + max_mmr);
-            let d = div_round(cushion.raw() * RATE_SCALE as i128, den, Rounding::Floor);
-            let d = i64::try_from(d).unwrap_or(i64::MAX);
-            let lo = Price(mark.raw().saturating_sub(d));
-            let hi = Price(mark.raw().saturating_add(d));
-            out.push((leg.instrument, Band::Range(lo, hi)));
+        let spec = &state.config.instruments[leg.instrument.0 as usize];
+        let Some(mark) = state.marks[leg.instrument.0 as usize] else {
+            continue;
+        };
+        let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
+        if pooled || spec.is_inverse() {
+            out.push((leg.instrument, Band::Always));
+            continue;
         }
-        out
+        let (cushion, n) = if leg.mode == MarginMode::Isolated {
+            (
+                leg.isolated_margin + risk::upnl(leg, spec, mark)
+                    - risk::position_mm(leg, spec, mark),
+                1i128,
+            )
+        } else {
+            let p = risk::pool(
+                a,
+                spec.settle_asset,
+                &state.config.instruments,
+                &state.marks,
+            );
+            (
+                p.margin_balance() - p.cross_mm,
+                p.cross_positions.max(1) as i128,
+            )
+        };
+        if !cushion.is_positive() {
+            out.push((leg.instrument, Band::Always));
+            continue;
+        }
+        let max_mmr = spec.brackets.iter().map(|b| b.mmr.raw()).max().unwrap_or(0) as i128;
+        let per_price_unit = spec.linear_value(leg.qty.abs(), Price(1)).raw(); // money raw per price raw
+        let den = n * per_price_unit * (RATE_SCALE as i128 + max_mmr);
+        let d = div_round(cushion.raw() * RATE_SCALE as i128, den, Rounding::Floor);
+        let d = i64::try_from(d).unwrap_or(i64::MAX);
+        let lo = Price(mark.raw().saturating_sub(d));
+        let hi = Price(mark.raw().saturating_add(d));
+        out.push((leg.instrument, Band::Range(lo, hi)));
     }
+    out
 }

@@ -13,7 +13,8 @@
 //! Auto-deleveraging (step 4) is not implemented: the fund's balance may go negative,
 //! which the state shows.
 
-use crate::engine::{fund_account_id, Engine, OrderMeta};
+use crate::engine::{fund_account_id, Engine};
+use crate::state::OrderMeta;
 use perpcore_book::{Taker, Tif};
 use perpcore_risk::{self as risk};
 use perpcore_types::*;
@@ -21,10 +22,10 @@ use std::sync::Arc;
 
 impl Engine {
     pub(crate) fn check_liquidations(&mut self, i: InstrumentId, out: &mut Vec<Event>) {
-        let cfg = Arc::clone(&self.config);
+        let cfg = Arc::clone(&self.state.config);
         let spec = &cfg.instruments[i.0 as usize];
-        if self.full_scan {
-            let holders = self.holders[i.0 as usize].clone();
+        if self.full_scan() {
+            let holders = self.ix.holders[i.0 as usize].clone();
             for id in holders {
                 self.check_holder(spec, id, out);
             }
@@ -34,16 +35,17 @@ impl Engine {
         // fills can change other holders later in the sweep; those (holders at the start
         // of the tick, after the current account in id order) join the candidates, so
         // the result is exactly the full scan's.
-        let mark = self.marks[i.0 as usize].expect("mark");
+        let mark = self.state.marks[i.0 as usize].expect("mark");
         self.flush_dirty();
-        let mut candidates = self.liq_index.candidates(i, mark);
+        let mut candidates = self.ix.liq_index.candidates(i, mark);
         // "A holder when the tick started" without copying the holder list: a holder now
         // that did not become one during this tick (one that stopped being a holder is
         // flat, and the check passes over it either way).
-        self.tick_new_holders = Some(Vec::new());
+        self.tmp.tick_new_holders = Some(Vec::new());
         while let Some(id) = candidates.pop_first() {
-            let was_holder = self.holders[i.0 as usize].binary_search(&id).is_ok()
+            let was_holder = self.ix.holders[i.0 as usize].binary_search(&id).is_ok()
                 && !self
+                    .tmp
                     .tick_new_holders
                     .as_ref()
                     .is_some_and(|v| v.contains(&(i, id)));
@@ -62,7 +64,7 @@ impl Engine {
             }
             candidates.extend(touched.into_iter().filter(|t| *t > id));
         }
-        self.tick_new_holders = None;
+        self.tmp.tick_new_holders = None;
     }
 
     /// The liquidation check of one holder of `spec` at the current marks.
@@ -70,21 +72,21 @@ impl Engine {
         let i = spec.id;
         {
             let Some(k) = self.idx(id) else { return };
-            if self.accounts[k].system {
+            if self.state.accounts[k].system {
                 return;
             }
-            let Some(leg) = self.accounts[k].leg(i) else {
+            let Some(leg) = self.state.accounts[k].leg(i) else {
                 return;
             };
             if leg.is_flat() {
                 return;
             }
             if leg.mode == MarginMode::Isolated {
-                let mark = self.marks[i.0 as usize].expect("mark");
+                let mark = self.state.marks[i.0 as usize].expect("mark");
                 if risk::isolated_liquidatable(leg, spec, mark) {
                     self.liquidate_isolated(k, spec, out);
                 }
-            } else if risk::is_pooled(self.accounts[k].asset_mode, spec) {
+            } else if risk::is_pooled(self.state.accounts[k].asset_mode, spec) {
                 if self.usd_pool_of(k).is_liquidatable() {
                     self.liquidate_usd_pool(k, out);
                 }
@@ -95,9 +97,9 @@ impl Engine {
     }
 
     fn liquidate_isolated(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
-        let account = self.accounts[k].id;
-        let mark = self.marks[spec.id.0 as usize].expect("mark");
-        let leg = self.accounts[k].leg(spec.id).expect("leg");
+        let account = self.state.accounts[k].id;
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
+        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
         out.push(Event::LiquidationTriggered {
             account,
             instrument: Some(spec.id),
@@ -111,7 +113,7 @@ impl Engine {
         // Step 2.
         self.partial_liquidation(k, spec, out);
         let still = {
-            let leg = self.accounts[k].leg(spec.id).expect("leg");
+            let leg = self.state.accounts[k].leg(spec.id).expect("leg");
             risk::isolated_liquidatable(leg, spec, mark)
         };
         if still {
@@ -120,7 +122,7 @@ impl Engine {
     }
 
     fn liquidate_cross(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
-        let account = self.accounts[k].id;
+        let account = self.state.accounts[k].id;
         let p = self.pool_of(k, asset);
         out.push(Event::LiquidationTriggered {
             account,
@@ -155,41 +157,42 @@ impl Engine {
 
     fn largest_cross_position(&self, k: usize, asset: AssetId) -> Option<InstrumentSpec> {
         let mut best: Option<(Money, InstrumentId)> = None;
-        for leg in &self.accounts[k].legs {
-            let spec = &self.config.instruments[leg.instrument.0 as usize];
+        for leg in &self.state.accounts[k].legs {
+            let spec = &self.state.config.instruments[leg.instrument.0 as usize];
             if spec.settle_asset != asset || leg.mode != MarginMode::Cross || leg.is_flat() {
                 continue;
             }
             let mm = risk::position_mm(
                 leg,
                 spec,
-                self.marks[leg.instrument.0 as usize].expect("mark"),
+                self.state.marks[leg.instrument.0 as usize].expect("mark"),
             );
             // Strictly larger wins, so ties keep the lowest instrument id.
             if best.is_none_or(|(b, _)| mm > b) {
                 best = Some((mm, leg.instrument));
             }
         }
-        best.map(|(_, i)| self.config.instruments[i.0 as usize].clone())
+        best.map(|(_, i)| self.state.config.instruments[i.0 as usize].clone())
     }
 
     /// Wallet + uPnL of the pool's other cross positions (cross) or the isolated margin:
     /// the `WB + UPNL_other` term of the bankruptcy price (MARGIN §6).
     fn equity_besides(&self, k: usize, spec: &InstrumentSpec) -> Money {
-        let a = &self.accounts[k];
+        let a = &self.state.accounts[k];
         let leg = a.leg(spec.id).expect("leg");
         if leg.mode == MarginMode::Isolated {
             return leg.isolated_margin;
         }
         let p = self.pool_of(k, spec.settle_asset);
-        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
         p.margin_balance() - risk::upnl(leg, spec, mark)
     }
 
     fn bankruptcy_ticks(&self, k: usize, spec: &InstrumentSpec) -> (Price, PriceTicks) {
-        let leg = self.accounts[k].leg(spec.id).expect("leg");
-        let mark = self.marks[spec.id.0 as usize].expect("mark");
-        if leg.mode == MarginMode::Cross && risk::is_pooled(self.accounts[k].asset_mode, spec) {
+        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
+        if leg.mode == MarginMode::Cross && risk::is_pooled(self.state.accounts[k].asset_mode, spec)
+        {
             // USD pool: the price of this instrument at which adjusted equity reaches zero,
             // found numerically (tiers make it piecewise).
             let bp = self
@@ -221,8 +224,8 @@ impl Engine {
         spec: &InstrumentSpec,
         out: &mut Vec<Event>,
     ) {
-        let mark = self.marks[spec.id.0 as usize].expect("mark");
-        let leg = self.accounts[k].leg(spec.id).expect("leg");
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
+        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
         let notional = spec.notional(leg.qty, mark);
         let b = spec
             .brackets
@@ -247,7 +250,7 @@ impl Engine {
         let isolated = leg.mode == MarginMode::Isolated;
         let (_, limit) = self.bankruptcy_ticks(k, spec);
         if isolated {
-            self.holding_isolated = Some((self.accounts[k].id, spec.id));
+            self.tmp.holding_isolated = Some((self.state.accounts[k].id, spec.id));
         }
         self.liquidation_order(
             k,
@@ -258,7 +261,7 @@ impl Engine {
             spec.liquidation_fee,
             out,
         );
-        self.holding_isolated = None;
+        self.tmp.holding_isolated = None;
     }
 
     /// Send an IOC order for account `k` that pays `fee_rate` to the insurance fund.
@@ -273,7 +276,7 @@ impl Engine {
         fee_rate: Rate,
         out: &mut Vec<Event>,
     ) {
-        let account = self.accounts[k].id;
+        let account = self.state.accounts[k].id;
         let order_id = self.next_internal_order_id();
         let taker = Taker {
             order_id,
@@ -313,14 +316,14 @@ impl Engine {
     /// MARGIN §7 step 3: the fund takes the position over at the bankruptcy price.
     pub(crate) fn take_over(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
         let settle = spec.settle_asset.0 as usize;
-        let account = self.accounts[k].id;
+        let account = self.state.accounts[k].id;
         let fund = fund_account_id(spec.settle_asset);
         let fk = self.idx(fund).expect("fund account");
-        let mark = self.marks[spec.id.0 as usize].expect("mark");
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
         // Liquidation fee, capped by what equity is left, paid to the fund first.
-        let pooled = risk::is_pooled(self.accounts[k].asset_mode, spec);
+        let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
         let (equity, notional) = {
-            let leg = self.accounts[k].leg(spec.id).expect("leg");
+            let leg = self.state.accounts[k].leg(spec.id).expect("leg");
             let eq = if pooled && leg.mode == MarginMode::Cross {
                 // The USD pool's adjusted equity, in the settlement asset.
                 let ae = self.usd_pool_of(k).adjusted_equity;
@@ -342,17 +345,17 @@ impl Engine {
             .mul_rate(spec.liquidation_fee, Rounding::Ceil)
             .min(equity.max(Money::ZERO));
         if fee.is_positive() {
-            let a = &mut self.accounts[k];
+            let a = &mut self.state.accounts[k];
             let leg = a.leg_mut(spec.id).expect("leg");
             if leg.mode == MarginMode::Isolated {
                 leg.isolated_margin -= fee;
             } else {
                 a.wallets[settle] -= fee;
             }
-            self.accounts[fk].wallets[settle] += fee;
+            self.state.accounts[fk].wallets[settle] += fee;
         }
         let (bp, limit) = self.bankruptcy_ticks(k, spec);
-        let qty = self.accounts[k].leg(spec.id).expect("leg").qty;
+        let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
         let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
         self.move_position(k, spec, close_side, qty.abs(), bp, Money::ZERO);
         self.move_position(fk, spec, close_side.opposite(), qty.abs(), bp, Money::ZERO);
@@ -372,7 +375,10 @@ impl Engine {
         // The fund works the position off in the book, no worse than bankruptcy — only
         // as much as it holds on that side (a takeover can net against an earlier one
         // and leave the fund flat: then there is nothing to sell).
-        let fund_qty = self.accounts[fk].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
+        let fund_qty = self.state.accounts[fk]
+            .leg(spec.id)
+            .map(|l| l.qty.0)
+            .unwrap_or(0);
         let reducible = if close_side == Side::Sell {
             fund_qty.max(0)
         } else {
@@ -395,17 +401,17 @@ impl Engine {
     /// A negative balance of a bankrupt account (no position left to carry it) is covered
     /// by the fund of that asset.
     pub(crate) fn cover_deficit_asset(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
-        let wallet = self.accounts[k].wallets[asset.0 as usize];
+        let wallet = self.state.accounts[k].wallets[asset.0 as usize];
         if !wallet.is_negative() {
             return;
         }
         let fk = self.idx(fund_account_id(asset)).expect("fund account");
         let amount = -wallet;
-        self.accounts[fk].wallets[asset.0 as usize] -= amount;
-        self.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
-        self.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
+        self.state.accounts[fk].wallets[asset.0 as usize] -= amount;
+        self.state.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
+        self.state.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
         out.push(Event::DeficitCovered {
-            account: self.accounts[k].id,
+            account: self.state.accounts[k].id,
             asset,
             amount,
         });

@@ -78,25 +78,22 @@ pub(crate) fn usd_prices(
 
 impl Engine {
     /// USD price per asset, derived from the index prices ([`usd_prices`], kept current
-    /// by `refresh_usd_prices`).
+    /// by `set_asset_index` and on restore).
     pub(crate) fn usd_prices(&self) -> &[Option<Price>] {
-        &self.usd_cache
-    }
-
-    /// Recompute the USD prices on restore. The indexes were accepted one command at a
-    /// time, each only if its prices were in range, so they are in range now.
-    pub(crate) fn refresh_usd_prices(&mut self) {
-        self.usd_cache = usd_prices(self.usdt, &self.index_usdt, &self.index_usd)
-            .expect("restored index prices give USD prices in range");
+        &self.ix.usd_cache
     }
 
     /// The USD pool of account `k` (its mode decides which instruments are in it).
     pub(crate) fn usd_pool_of(&self, k: usize) -> UsdPool {
-        let a = &self.accounts[k];
+        let a = &self.state.accounts[k];
         let mode = a.asset_mode;
-        risk::usd_pool(a, &self.config, &self.marks, self.usd_prices(), |s| {
-            risk::is_pooled(mode, s)
-        })
+        risk::usd_pool(
+            a,
+            &self.state.config,
+            &self.state.marks,
+            self.usd_prices(),
+            |s| risk::is_pooled(mode, s),
+        )
     }
 
     /// `amount` of `asset` in USD, rounded up (a requirement). `None` without a price.
@@ -118,16 +115,20 @@ impl Engine {
         price: Price,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectReason> {
-        self.config.asset(asset).ok_or(RejectReason::UnknownAsset)?;
+        self.state
+            .config
+            .asset(asset)
+            .ok_or(RejectReason::UnknownAsset)?;
         crate::engine::check_price(price)?;
         // Derive the USD prices the new index gives before changing anything.
-        let (mut index_usdt, mut index_usd) = (self.index_usdt.clone(), self.index_usd.clone());
+        let (mut index_usdt, mut index_usd) =
+            (self.state.index_usdt.clone(), self.state.index_usd.clone());
         match quote {
             IndexQuote::Usdt => index_usdt[asset.0 as usize] = Some(price),
             IndexQuote::Usd => index_usd[asset.0 as usize] = Some(price),
         }
-        self.usd_cache = usd_prices(self.usdt, &index_usdt, &index_usd)?;
-        (self.index_usdt, self.index_usd) = (index_usdt, index_usd);
+        self.ix.usd_cache = usd_prices(self.ix.usdt, &index_usdt, &index_usd)?;
+        (self.state.index_usdt, self.state.index_usd) = (index_usdt, index_usd);
         out.push(Event::AssetIndexSet {
             asset,
             quote,
@@ -146,18 +147,22 @@ impl Engine {
         asset: AssetId,
         amount: Money,
     ) -> Result<(), RejectReason> {
-        let Some(c) = self.config.assets[asset.0 as usize].collateral.as_ref() else {
+        let Some(c) = self.state.config.assets[asset.0 as usize]
+            .collateral
+            .as_ref()
+        else {
             return Ok(());
         };
         if let Some(cap) = c.individual_cap {
-            if self.accounts[k].wallets[asset.0 as usize] + amount > cap {
+            if self.state.accounts[k].wallets[asset.0 as usize] + amount > cap {
                 return Err(RejectReason::IndividualCapExceeded);
             }
         }
         if let Some(cap) = c.platform_cap {
             // What the platform holds of the asset: net deposits (every balance, fee,
             // interest and fund included).
-            let held = self.deposited[asset.0 as usize] - self.withdrawn[asset.0 as usize];
+            let held =
+                self.state.deposited[asset.0 as usize] - self.state.withdrawn[asset.0 as usize];
             if held + amount > cap {
                 return Err(RejectReason::PlatformCapExceeded);
             }
@@ -172,13 +177,13 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectReason> {
         let k = self.user_idx(id)?;
-        let from = self.accounts[k].asset_mode;
+        let from = self.state.accounts[k].asset_mode;
         if from == mode {
             out.push(Event::AssetModeSet { account: id, mode });
             return Ok(());
         }
-        let specs = &self.config.instruments;
-        let a = &self.accounts[k];
+        let specs = &self.state.config.instruments;
+        let a = &self.state.accounts[k];
         if mode != AssetMode::Single {
             // R1: every position (and every order's leg) cross.
             if a.legs.iter().any(|l| {
@@ -203,8 +208,8 @@ impl Engine {
             let usd = self.usd_prices();
             let mut mm_usd = Money::ZERO;
             let mut balance_usd = Money::ZERO;
-            for asset in &self.config.assets {
-                let p = risk::pool(&acct, asset.id, specs, &self.marks);
+            for asset in &self.state.config.assets {
+                let p = risk::pool(&acct, asset.id, specs, &self.state.marks);
                 let used = p.cross_positions > 0 || !p.order_margin.is_zero();
                 if used && p.available().is_negative() {
                     return Err(RejectReason::SingleAssetUncovered);
@@ -223,15 +228,18 @@ impl Engine {
                 return Err(RejectReason::SingleAssetMmrTooHigh);
             }
         } else {
-            let mode_pool =
-                risk::usd_pool(&acct, &self.config, &self.marks, self.usd_prices(), |s| {
-                    risk::is_pooled(mode, s)
-                });
+            let mode_pool = risk::usd_pool(
+                &acct,
+                &self.state.config,
+                &self.state.marks,
+                self.usd_prices(),
+                |s| risk::is_pooled(mode, s),
+            );
             if mode_pool.unpriced_liability || mode_pool.available().is_negative() {
                 return Err(RejectReason::AssetModeUnderMargin);
             }
         }
-        self.accounts[k] = acct;
+        self.state.accounts[k] = acct;
         out.push(Event::AssetModeSet { account: id, mode });
         Ok(())
     }
@@ -240,11 +248,11 @@ impl Engine {
     /// equity less unpaid interest) less the part caused by unrealized losses, up to the
     /// interest-free quota.
     pub(crate) fn interest_base(&self, k: usize, asset: AssetId, pool: &UsdPool) -> Money {
-        let w = self.accounts[k].wallets[asset.0 as usize];
+        let w = self.state.accounts[k].wallets[asset.0 as usize];
         let eq = pool.equity[asset.0 as usize];
         // Interest is charged on the principal only (no compounding, case B3): the unpaid
         // interest already in the loan is left out.
-        let owed = self.accounts[k].interest_owed[asset.0 as usize];
+        let owed = self.state.accounts[k].interest_owed[asset.0 as usize];
         let loan = ((-eq).max(Money::ZERO) - owed).max(Money::ZERO);
         let w = w + owed;
         if loan.is_zero() {
@@ -252,7 +260,7 @@ impl Engine {
         }
         let realized_loan = (-w).max(Money::ZERO).min(loan);
         let unrealized_part = loan - realized_loan;
-        let quota = self.config.assets[asset.0 as usize]
+        let quota = self.state.config.assets[asset.0 as usize]
             .collateral
             .as_ref()
             .map(|c| c.interest_free)
@@ -272,21 +280,21 @@ impl Engine {
         only: Option<AssetId>,
         out: &mut Vec<Event>,
     ) {
-        if self.accounts[k].asset_mode == AssetMode::Single || self.accounts[k].system {
+        if self.state.accounts[k].asset_mode == AssetMode::Single || self.state.accounts[k].system {
             return;
         }
         let pool = self.usd_pool_of(k);
-        for asset in 0..self.config.assets.len() {
+        for asset in 0..self.state.config.assets.len() {
             let id = AssetId::at(asset);
             if only.is_some_and(|o| o != id) {
                 continue;
             }
-            let from = self.accounts[k].next_interest_slot[asset].max(first_slot);
+            let from = self.state.accounts[k].next_interest_slot[asset].max(first_slot);
             if from > last_slot {
                 continue;
             }
             let base = self.interest_base(k, id, &pool);
-            let rate = self.config.assets[asset]
+            let rate = self.state.config.assets[asset]
                 .collateral
                 .as_ref()
                 .map(|c| c.daily_interest)
@@ -294,7 +302,7 @@ impl Engine {
             if base.is_zero() || rate.is_zero() {
                 continue;
             }
-            self.accounts[k].next_interest_slot[asset] = last_slot + 1;
+            self.state.accounts[k].next_interest_slot[asset] = last_slot + 1;
             // base × daily / 24 per slot, rounded up (a charge), for each slot (case B3).
             let slots = (last_slot - from + 1) as i128;
             let amount = Money(mul_div(
@@ -303,10 +311,10 @@ impl Engine {
                 RATE_SCALE as i128 * 24,
                 Rounding::Ceil,
             ));
-            let a = &mut self.accounts[k];
+            let a = &mut self.state.accounts[k];
             a.wallets[asset] -= amount;
             a.interest_owed[asset] += amount;
-            self.interest_income[asset] += amount;
+            self.state.interest_income[asset] += amount;
             out.push(Event::InterestCharged {
                 account: a.id,
                 asset: id,
@@ -321,14 +329,16 @@ impl Engine {
     /// every account once per hour of sequenced time.
     pub(crate) fn accrue_interest(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
         let slot = ts_ns / HOUR_NS;
-        if slot <= self.interest_slot {
+        if slot <= self.state.interest_slot {
             return;
         }
-        let (first, last) = (self.interest_slot, slot - 1);
-        self.interest_slot = slot;
-        for k in 0..self.accounts.len() {
+        let (first, last) = (self.state.interest_slot, slot - 1);
+        self.state.interest_slot = slot;
+        for k in 0..self.state.accounts.len() {
             self.charge_slots(k, first, last, None, out);
-            if self.accounts[k].asset_mode != AssetMode::Single && !self.accounts[k].system {
+            if self.state.accounts[k].asset_mode != AssetMode::Single
+                && !self.state.accounts[k].system
+            {
                 self.auto_exchange(k, true, out);
             }
         }
@@ -337,13 +347,13 @@ impl Engine {
     /// A deposit into an asset with a loan first pays the current (partial) hour's
     /// interest — partial hours count whole — and then interest before principal.
     pub(crate) fn before_credit(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
-        let slot = self.last_ts_ns / HOUR_NS;
+        let slot = self.state.last_ts_ns / HOUR_NS;
         self.charge_slots(k, slot, slot, Some(asset), out);
     }
 
     /// After `amount` was credited to `asset`: interest is repaid first.
     pub(crate) fn after_credit(&mut self, k: usize, asset: AssetId, amount: Money) {
-        let owed = &mut self.accounts[k].interest_owed[asset.0 as usize];
+        let owed = &mut self.state.accounts[k].interest_owed[asset.0 as usize];
         *owed -= (*owed).min(amount);
     }
 
@@ -358,14 +368,14 @@ impl Engine {
         out: &mut Vec<Event>,
     ) {
         let usd = self.usd_prices().to_vec();
-        let n = self.config.assets.len();
+        let n = self.state.config.assets.len();
         for debt in 0..n {
-            let loan = (-self.accounts[k].wallets[debt]).max(Money::ZERO);
+            let loan = (-self.state.accounts[k].wallets[debt]).max(Money::ZERO);
             if loan.is_zero() {
                 continue;
             }
             if only_above_threshold {
-                let t = self.config.assets[debt]
+                let t = self.state.config.assets[debt]
                     .collateral
                     .as_ref()
                     .and_then(|c| c.auto_exchange_threshold);
@@ -377,13 +387,13 @@ impl Engine {
                 continue;
             };
             for (src, src_usd) in usd.iter().enumerate() {
-                let remaining = (-self.accounts[k].wallets[debt]).max(Money::ZERO);
+                let remaining = (-self.state.accounts[k].wallets[debt]).max(Money::ZERO);
                 if src == debt || remaining.is_zero() {
                     continue;
                 }
-                let have = self.accounts[k].wallets[src];
+                let have = self.state.accounts[k].wallets[src];
                 let (Some(src_price), Some(c)) =
-                    (*src_usd, self.config.assets[src].collateral.as_ref())
+                    (*src_usd, self.state.config.assets[src].collateral.as_ref())
                 else {
                     continue;
                 };
@@ -422,13 +432,13 @@ impl Engine {
                 };
                 let fund_src = self.idx(fund_account_id(AssetId::at(src))).expect("fund");
                 let fund_debt = self.idx(fund_account_id(AssetId::at(debt))).expect("fund");
-                self.accounts[k].wallets[src] -= sold;
-                self.accounts[fund_src].wallets[src] += sold;
-                self.accounts[fund_debt].wallets[debt] -= repaid;
-                self.accounts[k].wallets[debt] += repaid;
+                self.state.accounts[k].wallets[src] -= sold;
+                self.state.accounts[fund_src].wallets[src] += sold;
+                self.state.accounts[fund_debt].wallets[debt] -= repaid;
+                self.state.accounts[k].wallets[debt] += repaid;
                 self.after_credit(k, AssetId::at(debt), repaid);
                 out.push(Event::AutoExchanged {
-                    account: self.accounts[k].id,
+                    account: self.state.accounts[k].id,
                     sold_asset: AssetId::at(src),
                     sold,
                     repaid_asset: AssetId::at(debt),
@@ -440,8 +450,8 @@ impl Engine {
 
     /// Liquidation checks for every account with a USD pool (after an index move).
     pub(crate) fn check_usd_pools(&mut self, out: &mut Vec<Event>) {
-        for k in 0..self.accounts.len() {
-            let a = &self.accounts[k];
+        for k in 0..self.state.accounts.len() {
+            let a = &self.state.accounts[k];
             // Only a pool with a position can be liquidated.
             if a.system || a.asset_mode == AssetMode::Single || a.legs.iter().all(|l| l.is_flat()) {
                 continue;
@@ -463,19 +473,19 @@ impl Engine {
         spec: &InstrumentSpec,
         healthy: impl Fn(&UsdPool) -> bool,
     ) -> Option<Price> {
-        let leg = self.accounts[k].leg(spec.id)?;
+        let leg = self.state.accounts[k].leg(spec.id)?;
         if leg.is_flat() {
             return None;
         }
         let long = leg.qty.0 > 0;
         let usd = self.usd_prices();
-        let mode = self.accounts[k].asset_mode;
-        let mut marks = self.marks.clone();
+        let mode = self.state.accounts[k].asset_mode;
+        let mut marks = self.state.marks.clone();
         let mut ok = |p: i64| {
             marks[spec.id.0 as usize] = Some(Price(p));
             healthy(&risk::usd_pool(
-                &self.accounts[k],
-                &self.config,
+                &self.state.accounts[k],
+                &self.state.config,
                 &marks,
                 usd,
                 |s| risk::is_pooled(mode, s),
@@ -485,7 +495,7 @@ impl Engine {
         // within three orders of magnitude of the mark: far outside it a coin-M value
         // `q·CV/P` leaves any meaningful range (and the arithmetic's), and a root there
         // is reported as none.
-        let mark = self.marks[spec.id.0 as usize]?.raw();
+        let mark = self.state.marks[spec.id.0 as usize]?.raw();
         let (mut lo, mut hi) = (
             (mark / 1_000).max(1),
             mark.saturating_mul(1_000).min(MAX_PRICE.raw()),
@@ -531,11 +541,11 @@ impl Engine {
     /// funds cover what remains negative.
     pub(crate) fn liquidate_usd_pool(&mut self, k: usize, out: &mut Vec<Event>) {
         let p = self.usd_pool_of(k);
-        let mode = self.accounts[k].asset_mode;
+        let mode = self.state.accounts[k].asset_mode;
         out.push(Event::LiquidationTriggered {
-            account: self.accounts[k].id,
+            account: self.state.accounts[k].id,
             instrument: None,
-            settle_asset: self.usdt.unwrap_or(AssetId(0)),
+            settle_asset: self.ix.usdt.unwrap_or(AssetId(0)),
             margin_balance: p.adjusted_equity,
             maintenance_margin: p.mm,
         });
@@ -559,7 +569,7 @@ impl Engine {
         }
         if self.usd_pool_of(k).positions == 0 {
             self.auto_exchange(k, false, out);
-            for asset in 0..self.config.assets.len() {
+            for asset in 0..self.state.config.assets.len() {
                 self.cover_deficit_asset(k, AssetId::at(asset), out);
             }
         }
@@ -567,17 +577,17 @@ impl Engine {
 
     fn largest_pooled_position(&self, k: usize) -> Option<InstrumentSpec> {
         let usd = self.usd_prices();
-        let mode = self.accounts[k].asset_mode;
+        let mode = self.state.accounts[k].asset_mode;
         let mut best: Option<(Money, InstrumentId)> = None;
-        for leg in &self.accounts[k].legs {
-            let spec = &self.config.instruments[leg.instrument.0 as usize];
+        for leg in &self.state.accounts[k].legs {
+            let spec = &self.state.config.instruments[leg.instrument.0 as usize];
             if !risk::is_pooled(mode, spec) || leg.mode != MarginMode::Cross || leg.is_flat() {
                 continue;
             }
             let mm = risk::position_mm(
                 leg,
                 spec,
-                self.marks[leg.instrument.0 as usize].expect("mark"),
+                self.state.marks[leg.instrument.0 as usize].expect("mark"),
             );
             let mm = usd[spec.settle_asset.0 as usize]
                 .map(|p| risk::usd_value(mm, p))
@@ -586,6 +596,6 @@ impl Engine {
                 best = Some((mm, leg.instrument));
             }
         }
-        best.map(|(_, i)| self.config.instruments[i.0 as usize].clone())
+        best.map(|(_, i)| self.state.config.instruments[i.0 as usize].clone())
     }
 }

@@ -79,13 +79,13 @@ pub struct UsdPoolReport {
 impl Engine {
     pub fn report(&self, id: AccountId) -> Option<AccountReport> {
         let k = self.idx(id)?;
-        let a = &self.accounts[k];
-        let specs = &self.config.instruments;
+        let a = &self.state.accounts[k];
+        let specs = &self.state.config.instruments;
         let usd = self.usd_prices();
         let pooled_mode = a.asset_mode != AssetMode::Single;
         let up: Option<UsdPool> = pooled_mode.then(|| self.usd_pool_of(k));
         let mut assets = Vec::new();
-        for asset in &self.config.assets {
+        for asset in &self.state.config.assets {
             let p = self.pool_of(k, asset.id);
             let touched = a
                 .legs
@@ -98,7 +98,7 @@ impl Engine {
             for leg in &a.legs {
                 let spec = &specs[leg.instrument.0 as usize];
                 if spec.settle_asset == asset.id && !leg.is_flat() {
-                    let m = self.marks[leg.instrument.0 as usize].expect("mark");
+                    let m = self.state.marks[leg.instrument.0 as usize].expect("mark");
                     equity += risk::upnl(leg, spec, m) + leg.isolated_margin;
                 } else if spec.settle_asset == asset.id {
                     equity += leg.isolated_margin;
@@ -140,7 +140,7 @@ impl Engine {
             if leg.is_flat() && leg.open_orders.is_empty() {
                 continue;
             }
-            let mark = self.marks[leg.instrument.0 as usize];
+            let mark = self.state.marks[leg.instrument.0 as usize];
             let (upnl, im, mm, notional, lp, bp) = match mark {
                 Some(m) if !leg.is_flat() => {
                     let upnl = risk::upnl(leg, spec, m);

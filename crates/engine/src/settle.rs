@@ -66,17 +66,17 @@ impl Engine {
         let settle = spec.settle_asset.0 as usize;
         let notional = spec.notional(lots, price);
         // Fees round up: a charge against the account (a rebate rounds toward zero).
-        let fee = if self.accounts[k].system {
+        let fee = if self.state.accounts[k].system {
             Money::ZERO
         } else {
             notional.mul_rate(fee_rate, Rounding::Ceil)
         };
         let realized = self.move_position(k, spec, side, lots, price, fee);
         match sink {
-            FeeSink::Income => self.fee_income[settle] += fee,
+            FeeSink::Income => self.state.fee_income[settle] += fee,
             FeeSink::Account(id) => {
                 let fk = self.idx(id).expect("fee account");
-                self.accounts[fk].wallets[settle] += fee;
+                self.state.accounts[fk].wallets[settle] += fee;
             }
         }
         (fee, realized)
@@ -94,7 +94,7 @@ impl Engine {
         fee: Money,
     ) -> Money {
         let settle = spec.settle_asset.0 as usize;
-        let account = &mut self.accounts[k];
+        let account = &mut self.state.accounts[k];
         let id = account.id;
         let leg = account.leg_or_default(spec);
         let before = leg.qty;
@@ -108,7 +108,7 @@ impl Engine {
             // part's initial margin from the wallet. The fee is paid from the wallet when
             // the fill opens exposure, else from the isolated margin.
             leg.isolated_margin += eff.realized_pnl;
-            let holding = self.holding_isolated == Some((id, spec.id)) && !leg.qty.is_zero();
+            let holding = self.tmp.holding_isolated == Some((id, spec.id)) && !leg.qty.is_zero();
             if eff.closed_lots > 0 && !holding {
                 let release = if eff.closed_lots == before.0.abs() {
                     leg.isolated_margin
@@ -156,12 +156,12 @@ impl Engine {
     }
 
     fn update_holders(&mut self, i: InstrumentId, id: AccountId, before: QtyLots, after: QtyLots) {
-        let h = &mut self.holders[i.0 as usize];
+        let h = &mut self.ix.holders[i.0 as usize];
         match (before.is_zero(), after.is_zero()) {
             (true, false) => {
                 let pos = h.binary_search(&id).expect_err("holder listed twice");
                 h.insert(pos, id);
-                if let Some(v) = self.tick_new_holders.as_mut() {
+                if let Some(v) = self.tmp.tick_new_holders.as_mut() {
                     v.push((i, id));
                 }
             }

@@ -1,13 +1,18 @@
-//! Canonical state: the state hash, the full invariant check, and snapshots.
+//! The canonical encoding of a [`State`] (the snapshot format and the input of the state
+//! hash), restore, and the full invariant check.
 //!
 //! The canonical encoding is bincode (fixed-width little-endian) of, in order: the
 //! configuration, last sequence number and timestamp, the next internal order id, marks,
-//! per-asset fee income / deposits / withdrawals, every account in creation order, then
-//! per instrument every resting order in the book's canonical order (bids best→worst,
-//! asks best→worst, FIFO within a level) with its engine-side meta. Hash-map order never
-//! enters it.
+//! market data, per-asset fee income, index prices and interest income, the interest
+//! slot, deposits and withdrawals, every account in creation order, then per instrument
+//! every resting order in the book's canonical order (bids best→worst, asks best→worst,
+//! FIFO within a level) with its engine-side meta. Hash-map order never enters it; the
+//! indexes never enter it (restore rebuilds them with `Indexes::rebuild`).
 
-use crate::engine::{Engine, OrderMeta};
+use crate::engine::Engine;
+use crate::error::{InvariantViolation, RestoreError};
+use crate::indexes::Indexes;
+use crate::state::{MarketData, OrderMeta, State};
 use bincode::{Decode, Encode};
 use perpcore_book::{Book, MatchResult, RestingOrder, Taker, TakerOutcome, Tif};
 use perpcore_risk::Account;
@@ -24,14 +29,16 @@ struct OrderRecord {
     meta: OrderMeta,
 }
 
+/// The canonical encoding of a [`State`]: the same fields, with each book as its resting
+/// orders in canonical order.
 #[derive(Encode, Decode)]
-struct State {
+struct Canonical {
     config: Config,
     last_seq: u64,
     last_ts_ns: u64,
     next_internal_order: u64,
     marks: Vec<Option<Price>>,
-    market: Vec<crate::engine::MarketData>,
+    market: Vec<MarketData>,
     fee_income: Vec<Money>,
     index_usdt: Vec<Option<Price>>,
     index_usd: Vec<Option<Price>>,
@@ -43,9 +50,9 @@ struct State {
     books: Vec<Vec<OrderRecord>>,
 }
 
-impl Engine {
-    fn to_state(&self) -> State {
-        State {
+impl State {
+    fn to_canonical(&self) -> Canonical {
+        Canonical {
             config: (*self.config).clone(),
             last_seq: self.last_seq,
             last_ts_ns: self.last_ts_ns,
@@ -80,105 +87,63 @@ impl Engine {
         }
     }
 
-    /// The canonical encoding of all state (also the snapshot format).
-    pub fn snapshot(&self) -> Vec<u8> {
-        bincode::encode_to_vec(self.to_state(), bincode_config()).expect("encode state")
+    /// The canonical encoding (the snapshot format).
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::encode_to_vec(self.to_canonical(), bincode_config()).expect("encode state")
     }
 
     /// blake3 over the canonical encoding.
-    pub fn state_hash(&self) -> [u8; 32] {
-        *blake3::hash(&self.snapshot()).as_bytes()
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.encode()).as_bytes()
     }
 
-    /// Hash of everything but the sequence number and timestamp: two states with equal
-    /// content hashes differ only in how many commands they have seen. Tests use it to
-    /// prove a rejected command changed nothing.
-    pub fn content_hash(&self) -> [u8; 32] {
-        let mut s = self.to_state();
-        s.last_seq = 0;
-        s.last_ts_ns = 0;
-        *blake3::hash(&bincode::encode_to_vec(s, bincode_config()).expect("encode state"))
-            .as_bytes()
-    }
-
-    pub fn state_hash_hex(&self) -> String {
-        self.state_hash()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// Rebuild an engine from `snapshot()` bytes. Refuses trailing bytes and any state
-    /// that fails `check_invariants`.
-    pub fn restore(bytes: &[u8]) -> Result<Engine, String> {
-        let (s, used): (State, usize) = bincode::decode_from_slice(bytes, bincode_config())
-            .map_err(|e| format!("snapshot decode: {e}"))?;
+    /// Decodes a canonical encoding, checking its shape against its configuration and
+    /// rebuilding the books (the invariants are the caller's to check).
+    pub fn decode(bytes: &[u8]) -> Result<State, RestoreError> {
+        let (c, used): (Canonical, usize) = bincode::decode_from_slice(bytes, bincode_config())
+            .map_err(|e| RestoreError::Decode(e.to_string()))?;
         if used != bytes.len() {
-            return Err(format!(
-                "snapshot has {} trailing bytes",
-                bytes.len() - used
-            ));
+            return Err(RestoreError::TrailingBytes(bytes.len() - used));
         }
-        let mut e = Engine::new(s.config);
-        if s.marks.len() != e.marks.len()
-            || s.books.len() != e.books.len()
-            || s.fee_income.len() != e.fee_income.len()
-        {
-            return Err("snapshot does not match its configuration".into());
+        let mut s = State::new(c.config);
+        let (assets, instruments) = (s.fee_income.len(), s.marks.len());
+        if [c.marks.len(), c.market.len(), c.books.len()] != [instruments; 3] {
+            return Err(RestoreError::ShapeMismatch("instrument tables"));
         }
-        e.last_seq = s.last_seq;
-        e.last_ts_ns = s.last_ts_ns;
-        e.next_internal_order = s.next_internal_order;
-        e.marks = s.marks;
-        if s.market.len() != e.market.len() {
-            return Err("snapshot market data does not match its configuration".into());
-        }
-        e.market = s.market;
-        for (i, m) in e.marks.iter().enumerate() {
-            if let Some(m) = m {
-                if !m.is_positive() || *m > MAX_PRICE {
-                    return Err(format!("snapshot mark {i} out of range"));
-                }
-                e.bands[i] = crate::engine::band(&e.config.instruments[i], *m);
-            }
-        }
-        e.fee_income = s.fee_income;
         if [
-            s.index_usdt.len(),
-            s.index_usd.len(),
-            s.interest_income.len(),
-        ] != [e.fee_income.len(); 3]
+            c.fee_income.len(),
+            c.index_usdt.len(),
+            c.index_usd.len(),
+            c.interest_income.len(),
+            c.deposited.len(),
+            c.withdrawn.len(),
+        ] != [assets; 6]
         {
-            return Err("snapshot asset tables do not match its configuration".into());
+            return Err(RestoreError::ShapeMismatch("asset tables"));
         }
-        e.index_usdt = s.index_usdt;
-        e.index_usd = s.index_usd;
-        e.interest_income = s.interest_income;
-        e.interest_slot = s.interest_slot;
-        e.refresh_usd_prices();
-        e.deposited = s.deposited;
-        e.withdrawn = s.withdrawn;
-        e.accounts.clear();
-        e.account_index.clear();
-        for a in s.accounts {
-            if e.idx(a.id).is_some() {
-                return Err(format!("account {} twice in snapshot", a.id));
-            }
-            for leg in &a.legs {
-                if leg.instrument.0 as usize >= e.holders.len() {
-                    return Err("leg on unknown instrument".into());
-                }
-                if !leg.qty.is_zero() {
-                    e.holders[leg.instrument.0 as usize].push(a.id);
+        for (i, m) in c.marks.iter().enumerate() {
+            if let Some(m) = m {
+                let spec = &s.config.instruments[i];
+                if !m.is_positive() || *m > MAX_PRICE || *m < spec.tick_size {
+                    return Err(RestoreError::MarkOutOfRange(spec.id));
                 }
             }
-            e.insert_account(a);
         }
-        for h in &mut e.holders {
-            h.sort();
-        }
+        s.last_seq = c.last_seq;
+        s.last_ts_ns = c.last_ts_ns;
+        s.next_internal_order = c.next_internal_order;
+        s.marks = c.marks;
+        s.market = c.market;
+        s.fee_income = c.fee_income;
+        s.index_usdt = c.index_usdt;
+        s.index_usd = c.index_usd;
+        s.interest_income = c.interest_income;
+        s.interest_slot = c.interest_slot;
+        s.deposited = c.deposited;
+        s.withdrawn = c.withdrawn;
+        s.accounts = c.accounts;
         let mut res = MatchResult::new();
-        for (i, orders) in s.books.into_iter().enumerate() {
+        for (i, orders) in c.books.into_iter().enumerate() {
             let mut book = Book::new();
             for o in orders {
                 // Canonical order is FIFO per level and levels never cross, so a GTC
@@ -194,37 +159,86 @@ impl Engine {
                     reduce_only: o.reduce_only,
                 };
                 book.submit(&t, &mut res)
-                    .map_err(|e| format!("snapshot book: {e}"))?;
+                    .map_err(|e| RestoreError::Book(e.to_string()))?;
                 if res.outcome
                     != (TakerOutcome::Rested {
                         open_qty: o.open_qty,
                     })
                 {
-                    return Err(format!("snapshot order {} crosses the book", o.order_id));
+                    return Err(RestoreError::OrderCrosses(o.order_id));
                 }
-                if e.orders.insert(o.order_id, o.meta).is_some() {
-                    return Err(format!("order {} twice in snapshot", o.order_id));
+                if s.orders.insert(o.order_id, o.meta).is_some() {
+                    return Err(RestoreError::DuplicateOrder(o.order_id));
                 }
             }
-            e.books[i] = book;
+            s.books[i] = book;
         }
-        e.rebuild_liq_index();
+        Ok(s)
+    }
+}
+
+impl Engine {
+    /// The canonical encoding of all state (also the snapshot format).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.state.encode()
+    }
+
+    /// blake3 over the canonical encoding.
+    pub fn state_hash(&self) -> [u8; 32] {
+        self.state.hash()
+    }
+
+    /// Hash of everything but the sequence number and timestamp: two states with equal
+    /// content hashes differ only in how many commands they have seen. Tests use it to
+    /// prove a rejected command changed nothing.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut c = self.state.to_canonical();
+        c.last_seq = 0;
+        c.last_ts_ns = 0;
+        *blake3::hash(&bincode::encode_to_vec(c, bincode_config()).expect("encode state"))
+            .as_bytes()
+    }
+
+    pub fn state_hash_hex(&self) -> String {
+        self.state_hash()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Rebuild an engine from `snapshot()` bytes: the state decoded, its indexes rebuilt
+    /// (`Indexes::rebuild`). Refuses trailing bytes and any state that fails
+    /// `check_invariants`.
+    pub fn restore(bytes: &[u8]) -> Result<Engine, RestoreError> {
+        let state = State::decode(bytes)?;
+        let ix = Indexes::rebuild(&state)?;
+        let e = Engine {
+            state,
+            ix,
+            tmp: Default::default(),
+            #[cfg(feature = "reference-paths")]
+            reference: Default::default(),
+        };
         e.check_invariants()?;
         Ok(e)
     }
 
     /// Every invariant of MARGIN §10 and the book/order bookkeeping. Cheap enough to run
     /// after every command in tests; returns the first violation found.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let assets = self.config.assets.len();
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        self.invariants().map_err(InvariantViolation)
+    }
+
+    fn invariants(&self) -> Result<(), String> {
+        let assets = self.state.config.assets.len();
         // Conservation per asset: wallets + isolated margins + fee income − Σ basis
         // (uPnL of all positions at any common price) = deposits − withdrawals.
         let mut total = vec![Money::ZERO; assets];
         for (k, t) in total.iter_mut().enumerate() {
-            *t = self.fee_income[k] + self.interest_income[k];
+            *t = self.state.fee_income[k] + self.state.interest_income[k];
         }
-        let mut oi = vec![0i64; self.config.instruments.len()];
-        for a in &self.accounts {
+        let mut oi = vec![0i64; self.state.config.instruments.len()];
+        for a in &self.state.accounts {
             for (k, w) in a.wallets.iter().enumerate() {
                 total[k] += *w;
             }
@@ -234,7 +248,7 @@ impl Engine {
                     return Err(format!("account {} legs out of order", a.id));
                 }
                 prev = Some(leg.instrument);
-                let spec = &self.config.instruments[leg.instrument.0 as usize];
+                let spec = &self.state.config.instruments[leg.instrument.0 as usize];
                 let k = spec.settle_asset.0 as usize;
                 // uPnL at a common price sums to −Σ basis (linear) or +Σ basis (inverse).
                 if spec.is_inverse() {
@@ -249,7 +263,7 @@ impl Engine {
                 if leg.mode == MarginMode::Cross && !leg.isolated_margin.is_zero() {
                     return Err(format!("account {} cross leg holds isolated margin", a.id));
                 }
-                let held = self.holders[leg.instrument.0 as usize]
+                let held = self.ix.holders[leg.instrument.0 as usize]
                     .binary_search(&a.id)
                     .is_ok();
                 if held == leg.qty.is_zero() {
@@ -263,13 +277,14 @@ impl Engine {
                 let mut notional = Money::ZERO;
                 for id in &leg.open_orders {
                     let m = self
+                        .state
                         .orders
                         .get(id)
                         .ok_or(format!("order {id} on leg but not known"))?;
                     if m.account != a.id || m.instrument != leg.instrument {
                         return Err(format!("order {id} filed under the wrong leg"));
                     }
-                    let o = self.books[leg.instrument.0 as usize]
+                    let o = self.state.books[leg.instrument.0 as usize]
                         .get(*id)
                         .ok_or(format!("order {id} not in book"))?;
                     if o.account != a.id {
@@ -302,11 +317,11 @@ impl Engine {
             }
         }
         for (k, t) in total.iter().enumerate() {
-            let expected = self.deposited[k] - self.withdrawn[k];
+            let expected = self.state.deposited[k] - self.state.withdrawn[k];
             if *t != expected {
                 return Err(format!(
                     "asset {} not conserved: balances {} != deposits − withdrawals {}",
-                    self.config.assets[k].symbol, t, expected
+                    self.state.config.assets[k].symbol, t, expected
                 ));
             }
         }
@@ -315,13 +330,13 @@ impl Engine {
             if *q != 0 {
                 return Err(format!(
                     "instrument {} open interest off by {q} lots",
-                    self.config.instruments[i].symbol
+                    self.state.config.instruments[i].symbol
                 ));
             }
         }
         // Books: not crossed, internally consistent, every order known.
         let mut count = 0u64;
-        for (i, b) in self.books.iter().enumerate() {
+        for (i, b) in self.state.books.iter().enumerate() {
             if let (Some(bid), Some(ask)) = (b.best_bid(), b.best_ask()) {
                 if bid >= ask {
                     return Err(format!("book {i} crossed: {bid:?} >= {ask:?}"));
@@ -329,6 +344,7 @@ impl Engine {
             }
             for o in b.iter() {
                 let m = self
+                    .state
                     .orders
                     .get(&o.order_id)
                     .ok_or(format!("book order {} unknown", o.order_id))?;
@@ -339,15 +355,15 @@ impl Engine {
             count += b.orders_count();
             b.check_invariants();
         }
-        if count != self.orders.len() as u64 {
+        if count != self.state.orders.len() as u64 {
             return Err(format!(
                 "{} orders known, {} in books",
-                self.orders.len(),
+                self.state.orders.len(),
                 count
             ));
         }
         // Isolated margin can only be negative transiently (a bug if it stays).
-        for a in &self.accounts {
+        for a in &self.state.accounts {
             for leg in &a.legs {
                 if leg.isolated_margin.is_negative() {
                     return Err(format!("account {} isolated margin negative", a.id));

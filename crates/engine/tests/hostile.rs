@@ -584,7 +584,8 @@ fn hostile_setup() -> Vec<Command> {
 
 /// Runs one stream through the production engine and the two reference engines (full
 /// liquidation scan, amend by cancel and resubmit) in lockstep. After every command: the
-/// invariants hold, the three emit the same events, and a rejection is one event that
+/// invariants hold, the live indexes equal `Indexes::rebuild` of the state, the three
+/// emit the same events, and a rejection is one event that
 /// changed nothing. At the end: snapshot → restore gives the same state hash. Returns the
 /// number of commands applied.
 fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64, TestCaseError> {
@@ -621,6 +622,13 @@ fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64
                 env.command
             )));
         }
+        // The derived indexes equal a rebuild from the canonical state.
+        if let Err(m) = e.check_indexes() {
+            return Err(TestCaseError::fail(format!(
+                "command {seq} {:?}: indexes: {m}",
+                env.command
+            )));
+        }
         count_events(&out, coverage);
         prop_assert_eq!(
             &out,
@@ -648,7 +656,8 @@ fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64
             );
         }
     }
-    let restored = Engine::restore(&e.snapshot()).map_err(TestCaseError::fail)?;
+    let restored =
+        Engine::restore(&e.snapshot()).map_err(|r| TestCaseError::fail(r.to_string()))?;
     prop_assert_eq!(restored.state_hash(), e.state_hash());
     prop_assert_eq!(full.state_hash(), e.state_hash());
     Ok(seq)

@@ -23,23 +23,42 @@ pub fn genesis(config: &Config) -> Vec<u8> {
     bincode::encode_to_vec(config, bincode_config()).expect("encode config")
 }
 
+/// Why the engine could not be built from a genesis record, decode a command, or be
+/// restored from a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("genesis decode: {0}")]
+    GenesisDecode(bincode::error::DecodeError),
+    #[error("genesis has {0} trailing bytes")]
+    GenesisTrailing(usize),
+    #[error("genesis config: {0}")]
+    GenesisConfig(perpcore_config::ConfigError),
+    #[error("command decode: {0}")]
+    CommandDecode(bincode::error::DecodeError),
+    #[error("command has {0} trailing bytes")]
+    CommandTrailing(usize),
+    #[error(transparent)]
+    Restore(#[from] perpcore_engine::RestoreError),
+}
+
 /// Decode and validate a genesis record.
-pub fn config_from_genesis(bytes: &[u8]) -> Result<Config, String> {
+pub fn config_from_genesis(bytes: &[u8]) -> Result<Config, CoreError> {
     let (config, used): (Config, usize) =
         bincode::decode_from_slice(bytes, bincode_config().with_limit::<{ 64 << 20 }>())
-            .map_err(|e| format!("genesis decode: {e}"))?;
+            .map_err(CoreError::GenesisDecode)?;
     if used != bytes.len() {
-        return Err("genesis has trailing bytes".into());
+        return Err(CoreError::GenesisTrailing(bytes.len() - used));
     }
-    perpcore_config::validate(&config).map_err(|e| format!("genesis config: {e}"))?;
+    perpcore_config::validate(&config).map_err(CoreError::GenesisConfig)?;
     Ok(config)
 }
 
 impl StateMachine for Core {
     type Command = Command;
     type Event = Event;
+    type Error = CoreError;
 
-    fn from_genesis(genesis: &[u8]) -> Result<Self, String> {
+    fn from_genesis(genesis: &[u8]) -> Result<Self, CoreError> {
         Ok(Core(Engine::new(config_from_genesis(genesis)?)))
     }
 
@@ -47,14 +66,14 @@ impl StateMachine for Core {
         bincode::encode_into_std_write(cmd, out, bincode_config()).expect("encode into a Vec");
     }
 
-    fn decode_command(bytes: &[u8]) -> Result<Command, String> {
+    fn decode_command(bytes: &[u8]) -> Result<Command, CoreError> {
         // Commands hold no collections; the limit only bounds what a corrupt length
         // field could make the decoder allocate.
         let (cmd, used): (Command, usize) =
             bincode::decode_from_slice(bytes, bincode_config().with_limit::<4096>())
-                .map_err(|e| format!("command decode: {e}"))?;
+                .map_err(CoreError::CommandDecode)?;
         if used != bytes.len() {
-            return Err(format!("command has {} trailing bytes", bytes.len() - used));
+            return Err(CoreError::CommandTrailing(bytes.len() - used));
         }
         Ok(cmd)
     }
@@ -71,8 +90,8 @@ impl StateMachine for Core {
         self.0.snapshot()
     }
 
-    fn restore(bytes: &[u8]) -> Result<Self, String> {
-        Engine::restore(bytes).map(Core)
+    fn restore(bytes: &[u8]) -> Result<Self, CoreError> {
+        Ok(Core(Engine::restore(bytes)?))
     }
 }
 
@@ -303,7 +322,7 @@ pub fn inspect(
     }
     let (journal, _) = Journal::open(dir, JournalOptions::read_only())?;
     let config = config_from_genesis(journal.genesis())
-        .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
+        .map_err(|e| perpcore_journal::JournalError::MetaCorrupt(e.to_string()))?;
     let mut st = JournalStats {
         snapshots: journal.snapshot_seqs()?,
         ..JournalStats::default()
@@ -313,8 +332,12 @@ pub fn inspect(
         st.batches += 1;
         let mut n = 0u64;
         for e in batch.entries() {
-            let cmd = Core::decode_command(e.bytes)
-                .map_err(|what| perpcore_journal::JournalError::Corrupt { seq: e.seq, what })?;
+            let cmd = Core::decode_command(e.bytes).map_err(|what| {
+                perpcore_journal::JournalError::Corrupt {
+                    seq: e.seq,
+                    what: what.to_string(),
+                }
+            })?;
             if st.commands == 0 {
                 st.first_seq = e.seq;
                 st.first_ts_ns = e.ts_ns;
@@ -344,14 +367,18 @@ pub fn replay_events(
     }
     let (journal, _) = Journal::open(dir, JournalOptions::read_only())?;
     let mut core = Core::from_genesis(journal.genesis())
-        .map_err(perpcore_journal::JournalError::MetaCorrupt)?;
+        .map_err(|e| perpcore_journal::JournalError::MetaCorrupt(e.to_string()))?;
     let mut events = Vec::new();
     let mut last = 0;
     for batch in journal.read_from_genesis() {
         let batch = batch?;
         for e in batch.entries() {
-            let cmd = Core::decode_command(e.bytes)
-                .map_err(|what| perpcore_journal::JournalError::Corrupt { seq: e.seq, what })?;
+            let cmd = Core::decode_command(e.bytes).map_err(|what| {
+                perpcore_journal::JournalError::Corrupt {
+                    seq: e.seq,
+                    what: what.to_string(),
+                }
+            })?;
             events.clear();
             core.apply(e.seq, e.ts_ns, &cmd, &mut events);
             each(e.seq, e.ts_ns, &core.0, &events);

@@ -79,10 +79,13 @@ pub trait StateMachine: Send + Sized + 'static {
     type Command: Clone + Send + 'static;
     /// An event produced by applying a command.
     type Event: Send + 'static;
+    /// Why a genesis record, a command or a snapshot could not be decoded; the sequencer
+    /// names it in its own errors.
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// Builds the initial state from the journal's genesis record (the configuration
     /// given to `Journal::open_or_create`). Used when there is no usable snapshot.
-    fn from_genesis(genesis: &[u8]) -> Result<Self, String>;
+    fn from_genesis(genesis: &[u8]) -> Result<Self, Self::Error>;
 
     /// Appends the journal encoding of `cmd` to `out` (bincode 2, fixed-int LE config,
     /// in the engine).
@@ -90,7 +93,7 @@ pub trait StateMachine: Send + Sized + 'static {
 
     /// Decodes a command from its journal encoding. Must return Err, never panic, on
     /// bytes it does not understand.
-    fn decode_command(bytes: &[u8]) -> Result<Self::Command, String>;
+    fn decode_command(bytes: &[u8]) -> Result<Self::Command, Self::Error>;
 
     /// Applies one sequenced command, pushing the events it produces. Must not fail:
     /// a command the engine rejects is a successful application that emits a
@@ -104,5 +107,5 @@ pub trait StateMachine: Send + Sized + 'static {
     fn snapshot(&self) -> Vec<u8>;
 
     /// Rebuilds a state from `snapshot` output. Must return Err, never panic, on bad bytes.
-    fn restore(bytes: &[u8]) -> Result<Self, String>;
+    fn restore(bytes: &[u8]) -> Result<Self, Self::Error>;
 }

@@ -145,7 +145,8 @@ pub fn recover_journal<S: StateMachine>(
     let (mut state, iter, snapshot_used) = match start {
         Some((state, meta)) => (state, journal.read_after_snapshot(&meta), Some(meta)),
         None => {
-            let state = S::from_genesis(journal.genesis()).map_err(SequencerError::Genesis)?;
+            let state = S::from_genesis(journal.genesis())
+                .map_err(|e| SequencerError::Genesis(e.to_string()))?;
             (state, journal.read_from_genesis(), None)
         }
     };
@@ -237,7 +238,8 @@ pub fn replay_journal<S: StateMachine>(
         Some(t) => t,
         None => last,
     };
-    let mut state = S::from_genesis(journal.genesis()).map_err(SequencerError::Genesis)?;
+    let mut state =
+        S::from_genesis(journal.genesis()).map_err(|e| SequencerError::Genesis(e.to_string()))?;
     let run = apply_batches(
         &mut state,
         journal.read_from_genesis(),
@@ -386,7 +388,7 @@ fn read_decoded<S: StateMachine>(
                 let cmd =
                     S::decode_command(entry.bytes).map_err(|reason| SequencerError::Decode {
                         seq: entry.seq,
-                        reason,
+                        reason: reason.to_string(),
                     })?;
                 chunk.commands.push((entry.seq, entry.ts_ns, cmd));
             }

@@ -366,8 +366,10 @@ fn read_log(j: &Journal) -> Result<Vec<Entry>, SequencerError> {
     for batch in j.read_from_genesis() {
         let batch = batch?;
         for e in batch.entries() {
-            let cmd = Toy::decode_command(e.bytes)
-                .map_err(|reason| SequencerError::Decode { seq: e.seq, reason })?;
+            let cmd = Toy::decode_command(e.bytes).map_err(|reason| SequencerError::Decode {
+                seq: e.seq,
+                reason: reason.to_string(),
+            })?;
             out.push((e.seq, e.ts_ns, cmd));
         }
     }

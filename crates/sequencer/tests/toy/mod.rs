@@ -76,13 +76,32 @@ fn take<const N: usize>(b: &[u8], at: &mut usize) -> Result<[u8; N], String> {
     Ok(a)
 }
 
+/// The toy's decode errors (a message).
+#[derive(Debug)]
+pub struct ToyError(pub String);
+
+impl std::fmt::Display for ToyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ToyError {}
+
+impl From<String> for ToyError {
+    fn from(s: String) -> ToyError {
+        ToyError(s)
+    }
+}
+
 impl StateMachine for Toy {
     type Command = Cmd;
     type Event = Ev;
+    type Error = ToyError;
 
-    fn from_genesis(genesis: &[u8]) -> Result<Self, String> {
+    fn from_genesis(genesis: &[u8]) -> Result<Self, ToyError> {
         if !genesis.starts_with(b"toy:") {
-            return Err("not a toy genesis".to_string());
+            return Err(ToyError("not a toy genesis".to_string()));
         }
         Ok(Self {
             last_seq: 0,
@@ -97,9 +116,12 @@ impl StateMachine for Toy {
         encode(cmd, out);
     }
 
-    fn decode_command(bytes: &[u8]) -> Result<Cmd, String> {
+    fn decode_command(bytes: &[u8]) -> Result<Cmd, ToyError> {
         if bytes.len() != 20 {
-            return Err(format!("command is {} bytes, not 20", bytes.len()));
+            return Err(ToyError(format!(
+                "command is {} bytes, not 20",
+                bytes.len()
+            )));
         }
         let mut at = 0;
         Ok(Cmd {
@@ -158,7 +180,7 @@ impl StateMachine for Toy {
         out
     }
 
-    fn restore(bytes: &[u8]) -> Result<Self, String> {
+    fn restore(bytes: &[u8]) -> Result<Self, ToyError> {
         let mut at = 0;
         let last_seq = u64::from_le_bytes(take(bytes, &mut at)?);
         let last_ts = u64::from_le_bytes(take(bytes, &mut at)?);
@@ -172,7 +194,7 @@ impl StateMachine for Toy {
             per_producer.insert(p, c);
         }
         if at != bytes.len() {
-            return Err("trailing bytes".to_string());
+            return Err(ToyError("trailing bytes".to_string()));
         }
         Ok(Self {
             last_seq,
