@@ -110,7 +110,7 @@ impl Indexes {
         let mut bands = vec![(PriceTicks(0), PriceTicks(0)); instruments];
         for (i, m) in state.marks.iter().enumerate() {
             if let Some(m) = m {
-                bands[i] = crate::engine::band(&config.instruments[i], *m);
+                bands[i] = crate::prices::band(&config.instruments[i], *m);
             }
         }
         let usdt = config.asset_by_symbol("USDT").map(|a| a.id);
@@ -128,6 +128,7 @@ impl Indexes {
     }
 }
 
+#[cfg(feature = "reference-paths")]
 impl Indexes {
     /// Where `self` (an engine's live indexes, nothing dirty) differs from `rebuilt`
     /// (`Indexes::rebuild` of the same state). The liquidation index is compared by shape

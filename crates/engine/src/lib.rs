@@ -14,12 +14,19 @@
 // widening, and clippy keeps it so.
 #![warn(clippy::cast_possible_truncation)]
 
+mod amend;
 mod engine;
 mod error;
+mod execute;
 mod indexes;
+mod ledger;
 mod liqindex;
 mod liquidation;
+mod loans;
+mod margin;
 mod multi;
+mod orders;
+mod prices;
 mod report;
 mod settle;
 mod snapshot;

@@ -160,6 +160,7 @@ impl LiqIndex {
         self.insert(id, bands_of(state, k));
     }
 
+    #[cfg(feature = "reference-paths")]
     /// What the index holds for each account, without the band edges (which depend on
     /// the mark each account was last banded at): sorted (account, instrument, re-check
     /// on every tick). For comparing a live index with a rebuilt one.

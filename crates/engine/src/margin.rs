@@ -1,0 +1,254 @@
+//! Margin settings: leverage, cross or isolated mode, and isolated margin moves.
+
+use crate::engine::{Engine, Res};
+use crate::state::OrderMeta;
+use perpcore_risk::{self as risk, Leg};
+use perpcore_types::*;
+use std::sync::Arc;
+
+impl Engine {
+    /// Whether the pool an order on `spec` draws on has `needed` (in the settlement asset)
+    /// available, counting `released` (a replaced order's reservation) as free.
+    pub(crate) fn margin_covers(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        needed: Money,
+        released: Money,
+    ) -> Result<bool, RejectReason> {
+        if !risk::is_pooled(self.state.accounts[k].asset_mode, spec) {
+            let available = risk::available(
+                &self.state.accounts[k],
+                spec.settle_asset,
+                &self.state.config.instruments,
+                &self.state.marks,
+            );
+            debug_assert_eq!(available, self.pool_of(k, spec.settle_asset).available());
+            return Ok(available + released >= needed);
+        }
+        let pool = self.usd_pool_of(k);
+        if pool.unpriced_liability {
+            return Err(RejectReason::NoUsdPrice);
+        }
+        let needed = self
+            .requirement_usd(spec.settle_asset, needed)
+            .ok_or(RejectReason::NoUsdPrice)?;
+        let released = self
+            .requirement_usd(spec.settle_asset, released)
+            .unwrap_or_default();
+        Ok(pool.available() + released >= needed)
+    }
+
+    /// Notional of a leg's position at mark plus its open orders at their limit prices:
+    /// the exposure a leverage must be allowed for (MARGIN §3).
+    pub(crate) fn exposure_notional(
+        &self,
+        leg: &Leg,
+        spec: &InstrumentSpec,
+        extra: Money,
+        excluded: Option<&OrderMeta>,
+    ) -> Money {
+        let mut n = extra + leg.order_notional;
+        if let Some(m) = self.state.marks[spec.id.0 as usize] {
+            n += if spec.is_inverse() || leg.qty.is_zero() {
+                spec.notional(leg.qty, m)
+            } else {
+                // Linear: |q × M|, from the leg's valuation (shared with the margin sum).
+                risk::linear_valuation(leg, spec, m).0.abs()
+            };
+        }
+        if let Some(meta) = excluded {
+            n -= meta.open_notional;
+        }
+        n
+    }
+
+    pub(crate) fn set_leverage(
+        &mut self,
+        id: AccountId,
+        i: InstrumentId,
+        leverage: u32,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let cfg = Arc::clone(&self.state.config);
+        let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
+        if leverage == 0 || leverage > spec.max_leverage {
+            return Err(RejectReason::LeverageOutOfRange);
+        }
+        let default_leg = Leg::new(i, spec.max_leverage);
+        let leg = self.state.accounts[k]
+            .leg(i)
+            .unwrap_or(&default_leg)
+            .clone();
+        if spec
+            .bracket_for(self.exposure_notional(&leg, spec, Money::ZERO, None))
+            .max_leverage
+            < leverage
+        {
+            return Err(RejectReason::LeverageExceedsBracket);
+        }
+        // Try it on a copy: re-reserve the leg's orders at the new leverage and re-check.
+        let mut acct = self.state.accounts[k].clone();
+        let mut metas: Vec<(OrderId, OrderMeta)> = Vec::new();
+        {
+            let l = acct.leg_or_default(spec);
+            l.leverage = leverage;
+            let mut total = Money::ZERO;
+            for oid in &l.open_orders {
+                let mut m = self.state.orders[oid].clone();
+                m.reserved = m.margin_notional.div_int(leverage as i64, Rounding::Ceil);
+                total += m.reserved;
+                metas.push((*oid, m));
+            }
+            l.order_margin = total;
+        }
+        if leverage < leg.leverage {
+            let p = risk::pool(
+                &acct,
+                spec.settle_asset,
+                &self.state.config.instruments,
+                &self.state.marks,
+            );
+            let pooled = risk::is_pooled(acct.asset_mode, spec);
+            let under = if pooled {
+                let mode = acct.asset_mode;
+                let up = risk::usd_pool(
+                    &acct,
+                    &self.state.config,
+                    &self.state.marks,
+                    self.usd_prices(),
+                    |s| risk::is_pooled(mode, s),
+                );
+                up.unpriced_liability || up.available().is_negative()
+            } else {
+                p.available().is_negative()
+            };
+            if under {
+                return Err(RejectReason::LeverageUnderMargin);
+            }
+            let l = acct.leg(i).expect("leg");
+            if l.mode == MarginMode::Isolated && !l.is_flat() {
+                let m = self.state.marks[i.0 as usize].expect("position without mark");
+                let eq = l.isolated_margin + risk::upnl(l, spec, m).min(Money::ZERO);
+                if eq < risk::position_im(l, spec, m) {
+                    return Err(RejectReason::LeverageUnderMargin);
+                }
+            }
+        }
+        self.state.accounts[k] = acct;
+        for (oid, m) in metas {
+            self.state.orders.insert(oid, m);
+        }
+        out.push(Event::LeverageSet {
+            account: id,
+            instrument: i,
+            leverage,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn set_margin_mode(
+        &mut self,
+        id: AccountId,
+        i: InstrumentId,
+        mode: MarginMode,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let cfg = Arc::clone(&self.state.config);
+        let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
+        if mode == MarginMode::Isolated && risk::is_pooled(self.state.accounts[k].asset_mode, spec)
+        {
+            return Err(RejectReason::IsolatedInMultiAsset);
+        }
+        let mut acct = self.state.accounts[k].clone();
+        let settle = spec.settle_asset.0 as usize;
+        let mark = self.state.marks[i.0 as usize];
+        let leg = acct.leg_or_default(spec);
+        if leg.mode != mode && !leg.is_flat() {
+            let m = mark.expect("position without mark");
+            match mode {
+                MarginMode::Isolated => {
+                    // The new isolated position starts at exactly its initial margin:
+                    // IW + uPnL = IM.
+                    let iw = (risk::position_im(leg, spec, m) - risk::upnl(leg, spec, m))
+                        .max(Money::ZERO);
+                    leg.isolated_margin = iw;
+                    leg.mode = MarginMode::Isolated;
+                    acct.wallets[settle] -= iw;
+                }
+                MarginMode::Cross => {
+                    let iw = leg.isolated_margin;
+                    leg.isolated_margin = Money::ZERO;
+                    leg.mode = MarginMode::Cross;
+                    acct.wallets[settle] += iw;
+                }
+            }
+            let p = risk::pool(
+                &acct,
+                spec.settle_asset,
+                &self.state.config.instruments,
+                &self.state.marks,
+            );
+            if p.available().is_negative() {
+                return Err(RejectReason::ModeSwitchUnderMargin);
+            }
+        } else {
+            leg.mode = mode;
+        }
+        self.state.accounts[k] = acct;
+        out.push(Event::MarginModeSet {
+            account: id,
+            instrument: i,
+            mode,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn adjust_isolated_margin(
+        &mut self,
+        id: AccountId,
+        i: InstrumentId,
+        delta: Money,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let cfg = Arc::clone(&self.state.config);
+        let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
+        if delta.is_zero() {
+            return Err(RejectReason::DeltaZero);
+        }
+        // Compared without `abs`, which has no answer for the most negative value.
+        if delta < -MAX_AMOUNT || delta > MAX_AMOUNT {
+            return Err(RejectReason::AmountTooLarge);
+        }
+        let leg = match self.state.accounts[k].leg(i) {
+            Some(l) if l.mode == MarginMode::Isolated && !l.is_flat() => l,
+            _ => return Err(RejectReason::NoIsolatedPosition),
+        };
+        let m = self.state.marks[i.0 as usize].expect("position without mark");
+        if delta.is_positive() {
+            if self.pool_of(k, spec.settle_asset).withdrawable() < delta {
+                return Err(RejectReason::InsufficientBalance);
+            }
+        } else {
+            let after = leg.isolated_margin + delta + risk::upnl(leg, spec, m).min(Money::ZERO);
+            if after < risk::position_im(leg, spec, m) {
+                return Err(RejectReason::IsolatedMarginTooLow);
+            }
+        }
+        let a = &mut self.state.accounts[k];
+        a.wallets[spec.settle_asset.0 as usize] -= delta;
+        let leg = a.leg_mut(i).expect("leg");
+        leg.isolated_margin += delta;
+        let isolated_margin = leg.isolated_margin;
+        out.push(Event::IsolatedMarginAdjusted {
+            account: id,
+            instrument: i,
+            delta,
+            isolated_margin,
+        });
+        Ok(())
+    }
+}
