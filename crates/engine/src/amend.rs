@@ -93,6 +93,10 @@ impl Engine {
         })
     }
 
+    /// Amend an order's price and/or size: size down at the same price keeps priority;
+    /// anything else re-checks the order as the one the amend re-submits (its old
+    /// reservation released) and, if accepted, moves it to the back of its new level —
+    /// in place when it does not cross, else by cancel + submit, which may trade.
     pub(crate) fn amend_order(
         &mut self,
         account: AccountId,
@@ -111,10 +115,8 @@ impl Engine {
         if meta.account != account {
             return Err(RejectReason::NotOrderOwner);
         }
-        // Borrowed from the field, not through an `Arc` clone (an atomic increment and
-        // decrement per amend); the paths that call `&mut self` methods clone it.
-        let spec = &self.state.config.instruments[meta.instrument.0 as usize];
-        let (slot, resting) = self.state.books[spec.id.0 as usize]
+        let i = meta.instrument.0 as usize;
+        let (slot, resting) = self.state.books[i]
             .find(id)
             .map(|(slot, o)| (slot, *o))
             .expect("order in book");
@@ -127,97 +129,140 @@ impl Engine {
             return Err(RejectReason::QtyNotPositive);
         }
         if new_price == resting.price && new_qty < resting.open_qty {
-            // Size down keeps priority.
-            let cfg = Arc::clone(&self.state.config);
-            let spec = &cfg.instruments[meta.instrument.0 as usize];
-            self.state.books[spec.id.0 as usize]
-                .reduce_qty(id, new_qty)
-                .expect("reduce");
-            self.resize_order(spec, account, id, resting.price, resting.open_qty, new_qty);
-            out.push(Event::OrderAmended {
-                order_id: id,
-                price: spec.price_of(new_price),
-                open_qty: spec.qty_of(new_qty),
-                priority_kept: true,
-            });
+            self.amend_size_down(&meta, id, resting, new_qty, out);
             return Ok(());
         }
         if meta.reduce_only {
             let pos = self.state.accounts[k]
-                .leg(spec.id)
+                .leg(meta.instrument)
                 .map(|l| l.qty.0.abs())
                 .unwrap_or(0);
             if new_qty.0 > pos {
                 return Err(RejectReason::AmendIncreasesReduceOnly);
             }
         }
-        // Price change or size up: the order loses its place. It is re-checked as a new
-        // order with the old one's reservation released; if the new one is refused the
-        // old one stays untouched.
-        if self.amend_in_place() {
-            let checked = self.check_amend(k, spec, id, &meta, new_price, new_qty);
-            debug_assert_eq!(
-                checked,
-                self.prepare_order(
-                    k,
-                    &amended_order(&meta, id, new_price, new_qty),
-                    Some(&meta)
-                )
+        // Price change or size up: the order loses its place. If the new one is refused
+        // the old one stays untouched.
+        if self.amend_in_place()
+            && self.amend_requeue(k, &meta, id, slot, new_price, new_qty, out)?
+        {
+            return Ok(());
+        }
+        self.amend_by_resubmit(k, &meta, id, new_price, new_qty, out)
+    }
+
+    /// Size down at the same price: the order keeps its place, its reservation shrinks
+    /// pro rata.
+    fn amend_size_down(
+        &mut self,
+        meta: &OrderMeta,
+        id: OrderId,
+        resting: perpcore_book::RestingOrder,
+        new_qty: QtyLots,
+        out: &mut Vec<Event>,
+    ) {
+        let cfg = Arc::clone(&self.state.config);
+        let spec = &cfg.instruments[meta.instrument.0 as usize];
+        self.state.books[spec.id.0 as usize]
+            .reduce_qty(id, new_qty)
+            .expect("reduce");
+        self.resize_order(
+            spec,
+            meta.account,
+            id,
+            resting.price,
+            resting.open_qty,
+            new_qty,
+        );
+        out.push(Event::OrderAmended {
+            order_id: id,
+            price: spec.price_of(resting.price),
+            open_qty: spec.qty_of(new_qty),
+            priority_kept: true,
+        });
+    }
+
+    /// The in-place path: `check_amend` (the same decision `prepare_order` makes, asserted
+    /// in debug builds) and, when the new price does not reach the other side, a re-queue
+    /// at the back of the new level — the state and events cancel + submit would give
+    /// (execute's `Rested` branch with nothing filled). `Ok(false)` when it would cross:
+    /// nothing changed, and the caller takes the general path.
+    #[allow(clippy::too_many_arguments)]
+    fn amend_requeue(
+        &mut self,
+        k: usize,
+        meta: &OrderMeta,
+        id: OrderId,
+        slot: perpcore_book::Slot,
+        new_price: PriceTicks,
+        new_qty: QtyLots,
+        out: &mut Vec<Event>,
+    ) -> Result<bool, RejectReason> {
+        // Borrowed from the field, not through an `Arc` clone (an atomic increment and
+        // decrement per amend).
+        let spec = &self.state.config.instruments[meta.instrument.0 as usize];
+        let checked = self.check_amend(k, spec, id, meta, new_price, new_qty);
+        debug_assert_eq!(
+            checked,
+            self.prepare_order(k, &amended_order(meta, id, new_price, new_qty), Some(meta))
                 .map(|p| AmendCheck {
                     limit: p.taker.limit,
                     qty: p.taker.qty,
                     margin_notional: p.meta.margin_notional,
                     reserved: p.meta.reserved,
                 }),
-                "check_amend disagrees with prepare_order"
-            );
-            let c = checked?;
-            // When the new price does not reach the other side, cancel + submit would
-            // only re-rest the order at the back of its new level: do that in place. The
-            // state and the events are the same as on the general path below (execute's
-            // `Rested` branch with nothing filled).
-            match self.state.books[spec.id.0 as usize].requeue_at(slot, id, c.limit, c.qty) {
-                Ok(_) => {
-                    // execute's `Rested` formula with nothing filled is
-                    // margin_notional / leverage, rounded up: what the check reserved.
-                    debug_assert_eq!(
-                        c.reserved,
-                        c.margin_notional
-                            .div_int(self.leverage_of(account, spec) as i64, Rounding::Ceil)
-                    );
-                    let open_notional = spec.notional(c.qty, spec.price_of(c.limit));
-                    let m = self.state.orders.get_mut(&id).expect("order meta");
-                    let old = (m.reserved, m.open_notional);
-                    // Account, instrument, side and flags are the amended order's own.
-                    m.margin_notional = c.margin_notional;
-                    m.reserved = c.reserved;
-                    m.open_notional = open_notional;
-                    let leg = self.state.accounts[k].leg_mut(spec.id).expect("order leg");
-                    leg.replace_order_sums(old, (c.reserved, open_notional));
-                    assert!(!leg.order_margin.is_negative(), "order margin below zero");
-                    out.push(Event::OrderAmended {
-                        order_id: id,
-                        price: spec.price_of(new_price),
-                        open_qty: spec.qty_of(new_qty),
-                        priority_kept: false,
-                    });
-                    out.push(Event::OrderRested {
-                        order_id: id,
-                        open_qty: spec.qty_of(c.qty),
-                    });
-                    return Ok(());
-                }
-                // It would trade: cancel + submit below (nothing changed; the check there
-                // repeats this one on the same state).
-                Err(perpcore_book::BookError::WouldCross(_)) => {}
-                Err(e) => panic!("requeue of a checked amend failed: {e}"),
-            }
+            "check_amend disagrees with prepare_order"
+        );
+        let c = checked?;
+        match self.state.books[spec.id.0 as usize].requeue_at(slot, id, c.limit, c.qty) {
+            Ok(_) => {}
+            // It would trade: nothing changed; the general path repeats the check.
+            Err(perpcore_book::BookError::WouldCross(_)) => return Ok(false),
+            Err(e) => panic!("requeue of a checked amend failed: {e}"),
         }
-        let prepared = self.prepare_order(
-            k,
-            &amended_order(&meta, id, new_price, new_qty),
-            Some(&meta),
-        )?;
+        // execute's `Rested` formula with nothing filled is margin_notional / leverage,
+        // rounded up: what the check reserved.
+        debug_assert_eq!(
+            c.reserved,
+            c.margin_notional
+                .div_int(self.leverage_of(meta.account, spec) as i64, Rounding::Ceil)
+        );
+        let open_notional = spec.notional(c.qty, spec.price_of(c.limit));
+        let m = self.state.orders.get_mut(&id).expect("order meta");
+        let old = (m.reserved, m.open_notional);
+        // Account, instrument, side and flags are the amended order's own.
+        m.margin_notional = c.margin_notional;
+        m.reserved = c.reserved;
+        m.open_notional = open_notional;
+        let leg = self.state.accounts[k].leg_mut(spec.id).expect("order leg");
+        leg.replace_order_sums(old, (c.reserved, open_notional));
+        assert!(!leg.order_margin.is_negative(), "order margin below zero");
+        out.push(Event::OrderAmended {
+            order_id: id,
+            price: spec.price_of(new_price),
+            open_qty: spec.qty_of(new_qty),
+            priority_kept: false,
+        });
+        out.push(Event::OrderRested {
+            order_id: id,
+            open_qty: spec.qty_of(c.qty),
+        });
+        Ok(true)
+    }
+
+    /// The general path: the amended order prepared as a new one (old reservation left
+    /// out), the old one cancelled, the new one executed (it may trade).
+    fn amend_by_resubmit(
+        &mut self,
+        k: usize,
+        meta: &OrderMeta,
+        id: OrderId,
+        new_price: PriceTicks,
+        new_qty: QtyLots,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let prepared =
+            self.prepare_order(k, &amended_order(meta, id, new_price, new_qty), Some(meta))?;
         let cfg = Arc::clone(&self.state.config);
         let spec = &cfg.instruments[meta.instrument.0 as usize];
         self.state.books[spec.id.0 as usize]

@@ -181,7 +181,26 @@ impl Engine {
         // Time passing is itself an input: hour boundaries charge interest first.
         self.accrue_interest(ts_ns, out);
         let start = out.len();
-        let r = match command {
+        let r = self.dispatch(command, out);
+        if let Err(reason) = r {
+            assert_eq!(out.len(), start, "a rejected command emitted events");
+            out.push(Event::rejected(reason));
+        }
+        // Every account an event names may have a new cushion: re-band it before the
+        // index is next used (a mark tick), not now — most commands are not ticks.
+        // (A set, so bounded by the number of distinct accounts however long between
+        // ticks.)
+        if !self.full_scan() {
+            for e in &out[..] {
+                event_accounts(e, |a| self.ix.dirty.insert(a));
+            }
+        }
+    }
+
+    /// The command's handler: `Ok` when it applied (its events in `out`), the reason
+    /// when it was refused (nothing changed, no event).
+    fn dispatch(&mut self, command: &Command, out: &mut Vec<Event>) -> Res {
+        match command {
             Command::CreateAccount { account, parent } => {
                 self.create_account(*account, *parent, out)
             }
@@ -253,19 +272,6 @@ impl Engine {
                 best_ask,
                 last_trade,
             } => self.set_reference_prices(*instrument, *best_bid, *best_ask, *last_trade, out),
-        };
-        if let Err(reason) = r {
-            assert_eq!(out.len(), start, "a rejected command emitted events");
-            out.push(Event::rejected(reason));
-        }
-        // Every account an event names may have a new cushion: re-band it before the
-        // index is next used (a mark tick), not now — most commands are not ticks.
-        // (A set, so bounded by the number of distinct accounts however long between
-        // ticks.)
-        if !self.full_scan() {
-            for e in &out[..] {
-                event_accounts(e, |a| self.ix.dirty.insert(a));
-            }
         }
     }
 

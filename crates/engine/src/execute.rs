@@ -49,10 +49,26 @@ impl Engine {
         if let Some(ev) = accepted {
             out.push(ev);
         }
+        let touched = self.settle_fills(spec, &taker, &res, fee_override, out);
+        self.taker_outcome(spec, &taker, meta, res.outcome, unfilled_reason, out);
+        self.after_fills(spec, taker.account, touched, out);
+        self.tmp.scratch = res;
+        Ok(())
+    }
+
+    /// Settles every fill of `res` (both sides, fees, PnL; one `Trade` event each) and
+    /// forgets the makers self-trade prevention expired. Returns the makers that traded.
+    fn settle_fills(
+        &mut self,
+        spec: &InstrumentSpec,
+        taker: &Taker,
+        res: &MatchResult,
+        fee_override: Option<(Rate, AccountId)>,
+        out: &mut Vec<Event>,
+    ) -> Vec<(AccountId, InstrumentId)> {
         let mut touched: Vec<(AccountId, InstrumentId)> = Vec::new();
         for f in &res.fills {
-            let (taker_fee, maker_fee, tpnl, mpnl) =
-                self.settle_fill(spec, &taker, f, fee_override);
+            let (taker_fee, maker_fee, tpnl, mpnl) = self.settle_fill(spec, taker, f, fee_override);
             out.push(Event::Trade {
                 instrument: spec.id,
                 price: spec.price_of(f.price),
@@ -79,7 +95,21 @@ impl Engine {
                 reason: CancelReason::SelfTrade,
             });
         }
-        match res.outcome {
+        touched
+    }
+
+    /// What happens to the taker's unfilled rest: it rests (with its reservation scaled
+    /// to the open quantity) or is cancelled with the reason that applies.
+    fn taker_outcome(
+        &mut self,
+        spec: &InstrumentSpec,
+        taker: &Taker,
+        meta: OrderMeta,
+        outcome: TakerOutcome,
+        unfilled_reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        match outcome {
             TakerOutcome::Rested { open_qty } => {
                 let mut meta = meta;
                 let lev = self.leverage_of(taker.account, spec);
@@ -120,9 +150,20 @@ impl Engine {
             }),
             TakerOutcome::PostOnlyRejected | TakerOutcome::FokRejected => unreachable!(),
         }
+    }
+
+    /// After fills: reduce-only orders of every account whose position changed are cut to
+    /// it (rule R3), and a single-asset wallet a fill left negative is covered.
+    fn after_fills(
+        &mut self,
+        spec: &InstrumentSpec,
+        taker: AccountId,
+        mut touched: Vec<(AccountId, InstrumentId)>,
+        out: &mut Vec<Event>,
+    ) {
         if !touched.is_empty() {
             // Positions changed only if something filled.
-            touched.push((taker.account, spec.id));
+            touched.push((taker, spec.id));
         }
         touched.sort();
         touched.dedup();
@@ -137,8 +178,6 @@ impl Engine {
                 }
             }
         }
-        self.tmp.scratch = res;
-        Ok(())
     }
 
     pub(crate) fn leverage_of(&self, account: AccountId, spec: &InstrumentSpec) -> u32 {

@@ -80,10 +80,42 @@ impl Engine {
     pub fn report(&self, id: AccountId) -> Option<AccountReport> {
         let k = self.idx(id)?;
         let a = &self.state.accounts[k];
+        let up: Option<UsdPool> = (a.asset_mode != AssetMode::Single).then(|| self.usd_pool_of(k));
+        let assets = self.asset_reports(k, up.as_ref());
+        let positions = a
+            .legs
+            .iter()
+            .filter_map(|leg| self.position_report(k, leg))
+            .collect();
+        let usd_pool = up.map(|u| UsdPoolReport {
+            adjusted_equity: u.adjusted_equity,
+            initial_margin: u.im,
+            order_margin: u.order_margin,
+            maintenance_margin: u.mm,
+            margin_ratio: (!u.mm.is_zero()).then(|| {
+                if u.adjusted_equity.is_positive() {
+                    Rate::ratio(u.mm, u.adjusted_equity, Rounding::Ceil).unwrap_or(Rate(i64::MAX))
+                } else {
+                    Rate(i64::MAX)
+                }
+            }),
+            available: u.available(),
+        });
+        Some(AccountReport {
+            account: id,
+            parent: a.parent,
+            asset_mode: a.asset_mode,
+            assets,
+            positions,
+            usd_pool,
+        })
+    }
+
+    /// One line per asset the account holds or settles a position in.
+    fn asset_reports(&self, k: usize, up: Option<&UsdPool>) -> Vec<AssetReport> {
+        let a = &self.state.accounts[k];
         let specs = &self.state.config.instruments;
         let usd = self.usd_prices();
-        let pooled_mode = a.asset_mode != AssetMode::Single;
-        let up: Option<UsdPool> = pooled_mode.then(|| self.usd_pool_of(k));
         let mut assets = Vec::new();
         for asset in &self.state.config.assets {
             let p = self.pool_of(k, asset.id);
@@ -116,14 +148,12 @@ impl Engine {
                 available: p.available(),
                 withdrawable: p.withdrawable(),
                 loan: (-up
-                    .as_ref()
                     .map(|u| u.equity[asset.id.0 as usize])
                     .unwrap_or(p.wallet))
                 .max(Money::ZERO),
                 accrued_interest: a.interest_owed[asset.id.0 as usize],
                 usd_value: usd[asset.id.0 as usize].map(|price| risk::usd_value(equity, price)),
                 collateral_value: up
-                    .as_ref()
                     .map(|u| u.collateral_usd[asset.id.0 as usize])
                     .or_else(|| {
                         risk::collateral_usd(
@@ -134,98 +164,79 @@ impl Engine {
                     }),
             });
         }
-        let mut positions = Vec::new();
-        for leg in &a.legs {
-            let spec = &specs[leg.instrument.0 as usize];
-            if leg.is_flat() && leg.open_orders.is_empty() {
-                continue;
-            }
-            let mark = self.state.marks[leg.instrument.0 as usize];
-            let (upnl, im, mm, notional, lp, bp) = match mark {
-                Some(m) if !leg.is_flat() => {
-                    let upnl = risk::upnl(leg, spec, m);
-                    let pooled =
-                        leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
-                    let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled
-                    {
-                        (leg.isolated_margin, leg.isolated_margin)
-                    } else {
-                        let p = self.pool_of(k, spec.settle_asset);
-                        let mm = risk::position_mm(leg, spec, m);
-                        let others_upnl_wb = p.margin_balance() - upnl;
-                        (others_upnl_wb - (p.cross_mm - mm), others_upnl_wb)
-                    };
-                    (
-                        upnl,
-                        risk::position_im(leg, spec, m),
-                        risk::position_mm(leg, spec, m),
-                        spec.notional(leg.qty, m),
-                        if pooled {
-                            // USD pool: the engine's own check (`is_liquidatable`) searched
-                            // over the pool (MARGIN §6); the first healthy price's neighbour
-                            // on the unhealthy side is the first one that liquidates.
-                            let step = if leg.qty.0 > 0 { -1 } else { 1 };
-                            self.usd_pool_root(k, spec, |p| !p.is_liquidatable())
-                                .map(|h| Price(h.raw() + step))
-                                .filter(|p| p.is_positive())
-                        } else {
-                            risk::liquidation_price(leg, spec, wb_others, m)
-                        },
-                        if pooled {
-                            self.usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
-                        } else {
-                            risk::bankruptcy_price(leg, spec, wb_upnl_others)
-                        },
-                    )
-                }
-                _ => (
-                    Money::ZERO,
-                    Money::ZERO,
-                    Money::ZERO,
-                    Money::ZERO,
-                    None,
-                    None,
-                ),
-            };
-            positions.push(PositionReport {
-                instrument: spec.symbol.clone(),
-                mode: leg.mode,
-                leverage: leg.leverage,
-                size: spec.qty_of(leg.qty),
-                entry_price: leg.entry_price(spec),
-                mark_price: mark,
-                notional,
-                unrealized_pnl: upnl,
-                isolated_margin: leg.isolated_margin,
-                initial_margin: im,
-                maintenance_margin: mm,
-                liquidation_price: lp,
-                bankruptcy_price: bp,
-                order_margin: leg.order_margin,
-                open_orders: u32::try_from(leg.open_orders.len()).unwrap_or(u32::MAX),
-            });
+        assets
+    }
+
+    /// A position (or a flat leg with open orders): its valuation at the mark and its
+    /// liquidation and bankruptcy prices. `None` for a flat leg with no orders.
+    fn position_report(&self, k: usize, leg: &risk::Leg) -> Option<PositionReport> {
+        let a = &self.state.accounts[k];
+        let specs = &self.state.config.instruments;
+        let spec = &specs[leg.instrument.0 as usize];
+        if leg.is_flat() && leg.open_orders.is_empty() {
+            return None;
         }
-        let usd_pool = up.map(|u| UsdPoolReport {
-            adjusted_equity: u.adjusted_equity,
-            initial_margin: u.im,
-            order_margin: u.order_margin,
-            maintenance_margin: u.mm,
-            margin_ratio: (!u.mm.is_zero()).then(|| {
-                if u.adjusted_equity.is_positive() {
-                    Rate::ratio(u.mm, u.adjusted_equity, Rounding::Ceil).unwrap_or(Rate(i64::MAX))
+        let mark = self.state.marks[leg.instrument.0 as usize];
+        let (upnl, im, mm, notional, lp, bp) = match mark {
+            Some(m) if !leg.is_flat() => {
+                let upnl = risk::upnl(leg, spec, m);
+                let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
+                let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled {
+                    (leg.isolated_margin, leg.isolated_margin)
                 } else {
-                    Rate(i64::MAX)
-                }
-            }),
-            available: u.available(),
-        });
-        Some(AccountReport {
-            account: id,
-            parent: a.parent,
-            asset_mode: a.asset_mode,
-            assets,
-            positions,
-            usd_pool,
+                    let p = self.pool_of(k, spec.settle_asset);
+                    let mm = risk::position_mm(leg, spec, m);
+                    let others_upnl_wb = p.margin_balance() - upnl;
+                    (others_upnl_wb - (p.cross_mm - mm), others_upnl_wb)
+                };
+                (
+                    upnl,
+                    risk::position_im(leg, spec, m),
+                    risk::position_mm(leg, spec, m),
+                    spec.notional(leg.qty, m),
+                    if pooled {
+                        // USD pool: the engine's own check (`is_liquidatable`) searched
+                        // over the pool (MARGIN §6); the first healthy price's neighbour
+                        // on the unhealthy side is the first one that liquidates.
+                        let step = if leg.qty.0 > 0 { -1 } else { 1 };
+                        self.usd_pool_root(k, spec, |p| !p.is_liquidatable())
+                            .map(|h| Price(h.raw() + step))
+                            .filter(|p| p.is_positive())
+                    } else {
+                        risk::liquidation_price(leg, spec, wb_others, m)
+                    },
+                    if pooled {
+                        self.usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
+                    } else {
+                        risk::bankruptcy_price(leg, spec, wb_upnl_others)
+                    },
+                )
+            }
+            _ => (
+                Money::ZERO,
+                Money::ZERO,
+                Money::ZERO,
+                Money::ZERO,
+                None,
+                None,
+            ),
+        };
+        Some(PositionReport {
+            instrument: spec.symbol.clone(),
+            mode: leg.mode,
+            leverage: leg.leverage,
+            size: spec.qty_of(leg.qty),
+            entry_price: leg.entry_price(spec),
+            mark_price: mark,
+            notional,
+            unrealized_pnl: upnl,
+            isolated_margin: leg.isolated_margin,
+            initial_margin: im,
+            maintenance_margin: mm,
+            liquidation_price: lp,
+            bankruptcy_price: bp,
+            order_margin: leg.order_margin,
+            open_orders: u32::try_from(leg.open_orders.len()).unwrap_or(u32::MAX),
         })
     }
 }

@@ -230,90 +230,35 @@ impl Engine {
     }
 
     fn invariants(&self) -> Result<(), String> {
-        let assets = self.state.config.assets.len();
-        // Conservation per asset: wallets + isolated margins + fee income − Σ basis
-        // (uPnL of all positions at any common price) = deposits − withdrawals.
-        let mut total = vec![Money::ZERO; assets];
-        for (k, t) in total.iter_mut().enumerate() {
-            *t = self.state.fee_income[k] + self.state.interest_income[k];
+        for a in &self.state.accounts {
+            self.check_legs(a)?;
         }
-        let mut oi = vec![0i64; self.state.config.instruments.len()];
+        self.check_conservation()?;
+        self.check_books()
+    }
+
+    /// Conservation per asset (MARGIN §10): wallets + isolated margins + fee and interest
+    /// income − Σ basis (the uPnL of all positions at any common price; + Σ basis for
+    /// inverse) = deposits − withdrawals; and open interest long = short.
+    fn check_conservation(&self) -> Result<(), String> {
+        let cfg = &self.state.config;
+        let mut total: Vec<Money> = (0..cfg.assets.len())
+            .map(|k| self.state.fee_income[k] + self.state.interest_income[k])
+            .collect();
+        let mut oi = vec![0i64; cfg.instruments.len()];
         for a in &self.state.accounts {
             for (k, w) in a.wallets.iter().enumerate() {
                 total[k] += *w;
             }
-            let mut prev: Option<InstrumentId> = None;
             for leg in &a.legs {
-                if prev.is_some_and(|p| p >= leg.instrument) {
-                    return Err(format!("account {} legs out of order", a.id));
-                }
-                prev = Some(leg.instrument);
-                let spec = &self.state.config.instruments[leg.instrument.0 as usize];
+                let spec = &cfg.instruments[leg.instrument.0 as usize];
                 let k = spec.settle_asset.0 as usize;
-                // uPnL at a common price sums to −Σ basis (linear) or +Σ basis (inverse).
                 if spec.is_inverse() {
                     total[k] += leg.isolated_margin + leg.basis;
                 } else {
                     total[k] += leg.isolated_margin - leg.basis;
                 }
                 oi[leg.instrument.0 as usize] += leg.qty.0;
-                if leg.qty.is_zero() && !leg.basis.is_zero() {
-                    return Err(format!("account {} flat leg keeps basis", a.id));
-                }
-                if leg.mode == MarginMode::Cross && !leg.isolated_margin.is_zero() {
-                    return Err(format!("account {} cross leg holds isolated margin", a.id));
-                }
-                let held = self.ix.holders[leg.instrument.0 as usize]
-                    .binary_search(&a.id)
-                    .is_ok();
-                if held == leg.qty.is_zero() {
-                    return Err(format!(
-                        "holders index wrong for account {} on {}",
-                        a.id, spec.symbol
-                    ));
-                }
-                // Reserved order margin equals the sum over the leg's open orders.
-                let mut reserved = Money::ZERO;
-                let mut notional = Money::ZERO;
-                for id in &leg.open_orders {
-                    let m = self
-                        .state
-                        .orders
-                        .get(id)
-                        .ok_or(format!("order {id} on leg but not known"))?;
-                    if m.account != a.id || m.instrument != leg.instrument {
-                        return Err(format!("order {id} filed under the wrong leg"));
-                    }
-                    let o = self.state.books[leg.instrument.0 as usize]
-                        .get(*id)
-                        .ok_or(format!("order {id} not in book"))?;
-                    if o.account != a.id {
-                        return Err(format!("order {id} owner differs in book"));
-                    }
-                    if m.reserved
-                        != m.margin_notional
-                            .div_int(leg.leverage as i64, Rounding::Ceil)
-                    {
-                        return Err(format!("order {id} reservation stale"));
-                    }
-                    reserved += m.reserved;
-                    if m.open_notional != spec.notional(o.open_qty, spec.price_of(o.price)) {
-                        return Err(format!("order {id} open notional stale"));
-                    }
-                    notional += m.open_notional;
-                }
-                if notional != leg.order_notional {
-                    return Err(format!(
-                        "account {} {}: order notional sum stale",
-                        a.id, spec.symbol
-                    ));
-                }
-                if reserved != leg.order_margin {
-                    return Err(format!(
-                        "account {} {}: order margin {} != sum of orders {}",
-                        a.id, spec.symbol, leg.order_margin, reserved
-                    ));
-                }
             }
         }
         for (k, t) in total.iter().enumerate() {
@@ -321,20 +266,111 @@ impl Engine {
             if *t != expected {
                 return Err(format!(
                     "asset {} not conserved: balances {} != deposits − withdrawals {}",
-                    self.state.config.assets[k].symbol, t, expected
+                    cfg.assets[k].symbol, t, expected
                 ));
             }
         }
-        // Open interest long = short.
         for (i, q) in oi.iter().enumerate() {
             if *q != 0 {
                 return Err(format!(
                     "instrument {} open interest off by {q} lots",
-                    self.state.config.instruments[i].symbol
+                    cfg.instruments[i].symbol
                 ));
             }
         }
-        // Books: not crossed, internally consistent, every order known.
+        Ok(())
+    }
+
+    /// An account's legs: in instrument order, no basis when flat, no isolated margin in
+    /// cross and never a negative one, listed in the holders index exactly when open,
+    /// and their order sums equal to their orders'.
+    fn check_legs(&self, a: &Account) -> Result<(), String> {
+        let mut prev: Option<InstrumentId> = None;
+        for leg in &a.legs {
+            if prev.is_some_and(|p| p >= leg.instrument) {
+                return Err(format!("account {} legs out of order", a.id));
+            }
+            prev = Some(leg.instrument);
+            let spec = &self.state.config.instruments[leg.instrument.0 as usize];
+            if leg.qty.is_zero() && !leg.basis.is_zero() {
+                return Err(format!("account {} flat leg keeps basis", a.id));
+            }
+            if leg.mode == MarginMode::Cross && !leg.isolated_margin.is_zero() {
+                return Err(format!("account {} cross leg holds isolated margin", a.id));
+            }
+            // Isolated margin can only be negative transiently (a bug if it stays).
+            if leg.isolated_margin.is_negative() {
+                return Err(format!("account {} isolated margin negative", a.id));
+            }
+            let held = self.ix.holders[leg.instrument.0 as usize]
+                .binary_search(&a.id)
+                .is_ok();
+            if held == leg.qty.is_zero() {
+                return Err(format!(
+                    "holders index wrong for account {} on {}",
+                    a.id, spec.symbol
+                ));
+            }
+            self.check_leg_orders(a, leg, spec)?;
+        }
+        Ok(())
+    }
+
+    /// A leg's reserved order margin and open notional equal the sums over its open
+    /// orders, each known, in the book under the same owner, and up to date.
+    fn check_leg_orders(
+        &self,
+        a: &Account,
+        leg: &perpcore_risk::Leg,
+        spec: &InstrumentSpec,
+    ) -> Result<(), String> {
+        let mut reserved = Money::ZERO;
+        let mut notional = Money::ZERO;
+        for id in &leg.open_orders {
+            let m = self
+                .state
+                .orders
+                .get(id)
+                .ok_or(format!("order {id} on leg but not known"))?;
+            if m.account != a.id || m.instrument != leg.instrument {
+                return Err(format!("order {id} filed under the wrong leg"));
+            }
+            let o = self.state.books[leg.instrument.0 as usize]
+                .get(*id)
+                .ok_or(format!("order {id} not in book"))?;
+            if o.account != a.id {
+                return Err(format!("order {id} owner differs in book"));
+            }
+            if m.reserved
+                != m.margin_notional
+                    .div_int(leg.leverage as i64, Rounding::Ceil)
+            {
+                return Err(format!("order {id} reservation stale"));
+            }
+            reserved += m.reserved;
+            if m.open_notional != spec.notional(o.open_qty, spec.price_of(o.price)) {
+                return Err(format!("order {id} open notional stale"));
+            }
+            notional += m.open_notional;
+        }
+        if notional != leg.order_notional {
+            return Err(format!(
+                "account {} {}: order notional sum stale",
+                a.id, spec.symbol
+            ));
+        }
+        if reserved != leg.order_margin {
+            return Err(format!(
+                "account {} {}: order margin {} != sum of orders {}",
+                a.id, spec.symbol, leg.order_margin, reserved
+            ));
+        }
+        Ok(())
+    }
+
+    /// Books: not crossed, internally consistent, every order known with matching meta,
+    /// and no order known that is not in a book.
+    fn check_books(&self) -> Result<(), String> {
         let mut count = 0u64;
         for (i, b) in self.state.books.iter().enumerate() {
             if let (Some(bid), Some(ask)) = (b.best_bid(), b.best_ask()) {
@@ -361,14 +397,6 @@ impl Engine {
                 self.state.orders.len(),
                 count
             ));
-        }
-        // Isolated margin can only be negative transiently (a bug if it stays).
-        for a in &self.state.accounts {
-            for leg in &a.legs {
-                if leg.isolated_margin.is_negative() {
-                    return Err(format!("account {} isolated margin negative", a.id));
-                }
-            }
         }
         Ok(())
     }
