@@ -5,3 +5,4 @@
 pub mod gen;
 pub mod prop;
 pub mod refbook;
+pub mod refmodel;
