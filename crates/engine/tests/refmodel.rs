@@ -168,9 +168,14 @@ fn state_difference(e: &Engine, m: &RefModel) -> Option<String> {
 }
 
 /// Run `stream` through both; `Err` names the first divergence (seed, command index).
-fn compare(seed: u64, stream: &[Command], perturbation: Perturbation) -> Result<Coverage, String> {
-    let mut e = Engine::new(test_config());
-    let mut m = RefModel::new(test_config());
+fn compare(
+    config: &Config,
+    seed: u64,
+    stream: &[Command],
+    perturbation: Perturbation,
+) -> Result<Coverage, String> {
+    let mut e = Engine::new(config.clone());
+    let mut m = RefModel::new(config.clone());
     m.perturbation = perturbation;
     let mut cov = Coverage::default();
     let mut out = Vec::new();
@@ -219,6 +224,22 @@ fn compare(seed: u64, stream: &[Command], perturbation: Perturbation) -> Result<
     Ok(cov)
 }
 
+/// `test_config` with rates whose products leave the fixed-point grids, so that every
+/// rounding direction (fees, rebates, the price band, the liquidation fee) matters: with
+/// the round rates of `test_config` most of them are exact and a wrong direction would
+/// go unseen.
+fn odd_config() -> Config {
+    let mut c = test_config();
+    let r = |s: &str| Rate::parse(s).unwrap();
+    for spec in &mut c.instruments {
+        spec.taker_fee = r("0.0003777777");
+        spec.maker_fee = r("-0.0001333333");
+        spec.price_band = r("0.0333333333");
+        spec.liquidation_fee = r("0.0116666667");
+    }
+    c
+}
+
 /// The CI seeds: fixed, so every machine compares the same commands.
 const SEEDS: [u64; 6] = [1, 2, 3, 4, 5, 6];
 
@@ -227,9 +248,11 @@ fn engine_matches_reference_model() {
     let mut all = Coverage::default();
     for seed in SEEDS {
         let stream = covered_stream(seed, 40, 6_000);
-        match compare(seed, &stream, Perturbation::None) {
-            Ok(c) => all.add(&c),
-            Err(d) => panic!("{d}"),
+        for config in [test_config(), odd_config()] {
+            match compare(&config, seed, &stream, Perturbation::None) {
+                Ok(c) => all.add(&c),
+                Err(d) => panic!("{d}"),
+            }
         }
     }
     eprintln!("reference model coverage: {all:#?}");
@@ -256,20 +279,26 @@ fn engine_matches_reference_model() {
 #[test]
 fn uncovered_commands_stop_the_comparison() {
     let stream = raw_stream(1, 40, 100);
-    let cov = compare(1, &stream, Perturbation::None).expect("no divergence before the stop");
+    let cov = compare(&test_config(), 1, &stream, Perturbation::None)
+        .expect("no divergence before the stop");
     assert_eq!(cov.uncovered.values().sum::<u64>(), 1, "{cov:?}");
     assert!(cov.compared() < stream.len() as u64);
 }
 
 /// The comparison can fail: a model that rounds the closed share of a basis down (a
-/// larger profit) is caught.
+/// larger profit), or fees down, is caught. (Fees only with `odd_config`: with
+/// `test_config`'s rates every fee is exact.)
 #[test]
 fn a_perturbed_model_is_caught() {
     let stream = covered_stream(1, 40, 3_000);
-    let err =
-        compare(1, &stream, Perturbation::ClosedBasisRoundsDown).expect_err("perturbation missed");
-    assert!(err.contains("seed 1 command #"), "{err}");
-    eprintln!("{}", err.lines().next().unwrap_or_default());
+    for (config, p) in [
+        (test_config(), Perturbation::ClosedBasisRoundsDown),
+        (odd_config(), Perturbation::FeeRoundsDown),
+    ] {
+        let err = compare(&config, 1, &stream, p).expect_err("perturbation missed");
+        assert!(err.contains("seed 1 command #"), "{err}");
+        eprintln!("{p:?}: {}", err.lines().next().unwrap_or_default());
+    }
 }
 
 proptest! {
@@ -277,8 +306,10 @@ proptest! {
     #[test]
     fn any_seed_matches_reference_model(seed in any::<u64>(), accounts in 2u64..50) {
         let stream = covered_stream(seed, accounts, 1_500);
-        if let Err(d) = compare(seed, &stream, Perturbation::None) {
-            panic!("{d}");
+        for config in [test_config(), odd_config()] {
+            if let Err(d) = compare(&config, seed, &stream, Perturbation::None) {
+                panic!("{d}");
+            }
         }
     }
 }
