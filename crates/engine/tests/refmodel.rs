@@ -26,6 +26,8 @@ struct Coverage {
     rejected: u64,
     trades: u64,
     liquidations: u64,
+    /// Of which isolated positions.
+    isolated_liquidations: u64,
     takeovers: u64,
     deficits: u64,
     /// Streams stopped at a command outside the model, by reason.
@@ -43,6 +45,7 @@ impl Coverage {
         self.rejected += o.rejected;
         self.trades += o.trades;
         self.liquidations += o.liquidations;
+        self.isolated_liquidations += o.isolated_liquidations;
         self.takeovers += o.takeovers;
         self.deficits += o.deficits;
     }
@@ -214,7 +217,10 @@ fn compare(
             match ev {
                 Event::Rejected { .. } => cov.rejected += 1,
                 Event::Trade { .. } => cov.trades += 1,
-                Event::LiquidationTriggered { .. } => cov.liquidations += 1,
+                Event::LiquidationTriggered { instrument, .. } => {
+                    cov.liquidations += 1;
+                    cov.isolated_liquidations += u64::from(instrument.is_some());
+                }
                 Event::PositionTakenOver { .. } => cov.takeovers += 1,
                 Event::DeficitCovered { .. } => cov.deficits += 1,
                 _ => {}
@@ -260,6 +266,11 @@ fn engine_matches_reference_model() {
     assert!(all.compared() >= 10_000, "compared only {}", all.compared());
     assert!(all.trades > 500, "only {} trades", all.trades);
     assert!(all.liquidations > 0, "no liquidation compared");
+    assert!(
+        all.isolated_liquidations > 0,
+        "no isolated liquidation compared"
+    );
+    assert!(all.takeovers > 0, "no takeover compared");
     for kind in [
         "place_order",
         "amend_order",

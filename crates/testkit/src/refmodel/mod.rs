@@ -67,8 +67,8 @@ pub enum Step {
 pub enum Perturbation {
     #[default]
     None,
-    /// Fees rounded down instead of up. (With the test configuration's rates and grids
-    /// every fee is exact, so this one changes nothing there: a finding, kept to show it.)
+    /// Fees rounded down instead of up. (With `gen::test_config`'s rates every fee is
+    /// exact, so this shows only with rates of more decimals.)
     FeeRoundsDown,
     /// The closed share of a position's basis rounded down instead of up.
     ClosedBasisRoundsDown,
@@ -469,8 +469,8 @@ impl RefModel {
         }
     }
 
-    /// Apply one command at sequenced time `ts_ns` (single-asset accounts accrue no
-    /// interest, so time does not matter to the covered part).
+    /// Apply one command. No timestamp: single-asset accounts accrue no interest, so
+    /// sequenced time does not matter to the covered part.
     pub fn apply(&mut self, cmd: &Command) -> Step {
         if let Some(why) = self.uncovered(cmd) {
             return Step::Uncovered(why);
