@@ -149,6 +149,16 @@ impl Engine {
             .ok_or(RejectReason::UnknownAsset)
     }
 
+    /// Account `k` with the prices a risk decision reads.
+    pub(crate) fn view(&self, k: usize) -> risk::AccountView<'_> {
+        risk::AccountView {
+            account: &self.state.accounts[k],
+            config: &self.state.config,
+            marks: &self.state.marks,
+            usd: self.usd_prices(),
+        }
+    }
+
     pub(crate) fn pool_of(&self, k: usize, asset: AssetId) -> risk::Pool {
         risk::pool(
             &self.state.accounts[k],

@@ -2,7 +2,7 @@
 //! account and its sub-accounts.
 
 use crate::engine::{Engine, Res};
-use perpcore_risk::{self as risk, Account};
+use perpcore_risk::Account;
 use perpcore_types::*;
 
 pub(crate) fn check_amount(amount: Money) -> Result<(), RejectReason> {
@@ -16,47 +16,6 @@ pub(crate) fn check_amount(amount: Money) -> Result<(), RejectReason> {
 }
 
 impl Engine {
-    /// Withdrawals and transfers out never take unrealized profit or margin in use
-    /// (MARGIN §5): the single-asset pool must allow it, and with a USD pool the amount
-    /// must be held (no borrowing to withdraw) and the pool, valued without unrealized
-    /// profit, must still cover its initial and order margin afterwards.
-    pub(crate) fn can_take_out(&self, k: usize, asset: AssetId, amount: Money) -> bool {
-        if self.pool_of(k, asset).withdrawable() < amount {
-            return false;
-        }
-        let a = &self.state.accounts[k];
-        if a.asset_mode == AssetMode::Single {
-            return true;
-        }
-        if a.wallets[asset.0 as usize] < amount {
-            return false;
-        }
-        let mut after = a.clone();
-        after.wallets[asset.0 as usize] -= amount;
-        let mode = after.asset_mode;
-        let mut pool = risk::usd_pool(
-            &after,
-            &self.state.config,
-            &self.state.marks,
-            self.usd_prices(),
-            |s| risk::is_pooled(mode, s),
-        );
-        if pool.positions == 0 && pool.order_margin.is_zero() {
-            return !pool.unpriced_liability;
-        }
-        // Value the pool again with every asset's unrealized profit left out.
-        let usd = self.usd_prices();
-        pool.adjusted_equity = Money::ZERO;
-        for (i, asset) in self.state.config.assets.iter().enumerate() {
-            let eq = after.wallets[i] + (pool.equity[i] - after.wallets[i]).min(Money::ZERO);
-            match risk::collateral_usd(eq, asset.collateral.as_ref(), usd[i]) {
-                Some(v) => pool.adjusted_equity += v,
-                None => return false,
-            }
-        }
-        !pool.unpriced_liability && !pool.available().is_negative()
-    }
-
     pub(crate) fn create_account(
         &mut self,
         id: AccountId,
@@ -116,7 +75,7 @@ impl Engine {
         let k = self.user_idx(id)?;
         self.check_asset(asset)?;
         check_amount(amount)?;
-        if !self.can_take_out(k, asset, amount) {
+        if !self.view(k).can_withdraw(asset, amount) {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
         let w = &mut self.state.accounts[k].wallets[asset.0 as usize];
@@ -155,7 +114,7 @@ impl Engine {
         if !related {
             return Err(RejectReason::TransferNotRelated);
         }
-        if !self.can_take_out(fk, asset, amount) {
+        if !self.view(fk).can_withdraw(asset, amount) {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
         self.check_caps(tk, asset, amount)?;

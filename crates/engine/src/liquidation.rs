@@ -226,26 +226,9 @@ impl Engine {
     ) {
         let mark = self.state.marks[spec.id.0 as usize].expect("mark");
         let leg = self.state.accounts[k].leg(spec.id).expect("leg");
-        let notional = spec.notional(leg.qty, mark);
-        let b = spec
-            .brackets
-            .iter()
-            .position(|b| notional <= b.notional_cap)
-            .unwrap_or(spec.brackets.len() - 1);
-        if b == 0 {
+        let Some(reduce) = risk::bracket_step_lots(leg, spec, mark) else {
             return;
-        }
-        let target = spec.brackets[b - 1].notional_cap;
-        let per_lot = spec.notional(QtyLots(1), mark);
-        let keep = if per_lot.is_zero() {
-            0
-        } else {
-            // At most the whole position, so it fits the position's type.
-            let whole = leg.qty.0.unsigned_abs();
-            i64::try_from((target.raw() / per_lot.raw()).min(i128::from(whole)))
-                .expect("at most a position's size")
         };
-        let reduce = (leg.qty.0.abs() - keep).max(1).min(leg.qty.0.abs());
         let side = if leg.qty.0 > 0 { Side::Sell } else { Side::Buy };
         let isolated = leg.mode == MarginMode::Isolated;
         let (_, limit) = self.bankruptcy_ticks(k, spec);

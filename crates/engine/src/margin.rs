@@ -7,38 +7,6 @@ use perpcore_types::*;
 use std::sync::Arc;
 
 impl Engine {
-    /// Whether the pool an order on `spec` draws on has `needed` (in the settlement asset)
-    /// available, counting `released` (a replaced order's reservation) as free.
-    pub(crate) fn margin_covers(
-        &self,
-        k: usize,
-        spec: &InstrumentSpec,
-        needed: Money,
-        released: Money,
-    ) -> Result<bool, RejectReason> {
-        if !risk::is_pooled(self.state.accounts[k].asset_mode, spec) {
-            let available = risk::available(
-                &self.state.accounts[k],
-                spec.settle_asset,
-                &self.state.config.instruments,
-                &self.state.marks,
-            );
-            debug_assert_eq!(available, self.pool_of(k, spec.settle_asset).available());
-            return Ok(available + released >= needed);
-        }
-        let pool = self.usd_pool_of(k);
-        if pool.unpriced_liability {
-            return Err(RejectReason::NoUsdPrice);
-        }
-        let needed = self
-            .requirement_usd(spec.settle_asset, needed)
-            .ok_or(RejectReason::NoUsdPrice)?;
-        let released = self
-            .requirement_usd(spec.settle_asset, released)
-            .unwrap_or_default();
-        Ok(pool.available() + released >= needed)
-    }
-
     /// Notional of a leg's position at mark plus its open orders at their limit prices:
     /// the exposure a leverage must be allowed for (MARGIN §3).
     pub(crate) fn exposure_notional(

@@ -93,18 +93,6 @@ impl Engine {
         )
     }
 
-    /// `amount` of `asset` in USD, rounded up (a requirement). `None` without a price.
-    pub(crate) fn requirement_usd(&self, asset: AssetId, amount: Money) -> Option<Money> {
-        self.usd_prices()[asset.0 as usize].map(|p| {
-            Money(mul_div(
-                amount.raw(),
-                p.raw() as i128,
-                PRICE_SCALE as i128,
-                Rounding::Ceil,
-            ))
-        })
-    }
-
     pub(crate) fn set_asset_index(
         &mut self,
         asset: AssetId,

@@ -301,57 +301,30 @@ impl Engine {
         }
         let excluded = replacing.map(|(id, _)| id);
         let released = replacing.map(|(_, m)| m.reserved).unwrap_or_default();
-        let limit_price = spec.price_of(t.limit);
-        // The price that makes the order's notional largest: a linear buy at
-        // max(limit, mark) (MARGIN §3); an inverse order's coin notional grows as the price
-        // falls, so it is valued at min(limit, mark) on either side.
-        let margin_price = match (spec.is_inverse(), t.side) {
-            (true, _) => limit_price.min(mark),
-            (false, Side::Buy) => limit_price.max(mark),
-            (false, Side::Sell) => limit_price,
-        };
         let leverage = leg
             .map(|l| l.leverage)
             .unwrap_or(risk::DEFAULT_LEVERAGE.min(spec.max_leverage));
-        let incr = self.increasing_lots(leg, t.side, t.qty, spec.id, excluded);
-        if incr <= 0 {
+        let increasing = self.increasing_lots(leg, t.side, t.qty, spec.id, excluded);
+        if increasing <= 0 {
             return Ok((Money::ZERO, Money::ZERO));
         }
-        let extra = spec.notional(QtyLots(incr), margin_price);
-        let exposure = match leg {
-            Some(l) => self.exposure_notional(l, spec, extra, replacing.map(|(_, m)| m)),
-            None => extra,
+        let exposure_before = match leg {
+            Some(l) => self.exposure_notional(l, spec, Money::ZERO, replacing.map(|(_, m)| m)),
+            None => Money::ZERO,
         };
-        if spec.bracket_for(exposure).max_leverage < leverage {
-            return Err(RejectReason::LeverageExceedsBracket);
-        }
-        // risk::order_cost's IM and fee to close, from the notional in hand.
-        let initial_margin = extra.div_int(leverage as i64, Rounding::Ceil);
-        let close_fee = if spec.fee_to_close {
-            risk::fee_to_close(spec, QtyLots(incr), extra, t.side == Side::Buy, leverage)
-        } else {
-            Money::ZERO
-        };
-        debug_assert_eq!((initial_margin, close_fee), {
-            let c = risk::order_cost(
-                spec,
-                QtyLots(incr),
-                margin_price,
-                t.side == Side::Buy,
+        let r = self.view(k).reserve(
+            spec,
+            mark,
+            risk::OrderTerms {
+                side: t.side,
+                lots: t.qty,
+                increasing,
+                limit: spec.price_of(t.limit),
+                exposure_before,
                 leverage,
-            );
-            (c.initial_margin, c.close_fee)
-        });
-        let full = if incr == t.qty.0 {
-            extra
-        } else {
-            spec.notional(t.qty, margin_price)
-        };
-        let fee_est = full.mul_rate(spec.taker_fee.max(Rate::ZERO), Rounding::Ceil);
-        let needed = initial_margin + close_fee + fee_est;
-        if !self.margin_covers(k, spec, needed, released)? {
-            return Err(RejectReason::InsufficientMargin);
-        }
-        Ok((extra, initial_margin))
+            },
+            released,
+        )?;
+        Ok((r.margin_notional, r.reserved))
     }
 }

@@ -98,53 +98,11 @@ impl Engine {
         let id = account.id;
         let leg = account.leg_or_default(spec);
         let before = leg.qty;
-        let eff = risk::apply_fill(leg, spec, side, lots.0, price);
-        let mut wallet_delta = Money::ZERO;
-        if leg.mode == MarginMode::Cross {
-            wallet_delta += eff.realized_pnl - fee;
-        } else {
-            // Isolated: PnL of the closed part stays with the position's margin and the
-            // closed share of that margin returns to the wallet; opening moves the new
-            // part's initial margin from the wallet. The fee is paid from the wallet when
-            // the fill opens exposure, else from the isolated margin.
-            leg.isolated_margin += eff.realized_pnl;
-            let holding = self.tmp.holding_isolated == Some((id, spec.id)) && !leg.qty.is_zero();
-            if eff.closed_lots > 0 && !holding {
-                let release = if eff.closed_lots == before.0.abs() {
-                    leg.isolated_margin
-                } else {
-                    leg.isolated_margin.mul_div(
-                        eff.closed_lots as i128,
-                        before.0.abs() as i128,
-                        Rounding::Floor,
-                    )
-                };
-                leg.isolated_margin -= release;
-                wallet_delta += release;
-            }
-            if eff.opened_lots > 0 {
-                let add = spec
-                    .notional(QtyLots(eff.opened_lots), price)
-                    .div_int(leg.leverage as i64, Rounding::Ceil);
-                leg.isolated_margin += add;
-                wallet_delta -= add + fee;
-            } else {
-                leg.isolated_margin -= fee;
-                if leg.qty.is_zero() {
-                    // Fully closed: whatever margin is left (after the fee) goes home.
-                    wallet_delta += leg.isolated_margin;
-                    leg.isolated_margin = Money::ZERO;
-                }
-            }
-            if leg.isolated_margin.is_negative() {
-                // The owner traded the position beyond its bankruptcy price (liquidation
-                // only runs on mark ticks). The owner pays the shortfall from the
-                // wallet; what the wallet cannot pay the fund covers (`cover_deficit`),
-                // so the fund never pays for a loss the owner could.
-                wallet_delta += leg.isolated_margin;
-                leg.isolated_margin = Money::ZERO;
-            }
-        }
+        let hold = self.tmp.holding_isolated == Some((id, spec.id));
+        let risk::Settlement {
+            realized_pnl,
+            wallet_delta,
+        } = risk::settle_fill(leg, spec, side, lots, price, fee, hold);
         let after = leg.qty;
         account.wallets[settle] += wallet_delta;
         self.update_holders(spec.id, id, before, after);
@@ -152,7 +110,7 @@ impl Engine {
             // Realized profit repays a loan's unpaid interest first (MARGIN §8).
             self.after_credit(k, spec.settle_asset, wallet_delta);
         }
-        eff.realized_pnl
+        realized_pnl
     }
 
     fn update_holders(&mut self, i: InstrumentId, id: AccountId, before: QtyLots, after: QtyLots) {

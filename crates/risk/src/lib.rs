@@ -13,10 +13,12 @@
 
 pub mod account;
 pub mod collateral;
+pub mod decide;
 pub mod margin;
 
 pub use account::*;
 pub use collateral::*;
+pub use decide::*;
 pub use margin::*;
 
 // Table indexes: a `u32` instrument id always fits a `usize` on the targets perpcore
