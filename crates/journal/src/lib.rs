@@ -92,12 +92,13 @@ pub use mark::{
 };
 pub use meta::{
     decode_format_record, decode_genesis_record, encode_format_record, encode_genesis_record,
-    genesis_hash, FORMAT_MAGIC, FORMAT_RECORD_LEN, GENESIS_HEADER_LEN, GENESIS_MAGIC,
-    META_FORMAT_KEY, META_GENESIS_KEY,
+    genesis_hash, GenesisRecord, FORMAT_MAGIC, FORMAT_RECORD_LEN, GENESIS_HEADER_LEN,
+    GENESIS_MAGIC, META_FORMAT_KEY, META_GENESIS_KEY, PAYLOAD_VERSION,
 };
 pub use sled_store::{open_raw_db, MARK_FILE, SLED_DIR};
 pub use snapshot::{
-    decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta, SnapshotView, SNAPSHOT_HEADER_LEN,
-    SNAPSHOT_MAGIC,
+    decode_snapshot, encode_snapshot, section_name, Snapshot, SnapshotMeta, SnapshotView,
+    RETIRED_SNAPSHOT_SECTIONS, SECTION_STATE, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
+    SNAPSHOT_SECTIONS,
 };
 pub use store::{IVec, RecordIter, Space, Store, StoreSync};
