@@ -11,8 +11,8 @@
 
 use perpcore_types::{
     bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, Event, IndexQuote,
-    InstrumentId, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks, Qty,
-    QtyLots, Rate, RejectReason, Side, StpMode, TimeInForce,
+    InstrumentId, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots,
+    Rate, RejectReason, Side, StpMode, TimeInForce,
 };
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -63,14 +63,24 @@ fn reject() -> impl Strategy<Value = RejectReason> {
     proptest::sample::select(RejectReason::ALL)
 }
 fn cancel_reason() -> impl Strategy<Value = CancelReason> {
-    proptest::sample::select(CancelReason::CODES.iter().map(|(r, _)| *r).collect::<Vec<_>>())
+    proptest::sample::select(
+        CancelReason::CODES
+            .iter()
+            .map(|(r, _)| *r)
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn new_order() -> impl Strategy<Value = NewOrder> {
     (
         (account(), instrument(), order_id(), side()),
         proptest::sample::select(OrderType::CODES.iter().map(|(t, _)| *t).collect::<Vec<_>>()),
-        proptest::sample::select(TimeInForce::CODES.iter().map(|(t, _)| *t).collect::<Vec<_>>()),
+        proptest::sample::select(
+            TimeInForce::CODES
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>(),
+        ),
         (any::<i64>(), any::<i64>(), any::<bool>(), any::<bool>()),
         proptest::sample::select(StpMode::CODES.iter().map(|(s, _)| *s).collect::<Vec<_>>()),
     )
@@ -140,11 +150,13 @@ fn command_arms() -> Vec<BoxedStrategy<Command>> {
             })
             .boxed(),
         (account(), instrument(), money())
-            .prop_map(|(account, instrument, delta)| Command::AdjustIsolatedMargin {
-                account,
-                instrument,
-                delta,
-            })
+            .prop_map(
+                |(account, instrument, delta)| Command::AdjustIsolatedMargin {
+                    account,
+                    instrument,
+                    delta,
+                },
+            )
             .boxed(),
         new_order().prop_map(Command::PlaceOrder).boxed(),
         (account(), order_id())
@@ -260,14 +272,14 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
             })
             .boxed(),
         (account(), instrument(), money(), money())
-            .prop_map(
-                |(account, instrument, delta, isolated_margin)| Event::IsolatedMarginAdjusted {
+            .prop_map(|(account, instrument, delta, isolated_margin)| {
+                Event::IsolatedMarginAdjusted {
                     account,
                     instrument,
                     delta,
                     isolated_margin,
-                },
-            )
+                }
+            })
             .boxed(),
         (account(), instrument(), order_id(), side(), price(), qty())
             .prop_map(
@@ -445,10 +457,7 @@ fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<(T, usize), bincode::e
 }
 
 /// The tag of one value drawn from each arm (deterministic runner).
-fn arm_tags<T: std::fmt::Debug>(
-    arms: Vec<BoxedStrategy<T>>,
-    tag: impl Fn(&T) -> u16,
-) -> Vec<u16> {
+fn arm_tags<T: std::fmt::Debug>(arms: Vec<BoxedStrategy<T>>, tag: impl Fn(&T) -> u16) -> Vec<u16> {
     let mut runner = TestRunner::deterministic();
     arms.into_iter()
         .map(|s| tag(&s.new_tree(&mut runner).expect("value").current()))
@@ -467,7 +476,10 @@ fn check_table(tags: &[(u16, &str)], retired: &[u16], what: &str) {
     }
     let mut retired_seen = BTreeSet::new();
     for r in retired {
-        assert!(retired_seen.insert(*r), "{what}: retired tag {r} listed twice");
+        assert!(
+            retired_seen.insert(*r),
+            "{what}: retired tag {r} listed twice"
+        );
     }
 }
 
@@ -482,10 +494,16 @@ fn generators_cover_every_variant() {
     let all = |t: &[(u16, &str)]| t.iter().map(|(tag, _)| *tag).collect::<BTreeSet<_>>();
     let commands = arm_tags(command_arms(), Command::tag);
     assert_eq!(commands.len(), Command::TAGS.len());
-    assert_eq!(commands.into_iter().collect::<BTreeSet<_>>(), all(Command::TAGS));
+    assert_eq!(
+        commands.into_iter().collect::<BTreeSet<_>>(),
+        all(Command::TAGS)
+    );
     let events = arm_tags(event_arms(), Event::tag);
     assert_eq!(events.len(), Event::TAGS.len());
-    assert_eq!(events.into_iter().collect::<BTreeSet<_>>(), all(Event::TAGS));
+    assert_eq!(
+        events.into_iter().collect::<BTreeSet<_>>(),
+        all(Event::TAGS)
+    );
 }
 
 /// Encodes, checks the tag prefix, decodes back and refuses every strict prefix.
@@ -495,11 +513,16 @@ where
 {
     let bytes = encode(v);
     prop_assert_eq!(bytes.get(..2), Some(&tag.to_le_bytes()[..]));
-    let (back, used): (T, usize) = decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (back, used): (T, usize) =
+        decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(used, bytes.len());
     prop_assert_eq!(&back, v);
     for cut in 0..bytes.len() {
-        prop_assert!(decode::<T>(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+        prop_assert!(
+            decode::<T>(&bytes[..cut]).is_err(),
+            "prefix of {} bytes decoded",
+            cut
+        );
     }
     Ok(())
 }
@@ -533,7 +556,10 @@ fn unknown_and_zero_tags_are_errors() {
         bytes.extend_from_slice(&[0u8; 64]);
         let err = decode::<Command>(&bytes).expect_err("unknown tag");
         let text = err.to_string();
-        assert!(text.contains("Command") && text.contains(&tag.to_string()), "{text}");
+        assert!(
+            text.contains("Command") && text.contains(&tag.to_string()),
+            "{text}"
+        );
     }
     let known: BTreeSet<u16> = Event::TAGS.iter().map(|(t, _)| *t).collect();
     for tag in [0u16, 26, u16::MAX] {
