@@ -761,8 +761,8 @@ fn open_err(path: &Path, opts: JournalOptions) -> JournalError {
 fn a_journal_of_another_format_version_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, _) = written(dir.path(), &[3]);
-    // What a version-2 build wrote: format record version 2 (its mark says 2 as well,
-    // which must not turn the answer into "damaged").
+    // What a version-2 build wrote: format record and mark slots of version 2 (the mark
+    // is otherwise read first, and must not turn the answer into "damaged").
     let mut format = perpcore_journal::encode_format_record();
     format[4..6].copy_from_slice(&2u16.to_le_bytes());
     set_raw(
@@ -771,6 +771,20 @@ fn a_journal_of_another_format_version_is_refused_by_name() {
         perpcore_journal::META_FORMAT_KEY,
         Some(format),
     );
+    let mark_path = path.join(perpcore_journal::MARK_FILE);
+    let mut mark = std::fs::read(&mark_path).expect("mark");
+    let mut patched = 0;
+    for stride in [0, perpcore_journal::MARK_SLOT_STRIDE] {
+        let slot = usize::try_from(stride).expect("fits");
+        if mark.get(slot..slot + 4) == Some(&perpcore_journal::MARK_MAGIC[..]) {
+            mark[slot + 4..slot + 6].copy_from_slice(&2u16.to_le_bytes());
+            let sum = *blake3::hash(&mark[slot..slot + 104]).as_bytes();
+            mark[slot + 104..slot + 136].copy_from_slice(&sum);
+            patched += 1;
+        }
+    }
+    assert!(patched > 0, "no mark slot found");
+    std::fs::write(&mark_path, &mark).expect("write mark");
     for opts in [JournalOptions::default(), JournalOptions::read_only()] {
         match open_err(&path, opts) {
             JournalError::UnsupportedVersion { found, supported } => {

@@ -669,3 +669,36 @@ fn json_form_is_unchanged() {
         r#"{"event":"order_canceled","account":2,"order_id":3,"open_qty":"1","reason":"self_trade"}"#
     );
 }
+
+/// The rows `| tag | `Name` | ... |` of the table under `heading` in
+/// docs/JOURNAL_FORMAT.md.
+fn doc_table(doc: &str, heading: &str) -> Vec<(u16, String)> {
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} missing from docs/JOURNAL_FORMAT.md"));
+    doc[start..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let tag = cells.get(1)?.parse::<u16>().ok()?;
+            Some((tag, cells.get(2)?.trim_matches('`').to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_documented_tag_tables_are_the_code_tables() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/JOURNAL_FORMAT.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/JOURNAL_FORMAT.md");
+    let code = |t: &[(u16, &str)]| {
+        t.iter()
+            .map(|(tag, name)| (*tag, (*name).to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(doc_table(&doc, "### Command tags"), code(Command::TAGS));
+    assert_eq!(doc_table(&doc, "### Event tags"), code(Event::TAGS));
+}
