@@ -14,7 +14,7 @@ use crate::error::{DecodeError, JournalError};
 /// Magic bytes at the start of every batch record.
 pub const BATCH_MAGIC: [u8; 4] = *b"PCJB";
 /// Journal format version written by this build (history in docs/JOURNAL_FORMAT.md).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Length of the fixed batch header, in bytes.
 pub const BATCH_HEADER_LEN: usize = 136;
 /// Length of the fixed per-command header inside a payload (seq, ts_ns, len).

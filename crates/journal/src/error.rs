@@ -60,7 +60,7 @@ pub enum JournalError {
     },
 
     /// A version-1 journal (sled's files directly in the directory).
-    #[error("{0:?} holds a version-1 journal (sled's files directly in it); this build reads version 2 (docs/JOURNAL_FORMAT.md)")]
+    #[error("{0:?} holds a version-1 journal (sled's files directly in it); this build reads version 3 (docs/JOURNAL_FORMAT.md)")]
     Legacy(PathBuf),
 
     /// A write on a journal opened read-only.
@@ -103,11 +103,23 @@ pub enum JournalError {
     MetaCorrupt(String),
 
     /// The journal was written in a format version this build cannot read.
-    #[error("unsupported journal format version {found} (this build reads version {supported})")]
+    #[error("unsupported journal format version {found} (this build reads version {supported} only; replay older journals with the build that wrote them, see the version history in docs/JOURNAL_FORMAT.md)")]
     UnsupportedVersion {
         /// Version found on disk.
         found: u16,
         /// Version this build reads and writes.
+        supported: u16,
+    },
+
+    /// The journal's genesis record, or a snapshot, was written with a payload version
+    /// (the meaning of the command, configuration and state bytes) this build cannot read.
+    #[error("unsupported payload version {found} in {what} (this build reads payload version {supported} only; see docs/JOURNAL_FORMAT.md)")]
+    UnsupportedPayloadVersion {
+        /// Where it was found: "the genesis record" or "the snapshot at seq N".
+        what: String,
+        /// Payload version found on disk.
+        found: u16,
+        /// Payload version this build reads and writes.
         supported: u16,
     },
 

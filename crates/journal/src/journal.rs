@@ -21,8 +21,12 @@ use crate::durability::Durability;
 use crate::error::JournalError;
 use crate::mark::{encode_mark, read_mark_file, slot_offset, Mark, MarkSlot};
 use crate::meta;
+use crate::meta::PAYLOAD_VERSION;
 use crate::sled_store::{Opening, SledStore, MARK_FILE};
-use crate::snapshot::{decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta};
+use crate::snapshot::{
+    decode_snapshot, encode_snapshot, section_name, Snapshot, SnapshotMeta, SECTION_STATE,
+    SNAPSHOT_SECTIONS,
+};
 use crate::store::{IVec, RecordIter, Space, Store, StoreSync};
 use crate::FORMAT_VERSION;
 
@@ -465,6 +469,18 @@ impl Journal {
             ..opts
         };
         let location = store.location();
+        // A journal of another format version is named as such before anything else is
+        // read (its mark, too, has another version and would only read as damaged).
+        if let Some(v) = store.get(Space::Meta, meta::META_FORMAT_KEY)? {
+            if let Ok(version) = meta::decode_format_record(&v) {
+                if version != FORMAT_VERSION {
+                    return Err(JournalError::UnsupportedVersion {
+                        found: version,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
         let mark_bytes = store.read_mark()?.ok_or_else(|| JournalError::Damaged {
             path: mark_path(&location),
             what: "the mark file is missing".to_string(),
@@ -525,7 +541,7 @@ impl Journal {
                     return Err(JournalError::GenesisMismatch);
                 }
                 let format = meta::encode_format_record();
-                let genesis_rec = meta::encode_genesis_record(genesis);
+                let genesis_rec = meta::encode_genesis_record(PAYLOAD_VERSION, genesis);
                 // One insert, atomic in sled, so a crash leaves both records or neither
                 // (a store that tears writes may leave half of them: `torn_creation`).
                 store.insert_all(
@@ -551,8 +567,19 @@ impl Journal {
         let genesis_rec = store
             .get(Space::Meta, meta::META_GENESIS_KEY)?
             .ok_or_else(|| JournalError::MetaCorrupt("genesis record missing".to_string()))?;
-        let (genesis, genesis_hash) = meta::decode_genesis_record(&genesis_rec)
+        let meta::GenesisRecord {
+            payload_version,
+            genesis,
+            hash: genesis_hash,
+        } = meta::decode_genesis_record(&genesis_rec)
             .map_err(|e| JournalError::MetaCorrupt(e.to_string()))?;
+        if payload_version != PAYLOAD_VERSION {
+            return Err(JournalError::UnsupportedPayloadVersion {
+                what: "the genesis record".to_string(),
+                found: payload_version,
+                supported: PAYLOAD_VERSION,
+            });
+        }
         if let Some(g) = genesis_arg {
             if g != genesis {
                 return Err(JournalError::GenesisMismatch);
@@ -1030,6 +1057,8 @@ impl Journal {
             });
         }
         let meta = SnapshotMeta {
+            payload_version: PAYLOAD_VERSION,
+            section: SECTION_STATE,
             seq,
             last_ts_ns: self.tip.last_ts_ns,
             state_len: crate::codec::u64_len(state.len()),
@@ -1073,6 +1102,22 @@ impl Journal {
             return Err(JournalError::SnapshotCorrupt {
                 seq,
                 what: format!("record says seq {}", view.meta.seq),
+            });
+        }
+        if view.meta.payload_version != PAYLOAD_VERSION {
+            return Err(JournalError::UnsupportedPayloadVersion {
+                what: format!("the snapshot at seq {seq}"),
+                found: view.meta.payload_version,
+                supported: PAYLOAD_VERSION,
+            });
+        }
+        if section_name(view.meta.section).is_none() {
+            return Err(JournalError::SnapshotCorrupt {
+                seq,
+                what: format!(
+                    "unknown snapshot section tag {} (this build reads {:?})",
+                    view.meta.section, SNAPSHOT_SECTIONS
+                ),
             });
         }
         Ok(Some(Snapshot {

@@ -2,12 +2,13 @@
 //!
 //! Owns: the on-disk format (byte layouts in `docs/JOURNAL_FORMAT.md`), writing batches
 //! durably, verifying them on read, snapshots, and torn-tail recovery. Must never:
-//! interpret command or state bytes (they are opaque; the state machine's codec, e.g.
-//! bincode 2 with the fixed-int little-endian config, lives with the state machine),
+//! interpret command or state bytes (they are opaque; the state machine's codec — for
+//! the engine, stable tags over bincode 2 fixed-int little-endian, payload version
+//! `PAYLOAD_VERSION` — lives with the state machine),
 //! acknowledge a batch before it is durable, panic on any stored bytes, or accept writes
 //! after a failed one.
 //!
-//! # Layout (version 2)
+//! # Layout (format version 3)
 //! A locked directory holding `sled/` (a sled database with three trees) and `mark`:
 //! - `batches`: one entry per group-commit batch, keyed by the big-endian first sequence
 //!   number (so sled's ordered iteration is sequence order). Value: a 136-byte header
@@ -15,11 +16,13 @@
 //!   the payload, the previous batch's header checksum, blake3 of the header) followed by
 //!   the payload (per command: seq u64, ts_ns u64, len u32, bytes). All integers are
 //!   fixed-width little-endian; checksums are full 32-byte blake3.
-//! - `meta`: the format record (version 2) and the genesis record (opaque bytes given by
-//!   the caller, normally the engine configuration, so the journal alone suffices to
-//!   replay). blake3 of the genesis bytes is the first link of the hash chain.
-//! - `snapshots`: full state bytes at a sequence number with the state hash, the chain
-//!   link at that sequence number and a checksum.
+//! - `meta`: the format record (version 3) and the genesis record (the payload version and
+//!   opaque bytes given by the caller, normally the engine configuration, so the journal
+//!   alone suffices to replay). blake3 of the genesis bytes is the first link of the hash
+//!   chain. A journal of another format or payload version is refused at open
+//!   (`UnsupportedVersion`, `UnsupportedPayloadVersion`).
+//! - `snapshots`: full state bytes at a sequence number with the payload version, a
+//!   section tag, the state hash, the chain link at that sequence number and a checksum.
 //! - `mark` (outside sled): the durable high-water mark, two alternating checksummed
 //!   slots holding the last seq (and chain link) acknowledged as durable and the newest
 //!   durable snapshot. sled 0.34 silently drops the rest of its log after a checksum
@@ -92,12 +95,13 @@ pub use mark::{
 };
 pub use meta::{
     decode_format_record, decode_genesis_record, encode_format_record, encode_genesis_record,
-    genesis_hash, FORMAT_MAGIC, FORMAT_RECORD_LEN, GENESIS_HEADER_LEN, GENESIS_MAGIC,
-    META_FORMAT_KEY, META_GENESIS_KEY,
+    genesis_hash, GenesisRecord, FORMAT_MAGIC, FORMAT_RECORD_LEN, GENESIS_HEADER_LEN,
+    GENESIS_MAGIC, META_FORMAT_KEY, META_GENESIS_KEY, PAYLOAD_VERSION,
 };
 pub use sled_store::{open_raw_db, MARK_FILE, SLED_DIR};
 pub use snapshot::{
-    decode_snapshot, encode_snapshot, Snapshot, SnapshotMeta, SnapshotView, SNAPSHOT_HEADER_LEN,
-    SNAPSHOT_MAGIC,
+    decode_snapshot, encode_snapshot, section_name, Snapshot, SnapshotMeta, SnapshotView,
+    RETIRED_SNAPSHOT_SECTIONS, SECTION_STATE, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
+    SNAPSHOT_SECTIONS,
 };
 pub use store::{IVec, RecordIter, Space, Store, StoreSync};

@@ -1213,7 +1213,7 @@ mod tests {
         for cut in [0, 4, 8] {
             let d = SimDisk::new("t", GENESIS);
             let format = crate::meta::encode_format_record();
-            let genesis = crate::meta::encode_genesis_record(GENESIS);
+            let genesis = crate::meta::encode_genesis_record(crate::meta::PAYLOAD_VERSION, GENESIS);
             let records: Vec<(&[u8], &[u8])> = if cut < format.len() {
                 vec![(crate::META_FORMAT_KEY, &format[..cut])]
             } else {

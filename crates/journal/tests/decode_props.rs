@@ -4,6 +4,7 @@
 use perpcore_journal::{
     decode_batch, decode_genesis_record, decode_snapshot, encode_genesis_record, encode_snapshot,
     scan_records, BatchBuilder, SnapshotMeta, BATCH_HEADER_LEN, BATCH_MAGIC, FORMAT_VERSION,
+    PAYLOAD_VERSION, SECTION_STATE,
 };
 use proptest::prelude::*;
 
@@ -162,11 +163,21 @@ proptest! {
         junk in prop::collection::vec(any::<u8>(), 0..300),
     ) {
         let _ = decode_snapshot(&junk);
-        let meta = SnapshotMeta { seq, last_ts_ns: seq / 2, state_len: 0, state_hash: hash, chain_hash: [5; 32] };
+        let meta = SnapshotMeta {
+            payload_version: PAYLOAD_VERSION,
+            section: SECTION_STATE,
+            seq,
+            last_ts_ns: seq / 2,
+            state_len: 0,
+            state_hash: hash,
+            chain_hash: [5; 32],
+        };
         let rec = encode_snapshot(&meta, &state);
         let view = decode_snapshot(&rec).expect("valid snapshot");
         prop_assert_eq!(view.state, &state[..]);
         prop_assert_eq!(view.meta.state_len, u64::try_from(state.len()).expect("fits"));
+        prop_assert_eq!(view.meta.payload_version, PAYLOAD_VERSION);
+        prop_assert_eq!(view.meta.section, SECTION_STATE);
         let bad = mutate(&rec, &m);
         if bad != rec {
             prop_assert!(decode_snapshot(&bad).is_err());
@@ -180,9 +191,10 @@ proptest! {
         junk in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         let _ = decode_genesis_record(&junk);
-        let rec = encode_genesis_record(&genesis);
-        let (body, _) = decode_genesis_record(&rec).expect("valid genesis");
-        prop_assert_eq!(body, &genesis[..]);
+        let rec = encode_genesis_record(PAYLOAD_VERSION, &genesis);
+        let decoded = decode_genesis_record(&rec).expect("valid genesis");
+        prop_assert_eq!(decoded.genesis, &genesis[..]);
+        prop_assert_eq!(decoded.payload_version, PAYLOAD_VERSION);
         let bad = mutate(&rec, &m);
         if bad != rec {
             prop_assert!(decode_genesis_record(&bad).is_err());

@@ -749,3 +749,146 @@ fn flushed_groups_are_durable_at_the_next_sync_and_a_failed_sync_poisons_the_jou
     let seqs: Vec<u64> = collect_entries(&j).iter().map(|e| e.0).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
 }
+
+fn open_err(path: &Path, opts: JournalOptions) -> JournalError {
+    match Journal::open(path, opts) {
+        Ok(_) => panic!("open succeeded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_journal_of_another_format_version_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = written(dir.path(), &[3]);
+    // What a version-2 build wrote: format record and mark slots of version 2 (the mark
+    // is otherwise read first, and must not turn the answer into "damaged").
+    let mut format = perpcore_journal::encode_format_record();
+    format[4..6].copy_from_slice(&2u16.to_le_bytes());
+    set_raw(
+        &path,
+        "meta",
+        perpcore_journal::META_FORMAT_KEY,
+        Some(format),
+    );
+    let mark_path = path.join(perpcore_journal::MARK_FILE);
+    let mut mark = std::fs::read(&mark_path).expect("mark");
+    let mut patched = 0;
+    for stride in [0, perpcore_journal::MARK_SLOT_STRIDE] {
+        let slot = usize::try_from(stride).expect("fits");
+        if mark.get(slot..slot + 4) == Some(&perpcore_journal::MARK_MAGIC[..]) {
+            mark[slot + 4..slot + 6].copy_from_slice(&2u16.to_le_bytes());
+            let sum = *blake3::hash(&mark[slot..slot + 104]).as_bytes();
+            mark[slot + 104..slot + 136].copy_from_slice(&sum);
+            patched += 1;
+        }
+    }
+    assert!(patched > 0, "no mark slot found");
+    std::fs::write(&mark_path, &mark).expect("write mark");
+    for opts in [JournalOptions::default(), JournalOptions::read_only()] {
+        match open_err(&path, opts) {
+            JournalError::UnsupportedVersion { found, supported } => {
+                assert_eq!((found, supported), (2, 3));
+                assert_eq!(supported, perpcore_journal::FORMAT_VERSION);
+            }
+            other => panic!("expected UnsupportedVersion, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_journal_of_an_unknown_payload_version_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = written(dir.path(), &[3]);
+    let genesis = perpcore_journal::encode_genesis_record(99, GENESIS);
+    set_raw(
+        &path,
+        "meta",
+        perpcore_journal::META_GENESIS_KEY,
+        Some(genesis),
+    );
+    for opts in [JournalOptions::default(), JournalOptions::read_only()] {
+        let err = open_err(&path, opts);
+        match &err {
+            JournalError::UnsupportedPayloadVersion {
+                found, supported, ..
+            } => {
+                assert_eq!(
+                    (*found, *supported),
+                    (99, perpcore_journal::PAYLOAD_VERSION)
+                );
+            }
+            other => panic!("expected UnsupportedPayloadVersion, got {other}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("99") && text.contains("genesis"), "{text}");
+    }
+}
+
+#[test]
+fn snapshots_carry_payload_version_and_section() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j");
+    let mut j = create(&path);
+    append_batches(&mut j, &[2]);
+    let meta = j.write_snapshot(2, [7; 32], b"state").expect("snapshot");
+    assert_eq!(meta.payload_version, perpcore_journal::PAYLOAD_VERSION);
+    assert_eq!(meta.section, perpcore_journal::SECTION_STATE);
+    let loaded = j.load_snapshot(2).expect("load").expect("stored");
+    assert_eq!(loaded.meta, meta);
+    assert_eq!(loaded.state, b"state");
+    drop(j);
+
+    // Another payload version: refused by name, not skipped as damage.
+    let other = perpcore_journal::SnapshotMeta {
+        payload_version: 2,
+        ..meta
+    };
+    set_raw(
+        &path,
+        "snapshots",
+        &perpcore_journal::seq_key(2),
+        Some(perpcore_journal::encode_snapshot(&other, b"state")),
+    );
+    let (j, _) = Journal::open(&path, JournalOptions::read_only()).expect("open");
+    match j.load_snapshot(2) {
+        Err(JournalError::UnsupportedPayloadVersion {
+            found, supported, ..
+        }) => assert_eq!((found, supported), (2, perpcore_journal::PAYLOAD_VERSION)),
+        other => panic!("expected UnsupportedPayloadVersion, got {other:?}"),
+    }
+    drop(j);
+
+    // An unknown section tag: the snapshot is unusable (corrupt), naming the tag.
+    let unknown = perpcore_journal::SnapshotMeta {
+        section: 77,
+        ..meta
+    };
+    set_raw(
+        &path,
+        "snapshots",
+        &perpcore_journal::seq_key(2),
+        Some(perpcore_journal::encode_snapshot(&unknown, b"state")),
+    );
+    let (j, _) = Journal::open(&path, JournalOptions::read_only()).expect("open");
+    match j.load_snapshot(2) {
+        Err(JournalError::SnapshotCorrupt { seq: 2, what }) => {
+            assert!(what.contains("77"), "{what}")
+        }
+        other => panic!("expected SnapshotCorrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn section_tags_are_unique_and_never_retired() {
+    let mut seen = std::collections::BTreeSet::new();
+    for (tag, name) in perpcore_journal::SNAPSHOT_SECTIONS {
+        assert_ne!(*tag, 0, "{name}");
+        assert!(seen.insert(*tag), "section tag {tag} used twice");
+        assert!(
+            !perpcore_journal::RETIRED_SNAPSHOT_SECTIONS.contains(tag),
+            "section tag {tag} ({name}) is retired"
+        );
+        assert_eq!(perpcore_journal::section_name(*tag), Some(*name));
+    }
+}

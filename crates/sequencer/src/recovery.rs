@@ -130,7 +130,7 @@ pub fn recover_journal<S: StateMachine>(
             }
             .into());
         }
-        match try_snapshot::<S>(&journal, seq) {
+        match try_snapshot::<S>(&journal, seq)? {
             Ok(found) => {
                 start = Some(found);
                 break;
@@ -183,20 +183,33 @@ pub fn recover_journal<S: StateMachine>(
     })
 }
 
-/// Loads, position-checks, restores and hash-verifies one snapshot.
-fn try_snapshot<S: StateMachine>(journal: &Journal, seq: u64) -> Result<(S, SnapshotMeta), String> {
-    let snap = journal
-        .load_snapshot(seq)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "snapshot disappeared".to_string())?;
-    journal
-        .check_snapshot_position(&snap.meta)
-        .map_err(|e| e.to_string())?;
-    let state = S::restore(&snap.state).map_err(|e| format!("restore failed: {e}"))?;
-    if state.state_hash() != snap.meta.state_hash {
-        return Err("restored state hash differs from the stored state hash".to_string());
+/// Loads, position-checks, restores and hash-verifies one snapshot. The inner error is
+/// why this snapshot cannot be used (recovery falls back to an older one); the outer one
+/// refuses the journal: a snapshot of a payload version this build does not know was
+/// written by another build, and falling back would hide that.
+fn try_snapshot<S: StateMachine>(
+    journal: &Journal,
+    seq: u64,
+) -> Result<Result<(S, SnapshotMeta), String>, SequencerError> {
+    let snap = match journal.load_snapshot(seq) {
+        Ok(Some(snap)) => snap,
+        Ok(None) => return Ok(Err("snapshot disappeared".to_string())),
+        Err(e @ JournalError::UnsupportedPayloadVersion { .. }) => return Err(e.into()),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if let Err(e) = journal.check_snapshot_position(&snap.meta) {
+        return Ok(Err(e.to_string()));
     }
-    Ok((state, snap.meta))
+    let state = match S::restore(&snap.state) {
+        Ok(state) => state,
+        Err(e) => return Ok(Err(format!("restore failed: {e}"))),
+    };
+    if state.state_hash() != snap.meta.state_hash {
+        return Ok(Err(
+            "restored state hash differs from the stored state hash".to_string(),
+        ));
+    }
+    Ok(Ok((state, snap.meta)))
 }
 
 /// Replays the journal at `path` from genesis up to `to_seq` (or its end), calling

@@ -3,10 +3,11 @@
 
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
 use crate::num::{Money, Price, PriceTicks, QtyLots, Rate};
+use crate::tags::{stable_codes, stable_tags};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Buy,
@@ -29,7 +30,7 @@ impl Side {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeInForce {
     /// Good till cancel: the remainder rests.
@@ -42,7 +43,7 @@ pub enum TimeInForce {
     PostOnly,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderType {
     /// Limit order at `price`.
@@ -52,7 +53,7 @@ pub enum OrderType {
 }
 
 /// Self-trade prevention: what expires when an order would match its own account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StpMode {
     #[default]
@@ -61,7 +62,7 @@ pub enum StpMode {
     ExpireBoth,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MarginMode {
     #[default]
@@ -70,7 +71,7 @@ pub enum MarginMode {
 }
 
 /// Which collateral backs an account's cross positions (MARGIN §4, §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetMode {
     /// Each settlement asset is its own pool: USDT for USDT-M, USDC for USDC-M, the coin for
@@ -85,7 +86,7 @@ pub enum AssetMode {
 }
 
 /// The quote of an index price.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexQuote {
     Usdt,
@@ -93,7 +94,7 @@ pub enum IndexQuote {
 }
 
 /// A new order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewOrder {
     pub account: AccountId,
     pub instrument: InstrumentId,
@@ -112,7 +113,7 @@ pub struct NewOrder {
 }
 
 /// Engine input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Open an account; `parent` makes it a sub-account of that main account.
@@ -236,6 +237,91 @@ impl Command {
         }
     }
 }
+
+stable_codes!(Side { Buy = 0, Sell = 1, });
+stable_codes!(TimeInForce { Gtc = 0, Ioc = 1, Fok = 2, PostOnly = 3, });
+stable_codes!(OrderType { Limit = 0, Market = 1, });
+stable_codes!(StpMode { ExpireTaker = 0, ExpireMaker = 1, ExpireBoth = 2, });
+stable_codes!(MarginMode { Cross = 0, Isolated = 1, });
+stable_codes!(AssetMode { Single = 0, Multi = 1, Unified = 2, });
+stable_codes!(IndexQuote { Usdt = 0, Usd = 1, });
+
+// The command tag table (docs/JOURNAL_FORMAT.md, "Command tags"). Fields are written in
+// the order listed here.
+stable_tags!(Command, retired: [], {
+    CreateAccount = 1 { account, parent },
+    Deposit = 2 { account, asset, amount },
+    Withdraw = 3 { account, asset, amount },
+    Transfer = 4 { from, to, asset, amount },
+    SetLeverage = 5 { account, instrument, leverage },
+    SetMarginMode = 6 { account, instrument, mode },
+    AdjustIsolatedMargin = 7 { account, instrument, delta },
+    PlaceOrder = 8 (order),
+    CancelOrder = 9 { account, order_id },
+    CancelAll = 10 { account, instrument },
+    AmendOrder = 11 { account, order_id, price, qty },
+    SetMarkPrice = 12 { instrument, price },
+    SetIndexPrice = 13 { instrument, price },
+    SetAssetIndex = 14 { asset, quote, price },
+    SetAssetMode = 15 { account, mode },
+    SetFundingRate = 16 { instrument, rate, next_funding_ns },
+    SetReferencePrices = 17 { instrument, best_bid, best_ask, last_trade },
+});
+
+/// Written field by field in this order (the order of the struct's declaration does not
+/// matter): part of command tag 8.
+impl Encode for NewOrder {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        e: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        let NewOrder {
+            account,
+            instrument,
+            order_id,
+            side,
+            order_type,
+            tif,
+            price,
+            qty,
+            reduce_only,
+            close_position,
+            stp,
+        } = self;
+        account.encode(e)?;
+        instrument.encode(e)?;
+        order_id.encode(e)?;
+        side.encode(e)?;
+        order_type.encode(e)?;
+        tif.encode(e)?;
+        price.encode(e)?;
+        qty.encode(e)?;
+        reduce_only.encode(e)?;
+        close_position.encode(e)?;
+        stp.encode(e)
+    }
+}
+
+impl<C> Decode<C> for NewOrder {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        d: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(NewOrder {
+            account: Decode::decode(d)?,
+            instrument: Decode::decode(d)?,
+            order_id: Decode::decode(d)?,
+            side: Decode::decode(d)?,
+            order_type: Decode::decode(d)?,
+            tif: Decode::decode(d)?,
+            price: Decode::decode(d)?,
+            qty: Decode::decode(d)?,
+            reduce_only: Decode::decode(d)?,
+            close_position: Decode::decode(d)?,
+            stp: Decode::decode(d)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(NewOrder);
 
 /// A sequenced command: what the journal stores and the engine applies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]

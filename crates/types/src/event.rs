@@ -5,10 +5,10 @@ use crate::command::{AssetMode, IndexQuote, MarginMode, Side};
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
 use crate::num::{Money, Price, Qty, Rate};
 use crate::reject::RejectReason;
-use bincode::{Decode, Encode};
+use crate::tags::{stable_codes, stable_tags};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     /// Cancelled by its owner (cancel, cancel-all).
@@ -26,7 +26,7 @@ pub enum CancelReason {
 }
 
 /// Engine output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Rejected {
@@ -181,6 +181,58 @@ pub enum Event {
         amount: Money,
     },
 }
+
+stable_codes!(CancelReason {
+    User = 0,
+    Unfilled = 1,
+    PriceBand = 2,
+    SelfTrade = 3,
+    Liquidation = 4,
+    ReduceOnlyObsolete = 5,
+});
+
+// The event tag table (docs/JOURNAL_FORMAT.md, "Event tags"). Fields are written in the
+// order listed here.
+stable_tags!(Event, retired: [], {
+    Rejected = 1 { reason, code },
+    AccountCreated = 2 { account, parent },
+    Deposited = 3 { account, asset, amount, balance },
+    Withdrawn = 4 { account, asset, amount, balance },
+    Transferred = 5 { from, to, asset, amount },
+    LeverageSet = 6 { account, instrument, leverage },
+    MarginModeSet = 7 { account, instrument, mode },
+    IsolatedMarginAdjusted = 8 { account, instrument, delta, isolated_margin },
+    OrderAccepted = 9 { account, instrument, order_id, side, price, qty },
+    OrderRested = 10 { order_id, open_qty },
+    OrderCanceled = 11 { account, order_id, open_qty, reason },
+    OrderAmended = 12 { order_id, price, open_qty, priority_kept },
+    OrderReduced = 13 { order_id, open_qty },
+    Trade = 14 {
+        instrument,
+        price,
+        qty,
+        taker_side,
+        taker_account,
+        taker_order,
+        maker_account,
+        maker_order,
+        taker_fee,
+        maker_fee,
+        taker_realized_pnl,
+        maker_realized_pnl
+    },
+    MarkPriceSet = 15 { instrument, price },
+    IndexPriceSet = 16 { instrument, price },
+    AssetIndexSet = 17 { asset, quote, price },
+    AssetModeSet = 18 { account, mode },
+    InterestCharged = 19 { account, asset, amount, interest_base },
+    AutoExchanged = 20 { account, sold_asset, sold, repaid_asset, repaid },
+    FundingRateSet = 21 { instrument, rate, next_funding_ns },
+    ReferencePricesSet = 22 { instrument, best_bid, best_ask, last_trade },
+    LiquidationTriggered = 23 { account, instrument, settle_asset, margin_balance, maintenance_margin },
+    PositionTakenOver = 24 { account, instrument, qty, bankruptcy_price, liquidation_fee },
+    DeficitCovered = 25 { account, asset, amount },
+});
 
 impl Event {
     pub fn rejected(reason: RejectReason) -> Event {

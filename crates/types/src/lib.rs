@@ -16,6 +16,7 @@ pub mod ids;
 pub mod num;
 pub mod reject;
 pub mod spec;
+pub mod tags;
 
 pub use command::*;
 pub use event::*;
