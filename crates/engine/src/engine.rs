@@ -1,6 +1,5 @@
 //! The engine state and the command handlers.
 
-use fxhash::FxHashMap;
 use perpcore_book::{Book, MatchResult, Taker, TakerOutcome, Tif};
 use perpcore_risk::{self as risk, Account, Leg};
 use perpcore_types::*;
@@ -22,7 +21,7 @@ pub(crate) fn fund_account_id(asset: AssetId) -> AccountId {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AccountIndex {
     dense: Vec<u32>,
-    sparse: FxHashMap<AccountId, u32>,
+    sparse: LookupMap<AccountId, u32>,
 }
 
 /// Ids below this are indexed densely (at most 4 MiB of index).
@@ -112,7 +111,7 @@ pub struct Engine {
     pub(crate) account_index: AccountIndex,
     pub(crate) books: Vec<Book>,
     /// Lookup only; never iterated.
-    pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
+    pub(crate) orders: LookupMap<OrderId, OrderMeta>,
     pub(crate) marks: Vec<Option<Price>>,
     /// Per instrument: market data that is state but drives nothing yet (index, funding,
     /// reference prices), kept so audits and later mark derivation see what the feed said.
@@ -242,7 +241,7 @@ impl Engine {
             accounts: Vec::new(),
             account_index: AccountIndex::default(),
             books: (0..instruments).map(|_| Book::new()).collect(),
-            orders: FxHashMap::default(),
+            orders: LookupMap::default(),
             marks: vec![None; instruments],
             market: vec![MarketData::default(); instruments],
             bands: vec![(PriceTicks(0), PriceTicks(0)); instruments],
