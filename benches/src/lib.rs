@@ -446,18 +446,8 @@ pub fn generate(p: Params) -> Workload {
 pub const INSTRUMENT: InstrumentId = InstrumentId(0);
 pub const USDT: AssetId = AssetId(0);
 
-fn bracket(floor: i64, cap: i64, lev: u32, mmr: &str, cum: &str) -> Bracket {
-    Bracket {
-        notional_floor: Money::from_int(floor),
-        notional_cap: Money::from_int(cap),
-        max_leverage: lev,
-        mmr: Rate::parse(mmr).expect("mmr"),
-        cum: Money::parse(cum).expect("cum"),
-    }
-}
-
-/// One linear BTCUSDT-like perpetual: tick 0.1, lot 0.001, three brackets, maker 2 bp,
-/// taker 5 bp, 5% price band (the shape of `crates/engine/tests/proptests.rs`).
+/// One linear BTCUSDT-like perpetual (`perpcore_testkit::fixtures::btcusdt`): tick 0.1,
+/// lot 0.001, three brackets, maker 2 bp, taker 5 bp, 5% price band.
 pub fn bench_config() -> Config {
     Config {
         assets: vec![
@@ -472,30 +462,8 @@ pub fn bench_config() -> Config {
                 symbol: "BTC".into(),
             },
         ],
-        instruments: vec![InstrumentSpec {
-            id: INSTRUMENT,
-            symbol: "BTCUSDT".into(),
-            kind: ContractKind::Linear,
-            base_asset: AssetId(1),
-            quote_asset: USDT,
-            settle_asset: USDT,
-            tick_size: Price::parse("0.1").expect("tick"),
-            lot_size: Qty::parse("0.001").expect("lot"),
-            min_qty: QtyLots(1),
-            max_qty: QtyLots(1_000_000),
-            max_leverage: 125,
-            brackets: vec![
-                bracket(0, 50_000, 125, "0.004", "0"),
-                bracket(50_000, 250_000, 100, "0.005", "50"),
-                bracket(250_000, 1_000_000_000, 50, "0.01", "1300"),
-            ],
-            maker_fee: Rate::parse("0.0002").expect("fee"),
-            taker_fee: Rate::parse("0.0005").expect("fee"),
-            price_band: Rate::parse("0.05").expect("band"),
-            liquidation_fee: Rate::parse("0.0125").expect("fee"),
-            fee_to_close: false,
-            max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
-        }],
+        // Instrument 0 on assets 1 (BTC) / 0 (USDT): INSTRUMENT and USDT above.
+        instruments: vec![perpcore_testkit::fixtures::btcusdt()],
     }
 }
 

@@ -13,10 +13,10 @@
 //! - levels live in a second slab (`Vec<Level>` + free list); each level is an
 //!   intrusive doubly linked FIFO over the order arena;
 //! - per side, a `BTreeMap<PriceTicks, level slot>` gives price order (touched only
-//!   when a level appears or disappears, and for ordered walks), an `FxHashMap` gives
+//!   when a level appears or disappears, and for ordered walks), a `LookupMap` gives
 //!   O(1) price → level lookup when resting, and the best level is cached;
-//! - an `FxHashMap<OrderId, slot>` finds orders. Hash maps are lookup only: nothing
-//!   iterates them into an output.
+//! - a `LookupMap<OrderId, slot>` finds orders. Hash maps are lookup only
+//!   (`perpcore_types::LookupMap` has no iteration): nothing iterates them into an output.
 //!
 //! Canonical state encoding ([`Book::hash_into`]), identical for any two books holding
 //! the same orders in the same queue positions, whatever their history:
@@ -29,8 +29,7 @@
 //! ```
 
 use crate::order::{BookError, Fill, MatchResult, RestingOrder, Taker, TakerOutcome, Tif};
-use fxhash::FxHashMap;
-use perpcore_types::{OrderId, PriceTicks, QtyLots, Side, StpMode};
+use perpcore_types::{LookupMap, OrderId, PriceTicks, QtyLots, Side, StpMode};
 use std::collections::BTreeMap;
 
 /// "No slot" link value.
@@ -66,7 +65,7 @@ struct Half {
     /// Price order of the live levels of this side.
     prices: BTreeMap<PriceTicks, u32>,
     /// Same content as `prices`, for O(1) lookup. Never iterated.
-    lookup: FxHashMap<PriceTicks, u32>,
+    lookup: LookupMap<PriceTicks, u32>,
     /// Best level (highest bid / lowest ask): price and level slot.
     best: Option<(PriceTicks, u32)>,
     orders: u64,
@@ -239,7 +238,7 @@ fn drop_level(half: &mut Half, store: &mut Store, is_bid: bool, price: PriceTick
 #[derive(Clone, Debug, Default)]
 pub struct Book {
     store: Store,
-    index: FxHashMap<OrderId, u32>,
+    index: LookupMap<OrderId, u32>,
     bids: Half,
     asks: Half,
 }
@@ -251,7 +250,7 @@ impl Book {
 
     /// A book with room for `orders` resting orders before it reallocates.
     pub fn with_capacity(orders: usize) -> Self {
-        let mut index = FxHashMap::default();
+        let mut index = LookupMap::default();
         index.reserve(orders);
         Book {
             store: Store {

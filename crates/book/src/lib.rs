@@ -27,6 +27,10 @@
 //!   refused with `None`/`Err` and nothing changed; it never panics. Panics are kept for
 //!   broken internal invariants only.
 
+// Determinism by tooling: clippy.toml's bans (clock reads, unseeded randomness, hash maps
+// that can be iterated) apply to this crate; see docs/DETERMINISM.md.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod book;
 mod order;
 

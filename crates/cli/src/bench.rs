@@ -30,9 +30,8 @@ use anyhow::Context as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2Serializer;
 use perpcore_engine::Engine;
-use perpcore_feed::{
-    ConvertOptions, FeedItem, Flow, FlowOptions, FlowStats, ReaderOptions, Replay, StatsReport,
-};
+use perpcore_feed::{ConvertOptions, FeedItem, ReaderOptions, Replay, StatsReport};
+use perpcore_flow::{Flow, FlowOptions, FlowStats};
 use perpcore_node::Core;
 use perpcore_sequencer::{
     Journal, JournalOptions, Sequencer, SequencerConfig, StateMachine, SystemClock,

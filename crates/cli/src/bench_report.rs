@@ -95,7 +95,7 @@ pub fn never_synced_line(never: &[(String, u64)]) -> String {
 }
 
 /// The flow's budget and the tick gaps it did not trade through.
-pub fn flow_bounds_line(opts: &BenchOptions, f: &perpcore_feed::FlowStats) -> String {
+pub fn flow_bounds_line(opts: &BenchOptions, f: &perpcore_flow::FlowStats) -> String {
     let budget = match f.budget_reached_ns {
         Some(at) => format!(
             "budget {} commands reached at exchange time {at} ns, {} more not generated",

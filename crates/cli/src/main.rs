@@ -3,15 +3,15 @@
 //! Owns the command line (`perpcore scenario|run|replay|audit|inspect|snapshot|campaign|bench`),
 //! where output goes (event, report and hash lines to stdout as they happen, errors to stderr as
 //! `error: FILE:LINE: message`) and the exit code (0 success, 1 failure). All work is in
-//! the library; this file must never hold scenario logic, read a clock into a command, or
-//! touch a float.
+//! the libraries (the scenario runner is `perpcore-scenario`); this file must never hold
+//! scenario logic, read a clock into a command, or touch a float.
 
 mod bench;
 mod bench_report;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use perpcore_cli::{load_commands, run_scenario_with, RunOptions};
+use perpcore_scenario::{load_commands, run_scenario_with, RunOptions};
 use perpcore_types::AccountId;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -162,7 +162,7 @@ enum Cmd {
         stream: bool,
         /// Most commands the order flow generates (setup, orders, synthetic marks); at
         /// the budget generation stops and the report says when.
-        #[arg(long, default_value_t = perpcore_feed::DEFAULT_MAX_FLOW_COMMANDS)]
+        #[arg(long, default_value_t = perpcore_flow::DEFAULT_MAX_FLOW_COMMANDS)]
         max_flow_commands: u64,
     },
 }
@@ -409,12 +409,12 @@ fn main() -> ExitCode {
             journal,
             with_journal: !no_journal,
             without_journal: !journal_only,
-            flow: perpcore_feed::FlowOptions {
+            flow: perpcore_flow::FlowOptions {
                 seed,
                 accounts,
                 actions_per_sec: flow_rate,
                 max_commands: max_flow_commands,
-                ..perpcore_feed::FlowOptions::default()
+                ..perpcore_flow::FlowOptions::default()
             },
             max_in_flight,
             progress: !quiet,

@@ -33,7 +33,7 @@ fn sigkill_never_loses_an_acknowledged_command() {
         .write_all(scenario(20_000).as_bytes())
         .unwrap();
     let (_, commands) =
-        perpcore_cli::load_commands(&std::fs::read_to_string(&input).unwrap(), work.path())
+        perpcore_scenario::load_commands(&std::fs::read_to_string(&input).unwrap(), work.path())
             .unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut killed_mid_run = 0;

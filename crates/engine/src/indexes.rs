@@ -5,7 +5,6 @@
 
 use crate::liqindex::{DirtySet, LiqIndex};
 use crate::state::State;
-use fxhash::FxHashMap;
 use perpcore_types::*;
 
 /// Account id → slot in `State::accounts`. Ids below `DENSE_IDS` (exchanges number
@@ -15,7 +14,7 @@ use perpcore_types::*;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AccountIndex {
     dense: Vec<u32>,
-    sparse: FxHashMap<AccountId, u32>,
+    sparse: LookupMap<AccountId, u32>,
 }
 
 /// Ids below this are indexed densely (at most 4 MiB of index).

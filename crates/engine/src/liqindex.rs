@@ -38,7 +38,7 @@ pub(crate) struct LiqIndex {
     upper: Vec<BTreeSet<(Price, AccountId)>>,
     always: Vec<BTreeSet<AccountId>>,
     /// Lookup only (to remove an account's entries); never iterated.
-    bands: fxhash::FxHashMap<AccountId, Vec<(InstrumentId, Band)>>,
+    bands: LookupMap<AccountId, Vec<(InstrumentId, Band)>>,
 }
 
 impl LiqIndex {
@@ -110,7 +110,7 @@ pub(crate) struct DirtySet {
     /// Bit `id` is set when `id < DENSE_IDS` is in `ids`.
     dense: Vec<u64>,
     /// The members of `ids` at or above `DENSE_IDS`. Never iterated.
-    sparse: fxhash::FxHashSet<AccountId>,
+    sparse: LookupSet<AccountId>,
 }
 
 impl DirtySet {

@@ -6,7 +6,6 @@
 //! hash; everything an engine keeps besides it is either derived ([`crate::indexes`],
 //! rebuilt from it by `Indexes::rebuild`) or scratch that is empty between commands.
 
-use fxhash::FxHashMap;
 use perpcore_book::Book;
 use perpcore_risk::Account;
 use perpcore_types::*;
@@ -58,7 +57,7 @@ pub struct State {
     pub(crate) books: Vec<Book>,
     /// The engine-side meta of every resting order. Lookup only; never iterated (the
     /// encoding walks the books in their canonical order).
-    pub(crate) orders: FxHashMap<OrderId, OrderMeta>,
+    pub(crate) orders: LookupMap<OrderId, OrderMeta>,
     pub(crate) marks: Vec<Option<Price>>,
     /// Per instrument: market data that is state but drives nothing yet (index, funding,
     /// reference prices), kept so audits and later mark derivation see what the feed said.
@@ -89,7 +88,7 @@ impl State {
             next_internal_order: RESERVED_ORDER_ID_MIN,
             accounts: Vec::new(),
             books: (0..instruments).map(|_| Book::new()).collect(),
-            orders: FxHashMap::default(),
+            orders: LookupMap::default(),
             marks: vec![None; instruments],
             market: vec![MarketData::default(); instruments],
             fee_income: vec![Money::ZERO; assets],

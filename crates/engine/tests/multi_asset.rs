@@ -2,43 +2,9 @@
 //! cases (those are scenario files: replay-fixtures/cases/B*.jsonl, C*.jsonl, R*.jsonl).
 //! Every number is worked in the comments.
 
-use perpcore_engine::Engine;
+use perpcore_testkit::fixtures::TestEngine;
 use perpcore_testkit::gen::test_config;
 use perpcore_types::*;
-
-struct T {
-    e: Engine,
-    seq: u64,
-}
-
-impl T {
-    fn new() -> T {
-        T {
-            e: Engine::new(test_config()),
-            seq: 0,
-        }
-    }
-    fn run(&mut self, c: Command) -> Vec<Event> {
-        self.seq += 1;
-        let mut out = Vec::new();
-        self.e.apply(
-            &Envelope {
-                seq: self.seq,
-                ts_ns: self.seq,
-                command: c,
-            },
-            &mut out,
-        );
-        self.e.check_invariants().unwrap();
-        out
-    }
-    fn rejected(&mut self, c: Command) -> Option<u16> {
-        match self.run(c).last() {
-            Some(Event::Rejected { code, .. }) => Some(*code),
-            _ => None,
-        }
-    }
-}
 
 const USDT: AssetId = AssetId(0);
 const BTC: AssetId = AssetId(2);
@@ -61,8 +27,8 @@ fn order(account: u64, id: u64, instrument: u32, side: Side, price: i64, qty: i6
     })
 }
 
-fn setup() -> T {
-    let mut t = T::new();
+fn setup() -> TestEngine {
+    let mut t = TestEngine::new(test_config());
     t.run(Command::SetMarkPrice {
         instrument: InstrumentId(0),
         price: Price::from_int(60_000),
@@ -114,7 +80,7 @@ fn usd_price_through_conversion_rate() {
         quote: IndexQuote::Usd,
         price: Price::from_int(59_940),
     });
-    let r = t.e.report(a(1)).unwrap();
+    let r = t.engine.report(a(1)).unwrap();
     let usdt = r.assets.iter().find(|x| x.asset == "USDT").unwrap();
     assert_eq!(usdt.usd_value, Some(Money::from_int(999)));
     assert_eq!(r.usd_pool.unwrap().adjusted_equity, Money::from_int(999));
@@ -186,7 +152,7 @@ fn coin_m_needs_single_asset_or_unified() {
     // 100 contracts of 100 USD at 60,000 = 0.166666666666 BTC of notional (rounded
     // down once per fill); at leverage 20 the IM is 0.008333333334 BTC (rounded up), i.e.
     // 500.00000004 USD at 60,000 (rounded up).
-    let r = t.e.report(a(1)).unwrap();
+    let r = t.engine.report(a(1)).unwrap();
     assert_eq!(r.positions[0].size, Qty::from_int(100));
     assert_eq!(
         r.usd_pool.unwrap().initial_margin,
@@ -210,8 +176,8 @@ fn usd_price_overflow_wraps_silently() {
     };
     // C = 10^10 ÷ 60,000 = 166,666.66666666 (floored to 8 decimals): in range.
     assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, MAX_PRICE)), None);
-    let usdt_usd = |t: &T| {
-        let r = t.e.report(a(2)).unwrap();
+    let usdt_usd = |t: &TestEngine| {
+        let r = t.engine.report(a(2)).unwrap();
         let usdt = r.assets.iter().find(|x| x.asset == "USDT").unwrap().clone();
         usdt.usd_value
     };

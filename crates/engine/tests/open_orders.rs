@@ -3,48 +3,16 @@
 //! what any one cancel-all or liquidation has to do; what still counts against it and
 //! what does not is pinned here.
 
-use perpcore_engine::Engine;
+use perpcore_testkit::fixtures::TestEngine;
 use perpcore_testkit::gen::test_config;
 use perpcore_types::*;
 
-struct T {
-    e: Engine,
-    seq: u64,
-}
-
-impl T {
-    fn new(config: Config) -> T {
-        T {
-            e: Engine::new(config),
-            seq: 0,
-        }
-    }
-    fn run(&mut self, c: Command) -> Vec<Event> {
-        self.seq += 1;
-        let mut out = Vec::new();
-        self.e.apply(
-            &Envelope {
-                seq: self.seq,
-                ts_ns: self.seq,
-                command: c,
-            },
-            &mut out,
-        );
-        self.e.check_invariants().unwrap();
-        out
-    }
-    fn rejected(&mut self, c: Command) -> Option<RejectReason> {
-        match self.run(c).last() {
-            Some(Event::Rejected { code, .. }) => RejectReason::from_code(*code),
-            _ => None,
-        }
-    }
-    fn open_orders(&self, account: u64) -> usize {
-        self.e
-            .account(AccountId(account))
-            .and_then(|a| a.leg(InstrumentId(0)))
-            .map_or(0, |l| l.open_orders.len())
-    }
+/// Resting orders of `account` on BTCUSDT.
+fn open_orders(t: &TestEngine, account: u64) -> usize {
+    t.engine
+        .account(AccountId(account))
+        .and_then(|a| a.leg(InstrumentId(0)))
+        .map_or(0, |l| l.open_orders.len())
 }
 
 const BTCUSDT: InstrumentId = InstrumentId(0);
@@ -86,22 +54,14 @@ fn bid(account: u64, id: u64, ticks: i64) -> Command {
 /// Mark 60,000 on BTCUSDT (tick 0.1, so 600,000 ticks; band ±5%), accounts 1 and 2 with
 /// 1,000,000 USDT each. A bid of one lot (0.001 BTC) at 59,000 reserves 59 / 20 = 2.95 USDT
 /// at the default leverage: 200 of them need 590 USDT, far below the deposit.
-fn setup(config: Config) -> T {
-    let mut t = T::new(config);
+fn setup(config: Config) -> TestEngine {
+    let mut t = TestEngine::new(config);
     t.run(Command::SetMarkPrice {
         instrument: BTCUSDT,
         price: Price::from_int(60_000),
     });
     for n in 1..=2 {
-        t.run(Command::CreateAccount {
-            account: AccountId(n),
-            parent: None,
-        });
-        t.run(Command::Deposit {
-            account: AccountId(n),
-            asset: AssetId(0),
-            amount: Money::from_int(1_000_000),
-        });
+        t.create_funded(n, AssetId(0), Money::from_int(1_000_000));
     }
     t
 }
@@ -115,16 +75,16 @@ fn one_account_stalls_everyone() {
     for n in 0..limit {
         assert_eq!(t.rejected(bid(1, 1 + n, 590_000 + n as i64)), None);
     }
-    assert_eq!(t.open_orders(1), 200);
+    assert_eq!(open_orders(&t, 1), 200);
     // The 201st resting order is refused with its own code, and nothing changes.
-    let before = t.e.account(AccountId(1)).cloned();
+    let before = t.engine.account(AccountId(1)).cloned();
     assert_eq!(
         t.rejected(bid(1, 1_000, 589_000)),
-        Some(RejectReason::TooManyOpenOrders)
+        Some(RejectReason::TooManyOpenOrders.code())
     );
     assert_eq!(RejectReason::TooManyOpenOrders.code(), 1031);
-    assert_eq!(t.open_orders(1), 200);
-    assert_eq!(t.e.account(AccountId(1)).cloned(), before);
+    assert_eq!(open_orders(&t, 1), 200);
+    assert_eq!(t.engine.account(AccountId(1)).cloned(), before);
     // So is a post-only one.
     assert_eq!(
         t.rejected(order(
@@ -135,7 +95,7 @@ fn one_account_stalls_everyone() {
             TimeInForce::PostOnly,
             589_000
         )),
-        Some(RejectReason::TooManyOpenOrders)
+        Some(RejectReason::TooManyOpenOrders.code())
     );
     // The limit is per account: account 2 still places.
     assert_eq!(t.rejected(bid(2, 5_000, 589_000)), None);
@@ -168,7 +128,7 @@ fn one_account_stalls_everyone() {
             !events.iter().any(|e| matches!(e, Event::Rejected { .. })),
             "{events:?}"
         );
-        assert_eq!(t.open_orders(1), 200);
+        assert_eq!(open_orders(&t, 1), 200);
     }
     // Cancelling one frees one place.
     assert_eq!(
@@ -179,7 +139,7 @@ fn one_account_stalls_everyone() {
         None
     );
     assert_eq!(t.rejected(bid(1, 3_000, 589_000)), None);
-    assert_eq!(t.open_orders(1), 200);
+    assert_eq!(open_orders(&t, 1), 200);
     // One cancel-all removes all 200, in id order, one event each.
     let events = t.run(Command::CancelAll {
         account: AccountId(1),
@@ -190,7 +150,7 @@ fn one_account_stalls_everyone() {
         .filter(|e| matches!(e, Event::OrderCanceled { .. }))
         .count();
     assert_eq!(canceled, 200);
-    assert_eq!(t.open_orders(1), 0);
+    assert_eq!(open_orders(&t, 1), 0);
 }
 
 #[test]
@@ -203,7 +163,7 @@ fn open_order_limit_is_configured_per_instrument() {
     }
     assert_eq!(
         t.rejected(bid(1, 10, 590_000)),
-        Some(RejectReason::TooManyOpenOrders)
+        Some(RejectReason::TooManyOpenOrders.code())
     );
     // Other instruments have their own count (ETHUSDT keeps the default).
     t.run(Command::SetMarkPrice {

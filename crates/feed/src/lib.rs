@@ -1,4 +1,4 @@
-//! perpcore-feed: market data into engine commands, and generated order flow.
+//! perpcore-feed: market data into engine commands.
 //!
 //! Owns the Binance futures websocket format as recorded (`<local timestamp> <json>` per
 //! line, plain or gzip) and as received live; the conversion of `markPriceUpdate`,
@@ -6,9 +6,9 @@
 //! snapshot) into `SetMarkPrice`, `SetIndexPrice`, `SetFundingRate` and
 //! `SetReferencePrices`; the k-way merge of several recordings by exchange time; a live
 //! websocket client with timeouts, reconnects, REST depth snapshots and a bounded hand-off
-//! (feature `live`, default); a plausibility guard on mark and index prices ([`guard`]);
-//! and a seeded order-flow generator trading the linear instruments around the recorded
-//! market ([`flow`]).
+//! (feature `live`, default); and a plausibility guard on mark and index prices
+//! ([`guard`]). The seeded order flow that trades around the recorded market is
+//! `perpcore-flow` (`crates/flow`), a consumer of the [`FeedItem`]s made here.
 //!
 //! Must never: go through a float or round a decimal (extra precision is counted as a
 //! problem), panic or stop on bad input (every unusable line is counted by
@@ -23,7 +23,6 @@
 
 pub mod book;
 pub mod convert;
-pub mod flow;
 pub mod guard;
 pub mod lines;
 #[cfg(feature = "live")]
@@ -36,7 +35,6 @@ pub mod stats;
 
 pub use book::{BookOptions, DepthBook};
 pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
-pub use flow::{Flow, FlowOptions, FlowStats, DEFAULT_MAX_FLOW_COMMANDS, DEFAULT_MAX_TICK_GAP_NS};
 pub use guard::{GuardOptions, GuardStats, MarkGuard, PriceGuard};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};

@@ -376,34 +376,17 @@ pub fn apply_fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use perpcore_testkit::fixtures::{btcusdt, single_bracket};
     use perpcore_types::*;
 
+    /// BTCUSDT with one bracket (125x, mmr 0.4%) and no fees.
     pub(crate) fn btc() -> InstrumentSpec {
         InstrumentSpec {
-            id: InstrumentId(0),
-            symbol: "BTCUSDT".into(),
-            kind: ContractKind::Linear,
-            base_asset: AssetId(1),
-            quote_asset: AssetId(0),
-            settle_asset: AssetId(0),
-            tick_size: Price::parse("0.1").unwrap(),
-            lot_size: Qty::parse("0.001").unwrap(),
-            min_qty: QtyLots(1),
-            max_qty: QtyLots(1_000_000),
-            max_leverage: 125,
-            brackets: vec![Bracket {
-                notional_floor: Money::ZERO,
-                notional_cap: Money::from_int(1_000_000_000),
-                max_leverage: 125,
-                mmr: Rate::parse("0.004").unwrap(),
-                cum: Money::ZERO,
-            }],
+            brackets: single_bracket(),
             maker_fee: Rate::ZERO,
             taker_fee: Rate::ZERO,
-            price_band: Rate::parse("0.05").unwrap(),
             liquidation_fee: Rate::ZERO,
-            fee_to_close: false,
-            max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
+            ..btcusdt()
         }
     }
 

@@ -10,6 +10,9 @@
 // A narrowing `as` cast silently wraps: every one here is checked (`try_from`) or
 // widening, and clippy keeps it so.
 #![warn(clippy::cast_possible_truncation)]
+// Determinism by tooling: clippy.toml's bans (clock reads, unseeded randomness, hash maps
+// that can be iterated) apply to this crate; see docs/DETERMINISM.md.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod account;
 pub mod collateral;

@@ -2,19 +2,10 @@
 //! test configuration (two USDT-M, one USDC-M) and a generator of realistic command
 //! streams. Deterministic for a given seed (ChaCha8); never used by the engine itself.
 
+use crate::fixtures::btcusdt;
 use perpcore_types::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn bracket(floor: i64, cap: i64, lev: u32, mmr: &str, cum: &str) -> Bracket {
-    Bracket {
-        notional_floor: Money::from_int(floor),
-        notional_cap: Money::from_int(cap),
-        max_leverage: lev,
-        mmr: Rate::parse(mmr).unwrap(),
-        cum: Money::parse(cum).unwrap(),
-    }
-}
 
 /// Two USDT-M instruments, one USDC-M and one coin-M (BTCUSD_PERP), with three brackets each (cum per MARGIN §3:
 /// 50,000 × (0.5% − 0.4%) = 50; 250,000 × (1% − 0.5%) + 50 = 1,300).
@@ -74,30 +65,17 @@ pub fn test_config() -> Config {
             symbol: s.to_string(),
         })
         .collect();
-    let brackets = vec![
-        bracket(0, 50_000, 125, "0.004", "0"),
-        bracket(50_000, 250_000, 100, "0.005", "50"),
-        bracket(250_000, 1_000_000_000, 50, "0.01", "1300"),
-    ];
+    // Every instrument is fixtures::btcusdt() (brackets, fees, band, sizes) under its own
+    // id, assets, tick and lot.
     let mk = |id: u32, sym: &str, base: u16, quote: u16, tick: &str, lot: &str| InstrumentSpec {
         id: InstrumentId(id),
         symbol: sym.into(),
-        kind: ContractKind::Linear,
         base_asset: AssetId(base),
         quote_asset: AssetId(quote),
         settle_asset: AssetId(quote),
         tick_size: Price::parse(tick).unwrap(),
         lot_size: Qty::parse(lot).unwrap(),
-        min_qty: QtyLots(1),
-        max_qty: QtyLots(1_000_000),
-        max_leverage: 125,
-        brackets: brackets.clone(),
-        maker_fee: Rate::parse("0.0002").unwrap(),
-        taker_fee: Rate::parse("0.0005").unwrap(),
-        price_band: Rate::parse("0.05").unwrap(),
-        liquidation_fee: Rate::parse("0.0125").unwrap(),
-        fee_to_close: false,
-        max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
+        ..btcusdt()
     };
     Config {
         assets,

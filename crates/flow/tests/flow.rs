@@ -2,7 +2,8 @@
 //! the linear instruments, opens cross and isolated accounts with 5x–100x leverage, marks
 //! instruments without a recorded mark, and keeps the ticks in their order.
 
-use perpcore_feed::{ConvertOptions, FeedItem, Flow, FlowOptions, Origin, ReaderOptions, Replay};
+use perpcore_feed::{ConvertOptions, FeedItem, Origin, ReaderOptions, Replay};
+use perpcore_flow::{Flow, FlowOptions};
 use perpcore_types::{Command, Config, ContractKind, MarginMode};
 use std::path::{Path, PathBuf};
 

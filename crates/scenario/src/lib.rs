@@ -1,5 +1,9 @@
-//! The scenario runner: a JSON Lines script of engine commands, reports and expectations
-//! replayed through a fresh [`Engine`] (format: `docs/SCENARIOS.md`).
+//! perpcore-scenario: the scenario runner, a JSON Lines script of engine commands,
+//! reports and expectations replayed through a fresh [`Engine`] (format:
+//! `docs/SCENARIOS.md`), and the golden-file comparison of replays ([`golden`]). Its tests
+//! are the conformance cases (`replay-fixtures/cases/`), the golden replays
+//! (`replay-fixtures/golden/`, `replay-fixtures/ticks/`) and the liquidation regressions;
+//! the `perpcore scenario` subcommand (`crates/cli`) is a front end over [`run_scenario_with`].
 //!
 //! Owns the order of a run: the configuration line first, then every line in file order;
 //! sequence numbers 1, 2, 3… for engine commands; the non-decreasing timestamp rule; the
@@ -13,6 +17,7 @@
 //! should refuse) is caught and reported as an error on that line.
 
 mod expect;
+pub mod golden;
 mod line;
 
 pub use line::{price_ticks, qty_lots, Check, ConfigSource, Expect, ExpectEvent, Line};

@@ -5,7 +5,7 @@
 //! every command. C3–C7, M4, M5 and R4 are pure valuation or PnL cases and are unit
 //! tests in `perpcore-risk` (`c3_…`, `m4_…`, `r4_…`) under the same ids.
 
-use perpcore_cli::{run_scenario, RunOptions};
+use perpcore_scenario::{run_scenario, RunOptions};
 use std::path::{Path, PathBuf};
 
 /// `crates/cli` → the workspace root.

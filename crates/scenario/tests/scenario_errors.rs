@@ -1,10 +1,9 @@
 //! The scenario format's edges: output line shapes, and for each kind of bad input an
-//! error (never a panic) naming the 1-based line. Also the binary's exit code and
-//! `error: FILE:LINE: message` format.
+//! error (never a panic) naming the 1-based line. (The `perpcore scenario` binary's exit
+//! code and `error: FILE:LINE: message` format: `crates/cli/tests/scenario_cmd.rs`.)
 
-use perpcore_cli::{run_scenario, RunOptions, ScenarioError};
+use perpcore_scenario::{run_scenario, RunOptions, ScenarioError};
 use std::path::Path;
-use std::process::Command;
 
 const CONFIG: &str = r#"{"cmd":"config","inline":{"assets":[{"symbol":"USDT"},{"symbol":"BTC"}],"instruments":[{"symbol":"BTCUSDT","kind":"linear","base":"BTC","quote":"USDT","tick_size":"0.1","lot_size":"0.001","min_qty":"0.001","max_qty":"1000","max_leverage":125,"maker_fee":"0","taker_fee":"0","price_band":"0.05","liquidation_fee":"0","brackets":[{"floor":"0","cap":"10000000","max_leverage":125,"mmr":"0.004"}]}]}}"#;
 
@@ -12,7 +11,7 @@ const SETUP: &str = r#"{"cmd":"create_account","ts":1,"account":1}
 {"cmd":"deposit","ts":2,"account":1,"asset":"USDT","amount":"1000"}
 {"cmd":"mark","ts":3,"symbol":"BTCUSDT","price":"50000"}"#;
 
-fn run(body: &str) -> Result<perpcore_cli::ScenarioOutput, ScenarioError> {
+fn run(body: &str) -> Result<perpcore_scenario::ScenarioOutput, ScenarioError> {
     let text = format!("{CONFIG}\n{SETUP}\n{body}\n");
     run_scenario(
         &text,
@@ -286,51 +285,4 @@ fn config_from_a_file_relative_to_the_scenario() {
 fn blank_lines_and_comments_are_ignored() {
     let out = run("\n   \n{\"cmd\":\"comment\",\"text\":\"x\"}\n").unwrap();
     assert_eq!(out.commands, 3);
-}
-
-#[test]
-fn binary_prints_output_then_the_error_with_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.jsonl");
-    std::fs::write(
-        &path,
-        format!("{CONFIG}\n{SETUP}\n{{\"cmd\":\"expect\",\"account\":1,\"field\":\"assets.USDT.wallet\",\"equals\":\"1\"}}\n"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perpcore"))
-        .args(["scenario", "--check-invariants"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
-    assert!(
-        stderr.starts_with(&format!("error: {}:5: expectation failed", path.display())),
-        "{stderr}"
-    );
-
-    std::fs::write(&path, format!("{CONFIG}\n{SETUP}\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_perpcore"))
-        .arg("scenario")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout
-        .lines()
-        .last()
-        .unwrap()
-        .starts_with("{\"final_hash\":\""));
-
-    let out = Command::new(env!("CARGO_BIN_EXE_perpcore"))
-        .args(["scenario", "/nonexistent/x.jsonl"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("cannot read"));
 }

@@ -4,8 +4,8 @@
 //! files are rewritten and a diff summary of what changed is printed (see
 //! `replay-fixtures/golden/README.md`). Also replays the demo scenario.
 
-use perpcore_cli::golden::{case_dirs, check_case, Outcome, BLESS_ENV};
-use perpcore_cli::{run_scenario, RunOptions};
+use perpcore_scenario::golden::{case_dirs, check_case, Outcome, BLESS_ENV};
+use perpcore_scenario::{run_scenario, RunOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 

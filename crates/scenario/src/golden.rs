@@ -6,7 +6,7 @@
 //! a rewrite always returns a summary of the changes, and it never writes anything unless
 //! asked to bless. It does no floating-point work and reads no clock.
 
-use crate::scenario::{run_scenario, RunOptions};
+use crate::{run_scenario, RunOptions};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -88,7 +88,7 @@ pub fn check_case(dir: &Path, bless: bool) -> Result<Outcome, String> {
         return Err(format!(
             "golden case {} differs from its expected files:\n{summary}\
              If the change is intended, rewrite them with \
-             {BLESS_ENV}=1 cargo test -p perpcore-cli --test golden",
+             {BLESS_ENV}=1 cargo test -p perpcore-scenario --test golden",
             dir.display()
         ));
     }

@@ -7,9 +7,10 @@
 //!
 //! Commands are stamped `seq = 1, 2, …` and `ts_ns = max(previous ts, exchange time)`.
 
-use perpcore_cli::golden::{diff_summary, BLESS_ENV};
 use perpcore_engine::Engine;
-use perpcore_feed::{ConvertOptions, Flow, FlowOptions, ReaderOptions, Replay};
+use perpcore_feed::{ConvertOptions, ReaderOptions, Replay};
+use perpcore_flow::{Flow, FlowOptions};
+use perpcore_scenario::golden::{diff_summary, BLESS_ENV};
 use perpcore_types::{Command, Config, Envelope, Event};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -181,7 +182,7 @@ fn check(case: &str, got: &Value) {
     }
     panic!(
         "tick fixture {case} differs from {}:\n{summary}If intended, rewrite it with \
-         {BLESS_ENV}=1 cargo test -p perpcore-cli --test ticks",
+         {BLESS_ENV}=1 cargo test -p perpcore-scenario --test ticks",
         path.display()
     );
 }

@@ -1,5 +1,7 @@
-//! A seeded order-flow generator that trades around the recorded market, interleaved with
-//! the recorded ticks by exchange time.
+//! perpcore-flow: a seeded order-flow generator that trades around the recorded market,
+//! interleaved with the recorded ticks by exchange time. It consumes the market-data
+//! items of `perpcore-feed` and adds orders; the feed crate itself only turns recorded or
+//! live market data into commands.
 //!
 //! At the first tick it opens `accounts` accounts (a share of them makers, the rest
 //! takers; a share isolated, the rest cross), deposits into every settlement asset of the
@@ -31,7 +33,7 @@
 //! consecutive ticks longer than `max_tick_gap_ns` (default 60 s) nothing is generated,
 //! and the schedule (actions and synthetic marks) resumes at the tick after the gap
 //! (counted in [`FlowStats::gaps_skipped`]); a bogus far-future tick that the reader's
-//! jump rule let through (see [`crate::reader`]) cannot make the flow fill the years in
+//! jump rule let through (see [`perpcore_feed::reader`]) cannot make the flow fill the years in
 //! between. And at most `max_commands` commands are generated (default 5,000,000, setup
 //! and synthetic marks included): when the budget is reached generation stops, the
 //! ticks go on, and [`FlowStats::budget_reached_ns`] and [`FlowStats::over_budget`] say
@@ -42,7 +44,7 @@
 //! (times come from the ticks), or depend on anything but the seed and the ticks (same
 //! seed and files ⇒ same commands).
 
-use crate::convert::{FeedItem, Origin};
+use perpcore_feed::{FeedItem, Origin};
 use perpcore_types::{
     AccountId, AssetId, Command, Config, ContractKind, InstrumentId, InstrumentSpec, MarginMode,
     Money, NewOrder, OrderId, OrderType, Price, PriceTicks, QtyLots, Rounding, Side, StpMode,

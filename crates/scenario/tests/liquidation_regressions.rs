@@ -2,7 +2,7 @@
 //! scenarios (both fixed in the engine: isolated partial liquidation kept paying released
 //! margin to the wallet; the fund's work-off order could open a new position).
 
-use perpcore_cli::{run_scenario, RunOptions};
+use perpcore_scenario::{run_scenario, RunOptions};
 use std::path::Path;
 
 fn run(text: &str) {
