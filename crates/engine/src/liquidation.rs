@@ -156,23 +156,8 @@ impl Engine {
     }
 
     fn largest_cross_position(&self, k: usize, asset: AssetId) -> Option<InstrumentSpec> {
-        let mut best: Option<(Money, InstrumentId)> = None;
-        for leg in &self.state.accounts[k].legs {
-            let spec = &self.state.config.instruments[leg.instrument.0 as usize];
-            if spec.settle_asset != asset || leg.mode != MarginMode::Cross || leg.is_flat() {
-                continue;
-            }
-            let mm = risk::position_mm(
-                leg,
-                spec,
-                self.state.marks[leg.instrument.0 as usize].expect("mark"),
-            );
-            // Strictly larger wins, so ties keep the lowest instrument id.
-            if best.is_none_or(|(b, _)| mm > b) {
-                best = Some((mm, leg.instrument));
-            }
-        }
-        best.map(|(_, i)| self.state.config.instruments[i.0 as usize].clone())
+        let i = self.view(k).largest_cross_position(asset)?;
+        Some(self.state.config.instruments[i.0 as usize].clone())
     }
 
     /// Wallet + uPnL of the pool's other cross positions (cross) or the isolated margin:

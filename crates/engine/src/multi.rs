@@ -357,26 +357,7 @@ impl Engine {
     }
 
     fn largest_pooled_position(&self, k: usize) -> Option<InstrumentSpec> {
-        let usd = self.usd_prices();
-        let mode = self.state.accounts[k].asset_mode;
-        let mut best: Option<(Money, InstrumentId)> = None;
-        for leg in &self.state.accounts[k].legs {
-            let spec = &self.state.config.instruments[leg.instrument.0 as usize];
-            if !risk::is_pooled(mode, spec) || leg.mode != MarginMode::Cross || leg.is_flat() {
-                continue;
-            }
-            let mm = risk::position_mm(
-                leg,
-                spec,
-                self.state.marks[leg.instrument.0 as usize].expect("mark"),
-            );
-            let mm = usd[spec.settle_asset.0 as usize]
-                .map(|p| risk::usd_value(mm, p))
-                .unwrap_or(mm);
-            if best.is_none_or(|(b, _)| mm > b) {
-                best = Some((mm, leg.instrument));
-            }
-        }
-        best.map(|(_, i)| self.state.config.instruments[i.0 as usize].clone())
+        let i = self.view(k).largest_pooled_position()?;
+        Some(self.state.config.instruments[i.0 as usize].clone())
     }
 }

@@ -1,6 +1,7 @@
 //! Risk decisions as pure functions over a view of an account (issue 14, item 3): the
 //! pre-trade check and the reservation it leads to, the settlement of a fill on a leg,
-//! the size of a partial liquidation, and whether an amount may leave the account.
+//! the liquidation plan's choices (which cross position goes first, how much a partial
+//! step closes), and whether an amount may leave the account.
 //!
 //! The engine gathers what a decision needs from its state (the account, the
 //! configuration, the marks, the USD prices, the account's other orders) and applies what
@@ -8,8 +9,8 @@
 //! states its preconditions and checks its postconditions with `debug_assert!`.
 
 use crate::account::{apply_fill, Account, Leg};
-use crate::collateral::{collateral_usd, usd_pool, UsdPool};
-use crate::margin::{available, fee_to_close, is_pooled, pool, Pool};
+use crate::collateral::{collateral_usd, usd_pool, usd_value, UsdPool};
+use crate::margin::{available, fee_to_close, is_pooled, pool, position_mm, Pool};
 use perpcore_types::*;
 
 /// An account with the prices and configuration a decision reads.
@@ -166,6 +167,56 @@ impl AccountView<'_> {
         };
         debug_assert!(!r.reserved.is_negative() && r.reserved <= r.margin_notional);
         Ok(r)
+    }
+
+    /// MARGIN §7's order within a cross pool: the cross position settling in `asset`
+    /// with the largest maintenance margin at its mark is liquidated first; on a tie the
+    /// lowest instrument id. `None` when the pool holds no cross position (or one lacks a
+    /// mark, which cannot happen for a position).
+    pub fn largest_cross_position(&self, asset: AssetId) -> Option<InstrumentId> {
+        let mut best: Option<(Money, InstrumentId)> = None;
+        for leg in &self.account.legs {
+            let spec = &self.config.instruments[leg.instrument.0 as usize];
+            if spec.settle_asset != asset || leg.mode != MarginMode::Cross || leg.is_flat() {
+                continue;
+            }
+            let mark = (*self.marks.get(leg.instrument.0 as usize)?)?;
+            let mm = position_mm(leg, spec, mark);
+            // Strictly larger wins; legs are in instrument order, so ties keep the lowest id.
+            if best.is_none_or(|(b, _)| mm > b) {
+                best = Some((mm, leg.instrument));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// The same order within a USD pool: the pooled cross position with the largest
+    /// maintenance margin valued in USD (at the settlement asset's USD price; unvalued
+    /// where there is none) goes first; on a tie the lowest instrument id.
+    pub fn largest_pooled_position(&self) -> Option<InstrumentId> {
+        let mode = self.account.asset_mode;
+        let mut best: Option<(Money, InstrumentId)> = None;
+        for leg in &self.account.legs {
+            let spec = &self.config.instruments[leg.instrument.0 as usize];
+            if !is_pooled(mode, spec) || leg.mode != MarginMode::Cross || leg.is_flat() {
+                continue;
+            }
+            let mark = (*self.marks.get(leg.instrument.0 as usize)?)?;
+            let mm = position_mm(leg, spec, mark);
+            let mm = match self
+                .usd
+                .get(spec.settle_asset.0 as usize)
+                .copied()
+                .flatten()
+            {
+                Some(p) => usd_value(mm, p),
+                None => mm,
+            };
+            if best.is_none_or(|(b, _)| mm > b) {
+                best = Some((mm, leg.instrument));
+            }
+        }
+        best.map(|(_, i)| i)
     }
 
     /// Whether `amount` of `asset` may leave the account (a withdrawal or a transfer

@@ -275,3 +275,73 @@ fn withdraw_up_to_the_withdrawable_amount() {
     assert!(v.can_withdraw(USDT, m("1000")));
     assert!(!v.can_withdraw(USDT, m("1000") + Money(1)));
 }
+
+/// A cross leg of `lots` (sign = side) opened at `price` on `instrument`.
+fn open_cross(a: &mut Account, config: &Config, instrument: usize, lots: i64, price: i64) {
+    let spec = &config.instruments[instrument];
+    let side = if lots > 0 { Side::Buy } else { Side::Sell };
+    let leg = a.leg_or_default(spec);
+    settle_fill(
+        leg,
+        spec,
+        side,
+        QtyLots(lots.abs()),
+        p(price),
+        Money::ZERO,
+        false,
+    );
+}
+
+/// MARGIN §7's order in a cross pool: the largest maintenance margin first. 0.5 BTC at a
+/// mark of 60,000 and 10 ETH at 3,000 are both 30,000 of notional in the first bracket
+/// (mmr 0.4%, no maintenance amount): MM 120 each, a tie, so BTCUSDT (the lower id) goes
+/// first. With 11 ETH (33,000: MM 132) ETHUSDT goes first.
+#[test]
+fn liquidation_order_largest_maintenance_margin_then_lowest_id() {
+    let config = test_config();
+    let marks = vec![Some(p(60_000)), Some(p(3_000)), Some(p(60_000)), None];
+    let mut a = funded(&config, "100000");
+    open_cross(&mut a, &config, 0, 500, 60_000);
+    open_cross(&mut a, &config, 1, 10_000, 3_000);
+    let v = view(&a, &config, &marks, &[]);
+    assert_eq!(v.largest_cross_position(USDT), Some(InstrumentId(0)));
+    let mut b = funded(&config, "100000");
+    open_cross(&mut b, &config, 0, -500, 60_000);
+    open_cross(&mut b, &config, 1, -11_000, 3_000);
+    let v = view(&b, &config, &marks, &[]);
+    assert_eq!(v.largest_cross_position(USDT), Some(InstrumentId(1)));
+    // Nothing settles in USDC.
+    assert_eq!(v.largest_cross_position(AssetId(1)), None);
+}
+
+/// In a USD pool the maintenance margins compare in USD: 0.5 BTC on BTCUSDT and on
+/// BTCUSDC (both MM 120 in their settlement asset), with USDT worth 0.999 USD and USDC
+/// 1 USD: 119.88 against 120, so BTCUSDC goes first although its id is higher.
+#[test]
+fn liquidation_order_in_a_usd_pool_compares_in_usd() {
+    let config = test_config();
+    let marks = vec![Some(p(60_000)), None, Some(p(60_000)), None];
+    let usd = vec![
+        Some(Price::parse("0.999").unwrap()),
+        Some(Price::ONE),
+        Some(p(60_000)),
+        None,
+        Some(Price::ONE),
+    ];
+    let mut a = funded(&config, "100000");
+    a.asset_mode = AssetMode::Multi;
+    open_cross(&mut a, &config, 0, 500, 60_000);
+    open_cross(&mut a, &config, 2, 500, 60_000);
+    let v = view(&a, &config, &marks, &usd);
+    assert_eq!(v.largest_pooled_position(), Some(InstrumentId(2)));
+    // At equal USD prices the tie keeps the lower id.
+    let par = vec![
+        Some(Price::ONE),
+        Some(Price::ONE),
+        Some(p(60_000)),
+        None,
+        None,
+    ];
+    let v = view(&a, &config, &marks, &par);
+    assert_eq!(v.largest_pooled_position(), Some(InstrumentId(0)));
+}
