@@ -18,6 +18,7 @@ pub mod account;
 pub mod collateral;
 pub mod decide;
 pub mod margin;
+pub mod mark;
 
 pub use account::*;
 pub use collateral::*;
