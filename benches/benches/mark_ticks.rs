@@ -69,6 +69,7 @@ fn config() -> Config {
             liquidation_fee: Rate::parse("0.01").unwrap(),
             fee_to_close: false,
             max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
+            funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
         })
         .collect();
     Config {

@@ -14,7 +14,7 @@ use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
     bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
     Config, ContractKind, InstrumentId, InstrumentSpec, Money, Price, Qty, QtyLots, Rate, TierUnit,
-    DEFAULT_MAX_OPEN_ORDERS, PRICE_DECIMALS,
+    DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MAX_OPEN_ORDERS, HOUR_NS, PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -115,6 +115,9 @@ pub struct InstrumentFile {
     /// limit), at most 10,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_open_orders: Option<u32>,
+    /// Hours between funding times: 1, 4 or 8 (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding_interval_hours: Option<u32>,
     /// May be left empty and filled from a Binance bracket table
     /// ([`crate::fill_brackets`]) before conversion.
     #[serde(default)]
@@ -378,6 +381,13 @@ fn instrument_from_file(
             f.max_open_orders.unwrap_or(DEFAULT_MAX_OPEN_ORDERS),
             &p("max_open_orders"),
         )?,
+        funding_interval_ns: validate::funding_interval(
+            f.funding_interval_hours
+                .map_or(DEFAULT_FUNDING_INTERVAL_NS, |h| {
+                    u64::from(h).saturating_mul(HOUR_NS)
+                }),
+            &p("funding_interval_hours"),
+        )?,
     })
 }
 
@@ -446,6 +456,7 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
                     liquidation_fee: i.liquidation_fee.to_string(),
                     fee_to_close: i.fee_to_close,
                     max_open_orders: Some(i.max_open_orders),
+                    funding_interval_hours: u32::try_from(i.funding_interval_ns / HOUR_NS).ok(),
                     brackets: i.brackets.iter().map(bracket_file).collect(),
                 }
             })

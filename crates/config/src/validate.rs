@@ -189,6 +189,18 @@ pub(crate) fn max_open_orders(n: u32, path: &str) -> Result<u32> {
     Ok(n)
 }
 
+/// A funding interval: 1, 4 or 8 hours (the intervals Binance uses).
+pub(crate) fn funding_interval(ns: u64, path: &str) -> Result<u64> {
+    use perpcore_types::HOUR_NS;
+    if ![HOUR_NS, 4 * HOUR_NS, 8 * HOUR_NS].contains(&ns) {
+        return Err(ConfigError::new(
+            path,
+            format!("{ns} ns is not 1, 4 or 8 hours"),
+        ));
+    }
+    Ok(ns)
+}
+
 fn check_instrument(
     config: &Config,
     inst: &InstrumentSpec,
@@ -204,6 +216,7 @@ fn check_instrument(
     let quote = asset("quote", inst.quote_asset)?;
     asset("settle", inst.settle_asset)?;
     max_open_orders(inst.max_open_orders, &p("max_open_orders"))?;
+    funding_interval(inst.funding_interval_ns, &p("funding_interval_hours"))?;
     if inst.base_asset == inst.quote_asset {
         return Err(ConfigError::new(
             p("quote"),

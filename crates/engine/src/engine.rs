@@ -190,6 +190,8 @@ impl Engine {
         self.state.last_ts_ns = ts_ns;
         // Time passing is itself an input: hour boundaries charge interest first.
         self.accrue_interest(ts_ns, out);
+        // So do funding times (MARGIN §9).
+        self.settle_funding(ts_ns, out);
         let start = out.len();
         let r = self.dispatch(command, out);
         if let Err(reason) = r {
@@ -357,7 +359,8 @@ pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
         | Event::DeficitCovered { account, .. }
         | Event::AssetModeSet { account, .. }
         | Event::InterestCharged { account, .. }
-        | Event::AutoExchanged { account, .. } => out(*account),
+        | Event::AutoExchanged { account, .. }
+        | Event::FundingPaid { account, .. } => out(*account),
         Event::Rejected { .. }
         | Event::OrderAccepted { .. }
         | Event::OrderCanceled { .. }
@@ -368,6 +371,7 @@ pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
         | Event::IndexPriceSet { .. }
         | Event::AssetIndexSet { .. }
         | Event::FundingRateSet { .. }
+        | Event::FundingSettled { .. }
         | Event::ReferencePricesSet { .. } => {}
     }
 }

@@ -21,6 +21,7 @@ mod amend;
 mod engine;
 mod error;
 mod execute;
+mod funding;
 mod indexes;
 mod ledger;
 mod liqindex;

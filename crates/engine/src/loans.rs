@@ -8,9 +8,6 @@ use crate::engine::{fund_account_id, Engine};
 use perpcore_risk::{self as risk, UsdPool};
 use perpcore_types::*;
 
-/// Nanoseconds per interest slot (one hour of sequenced time).
-pub(crate) const HOUR_NS: u64 = 3_600_000_000_000;
-
 impl Engine {
     /// Interest-bearing part of an account's loan in `asset`: the loan principal (negative
     /// equity less unpaid interest) less the part caused by unrealized losses, up to the

@@ -50,6 +50,13 @@ pub struct PositionReport {
     pub bankruptcy_price: Option<Price>,
     pub order_margin: Money,
     pub open_orders: u32,
+    /// Funding paid (positive) or received since the position opened.
+    pub funding: Money,
+    /// The instrument's next funding time, the rate the feed announced for it, and the
+    /// rate of the last funding time settled.
+    pub next_funding_ns: Option<u64>,
+    pub predicted_funding_rate: Option<Rate>,
+    pub last_funding_rate: Option<Rate>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -173,6 +180,7 @@ impl Engine {
         let a = &self.state.accounts[k];
         let specs = &self.state.config.instruments;
         let spec = &specs[leg.instrument.0 as usize];
+        let market = &self.state.market[leg.instrument.0 as usize];
         if leg.is_flat() && leg.open_orders.is_empty() {
             return None;
         }
@@ -237,6 +245,10 @@ impl Engine {
             bankruptcy_price: bp,
             order_margin: leg.order_margin,
             open_orders: u32::try_from(leg.open_orders.len()).unwrap_or(u32::MAX),
+            funding: leg.funding,
+            next_funding_ns: Some(market.next_funding_ns).filter(|t| *t > 0),
+            predicted_funding_rate: market.funding_rate,
+            last_funding_rate: market.last_funding.map(|(r, _)| r),
         })
     }
 }

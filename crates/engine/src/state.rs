@@ -24,6 +24,8 @@ pub struct MarketData {
     pub best_bid: Option<Price>,
     pub best_ask: Option<Price>,
     pub last_trade: Option<Price>,
+    /// The rate and time of the last funding time settled (MARGIN §9).
+    pub last_funding: Option<(Rate, u64)>,
 }
 
 /// What the engine keeps per open order beyond the book's view of it.

@@ -38,6 +38,9 @@ pub struct Leg {
     /// in a vector moved every later id each time (400,000 orders: 36.8 s of `memmove`
     /// for one `cancel_all`). Encoded like a vector (length, then the ids).
     pub open_orders: std::collections::VecDeque<perpcore_types::OrderId>,
+    /// Funding paid (positive) or received (negative) since the position was opened; back
+    /// to zero when it closes (MARGIN §9).
+    pub funding: Money,
     /// Derived: the position's value and IM at the last mark it was valued at.
     pub valuation: Valuation,
 }
@@ -138,6 +141,7 @@ impl Leg {
             order_margin: Money::ZERO,
             order_notional: Money::ZERO,
             open_orders: std::collections::VecDeque::new(),
+            funding: Money::ZERO,
             valuation: Valuation::default(),
         }
     }

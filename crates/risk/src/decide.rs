@@ -321,6 +321,10 @@ pub fn settle_fill(
             leg.isolated_margin = Money::ZERO;
         }
     }
+    if leg.qty.is_zero() {
+        // A closed position's funding history ends with it.
+        leg.funding = Money::ZERO;
+    }
     debug_assert_eq!(
         wallet_delta + (leg.isolated_margin - margin_before),
         eff.realized_pnl - fee,
@@ -361,4 +365,40 @@ pub fn bracket_step_lots(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Optio
     let reduce = (whole - keep).max(1).min(whole);
     debug_assert!(reduce >= 1 && reduce <= whole);
     Some(reduce)
+}
+
+/// One position's funding at a funding time (MARGIN §9): `notional at mark × rate`, longs
+/// paying when the rate is positive. Linear: `q × mark × rate` in the quote; inverse:
+/// `q × CV / mark × rate` in the coin. Signed: positive is paid, negative received.
+/// Rounded up once at the end, which is against the account either way (a payer pays
+/// the rounded-up amount, a receiver gets the amount rounded toward zero), so the
+/// receipts of a settlement never exceed its payments.
+pub fn funding_payment(leg: &Leg, spec: &InstrumentSpec, mark: Price, rate: Rate) -> Money {
+    debug_assert!(mark.is_positive());
+    // Exact in wide integers: value × rate / RATE_SCALE, one rounding.
+    let exact_num: i128;
+    let exact_den: i128;
+    match spec.kind {
+        ContractKind::Linear => {
+            // notional (money raw) = linear_value(q, mark); the product with the rate is
+            // notional × rate / RATE_SCALE.
+            exact_num = spec.linear_value(leg.qty, mark).raw();
+            exact_den = 1;
+        }
+        ContractKind::Inverse { contract_value } => {
+            // q × CV / mark in coin, in money raw: lots × lot_raw × CV_raw / mark_raw (the
+            // 10^8 scales cancel, as in `inverse_value`), kept as a fraction so that the
+            // rate multiplies before the one rounding.
+            exact_num =
+                i128::from(leg.qty.0) * i128::from(spec.lot_size.raw()) * contract_value.raw();
+            exact_den = i128::from(mark.raw());
+        }
+    }
+    let amount = mul_div(
+        exact_num,
+        i128::from(rate.raw()),
+        exact_den * i128::from(RATE_SCALE),
+        Rounding::Ceil,
+    );
+    Money(amount)
 }

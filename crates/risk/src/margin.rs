@@ -538,6 +538,7 @@ mod tests {
             liquidation_fee: Rate::ZERO,
             fee_to_close: false,
             max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
+            funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
         }
     }
     fn p(s: &str) -> Price {

@@ -161,6 +161,7 @@ fn spec(c: &Case, id: u32) -> InstrumentSpec {
         liquidation_fee: Rate::ZERO,
         fee_to_close: c.fee_to_close,
         max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
+        funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
     }
 }
 

@@ -421,6 +421,33 @@ pub fn parse_line(cmd: &str, map: &Map<String, Value>, config: &Config) -> Res<L
                 },
             )
         }
+        "funding_rate" => {
+            let (f, ts) = engine(&["symbol", "rate", "next_funding_ts"])?;
+            let spec = r.instrument(f.str("symbol")?)?;
+            let rate = perpcore_types::Rate::parse(f.str("rate")?)
+                .map_err(|e| format!("field \"rate\": {e}"))?;
+            cmd_line(
+                ts,
+                Command::SetFundingRate {
+                    instrument: spec.id,
+                    rate,
+                    next_funding_ns: f.u64("next_funding_ts")?,
+                },
+            )
+        }
+        "index" => {
+            let (f, ts) = engine(&["symbol", "price"])?;
+            let spec = r.instrument(f.str("symbol")?)?;
+            let price =
+                Price::parse(f.str("price")?).map_err(|e| format!("field \"price\": {e}"))?;
+            cmd_line(
+                ts,
+                Command::SetIndexPrice {
+                    instrument: spec.id,
+                    price,
+                },
+            )
+        }
         "mark" => {
             let (f, ts) = engine(&["symbol", "price"])?;
             let spec = r.instrument(f.str("symbol")?)?;

@@ -57,6 +57,7 @@ pub fn btcusdt() -> InstrumentSpec {
         liquidation_fee: Rate::parse("0.0125").expect("fee"),
         fee_to_close: false,
         max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
+        funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
     }
 }
 

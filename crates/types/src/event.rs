@@ -180,6 +180,25 @@ pub enum Event {
         asset: AssetId,
         amount: Money,
     },
+    /// One position's funding at a funding time: `amount > 0` paid, `< 0` received, in
+    /// the settlement asset (MARGIN §9).
+    FundingPaid {
+        account: AccountId,
+        instrument: InstrumentId,
+        rate: Rate,
+        amount: Money,
+    },
+    /// A funding time of an instrument settled at `mark` and `rate`: payers paid `paid`,
+    /// receivers got `received`; the rounding residue `paid − received` (never negative:
+    /// payments round up, receipts down) went to the settlement asset's insurance fund.
+    FundingSettled {
+        instrument: InstrumentId,
+        rate: Rate,
+        mark: Price,
+        funding_ns: u64,
+        paid: Money,
+        received: Money,
+    },
 }
 
 stable_codes!(CancelReason {
@@ -232,6 +251,8 @@ stable_tags!(Event, retired: [], {
     LiquidationTriggered = 23 { account, instrument, settle_asset, margin_balance, maintenance_margin },
     PositionTakenOver = 24 { account, instrument, qty, bankruptcy_price, liquidation_fee },
     DeficitCovered = 25 { account, asset, amount },
+    FundingPaid = 26 { account, instrument, rate, amount },
+    FundingSettled = 27 { instrument, rate, mark, funding_ns, paid, received },
 });
 
 impl Event {

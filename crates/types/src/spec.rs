@@ -107,10 +107,20 @@ pub struct InstrumentSpec {
     /// `TooManyOpenOrders`; market, IOC and FOK orders and amends are not counted against
     /// it, so a trader at the limit can still reduce a position or reprice.
     pub max_open_orders: u32,
+    /// Time between funding times (Binance: 8 h for most, 4 h or 1 h for some). A
+    /// funding time the feed announced is settled by the first command sequenced at or
+    /// after it; the next one is this interval later unless the feed announces another.
+    pub funding_interval_ns: u64,
 }
 
 /// The open-order limit per account and instrument when a configuration names none.
 pub const DEFAULT_MAX_OPEN_ORDERS: u32 = 200;
+
+/// One hour in nanoseconds.
+pub const HOUR_NS: u64 = 3_600_000_000_000;
+
+/// The funding interval when a configuration names none: 8 hours.
+pub const DEFAULT_FUNDING_INTERVAL_NS: u64 = 8 * HOUR_NS;
 
 /// Raw Qty units per lot-factor unit: notional (10^-12) = lots × (lot_raw / 10^4) × price_raw.
 const LOT_FACTOR_DIVISOR: i64 = 10_000;
