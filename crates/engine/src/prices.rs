@@ -72,7 +72,14 @@ impl Engine {
         }
         let m = &mut self.state.market[i.0 as usize];
         m.funding_rate = Some(rate);
-        m.next_funding_ns = next_funding_ns;
+        // A funding time already settled is never reopened: Binance's first update after
+        // a funding time still names it (with the rate it settled at), and settling it
+        // again would charge every position twice.
+        if m.last_funding
+            .is_none_or(|(_, settled)| next_funding_ns > settled)
+        {
+            m.next_funding_ns = next_funding_ns;
+        }
         out.push(Event::FundingRateSet {
             instrument: i,
             rate,

@@ -398,3 +398,41 @@ fn four_years_of_binance_funding_on_a_held_position() {
         (sum_e8 % 100_000_000).abs()
     );
 }
+
+/// Binance's first mark update after a funding time still names that time (with the rate
+/// it settled at: 2023-04-05 00:00:00.010 carries `T` = 00:00:00.000). Announced again
+/// after it settled, it must not settle twice: the schedule stays at the next funding
+/// time (8 h later) and nothing more is paid.
+#[test]
+fn an_announcement_for_a_settled_time_does_not_settle_it_again() {
+    let mut t = traded(0, USDT, "10000", "28000", 280_000, 500);
+    announce(&mut t, 0, "0.0001", 100);
+    let ev = t.at(
+        100,
+        Command::SetIndexPrice {
+            instrument: InstrumentId(0),
+            price: Price::from_int(28_000),
+        },
+    );
+    assert_eq!(settled(&ev), (m("1.4"), m("1.4")));
+    let w1 = t.wallet(1, USDT);
+    announce(&mut t, 0, "0.0002", 100);
+    let ev = t.at(
+        200,
+        Command::SetIndexPrice {
+            instrument: InstrumentId(0),
+            price: Price::from_int(28_000),
+        },
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::FundingSettled { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(t.wallet(1, USDT), w1);
+    let r = t.e.report(AccountId(1)).unwrap();
+    assert_eq!(r.positions[0].next_funding_ns, Some(100 + 8 * HOUR));
+    assert_eq!(
+        r.positions[0].predicted_funding_rate,
+        Some(Rate::parse("0.0002").unwrap())
+    );
+}
