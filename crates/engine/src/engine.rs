@@ -190,7 +190,16 @@ impl Engine {
         self.state.last_ts_ns = ts_ns;
         // Time passing is itself an input: hour boundaries charge interest first.
         self.accrue_interest(ts_ns, out);
-        // So do funding times (MARGIN §9).
+        // So do funding times (MARGIN §9). A rate announced for the funding time being
+        // settled is that time's final rate: it settles at it.
+        if let Command::SetFundingRate {
+            instrument,
+            rate,
+            next_funding_ns,
+        } = command
+        {
+            self.final_funding_rate(*instrument, *rate, *next_funding_ns, ts_ns);
+        }
         self.settle_funding(ts_ns, out);
         let start = out.len();
         let r = self.dispatch(command, out);

@@ -21,6 +21,24 @@ use perpcore_types::*;
 use std::sync::Arc;
 
 impl Engine {
+    /// A `SetFundingRate` sequenced at or after the funding time it names, while that time
+    /// is still to settle, carries the rate the time settles at (Binance's first update
+    /// after a funding time): it replaces the announced one before the settlement. An
+    /// out-of-range rate is left to the command's own check (which refuses it).
+    pub(crate) fn final_funding_rate(&mut self, i: InstrumentId, rate: Rate, at: u64, ts_ns: u64) {
+        let Some(m) = self.state.market.get_mut(i.0 as usize) else {
+            return;
+        };
+        if at != 0
+            && at == m.next_funding_ns
+            && at <= ts_ns
+            && -Rate::ONE <= rate
+            && rate <= Rate::ONE
+        {
+            m.funding_rate = Some(rate);
+        }
+    }
+
     /// Settles every instrument whose funding time `ts_ns` has reached.
     pub(crate) fn settle_funding(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
         let cfg = Arc::clone(&self.state.config);

@@ -227,6 +227,18 @@ impl Converter {
                 next_funding_ns,
                 ..
             } => {
+                // The rate first: the first update after a funding time names that time
+                // with the rate it settled at, which the engine applies to the settlement
+                // the command sets off (MARGIN §9).
+                self.push(
+                    out,
+                    t,
+                    Command::SetFundingRate {
+                        instrument: id,
+                        rate: funding_rate,
+                        next_funding_ns,
+                    },
+                );
                 self.push(
                     out,
                     t,
@@ -241,15 +253,6 @@ impl Converter {
                     Command::SetIndexPrice {
                         instrument: id,
                         price: index,
-                    },
-                );
-                self.push(
-                    out,
-                    t,
-                    Command::SetFundingRate {
-                        instrument: id,
-                        rate: funding_rate,
-                        next_funding_ns,
                     },
                 );
             }

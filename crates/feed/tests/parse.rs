@@ -134,26 +134,28 @@ fn messages_become_commands() {
             last_trade: None
         }
     );
+    // The funding rate first (the engine settles a funding time at the rate of the first
+    // update after it), then the mark and the index.
     assert_eq!(
         cmds[1],
+        &Command::SetFundingRate {
+            instrument: btc,
+            rate: Rate::parse("0.00002754").unwrap(),
+            next_funding_ns: 1_680_652_800_000_000_000
+        }
+    );
+    assert_eq!(
+        cmds[2],
         &Command::SetMarkPrice {
             instrument: btc,
             price: p("28147.27373413")
         }
     );
     assert_eq!(
-        cmds[2],
+        cmds[3],
         &Command::SetIndexPrice {
             instrument: btc,
             price: p("28159.75642857")
-        }
-    );
-    assert_eq!(
-        cmds[3],
-        &Command::SetFundingRate {
-            instrument: btc,
-            rate: Rate::parse("0.00002754").unwrap(),
-            next_funding_ns: 1_680_652_800_000_000_000
         }
     );
     // The repeated trade at the same price is not re-emitted.

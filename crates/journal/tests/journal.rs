@@ -841,7 +841,7 @@ fn snapshots_carry_payload_version_and_section() {
 
     // Another payload version: refused by name, not skipped as damage.
     let other = perpcore_journal::SnapshotMeta {
-        payload_version: 2,
+        payload_version: perpcore_journal::PAYLOAD_VERSION + 1,
         ..meta
     };
     set_raw(
@@ -854,7 +854,13 @@ fn snapshots_carry_payload_version_and_section() {
     match j.load_snapshot(2) {
         Err(JournalError::UnsupportedPayloadVersion {
             found, supported, ..
-        }) => assert_eq!((found, supported), (2, perpcore_journal::PAYLOAD_VERSION)),
+        }) => assert_eq!(
+            (found, supported),
+            (
+                perpcore_journal::PAYLOAD_VERSION + 1,
+                perpcore_journal::PAYLOAD_VERSION
+            )
+        ),
         other => panic!("expected UnsupportedPayloadVersion, got {other:?}"),
     }
     drop(j);
