@@ -445,6 +445,33 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
                 amount,
             })
             .boxed(),
+        (account(), instrument(), rate(), money())
+            .prop_map(|(account, instrument, rate, amount)| Event::FundingPaid {
+                account,
+                instrument,
+                rate,
+                amount,
+            })
+            .boxed(),
+        (
+            instrument(),
+            rate(),
+            price(),
+            any::<u64>(),
+            money(),
+            money(),
+        )
+            .prop_map(|(instrument, rate, mark, funding_ns, paid, received)| {
+                Event::FundingSettled {
+                    instrument,
+                    rate,
+                    mark,
+                    funding_ns,
+                    paid,
+                    received,
+                }
+            })
+            .boxed(),
     ]
 }
 
@@ -562,7 +589,7 @@ fn unknown_and_zero_tags_are_errors() {
         );
     }
     let known: BTreeSet<u16> = Event::TAGS.iter().map(|(t, _)| *t).collect();
-    for tag in [0u16, 26, u16::MAX] {
+    for tag in [0u16, 28, u16::MAX] {
         assert!(!known.contains(&tag));
         let mut bytes = tag.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0u8; 64]);
