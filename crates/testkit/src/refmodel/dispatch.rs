@@ -1,0 +1,178 @@
+//! Coverage detection and the dispatch of one command.
+
+use super::*;
+
+impl RefModel {
+    /// Whether `cmd` depends on something the model does not cover. Decided before any
+    /// change, on the current state.
+    pub fn uncovered(&self, cmd: &Command) -> Option<&'static str> {
+        let instrument = match cmd {
+            Command::SetLeverage { instrument, .. }
+            | Command::SetMarginMode { instrument, .. }
+            | Command::AdjustIsolatedMargin { instrument, .. }
+            | Command::SetMarkPrice { instrument, .. }
+            | Command::SetIndexPrice { instrument, .. }
+            | Command::SetFundingRate { instrument, .. }
+            | Command::SetReferencePrices { instrument, .. } => Some(*instrument),
+            Command::PlaceOrder(o) => Some(o.instrument),
+            Command::CancelAll { instrument, .. } => *instrument,
+            _ => None,
+        };
+        if let Some(spec) = instrument.and_then(|i| self.spec(i).ok()) {
+            if spec.is_inverse() {
+                return Some("coin-M instrument");
+            }
+            if spec.fee_to_close {
+                return Some("fee-to-close convention");
+            }
+        }
+        match cmd {
+            Command::SetAssetIndex { .. } => Some("asset index prices (USD valuation)"),
+            Command::SetAssetMode { account, mode } if *mode != AssetMode::Single => {
+                let a = self.user(*account).ok()?;
+                // Rule R1 refuses with isolated positions or orders: that much is covered.
+                let isolated = a.legs.iter().any(|l| {
+                    l.mode == MarginMode::Isolated
+                        && (l.lots != 0 || !self.orders_of(a.id, l.instrument).is_empty())
+                });
+                (!isolated).then_some("multi-asset or unified account")
+            }
+            _ => None,
+        }
+    }
+
+    /// Apply one command. No timestamp: single-asset accounts accrue no interest, so
+    /// sequenced time does not matter to the covered part.
+    pub fn apply(&mut self, cmd: &Command) -> Step {
+        if let Some(why) = self.uncovered(cmd) {
+            return Step::Uncovered(why);
+        }
+        let mut out = Vec::new();
+        let r = match cmd {
+            Command::CreateAccount { account, parent } => {
+                self.create_account(*account, *parent, &mut out)
+            }
+            Command::Deposit {
+                account,
+                asset,
+                amount,
+            } => self.deposit(*account, *asset, *amount, &mut out),
+            Command::Withdraw {
+                account,
+                asset,
+                amount,
+            } => self.withdraw(*account, *asset, *amount, &mut out),
+            Command::Transfer {
+                from,
+                to,
+                asset,
+                amount,
+            } => self.transfer(*from, *to, *asset, *amount, &mut out),
+            Command::SetLeverage {
+                account,
+                instrument,
+                leverage,
+            } => self.set_leverage(*account, *instrument, *leverage, &mut out),
+            Command::SetMarginMode {
+                account,
+                instrument,
+                mode,
+            } => self.set_margin_mode(*account, *instrument, *mode, &mut out),
+            Command::AdjustIsolatedMargin {
+                account,
+                instrument,
+                delta,
+            } => self.adjust_isolated_margin(*account, *instrument, *delta, &mut out),
+            Command::PlaceOrder(o) => self.place_order(o, &mut out),
+            Command::CancelOrder { account, order_id } => {
+                self.cancel_order(*account, *order_id, &mut out)
+            }
+            Command::CancelAll {
+                account,
+                instrument,
+            } => self.cancel_all(*account, *instrument, &mut out),
+            Command::AmendOrder {
+                account,
+                order_id,
+                price,
+                qty,
+            } => self.amend_order(*account, *order_id, *price, *qty, &mut out),
+            Command::SetMarkPrice { instrument, price } => {
+                self.set_mark_price(*instrument, *price, &mut out)
+            }
+            Command::SetIndexPrice { instrument, price } => {
+                let tick = self.spec(*instrument).map(|s| s.tick_size);
+                tick.and_then(|tick| {
+                    check_price(*price)?;
+                    if *price < tick {
+                        return Err(RejectReason::PriceBelowTick);
+                    }
+                    out.push(Event::IndexPriceSet {
+                        instrument: *instrument,
+                        price: *price,
+                    });
+                    Ok(())
+                })
+            }
+            Command::SetFundingRate {
+                instrument,
+                rate,
+                next_funding_ns,
+            } => self.spec(*instrument).and_then(|_| {
+                if *rate < -Rate::ONE || *rate > Rate::ONE {
+                    return Err(RejectReason::RateOutOfRange);
+                }
+                out.push(Event::FundingRateSet {
+                    instrument: *instrument,
+                    rate: *rate,
+                    next_funding_ns: *next_funding_ns,
+                });
+                Ok(())
+            }),
+            Command::SetReferencePrices {
+                instrument,
+                best_bid,
+                best_ask,
+                last_trade,
+            } => self.spec(*instrument).and_then(|_| {
+                for p in [best_bid, best_ask, last_trade].into_iter().flatten() {
+                    check_price(*p)?;
+                }
+                let (b0, a0) = self.reference[instrument.0 as usize];
+                let (b, a) = (best_bid.or(b0), best_ask.or(a0));
+                if let (Some(b), Some(a)) = (b, a) {
+                    if b >= a {
+                        return Err(RejectReason::CrossedReferencePrices);
+                    }
+                }
+                self.reference[instrument.0 as usize] = (b, a);
+                out.push(Event::ReferencePricesSet {
+                    instrument: *instrument,
+                    best_bid: *best_bid,
+                    best_ask: *best_ask,
+                    last_trade: *last_trade,
+                });
+                Ok(())
+            }),
+            Command::SetAssetMode { account, mode } => {
+                self.user(*account).map(|_| ()).and_then(|_| {
+                    if *mode != AssetMode::Single {
+                        // `uncovered` let it through: rule R1 refuses it.
+                        return Err(RejectReason::MultiAssetHasIsolated);
+                    }
+                    out.push(Event::AssetModeSet {
+                        account: *account,
+                        mode: *mode,
+                    });
+                    Ok(())
+                })
+            }
+            Command::SetAssetIndex { .. } => unreachable!("uncovered"),
+        };
+        if let Err(reason) = r {
+            assert!(out.is_empty(), "model: a rejection after events: {out:?}");
+            out.push(Event::rejected(reason));
+        }
+        Step::Events(out)
+    }
+}
