@@ -6,9 +6,9 @@
 //! basis, isolated margin, order margin and notional, open orders), every open order's
 //! reservation, every book (canonical digest), the fee income per asset.
 //!
-//! Streams: `Gen`'s mix with what the model does not cover left out (coin-M instrument,
-//! multi-asset/unified switches, asset index prices): `covered_stream`. A command the
-//! model does not cover stops the comparison of its stream there, and is counted; the
+//! Streams: `Gen`'s mix (coin-M instrument included) with what the model does not cover
+//! left out (multi-asset/unified switches, asset index prices): `covered_stream`. A
+//! command the model does not cover stops the comparison of its stream there, and is counted; the
 //! raw `Gen` stream (whose setup switches accounts to multi-asset) shows that this is
 //! detected, never passed over. A divergence fails with the seed and command index.
 
@@ -30,6 +30,11 @@ struct Coverage {
     isolated_liquidations: u64,
     takeovers: u64,
     deficits: u64,
+    /// Trades, liquidations (cross ones of a pool holding a coin-M instrument) and
+    /// takeovers on coin-M instruments.
+    inverse_trades: u64,
+    inverse_liquidations: u64,
+    inverse_takeovers: u64,
     /// Streams stopped at a command outside the model, by reason.
     uncovered: BTreeMap<&'static str, u64>,
 }
@@ -48,26 +53,22 @@ impl Coverage {
         self.isolated_liquidations += o.isolated_liquidations;
         self.takeovers += o.takeovers;
         self.deficits += o.deficits;
+        self.inverse_trades += o.inverse_trades;
+        self.inverse_liquidations += o.inverse_liquidations;
+        self.inverse_takeovers += o.inverse_takeovers;
     }
     fn compared(&self) -> u64 {
         self.by_kind.values().sum()
     }
 }
 
-/// Whether the reference model covers a generated command (instrument 3 is coin-M).
+/// Whether the reference model covers a generated command (coin-M instrument 3 included).
 fn in_model(cmd: &Command) -> bool {
-    let instrument = match cmd {
-        Command::PlaceOrder(o) => Some(o.instrument),
-        Command::SetMarkPrice { instrument, .. }
-        | Command::SetLeverage { instrument, .. }
-        | Command::SetMarginMode { instrument, .. }
-        | Command::AdjustIsolatedMargin { instrument, .. } => Some(*instrument),
-        Command::CancelAll { instrument, .. } => *instrument,
-        Command::SetAssetIndex { .. } => return false,
-        Command::SetAssetMode { mode, .. } => return *mode == AssetMode::Single,
-        _ => None,
-    };
-    instrument != Some(InstrumentId(3))
+    match cmd {
+        Command::SetAssetIndex { .. } => false,
+        Command::SetAssetMode { mode, .. } => *mode == AssetMode::Single,
+        _ => true,
+    }
 }
 
 /// `Gen`'s stream (setup, then `commands` more) without what the model does not cover.
@@ -213,15 +214,34 @@ fn compare(
             ));
         }
         *cov.by_kind.entry(cmd.kind()).or_default() += 1;
+        let inverse = |i: InstrumentId| config.instruments[i.0 as usize].is_inverse();
         for ev in &out {
             match ev {
                 Event::Rejected { .. } => cov.rejected += 1,
-                Event::Trade { .. } => cov.trades += 1,
-                Event::LiquidationTriggered { instrument, .. } => {
+                Event::Trade { instrument, .. } => {
+                    cov.trades += 1;
+                    cov.inverse_trades += u64::from(inverse(*instrument));
+                }
+                Event::LiquidationTriggered {
+                    instrument,
+                    settle_asset,
+                    ..
+                } => {
                     cov.liquidations += 1;
                     cov.isolated_liquidations += u64::from(instrument.is_some());
+                    let coin_m = match instrument {
+                        Some(i) => inverse(*i),
+                        None => config
+                            .instruments
+                            .iter()
+                            .any(|s| s.is_inverse() && s.settle_asset == *settle_asset),
+                    };
+                    cov.inverse_liquidations += u64::from(coin_m);
                 }
-                Event::PositionTakenOver { .. } => cov.takeovers += 1,
+                Event::PositionTakenOver { instrument, .. } => {
+                    cov.takeovers += 1;
+                    cov.inverse_takeovers += u64::from(inverse(*instrument));
+                }
                 Event::DeficitCovered { .. } => cov.deficits += 1,
                 _ => {}
             }
@@ -271,6 +291,15 @@ fn engine_matches_reference_model() {
         "no isolated liquidation compared"
     );
     assert!(all.takeovers > 0, "no takeover compared");
+    assert!(
+        all.inverse_trades > 100,
+        "only {} coin-M trades",
+        all.inverse_trades
+    );
+    assert!(
+        all.inverse_liquidations > 0,
+        "no coin-M liquidation compared"
+    );
     for kind in [
         "place_order",
         "amend_order",
@@ -296,15 +325,16 @@ fn uncovered_commands_stop_the_comparison() {
     assert!(cov.compared() < stream.len() as u64);
 }
 
-/// The comparison can fail: a model that rounds the closed share of a basis down (a
-/// larger profit), or fees down, is caught. (Fees only with `odd_config`: with
-/// `test_config`'s rates every fee is exact.)
+/// The comparison can fail: a model that rounds the closed share of a basis the wrong
+/// way (a larger profit), fees down, or a coin-M fill's coin value up, is caught. (Fees
+/// only with `odd_config`: with `test_config`'s rates every fee is exact.)
 #[test]
 fn a_perturbed_model_is_caught() {
     let stream = covered_stream(1, 40, 3_000);
     for (config, p) in [
         (test_config(), Perturbation::ClosedBasisRoundsDown),
         (odd_config(), Perturbation::FeeRoundsDown),
+        (test_config(), Perturbation::InverseFillValueRoundsUp),
     ] {
         let err = compare(&config, 1, &stream, p).expect_err("perturbation missed");
         assert!(err.contains("seed 1 command #"), "{err}");

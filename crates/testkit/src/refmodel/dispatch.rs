@@ -19,9 +19,6 @@ impl RefModel {
             _ => None,
         };
         if let Some(spec) = instrument.and_then(|i| self.spec(i).ok()) {
-            if spec.is_inverse() {
-                return Some("coin-M instrument");
-            }
             if spec.fee_to_close {
                 return Some("fee-to-close convention");
             }

@@ -52,7 +52,9 @@ impl RefModel {
         let before = leg.lots;
         let d = side.sign() * lots;
         let (mut realized, mut closed, mut opened) = (Q::ZERO, 0i64, 0i64);
-        if before == 0 || (before > 0) == (d > 0) {
+        if spec.is_inverse() {
+            (realized, closed, opened) = inverse_fill(leg, spec, d, price, perturbation);
+        } else if before == 0 || (before > 0) == (d > 0) {
             leg.basis += value(spec, d, price);
             leg.lots = before + d;
             opened = lots;
@@ -202,4 +204,57 @@ impl RefModel {
             amount: amount.to_money(),
         });
     }
+}
+
+/// An inverse fill of `d` signed lots at `price` on `leg` (MARGIN §2): the basis is
+/// `Σ q × CV / p` in coin, realized PnL on closing `c` of `|q|` lots is the closed share
+/// of the basis plus the closing share of the fill's (signed) coin value. Returns
+/// (realized, closed lots, opened lots).
+///
+/// ENGINE ROUNDS: the fill's coin value once per fill, its magnitude down (so both sides
+/// book the same amount); the closed share of the basis down (toward −∞); on a flip, the
+/// closing share of the fill value down (toward −∞), the rest opening the new position.
+fn inverse_fill(
+    leg: &mut Leg,
+    spec: &InstrumentSpec,
+    d: i64,
+    price: Q,
+    p: Perturbation,
+) -> (Q, i64, i64) {
+    let before = leg.lots;
+    let lots = d.abs();
+    let magnitude = if p == Perturbation::InverseFillValueRoundsUp {
+        up(coin_value(spec, lots, price))
+    } else {
+        down(coin_value(spec, lots, price))
+    };
+    let f = Q::int(i128::from(d.signum())) * magnitude;
+    if before == 0 || (before > 0) == (d > 0) {
+        leg.basis += f;
+        leg.lots = before + d;
+        return (Q::ZERO, 0, lots);
+    }
+    let closed = lots.min(before.abs());
+    let rest = lots - closed;
+    let share = leg.basis * Q::new(i128::from(closed), i128::from(before.abs()));
+    let closed_basis = if p == Perturbation::ClosedBasisRoundsDown {
+        // The perturbation's wrong direction for inverse: up (a larger profit here).
+        up(share)
+    } else {
+        down(share)
+    };
+    let f_close = if rest == 0 {
+        f
+    } else {
+        down(f * Q::new(i128::from(closed), i128::from(lots)))
+    };
+    let realized = closed_basis + f_close;
+    leg.basis -= closed_basis;
+    leg.lots = before - before.signum() * closed;
+    if rest > 0 {
+        assert!(leg.lots == 0 && leg.basis.is_zero(), "model: flip residue");
+        leg.lots = d.signum() * rest;
+        leg.basis = f - f_close;
+    }
+    (realized, closed, rest)
 }

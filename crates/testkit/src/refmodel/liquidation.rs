@@ -153,16 +153,30 @@ impl RefModel {
     /// a closing order may trade at. ENGINE ROUNDS: the price against the account (a
     /// long's up, a short's down) to the price grid, the tick the same way; with no
     /// positive bankruptcy price, the mark.
+    ///
+    /// Inverse (coin-M): `C + basis − q × CV / M = 0`, so `M = q × CV / (C + basis)`, only
+    /// where `C + basis` is non-zero and has the position's sign.
     pub(super) fn bankruptcy(&self, id: AccountId, spec: &InstrumentSpec) -> (Q, PriceTicks) {
         let leg = self.acct(id).expect("account").leg(spec.id).expect("leg");
         let mark = self.marks[spec.id.0 as usize].expect("mark");
         let long = leg.lots > 0;
-        let exact = (leg.basis - self.equity_besides(id, spec)) / lots_q(spec, leg.lots);
-        let on_grid = if long {
-            exact.ceil_to(PRICE)
+        let exact = if spec.is_inverse() {
+            let x = self.equity_besides(id, spec) + leg.basis;
+            if x.is_zero() || x.is_positive() != long {
+                None
+            } else {
+                Some(coin_value(spec, leg.lots, Q::int(1)) / x)
+            }
         } else {
-            exact.floor_to(PRICE)
+            Some((leg.basis - self.equity_besides(id, spec)) / lots_q(spec, leg.lots))
         };
+        let on_grid = exact.map_or(Q::ZERO, |exact| {
+            if long {
+                exact.ceil_to(PRICE)
+            } else {
+                exact.floor_to(PRICE)
+            }
+        });
         let bp = if on_grid.is_positive() {
             on_grid
         } else {

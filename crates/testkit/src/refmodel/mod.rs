@@ -2,10 +2,10 @@
 //! event for event with `perpcore_engine::Engine` over seeded streams.
 //!
 //! Owns: a second, independent reading of the ledger, order-acceptance, settlement and
-//! liquidation rules of `docs/MARGIN.md` for **single-asset accounts on linear
-//! instruments**, cross and isolated. Every value is an exact rational ([`Q`]); state is
-//! a few vectors searched by linear scan (accounts, orders), the books are [`RefBook`]s,
-//! and every derived sum (order margin of a leg, a pool, the holders of an instrument) is
+//! liquidation rules of `docs/MARGIN.md` for **single-asset accounts on linear and
+//! coin-M (inverse) instruments**, cross and isolated. Every value is an exact rational
+//! ([`Q`]); state is a few vectors searched by linear scan (accounts, orders), the books
+//! are [`RefBook`]s, and every derived sum (order margin of a leg, a pool, the holders of an instrument) is
 //! recomputed from scratch whenever it is needed.
 //!
 //! Where the engine rounds to its fixed-point grid, the model rounds the same way, at the
@@ -24,9 +24,11 @@
 //! realized PnL, mark/index/funding/reference-price commands, and liquidation of cross
 //! and isolated positions (trigger, order cancellation, partial step, takeover by the
 //! insurance fund, the fund's work-off order, deficit cover).
-//! Not covered (reported as uncovered): coin-M instruments, multi-asset and unified
-//! accounts (switching to them, asset index prices, USD pools, loans, interest,
-//! auto-exchange), and the fee-to-close convention.
+//! Coin-M: the basis and realized PnL in coin (`Σ q × CV / p`), IM/MM and fees on the
+//! coin notional, orders valued at `min(limit, mark)`, the inverse bankruptcy price.
+//! Not covered (reported as uncovered): multi-asset and unified accounts (switching to
+//! them, asset index prices, USD pools, loans, interest, auto-exchange), and the
+//! fee-to-close convention.
 
 mod dispatch;
 pub mod exact;
@@ -78,8 +80,11 @@ pub enum Perturbation {
     /// Fees rounded down instead of up. (With `gen::test_config`'s rates every fee is
     /// exact, so this shows only with rates of more decimals.)
     FeeRoundsDown,
-    /// The closed share of a position's basis rounded down instead of up.
+    /// The closed share of a position's basis rounded down instead of up (linear; on a
+    /// coin-M instrument, up instead of down).
     ClosedBasisRoundsDown,
+    /// A coin-M fill's coin value rounded up in magnitude instead of down.
+    InverseFillValueRoundsUp,
 }
 
 #[derive(Clone, Debug)]

@@ -144,10 +144,12 @@ impl RefModel {
         replacing: Option<&Order>,
     ) -> Result<(Q, Q), RejectReason> {
         let limit_price = tick_price(spec, PriceTicks(limit));
-        // A buy is valued at max(limit, mark), a sell at its limit (MARGIN §3).
-        let margin_price = match side {
-            Side::Buy => limit_price.max(mark_q(mark)),
-            Side::Sell => limit_price,
+        // A linear buy is valued at max(limit, mark), a linear sell at its limit; an
+        // inverse order at min(limit, mark): where its coin notional is largest (MARGIN §3).
+        let margin_price = match (spec.is_inverse(), side) {
+            (true, _) => limit_price.min(mark_q(mark)),
+            (false, Side::Buy) => limit_price.max(mark_q(mark)),
+            (false, Side::Sell) => limit_price,
         };
         let leverage = self.leverage_of(account, spec);
         // Lots that increase exposure: all of them on the position's side; else what is

@@ -10,9 +10,28 @@ pub(super) fn tick_price(spec: &InstrumentSpec, ticks: PriceTicks) -> Q {
 }
 /// Signed linear value `q × p` (exact).
 pub(super) fn value(spec: &InstrumentSpec, lots: i64, price: Q) -> Q {
+    debug_assert!(!spec.is_inverse());
     lots_q(spec, lots) * price
 }
+/// A coin-M contract's value in USD (`ContractKind::Inverse`), `None` when linear.
+pub(super) fn contract_value(spec: &InstrumentSpec) -> Option<Q> {
+    match spec.kind {
+        ContractKind::Inverse { contract_value } => Some(Q::money(contract_value)),
+        ContractKind::Linear => None,
+    }
+}
+/// Signed coin value `q × CV / p` of an inverse position (MARGIN §2), exact.
+pub(super) fn coin_value(spec: &InstrumentSpec, lots: i64, price: Q) -> Q {
+    let cv = contract_value(spec).expect("inverse instrument");
+    lots_q(spec, lots) * cv / price
+}
+/// Absolute notional in the settlement asset: linear `|q × p|` (exact); inverse
+/// `|q| × CV / p` in coin. ENGINE ROUNDS: the inverse notional up (it drives
+/// requirements and fees).
 pub(super) fn notional(spec: &InstrumentSpec, lots: i64, price: Q) -> Q {
+    if spec.is_inverse() {
+        return up(coin_value(spec, lots.abs(), price));
+    }
     value(spec, lots, price).abs()
 }
 pub(super) fn bracket(spec: &InstrumentSpec, notional: Q) -> &Bracket {
@@ -51,7 +70,12 @@ impl Leg {
             isolated_margin: Q::ZERO,
         }
     }
+    /// Linear `q × M − basis`; inverse `basis − q × CV / M` (coin). ENGINE ROUNDS: the
+    /// inverse value at mark up (toward +∞: against a long and a short alike).
     pub(super) fn upnl(&self, spec: &InstrumentSpec, mark: Price) -> Q {
+        if spec.is_inverse() {
+            return self.basis - up(coin_value(spec, self.lots, mark_q(mark)));
+        }
         value(spec, self.lots, mark_q(mark)) - self.basis
     }
     /// ENGINE ROUNDS: `N / L` up.
