@@ -7,8 +7,8 @@
 //! reservation, every book (canonical digest), the fee income per asset.
 //!
 //! Streams: `Gen`'s mix (coin-M instrument included) with what the model does not cover
-//! left out (multi-asset/unified switches, asset index prices): `covered_stream`. A
-//! command the model does not cover stops the comparison of its stream there, and is counted; the
+//! left out (switches to multi-asset or unified mode): `covered_stream`. A command the
+//! model does not cover stops the comparison of its stream there, and is counted; the
 //! raw `Gen` stream (whose setup switches accounts to multi-asset) shows that this is
 //! detected, never passed over. A divergence fails with the seed and command index.
 
@@ -65,7 +65,6 @@ impl Coverage {
 /// Whether the reference model covers a generated command (coin-M instrument 3 included).
 fn in_model(cmd: &Command) -> bool {
     match cmd {
-        Command::SetAssetIndex { .. } => false,
         Command::SetAssetMode { mode, .. } => *mode == AssetMode::Single,
         _ => true,
     }

@@ -24,15 +24,14 @@ impl RefModel {
             }
         }
         match cmd {
-            Command::SetAssetIndex { .. } => Some("asset index prices (USD valuation)"),
             Command::SetAssetMode { account, mode } if *mode != AssetMode::Single => {
                 let a = self.user(*account).ok()?;
-                // Rule R1 refuses with isolated positions or orders: that much is covered.
-                let isolated = a.legs.iter().any(|l| {
-                    l.mode == MarginMode::Isolated
-                        && (l.lots != 0 || !self.orders_of(a.id, l.instrument).is_empty())
-                });
-                (!isolated).then_some("multi-asset or unified account")
+                // The refusals before the USD pool (R1, coin-M) are covered; the pool's
+                // check and every multi-asset or unified account after it are not.
+                match self.switch_refusal(a, *mode) {
+                    Some(_) => None,
+                    None => Some("multi-asset or unified account"),
+                }
             }
             _ => None,
         }
@@ -152,10 +151,10 @@ impl RefModel {
                 Ok(())
             }),
             Command::SetAssetMode { account, mode } => {
-                self.user(*account).map(|_| ()).and_then(|_| {
+                self.user(*account).cloned().and_then(|a| {
                     if *mode != AssetMode::Single {
-                        // `uncovered` let it through: rule R1 refuses it.
-                        return Err(RejectReason::MultiAssetHasIsolated);
+                        // `uncovered` let it through: R1 or the coin-M rule refuses it.
+                        return Err(self.switch_refusal(&a, *mode).expect("refused"));
                     }
                     out.push(Event::AssetModeSet {
                         account: *account,
@@ -164,7 +163,11 @@ impl RefModel {
                     Ok(())
                 })
             }
-            Command::SetAssetIndex { .. } => unreachable!("uncovered"),
+            Command::SetAssetIndex {
+                asset,
+                quote,
+                price,
+            } => self.set_asset_index(*asset, *quote, *price, &mut out),
         };
         if let Err(reason) = r {
             assert!(out.is_empty(), "model: a rejection after events: {out:?}");

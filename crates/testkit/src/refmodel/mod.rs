@@ -26,9 +26,13 @@
 //! insurance fund, the fund's work-off order, deficit cover).
 //! Coin-M: the basis and realized PnL in coin (`Σ q × CV / p`), IM/MM and fees on the
 //! coin notional, orders valued at `min(limit, mark)`, the inverse bankruptcy price.
-//! Not covered (reported as uncovered): multi-asset and unified accounts (switching to
-//! them, asset index prices, USD pools, loans, interest, auto-exchange), and the
-//! fee-to-close convention.
+//! Asset index prices: the USD prices they derive (MARGIN §1) and the refusal of one out
+//! of range (no USD pool exists in the model, so nothing is revalued). Switches to
+//! multi-asset or unified mode as far as they are refused before the USD pool is looked
+//! at: rule R1 (isolated position or order), a coin-M position or order (multi-asset).
+//! Not covered (reported as uncovered): a switch that reaches the USD pool's check, and
+//! so every multi-asset and unified account (USD pools, collateral tiers, loans,
+//! interest, auto-exchange); the fee-to-close convention.
 
 mod dispatch;
 pub mod exact;
@@ -37,6 +41,7 @@ mod ledger;
 mod liquidation;
 mod orders;
 mod pricing;
+mod usd;
 mod views;
 
 use crate::refbook::RefBook;
@@ -210,6 +215,9 @@ pub struct RefModel {
     marks: Vec<Option<Price>>,
     reference: Vec<(Option<Price>, Option<Price>)>,
     fee_income: Vec<Q>,
+    /// Asset index prices against USDT and USD (MARGIN §1), by asset.
+    index_usdt: Vec<Option<Price>>,
+    index_usd: Vec<Option<Price>>,
     /// Deposits − withdrawals per asset (platform caps).
     net_deposits: Vec<Q>,
     next_internal_order: u64,
@@ -243,6 +251,8 @@ impl RefModel {
             marks: vec![None; n],
             reference: vec![(None, None); n],
             fee_income: vec![Q::ZERO; assets],
+            index_usdt: vec![None; assets],
+            index_usd: vec![None; assets],
             net_deposits: vec![Q::ZERO; assets],
             next_internal_order: INTERNAL_ORDER_MIN,
             holding_isolated: None,
