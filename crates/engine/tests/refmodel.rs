@@ -24,6 +24,8 @@ struct Coverage {
     /// Commands compared, by kind.
     by_kind: BTreeMap<&'static str, u64>,
     rejected: u64,
+    /// Rejections by code.
+    reasons: BTreeMap<u16, u64>,
     trades: u64,
     liquidations: u64,
     /// Of which isolated positions.
@@ -46,6 +48,9 @@ impl Coverage {
         }
         for (k, v) in &o.uncovered {
             *self.uncovered.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.reasons {
+            *self.reasons.entry(*k).or_default() += v;
         }
         self.rejected += o.rejected;
         self.trades += o.trades;
@@ -216,7 +221,10 @@ fn compare(
         let inverse = |i: InstrumentId| config.instruments[i.0 as usize].is_inverse();
         for ev in &out {
             match ev {
-                Event::Rejected { .. } => cov.rejected += 1,
+                Event::Rejected { code, .. } => {
+                    cov.rejected += 1;
+                    *cov.reasons.entry(*code).or_default() += 1;
+                }
                 Event::Trade { instrument, .. } => {
                     cov.trades += 1;
                     cov.inverse_trades += u64::from(inverse(*instrument));
@@ -322,6 +330,86 @@ fn uncovered_commands_stop_the_comparison() {
         .expect("no divergence before the stop");
     assert_eq!(cov.uncovered.values().sum::<u64>(), 1, "{cov:?}");
     assert!(cov.compared() < stream.len() as u64);
+}
+
+/// The asset-mode switch refusals the model covers (R1; a coin-M position or order in
+/// multi-asset mode) and out-of-range USD prices, compared on a hand-built stream; the
+/// switch that reaches the USD pool's check stops it.
+#[test]
+fn switch_refusals_and_usd_prices_are_compared() {
+    let (a, b) = (AccountId(1), AccountId(2));
+    let order = |account, instrument: u32, order_id: u64, side, price: i64, qty: i64| {
+        Command::PlaceOrder(NewOrder {
+            account,
+            instrument: InstrumentId(instrument),
+            order_id: OrderId(order_id),
+            side,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            price: PriceTicks(price),
+            qty: QtyLots(qty),
+            reduce_only: false,
+            close_position: false,
+            stp: StpMode::default(),
+        })
+    };
+    let mode = |account, mode| Command::SetAssetMode { account, mode };
+    let index = |asset: u16, quote, price| Command::SetAssetIndex {
+        asset: AssetId(asset),
+        quote,
+        price,
+    };
+    let mut stream = Vec::new();
+    for id in [a, b] {
+        stream.push(Command::CreateAccount {
+            account: id,
+            parent: None,
+        });
+        for (asset, amount) in [(0u16, 1_000_000), (2, 100)] {
+            stream.push(Command::Deposit {
+                account: id,
+                asset: AssetId(asset),
+                amount: Money::from_int(amount),
+            });
+        }
+    }
+    for i in [0, 3] {
+        stream.push(Command::SetMarkPrice {
+            instrument: InstrumentId(i),
+            price: Price::from_int(60_000),
+        });
+    }
+    stream.extend([
+        // C = BTC/USD ÷ BTC/USDT would be 6·10^12: refused; then USDT at 10^-8 USD makes
+        // BTC (10^-8 USDT) worth 10^-16 USD, below the grid: refused.
+        index(3, IndexQuote::Usdt, Price(1)),
+        index(3, IndexQuote::Usd, MAX_PRICE),
+        index(0, IndexQuote::Usd, Price(1)),
+        index(2, IndexQuote::Usdt, Price(1)),
+        index(2, IndexQuote::Usdt, Price::from_int(60_000)),
+        // R1: an isolated order; then the coin-M rule: a coin-M order, multi-asset only.
+        Command::SetMarginMode {
+            account: a,
+            instrument: InstrumentId(0),
+            mode: MarginMode::Isolated,
+        },
+        order(a, 0, 1, Side::Buy, 590_000, 10),
+        mode(a, AssetMode::Multi),
+        mode(a, AssetMode::Unified),
+        order(b, 3, 2, Side::Buy, 590_000, 10),
+        mode(b, AssetMode::Multi),
+        mode(b, AssetMode::Single),
+        // Unified takes coin-M: the USD pool decides, outside the model.
+        mode(b, AssetMode::Unified),
+    ]);
+    let cov =
+        compare(&test_config(), 0, &stream, Perturbation::None).unwrap_or_else(|d| panic!("{d}"));
+    let count = |r: RejectReason| cov.reasons.get(&r.code()).copied().unwrap_or(0);
+    assert_eq!(count(RejectReason::UsdPriceOutOfRange), 2, "{cov:#?}");
+    assert_eq!(count(RejectReason::MultiAssetHasIsolated), 2, "{cov:#?}");
+    assert_eq!(count(RejectReason::CoinMInMultiAsset), 1, "{cov:#?}");
+    assert_eq!(cov.compared(), stream.len() as u64 - 1, "{cov:#?}");
+    assert_eq!(cov.uncovered.values().sum::<u64>(), 1, "{cov:#?}");
 }
 
 /// The comparison can fail: a model that rounds the closed share of a basis the wrong
