@@ -6,8 +6,8 @@
 //! basis, isolated margin, order margin and notional, open orders), every open order's
 //! reservation, every book (canonical digest), the fee income per asset.
 //!
-//! Streams: `Gen`'s mix (coin-M instrument included) with what the model does not cover
-//! left out (switches to multi-asset or unified mode): `covered_stream`. A command the
+//! Streams: `Gen`'s mix (coin-M instrument included), each switch to a multi-asset or
+//! unified mode left out or followed by a switch back: `covered_stream`. A command the
 //! model does not cover stops the comparison of its stream there, and is counted; the
 //! raw `Gen` stream (whose setup switches accounts to multi-asset) shows that this is
 //! detected, never passed over. A divergence fails with the seed and command index.
@@ -67,23 +67,29 @@ impl Coverage {
     }
 }
 
-/// Whether the reference model covers a generated command (coin-M instrument 3 included).
-fn in_model(cmd: &Command) -> bool {
-    match cmd {
-        Command::SetAssetMode { mode, .. } => *mode == AssetMode::Single,
-        _ => true,
-    }
-}
-
-/// `Gen`'s stream (setup, then `commands` more) without what the model does not cover.
-fn covered_stream(seed: u64, accounts: u64, commands: usize) -> Vec<Command> {
-    let mut g = Gen::new(seed, accounts);
-    let mut v: Vec<Command> = g.setup().into_iter().filter(in_model).collect();
-    while v.len() < commands {
-        let c = g.next_command();
-        if in_model(&c) {
-            v.push(c);
+/// `Gen`'s stream (setup, then `commands` more; the coin-M instrument included), each
+/// switch to a multi-asset or unified mode either left out or (`round_trips`) followed by
+/// a switch of the same account back to single-asset mode: the model compares a switch
+/// (R1, the coin-M rule, the USD pool's check; R2 on the way back) but no multi-asset or
+/// unified account beyond it, so a refused way back stops the stream.
+fn covered_stream(seed: u64, accounts: u64, commands: usize, round_trips: bool) -> Vec<Command> {
+    let round_trip = |c: Command| match c {
+        Command::SetAssetMode { mode, .. } if mode != AssetMode::Single && !round_trips => {
+            vec![]
         }
+        Command::SetAssetMode { account, mode } if mode != AssetMode::Single => vec![
+            c,
+            Command::SetAssetMode {
+                account,
+                mode: AssetMode::Single,
+            },
+        ],
+        c => vec![c],
+    };
+    let mut g = Gen::new(seed, accounts);
+    let mut v: Vec<Command> = g.setup().into_iter().flat_map(round_trip).collect();
+    while v.len() < commands {
+        v.extend(round_trip(g.next_command()));
     }
     v
 }
@@ -280,11 +286,13 @@ const SEEDS: [u64; 6] = [1, 2, 3, 4, 5, 6];
 fn engine_matches_reference_model() {
     let mut all = Coverage::default();
     for seed in SEEDS {
-        let stream = covered_stream(seed, 40, 6_000);
-        for config in [test_config(), odd_config()] {
-            match compare(&config, seed, &stream, Perturbation::None) {
-                Ok(c) => all.add(&c),
-                Err(d) => panic!("{d}"),
+        for round_trips in [false, true] {
+            let stream = covered_stream(seed, 40, 6_000, round_trips);
+            for config in [test_config(), odd_config()] {
+                match compare(&config, seed, &stream, Perturbation::None) {
+                    Ok(c) => all.add(&c),
+                    Err(d) => panic!("{d}"),
+                }
             }
         }
     }
@@ -333,11 +341,10 @@ fn uncovered_commands_stop_the_comparison() {
 }
 
 /// The asset-mode switch refusals the model covers (R1; a coin-M position or order in
-/// multi-asset mode) and out-of-range USD prices, compared on a hand-built stream; the
-/// switch that reaches the USD pool's check stops it.
-#[test]
-fn switch_refusals_and_usd_prices_are_compared() {
-    let (a, b) = (AccountId(1), AccountId(2));
+/// multi-asset mode), the USD pool's check, R2, and out-of-range USD prices, compared on
+/// a hand-built stream; a command on a unified account stops it.
+fn switch_stream() -> Vec<Command> {
+    let (a, b, c) = (AccountId(1), AccountId(2), AccountId(3));
     let order = |account, instrument: u32, order_id: u64, side, price: i64, qty: i64| {
         Command::PlaceOrder(NewOrder {
             account,
@@ -386,7 +393,23 @@ fn switch_refusals_and_usd_prices_are_compared() {
         index(3, IndexQuote::Usd, MAX_PRICE),
         index(0, IndexQuote::Usd, Price(1)),
         index(2, IndexQuote::Usdt, Price(1)),
+        index(0, IndexQuote::Usd, Price::ONE),
         index(2, IndexQuote::Usdt, Price::from_int(60_000)),
+        // A coin-M long using 97% of a 1 BTC wallet: in the unified pool BTC counts at
+        // 95%, below the IM (AssetModeUnderMargin); multi-asset refuses coin-M.
+        Command::CreateAccount {
+            account: c,
+            parent: None,
+        },
+        Command::Deposit {
+            account: c,
+            asset: AssetId(2),
+            amount: Money::from_int(1),
+        },
+        order(b, 3, 3, Side::Sell, 600_000, 11_640),
+        order(c, 3, 4, Side::Buy, 600_000, 11_640),
+        mode(c, AssetMode::Unified),
+        mode(c, AssetMode::Multi),
         // R1: an isolated order; then the coin-M rule: a coin-M order, multi-asset only.
         Command::SetMarginMode {
             account: a,
@@ -399,15 +422,32 @@ fn switch_refusals_and_usd_prices_are_compared() {
         order(b, 3, 2, Side::Buy, 590_000, 10),
         mode(b, AssetMode::Multi),
         mode(b, AssetMode::Single),
-        // Unified takes coin-M: the USD pool decides, outside the model.
+        // Unified takes coin-M: the USD pool's check accepts it; back, R2 accepts; to
+        // unified again, and then anything but a switch of that account is outside.
         mode(b, AssetMode::Unified),
+        mode(b, AssetMode::Unified),
+        mode(b, AssetMode::Single),
+        mode(b, AssetMode::Unified),
+        Command::Deposit {
+            account: b,
+            asset: AssetId(0),
+            amount: Money::from_int(1),
+        },
     ]);
+    stream
+}
+
+#[test]
+fn switch_refusals_and_usd_prices_are_compared() {
+    let stream = switch_stream();
     let cov =
         compare(&test_config(), 0, &stream, Perturbation::None).unwrap_or_else(|d| panic!("{d}"));
     let count = |r: RejectReason| cov.reasons.get(&r.code()).copied().unwrap_or(0);
     assert_eq!(count(RejectReason::UsdPriceOutOfRange), 2, "{cov:#?}");
     assert_eq!(count(RejectReason::MultiAssetHasIsolated), 2, "{cov:#?}");
-    assert_eq!(count(RejectReason::CoinMInMultiAsset), 1, "{cov:#?}");
+    assert_eq!(count(RejectReason::CoinMInMultiAsset), 2, "{cov:#?}");
+    assert_eq!(count(RejectReason::AssetModeUnderMargin), 1, "{cov:#?}");
+    assert_eq!(cov.inverse_trades, 1, "{cov:#?}");
     assert_eq!(cov.compared(), stream.len() as u64 - 1, "{cov:#?}");
     assert_eq!(cov.uncovered.values().sum::<u64>(), 1, "{cov:#?}");
 }
@@ -417,7 +457,7 @@ fn switch_refusals_and_usd_prices_are_compared() {
 /// only with `odd_config`: with `test_config`'s rates every fee is exact.)
 #[test]
 fn a_perturbed_model_is_caught() {
-    let stream = covered_stream(1, 40, 3_000);
+    let stream = covered_stream(1, 40, 3_000, false);
     for (config, p) in [
         (test_config(), Perturbation::ClosedBasisRoundsDown),
         (odd_config(), Perturbation::FeeRoundsDown),
@@ -427,13 +467,16 @@ fn a_perturbed_model_is_caught() {
         assert!(err.contains("seed 1 command #"), "{err}");
         eprintln!("{p:?}: {}", err.lines().next().unwrap_or_default());
     }
+    let err = compare(&test_config(), 0, &switch_stream(), Perturbation::NoHaircut)
+        .expect_err("perturbation missed");
+    eprintln!("NoHaircut: {}", err.lines().next().unwrap_or_default());
 }
 
 proptest! {
     #![proptest_config(perpcore_testkit::prop::config(4))]
     #[test]
     fn any_seed_matches_reference_model(seed in any::<u64>(), accounts in 2u64..50) {
-        let stream = covered_stream(seed, accounts, 1_500);
+        let stream = covered_stream(seed, accounts, 1_500, true);
         for config in [test_config(), odd_config()] {
             if let Err(d) = compare(&config, seed, &stream, Perturbation::None) {
                 panic!("{d}");

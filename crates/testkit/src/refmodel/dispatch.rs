@@ -23,22 +23,32 @@ impl RefModel {
                 return Some("fee-to-close convention");
             }
         }
+        if let Some((away, _)) = self.away {
+            // One account is in a multi-asset or unified mode: only its own switches are
+            // covered (nothing else can have changed it since it left).
+            match cmd {
+                Command::SetAssetMode { account, .. } if *account == away => {}
+                _ => return Some("multi-asset or unified account"),
+            }
+        }
         match cmd {
             Command::SetAssetMode { account, mode } if *mode != AssetMode::Single => {
                 let a = self.user(*account).ok()?;
-                // The refusals before the USD pool (R1, coin-M) are covered; the pool's
-                // check and every multi-asset or unified account after it are not.
-                match self.switch_refusal(a, *mode) {
-                    Some(_) => None,
-                    None => Some("multi-asset or unified account"),
+                // Refused, or accepted into a pool without a loan: covered (and then only
+                // switches of that account are, until it is back in single-asset mode).
+                let from = self.away.map_or(AssetMode::Single, |(_, m)| m);
+                if from == *mode || self.check_switch_to_pool(a, *mode).is_err() {
+                    return None;
                 }
+                (!self.loan_free(a, *mode)).then_some("loan in a multi-asset or unified account")
             }
             _ => None,
         }
     }
 
-    /// Apply one command. No timestamp: single-asset accounts accrue no interest, so
-    /// sequenced time does not matter to the covered part.
+    /// Apply one command. No timestamp: single-asset accounts accrue no interest, and an
+    /// account in a pooled mode is covered only without a loan, so sequenced time (hourly
+    /// interest, auto-exchange) does not matter to the covered part.
     pub fn apply(&mut self, cmd: &Command) -> Step {
         if let Some(why) = self.uncovered(cmd) {
             return Step::Uncovered(why);
@@ -151,17 +161,7 @@ impl RefModel {
                 Ok(())
             }),
             Command::SetAssetMode { account, mode } => {
-                self.user(*account).cloned().and_then(|a| {
-                    if *mode != AssetMode::Single {
-                        // `uncovered` let it through: R1 or the coin-M rule refuses it.
-                        return Err(self.switch_refusal(&a, *mode).expect("refused"));
-                    }
-                    out.push(Event::AssetModeSet {
-                        account: *account,
-                        mode: *mode,
-                    });
-                    Ok(())
-                })
+                self.set_asset_mode(*account, *mode, &mut out)
             }
             Command::SetAssetIndex {
                 asset,

@@ -27,12 +27,15 @@
 //! Coin-M: the basis and realized PnL in coin (`Σ q × CV / p`), IM/MM and fees on the
 //! coin notional, orders valued at `min(limit, mark)`, the inverse bankruptcy price.
 //! Asset index prices: the USD prices they derive (MARGIN §1) and the refusal of one out
-//! of range (no USD pool exists in the model, so nothing is revalued). Switches to
-//! multi-asset or unified mode as far as they are refused before the USD pool is looked
-//! at: rule R1 (isolated position or order), a coin-M position or order (multi-asset).
-//! Not covered (reported as uncovered): a switch that reaches the USD pool's check, and
-//! so every multi-asset and unified account (USD pools, collateral tiers, loans,
-//! interest, auto-exchange); the fee-to-close convention.
+//! of range. Asset-mode switches: R1 (isolated position or order), a coin-M position or
+//! order (multi-asset), the new USD pool's check (tiered collateral with haircuts,
+//! liabilities at 100%, IM and order margin in USD), and R2 on the way back; an accepted
+//! switch is covered when it leaves no loan, and then only that account's own switches
+//! are, until it is back in single-asset mode.
+//! Not covered (reported as uncovered): anything else while an account is in a
+//! multi-asset or unified mode (trading, ledger, index revaluation and liquidation of a
+//! USD pool, loans, interest, auto-exchange), a switch that would leave a loan, and the
+//! fee-to-close convention.
 
 mod dispatch;
 pub mod exact;
@@ -90,6 +93,8 @@ pub enum Perturbation {
     ClosedBasisRoundsDown,
     /// A coin-M fill's coin value rounded up in magnitude instead of down.
     InverseFillValueRoundsUp,
+    /// Collateral counted at its full USD value, without the tiers' haircut.
+    NoHaircut,
 }
 
 #[derive(Clone, Debug)]
@@ -218,6 +223,9 @@ pub struct RefModel {
     /// Asset index prices against USDT and USD (MARGIN §1), by asset.
     index_usdt: Vec<Option<Price>>,
     index_usd: Vec<Option<Price>>,
+    /// The one account in a multi-asset or unified mode, and its mode: it has just
+    /// switched, and nothing but its own switches is covered until it switches back.
+    away: Option<(AccountId, AssetMode)>,
     /// Deposits − withdrawals per asset (platform caps).
     net_deposits: Vec<Q>,
     next_internal_order: u64,
@@ -253,6 +261,7 @@ impl RefModel {
             fee_income: vec![Q::ZERO; assets],
             index_usdt: vec![None; assets],
             index_usd: vec![None; assets],
+            away: None,
             net_deposits: vec![Q::ZERO; assets],
             next_internal_order: INTERNAL_ORDER_MIN,
             holding_isolated: None,

@@ -1,5 +1,6 @@
-//! USD prices (MARGIN §1) from the asset index tables, and the refusals of asset-mode
-//! switches that do not need a USD pool (rule R1, coin-M in multi-asset mode).
+//! USD prices (MARGIN §1) from the asset index tables; the USD pool of a multi-asset or
+//! unified account (MARGIN §4, §5: tiered collateral, liabilities at 100%); asset-mode
+//! switches (rules R1, R2, coin-M in multi-asset mode, the USD pool's check).
 
 use super::*;
 
@@ -93,4 +94,194 @@ impl RefModel {
         }
         None
     }
+
+    /// The current USD prices (the index tables were checked when set).
+    fn usd_now(&self) -> Vec<Option<Q>> {
+        self.usd_prices(&self.index_usdt, &self.index_usd)
+            .expect("index tables checked when set")
+    }
+
+    /// The USD pool `a` would have in `mode`, from scratch: per leg the model pools (a
+    /// multi-asset pool leaves coin-M out), the order margin and each cross position's
+    /// IM in USD, the position's uPnL in its asset's equity; then every asset's equity as
+    /// collateral.
+    pub(super) fn usd_pool(&self, a: &Acct, mode: AssetMode) -> UsdPool {
+        let usd = self.usd_now();
+        let mut p = UsdPool {
+            equity: a.wallets.clone(),
+            adjusted_equity: Q::ZERO,
+            im: Q::ZERO,
+            order_margin: Q::ZERO,
+            unpriced_liability: false,
+        };
+        for leg in &a.legs {
+            let spec = self
+                .spec(leg.instrument)
+                .expect("leg of a known instrument");
+            if mode == AssetMode::Multi && spec.is_inverse() {
+                continue;
+            }
+            let k = usize::from(spec.settle_asset.0);
+            // ENGINE ROUNDS: a requirement in USD, up.
+            let to_usd = |m: Q| usd[k].map(|price| up(m * price));
+            let reserved: Q = self
+                .orders_of(a.id, leg.instrument)
+                .iter()
+                .map(|o| o.reserved)
+                .sum();
+            if !reserved.is_zero() {
+                match to_usd(reserved) {
+                    Some(v) => p.order_margin += v,
+                    None => p.unpriced_liability = true,
+                }
+            }
+            if leg.mode != MarginMode::Cross || leg.lots == 0 {
+                continue;
+            }
+            let mark = self.marks[spec.id.0 as usize].expect("position without a mark");
+            p.equity[k] += leg.upnl(&spec, mark);
+            // (The engine values MM too; only a pool liquidation reads it.)
+            match (to_usd(leg.im(&spec, mark)), to_usd(leg.mm(&spec, mark))) {
+                (Some(im), Some(_)) => p.im += im,
+                _ => p.unpriced_liability = true,
+            }
+        }
+        for (k, asset) in self.cfg.assets.iter().enumerate() {
+            let value = if self.perturbation == Perturbation::NoHaircut && p.equity[k].is_positive()
+            {
+                Some(usd[k].map_or(Q::ZERO, |price| down(p.equity[k] * price)))
+            } else {
+                collateral_usd(p.equity[k], asset.collateral.as_ref(), usd[k])
+            };
+            match value {
+                Some(v) => p.adjusted_equity += v,
+                None => p.unpriced_liability = true,
+            }
+        }
+        p
+    }
+
+    /// Whether `a` would hold no loan in `mode`: no negative wallet, no negative equity
+    /// in its USD pool. (A loan accrues interest and is auto-exchanged at hour boundaries
+    /// of sequenced time, which the model does not follow.)
+    pub(super) fn loan_free(&self, a: &Acct, mode: AssetMode) -> bool {
+        let p = self.usd_pool(a, mode);
+        a.wallets.iter().all(|w| !w.is_negative()) && p.equity.iter().all(|e| !e.is_negative())
+    }
+
+    /// A switch of `a` (now in `from`) to the pooled `mode`: R1, the coin-M rule, then
+    /// the new USD pool must be valued and leave available margin non-negative.
+    pub(super) fn check_switch_to_pool(&self, a: &Acct, mode: AssetMode) -> Res {
+        if let Some(r) = self.switch_refusal(a, mode) {
+            return Err(r);
+        }
+        let p = self.usd_pool(a, mode);
+        if p.unpriced_liability || p.available().is_negative() {
+            return Err(RejectReason::AssetModeUnderMargin);
+        }
+        Ok(())
+    }
+
+    /// R2, back to single-asset mode: each settlement asset used by cross positions or
+    /// orders covers their margin, in asset order; the maintenance margin rate in USD is
+    /// below 80% (`5 × MM < 4 × balance`).
+    pub(super) fn check_switch_to_single(&self, a: &Acct) -> Res {
+        let usd = self.usd_now();
+        let (mut mm_usd, mut balance_usd) = (Q::ZERO, Q::ZERO);
+        for asset in &self.cfg.assets {
+            let p = self.pool_of(a, asset.id);
+            let used = p.cross_positions > 0 || !p.order_margin.is_zero();
+            if used && p.available().is_negative() {
+                return Err(RejectReason::SingleAssetUncovered);
+            }
+            if p.cross_positions > 0 {
+                let price = usd[usize::from(asset.id.0)].ok_or(RejectReason::NoUsdPrice)?;
+                // ENGINE ROUNDS: each USD value down.
+                mm_usd += down(p.cross_mm * price);
+                balance_usd += down(p.margin_balance() * price);
+            }
+        }
+        if !mm_usd.is_zero() && Q::int(5) * mm_usd >= Q::int(4) * balance_usd {
+            return Err(RejectReason::SingleAssetMmrTooHigh);
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_asset_mode(
+        &mut self,
+        id: AccountId,
+        mode: AssetMode,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let a = self.user(id)?.clone();
+        let from = match self.away {
+            Some((x, m)) if x == id => m,
+            _ => AssetMode::Single,
+        };
+        if from != mode {
+            if mode == AssetMode::Single {
+                self.check_switch_to_single(&a)?;
+                self.away = None;
+            } else {
+                self.check_switch_to_pool(&a, mode)?;
+                self.away = Some((id, mode));
+            }
+        }
+        out.push(Event::AssetModeSet { account: id, mode });
+        Ok(())
+    }
+}
+
+/// A multi-asset or unified account's cross pool, in USD (the part the model compares:
+/// a switch's check).
+pub(super) struct UsdPool {
+    /// Per asset: wallet + uPnL of the pooled cross positions settling in it.
+    equity: Vec<Q>,
+    /// `Σ collateral(equity_k)` in USD.
+    adjusted_equity: Q,
+    im: Q,
+    order_margin: Q,
+    /// A negative equity without a USD price: the pool cannot be valued.
+    unpriced_liability: bool,
+}
+
+impl UsdPool {
+    fn available(&self) -> Q {
+        self.adjusted_equity - self.im - self.order_margin
+    }
+}
+
+/// Tiers like tax brackets over a non-negative amount. ENGINE ROUNDS: each slice's part
+/// down to the money grid.
+fn tiered(x: Q, spec: &CollateralSpec) -> Q {
+    let mut out = Q::ZERO;
+    for (t, tier) in spec.tiers.iter().enumerate() {
+        let floor = Q::money(tier.floor);
+        if x <= floor {
+            break;
+        }
+        let top = spec
+            .tiers
+            .get(t + 1)
+            .map_or(x, |n| Q::money(n.floor).min(x));
+        out += down((top - floor) * Q::rate(tier.ratio));
+    }
+    out
+}
+
+/// The USD collateral value of an equity in one asset (MARGIN §4): tiers on positive
+/// equity only (by USD value or by quantity); a negative equity counts at 100% and
+/// cannot be valued without a USD price; no parameters or no price count zero.
+/// ENGINE ROUNDS: every USD value down (a holding worth no more, a liability no less).
+fn collateral_usd(eq: Q, spec: Option<&CollateralSpec>, price: Option<Q>) -> Option<Q> {
+    if eq.is_negative() {
+        return price.map(|p| down(eq * p));
+    }
+    let (Some(spec), Some(price)) = (spec, price) else {
+        return Some(Q::ZERO);
+    };
+    Some(match spec.unit {
+        TierUnit::Usd => tiered(down(eq * price), spec),
+        TierUnit::Quantity => down(tiered(eq, spec) * price),
+    })
 }
