@@ -6,11 +6,12 @@
 //! basis, isolated margin, order margin and notional, open orders), every open order's
 //! reservation, every book (canonical digest), the fee income per asset.
 //!
-//! Streams: `Gen`'s mix (coin-M instrument included), each switch to a multi-asset or
-//! unified mode left out or followed by a switch back: `covered_stream`. A command the
-//! model does not cover stops the comparison of its stream there, and is counted; the
-//! raw `Gen` stream (whose setup switches accounts to multi-asset) shows that this is
-//! detected, never passed over. A divergence fails with the seed and command index.
+//! Streams: `Gen`'s mix as it is (every third account multi-asset, every fifth unified,
+//! the coin-M instrument included), and with each switch to a multi-asset or unified
+//! mode left out or followed by a switch back (`covered_stream`). A command the model
+//! does not cover (a loan, a USD pool's liquidation) stops the comparison of its stream
+//! there, and is counted, never passed over. A divergence fails with the seed and
+//! command index.
 
 use perpcore_engine::Engine;
 use perpcore_testkit::gen::{test_config, Gen};
@@ -37,6 +38,10 @@ struct Coverage {
     inverse_trades: u64,
     inverse_liquidations: u64,
     inverse_takeovers: u64,
+    /// Trades with a multi-asset or unified account on either side.
+    pooled_trades: u64,
+    /// Accepted switches to a multi-asset or unified mode.
+    pooled_switches: u64,
     /// Streams stopped at a command outside the model, by reason.
     uncovered: BTreeMap<&'static str, u64>,
 }
@@ -61,6 +66,8 @@ impl Coverage {
         self.inverse_trades += o.inverse_trades;
         self.inverse_liquidations += o.inverse_liquidations;
         self.inverse_takeovers += o.inverse_takeovers;
+        self.pooled_trades += o.pooled_trades;
+        self.pooled_switches += o.pooled_switches;
     }
     fn compared(&self) -> u64 {
         self.by_kind.values().sum()
@@ -193,6 +200,7 @@ fn compare(
     m.perturbation = perturbation;
     let mut cov = Coverage::default();
     let mut out = Vec::new();
+    let mut pooled: BTreeMap<AccountId, bool> = BTreeMap::new();
     for (n, cmd) in stream.iter().enumerate() {
         let seq = n as u64 + 1;
         let want = match m.apply(cmd) {
@@ -231,9 +239,22 @@ fn compare(
                     cov.rejected += 1;
                     *cov.reasons.entry(*code).or_default() += 1;
                 }
-                Event::Trade { instrument, .. } => {
+                Event::Trade {
+                    instrument,
+                    taker_account,
+                    maker_account,
+                    ..
+                } => {
                     cov.trades += 1;
                     cov.inverse_trades += u64::from(inverse(*instrument));
+                    let is_pooled = |a: &AccountId| pooled.get(a).copied().unwrap_or(false);
+                    cov.pooled_trades +=
+                        u64::from(is_pooled(taker_account) || is_pooled(maker_account));
+                }
+                Event::AssetModeSet { account, mode } => {
+                    let now = *mode != AssetMode::Single;
+                    let before = pooled.insert(*account, now).unwrap_or(false);
+                    cov.pooled_switches += u64::from(now && !before);
                 }
                 Event::LiquidationTriggered {
                     instrument,
@@ -286,8 +307,12 @@ const SEEDS: [u64; 6] = [1, 2, 3, 4, 5, 6];
 fn engine_matches_reference_model() {
     let mut all = Coverage::default();
     for seed in SEEDS {
-        for round_trips in [false, true] {
-            let stream = covered_stream(seed, 40, 6_000, round_trips);
+        for variant in 0..3 {
+            let stream = match variant {
+                0 => covered_stream(seed, 40, 6_000, false),
+                1 => covered_stream(seed, 40, 6_000, true),
+                _ => raw_stream(seed, 40, 6_000),
+            };
             for config in [test_config(), odd_config()] {
                 match compare(&config, seed, &stream, Perturbation::None) {
                     Ok(c) => all.add(&c),
@@ -315,6 +340,16 @@ fn engine_matches_reference_model() {
         all.inverse_liquidations > 0,
         "no coin-M liquidation compared"
     );
+    assert!(
+        all.pooled_switches > 100,
+        "only {} switches",
+        all.pooled_switches
+    );
+    assert!(
+        all.pooled_trades > 500,
+        "only {} pooled trades",
+        all.pooled_trades
+    );
     for kind in [
         "place_order",
         "amend_order",
@@ -329,11 +364,11 @@ fn engine_matches_reference_model() {
     }
 }
 
-/// Gen's own mix steps outside the model in its setup (multi-asset accounts): the
-/// comparison must say so and stop, not pass.
+/// Gen's own mix steps outside the model (a loan in a multi-asset or unified account):
+/// the comparison must say so and stop, not pass.
 #[test]
 fn uncovered_commands_stop_the_comparison() {
-    let stream = raw_stream(1, 40, 100);
+    let stream = raw_stream(1, 40, 6_000);
     let cov = compare(&test_config(), 1, &stream, Perturbation::None)
         .expect("no divergence before the stop");
     assert_eq!(cov.uncovered.values().sum::<u64>(), 1, "{cov:?}");
@@ -342,9 +377,15 @@ fn uncovered_commands_stop_the_comparison() {
 
 /// The asset-mode switch refusals the model covers (R1; a coin-M position or order in
 /// multi-asset mode), the USD pool's check, R2, and out-of-range USD prices, compared on
-/// a hand-built stream; a command on a unified account stops it.
+/// a hand-built stream; a loan in a multi-asset account stops it.
 fn switch_stream() -> Vec<Command> {
-    let (a, b, c) = (AccountId(1), AccountId(2), AccountId(3));
+    let (a, b, c, d, e) = (
+        AccountId(1),
+        AccountId(2),
+        AccountId(3),
+        AccountId(4),
+        AccountId(5),
+    );
     let order = |account, instrument: u32, order_id: u64, side, price: i64, qty: i64| {
         Command::PlaceOrder(NewOrder {
             account,
@@ -433,6 +474,34 @@ fn switch_stream() -> Vec<Command> {
             asset: AssetId(0),
             amount: Money::from_int(1),
         },
+        // A multi-asset account holding only USDT takes a USDC-M position: the taker fee
+        // is a USDC loan, outside the model.
+        index(1, IndexQuote::Usd, Price::ONE),
+        Command::SetMarkPrice {
+            instrument: InstrumentId(2),
+            price: Price::from_int(60_000),
+        },
+        Command::CreateAccount {
+            account: d,
+            parent: None,
+        },
+        Command::CreateAccount {
+            account: e,
+            parent: None,
+        },
+        Command::Deposit {
+            account: d,
+            asset: AssetId(0),
+            amount: Money::from_int(1_000_000),
+        },
+        Command::Deposit {
+            account: e,
+            asset: AssetId(1),
+            amount: Money::from_int(1_000_000),
+        },
+        mode(d, AssetMode::Multi),
+        order(e, 2, 5, Side::Sell, 600_000, 1_000),
+        order(d, 2, 6, Side::Buy, 600_000, 1_000),
     ]);
     stream
 }
@@ -449,7 +518,12 @@ fn switch_refusals_and_usd_prices_are_compared() {
     assert_eq!(count(RejectReason::AssetModeUnderMargin), 1, "{cov:#?}");
     assert_eq!(cov.inverse_trades, 1, "{cov:#?}");
     assert_eq!(cov.compared(), stream.len() as u64 - 1, "{cov:#?}");
-    assert_eq!(cov.uncovered.values().sum::<u64>(), 1, "{cov:#?}");
+    assert_eq!(
+        cov.uncovered
+            .get("loan in a multi-asset or unified account"),
+        Some(&1),
+        "{cov:#?}"
+    );
 }
 
 /// The comparison can fail: a model that rounds the closed share of a basis the wrong

@@ -4,8 +4,14 @@ use super::*;
 
 impl RefModel {
     /// Whether `cmd` depends on something the model does not cover. Decided before any
-    /// change, on the current state.
+    /// change, on the current state (and a copy the command is tried on).
     pub fn uncovered(&self, cmd: &Command) -> Option<&'static str> {
+        self.static_uncovered(cmd)
+            .or_else(|| self.try_apply(cmd).err())
+    }
+
+    /// What the command itself says is outside the model.
+    fn static_uncovered(&self, cmd: &Command) -> Option<&'static str> {
         let instrument = match cmd {
             Command::SetLeverage { instrument, .. }
             | Command::SetMarginMode { instrument, .. }
@@ -23,36 +29,38 @@ impl RefModel {
                 return Some("fee-to-close convention");
             }
         }
-        if let Some((away, _)) = self.away {
-            // One account is in a multi-asset or unified mode: only its own switches are
-            // covered (nothing else can have changed it since it left).
-            match cmd {
-                Command::SetAssetMode { account, .. } if *account == away => {}
-                _ => return Some("multi-asset or unified account"),
-            }
-        }
-        match cmd {
-            Command::SetAssetMode { account, mode } if *mode != AssetMode::Single => {
-                let a = self.user(*account).ok()?;
-                // Refused, or accepted into a pool without a loan: covered (and then only
-                // switches of that account are, until it is back in single-asset mode).
-                let from = self.away.map_or(AssetMode::Single, |(_, m)| m);
-                if from == *mode || self.check_switch_to_pool(a, *mode).is_err() {
-                    return None;
-                }
-                (!self.loan_free(a, *mode)).then_some("loan in a multi-asset or unified account")
-            }
-            _ => None,
+        None
+    }
+
+    /// Apply `cmd` to a copy of the model: the copy and the events, or why the command
+    /// is not covered (the state it reaches leaves the model).
+    fn try_apply(&self, cmd: &Command) -> Result<(RefModel, Vec<Event>), &'static str> {
+        let mut trial = self.clone();
+        let out = trial.dispatch(cmd);
+        match trial.left_model() {
+            Some(why) => Err(why),
+            None => Ok((trial, out)),
         }
     }
 
-    /// Apply one command. No timestamp: single-asset accounts accrue no interest, and an
-    /// account in a pooled mode is covered only without a loan, so sequenced time (hourly
-    /// interest, auto-exchange) does not matter to the covered part.
+    /// Apply one command, if the model covers it ([`RefModel::uncovered`]); nothing
+    /// changes otherwise. No timestamp: single-asset accounts accrue no interest, and a
+    /// multi-asset or unified account is covered only without a loan, so sequenced time
+    /// (hourly interest, auto-exchange) does not matter to the covered part.
     pub fn apply(&mut self, cmd: &Command) -> Step {
-        if let Some(why) = self.uncovered(cmd) {
+        if let Some(why) = self.static_uncovered(cmd) {
             return Step::Uncovered(why);
         }
+        match self.try_apply(cmd) {
+            Ok((model, out)) => {
+                *self = model;
+                Step::Events(out)
+            }
+            Err(why) => Step::Uncovered(why),
+        }
+    }
+
+    fn dispatch(&mut self, cmd: &Command) -> Vec<Event> {
         let mut out = Vec::new();
         let r = match cmd {
             Command::CreateAccount { account, parent } => {
@@ -173,6 +181,6 @@ impl RefModel {
             assert!(out.is_empty(), "model: a rejection after events: {out:?}");
             out.push(Event::rejected(reason));
         }
-        Step::Events(out)
+        out
     }
 }

@@ -23,6 +23,7 @@ impl RefModel {
             id,
             parent,
             system: false,
+            mode: AssetMode::Single,
             wallets: vec![Q::ZERO; self.cfg.assets.len()],
             legs: Vec::new(),
         });
@@ -88,7 +89,7 @@ impl RefModel {
 
     /// Single-asset: never unrealized profit, never margin in use (MARGIN §5).
     pub(super) fn can_take_out(&self, id: AccountId, asset: AssetId, amount: Money) -> bool {
-        self.pool(id, asset).withdrawable() >= Q::money(amount)
+        self.can_withdraw(id, asset, amount)
     }
 
     pub(super) fn withdraw(
@@ -208,10 +209,14 @@ impl RefModel {
             o.reserved = up(o.margin_notional / Q::int(i128::from(leverage)));
         }
         if leverage < old {
-            let under = self
-                .pool_of(&acct, spec.settle_asset)
-                .available()
-                .is_negative();
+            let under = if pooled(acct.mode, &spec) {
+                let p = self.usd_pool(&acct, acct.mode);
+                p.unpriced_liability || p.available().is_negative()
+            } else {
+                self.pool_of(&acct, spec.settle_asset)
+                    .available()
+                    .is_negative()
+            };
             let leg = acct.leg(i).expect("leg");
             let isolated_under = leg.mode == MarginMode::Isolated && leg.lots != 0 && {
                 let m = self.marks[i.0 as usize].expect("mark");
@@ -238,8 +243,11 @@ impl RefModel {
         mode: MarginMode,
         out: &mut Vec<Event>,
     ) -> Res {
-        self.user(id)?;
+        let asset_mode = self.user(id)?.mode;
         let spec = self.spec(i)?;
+        if mode == MarginMode::Isolated && pooled(asset_mode, &spec) {
+            return Err(RejectReason::IsolatedInMultiAsset);
+        }
         let mut acct = self.acct(id).expect("account").clone();
         let settle = usize::from(spec.settle_asset.0);
         let leg = acct.leg_mut(&spec).clone();

@@ -49,6 +49,8 @@ impl RefModel {
             if leg.isolated_liquidatable(spec, mark) {
                 self.liquidate_isolated(id, spec, out);
             }
+        } else if pooled(a.mode, spec) {
+            self.check_usd_pool(id);
         } else if self.pool(id, spec.settle_asset).liquidatable() {
             self.liquidate_cross(id, spec.settle_asset, out);
         }

@@ -2,11 +2,12 @@
 //! event for event with `perpcore_engine::Engine` over seeded streams.
 //!
 //! Owns: a second, independent reading of the ledger, order-acceptance, settlement and
-//! liquidation rules of `docs/MARGIN.md` for **single-asset accounts on linear and
-//! coin-M (inverse) instruments**, cross and isolated. Every value is an exact rational
-//! ([`Q`]); state is a few vectors searched by linear scan (accounts, orders), the books
-//! are [`RefBook`]s, and every derived sum (order margin of a leg, a pool, the holders of an instrument) is
-//! recomputed from scratch whenever it is needed.
+//! liquidation rules of `docs/MARGIN.md` for **single-asset, multi-asset and unified
+//! accounts on linear and coin-M (inverse) instruments**, cross and isolated. Every value
+//! is an exact rational ([`Q`]); state is a few vectors searched by linear scan
+//! (accounts, orders), the books are [`RefBook`]s, and every derived sum (order margin
+//! of a leg, a pool, the holders of an instrument) is recomputed from scratch whenever
+//! it is needed.
 //!
 //! Where the engine rounds to its fixed-point grid, the model rounds the same way, at the
 //! same point, explicitly through [`up`] / [`down`] (money grid 10^-12) or the price grid,
@@ -15,7 +16,7 @@
 //! Must never: call the engine or `perpcore-risk`, reuse their data structures or
 //! fixed-point helpers, aim for speed, or guess. A command whose outcome depends on
 //! something the model does not cover (see [`RefModel::uncovered`]) is reported as
-//! [`Step::Uncovered`] *before* the model changes anything, and the comparison of that
+//! [`Step::Uncovered`] and the model does not change, and the comparison of that
 //! stream stops there.
 //!
 //! Covered: create account, deposit, withdraw, transfer (main/sub rules, caps), leverage,
@@ -27,15 +28,16 @@
 //! Coin-M: the basis and realized PnL in coin (`Σ q × CV / p`), IM/MM and fees on the
 //! coin notional, orders valued at `min(limit, mark)`, the inverse bankruptcy price.
 //! Asset index prices: the USD prices they derive (MARGIN §1) and the refusal of one out
-//! of range. Asset-mode switches: R1 (isolated position or order), a coin-M position or
-//! order (multi-asset), the new USD pool's check (tiered collateral with haircuts,
-//! liabilities at 100%, IM and order margin in USD), and R2 on the way back; an accepted
-//! switch is covered when it leaves no loan, and then only that account's own switches
-//! are, until it is back in single-asset mode.
-//! Not covered (reported as uncovered): anything else while an account is in a
-//! multi-asset or unified mode (trading, ledger, index revaluation and liquidation of a
-//! USD pool, loans, interest, auto-exchange), a switch that would leave a loan, and the
-//! fee-to-close convention.
+//! of range. Asset-mode switches: R1, the coin-M rule, the new USD pool's check, R2.
+//! Multi-asset and unified accounts: the USD pool (tiered collateral with haircuts,
+//! liabilities at 100%, IM, MM and order margin in USD) in the pre-trade check,
+//! leverage changes, withdrawals and transfers out (unrealized profit left out), the
+//! refusal of isolated margin and of coin-M orders in multi-asset mode, no deficit
+//! cover, and the liquidation check on mark ticks and index updates.
+//! Not covered (reported as uncovered): a loan (a negative wallet or USD-pool equity:
+//! interest and auto-exchange follow sequenced time), the liquidation of a USD pool, and
+//! the fee-to-close convention. Whether a command reaches such a state is decided by
+//! applying it to a copy of the model first.
 
 mod dispatch;
 pub mod exact;
@@ -114,6 +116,8 @@ struct Acct {
     id: AccountId,
     parent: Option<AccountId>,
     system: bool,
+    /// Single-asset, multi-asset or unified (MARGIN §5).
+    mode: AssetMode,
     wallets: Vec<Q>,
     legs: Vec<Leg>,
 }
@@ -212,6 +216,7 @@ pub struct OrderView {
 type Res = Result<(), RejectReason>;
 
 /// The naive reference model.
+#[derive(Clone)]
 pub struct RefModel {
     cfg: Config,
     accounts: Vec<Acct>,
@@ -223,9 +228,6 @@ pub struct RefModel {
     /// Asset index prices against USDT and USD (MARGIN §1), by asset.
     index_usdt: Vec<Option<Price>>,
     index_usd: Vec<Option<Price>>,
-    /// The one account in a multi-asset or unified mode, and its mode: it has just
-    /// switched, and nothing but its own switches is covered until it switches back.
-    away: Option<(AccountId, AssetMode)>,
     /// Deposits − withdrawals per asset (platform caps).
     net_deposits: Vec<Q>,
     next_internal_order: u64,
@@ -233,6 +235,9 @@ pub struct RefModel {
     /// the released margin with the position.
     holding_isolated: Option<(AccountId, InstrumentId)>,
     pub perturbation: Perturbation,
+    /// Set when a command would take the engine outside the model (a USD pool's
+    /// liquidation); only ever on a trial copy.
+    left_model: Option<&'static str>,
 }
 
 fn fund_id(asset: AssetId) -> AccountId {
@@ -248,6 +253,7 @@ impl RefModel {
                 id: fund_id(AssetId::at(k)),
                 parent: None,
                 system: true,
+                mode: AssetMode::Single,
                 wallets: vec![Q::ZERO; assets],
                 legs: Vec::new(),
             })
@@ -261,11 +267,11 @@ impl RefModel {
             fee_income: vec![Q::ZERO; assets],
             index_usdt: vec![None; assets],
             index_usd: vec![None; assets],
-            away: None,
             net_deposits: vec![Q::ZERO; assets],
             next_internal_order: INTERNAL_ORDER_MIN,
             holding_isolated: None,
             perturbation: Perturbation::None,
+            left_model: None,
             cfg,
         }
     }
@@ -318,8 +324,9 @@ impl RefModel {
             .map_or(DEFAULT_LEVERAGE.min(spec.max_leverage), |l| l.leverage)
     }
 
-    /// The pool of `asset` of `acct` (the account value given, so that a trial copy can
-    /// be valued), from scratch.
+    /// The single-asset pool of `asset` of `acct` (the account value given, so that a
+    /// trial copy can be valued), from scratch: the instruments settling in `asset` that
+    /// are not in the account's USD pool.
     fn pool_of(&self, a: &Acct, asset: AssetId) -> Pool {
         let mut p = Pool {
             wallet: a.wallets[usize::from(asset.0)],
@@ -333,7 +340,7 @@ impl RefModel {
             .cfg
             .instruments
             .iter()
-            .filter(|s| s.settle_asset == asset)
+            .filter(|s| s.settle_asset == asset && !pooled(a.mode, s))
         {
             p.order_margin += self
                 .orders

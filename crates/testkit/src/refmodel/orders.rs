@@ -16,6 +16,9 @@ impl RefModel {
         if o.order_id.0 >= INTERNAL_ORDER_MIN {
             return Err(RejectReason::OrderIdReserved);
         }
+        if self.acct(o.account).expect("account").mode == AssetMode::Multi && spec.is_inverse() {
+            return Err(RejectReason::CoinMInMultiAsset);
+        }
         if replacing.is_none() && self.order(o.order_id).is_some() {
             return Err(RejectReason::DuplicateOrderId);
         }
@@ -187,7 +190,8 @@ impl RefModel {
         let full = notional(spec, qty, margin_price);
         let fee_estimate = up(full * Q::rate(spec.taker_fee.max(Rate::ZERO)));
         let released = replacing.map_or(Q::ZERO, |r| r.reserved);
-        if self.pool(account, spec.settle_asset).available() + released < im + fee_estimate {
+        let a = self.acct(account).expect("account");
+        if !self.covers(a, spec, im + fee_estimate, released)? {
             return Err(RejectReason::InsufficientMargin);
         }
         Ok((extra, im))
@@ -328,7 +332,9 @@ impl RefModel {
         touched.dedup();
         for a in touched {
             self.fix_reduce_only(a, spec, out);
-            if !self.acct(a).expect("account").system {
+            // With a USD pool a negative balance is a loan, not a deficit.
+            let acct = self.acct(a).expect("account");
+            if !acct.system && !pooled(acct.mode, spec) {
                 self.cover_deficit(a, spec.settle_asset, out);
             }
         }

@@ -34,6 +34,15 @@ pub(super) fn notional(spec: &InstrumentSpec, lots: i64, price: Q) -> Q {
     }
     value(spec, lots, price).abs()
 }
+/// Whether an account in `mode` keeps `spec`'s cross positions and orders in its USD
+/// pool: multi-asset pools the linear (USDT-M, USDC-M) instruments, unified all of them.
+pub(super) fn pooled(mode: AssetMode, spec: &InstrumentSpec) -> bool {
+    match mode {
+        AssetMode::Single => false,
+        AssetMode::Multi => !spec.is_inverse(),
+        AssetMode::Unified => true,
+    }
+}
 pub(super) fn bracket(spec: &InstrumentSpec, notional: Q) -> &Bracket {
     spec.brackets
         .iter()

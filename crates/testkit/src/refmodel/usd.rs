@@ -51,8 +51,7 @@ impl RefModel {
             .collect()
     }
 
-    /// A new asset index: refused if a derived USD price leaves the price range. (With no
-    /// USD pool in the model, nothing is revalued.)
+    /// A new asset index: refused if a derived USD price leaves the price range.
     pub(super) fn set_asset_index(
         &mut self,
         asset: AssetId,
@@ -74,6 +73,16 @@ impl RefModel {
             quote,
             price,
         });
+        // Every USD pool with a position is revalued.
+        let pooled: Vec<AccountId> = self
+            .accounts
+            .iter()
+            .filter(|a| a.legs.iter().any(|l| l.lots != 0))
+            .map(|a| a.id)
+            .collect();
+        for id in pooled {
+            self.check_usd_pool(id);
+        }
         Ok(())
     }
 
@@ -111,14 +120,16 @@ impl RefModel {
             equity: a.wallets.clone(),
             adjusted_equity: Q::ZERO,
             im: Q::ZERO,
+            mm: Q::ZERO,
             order_margin: Q::ZERO,
+            positions: 0,
             unpriced_liability: false,
         };
         for leg in &a.legs {
             let spec = self
                 .spec(leg.instrument)
                 .expect("leg of a known instrument");
-            if mode == AssetMode::Multi && spec.is_inverse() {
+            if !pooled(mode, &spec) {
                 continue;
             }
             let k = usize::from(spec.settle_asset.0);
@@ -140,11 +151,14 @@ impl RefModel {
             }
             let mark = self.marks[spec.id.0 as usize].expect("position without a mark");
             p.equity[k] += leg.upnl(&spec, mark);
-            // (The engine values MM too; only a pool liquidation reads it.)
             match (to_usd(leg.im(&spec, mark)), to_usd(leg.mm(&spec, mark))) {
-                (Some(im), Some(_)) => p.im += im,
+                (Some(im), Some(mm)) => {
+                    p.im += im;
+                    p.mm += mm;
+                }
                 _ => p.unpriced_liability = true,
             }
+            p.positions += 1;
         }
         for (k, asset) in self.cfg.assets.iter().enumerate() {
             let value = if self.perturbation == Perturbation::NoHaircut && p.equity[k].is_positive()
@@ -187,9 +201,11 @@ impl RefModel {
     /// below 80% (`5 × MM < 4 × balance`).
     pub(super) fn check_switch_to_single(&self, a: &Acct) -> Res {
         let usd = self.usd_now();
+        let mut a = a.clone();
+        a.mode = AssetMode::Single;
         let (mut mm_usd, mut balance_usd) = (Q::ZERO, Q::ZERO);
         for asset in &self.cfg.assets {
-            let p = self.pool_of(a, asset.id);
+            let p = self.pool_of(&a, asset.id);
             let used = p.cross_positions > 0 || !p.order_margin.is_zero();
             if used && p.available().is_negative() {
                 return Err(RejectReason::SingleAssetUncovered);
@@ -214,21 +230,100 @@ impl RefModel {
         out: &mut Vec<Event>,
     ) -> Res {
         let a = self.user(id)?.clone();
-        let from = match self.away {
-            Some((x, m)) if x == id => m,
-            _ => AssetMode::Single,
-        };
-        if from != mode {
+        if a.mode != mode {
             if mode == AssetMode::Single {
                 self.check_switch_to_single(&a)?;
-                self.away = None;
             } else {
                 self.check_switch_to_pool(&a, mode)?;
-                self.away = Some((id, mode));
             }
+            self.acct_mut(id).mode = mode;
         }
         out.push(Event::AssetModeSet { account: id, mode });
         Ok(())
+    }
+
+    /// The owner's withdrawal check (MARGIN §5), for a withdrawal or a transfer out: the
+    /// single-asset pool's withdrawable amount; with a USD pool also a wallet that holds
+    /// the amount, and the pool after it — valued again with every asset's unrealized
+    /// profit left out when it has positions or orders — valued and not under margin.
+    pub(super) fn can_withdraw(&self, id: AccountId, asset: AssetId, amount: Money) -> bool {
+        let a = self.acct(id).expect("account");
+        let amount = Q::money(amount);
+        if self.pool_of(a, asset).withdrawable() < amount {
+            return false;
+        }
+        if a.mode == AssetMode::Single {
+            return true;
+        }
+        let k = usize::from(asset.0);
+        if a.wallets[k] < amount {
+            return false;
+        }
+        let mut after = a.clone();
+        after.wallets[k] -= amount;
+        let mut pool = self.usd_pool(&after, after.mode);
+        if pool.positions == 0 && pool.order_margin.is_zero() {
+            return !pool.unpriced_liability;
+        }
+        let usd = self.usd_now();
+        pool.adjusted_equity = Q::ZERO;
+        for (i, spec) in self.cfg.assets.iter().enumerate() {
+            let eq = after.wallets[i] + (pool.equity[i] - after.wallets[i]).min(Q::ZERO);
+            match collateral_usd(eq, spec.collateral.as_ref(), usd[i]) {
+                Some(v) => pool.adjusted_equity += v,
+                None => return false,
+            }
+        }
+        !pool.unpriced_liability && !pool.available().is_negative()
+    }
+
+    /// The pre-trade check's margin: whether the available margin of the pool an order
+    /// on `spec` draws on, plus `released`, covers `needed` (both in the settlement
+    /// asset). ENGINE ROUNDS: with a USD pool, `needed` and `released` in USD up.
+    pub(super) fn covers(
+        &self,
+        a: &Acct,
+        spec: &InstrumentSpec,
+        needed: Q,
+        released: Q,
+    ) -> Result<bool, RejectReason> {
+        if !pooled(a.mode, spec) {
+            return Ok(self.pool_of(a, spec.settle_asset).available() + released >= needed);
+        }
+        let pool = self.usd_pool(a, a.mode);
+        if pool.unpriced_liability {
+            return Err(RejectReason::NoUsdPrice);
+        }
+        let price = self.usd_now()[usize::from(spec.settle_asset.0)];
+        let needed = price
+            .map(|p| up(needed * p))
+            .ok_or(RejectReason::NoUsdPrice)?;
+        let released = price.map_or(Q::ZERO, |p| up(released * p));
+        Ok(pool.available() + released >= needed)
+    }
+
+    /// After a mark tick or an index update: a USD pool the engine would liquidate is
+    /// outside the model (it is only noted, for `apply` to stop there).
+    pub(super) fn check_usd_pool(&mut self, id: AccountId) {
+        let a = self.acct(id).expect("account");
+        if !a.system && a.mode != AssetMode::Single && self.usd_pool(a, a.mode).is_liquidatable() {
+            self.left_model = Some("liquidation of a USD pool");
+        }
+    }
+
+    /// Why the state reached leaves the model, if it does: a USD pool liquidation, or a
+    /// loan (a negative wallet or a negative equity in a USD pool: interest and
+    /// auto-exchange follow sequenced time, which the model does not).
+    pub(super) fn left_model(&self) -> Option<&'static str> {
+        if let Some(why) = self.left_model {
+            return Some(why);
+        }
+        let loan = self
+            .accounts
+            .iter()
+            .filter(|a| !a.system && a.mode != AssetMode::Single)
+            .any(|a| !self.loan_free(a, a.mode));
+        loan.then_some("loan in a multi-asset or unified account")
     }
 }
 
@@ -236,18 +331,24 @@ impl RefModel {
 /// a switch's check).
 pub(super) struct UsdPool {
     /// Per asset: wallet + uPnL of the pooled cross positions settling in it.
-    equity: Vec<Q>,
+    pub(super) equity: Vec<Q>,
     /// `Σ collateral(equity_k)` in USD.
-    adjusted_equity: Q,
-    im: Q,
-    order_margin: Q,
+    pub(super) adjusted_equity: Q,
+    pub(super) im: Q,
+    pub(super) mm: Q,
+    pub(super) order_margin: Q,
+    /// Pooled cross positions.
+    pub(super) positions: u32,
     /// A negative equity without a USD price: the pool cannot be valued.
-    unpriced_liability: bool,
+    pub(super) unpriced_liability: bool,
 }
 
 impl UsdPool {
-    fn available(&self) -> Q {
+    pub(super) fn available(&self) -> Q {
         self.adjusted_equity - self.im - self.order_margin
+    }
+    pub(super) fn is_liquidatable(&self) -> bool {
+        self.positions > 0 && (self.unpriced_liability || self.mm >= self.adjusted_equity)
     }
 }
 
