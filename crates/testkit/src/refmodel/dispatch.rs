@@ -5,9 +5,9 @@ use super::*;
 impl RefModel {
     /// Whether `cmd` depends on something the model does not cover. Decided before any
     /// change, on the current state (and a copy the command is tried on).
-    pub fn uncovered(&self, cmd: &Command) -> Option<&'static str> {
+    pub fn uncovered(&self, ts_ns: u64, cmd: &Command) -> Option<&'static str> {
         self.static_uncovered(cmd)
-            .or_else(|| self.try_apply(cmd).err())
+            .or_else(|| self.try_apply(ts_ns, cmd).err())
     }
 
     /// What the command itself says is outside the model.
@@ -34,24 +34,25 @@ impl RefModel {
 
     /// Apply `cmd` to a copy of the model: the copy and the events, or why the command
     /// is not covered (the state it reaches leaves the model).
-    fn try_apply(&self, cmd: &Command) -> Result<(RefModel, Vec<Event>), &'static str> {
+    fn try_apply(&self, ts_ns: u64, cmd: &Command) -> Result<(RefModel, Vec<Event>), &'static str> {
         let mut trial = self.clone();
-        let out = trial.dispatch(cmd);
+        let mut out = Vec::new();
+        // Time passing is itself an input: hour boundaries charge interest first.
+        trial.accrue_interest(ts_ns, &mut out);
+        trial.dispatch(cmd, &mut out);
         match trial.left_model() {
             Some(why) => Err(why),
             None => Ok((trial, out)),
         }
     }
 
-    /// Apply one command, if the model covers it ([`RefModel::uncovered`]); nothing
-    /// changes otherwise. No timestamp: single-asset accounts accrue no interest, and a
-    /// multi-asset or unified account is covered only without a loan, so sequenced time
-    /// (hourly interest, auto-exchange) does not matter to the covered part.
-    pub fn apply(&mut self, cmd: &Command) -> Step {
+    /// Apply one command at sequenced time `ts_ns` (non-decreasing), if the model covers
+    /// it ([`RefModel::uncovered`]); nothing changes otherwise.
+    pub fn apply(&mut self, ts_ns: u64, cmd: &Command) -> Step {
         if let Some(why) = self.static_uncovered(cmd) {
             return Step::Uncovered(why);
         }
-        match self.try_apply(cmd) {
+        match self.try_apply(ts_ns, cmd) {
             Ok((model, out)) => {
                 *self = model;
                 Step::Events(out)
@@ -60,7 +61,8 @@ impl RefModel {
         }
     }
 
-    fn dispatch(&mut self, cmd: &Command) -> Vec<Event> {
+    /// The command's handler: its events, or its rejection, after `out`'s.
+    fn dispatch(&mut self, cmd: &Command, events: &mut Vec<Event>) {
         let mut out = Vec::new();
         let r = match cmd {
             Command::CreateAccount { account, parent } => {
@@ -181,6 +183,6 @@ impl RefModel {
             assert!(out.is_empty(), "model: a rejection after events: {out:?}");
             out.push(Event::rejected(reason));
         }
-        out
+        events.extend(out);
     }
 }

@@ -116,6 +116,10 @@ impl RefModel {
             }
         }
         a.wallets[settle] += wallet_delta;
+        if wallet_delta.is_positive() {
+            // Realized profit repays a loan's unpaid interest first (MARGIN §8).
+            self.after_credit(account, spec.settle_asset, wallet_delta);
+        }
         realized
     }
 
@@ -198,6 +202,7 @@ impl RefModel {
         let amount = -p.wallet;
         self.acct_mut(fund_id(asset)).wallets[k] -= amount;
         self.acct_mut(account).wallets[k] = Q::ZERO;
+        self.acct_mut(account).interest_owed[k] = Q::ZERO;
         out.push(Event::DeficitCovered {
             account,
             asset,

@@ -24,6 +24,8 @@ impl RefModel {
             parent,
             system: false,
             mode: AssetMode::Single,
+            interest_owed: vec![Q::ZERO; self.cfg.assets.len()],
+            next_slot: vec![0; self.cfg.assets.len()],
             wallets: vec![Q::ZERO; self.cfg.assets.len()],
             legs: Vec::new(),
         });
@@ -73,11 +75,13 @@ impl RefModel {
         self.check_asset(asset)?;
         check_amount(amount)?;
         self.check_caps(id, asset, amount)?;
+        self.before_credit(id, asset, out);
         let k = usize::from(asset.0);
         let w = &mut self.acct_mut(id).wallets[k];
         *w += Q::money(amount);
         let balance = w.to_money();
         self.net_deposits[k] += Q::money(amount);
+        self.after_credit(id, asset, Q::money(amount));
         out.push(Event::Deposited {
             account: id,
             asset,
@@ -87,7 +91,7 @@ impl RefModel {
         Ok(())
     }
 
-    /// Single-asset: never unrealized profit, never margin in use (MARGIN §5).
+    /// The withdrawal check (MARGIN §5): [`RefModel::can_withdraw`].
     pub(super) fn can_take_out(&self, id: AccountId, asset: AssetId, amount: Money) -> bool {
         self.can_withdraw(id, asset, amount)
     }
@@ -143,9 +147,11 @@ impl RefModel {
             return Err(RejectReason::WithdrawExceedsAvailable);
         }
         self.check_caps(to, asset, amount)?;
+        self.before_credit(to, asset, out);
         let k = usize::from(asset.0);
         self.acct_mut(from).wallets[k] -= Q::money(amount);
         self.acct_mut(to).wallets[k] += Q::money(amount);
+        self.after_credit(to, asset, Q::money(amount));
         out.push(Event::Transferred {
             from,
             to,

@@ -33,17 +33,21 @@
 //! liabilities at 100%, IM, MM and order margin in USD) in the pre-trade check,
 //! leverage changes, withdrawals and transfers out (unrealized profit left out), the
 //! refusal of isolated margin and of coin-M orders in multi-asset mode, no deficit
-//! cover, and the liquidation check on mark ticks and index updates.
-//! Not covered (reported as uncovered): a loan (a negative wallet or USD-pool equity:
-//! interest and auto-exchange follow sequenced time), the liquidation of a USD pool, and
-//! the fee-to-close convention. Whether a command reaches such a state is decided by
-//! applying it to a copy of the model first.
+//! cover, the liquidation check on mark ticks and index updates; loans (MARGIN §8):
+//! hourly interest on the principal beyond the interest-free quota at the boundaries of
+//! sequenced time and at deposits, repayment (interest first) by deposits, transfers in
+//! and realized profit, and the hourly auto-exchange of loans above their threshold.
+//! Not covered (reported as uncovered): the liquidation of a USD pool (and the
+//! auto-exchange of a liquidated pool), and the fee-to-close convention. Whether a
+//! command reaches a USD pool's liquidation is decided by applying it to a copy of the
+//! model first.
 
 mod dispatch;
 pub mod exact;
 mod fills;
 mod ledger;
 mod liquidation;
+mod loans;
 mod orders;
 mod pricing;
 mod usd;
@@ -97,6 +101,8 @@ pub enum Perturbation {
     InverseFillValueRoundsUp,
     /// Collateral counted at its full USD value, without the tiers' haircut.
     NoHaircut,
+    /// A loan's hourly interest charged half an hour short (rounded down as well).
+    InterestShort,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +124,10 @@ struct Acct {
     system: bool,
     /// Single-asset, multi-asset or unified (MARGIN §5).
     mode: AssetMode,
+    /// Per asset: interest charged and not yet repaid (MARGIN §8).
+    interest_owed: Vec<Q>,
+    /// Per asset: the first hour slot not yet charged interest.
+    next_slot: Vec<u64>,
     wallets: Vec<Q>,
     legs: Vec<Leg>,
 }
@@ -238,6 +248,10 @@ pub struct RefModel {
     /// Set when a command would take the engine outside the model (a USD pool's
     /// liquidation); only ever on a trial copy.
     left_model: Option<&'static str>,
+    /// The sequenced time of the command being applied, and the first hour slot whose
+    /// interest is not yet charged.
+    now_ns: u64,
+    interest_slot: u64,
 }
 
 fn fund_id(asset: AssetId) -> AccountId {
@@ -254,6 +268,8 @@ impl RefModel {
                 parent: None,
                 system: true,
                 mode: AssetMode::Single,
+                interest_owed: vec![Q::ZERO; assets],
+                next_slot: vec![0; assets],
                 wallets: vec![Q::ZERO; assets],
                 legs: Vec::new(),
             })
@@ -272,6 +288,8 @@ impl RefModel {
             holding_isolated: None,
             perturbation: Perturbation::None,
             left_model: None,
+            now_ns: 0,
+            interest_slot: 0,
             cfg,
         }
     }

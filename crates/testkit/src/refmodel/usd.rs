@@ -105,7 +105,7 @@ impl RefModel {
     }
 
     /// The current USD prices (the index tables were checked when set).
-    fn usd_now(&self) -> Vec<Option<Q>> {
+    pub(super) fn usd_now(&self) -> Vec<Option<Q>> {
         self.usd_prices(&self.index_usdt, &self.index_usd)
             .expect("index tables checked when set")
     }
@@ -173,14 +173,6 @@ impl RefModel {
             }
         }
         p
-    }
-
-    /// Whether `a` would hold no loan in `mode`: no negative wallet, no negative equity
-    /// in its USD pool. (A loan accrues interest and is auto-exchanged at hour boundaries
-    /// of sequenced time, which the model does not follow.)
-    pub(super) fn loan_free(&self, a: &Acct, mode: AssetMode) -> bool {
-        let p = self.usd_pool(a, mode);
-        a.wallets.iter().all(|w| !w.is_negative()) && p.equity.iter().all(|e| !e.is_negative())
     }
 
     /// A switch of `a` (now in `from`) to the pooled `mode`: R1, the coin-M rule, then
@@ -311,19 +303,9 @@ impl RefModel {
         }
     }
 
-    /// Why the state reached leaves the model, if it does: a USD pool liquidation, or a
-    /// loan (a negative wallet or a negative equity in a USD pool: interest and
-    /// auto-exchange follow sequenced time, which the model does not).
+    /// Why the state reached leaves the model, if it does (a USD pool liquidation).
     pub(super) fn left_model(&self) -> Option<&'static str> {
-        if let Some(why) = self.left_model {
-            return Some(why);
-        }
-        let loan = self
-            .accounts
-            .iter()
-            .filter(|a| !a.system && a.mode != AssetMode::Single)
-            .any(|a| !self.loan_free(a, a.mode));
-        loan.then_some("loan in a multi-asset or unified account")
+        self.left_model
     }
 }
 
@@ -374,7 +356,7 @@ fn tiered(x: Q, spec: &CollateralSpec) -> Q {
 /// equity only (by USD value or by quantity); a negative equity counts at 100% and
 /// cannot be valued without a USD price; no parameters or no price count zero.
 /// ENGINE ROUNDS: every USD value down (a holding worth no more, a liability no less).
-fn collateral_usd(eq: Q, spec: Option<&CollateralSpec>, price: Option<Q>) -> Option<Q> {
+pub(super) fn collateral_usd(eq: Q, spec: Option<&CollateralSpec>, price: Option<Q>) -> Option<Q> {
     if eq.is_negative() {
         return price.map(|p| down(eq * p));
     }
