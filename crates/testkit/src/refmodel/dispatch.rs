@@ -2,16 +2,20 @@
 
 use super::*;
 
+/// Named skip (suspected engine gap, not modelled): an order of a multi-asset or unified
+/// account on a leg of its USD pool still in isolated mode. Rule R1 refuses the switch only with an
+/// isolated *position or order*, so a flat isolated leg survives it, and the engine then
+/// accepts orders on it and opens an isolated position in a pooled account, while
+/// docs/MARGIN.md says "isolated positions only in single-asset mode" (and
+/// `IsolatedInMultiAsset` refuses making a leg isolated there). The model stops the
+/// stream here instead of copying either reading.
+pub const SKIP_ISOLATED_IN_POOLED_ACCOUNT: &str =
+    "skip: order on an isolated leg of a multi-asset or unified account (suspected engine gap)";
+
 impl RefModel {
     /// Whether `cmd` depends on something the model does not cover. Decided before any
-    /// change, on the current state (and a copy the command is tried on).
-    pub fn uncovered(&self, ts_ns: u64, cmd: &Command) -> Option<&'static str> {
-        self.static_uncovered(cmd)
-            .or_else(|| self.try_apply(ts_ns, cmd).err())
-    }
-
-    /// What the command itself says is outside the model.
-    fn static_uncovered(&self, cmd: &Command) -> Option<&'static str> {
+    /// change, on the current state.
+    pub fn uncovered(&self, cmd: &Command) -> Option<&'static str> {
         let instrument = match cmd {
             Command::SetLeverage { instrument, .. }
             | Command::SetMarginMode { instrument, .. }
@@ -24,41 +28,33 @@ impl RefModel {
             Command::CancelAll { instrument, .. } => *instrument,
             _ => None,
         };
-        if let Some(spec) = instrument.and_then(|i| self.spec(i).ok()) {
-            if spec.fee_to_close {
-                return Some("fee-to-close convention");
+        let spec = instrument.and_then(|i| self.spec(i).ok());
+        if spec.as_ref().is_some_and(|s| s.fee_to_close) {
+            return Some("fee-to-close convention");
+        }
+        if let (Command::PlaceOrder(o), Some(spec)) = (cmd, spec) {
+            let leg = self
+                .user(o.account)
+                .ok()
+                .and_then(|a| pooled(a.mode, &spec).then(|| a.leg(o.instrument)).flatten());
+            if leg.is_some_and(|l| l.mode == MarginMode::Isolated) {
+                return Some(SKIP_ISOLATED_IN_POOLED_ACCOUNT);
             }
         }
         None
     }
 
-    /// Apply `cmd` to a copy of the model: the copy and the events, or why the command
-    /// is not covered (the state it reaches leaves the model).
-    fn try_apply(&self, ts_ns: u64, cmd: &Command) -> Result<(RefModel, Vec<Event>), &'static str> {
-        let mut trial = self.clone();
-        let mut out = Vec::new();
-        // Time passing is itself an input: hour boundaries charge interest first.
-        trial.accrue_interest(ts_ns, &mut out);
-        trial.dispatch(cmd, &mut out);
-        match trial.left_model() {
-            Some(why) => Err(why),
-            None => Ok((trial, out)),
-        }
-    }
-
     /// Apply one command at sequenced time `ts_ns` (non-decreasing), if the model covers
     /// it ([`RefModel::uncovered`]); nothing changes otherwise.
     pub fn apply(&mut self, ts_ns: u64, cmd: &Command) -> Step {
-        if let Some(why) = self.static_uncovered(cmd) {
+        if let Some(why) = self.uncovered(cmd) {
             return Step::Uncovered(why);
         }
-        match self.try_apply(ts_ns, cmd) {
-            Ok((model, out)) => {
-                *self = model;
-                Step::Events(out)
-            }
-            Err(why) => Step::Uncovered(why),
-        }
+        let mut out = Vec::new();
+        // Time passing is itself an input: hour boundaries charge interest first.
+        self.accrue_interest(ts_ns, &mut out);
+        self.dispatch(cmd, &mut out);
+        Step::Events(out)
     }
 
     /// The command's handler: its events, or its rejection, after `out`'s.

@@ -50,7 +50,7 @@ impl RefModel {
                 self.liquidate_isolated(id, spec, out);
             }
         } else if pooled(a.mode, spec) {
-            self.check_usd_pool(id);
+            self.check_usd_pool(id, out);
         } else if self.pool(id, spec.settle_asset).liquidatable() {
             self.liquidate_cross(id, spec.settle_asset, out);
         }
@@ -162,7 +162,13 @@ impl RefModel {
         let leg = self.acct(id).expect("account").leg(spec.id).expect("leg");
         let mark = self.marks[spec.id.0 as usize].expect("mark");
         let long = leg.lots > 0;
-        let exact = if spec.is_inverse() {
+        let pooled_cross =
+            leg.mode == MarginMode::Cross && pooled(self.acct(id).expect("account").mode, spec);
+        let exact = if pooled_cross {
+            // USD pool: where adjusted equity reaches zero, found by search (tiers make
+            // it piecewise); already on the price grid.
+            Some(mark_q(self.usd_pool_root(id, spec).unwrap_or(mark)))
+        } else if spec.is_inverse() {
             let x = self.equity_besides(id, spec) + leg.basis;
             if x.is_zero() || x.is_positive() != long {
                 None
@@ -296,7 +302,12 @@ impl RefModel {
             .leg(spec.id)
             .expect("leg")
             .clone();
-        let equity = self.equity_besides(id, spec) + leg.upnl(spec, mark);
+        let is_pooled = pooled(self.acct(id).expect("account").mode, spec);
+        let equity = if is_pooled && leg.mode == MarginMode::Cross {
+            self.pooled_equity(id, spec)
+        } else {
+            self.equity_besides(id, spec) + leg.upnl(spec, mark)
+        };
         // ENGINE ROUNDS: the liquidation fee, up.
         let fee = up(notional(spec, leg.lots, mark_q(mark)) * Q::rate(spec.liquidation_fee))
             .min(equity.max(Q::ZERO));
@@ -321,7 +332,10 @@ impl RefModel {
             bankruptcy_price: bp.to_price(),
             liquidation_fee: fee.to_money(),
         });
-        self.cover_deficit(id, spec.settle_asset, out);
+        // (With a USD pool negative balances are loans until the pool is closed out.)
+        if !is_pooled {
+            self.cover_deficit(id, spec.settle_asset, out);
+        }
         let fund_lots = self.acct(fund).expect("fund").lots(spec.id);
         let reducible = if close == Side::Sell {
             fund_lots.max(0)

@@ -96,7 +96,7 @@ impl RefModel {
             self.charge_slots(id, first, last, None, out);
             let a = self.acct(id).expect("account");
             if a.mode != AssetMode::Single && !a.system {
-                self.auto_exchange(id, out);
+                self.auto_exchange(id, true, out);
             }
         }
     }
@@ -114,11 +114,17 @@ impl RefModel {
         *owed -= (*owed).min(amount);
     }
 
-    /// Loans above their threshold are repaid by selling other collateral (ascending
+    /// Loans (`only_above_threshold`: those above their threshold, hourly; else every
+    /// loan, after a USD pool's liquidation) are repaid by selling other collateral (ascending
     /// asset id) to the insurance funds at the USD prices, grossed up by the holding's
     /// own collateral ratio. ENGINE ROUNDS: the USD needed up; the coin sold up (capped by
     /// the holding); a whole holding's repayment down.
-    fn auto_exchange(&mut self, id: AccountId, out: &mut Vec<Event>) {
+    pub(super) fn auto_exchange(
+        &mut self,
+        id: AccountId,
+        only_above_threshold: bool,
+        out: &mut Vec<Event>,
+    ) {
         let usd = self.usd_now();
         let n = self.cfg.assets.len();
         for debt in 0..n {
@@ -130,7 +136,7 @@ impl RefModel {
                 .collateral
                 .as_ref()
                 .and_then(|c| c.auto_exchange_threshold);
-            if threshold.is_none_or(|t| loan <= Q::money(t)) {
+            if only_above_threshold && threshold.is_none_or(|t| loan <= Q::money(t)) {
                 continue;
             }
             let Some(debt_price) = usd[debt] else {

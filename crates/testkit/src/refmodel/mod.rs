@@ -37,18 +37,22 @@
 //! hourly interest on the principal beyond the interest-free quota at the boundaries of
 //! sequenced time and at deposits, repayment (interest first) by deposits, transfers in
 //! and realized profit, and the hourly auto-exchange of loans above their threshold.
-//! Not covered (reported as uncovered): the liquidation of a USD pool (and the
-//! auto-exchange of a liquidated pool), and the fee-to-close convention. Whether a
-//! command reaches a USD pool's liquidation is decided by applying it to a copy of the
-//! model first.
+//! USD pool liquidation: the trigger, cancellation of the pool's orders, the partial
+//! step and takeovers of the largest pooled position at the price where adjusted equity
+//! reaches zero (a bisection, as the engine's definition), the fee capped by the pool's
+//! equity, and with no position left the auto-exchange of every loan and deficit cover.
+//! Not covered (reported as uncovered): the fee-to-close convention, and the named skip
+//! [`SKIP_ISOLATED_IN_POOLED_ACCOUNT`].
 
 mod dispatch;
+pub use dispatch::SKIP_ISOLATED_IN_POOLED_ACCOUNT;
 pub mod exact;
 mod fills;
 mod ledger;
 mod liquidation;
 mod loans;
 mod orders;
+mod poolliq;
 mod pricing;
 mod usd;
 mod views;
@@ -245,9 +249,6 @@ pub struct RefModel {
     /// the released margin with the position.
     holding_isolated: Option<(AccountId, InstrumentId)>,
     pub perturbation: Perturbation,
-    /// Set when a command would take the engine outside the model (a USD pool's
-    /// liquidation); only ever on a trial copy.
-    left_model: Option<&'static str>,
     /// The sequenced time of the command being applied, and the first hour slot whose
     /// interest is not yet charged.
     now_ns: u64,
@@ -287,7 +288,6 @@ impl RefModel {
             next_internal_order: INTERNAL_ORDER_MIN,
             holding_isolated: None,
             perturbation: Perturbation::None,
-            left_model: None,
             now_ns: 0,
             interest_slot: 0,
             cfg,

@@ -81,7 +81,7 @@ impl RefModel {
             .map(|a| a.id)
             .collect();
         for id in pooled {
-            self.check_usd_pool(id);
+            self.check_usd_pool(id, out);
         }
         Ok(())
     }
@@ -115,6 +115,16 @@ impl RefModel {
     /// IM in USD, the position's uPnL in its asset's equity; then every asset's equity as
     /// collateral.
     pub(super) fn usd_pool(&self, a: &Acct, mode: AssetMode) -> UsdPool {
+        self.usd_pool_at(a, mode, &self.marks)
+    }
+
+    /// [`RefModel::usd_pool`] at the marks given.
+    pub(super) fn usd_pool_at(
+        &self,
+        a: &Acct,
+        mode: AssetMode,
+        marks: &[Option<Price>],
+    ) -> UsdPool {
         let usd = self.usd_now();
         let mut p = UsdPool {
             equity: a.wallets.clone(),
@@ -149,7 +159,7 @@ impl RefModel {
             if leg.mode != MarginMode::Cross || leg.lots == 0 {
                 continue;
             }
-            let mark = self.marks[spec.id.0 as usize].expect("position without a mark");
+            let mark = marks[spec.id.0 as usize].expect("position without a mark");
             p.equity[k] += leg.upnl(&spec, mark);
             match (to_usd(leg.im(&spec, mark)), to_usd(leg.mm(&spec, mark))) {
                 (Some(im), Some(mm)) => {
@@ -292,20 +302,6 @@ impl RefModel {
             .ok_or(RejectReason::NoUsdPrice)?;
         let released = price.map_or(Q::ZERO, |p| up(released * p));
         Ok(pool.available() + released >= needed)
-    }
-
-    /// After a mark tick or an index update: a USD pool the engine would liquidate is
-    /// outside the model (it is only noted, for `apply` to stop there).
-    pub(super) fn check_usd_pool(&mut self, id: AccountId) {
-        let a = self.acct(id).expect("account");
-        if !a.system && a.mode != AssetMode::Single && self.usd_pool(a, a.mode).is_liquidatable() {
-            self.left_model = Some("liquidation of a USD pool");
-        }
-    }
-
-    /// Why the state reached leaves the model, if it does (a USD pool liquidation).
-    pub(super) fn left_model(&self) -> Option<&'static str> {
-        self.left_model
     }
 }
 
