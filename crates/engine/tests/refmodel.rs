@@ -624,3 +624,99 @@ proptest! {
         }
     }
 }
+
+/// The named skip `SKIP_ISOLATED_IN_POOLED_ACCOUNT`, on the smallest case: a flat leg
+/// set to isolated in single-asset mode survives the switch to the unified account (R1
+/// refuses only an isolated position or order), and an order on it opens an isolated
+/// position in the USD pool's account, where docs/MARGIN.md says "isolated positions
+/// only in single-asset mode". The model stops there; the engine's behaviour is pinned
+/// so that a change to it is noticed.
+#[test]
+fn suspected_gap_isolated_leg_in_unified_account() {
+    let (g, h) = (AccountId(7), AccountId(8));
+    let order = |account, order_id: u64, side| {
+        Command::PlaceOrder(NewOrder {
+            account,
+            instrument: InstrumentId(3),
+            order_id: OrderId(order_id),
+            side,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            price: PriceTicks(600_000),
+            qty: QtyLots(100),
+            reduce_only: false,
+            close_position: false,
+            stp: StpMode::default(),
+        })
+    };
+    let mut stream = Vec::new();
+    for id in [g, h] {
+        stream.push(Command::CreateAccount {
+            account: id,
+            parent: None,
+        });
+        stream.push(Command::Deposit {
+            account: id,
+            asset: AssetId(2),
+            amount: Money::from_int(10),
+        });
+    }
+    stream.extend([
+        Command::SetMarkPrice {
+            instrument: InstrumentId(3),
+            price: Price::from_int(60_000),
+        },
+        Command::SetAssetIndex {
+            asset: AssetId(2),
+            quote: IndexQuote::Usdt,
+            price: Price::from_int(60_000),
+        },
+        Command::SetMarginMode {
+            account: g,
+            instrument: InstrumentId(3),
+            mode: MarginMode::Isolated,
+        },
+        Command::SetAssetMode {
+            account: g,
+            mode: AssetMode::Unified,
+        },
+        order(h, 1, Side::Sell),
+        order(g, 2, Side::Buy),
+    ]);
+    let cov =
+        compare(&test_config(), 0, &stream, Perturbation::None).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        cov.uncovered
+            .get(perpcore_testkit::refmodel::SKIP_ISOLATED_IN_POOLED_ACCOUNT),
+        Some(&1),
+        "{cov:#?}"
+    );
+    assert_eq!(cov.compared(), stream.len() as u64 - 1);
+    let mut e = Engine::new(test_config());
+    let mut out = Vec::new();
+    for (n, cmd) in stream.iter().enumerate() {
+        let seq = n as u64 + 1;
+        out.clear();
+        e.apply(
+            &Envelope {
+                seq,
+                ts_ns: seq,
+                command: cmd.clone(),
+            },
+            &mut out,
+        );
+    }
+    eprintln!("engine, last command: {out:?}");
+    let a = e.accounts().iter().find(|a| a.id == g).expect("account");
+    let leg = a
+        .legs
+        .iter()
+        .find(|l| l.instrument == InstrumentId(3))
+        .expect("leg");
+    assert_eq!(a.asset_mode, AssetMode::Unified);
+    assert_eq!(
+        (leg.mode, leg.qty),
+        (MarginMode::Isolated, QtyLots(100)),
+        "{out:?}"
+    );
+}
