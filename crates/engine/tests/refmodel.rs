@@ -599,6 +599,17 @@ fn a_perturbed_model_is_caught() {
     let err = compare(&test_config(), 0, &switch_stream(), Perturbation::NoHaircut)
         .expect_err("perturbation missed");
     eprintln!("NoHaircut: {}", err.lines().next().unwrap_or_default());
+    let err = compare(
+        &test_config(),
+        0,
+        &switch_stream(),
+        Perturbation::PoolRootOffByOne,
+    )
+    .expect_err("perturbation missed");
+    eprintln!(
+        "PoolRootOffByOne: {}",
+        err.lines().next().unwrap_or_default()
+    );
     // Interest needs an hour of sequenced time and a loan: Gen's raw mix has both.
     let caught = SEEDS.iter().any(|&seed| {
         compare(
@@ -616,7 +627,7 @@ proptest! {
     #![proptest_config(perpcore_testkit::prop::config(4))]
     #[test]
     fn any_seed_matches_reference_model(seed in any::<u64>(), accounts in 2u64..50) {
-        let stream = covered_stream(seed, accounts, 1_500, true);
+        let stream = pooled_stream(seed, accounts, 1_500);
         for config in [test_config(), odd_config()] {
             if let Err(d) = compare(&config, seed, &stream, Perturbation::None) {
                 panic!("{d}");

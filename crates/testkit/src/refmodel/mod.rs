@@ -107,6 +107,8 @@ pub enum Perturbation {
     NoHaircut,
     /// A loan's hourly interest charged half an hour short (rounded down as well).
     InterestShort,
+    /// A USD pool position's bankruptcy price one raw unit on the unhealthy side.
+    PoolRootOffByOne,
 }
 
 #[derive(Clone, Debug)]

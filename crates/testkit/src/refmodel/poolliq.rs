@@ -110,7 +110,8 @@ impl RefModel {
                 lo = mid;
             }
         }
-        Some(Price(if long { hi } else { lo }))
+        let off = i64::from(self.perturbation == Perturbation::PoolRootOffByOne);
+        Some(Price(if long { hi - off } else { lo + off }))
     }
 
     /// A pooled position's equity for the takeover's fee cap: the pool's adjusted equity
