@@ -6,12 +6,15 @@
 //! basis, isolated margin, order margin and notional, open orders), every open order's
 //! reservation, every book (canonical digest), the fee income per asset.
 //!
-//! Streams: `Gen`'s mix as it is (every third account multi-asset, every fifth unified,
-//! the coin-M instrument included), and with each switch to a multi-asset or unified
-//! mode left out or followed by a switch back (`covered_stream`). A command the model
-//! does not cover (a loan, a USD pool's liquidation) stops the comparison of its stream
-//! there, and is counted, never passed over. A divergence fails with the seed and
-//! command index.
+//! Streams, all from `Gen`'s mix (the coin-M instrument included): with each switch to a
+//! multi-asset or unified mode left out, or followed by a switch back
+//! (`covered_stream`); and as it is (every third account multi-asset, every fifth
+//! unified), each such switch preceded by setting the account's legs to cross
+//! (`pooled_stream`, so that the named skip `SKIP_ISOLATED_IN_POOLED_ACCOUNT` is not
+//! hit). Hand-built streams add what the seeds do not reach (switch refusals, USD prices
+//! out of range, a USD pool's liquidation). A command the model does not cover stops the
+//! comparison of its stream there, and is counted, never passed over. A divergence
+//! fails with the seed and command index.
 
 use perpcore_engine::Engine;
 use perpcore_testkit::gen::{test_config, Gen};

@@ -232,7 +232,6 @@ pub struct OrderView {
 type Res = Result<(), RejectReason>;
 
 /// The naive reference model.
-#[derive(Clone)]
 pub struct RefModel {
     cfg: Config,
     accounts: Vec<Acct>,
