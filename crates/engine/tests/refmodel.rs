@@ -546,8 +546,9 @@ fn switch_stream() -> Vec<Command> {
         mode(d, AssetMode::Multi),
         order(e, 2, 5, Side::Sell, 600_000, 1_000),
         order(d, 2, 6, Side::Buy, 600_000, 1_000),
-        // A multi-asset account with 10,000 USDT long 1 BTC of BTCUSDC from 60,000: at
-        // 50,000 its USD pool is liquidated.
+        // A multi-asset account with 10,000 USDT long 2 BTC of BTCUSDC from 60,000: at
+        // 50,000 its USD pool is liquidated: a partial step to the first bracket (into a
+        // bid at 60,100, above the pool's bankruptcy price), then a takeover.
         Command::CreateAccount {
             account: f,
             parent: None,
@@ -558,8 +559,9 @@ fn switch_stream() -> Vec<Command> {
             amount: Money::from_int(10_000),
         },
         mode(f, AssetMode::Multi),
-        order(e, 2, 7, Side::Sell, 600_000, 1_000),
-        order(f, 2, 8, Side::Buy, 600_000, 1_000),
+        order(e, 2, 7, Side::Sell, 600_000, 2_000),
+        order(f, 2, 8, Side::Buy, 600_000, 2_000),
+        order(e, 2, 9, Side::Buy, 601_000, 1_000),
         Command::SetMarkPrice {
             instrument: InstrumentId(2),
             price: Price::from_int(50_000),
@@ -581,7 +583,7 @@ fn switch_refusals_and_usd_prices_are_compared() {
     assert_eq!(cov.inverse_trades, 1, "{cov:#?}");
     assert_eq!(cov.compared(), stream.len() as u64, "{cov:#?}");
     assert_eq!(cov.pooled_liquidations, 1, "{cov:#?}");
-    assert_eq!(cov.pooled_trades, 2, "{cov:#?}");
+    assert_eq!(cov.pooled_trades, 3, "{cov:#?}");
 }
 
 /// The comparison can fail: a model that rounds the closed share of a basis the wrong
