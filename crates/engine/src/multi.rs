@@ -170,10 +170,10 @@ impl Engine {
         let specs = &self.state.config.instruments;
         let a = &self.state.accounts[k];
         if mode != AssetMode::Single {
-            // R1: every position (and every order's leg) cross.
-            if a.legs.iter().any(|l| {
-                l.mode == MarginMode::Isolated && (!l.is_flat() || !l.open_orders.is_empty())
-            }) {
+            // R1: every leg cross, a flat one too (Binance -4168: no multi-assets mode with
+            // symbols in isolated-margin mode). A flat isolated leg that survived the switch
+            // would open an isolated position inside a USD pool.
+            if a.legs.iter().any(|l| l.mode == MarginMode::Isolated) {
                 return Err(RejectReason::MultiAssetHasIsolated);
             }
             if mode == AssetMode::Multi

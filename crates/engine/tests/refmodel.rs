@@ -10,8 +10,7 @@
 //! multi-asset or unified mode left out, or followed by a switch back
 //! (`covered_stream`); and as it is (every third account multi-asset, every fifth
 //! unified), each such switch preceded by setting the account's legs to cross
-//! (`pooled_stream`, so that the named skip `SKIP_ISOLATED_IN_POOLED_ACCOUNT` is not
-//! hit). Hand-built streams add what the seeds do not reach (switch refusals, USD prices
+//! (`pooled_stream`, so that rule R1 does not refuse most of them). Hand-built streams add what the seeds do not reach (switch refusals, USD prices
 //! out of range, a USD pool's liquidation). A command the model does not cover stops the
 //! comparison of its stream there, and is counted, never passed over. A divergence
 //! fails with the seed and command index.
@@ -120,8 +119,8 @@ fn raw_stream(seed: u64, accounts: u64, commands: usize) -> Vec<Command> {
 }
 
 /// `Gen`'s stream with every switch to a multi-asset or unified mode preceded by setting
-/// each of the account's instruments to cross margin, so that no flat isolated leg is
-/// carried into a USD pool (the named skip `SKIP_ISOLATED_IN_POOLED_ACCOUNT`).
+/// each of the account's instruments to cross margin, so that rule R1 (no leg in
+/// isolated mode, a flat one too) lets the switch through.
 fn pooled_stream(seed: u64, accounts: u64, commands: usize) -> Vec<Command> {
     let instruments = test_config().instruments.len() as u32;
     let mut v = Vec::new();
@@ -641,14 +640,15 @@ proptest! {
     }
 }
 
-/// The named skip `SKIP_ISOLATED_IN_POOLED_ACCOUNT`, on the smallest case: a flat leg
-/// set to isolated in single-asset mode survives the switch to the unified account (R1
-/// refuses only an isolated position or order), and an order on it opens an isolated
-/// position in the USD pool's account, where docs/MARGIN.md says "isolated positions
-/// only in single-asset mode". The model stops there; the engine's behaviour is pinned
-/// so that a change to it is noticed.
+/// Found by the reference model (it stopped here as a suspected engine gap): a flat leg
+/// set to isolated in single-asset mode survived the switch to the unified account (R1
+/// refused only an isolated position or order), and an order on it opened an isolated
+/// position inside the USD pool, where docs/MARGIN.md allows isolated positions only in
+/// single-asset mode. R1 now refuses the switch while any leg is isolated, flat or not
+/// (Binance -4168), so the account stays single-asset, its order opens an isolated coin-M
+/// position there, and the model follows the whole stream.
 #[test]
-fn suspected_gap_isolated_leg_in_unified_account() {
+fn isolated_leg_survived_the_switch_to_unified() {
     let (g, h) = (AccountId(7), AccountId(8));
     let order = |account, order_id: u64, side| {
         Command::PlaceOrder(NewOrder {
@@ -701,15 +701,11 @@ fn suspected_gap_isolated_leg_in_unified_account() {
     ]);
     let cov =
         compare(&test_config(), 0, &stream, Perturbation::None).unwrap_or_else(|d| panic!("{d}"));
-    assert_eq!(
-        cov.uncovered
-            .get(perpcore_testkit::refmodel::SKIP_ISOLATED_IN_POOLED_ACCOUNT),
-        Some(&1),
-        "{cov:#?}"
-    );
-    assert_eq!(cov.compared(), stream.len() as u64 - 1);
+    assert!(cov.uncovered.is_empty(), "{cov:#?}");
+    assert_eq!(cov.compared(), stream.len() as u64);
     let mut e = Engine::new(test_config());
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for (n, cmd) in stream.iter().enumerate() {
         let seq = n as u64 + 1;
         out.clear();
@@ -721,18 +717,20 @@ fn suspected_gap_isolated_leg_in_unified_account() {
             },
             &mut out,
         );
+        if let Some(Event::Rejected { reason, .. }) = out.last() {
+            refused.push((cmd.kind(), *reason));
+        }
     }
-    eprintln!("engine, last command: {out:?}");
+    assert_eq!(
+        refused,
+        vec![("set_asset_mode", RejectReason::MultiAssetHasIsolated)]
+    );
     let a = e.accounts().iter().find(|a| a.id == g).expect("account");
     let leg = a
         .legs
         .iter()
         .find(|l| l.instrument == InstrumentId(3))
         .expect("leg");
-    assert_eq!(a.asset_mode, AssetMode::Unified);
-    assert_eq!(
-        (leg.mode, leg.qty),
-        (MarginMode::Isolated, QtyLots(100)),
-        "{out:?}"
-    );
+    assert_eq!(a.asset_mode, AssetMode::Single);
+    assert_eq!((leg.mode, leg.qty), (MarginMode::Isolated, QtyLots(100)));
 }

@@ -2,16 +2,6 @@
 
 use super::*;
 
-/// Named skip (suspected engine gap, not modelled): an order of a multi-asset or unified
-/// account on a leg of its USD pool still in isolated mode. Rule R1 refuses the switch only with an
-/// isolated *position or order*, so a flat isolated leg survives it, and the engine then
-/// accepts orders on it and opens an isolated position in a pooled account, while
-/// docs/MARGIN.md says "isolated positions only in single-asset mode" (and
-/// `IsolatedInMultiAsset` refuses making a leg isolated there). The model stops the
-/// stream here instead of copying either reading.
-pub const SKIP_ISOLATED_IN_POOLED_ACCOUNT: &str =
-    "skip: order on an isolated leg of a multi-asset or unified account (suspected engine gap)";
-
 impl RefModel {
     /// Whether `cmd` depends on something the model does not cover. Decided before any
     /// change, on the current state.
@@ -31,15 +21,6 @@ impl RefModel {
         let spec = instrument.and_then(|i| self.spec(i).ok());
         if spec.as_ref().is_some_and(|s| s.fee_to_close) {
             return Some("fee-to-close convention");
-        }
-        if let (Command::PlaceOrder(o), Some(spec)) = (cmd, spec) {
-            let leg = self
-                .user(o.account)
-                .ok()
-                .and_then(|a| pooled(a.mode, &spec).then(|| a.leg(o.instrument)).flatten());
-            if leg.is_some_and(|l| l.mode == MarginMode::Isolated) {
-                return Some(SKIP_ISOLATED_IN_POOLED_ACCOUNT);
-            }
         }
         None
     }

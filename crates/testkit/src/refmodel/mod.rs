@@ -41,11 +41,10 @@
 //! step and takeovers of the largest pooled position at the price where adjusted equity
 //! reaches zero (a bisection, as the engine's definition), the fee capped by the pool's
 //! equity, and with no position left the auto-exchange of every loan and deficit cover.
-//! Not covered (reported as uncovered): the fee-to-close convention, and the named skip
-//! [`SKIP_ISOLATED_IN_POOLED_ACCOUNT`].
+//! Not covered (reported as uncovered): the fee-to-close convention. Not modelled either,
+//! and not reached by the generated streams: funding payments (issue 15).
 
 mod dispatch;
-pub use dispatch::SKIP_ISOLATED_IN_POOLED_ACCOUNT;
 pub mod exact;
 mod fills;
 mod ledger;

@@ -87,14 +87,11 @@ impl RefModel {
     }
 
     /// Why a switch of a single-asset account to `mode` is refused before its USD pool is
-    /// looked at: R1 (an isolated position or order), then a coin-M position or order
-    /// (multi-asset mode only). `None`: the outcome depends on the USD pool.
+    /// looked at: R1 (any leg in isolated mode, a flat one too), then a coin-M position or
+    /// order (multi-asset mode only). `None`: the outcome depends on the USD pool.
     pub(super) fn switch_refusal(&self, a: &Acct, mode: AssetMode) -> Option<RejectReason> {
         let used = |l: &Leg| l.lots != 0 || !self.orders_of(a.id, l.instrument).is_empty();
-        if a.legs
-            .iter()
-            .any(|l| l.mode == MarginMode::Isolated && used(l))
-        {
+        if a.legs.iter().any(|l| l.mode == MarginMode::Isolated) {
             return Some(RejectReason::MultiAssetHasIsolated);
         }
         let inverse = |l: &Leg| self.spec(l.instrument).is_ok_and(|s| s.is_inverse());
