@@ -39,5 +39,5 @@ mod state;
 pub use engine::Engine;
 pub use error::{InvariantViolation, RestoreError};
 pub use indexes::Indexes;
-pub use report::{AccountReport, AssetReport, PositionReport, UsdPoolReport};
+pub use report::{AccountReport, AssetReport, OrderPreview, PositionReport, UsdPoolReport};
 pub use state::{MarketData, OrderMeta, State, RESERVED_ORDER_ID_MIN};

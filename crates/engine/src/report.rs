@@ -48,6 +48,18 @@ pub struct PositionReport {
     pub maintenance_margin: Money,
     pub liquidation_price: Option<Price>,
     pub bankruptcy_price: Option<Price>,
+    /// The two prices on the tick grid, as exchanges display them: a long's rounded up
+    /// and a short's down, so the displayed price is reached no later than the exact one.
+    pub liquidation_price_tick: Option<Price>,
+    pub bankruptcy_price_tick: Option<Price>,
+    /// The bracket of the position's notional at mark: its maintenance margin rate, its
+    /// maintenance amount (`cum`) and the leverage it allows.
+    pub bracket_mmr: Option<Rate>,
+    pub bracket_cum: Option<Money>,
+    pub bracket_max_leverage: Option<u32>,
+    /// Isolated: maintenance margin / (isolated margin + uPnL), rounded up; `None` for a
+    /// cross position (its pool's ratio is in the asset report).
+    pub isolated_margin_ratio: Option<Rate>,
     pub order_margin: Money,
     pub open_orders: u32,
     /// Funding paid (positive) or received since the position opened.
@@ -229,6 +241,28 @@ impl Engine {
                 None,
             ),
         };
+        let long = leg.qty.0 > 0;
+        let on_tick = |p: Option<Price>| {
+            p.and_then(|p| {
+                let r = if long {
+                    Rounding::Ceil
+                } else {
+                    Rounding::Floor
+                };
+                let t = spec.ticks_of(p, r);
+                t.0.checked_mul(spec.tick_size.raw()).map(Price)
+            })
+        };
+        let bracket = (!leg.is_flat() && mark.is_some()).then(|| spec.bracket_for(notional));
+        let isolated_margin_ratio =
+            (leg.mode == MarginMode::Isolated && !leg.is_flat()).then(|| {
+                let equity = leg.isolated_margin + upnl;
+                if equity.is_positive() {
+                    Rate::ratio(mm, equity, Rounding::Ceil).unwrap_or(Rate(i64::MAX))
+                } else {
+                    Rate(i64::MAX)
+                }
+            });
         Some(PositionReport {
             instrument: spec.symbol.clone(),
             mode: leg.mode,
@@ -243,6 +277,12 @@ impl Engine {
             maintenance_margin: mm,
             liquidation_price: lp,
             bankruptcy_price: bp,
+            liquidation_price_tick: on_tick(lp),
+            bankruptcy_price_tick: on_tick(bp),
+            bracket_mmr: bracket.map(|b| b.mmr),
+            bracket_cum: bracket.map(|b| b.cum),
+            bracket_max_leverage: bracket.map(|b| b.max_leverage),
+            isolated_margin_ratio,
             order_margin: leg.order_margin,
             open_orders: u32::try_from(leg.open_orders.len()).unwrap_or(u32::MAX),
             funding: leg.funding,
@@ -251,4 +291,29 @@ impl Engine {
             last_funding_rate: market.last_funding.map(|(r, _)| r),
         })
     }
+
+    /// What an order would cost, without placing it (an order-cost preview): every check
+    /// of a new order on the current state, and if it passes, the price it would be
+    /// limited at, its size, the notional its margin is reckoned on and the initial margin
+    /// it would reserve. Changes nothing.
+    pub fn preview_order(&self, o: &NewOrder) -> Result<OrderPreview, RejectReason> {
+        let k = self.user_idx(o.account)?;
+        let p = self.prepare_order(k, o, None)?;
+        let spec = &self.state.config.instruments[p.instrument.0 as usize];
+        Ok(OrderPreview {
+            limit: spec.price_of(p.taker.limit),
+            qty: spec.qty_of(p.taker.qty),
+            margin_notional: p.meta.margin_notional,
+            initial_margin: p.meta.reserved,
+        })
+    }
+}
+
+/// The answer of [`Engine::preview_order`].
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct OrderPreview {
+    pub limit: Price,
+    pub qty: Qty,
+    pub margin_notional: Money,
+    pub initial_margin: Money,
 }
