@@ -189,7 +189,6 @@ impl Engine {
     /// A position (or a flat leg with open orders): its valuation at the mark and its
     /// liquidation and bankruptcy prices. `None` for a flat leg with no orders.
     fn position_report(&self, k: usize, leg: &risk::Leg) -> Option<PositionReport> {
-        let a = &self.state.accounts[k];
         let specs = &self.state.config.instruments;
         let spec = &specs[leg.instrument.0 as usize];
         let market = &self.state.market[leg.instrument.0 as usize];
@@ -197,50 +196,7 @@ impl Engine {
             return None;
         }
         let mark = self.state.marks[leg.instrument.0 as usize];
-        let (upnl, im, mm, notional, lp, bp) = match mark {
-            Some(m) if !leg.is_flat() => {
-                let upnl = risk::upnl(leg, spec, m);
-                let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
-                let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled {
-                    (leg.isolated_margin, leg.isolated_margin)
-                } else {
-                    let p = self.pool_of(k, spec.settle_asset);
-                    let mm = risk::position_mm(leg, spec, m);
-                    let others_upnl_wb = p.margin_balance() - upnl;
-                    (others_upnl_wb - (p.cross_mm - mm), others_upnl_wb)
-                };
-                (
-                    upnl,
-                    risk::position_im(leg, spec, m),
-                    risk::position_mm(leg, spec, m),
-                    spec.notional(leg.qty, m),
-                    if pooled {
-                        // USD pool: the engine's own check (`is_liquidatable`) searched
-                        // over the pool (MARGIN §6); the first healthy price's neighbour
-                        // on the unhealthy side is the first one that liquidates.
-                        let step = if leg.qty.0 > 0 { -1 } else { 1 };
-                        self.usd_pool_root(k, spec, |p| !p.is_liquidatable())
-                            .map(|h| Price(h.raw() + step))
-                            .filter(|p| p.is_positive())
-                    } else {
-                        risk::liquidation_price(leg, spec, wb_others, m)
-                    },
-                    if pooled {
-                        self.usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
-                    } else {
-                        risk::bankruptcy_price(leg, spec, wb_upnl_others)
-                    },
-                )
-            }
-            _ => (
-                Money::ZERO,
-                Money::ZERO,
-                Money::ZERO,
-                Money::ZERO,
-                None,
-                None,
-            ),
-        };
+        let (upnl, im, mm, notional, lp, bp) = self.valuation(k, leg, spec, mark);
         let long = leg.qty.0 > 0;
         let on_tick = |p: Option<Price>| {
             p.and_then(|p| {
@@ -290,6 +246,63 @@ impl Engine {
             predicted_funding_rate: market.funding_rate,
             last_funding_rate: market.last_funding.map(|(r, _)| r),
         })
+    }
+
+    /// A position's uPnL, IM, MM, notional, liquidation and bankruptcy prices at `mark`
+    /// (zeros and `None` for a flat leg or without a mark).
+    #[allow(clippy::type_complexity)]
+    fn valuation(
+        &self,
+        k: usize,
+        leg: &risk::Leg,
+        spec: &InstrumentSpec,
+        mark: Option<Price>,
+    ) -> (Money, Money, Money, Money, Option<Price>, Option<Price>) {
+        let a = &self.state.accounts[k];
+        match mark {
+            Some(m) if !leg.is_flat() => {
+                let upnl = risk::upnl(leg, spec, m);
+                let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
+                let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled {
+                    (leg.isolated_margin, leg.isolated_margin)
+                } else {
+                    let p = self.pool_of(k, spec.settle_asset);
+                    let mm = risk::position_mm(leg, spec, m);
+                    let others_upnl_wb = p.margin_balance() - upnl;
+                    (others_upnl_wb - (p.cross_mm - mm), others_upnl_wb)
+                };
+                (
+                    upnl,
+                    risk::position_im(leg, spec, m),
+                    risk::position_mm(leg, spec, m),
+                    spec.notional(leg.qty, m),
+                    if pooled {
+                        // USD pool: the engine's own check (`is_liquidatable`) searched
+                        // over the pool (MARGIN §6); the first healthy price's neighbour
+                        // on the unhealthy side is the first one that liquidates.
+                        let step = if leg.qty.0 > 0 { -1 } else { 1 };
+                        self.usd_pool_root(k, spec, |p| !p.is_liquidatable())
+                            .map(|h| Price(h.raw() + step))
+                            .filter(|p| p.is_positive())
+                    } else {
+                        risk::liquidation_price(leg, spec, wb_others, m)
+                    },
+                    if pooled {
+                        self.usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
+                    } else {
+                        risk::bankruptcy_price(leg, spec, wb_upnl_others)
+                    },
+                )
+            }
+            _ => (
+                Money::ZERO,
+                Money::ZERO,
+                Money::ZERO,
+                Money::ZERO,
+                None,
+                None,
+            ),
+        }
     }
 
     /// What an order would cost, without placing it (an order-cost preview): every check
