@@ -36,11 +36,15 @@ impl Engine {
             && rate <= Rate::ONE
         {
             m.funding_rate = Some(rate);
+            self.ix.next_funding_ns = crate::indexes::earliest_funding(&self.state);
         }
     }
 
     /// Settles every instrument whose funding time `ts_ns` has reached.
     pub(crate) fn settle_funding(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
+        if ts_ns < self.ix.next_funding_ns {
+            return;
+        }
         let cfg = Arc::clone(&self.state.config);
         for spec in &cfg.instruments {
             let i = spec.id.0 as usize;
@@ -67,6 +71,7 @@ impl Engine {
                 .and_then(|d| due.checked_add(d))
                 .unwrap_or(0);
         }
+        self.ix.next_funding_ns = crate::indexes::earliest_funding(&self.state);
     }
 
     /// One funding time of `spec`: every holder pays or receives, in ascending id.

@@ -77,6 +77,20 @@ pub struct Indexes {
     /// Accounts whose cushion may have changed since they were last banded; re-banded
     /// just before the index is next consulted.
     pub(crate) dirty: DirtySet,
+    /// The earliest funding time still to settle over every instrument with an announced
+    /// rate (`u64::MAX`: none), so that a command checks one number, not every instrument.
+    pub(crate) next_funding_ns: u64,
+}
+
+/// The earliest funding time still to settle in `state` (see `Indexes::next_funding_ns`).
+pub(crate) fn earliest_funding(state: &State) -> u64 {
+    state
+        .market
+        .iter()
+        .filter(|m| m.funding_rate.is_some() && m.next_funding_ns > 0)
+        .map(|m| m.next_funding_ns)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 impl Indexes {
@@ -123,6 +137,7 @@ impl Indexes {
             usd_cache,
             liq_index: LiqIndex::rebuild(state),
             dirty: DirtySet::default(),
+            next_funding_ns: earliest_funding(state),
         })
     }
 }
@@ -156,6 +171,12 @@ impl Indexes {
             return Err(format!(
                 "holders: live {:?}, rebuilt {:?}",
                 self.holders, rebuilt.holders
+            ));
+        }
+        if self.next_funding_ns != rebuilt.next_funding_ns {
+            return Err(format!(
+                "next funding time: live {}, rebuilt {}",
+                self.next_funding_ns, rebuilt.next_funding_ns
             ));
         }
         if (self.usdt, &self.usd_cache) != (rebuilt.usdt, &rebuilt.usd_cache) {

@@ -80,6 +80,7 @@ impl Engine {
         {
             m.next_funding_ns = next_funding_ns;
         }
+        self.ix.next_funding_ns = crate::indexes::earliest_funding(&self.state);
         out.push(Event::FundingRateSet {
             instrument: i,
             rate,
