@@ -139,6 +139,8 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
         Ok(UniqueKeys)
     }
+    // determinism-ok: the duplicate-key pass only walks the line's structure; the number is
+    // dropped here and parsed (or refused as a float) by the line's own reader.
     fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
         Ok(UniqueKeys)
     }

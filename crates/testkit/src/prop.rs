@@ -31,6 +31,8 @@ pub fn config(cases: u32) -> Config {
     });
     let seed = match (given, soak) {
         (Some(s), _) => s,
+        // determinism-ok: soak mode only (PERPCORE_SOAK), a test seed that is printed;
+        // nothing in the engine sees randomness.
         (None, Some(_)) => rand::random::<u64>(),
         (None, None) => CI_SEED,
     };

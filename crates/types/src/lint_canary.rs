@@ -5,8 +5,10 @@
 
 /// Two clock reads and two hash maps that could be iterated.
 pub fn forbidden() -> usize {
-    let started = std::time::Instant::now();
-    let wall = std::time::SystemTime::now();
+    // determinism-ok: the canary exists for clippy to refuse these two reads; it is built
+    // only under --cfg perpcore_lint_canary, never into the engine.
+    let started = std::time::Instant::now(); // determinism-ok
+    let wall = std::time::SystemTime::now(); // determinism-ok
     let map: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let set: fxhash::FxHashSet<u64> = fxhash::FxHashSet::default();
     usize::from(started.elapsed().is_zero() && wall.elapsed().is_err()) + map.len() + set.len()
