@@ -39,6 +39,16 @@ pub(crate) fn band(spec: &InstrumentSpec, mark: Price) -> (PriceTicks, PriceTick
     (low, high)
 }
 
+/// A mark or index price: in range, and at least one tick (below it no order price exists
+/// on the grid, and the band would end at 0).
+fn check_on_grid(spec: &InstrumentSpec, price: Price) -> Result<(), RejectReason> {
+    check_price(price)?;
+    if price < spec.tick_size {
+        return Err(RejectReason::PriceBelowTick);
+    }
+    Ok(())
+}
+
 impl Engine {
     pub(crate) fn set_index_price(
         &mut self,
@@ -46,11 +56,7 @@ impl Engine {
         price: Price,
         out: &mut Vec<Event>,
     ) -> Res {
-        let tick = self.spec(i)?.tick_size;
-        check_price(price)?;
-        if price < tick {
-            return Err(RejectReason::PriceBelowTick);
-        }
+        check_on_grid(self.spec(i)?, price)?;
         self.state.market[i.0 as usize].index = Some(price);
         out.push(Event::IndexPriceSet {
             instrument: i,
@@ -127,17 +133,7 @@ impl Engine {
         price: Price,
         out: &mut Vec<Event>,
     ) -> Res {
-        let tick = self.spec(i)?.tick_size;
-        if !price.is_positive() {
-            return Err(RejectReason::PriceNotPositive);
-        }
-        if price > MAX_PRICE {
-            return Err(RejectReason::PriceTooLarge);
-        }
-        // Below one tick no order price exists on the grid, and the band would end at 0.
-        if price < tick {
-            return Err(RejectReason::PriceBelowTick);
-        }
+        check_on_grid(self.spec(i)?, price)?;
         self.state.marks[i.0 as usize] = Some(price);
         self.ix.bands[i.0 as usize] = band(&self.state.config.instruments[i.0 as usize], price);
         out.push(Event::MarkPriceSet {

@@ -44,6 +44,17 @@ impl T {
     fn run(&mut self, c: Command) -> Vec<Event> {
         self.at(self.ts, c)
     }
+    /// An index update of `instrument` at `price` sequenced at `ts`: the command the
+    /// tests use to let sequenced time reach a funding time.
+    fn index_at(&mut self, ts: u64, instrument: u32, price: i64) -> Vec<Event> {
+        self.at(
+            ts,
+            Command::SetIndexPrice {
+                instrument: InstrumentId(instrument),
+                price: Price::from_int(price),
+            },
+        )
+    }
     fn wallet(&self, account: u64, asset: AssetId) -> Money {
         self.e.account(AccountId(account)).expect("account").wallets[asset.0 as usize]
     }
@@ -129,21 +140,9 @@ fn longs_pay_shorts_notional_at_mark_times_rate() {
     let (w1, w2) = (t.wallet(1, USDT), t.wallet(2, USDT));
     announce(&mut t, 0, "0.0001", 8 * HOUR);
     // Just before the funding time: nothing.
-    let ev = t.at(
-        8 * HOUR - 1,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    let ev = t.index_at(8 * HOUR - 1, 0, 28_000);
     assert!(!ev.iter().any(|e| matches!(e, Event::FundingSettled { .. })));
-    let ev = t.at(
-        8 * HOUR,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    let ev = t.index_at(8 * HOUR, 0, 28_000);
     assert_eq!(settled(&ev), (m("1.4"), m("1.4")));
     assert_eq!(t.wallet(1, USDT), w1 - m("1.4"));
     assert_eq!(t.wallet(2, USDT), w2 + m("1.4"));
@@ -156,10 +155,7 @@ fn longs_pay_shorts_notional_at_mark_times_rate() {
         Some(Rate::parse("0.0001").unwrap())
     );
     // The next command at the same time settles nothing more.
-    let ev = t.run(Command::SetIndexPrice {
-        instrument: InstrumentId(0),
-        price: Price::from_int(28_000),
-    });
+    let ev = t.index_at(t.ts, 0, 28_000);
     assert!(!ev.iter().any(|e| matches!(e, Event::FundingSettled { .. })));
 }
 
@@ -169,13 +165,7 @@ fn a_negative_rate_makes_shorts_pay() {
     let mut t = traded(0, USDT, "10000", "28000", 280_000, 500);
     let (w1, w2) = (t.wallet(1, USDT), t.wallet(2, USDT));
     announce(&mut t, 0, "-0.000375", 100);
-    t.at(
-        100,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    t.index_at(100, 0, 28_000);
     assert_eq!(t.wallet(1, USDT), w1 + m("5.25"));
     assert_eq!(t.wallet(2, USDT), w2 - m("5.25"));
 }
@@ -189,13 +179,7 @@ fn rounding_residue_goes_to_the_insurance_fund() {
     let mut t = traded(0, USDT, "10000", "28000.1", 280_001, 1);
     let (w1, w2, f) = (t.wallet(1, USDT), t.wallet(2, USDT), t.fund(USDT));
     announce(&mut t, 0, "0.0000000001", 100);
-    let ev = t.at(
-        100,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    let ev = t.index_at(100, 0, 28_000);
     assert_eq!(settled(&ev), (m("0.000000002801"), m("0.0000000028")));
     assert_eq!(t.wallet(1, USDT), w1 - m("0.000000002801"));
     assert_eq!(t.wallet(2, USDT), w2 + m("0.0000000028"));
@@ -209,13 +193,7 @@ fn coin_m_pays_in_coin_at_the_inverse_notional() {
     let mut t = traded(3, BTC, "1", "25000", 250_000, 10);
     let (w1, w2) = (t.wallet(1, BTC), t.wallet(2, BTC));
     announce(&mut t, 3, "0.0001", 100);
-    let ev = t.at(
-        100,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(3),
-            price: Price::from_int(25_000),
-        },
-    );
+    let ev = t.index_at(100, 3, 25_000);
     assert_eq!(settled(&ev), (m("0.000004"), m("0.000004")));
     assert_eq!(t.wallet(1, BTC), w1 - m("0.000004"));
     assert_eq!(t.wallet(2, BTC), w2 + m("0.000004"));
@@ -268,13 +246,7 @@ fn a_funding_payment_can_trigger_liquidation() {
             .clone();
     assert_eq!((leg.qty, leg.isolated_margin), (QtyLots(1_000), m("280")));
     announce(&mut t, 0, "0.01", 100);
-    let ev = t.at(
-        100,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    let ev = t.index_at(100, 0, 28_000);
     assert_eq!(settled(&ev), (m("280"), m("280")));
     assert!(
         ev.iter().any(|e| matches!(
@@ -407,23 +379,11 @@ fn four_years_of_binance_funding_on_a_held_position() {
 fn an_announcement_for_a_settled_time_does_not_settle_it_again() {
     let mut t = traded(0, USDT, "10000", "28000", 280_000, 500);
     announce(&mut t, 0, "0.0001", 100);
-    let ev = t.at(
-        100,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    let ev = t.index_at(100, 0, 28_000);
     assert_eq!(settled(&ev), (m("1.4"), m("1.4")));
     let w1 = t.wallet(1, USDT);
     announce(&mut t, 0, "0.0002", 100);
-    let ev = t.at(
-        200,
-        Command::SetIndexPrice {
-            instrument: InstrumentId(0),
-            price: Price::from_int(28_000),
-        },
-    );
+    let ev = t.index_at(200, 0, 28_000);
     assert!(
         !ev.iter().any(|e| matches!(e, Event::FundingSettled { .. })),
         "{ev:?}"
