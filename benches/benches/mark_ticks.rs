@@ -70,6 +70,8 @@ fn config() -> Config {
             fee_to_close: false,
             max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
             funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+            mark_method: MarkMethod::Recorded,
+            funding_method: FundingMethod::Recorded,
         })
         .collect();
     Config {

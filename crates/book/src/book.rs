@@ -688,11 +688,16 @@ impl Book {
     pub fn depth(&self, side: Side, levels: usize) -> Vec<(PriceTicks, QtyLots)> {
         let h = self.half(side);
         let mut v = Vec::with_capacity(levels.min(h.prices.len()));
-        v.extend(self.level_slots(side).take(levels).map(|li| {
+        v.extend(self.levels(side).take(levels));
+        v
+    }
+
+    /// `side`'s (price, total open qty) pairs, best first, without allocating.
+    pub fn levels(&self, side: Side) -> impl Iterator<Item = (PriceTicks, QtyLots)> + '_ {
+        self.level_slots(side).map(|li| {
             let l = &self.store.levels[li as usize];
             (l.price, l.total)
-        }));
-        v
+        })
     }
 
     pub fn orders_count(&self) -> u64 {

@@ -13,8 +13,9 @@ use crate::error::{ConfigError, Result};
 use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
     bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
-    Config, ContractKind, InstrumentId, InstrumentSpec, Money, Price, Qty, QtyLots, Rate, TierUnit,
-    DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MAX_OPEN_ORDERS, HOUR_NS, PRICE_DECIMALS,
+    Config, ContractKind, FundingMethod, InstrumentId, InstrumentSpec, MarkMethod, Money, Price,
+    Qty, QtyLots, Rate, TierUnit, DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MARK_STEP_NS,
+    DEFAULT_MARK_WINDOW, DEFAULT_MAX_OPEN_ORDERS, DEFAULT_PREMIUM_STEP_NS, HOUR_NS, PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -122,6 +123,50 @@ pub struct InstrumentFile {
     /// ([`crate::fill_brackets`]) before conversion.
     #[serde(default)]
     pub brackets: Vec<BracketFile>,
+    /// `[instruments.mark]`: absent for a recorded mark (the feed's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<MarkFile>,
+    /// `[instruments.funding]`: absent for a recorded funding rate (the feed's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding: Option<FundingFile>,
+}
+
+/// `[instruments.mark]`: `method = "derived"` (or `"recorded"`, the default), with
+/// Binance's window of 300 one-second samples unless given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkFile {
+    pub method: MethodFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<u64>,
+}
+
+/// `[instruments.funding]`: `method = "derived"` (or `"recorded"`, the default); the
+/// impact margin (default 200), the interest per interval (default 0.01% per 8 h, scaled
+/// to the interval), the cap (default 75% of the first bracket's mmr) and the premium
+/// sample step (default 5 s).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FundingFile {
+    pub method: MethodFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact_margin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<u64>,
+}
+
+/// Where a price or rate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodFile {
+    Recorded,
+    Derived,
 }
 
 /// `[[instruments.brackets]]`: notional floor and cap in the settlement asset.
@@ -359,7 +404,7 @@ fn instrument_from_file(
     }
     let brackets = brackets_from_rows(&rows, &given, max_leverage, &bp)?;
 
-    Ok(InstrumentSpec {
+    let mut spec = InstrumentSpec {
         id: InstrumentId(j as u32), // bounded by the caller
         symbol: f.symbol.clone(),
         kind,
@@ -388,7 +433,72 @@ fn instrument_from_file(
                 }),
             &p("funding_interval_hours"),
         )?,
-    })
+        mark_method: MarkMethod::Recorded,
+        funding_method: FundingMethod::Recorded,
+    };
+    set_methods(&mut spec, f, &p)?;
+    Ok(spec)
+}
+
+/// Milliseconds as nanoseconds, refusing an overflow.
+fn ms(field: String, v: u64) -> Result<u64> {
+    v.checked_mul(1_000_000)
+        .ok_or_else(|| ConfigError::new(field, format!("{v} ms is too long")))
+}
+
+/// The mark and funding methods of `f` (defaults in [`MarkFile`], [`FundingFile`]),
+/// checked by `validate`.
+fn set_methods(
+    this: &mut InstrumentSpec,
+    f: &InstrumentFile,
+    p: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    if let Some(m) = f.mark.as_ref().filter(|m| m.method == MethodFile::Derived) {
+        this.mark_method = MarkMethod::Derived {
+            window: m.window.unwrap_or(DEFAULT_MARK_WINDOW),
+            step_ns: match m.step_ms {
+                Some(v) => ms(p("mark.step_ms"), v)?,
+                None => DEFAULT_MARK_STEP_NS,
+            },
+        };
+    }
+    if let Some(g) = f
+        .funding
+        .as_ref()
+        .filter(|g| g.method == MethodFile::Derived)
+    {
+        let interest = match &g.interest {
+            Some(t) => rate(p("funding.interest"), t)?,
+            // 0.01% per 8 h, in proportion for 4 h and 1 h (exact: 8 divides by both
+            // in Rate units, 10^6 / 8 = 125,000).
+            None => Rate(
+                i64::try_from(
+                    i128::from(Rate::parse("0.0001").expect("literal").raw())
+                        * i128::from(this.funding_interval_ns)
+                        / i128::from(DEFAULT_FUNDING_INTERVAL_NS),
+                )
+                .expect("at most 0.01%"),
+            ),
+        };
+        let cap = match &g.cap {
+            Some(t) => rate(p("funding.cap"), t)?,
+            // 75% of the first bracket's mmr (Binance's rule; 0.3% at 0.4%).
+            None => Rate(this.brackets[0].mmr.raw() * 3 / 4),
+        };
+        this.funding_method = FundingMethod::Derived {
+            impact_margin: match &g.impact_margin {
+                Some(t) => money(p("funding.impact_margin"), t)?,
+                None => Money::from_int(200),
+            },
+            interest,
+            cap,
+            step_ns: match g.step_ms {
+                Some(v) => ms(p("funding.step_ms"), v)?,
+                None => DEFAULT_PREMIUM_STEP_NS,
+            },
+        };
+    }
+    Ok(())
 }
 
 /// The file structure of a [`Config`] (every `cum` written out, `settle` and
@@ -458,6 +568,29 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
                     max_open_orders: Some(i.max_open_orders),
                     funding_interval_hours: u32::try_from(i.funding_interval_ns / HOUR_NS).ok(),
                     brackets: i.brackets.iter().map(bracket_file).collect(),
+                    mark: match i.mark_method {
+                        MarkMethod::Recorded => None,
+                        MarkMethod::Derived { window, step_ns } => Some(MarkFile {
+                            method: MethodFile::Derived,
+                            window: Some(window),
+                            step_ms: Some(step_ns / 1_000_000),
+                        }),
+                    },
+                    funding: match i.funding_method {
+                        FundingMethod::Recorded => None,
+                        FundingMethod::Derived {
+                            impact_margin,
+                            interest,
+                            cap,
+                            step_ns,
+                        } => Some(FundingFile {
+                            method: MethodFile::Derived,
+                            impact_margin: Some(impact_margin.to_string()),
+                            interest: Some(interest.to_string()),
+                            cap: Some(cap.to_string()),
+                            step_ms: Some(step_ns / 1_000_000),
+                        }),
+                    },
                 }
             })
             .collect(),

@@ -27,8 +27,8 @@ pub use binance::{
 };
 pub use error::ConfigError;
 pub use file::{
-    config_from_file, file_from_config, AssetFile, BracketFile, ConfigFile, InstrumentFile,
-    KindFile,
+    config_from_file, file_from_config, AssetFile, BracketFile, ConfigFile, FundingFile,
+    InstrumentFile, KindFile, MarkFile, MethodFile,
 };
 pub use validate::{validate, LOT_QUANTUM_RAW, MAX_BRACKETS, MAX_NOTIONAL_UNITS};
 

@@ -8,8 +8,8 @@
 
 use crate::error::{ConfigError, Result};
 use perpcore_types::{
-    bracket_cums, AssetSpec, Config, ContractKind, InstrumentSpec, Money, Qty, Rate, MONEY_SCALE,
-    RATE_SCALE,
+    bracket_cums, AssetSpec, Config, ContractKind, FundingMethod, InstrumentSpec, MarkMethod,
+    Money, Qty, Rate, MONEY_SCALE, RATE_SCALE,
 };
 use std::collections::HashMap;
 
@@ -201,6 +201,59 @@ pub(crate) fn funding_interval(ns: u64, path: &str) -> Result<u64> {
     Ok(ns)
 }
 
+/// A sample step: at least 1 ms and a divisor of the funding interval, so that a funding
+/// time is always a sample time.
+fn check_step(step_ns: u64, interval_ns: u64, path: &str) -> Result<()> {
+    if step_ns < 1_000_000 || !interval_ns.is_multiple_of(step_ns) {
+        return Err(ConfigError::new(
+            path,
+            format!("{step_ns} ns is not at least 1 ms dividing the funding interval"),
+        ));
+    }
+    Ok(())
+}
+
+/// The derived mark's and funding rate's parameters.
+fn check_methods(inst: &InstrumentSpec, p: &dyn Fn(&str) -> String) -> Result<()> {
+    if let MarkMethod::Derived { window, step_ns } = inst.mark_method {
+        if !(1..=MAX_MARK_WINDOW).contains(&window) {
+            return Err(ConfigError::new(
+                p("mark.window"),
+                format!("{window} is not between 1 and {MAX_MARK_WINDOW} samples"),
+            ));
+        }
+        check_step(step_ns, inst.funding_interval_ns, &p("mark.step_ms"))?;
+    }
+    if let FundingMethod::Derived {
+        impact_margin,
+        interest,
+        cap,
+        step_ns,
+    } = inst.funding_method
+    {
+        if !impact_margin.is_positive() || impact_margin > Money::from_int(1_000_000_000) {
+            return Err(ConfigError::new(
+                p("funding.impact_margin"),
+                "must be positive and at most 10^9",
+            ));
+        }
+        if !cap.is_positive() || cap >= Rate::ONE {
+            return Err(ConfigError::new(p("funding.cap"), "must lie in (0, 1)"));
+        }
+        if interest.abs() > cap {
+            return Err(ConfigError::new(
+                p("funding.interest"),
+                "must not exceed the cap in magnitude",
+            ));
+        }
+        check_step(step_ns, inst.funding_interval_ns, &p("funding.step_ms"))?;
+    }
+    Ok(())
+}
+
+/// Most samples a derived mark's moving average may hold.
+pub const MAX_MARK_WINDOW: u32 = 10_000;
+
 fn check_instrument(
     config: &Config,
     inst: &InstrumentSpec,
@@ -217,6 +270,7 @@ fn check_instrument(
     asset("settle", inst.settle_asset)?;
     max_open_orders(inst.max_open_orders, &p("max_open_orders"))?;
     funding_interval(inst.funding_interval_ns, &p("funding_interval_hours"))?;
+    check_methods(inst, p)?;
     if inst.base_asset == inst.quote_asset {
         return Err(ConfigError::new(
             p("quote"),

@@ -200,7 +200,7 @@ impl Engine {
         {
             self.final_funding_rate(*instrument, *rate, *next_funding_ns, ts_ns);
         }
-        self.settle_funding(ts_ns, out);
+        self.advance_time(ts_ns, out);
         let start = out.len();
         let r = self.dispatch(command, out);
         if let Err(reason) = r {

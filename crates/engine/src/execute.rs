@@ -86,6 +86,9 @@ impl Engine {
             self.after_maker_fill(spec, f);
             touched.push((f.maker_account, spec.id));
         }
+        if let Some(f) = res.fills.last() {
+            self.state.market[spec.id.0 as usize].traded = Some(spec.price_of(f.price));
+        }
         for m in &res.expired_makers {
             self.forget_order(m.order_id, spec);
             out.push(Event::OrderCanceled {

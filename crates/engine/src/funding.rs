@@ -18,7 +18,6 @@
 use crate::engine::{fund_account_id, Engine};
 use perpcore_risk::{self as risk};
 use perpcore_types::*;
-use std::sync::Arc;
 
 impl Engine {
     /// A `SetFundingRate` sequenced at or after the funding time it names, while that time
@@ -29,49 +28,64 @@ impl Engine {
         let Some(m) = self.state.market.get_mut(i.0 as usize) else {
             return;
         };
-        if at != 0
+        let recorded = matches!(
+            self.state.config.instruments[i.0 as usize].funding_method,
+            FundingMethod::Recorded
+        );
+        if recorded
+            && at != 0
             && at == m.next_funding_ns
             && at <= ts_ns
             && -Rate::ONE <= rate
             && rate <= Rate::ONE
         {
             m.funding_rate = Some(rate);
-            self.ix.next_funding_ns = crate::indexes::earliest_funding(&self.state);
+            self.ix.next_timed_ns = crate::indexes::earliest_timed(&self.state);
         }
     }
 
-    /// Settles every instrument whose funding time `ts_ns` has reached.
-    pub(crate) fn settle_funding(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
-        if ts_ns < self.ix.next_funding_ns {
+    /// Settles `spec`'s funding time, which `ts_ns` has reached (`derive::advance_time`
+    /// calls this in time order with the samples).
+    pub(crate) fn settle_funding(
+        &mut self,
+        spec: &InstrumentSpec,
+        ts_ns: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let i = spec.id.0 as usize;
+        let m = &self.state.market[i];
+        let due = m.next_funding_ns;
+        let Some(rate) = m.funding_rate else {
             return;
+        };
+        // Positions need a mark, so without one there is nothing to pay.
+        if let Some(mark) = self.state.marks[i] {
+            self.pay_funding(spec, rate, mark, due, out);
+            self.check_liquidations(spec.id, out);
         }
-        let cfg = Arc::clone(&self.state.config);
-        for spec in &cfg.instruments {
-            let i = spec.id.0 as usize;
-            let m = &self.state.market[i];
-            let due = m.next_funding_ns;
-            let Some(rate) = m.funding_rate else {
-                continue;
-            };
-            if due == 0 || ts_ns < due {
-                continue;
-            }
-            // Positions need a mark, so without one there is nothing to pay.
-            if let Some(mark) = self.state.marks[i] {
-                self.pay_funding(spec, rate, mark, due, out);
-                self.check_liquidations(spec.id, out);
-            }
-            let interval = spec.funding_interval_ns.max(1);
-            let skipped = (ts_ns - due) / interval;
-            let m = &mut self.state.market[i];
-            m.last_funding = Some((rate, due));
-            m.next_funding_ns = skipped
-                .checked_add(1)
-                .and_then(|n| n.checked_mul(interval))
-                .and_then(|d| due.checked_add(d))
-                .unwrap_or(0);
+        let interval = spec.funding_interval_ns.max(1);
+        let skipped = (ts_ns - due) / interval;
+        let m = &mut self.state.market[i];
+        m.last_funding = Some((rate, due));
+        m.next_funding_ns = skipped
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(interval))
+            .and_then(|d| due.checked_add(d))
+            .unwrap_or(0);
+        if let FundingMethod::Derived {
+            interest,
+            cap,
+            step_ns,
+            ..
+        } = spec.funding_method
+        {
+            // A new interval: its samples start after its opening time (an interval time
+            // jumped over contributes none).
+            m.premium = Default::default();
+            let opening = m.next_funding_ns.saturating_sub(interval);
+            m.next_premium_ns = m.next_premium_ns.max(opening.saturating_add(step_ns));
+            m.funding_rate = Some(risk::mark::funding_rate(Rate::ZERO, interest, cap));
         }
-        self.ix.next_funding_ns = crate::indexes::earliest_funding(&self.state);
     }
 
     /// One funding time of `spec`: every holder pays or receives, in ascending id.

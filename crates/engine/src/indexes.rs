@@ -77,18 +77,31 @@ pub struct Indexes {
     /// Accounts whose cushion may have changed since they were last banded; re-banded
     /// just before the index is next consulted.
     pub(crate) dirty: DirtySet,
-    /// The earliest funding time still to settle over every instrument with an announced
-    /// rate (`u64::MAX`: none), so that a command checks one number, not every instrument.
-    pub(crate) next_funding_ns: u64,
+    /// The earliest time-driven step over every instrument (`u64::MAX`: none): a funding
+    /// time to settle, a derived mark's or funding rate's next sample (0 before the first
+    /// command of a configuration that derives any), so that a command checks one number,
+    /// not every instrument.
+    pub(crate) next_timed_ns: u64,
 }
 
-/// The earliest funding time still to settle in `state` (see `Indexes::next_funding_ns`).
-pub(crate) fn earliest_funding(state: &State) -> u64 {
+/// The earliest time-driven step in `state` (see `Indexes::next_timed_ns`).
+pub(crate) fn earliest_timed(state: &State) -> u64 {
     state
-        .market
+        .config
+        .instruments
         .iter()
-        .filter(|m| m.funding_rate.is_some() && m.next_funding_ns > 0)
-        .map(|m| m.next_funding_ns)
+        .zip(&state.market)
+        .flat_map(|(spec, m)| {
+            let derived_mark = matches!(spec.mark_method, MarkMethod::Derived { .. });
+            let derived_rate = matches!(spec.funding_method, FundingMethod::Derived { .. });
+            let funding = derived_rate || (m.funding_rate.is_some() && m.next_funding_ns > 0);
+            [
+                derived_mark.then_some(m.next_mark_ns),
+                derived_rate.then_some(m.next_premium_ns),
+                funding.then_some(m.next_funding_ns),
+            ]
+        })
+        .flatten()
         .min()
         .unwrap_or(u64::MAX)
 }
@@ -137,7 +150,7 @@ impl Indexes {
             usd_cache,
             liq_index: LiqIndex::rebuild(state),
             dirty: DirtySet::default(),
-            next_funding_ns: earliest_funding(state),
+            next_timed_ns: earliest_timed(state),
         })
     }
 }
@@ -173,10 +186,10 @@ impl Indexes {
                 self.holders, rebuilt.holders
             ));
         }
-        if self.next_funding_ns != rebuilt.next_funding_ns {
+        if self.next_timed_ns != rebuilt.next_timed_ns {
             return Err(format!(
-                "next funding time: live {}, rebuilt {}",
-                self.next_funding_ns, rebuilt.next_funding_ns
+                "next timed step: live {}, rebuilt {}",
+                self.next_timed_ns, rebuilt.next_timed_ns
             ));
         }
         if (self.usdt, &self.usd_cache) != (rebuilt.usdt, &rebuilt.usd_cache) {

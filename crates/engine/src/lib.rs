@@ -18,6 +18,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod amend;
+mod derive;
 mod engine;
 mod error;
 mod execute;

@@ -41,7 +41,7 @@ pub(crate) fn band(spec: &InstrumentSpec, mark: Price) -> (PriceTicks, PriceTick
 
 /// A mark or index price: in range, and at least one tick (below it no order price exists
 /// on the grid, and the band would end at 0).
-fn check_on_grid(spec: &InstrumentSpec, price: Price) -> Result<(), RejectReason> {
+pub(crate) fn check_on_grid(spec: &InstrumentSpec, price: Price) -> Result<(), RejectReason> {
     check_price(price)?;
     if price < spec.tick_size {
         return Err(RejectReason::PriceBelowTick);
@@ -72,7 +72,9 @@ impl Engine {
         next_funding_ns: u64,
         out: &mut Vec<Event>,
     ) -> Res {
-        self.spec(i)?;
+        if let FundingMethod::Derived { .. } = self.spec(i)?.funding_method {
+            return Err(RejectReason::FundingRateDerived);
+        }
         if rate < -Rate::ONE || rate > Rate::ONE {
             return Err(RejectReason::RateOutOfRange);
         }
@@ -86,7 +88,7 @@ impl Engine {
         {
             m.next_funding_ns = next_funding_ns;
         }
-        self.ix.next_funding_ns = crate::indexes::earliest_funding(&self.state);
+        self.ix.next_timed_ns = crate::indexes::earliest_timed(&self.state);
         out.push(Event::FundingRateSet {
             instrument: i,
             rate,
@@ -133,7 +135,18 @@ impl Engine {
         price: Price,
         out: &mut Vec<Event>,
     ) -> Res {
-        check_on_grid(self.spec(i)?, price)?;
+        let spec = self.spec(i)?;
+        if let MarkMethod::Derived { .. } = spec.mark_method {
+            return Err(RejectReason::MarkPriceDerived);
+        }
+        check_on_grid(spec, price)?;
+        self.put_mark(i, price, out);
+        Ok(())
+    }
+
+    /// Sets a checked mark (recorded or derived): the band, the event, the liquidation
+    /// check.
+    pub(crate) fn put_mark(&mut self, i: InstrumentId, price: Price, out: &mut Vec<Event>) {
         self.state.marks[i.0 as usize] = Some(price);
         self.ix.bands[i.0 as usize] = band(&self.state.config.instruments[i.0 as usize], price);
         out.push(Event::MarkPriceSet {
@@ -141,6 +154,5 @@ impl Engine {
             price,
         });
         self.check_liquidations(i, out);
-        Ok(())
     }
 }

@@ -64,7 +64,8 @@ pub struct PositionReport {
     pub open_orders: u32,
     /// Funding paid (positive) or received since the position opened.
     pub funding: Money,
-    /// The instrument's next funding time, the rate the feed announced for it, and the
+    /// The instrument's next funding time, the rate it would settle at now (the feed's
+    /// announced rate, or the rate of the premium samples so far when derived), and the
     /// rate of the last funding time settled.
     pub next_funding_ns: Option<u64>,
     pub predicted_funding_rate: Option<Rate>,

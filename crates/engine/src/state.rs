@@ -7,6 +7,7 @@
 //! rebuilt from it by `Indexes::rebuild`) or scratch that is empty between commands.
 
 use perpcore_book::Book;
+use perpcore_risk::mark::{BasisWindow, PremiumAverage};
 use perpcore_risk::Account;
 use perpcore_types::*;
 use std::sync::Arc;
@@ -26,6 +27,16 @@ pub struct MarketData {
     pub last_trade: Option<Price>,
     /// The rate and time of the last funding time settled (MARGIN §9).
     pub last_funding: Option<(Rate, u64)>,
+    /// The last trade on the engine's own book (the derived mark's third term).
+    pub traded: Option<Price>,
+    /// A derived mark's samples of `mid − index` (from its first sample time on).
+    pub basis: Option<BasisWindow>,
+    /// A derived mark's next sample time (0: not started).
+    pub next_mark_ns: u64,
+    /// A derived funding rate's premium samples in the current interval.
+    pub premium: PremiumAverage,
+    /// A derived funding rate's next premium sample time (0: not started).
+    pub next_premium_ns: u64,
 }
 
 /// What the engine keeps per open order beyond the book's view of it.
@@ -61,8 +72,8 @@ pub struct State {
     /// encoding walks the books in their canonical order).
     pub(crate) orders: LookupMap<OrderId, OrderMeta>,
     pub(crate) marks: Vec<Option<Price>>,
-    /// Per instrument: market data that is state but drives nothing yet (index, funding,
-    /// reference prices), kept so audits and later mark derivation see what the feed said.
+    /// Per instrument: market data from the feed (index, funding, reference prices) and
+    /// what derived marks and funding rates are computed from.
     pub(crate) market: Vec<MarketData>,
     /// Per asset: fees collected (net of maker rebates).
     pub(crate) fee_income: Vec<Money>,

@@ -583,6 +583,28 @@ fn hostile_setup() -> Vec<Command> {
     v
 }
 
+/// The testkit configuration with ETHUSDT's mark and funding rate derived in the engine
+/// (a window of 5 one-second samples; premium samples every 5 s) and BTCUSD_PERP's
+/// funding rate derived (coin-M impact prices), so the hostile streams drive both the
+/// recorded and the derived paths. The streams' `SetMarkPrice` on ETHUSDT and
+/// `SetFundingRate` on either are refused.
+fn hostile_config() -> Config {
+    let mut c = perpcore_testkit::gen::test_config();
+    let funding = FundingMethod::Derived {
+        impact_margin: Money::from_int(200),
+        interest: Rate::parse("0.0001").unwrap(),
+        cap: Rate::parse("0.003").unwrap(),
+        step_ns: 5_000_000_000,
+    };
+    c.instruments[1].mark_method = MarkMethod::Derived {
+        window: 5,
+        step_ns: 1_000_000_000,
+    };
+    c.instruments[1].funding_method = funding;
+    c.instruments[3].funding_method = funding;
+    c
+}
+
 /// Runs one stream through the production engine and the two reference engines (full
 /// liquidation scan, amend by cancel and resubmit) in lockstep. After every command: the
 /// invariants hold, the live indexes equal `Indexes::rebuild` of the state, the three
@@ -590,7 +612,7 @@ fn hostile_setup() -> Vec<Command> {
 /// changed nothing. At the end: snapshot → restore gives the same state hash. Returns the
 /// number of commands applied.
 fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64, TestCaseError> {
-    let config = perpcore_testkit::gen::test_config();
+    let config = hostile_config();
     let mut e = Engine::new(config.clone());
     let mut full = Engine::new(config.clone()).with_full_scan();
     let mut resubmit = Engine::new(config).with_amend_by_resubmit();
@@ -604,6 +626,9 @@ fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64
         // that changes whatever the command does.
         let hour = 3_600_000_000_000;
         let same_hour = (ts + step) / hour == ts / hour;
+        // So does a second of it: derived marks and premium samples (every 1 s and 5 s).
+        let second = 1_000_000_000;
+        let same_second = (ts + step) / second == ts / second;
         ts += step;
         let env = Envelope {
             seq,
@@ -631,6 +656,7 @@ fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64
             )));
         }
         count_events(&out, coverage);
+        check_funding_zero_sum(&out)?;
         prop_assert_eq!(
             &out,
             &out_full,
@@ -651,7 +677,11 @@ fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64
         let funding = out
             .iter()
             .any(|e| matches!(e, Event::FundingSettled { .. }));
-        if same_hour && !funding && out.iter().any(|e| matches!(e, Event::Rejected { .. })) {
+        if same_hour
+            && same_second
+            && !funding
+            && out.iter().any(|e| matches!(e, Event::Rejected { .. }))
+        {
             prop_assert_eq!(out.len(), 1, "rejected {:?} with {:?}", env.command, out);
             prop_assert_eq!(
                 e.content_hash(),
@@ -668,6 +698,52 @@ fn run_hostile(cmds: Vec<(u64, Command)>, coverage: &mut Coverage) -> Result<u64
     Ok(seq)
 }
 
+/// Funding is zero-sum in every settlement: the `FundingPaid` amounts before each
+/// `FundingSettled` of the same instrument sum to `paid − received`, receipts never
+/// exceed payments, and the residue `paid − received` (the insurance fund's, which the
+/// conservation invariant checks) is below one raw unit per position: the exact amounts
+/// sum to zero (the positions do, at one mark and rate), and each is rounded up by less
+/// than one unit.
+fn check_funding_zero_sum(events: &[Event]) -> Result<(), TestCaseError> {
+    let mut pending: Vec<(InstrumentId, Money)> = Vec::new();
+    for e in events {
+        match e {
+            Event::FundingPaid {
+                instrument, amount, ..
+            } => pending.push((*instrument, *amount)),
+            Event::FundingSettled {
+                instrument,
+                paid,
+                received,
+                ..
+            } => {
+                let mine: Vec<Money> = pending
+                    .iter()
+                    .filter(|(i, _)| i == instrument)
+                    .map(|(_, a)| *a)
+                    .collect();
+                pending.retain(|(i, _)| i != instrument);
+                let net = mine.iter().fold(Money::ZERO, |s, a| s + *a);
+                prop_assert_eq!(
+                    net,
+                    *paid - *received,
+                    "funding payments of {:?}",
+                    instrument
+                );
+                prop_assert!(paid >= received, "receipts above payments: {:?}", e);
+                prop_assert!(
+                    (*paid - *received).raw() < mine.len().max(1) as i128,
+                    "residue of a unit or more per position: {:?}",
+                    e
+                );
+            }
+            _ => {}
+        }
+    }
+    prop_assert!(pending.is_empty(), "funding paid outside a settlement");
+    Ok(())
+}
+
 /// What the hostile streams reached, by event kind (and `Rejected` by reason).
 type Coverage = std::collections::BTreeMap<String, u64>;
 
@@ -675,6 +751,14 @@ fn count_events(events: &[Event], coverage: &mut Coverage) {
     for e in events {
         let key = match e {
             Event::Rejected { reason, .. } => format!("Rejected {reason:?}"),
+            Event::MarkPriceSet {
+                instrument: InstrumentId(1),
+                ..
+            } => "MarkPriceSet derived".to_string(),
+            Event::FundingSettled {
+                instrument: InstrumentId(1 | 3),
+                ..
+            } => "FundingSettled derived".to_string(),
             other => {
                 let text = format!("{other:?}");
                 let end = text.find([' ', '{', '(']).unwrap_or(text.len());
@@ -734,6 +818,10 @@ fn hostile_streams_never_panic_mislead_or_half_apply() {
         "InterestCharged",
         "FundingPaid",
         "FundingSettled",
+        "MarkPriceSet derived",
+        "FundingSettled derived",
+        "Rejected MarkPriceDerived",
+        "Rejected FundingRateDerived",
         "Rejected PriceBelowTick",
         "Rejected PriceTooLarge",
         "Rejected PriceOutOfBand",

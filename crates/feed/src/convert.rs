@@ -11,7 +11,8 @@
 //! book ticker or the local book) against the last pair emitted for the instrument, the
 //! last trade against the last trade price emitted. A crossed top (bid ≥ ask, which the
 //! engine refuses) is counted and not emitted. Mark, index and funding are emitted on every
-//! mark update.
+//! mark update, except the mark and the rate of an instrument whose configuration has the
+//! engine derive them (`MarkMethod::Derived`, `FundingMethod::Derived`).
 //!
 //! Owns the symbol → instrument mapping (from the [`Config`]; unknown symbols are counted)
 //! and the per-instrument books and last emitted references. Must never invent a price,
@@ -22,7 +23,7 @@ use crate::book::{BookOptions, DepthBook};
 use crate::message::Body;
 use crate::reader::Message;
 use crate::stats::{FeedStats, Problem};
-use perpcore_types::{Command, Config, InstrumentId, Price};
+use perpcore_types::{Command, Config, FundingMethod, InstrumentId, MarkMethod, Price};
 use std::collections::HashMap;
 
 /// Where a produced command came from.
@@ -61,6 +62,9 @@ struct PerInstrument {
     last_trade: Option<Price>,
     /// Depth diffs received.
     diffs: u64,
+    /// The engine derives this instrument's mark / funding rate: the feed's are not sent.
+    derived_mark: bool,
+    derived_rate: bool,
     /// The book has been synchronised at some point.
     ever_synced: bool,
 }
@@ -85,11 +89,13 @@ impl Converter {
         let per = config
             .instruments
             .iter()
-            .map(|_| PerInstrument {
+            .map(|spec| PerInstrument {
                 book: DepthBook::new(opts.book),
                 top: None,
                 last_trade: None,
                 diffs: 0,
+                derived_mark: matches!(spec.mark_method, MarkMethod::Derived { .. }),
+                derived_rate: matches!(spec.funding_method, FundingMethod::Derived { .. }),
                 ever_synced: false,
             })
             .collect();
@@ -230,23 +236,27 @@ impl Converter {
                 // The rate first: the first update after a funding time names that time
                 // with the rate it settled at, which the engine applies to the settlement
                 // the command sets off (MARGIN §9).
-                self.push(
-                    out,
-                    t,
-                    Command::SetFundingRate {
-                        instrument: id,
-                        rate: funding_rate,
-                        next_funding_ns,
-                    },
-                );
-                self.push(
-                    out,
-                    t,
-                    Command::SetMarkPrice {
-                        instrument: id,
-                        price: mark,
-                    },
-                );
+                if !self.per[k].derived_rate {
+                    self.push(
+                        out,
+                        t,
+                        Command::SetFundingRate {
+                            instrument: id,
+                            rate: funding_rate,
+                            next_funding_ns,
+                        },
+                    );
+                }
+                if !self.per[k].derived_mark {
+                    self.push(
+                        out,
+                        t,
+                        Command::SetMarkPrice {
+                            instrument: id,
+                            price: mark,
+                        },
+                    );
+                }
                 self.push(
                     out,
                     t,

@@ -539,6 +539,8 @@ mod tests {
             fee_to_close: false,
             max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
             funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+            mark_method: MarkMethod::Recorded,
+            funding_method: FundingMethod::Recorded,
         }
     }
     fn p(s: &str) -> Price {

@@ -9,12 +9,17 @@
 //! rounding per term (toward negative infinity, at 10^-8). The window is plain data
 //! ([`BasisWindow`]) so that an engine can keep it as state and a replay derives the same
 //! marks.
+//!
+//! The funding rate derived from the engine's own book (MARGIN §9; issue 15, item 2)
+//! lives here too: the impact bid and ask ([`impact_price`]), the premium index
+//! ([`premium_index`]), its time-weighted average over a funding interval
+//! ([`PremiumAverage`]) and the rate ([`funding_rate`]).
 
 use perpcore_types::*;
 use std::collections::VecDeque;
 
 /// The moving average of `mid − index` (the basis) over the last `len` samples.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct BasisWindow {
     len: usize,
     samples: VecDeque<i64>,
@@ -44,6 +49,15 @@ impl BasisWindow {
         }
         self.samples.push_back(basis);
         self.sum += i128::from(basis);
+    }
+
+    /// Adds the same sample `n` times (a stretch of sequenced time in which nothing
+    /// changed the book or the index): O(min(n, len)).
+    pub fn push_n(&mut self, mid: Price, index: Price, n: u64) {
+        let keep = usize::try_from(n).unwrap_or(usize::MAX).min(self.len);
+        for _ in 0..keep {
+            self.push(mid, index);
+        }
     }
 
     /// Samples held (at most the window's length).
@@ -108,6 +122,145 @@ pub fn derived_mark(i: &MarkInputs) -> Option<Price> {
     ];
     v.sort_unstable();
     Some(v[1])
+}
+
+/// The average fill price of a market order for `notional` against `levels` (one side of
+/// a book, best level first, as (price, lots)): `notional / quantity filled`. Linear
+/// contracts measure the notional in the settlement asset (`q × p`); inverse ones in USD
+/// (`contracts × contract value`, whatever the price) with the quantity in coin, so the
+/// average is the harmonic one an inverse fill has. `None` when the side holds less than
+/// `notional` (or `notional` is not positive). Rounded down; exact but for that one
+/// division (an inverse level's coin value is rounded down at 10^-12 first).
+pub fn impact_price(
+    spec: &InstrumentSpec,
+    levels: impl Iterator<Item = (PriceTicks, QtyLots)>,
+    notional: Money,
+) -> Option<Price> {
+    if !notional.is_positive() {
+        return None;
+    }
+    // `filled`: notional of the whole levels taken; `qty`: their quantity, linear in
+    // lots, inverse in coin (raw money units).
+    let (mut filled, mut lots, mut coin) = (Money::ZERO, 0i64, Money::ZERO);
+    for (ticks, level_lots) in levels {
+        let p = spec.price_of(ticks);
+        let level = match spec.kind {
+            ContractKind::Linear => spec.linear_value(level_lots, p),
+            ContractKind::Inverse { .. } => usd_value(spec, level_lots),
+        };
+        let rest = notional - filled;
+        if level < rest {
+            filled += level;
+            lots = lots.checked_add(level_lots.0)?;
+            if spec.is_inverse() {
+                coin += spec.inverse_value(level_lots, p, Rounding::Floor);
+            }
+            continue;
+        }
+        // The last level fills `rest`: the average is notional / (qty + rest / p).
+        let avg = match spec.kind {
+            // N / (Q + R/p) = N·p / (Q·p + R), with Q·p the value of the whole levels'
+            // lots at this level's price.
+            ContractKind::Linear => {
+                let denom = spec.linear_value(QtyLots(lots), p) + rest;
+                mul_div(
+                    notional.raw(),
+                    i128::from(p.raw()),
+                    denom.raw(),
+                    Rounding::Floor,
+                )
+            }
+            // N / (C + R/p) with C the coin of the whole levels: R/p in coin is
+            // R·10^8 / p (USD raw 10^-12 over price raw 10^-8 gives coin raw 10^-12).
+            ContractKind::Inverse { .. } => {
+                let part = mul_div(
+                    rest.raw(),
+                    i128::from(PRICE_SCALE),
+                    i128::from(p.raw()),
+                    Rounding::Floor,
+                );
+                let denom = coin.raw() + part;
+                mul_div(
+                    notional.raw(),
+                    i128::from(PRICE_SCALE),
+                    denom,
+                    Rounding::Floor,
+                )
+            }
+        };
+        return i64::try_from(avg).ok().map(Price);
+    }
+    None
+}
+
+/// USD value `lots × lot × contract value` of inverse contracts (raw money).
+fn usd_value(spec: &InstrumentSpec, lots: QtyLots) -> Money {
+    // lots × lot_raw × CV_raw is 10^-8 × 10^-12 scaled: divide by 10^8 for money.
+    Money(div_round(
+        spec.inverse_numerator(lots),
+        i128::from(PRICE_SCALE),
+        Rounding::Floor,
+    ))
+}
+
+/// The premium index `P = (max(0, impact bid − index) − max(0, index − impact ask)) /
+/// index` (MARGIN §9), rounded down at 10^-10. A side without the impact depth adds
+/// nothing.
+pub fn premium_index(index: Price, impact_bid: Option<Price>, impact_ask: Option<Price>) -> Rate {
+    let over = impact_bid.map_or(0, |b| (b.raw() - index.raw()).max(0));
+    let under = impact_ask.map_or(0, |a| (index.raw() - a.raw()).max(0));
+    let p = mul_div(
+        i128::from(over - under),
+        i128::from(RATE_SCALE),
+        i128::from(index.raw()),
+        Rounding::Floor,
+    );
+    // |over − under| < index, so |p| < 1 (a rate).
+    Rate(i64::try_from(p).expect("a premium below 100% is a rate"))
+}
+
+/// The time-weighted average of a funding interval's premium samples, as Binance weighs
+/// them: the k-th sample of the interval counts k times, so
+/// `avg = Σ k·P_k / Σ k`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct PremiumAverage {
+    /// Samples taken in this interval.
+    pub count: u64,
+    /// `Σ k·P_k` (raw rate units).
+    pub weighted: i128,
+}
+
+impl PremiumAverage {
+    /// Adds the same sample `n` times (samples `count + 1 … count + n`): O(1).
+    pub fn push_n(&mut self, p: Rate, n: u64) {
+        let (a, n) = (i128::from(self.count), i128::from(n));
+        // Σ_{k=a+1}^{a+n} k = n(2a + n + 1) / 2; one of n and 2a + n + 1 is even.
+        let weights = n * (2 * a + n + 1) / 2;
+        self.weighted += i128::from(p.raw()) * weights;
+        self.count = self
+            .count
+            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// The weighted average, rounded down; zero before the first sample.
+    pub fn average(&self) -> Rate {
+        let n = i128::from(self.count);
+        if n == 0 {
+            return Rate::ZERO;
+        }
+        let avg = div_round(self.weighted, n * (n + 1) / 2, Rounding::Floor);
+        // An average of rates below 100% in magnitude is one.
+        Rate(i64::try_from(avg).expect("an average of rates is a rate"))
+    }
+}
+
+/// The funding rate of an interval: `F = P + clamp(I − P, −0.05%, +0.05%)`, then clamped
+/// to `±cap` (MARGIN §9). `interest` is the interest rate per interval.
+pub fn funding_rate(average_premium: Rate, interest: Rate, cap: Rate) -> Rate {
+    let band = Rate(RATE_SCALE / 2_000); // 0.05%
+    let p = average_premium;
+    let f = p + (interest - p).max(-band).min(band);
+    f.max(-cap).min(cap)
 }
 
 #[cfg(test)]

@@ -162,6 +162,8 @@ fn spec(c: &Case, id: u32) -> InstrumentSpec {
         fee_to_close: c.fee_to_close,
         max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
         funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+        mark_method: MarkMethod::Recorded,
+        funding_method: FundingMethod::Recorded,
     }
 }
 

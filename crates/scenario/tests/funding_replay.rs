@@ -8,16 +8,9 @@
 
 use perpcore_engine::Engine;
 use perpcore_feed::{ConvertOptions, ReaderOptions, Replay};
+use perpcore_testkit::fixtures::replay_fixtures as fixtures;
 use perpcore_types::*;
-use std::path::{Path, PathBuf};
-
-fn fixtures() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .nth(2)
-        .unwrap_or(here)
-        .join("replay-fixtures")
-}
+use std::path::PathBuf;
 
 /// The rate of the settlement at `utc3` (the history's UTC+3 stamp), as text.
 fn published_rate(utc3: &str) -> String {

@@ -5,6 +5,12 @@
 //! Only data and test plumbing: nothing here decides anything the engine decides.
 
 use perpcore_types::*;
+use std::path::PathBuf;
+
+/// The repository's `replay-fixtures/` directory (recorded data, golden files, cases).
+pub fn replay_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../replay-fixtures")
+}
 
 /// One bracket from whole-currency notionals and decimal text (`mmr` and `cum`).
 pub fn bracket(floor: i64, cap: i64, max_leverage: u32, mmr: &str, cum: &str) -> Bracket {
@@ -58,6 +64,8 @@ pub fn btcusdt() -> InstrumentSpec {
         fee_to_close: false,
         max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
         funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+        mark_method: MarkMethod::Recorded,
+        funding_method: FundingMethod::Recorded,
     }
 }
 
@@ -70,11 +78,13 @@ mod harness {
     use perpcore_types::*;
 
     /// An engine driven the way the engine's integration tests drive it: command `n` is
-    /// applied as `seq = n, ts_ns = n`, and every invariant is checked after each one (a
-    /// violation panics, naming it).
+    /// applied as `seq = n`, at `ts_ns = n` unless a test moved time on with
+    /// [`TestEngine::at`] (then at that time), and every invariant is checked after each
+    /// one (a violation panics, naming it).
     pub struct TestEngine {
         pub engine: Engine,
         seq: u64,
+        ts: u64,
     }
 
     impl TestEngine {
@@ -82,17 +92,25 @@ mod harness {
             TestEngine {
                 engine: Engine::new(config),
                 seq: 0,
+                ts: 0,
             }
         }
 
         /// Applies `command` at the next sequence number; its events.
         pub fn run(&mut self, command: Command) -> Vec<Event> {
+            self.at(self.seq + 1, command)
+        }
+
+        /// Applies `command` at the next sequence number and sequenced time `ts_ns` (or
+        /// the previous command's, if later); its events.
+        pub fn at(&mut self, ts_ns: u64, command: Command) -> Vec<Event> {
             self.seq += 1;
+            self.ts = self.ts.max(ts_ns);
             let mut out = Vec::new();
             self.engine.apply(
                 &Envelope {
                     seq: self.seq,
-                    ts_ns: self.seq,
+                    ts_ns: self.ts,
                     command,
                 },
                 &mut out,

@@ -56,6 +56,8 @@ reasons! {
     PriceBelowTick = 1030, "mark or index price below one tick of the instrument";
     TooManyOpenOrders = 1031, "the account has the instrument's maximum number of open orders";
     UsdPriceOutOfRange = 1032, "an asset's USD price derived from this index would be zero or above the engine's limit";
+    MarkPriceDerived = 1033, "the instrument's mark price is derived by the engine, not set";
+    FundingRateDerived = 1034, "the instrument's funding rate is derived by the engine, not set";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";

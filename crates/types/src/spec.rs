@@ -111,7 +111,53 @@ pub struct InstrumentSpec {
     /// funding time the feed announced is settled by the first command sequenced at or
     /// after it; the next one is this interval later unless the feed announces another.
     pub funding_interval_ns: u64,
+    /// Where the mark comes from: the feed's (`SetMarkPrice`) or derived in the engine.
+    pub mark_method: MarkMethod,
+    /// Where the funding rate comes from: the feed's (`SetFundingRate`) or derived from
+    /// the engine's own book.
+    pub funding_method: FundingMethod,
 }
+
+/// How an instrument's mark price is set (MARGIN §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub enum MarkMethod {
+    /// `SetMarkPrice` from a feed, applied as is.
+    Recorded,
+    /// The median of the funding-basis price, the moving-basis price and the last trade
+    /// (`perpcore_risk::mark`), recomputed at every step of sequenced time.
+    Derived {
+        /// Samples of `mid − index` in the moving average (Binance: 300).
+        window: u32,
+        /// Time between samples (Binance: 1 s); divides the funding interval.
+        step_ns: u64,
+    },
+}
+
+/// How an instrument's funding rate is set (MARGIN §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub enum FundingMethod {
+    /// `SetFundingRate` from a feed, applied as is.
+    Recorded,
+    /// From the premium index of the engine's own book, sampled every `step_ns`.
+    Derived {
+        /// Margin whose notional at the instrument's maximum leverage sets the impact
+        /// bid and ask (Binance: 200 USDT), in the quote currency (USD for inverse).
+        impact_margin: Money,
+        /// Interest rate per funding interval (Binance: 0.01% per 8 h).
+        interest: Rate,
+        /// The rate is clamped to ±cap (Binance: 75% of the first bracket's mmr).
+        cap: Rate,
+        /// Time between premium samples (Binance: 5 s); divides the funding interval.
+        step_ns: u64,
+    },
+}
+
+/// Binance's moving-average window of the derived mark: 5 minutes of 1-second samples.
+pub const DEFAULT_MARK_WINDOW: u32 = 300;
+/// Binance's mark sample step: 1 s.
+pub const DEFAULT_MARK_STEP_NS: u64 = 1_000_000_000;
+/// Binance's premium sample step: 5 s.
+pub const DEFAULT_PREMIUM_STEP_NS: u64 = 5_000_000_000;
 
 /// The open-order limit per account and instrument when a configuration names none.
 pub const DEFAULT_MAX_OPEN_ORDERS: u32 = 200;
@@ -223,6 +269,19 @@ impl InstrumentSpec {
                     .last()
                     .expect("validated: at least one bracket")
             })
+    }
+
+    /// The notional of the impact bid and ask: `impact_margin × max leverage` (derived
+    /// funding only).
+    pub fn impact_notional(&self) -> Option<Money> {
+        match self.funding_method {
+            FundingMethod::Derived { impact_margin, .. } => Some(Money(
+                impact_margin
+                    .raw()
+                    .saturating_mul(i128::from(self.max_leverage)),
+            )),
+            FundingMethod::Recorded => None,
+        }
     }
 
     /// Maintenance margin of a position with `notional` (MARGIN §3: `N × mmr − cum`),
