@@ -70,6 +70,8 @@ fn order(account: u64, id: u64, side: Side, ticks: i64) -> Command {
 
 fn loaded(positions: u64, derived: bool) -> Driver {
     let mut config = perpcore_testkit::gen::test_config();
+    // One market maker rests every level.
+    config.instruments[0].max_open_orders = 10_000;
     if derived {
         config.instruments[0].mark_method = MarkMethod::Derived {
             window: 300,
