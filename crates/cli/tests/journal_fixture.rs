@@ -148,6 +148,22 @@ fn every_kind(round: u64) -> Vec<Command> {
             best_ask: Some(Price::from_int(60_010)),
             last_trade: None,
         },
+        Command::PlaceConditional(perpcore_types::ConditionalOrder {
+            account: AccountId(1),
+            instrument: InstrumentId(0),
+            order_id: OrderId(order + 1),
+            side: perpcore_types::Side::Sell,
+            kind: perpcore_types::ConditionalKind::StopMarket,
+            trigger: Price::from_int(55_000),
+            callback_rate: Rate::ZERO,
+            working: perpcore_types::WorkingPrice::Mark,
+            price: PriceTicks(0),
+            tif: perpcore_types::TimeInForce::Gtc,
+            qty: QtyLots(1),
+            reduce_only: false,
+            close_position: false,
+            stp: perpcore_types::StpMode::ExpireTaker,
+        }),
     ]
 }
 

@@ -106,6 +106,9 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(account)?;
+        if let Some(r) = self.amend_conditional(account, id, price, qty, out) {
+            return r;
+        }
         let meta = self
             .state
             .orders

@@ -33,6 +33,9 @@ pub(crate) struct Scratch {
     pub(crate) holding_isolated: Option<(AccountId, InstrumentId)>,
     /// During an indexed liquidation sweep: positions opened by the sweep itself.
     pub(crate) tick_new_holders: Option<Vec<(InstrumentId, AccountId)>>,
+    /// Working prices that moved with conditional orders waiting on them
+    /// (`conditional.rs`); emptied by `run_triggers`.
+    pub(crate) moved: Vec<(InstrumentId, WorkingPrice)>,
 }
 
 /// The reference paths the optimised ones are tested against. Not compiled into the
@@ -105,6 +108,10 @@ impl Engine {
     }
     pub fn order(&self, id: OrderId) -> Option<&OrderMeta> {
         self.state.orders.get(&id)
+    }
+    /// The waiting conditional orders, in ascending id.
+    pub fn conditionals(&self) -> impl Iterator<Item = &crate::state::Conditional> + '_ {
+        self.state.conditionals.values()
     }
     pub fn insurance_fund(&self, asset: AssetId) -> Money {
         self.account(fund_account_id(asset))
@@ -201,12 +208,14 @@ impl Engine {
             self.final_funding_rate(*instrument, *rate, *next_funding_ns, ts_ns);
         }
         self.advance_time(ts_ns, out);
+        self.run_triggers(out);
         let start = out.len();
         let r = self.dispatch(command, out);
         if let Err(reason) = r {
             assert_eq!(out.len(), start, "a rejected command emitted events");
             out.push(Event::rejected(reason));
         }
+        self.run_triggers(out);
         // Every account an event names may have a new cushion: re-band it before the
         // index is next used (a mark tick), not now — most commands are not ticks.
         // (A set, so bounded by the number of distinct accounts however long between
@@ -293,6 +302,7 @@ impl Engine {
                 best_ask,
                 last_trade,
             } => self.set_reference_prices(*instrument, *best_bid, *best_ask, *last_trade, out),
+            Command::PlaceConditional(o) => self.place_conditional(o, out),
         }
     }
 
@@ -381,6 +391,9 @@ pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
         | Event::AssetIndexSet { .. }
         | Event::FundingRateSet { .. }
         | Event::FundingSettled { .. }
+        | Event::ConditionalPlaced { .. }
+        | Event::ConditionalTriggered { .. }
+        | Event::ConditionalRejected { .. }
         | Event::ReferencePricesSet { .. } => {}
     }
 }

@@ -88,6 +88,7 @@ impl Engine {
         }
         if let Some(f) = res.fills.last() {
             self.state.market[spec.id.0 as usize].traded = Some(spec.price_of(f.price));
+            self.price_moved(spec.id, WorkingPrice::LastTrade);
         }
         for m in &res.expired_makers {
             self.forget_order(m.order_id, spec);
@@ -304,6 +305,9 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Res {
         self.user_idx(account)?;
+        if let Some(r) = self.cancel_conditional(account, id, out) {
+            return r;
+        }
         let meta = self
             .state
             .orders
@@ -373,6 +377,7 @@ impl Engine {
             CancelReason::User,
             out,
         );
+        self.cancel_all_conditionals(account, instrument, out);
         Ok(())
     }
 }

@@ -82,6 +82,11 @@ pub struct Indexes {
     /// command of a configuration that derives any), so that a command checks one number,
     /// not every instrument.
     pub(crate) next_timed_ns: u64,
+    /// Waiting conditional orders per instrument, [on the mark, on the last trade].
+    pub(crate) triggers: Vec<[crate::conditional::Triggers; 2]>,
+    /// How many conditional orders each account has waiting per instrument (the
+    /// open-order limit counts them).
+    pub(crate) conditional_counts: crate::conditional::ConditionalCounts,
 }
 
 /// The earliest time-driven step in `state` (see `Indexes::next_timed_ns`).
@@ -114,6 +119,7 @@ impl Indexes {
     pub fn rebuild(state: &State) -> Result<Indexes, crate::RestoreError> {
         let config = &state.config;
         let instruments = config.instruments.len();
+        let (triggers, conditional_counts) = crate::conditional::rebuild_triggers(state)?;
         let mut account_index = AccountIndex::default();
         let mut holders = vec![Vec::new(); instruments];
         for (k, a) in state.accounts.iter().enumerate() {
@@ -151,6 +157,8 @@ impl Indexes {
             liq_index: LiqIndex::rebuild(state),
             dirty: DirtySet::default(),
             next_timed_ns: earliest_timed(state),
+            triggers,
+            conditional_counts,
         })
     }
 }
@@ -185,6 +193,18 @@ impl Indexes {
                 "holders: live {:?}, rebuilt {:?}",
                 self.holders, rebuilt.holders
             ));
+        }
+        if self.triggers != rebuilt.triggers {
+            return Err("conditional-order triggers differ from a rebuild".to_string());
+        }
+        for c in state.conditionals.values() {
+            let key = (c.order.account, c.order.instrument);
+            if self.conditional_counts.get(&key) != rebuilt.conditional_counts.get(&key) {
+                return Err(format!("conditional count of {key:?}"));
+            }
+        }
+        if self.conditional_counts.len() != rebuilt.conditional_counts.len() {
+            return Err("conditional counts: stale entries".to_string());
         }
         if self.next_timed_ns != rebuilt.next_timed_ns {
             return Err(format!(

@@ -18,6 +18,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod amend;
+mod conditional;
 mod derive;
 mod engine;
 mod error;
@@ -41,4 +42,4 @@ pub use engine::Engine;
 pub use error::{InvariantViolation, RestoreError};
 pub use indexes::Indexes;
 pub use report::{AccountReport, AssetReport, OrderPreview, PositionReport, UsdPoolReport};
-pub use state::{MarketData, OrderMeta, State, RESERVED_ORDER_ID_MIN};
+pub use state::{Conditional, MarketData, OrderMeta, State, RESERVED_ORDER_ID_MIN};

@@ -144,7 +144,10 @@ impl Engine {
         let spec = self.spec(o.instrument)?;
         let mark = self.state.marks[o.instrument.0 as usize].ok_or(RejectReason::NoMarkPrice)?;
         self.check_order_account(k, spec, o.order_id)?;
-        if replacing.is_none() && self.state.orders.contains_key(&o.order_id) {
+        if replacing.is_none()
+            && (self.state.orders.contains_key(&o.order_id)
+                || self.state.conditionals.contains_key(&o.order_id))
+        {
             return Err(RejectReason::DuplicateOrderId);
         }
         if o.order_type == OrderType::Market && o.tif == TimeInForce::PostOnly {
@@ -157,7 +160,9 @@ impl Engine {
             && matches!(o.tif, TimeInForce::Gtc | TimeInForce::PostOnly);
         if replacing.is_none()
             && may_rest
-            && leg.is_some_and(|l| l.open_orders.len() >= spec.max_open_orders as usize)
+            && leg.map_or(0, |l| l.open_orders.len())
+                + self.conditional_count(o.account, o.instrument)
+                >= spec.max_open_orders as usize
         {
             return Err(RejectReason::TooManyOpenOrders);
         }

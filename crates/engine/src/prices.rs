@@ -154,5 +154,6 @@ impl Engine {
             price,
         });
         self.check_liquidations(i, out);
+        self.price_moved(i, WorkingPrice::Mark);
     }
 }

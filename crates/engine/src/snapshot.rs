@@ -6,13 +6,14 @@
 //! market data, per-asset fee income, index prices and interest income, the interest
 //! slot, deposits and withdrawals, every account in creation order, then per instrument
 //! every resting order in the book's canonical order (bids best→worst, asks best→worst,
-//! FIFO within a level) with its engine-side meta. Hash-map order never enters it; the
+//! FIFO within a level) with its engine-side meta, then the conditional orders in
+//! ascending id. Hash-map order never enters it; the
 //! indexes never enter it (restore rebuilds them with `Indexes::rebuild`).
 
 use crate::engine::Engine;
 use crate::error::{InvariantViolation, RestoreError};
 use crate::indexes::Indexes;
-use crate::state::{MarketData, OrderMeta, State};
+use crate::state::{Conditional, MarketData, OrderMeta, State};
 use bincode::{Decode, Encode};
 use perpcore_book::{Book, MatchResult, RestingOrder, Taker, TakerOutcome, Tif};
 use perpcore_risk::Account;
@@ -48,6 +49,8 @@ struct Canonical {
     withdrawn: Vec<Money>,
     accounts: Vec<Account>,
     books: Vec<Vec<OrderRecord>>,
+    /// Conditional orders in ascending id.
+    conditionals: Vec<Conditional>,
 }
 
 impl State {
@@ -84,6 +87,7 @@ impl State {
                         .collect()
                 })
                 .collect(),
+            conditionals: self.conditionals.values().cloned().collect(),
         }
     }
 
@@ -172,6 +176,12 @@ impl State {
                 }
             }
             s.books[i] = book;
+        }
+        for c in c.conditionals {
+            let id = c.order.order_id;
+            if s.orders.contains_key(&id) || s.conditionals.insert(id, c).is_some() {
+                return Err(RestoreError::DuplicateOrder(id));
+            }
         }
         Ok(s)
     }

@@ -10,6 +10,7 @@ use perpcore_book::Book;
 use perpcore_risk::mark::{BasisWindow, PremiumAverage};
 use perpcore_risk::Account;
 use perpcore_types::*;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Order ids from here up are the engine's own (liquidation orders); the gateway's are
@@ -56,6 +57,18 @@ pub struct OrderMeta {
     pub open_notional: Money,
 }
 
+/// A conditional order waiting for its trigger (`conditional.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Conditional {
+    pub order: ConditionalOrder,
+    /// The sequence number of the command that placed it: ties between equal triggers
+    /// fire in placement order.
+    pub placed_seq: u64,
+    /// A trailing stop's extreme since activation (the highest price for a sell, the
+    /// lowest for a buy); `None` until it activates.
+    pub extreme: Option<Price>,
+}
+
 /// The canonical state of the engine.
 pub struct State {
     /// Shared so that handlers can hold a spec while mutating the engine, without
@@ -87,6 +100,8 @@ pub struct State {
     pub(crate) interest_income: Vec<Money>,
     /// The hour slot of sequenced time up to which interest has been processed.
     pub(crate) interest_slot: u64,
+    /// Conditional orders waiting for their trigger, by id.
+    pub(crate) conditionals: BTreeMap<OrderId, Conditional>,
 }
 
 impl State {
@@ -111,6 +126,7 @@ impl State {
             index_usd: vec![None; assets],
             interest_income: vec![Money::ZERO; assets],
             interest_slot: 0,
+            conditionals: BTreeMap::new(),
             config: Arc::new(config),
         }
     }

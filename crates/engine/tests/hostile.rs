@@ -393,6 +393,71 @@ fn new_order() -> impl Strategy<Value = Command> {
     })
 }
 
+/// A conditional order of every kind, on the mark or the last trade, with ids shared
+/// with the plain orders (so duplicates, cancels and amends reach them), triggers near
+/// the reference or at the edges, callbacks inside and outside 0.1%–10%.
+fn conditional_order() -> impl Strategy<Value = Command> {
+    instrument().prop_flat_map(|i| {
+        (
+            (user(), 0u64..17, any::<bool>(), 0u8..5, price_for(i)),
+            (
+                prop_oneof![
+                    6 => (RATE_SCALE / 1_000..=RATE_SCALE / 10).prop_map(Rate),
+                    1 => Just(Rate(RATE_SCALE / 1_000 - 1)),
+                    1 => Just(Rate(RATE_SCALE / 10 + 1)),
+                ],
+                0u8..4,
+                ticks_for(i),
+                lots(),
+                0u8..16,
+            ),
+        )
+            .prop_map(
+                move |(
+                    (account, id, buy, kind, trigger),
+                    (callback_rate, mode, price, qty, flags),
+                )| {
+                    let kind = [
+                        ConditionalKind::StopMarket,
+                        ConditionalKind::StopLimit,
+                        ConditionalKind::TakeProfitMarket,
+                        ConditionalKind::TakeProfitLimit,
+                        ConditionalKind::TrailingStop,
+                    ][kind as usize];
+                    Command::PlaceConditional(ConditionalOrder {
+                        account,
+                        instrument: InstrumentId(i),
+                        order_id: OrderId(if id == 16 { u64::MAX - 3 } else { id }),
+                        side: if buy { Side::Buy } else { Side::Sell },
+                        kind,
+                        // Trailing stops: half without an activation price.
+                        trigger: if kind == ConditionalKind::TrailingStop && flags & 1 == 0 {
+                            Price(0)
+                        } else {
+                            trigger
+                        },
+                        callback_rate,
+                        working: if mode & 1 == 0 {
+                            WorkingPrice::Mark
+                        } else {
+                            WorkingPrice::LastTrade
+                        },
+                        price,
+                        tif: if mode & 2 == 0 {
+                            TimeInForce::Gtc
+                        } else {
+                            TimeInForce::Ioc
+                        },
+                        qty,
+                        reduce_only: flags & 6 == 0,
+                        close_position: flags & 14 == 2,
+                        stp: StpMode::ExpireTaker,
+                    })
+                },
+            )
+    })
+}
+
 fn hostile_command() -> impl Strategy<Value = Command> {
     let mark = instrument().prop_flat_map(|i| {
         price_for(i).prop_map(move |price| Command::SetMarkPrice {
@@ -450,6 +515,7 @@ fn hostile_command() -> impl Strategy<Value = Command> {
     ];
     prop_oneof![
         30 => new_order(),
+        10 => conditional_order(),
         18 => mark,
         3 => index,
         2 => reference,
@@ -821,6 +887,11 @@ fn hostile_streams_never_panic_mislead_or_half_apply() {
         "MarkPriceSet derived",
         "FundingSettled derived",
         "Rejected MarkPriceDerived",
+        "ConditionalPlaced",
+        "ConditionalTriggered",
+        "ConditionalRejected",
+        "Rejected WouldTriggerImmediately",
+        "Rejected CallbackRateOutOfRange",
         "Rejected FundingRateDerived",
         "Rejected PriceBelowTick",
         "Rejected PriceTooLarge",

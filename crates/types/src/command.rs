@@ -112,6 +112,67 @@ pub struct NewOrder {
     pub stp: StpMode,
 }
 
+/// The kind of a conditional order (SPEC §4; Binance's STOP, STOP_MARKET, TAKE_PROFIT,
+/// TAKE_PROFIT_MARKET and TRAILING_STOP_MARKET).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionalKind {
+    /// A buy triggers when the price rises to the trigger, a sell when it falls to it;
+    /// then a market order.
+    StopMarket,
+    /// As `StopMarket`, then a limit order at `price`.
+    StopLimit,
+    /// A buy triggers when the price falls to the trigger, a sell when it rises to it;
+    /// then a market order.
+    TakeProfitMarket,
+    /// As `TakeProfitMarket`, then a limit order at `price`.
+    TakeProfitLimit,
+    /// Follows the price: a sell triggers when the price falls `callback_rate` below the
+    /// highest price since activation, a buy when it rises `callback_rate` above the
+    /// lowest; then a market order. Active from placement, or once the price reaches
+    /// `trigger` (the activation price) when one is given.
+    TrailingStop,
+}
+
+/// The price a conditional order watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkingPrice {
+    #[default]
+    Mark,
+    /// The last trade on the engine's own book.
+    LastTrade,
+}
+
+/// A conditional order: it waits (reserving no margin) until its working price crosses
+/// its trigger, then goes through the normal pre-trade check as a market or limit order.
+/// Encoded field by field in declaration order (part of command tag 18): reordering the
+/// fields changes the journal format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ConditionalOrder {
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub order_id: OrderId,
+    pub side: Side,
+    pub kind: ConditionalKind,
+    /// The trigger (stop) price; for a trailing stop the activation price, zero for none.
+    pub trigger: Price,
+    /// Trailing stops only: 0.1% to 10% (Binance's range).
+    pub callback_rate: Rate,
+    pub working: WorkingPrice,
+    /// The limit price of the `*Limit` kinds; ignored otherwise.
+    pub price: PriceTicks,
+    /// The time in force of the `*Limit` kinds' order.
+    pub tif: TimeInForce,
+    /// Ignored (taken from the position at the trigger) for close-position orders.
+    pub qty: QtyLots,
+    pub reduce_only: bool,
+    /// Closes the whole position at the trigger (a TP/SL attached to the position);
+    /// implies reduce-only.
+    pub close_position: bool,
+    pub stp: StpMode,
+}
+
 /// Engine input.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -211,6 +272,8 @@ pub enum Command {
         best_ask: Option<Price>,
         last_trade: Option<Price>,
     },
+    /// A stop, take-profit or trailing-stop order (see [`ConditionalOrder`]).
+    PlaceConditional(ConditionalOrder),
 }
 
 impl Command {
@@ -234,6 +297,7 @@ impl Command {
             Command::SetAssetMode { .. } => "set_asset_mode",
             Command::SetFundingRate { .. } => "set_funding_rate",
             Command::SetReferencePrices { .. } => "set_reference_prices",
+            Command::PlaceConditional(_) => "place_conditional",
         }
     }
 }
@@ -245,6 +309,14 @@ stable_codes!(StpMode { ExpireTaker = 0, ExpireMaker = 1, ExpireBoth = 2, });
 stable_codes!(MarginMode { Cross = 0, Isolated = 1, });
 stable_codes!(AssetMode { Single = 0, Multi = 1, Unified = 2, });
 stable_codes!(IndexQuote { Usdt = 0, Usd = 1, });
+stable_codes!(ConditionalKind {
+    StopMarket = 0,
+    StopLimit = 1,
+    TakeProfitMarket = 2,
+    TakeProfitLimit = 3,
+    TrailingStop = 4,
+});
+stable_codes!(WorkingPrice { Mark = 0, LastTrade = 1, });
 
 // The command tag table (docs/JOURNAL_FORMAT.md, "Command tags"). Fields are written in
 // the order listed here.
@@ -266,6 +338,7 @@ stable_tags!(Command, retired: [], {
     SetAssetMode = 15 { account, mode },
     SetFundingRate = 16 { instrument, rate, next_funding_ns },
     SetReferencePrices = 17 { instrument, best_bid, best_ask, last_trade },
+    PlaceConditional = 18 (order),
 });
 
 /// Written field by field in this order (the order of the struct's declaration does not

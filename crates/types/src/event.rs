@@ -1,7 +1,7 @@
 //! Events: the engine's only output. Past tense. Prices and sizes are carried as exact
 //! decimals ([`Price`], [`Qty`]) so that an event reads the same to a person and a program.
 
-use crate::command::{AssetMode, IndexQuote, MarginMode, Side};
+use crate::command::{AssetMode, ConditionalKind, IndexQuote, MarginMode, Side};
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
 use crate::num::{Money, Price, Qty, Rate};
 use crate::reject::RejectReason;
@@ -199,6 +199,30 @@ pub enum Event {
         paid: Money,
         received: Money,
     },
+    /// A conditional order accepted: it waits for its trigger, reserving no margin.
+    ConditionalPlaced {
+        account: AccountId,
+        instrument: InstrumentId,
+        order_id: OrderId,
+        side: Side,
+        kind: ConditionalKind,
+        trigger: Price,
+        qty: Qty,
+    },
+    /// A conditional order's working price crossed its trigger at `price`: its order
+    /// follows (`OrderAccepted` …) or is refused (`ConditionalRejected`).
+    ConditionalTriggered {
+        account: AccountId,
+        order_id: OrderId,
+        price: Price,
+    },
+    /// A triggered order refused by the pre-trade check (the code as for a command).
+    ConditionalRejected {
+        account: AccountId,
+        order_id: OrderId,
+        reason: RejectReason,
+        code: u16,
+    },
 }
 
 stable_codes!(CancelReason {
@@ -253,6 +277,9 @@ stable_tags!(Event, retired: [], {
     DeficitCovered = 25 { account, asset, amount },
     FundingPaid = 26 { account, instrument, rate, amount },
     FundingSettled = 27 { instrument, rate, mark, funding_ns, paid, received },
+    ConditionalPlaced = 28 { account, instrument, order_id, side, kind, trigger, qty },
+    ConditionalTriggered = 29 { account, order_id, price },
+    ConditionalRejected = 30 { account, order_id, reason, code },
 });
 
 impl Event {

@@ -58,6 +58,9 @@ reasons! {
     UsdPriceOutOfRange = 1032, "an asset's USD price derived from this index would be zero or above the engine's limit";
     MarkPriceDerived = 1033, "the instrument's mark price is derived by the engine, not set";
     FundingRateDerived = 1034, "the instrument's funding rate is derived by the engine, not set";
+    WouldTriggerImmediately = 1035, "the conditional order's working price is already at or past its trigger";
+    CallbackRateOutOfRange = 1036, "a trailing stop's callback rate must lie within 0.1% to 10%";
+    NoLastTradePrice = 1037, "the instrument has no trade yet to trigger on";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
     InsufficientBalance = 2002, "wallet balance too low";

@@ -10,9 +10,10 @@
 //! - the JSON (serde) form is the one the scenario files use.
 
 use perpcore_types::{
-    bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, Event, IndexQuote,
-    InstrumentId, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots,
-    Rate, RejectReason, Side, StpMode, TimeInForce,
+    bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, ConditionalKind,
+    ConditionalOrder, Event, IndexQuote, InstrumentId, MarginMode, Money, NewOrder, OrderId,
+    OrderType, Price, PriceTicks, Qty, QtyLots, Rate, RejectReason, Side, StpMode, TimeInForce,
+    WorkingPrice,
 };
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -103,6 +104,39 @@ fn new_order() -> impl Strategy<Value = NewOrder> {
                 reduce_only,
                 close_position,
                 stp,
+            },
+        )
+}
+
+fn conditional_order() -> impl Strategy<Value = ConditionalOrder> {
+    let codes = |c: &[(ConditionalKind, u32)]| c.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+    (
+        (
+            new_order(),
+            proptest::sample::select(codes(ConditionalKind::CODES)),
+        ),
+        (price(), rate(), any::<bool>()),
+    )
+        .prop_map(
+            |((o, kind), (trigger, callback_rate, last))| ConditionalOrder {
+                account: o.account,
+                instrument: o.instrument,
+                order_id: o.order_id,
+                side: o.side,
+                kind,
+                trigger,
+                callback_rate,
+                working: if last {
+                    WorkingPrice::LastTrade
+                } else {
+                    WorkingPrice::Mark
+                },
+                price: o.price,
+                tif: o.tif,
+                qty: o.qty,
+                reduce_only: o.reduce_only,
+                close_position: o.close_position,
+                stp: o.stp,
             },
         )
 }
@@ -220,6 +254,9 @@ fn command_arms() -> Vec<BoxedStrategy<Command>> {
                     last_trade,
                 },
             )
+            .boxed(),
+        conditional_order()
+            .prop_map(Command::PlaceConditional)
             .boxed(),
     ]
 }
@@ -472,6 +509,47 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
                 }
             })
             .boxed(),
+        (
+            (account(), instrument(), order_id(), side()),
+            proptest::sample::select(
+                ConditionalKind::CODES
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>(),
+            ),
+            (price(), qty()),
+        )
+            .prop_map(
+                |((account, instrument, order_id, side), kind, (trigger, qty))| {
+                    Event::ConditionalPlaced {
+                        account,
+                        instrument,
+                        order_id,
+                        side,
+                        kind,
+                        trigger,
+                        qty,
+                    }
+                },
+            )
+            .boxed(),
+        (account(), order_id(), price())
+            .prop_map(|(account, order_id, price)| Event::ConditionalTriggered {
+                account,
+                order_id,
+                price,
+            })
+            .boxed(),
+        (account(), order_id(), reject(), any::<u16>())
+            .prop_map(
+                |(account, order_id, reason, code)| Event::ConditionalRejected {
+                    account,
+                    order_id,
+                    reason,
+                    code,
+                },
+            )
+            .boxed(),
     ]
 }
 
@@ -577,7 +655,7 @@ proptest! {
 #[test]
 fn unknown_and_zero_tags_are_errors() {
     let known: BTreeSet<u16> = Command::TAGS.iter().map(|(t, _)| *t).collect();
-    for tag in [0u16, 18, 999, u16::MAX] {
+    for tag in [0u16, 19, 999, u16::MAX] {
         assert!(!known.contains(&tag));
         let mut bytes = tag.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0u8; 64]);
@@ -589,7 +667,7 @@ fn unknown_and_zero_tags_are_errors() {
         );
     }
     let known: BTreeSet<u16> = Event::TAGS.iter().map(|(t, _)| *t).collect();
-    for tag in [0u16, 28, u16::MAX] {
+    for tag in [0u16, 31, u16::MAX] {
         assert!(!known.contains(&tag));
         let mut bytes = tag.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0u8; 64]);

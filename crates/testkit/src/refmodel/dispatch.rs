@@ -6,6 +6,9 @@ impl RefModel {
     /// Whether `cmd` depends on something the model does not cover. Decided before any
     /// change, on the current state.
     pub fn uncovered(&self, cmd: &Command) -> Option<&'static str> {
+        if let Command::PlaceConditional(_) = cmd {
+            return Some("conditional orders");
+        }
         let instrument = match cmd {
             Command::SetLeverage { instrument, .. }
             | Command::SetMarginMode { instrument, .. }
@@ -42,6 +45,7 @@ impl RefModel {
     fn dispatch(&mut self, cmd: &Command, events: &mut Vec<Event>) {
         let mut out = Vec::new();
         let r = match cmd {
+            Command::PlaceConditional(_) => unreachable!("uncovered: conditional orders"),
             Command::CreateAccount { account, parent } => {
                 self.create_account(*account, *parent, &mut out)
             }
