@@ -16,8 +16,8 @@ use perpcore_node::{genesis, Core};
 use perpcore_sequencer::{self as sequencer, SequencerError, StateMachine};
 use perpcore_testkit::gen::{test_config, Gen};
 use perpcore_types::{
-    AccountId, AssetId, Command, InstrumentId, MarginMode, Money, OrderId, Price, PriceTicks,
-    QtyLots, Rate,
+    AccountId, AssetId, Command, IndexPrice, InstrumentId, MarginMode, Money, OrderId, Price,
+    PriceTicks, QtyLots, Rate,
 };
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -131,7 +131,7 @@ fn every_kind(round: u64) -> Vec<Command> {
         Command::SetAssetIndex {
             asset: AssetId(2),
             quote: perpcore_types::IndexQuote::Usdt,
-            price: Price::from_int(60_000),
+            price: IndexPrice::from_int(60_000),
         },
         Command::SetAssetMode {
             account: AccountId(4),

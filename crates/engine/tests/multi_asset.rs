@@ -40,7 +40,7 @@ fn setup() -> TestEngine {
     t.run(Command::SetAssetIndex {
         asset: BTC,
         quote: IndexQuote::Usdt,
-        price: Price::from_int(60_000),
+        price: IndexPrice::from_int(60_000),
     });
     for n in 1..=2 {
         t.run(Command::CreateAccount {
@@ -78,7 +78,7 @@ fn usd_price_through_conversion_rate() {
     t.run(Command::SetAssetIndex {
         asset: BTC,
         quote: IndexQuote::Usd,
-        price: Price::from_int(59_940),
+        price: IndexPrice::from_int(59_940),
     });
     let r = t.engine.report(a(1)).unwrap();
     let usdt = r.assets.iter().find(|x| x.asset == "USDT").unwrap();
@@ -162,10 +162,11 @@ fn coin_m_needs_single_asset_or_unified() {
 
 /// Issue 13 (checked narrowing casts): the USD prices derived from index prices were
 /// computed in i128 and cast back with `as i64`. BTC/USD 10,000,000,000 (the price limit)
-/// and BTC/USDT 0.00000001 give `C = 10^10 ÷ 10^-8 = 10^18` USD per USDT, 10^26 raw units:
-/// it wrapped silently. Now the index that would do it is refused with its own code, and
-/// so is one that would derive a USD price of zero (ETH/USDT 0.00000001 × C = 0.999 rounds
-/// down to 0, which would value ETH at nothing and divide auto-exchange by zero).
+/// and BTC/USDT 0.000000000001 (one raw unit of the 10^-12 index grid) give
+/// `C = 10^10 ÷ 10^-12 = 10^22` USD per USDT: it must not wrap. The index that would do it
+/// is refused with its own code, and so is one that would derive a USD price of zero
+/// (ETH/USDT 0.000000000001 × C = 0.999 rounds down to 0, which would value ETH at nothing
+/// and divide auto-exchange by zero).
 #[test]
 fn usd_price_overflow_wraps_silently() {
     let mut t = setup();
@@ -174,34 +175,37 @@ fn usd_price_overflow_wraps_silently() {
         quote,
         price,
     };
-    // C = 10^10 ÷ 60,000 = 166,666.66666666 (floored to 8 decimals): in range.
-    assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, MAX_PRICE)), None);
+    // C = 10^10 ÷ 60,000 = 166,666.666666666666 (floored to 12 decimals): in range.
+    assert_eq!(
+        t.rejected(index(BTC, IndexQuote::Usd, MAX_INDEX_PRICE)),
+        None
+    );
     let usdt_usd = |t: &TestEngine| {
         let r = t.engine.report(a(2)).unwrap();
         let usdt = r.assets.iter().find(|x| x.asset == "USDT").unwrap().clone();
         usdt.usd_value
     };
-    // Account 2 holds 1,000,000 USDT: worth 166,666.66666666 × 10^6 USD.
+    // Account 2 holds 1,000,000 USDT: worth 166,666.666666666666 × 10^6 USD.
     let before = usdt_usd(&t);
-    assert_eq!(before, Some(Money::parse("166666666666.66").unwrap()));
+    assert_eq!(before, Some(Money::parse("166666666666.666666").unwrap()));
     assert_eq!(
-        t.rejected(index(BTC, IndexQuote::Usdt, Price(1))),
+        t.rejected(index(BTC, IndexQuote::Usdt, IndexPrice(1))),
         Some(RejectReason::UsdPriceOutOfRange.code())
     );
     assert_eq!(usdt_usd(&t), before, "nothing changed");
 
     // Zero: BTC/USD 59,940 makes C = 0.999; ETH/USDT of one raw unit × 0.999 floors to 0.
     assert_eq!(
-        t.rejected(index(BTC, IndexQuote::Usd, Price::from_int(59_940))),
+        t.rejected(index(BTC, IndexQuote::Usd, IndexPrice::from_int(59_940))),
         None
     );
     assert_eq!(
-        t.rejected(index(AssetId(3), IndexQuote::Usdt, Price(1))),
+        t.rejected(index(AssetId(3), IndexQuote::Usdt, IndexPrice(1))),
         Some(RejectReason::UsdPriceOutOfRange.code())
     );
     // Two raw units × 0.999 = 1.998 raw, floored to one raw unit: accepted.
     assert_eq!(
-        t.rejected(index(AssetId(3), IndexQuote::Usdt, Price(2))),
+        t.rejected(index(AssetId(3), IndexQuote::Usdt, IndexPrice(2))),
         None
     );
 }

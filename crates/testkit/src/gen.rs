@@ -168,9 +168,9 @@ impl Gen {
             quote,
             price,
         };
-        v.push(index(2, IndexQuote::Usdt, Price::from_int(60_000)));
-        v.push(index(3, IndexQuote::Usdt, Price::from_int(3_000)));
-        v.push(index(1, IndexQuote::Usd, Price::ONE));
+        v.push(index(2, IndexQuote::Usdt, IndexPrice::from_int(60_000)));
+        v.push(index(3, IndexQuote::Usdt, IndexPrice::from_int(3_000)));
+        v.push(index(1, IndexQuote::Usd, IndexPrice::ONE));
         // Every third account multi-asset, every fifth unified (the later switch wins).
         for a in 1..=self.accounts {
             for (every, mode) in [(3, AssetMode::Multi), (5, AssetMode::Unified)] {
@@ -212,7 +212,7 @@ impl Gen {
                     self.pending.push(Command::SetAssetIndex {
                         asset: AssetId(2),
                         quote: IndexQuote::Usdt,
-                        price: Price(m * 10_000_000),
+                        price: IndexPrice::from_price(Price(m * 10_000_000)),
                     });
                 }
                 let tick = if i == 1 { 1_000_000 } else { 10_000_000 };

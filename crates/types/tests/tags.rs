@@ -10,9 +10,9 @@
 //! - the JSON (serde) form is the one the scenario files use.
 
 use perpcore_types::{
-    bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, Event, IndexQuote,
-    InstrumentId, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots,
-    Rate, RejectReason, Side, StpMode, TimeInForce,
+    bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, Event, IndexPrice,
+    IndexQuote, InstrumentId, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks,
+    Qty, QtyLots, Rate, RejectReason, Side, StpMode, TimeInForce,
 };
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -36,6 +36,9 @@ fn money() -> impl Strategy<Value = Money> {
 }
 fn price() -> impl Strategy<Value = Price> {
     any::<i64>().prop_map(Price)
+}
+fn index_price() -> impl Strategy<Value = IndexPrice> {
+    any::<i128>().prop_map(IndexPrice)
 }
 fn qty() -> impl Strategy<Value = Qty> {
     any::<i64>().prop_map(Qty)
@@ -187,7 +190,7 @@ fn command_arms() -> Vec<BoxedStrategy<Command>> {
         (instrument(), price())
             .prop_map(|(instrument, price)| Command::SetIndexPrice { instrument, price })
             .boxed(),
-        (asset(), quote(), price())
+        (asset(), quote(), index_price())
             .prop_map(|(asset, quote, price)| Command::SetAssetIndex {
                 asset,
                 quote,
@@ -351,7 +354,7 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
         (instrument(), price())
             .prop_map(|(instrument, price)| Event::IndexPriceSet { instrument, price })
             .boxed(),
-        (asset(), quote(), price())
+        (asset(), quote(), index_price())
             .prop_map(|(asset, quote, price)| Event::AssetIndexSet {
                 asset,
                 quote,
@@ -371,14 +374,26 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
                 },
             )
             .boxed(),
-        (account(), asset(), money(), asset(), money())
+        (
+            account(),
+            asset(),
+            money(),
+            asset(),
+            money(),
+            money(),
+            money(),
+        )
             .prop_map(
-                |(account, sold_asset, sold, repaid_asset, repaid)| Event::AutoExchanged {
-                    account,
-                    sold_asset,
-                    sold,
-                    repaid_asset,
-                    repaid,
+                |(account, sold_asset, sold, repaid_asset, repaid, sold_usd, repaid_usd)| {
+                    Event::AutoExchanged {
+                        account,
+                        sold_asset,
+                        sold,
+                        repaid_asset,
+                        repaid,
+                        sold_usd,
+                        repaid_usd,
+                    }
                 },
             )
             .boxed(),
@@ -676,7 +691,7 @@ fn json_form_is_unchanged() {
     let cmd = Command::SetAssetIndex {
         asset: AssetId(1),
         quote: IndexQuote::Usd,
-        price: Price::parse("2.5").expect("price"),
+        price: IndexPrice::parse("2.5").expect("price"),
     };
     let text = serde_json::to_string(&cmd).expect("json");
     assert_eq!(
