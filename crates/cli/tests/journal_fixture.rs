@@ -1,5 +1,5 @@
 //! The committed binary journal `replay-fixtures/journal-v3/journal/`, written by journal
-//! format 3 / payload version 2 from a small deterministic stream holding every command
+//! format 3 / payload version 3 from a small deterministic stream holding every command
 //! kind. Old journals must stay readable: CI opens it read-only, replays it from genesis
 //! and recovers it from its snapshot, and compares both with the pinned state hash in
 //! `expected_hash.txt` (see `replay-fixtures/journal-v3/README.md`).
@@ -311,7 +311,7 @@ fn committed_journal_replays_to_the_pinned_hash() {
     assert_eq!(tags, all, "the fixture must hold every command kind");
 }
 
-/// Recovery from the fixture's snapshot (payload version 2, section "state") reaches the
+/// Recovery from the fixture's snapshot (payload version 3, section "state") reaches the
 /// same hash as the replay from genesis.
 #[test]
 fn committed_journal_recovers_from_its_snapshot() {
