@@ -209,3 +209,61 @@ fn usd_price_overflow_wraps_silently() {
         None
     );
 }
+
+/// Issue 15: asset index prices and the conversion rate `C` with 12 decimals (MARGIN §1).
+/// Account 1 (multi-asset) holds 10,000 USDT and 10,000 USDC.
+///
+/// - USDC/USD = 1.000296667: 10,000 USDC are worth 10,002.96667 USD (ratio 1).
+/// - BTC/USDT = 60,000 (setup) and BTC/USD = 60,017.80002: `C = 60,017.80002 / 60,000 =
+///   1.000296667` exactly, so 10,000 USDT are worth 10,002.96667 USD too. The old
+///   8-decimal floor gave C = 1.00029666 and 10,002.9666 USD.
+/// - Adjusted equity 10,002.96667 + 10,002.96667 = 20,005.93334.
+///
+/// Then BTC/USD = 60,000.0001: `C = 1 + 0.0001 / 60,000 = 1.0000000016666…`, rounded
+/// down to the 12-decimal grid: 1.000000001666; 10,000 USDT = 10,000.00001666 USD (the old
+/// grid: 1.00000000, 10,000 USD).
+#[test]
+fn stablecoin_index_and_conversion_rate_keep_twelve_decimals() {
+    let mut t = setup();
+    t.run(Command::SetAssetMode {
+        account: a(1),
+        mode: AssetMode::Multi,
+    });
+    for asset in [USDT, AssetId(1)] {
+        t.run(Command::Deposit {
+            account: a(1),
+            asset,
+            amount: Money::from_int(10_000),
+        });
+    }
+    let index = |asset, quote, price: &str| Command::SetAssetIndex {
+        asset,
+        quote,
+        price: IndexPrice::parse(price).unwrap(),
+    };
+    assert_eq!(
+        t.rejected(index(AssetId(1), IndexQuote::Usd, "1.000296667")),
+        None
+    );
+    assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, "60017.80002")), None);
+    let usd_value = |t: &TestEngine, sym: &str| {
+        let r = t.engine.report(a(1)).unwrap();
+        r.assets.iter().find(|x| x.asset == sym).unwrap().usd_value
+    };
+    let m = |s: &str| Some(Money::parse(s).unwrap());
+    assert_eq!(usd_value(&t, "USDC"), m("10002.96667"));
+    assert_eq!(usd_value(&t, "USDT"), m("10002.96667"));
+    assert_ne!(
+        usd_value(&t, "USDT"),
+        m("10002.9666"),
+        "the 8-decimal floor"
+    );
+    let r = t.engine.report(a(1)).unwrap();
+    assert_eq!(
+        r.usd_pool.unwrap().adjusted_equity,
+        Money::parse("20005.93334").unwrap()
+    );
+
+    assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, "60000.0001")), None);
+    assert_eq!(usd_value(&t, "USDT"), m("10000.00001666"));
+}
