@@ -686,6 +686,30 @@ fn encodings_are_pinned() {
     assert_eq!(hex(&encode(&rejected)), "0100d107d107");
 }
 
+/// Payload version 3: `SetAssetIndex`'s price is an `IndexPrice`, an i128 of 10^-12 units
+/// (16 bytes, little-endian). USDC/USD 1.000296667 = 1,000,296,667,000 raw =
+/// 0xE8_E653_D778: tag 14 (`0e00`), asset 1 (`0100`), quote usd code 1 (`01000000`), then
+/// `78d753e6e8` and eleven zero bytes. Its JSON form keeps the nine decimals as text.
+#[test]
+fn asset_index_price_has_twelve_decimals_on_the_wire() {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let cmd = Command::SetAssetIndex {
+        asset: AssetId(1),
+        quote: IndexQuote::Usd,
+        price: IndexPrice::parse("1.000296667").expect("price"),
+    };
+    assert_eq!(
+        hex(&encode(&cmd)),
+        "0e0001000100000078d753e6e80000000000000000000000"
+    );
+    let text = serde_json::to_string(&cmd).expect("json");
+    assert_eq!(
+        text,
+        r#"{"type":"set_asset_index","asset":1,"quote":"usd","price":"1.000296667"}"#
+    );
+    assert_eq!(serde_json::from_str::<Command>(&text).expect("parse"), cmd);
+}
+
 #[test]
 fn json_form_is_unchanged() {
     let cmd = Command::SetAssetIndex {
