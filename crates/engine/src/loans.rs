@@ -125,8 +125,9 @@ impl Engine {
     /// Repay loans by selling other collateral at index, grossed up by its ratio
     /// (`needed / ratio`), to the insurance funds, which act as the exchange's conversion
     /// desk (so their balances move in both assets). Each exchange's event carries the USD
-    /// value of what was sold and of what was repaid, each rounded down. `only_above_threshold`: just the loans
-    /// above their threshold (hourly); otherwise every loan (liquidation).
+    /// value of what was sold and of what was repaid, each rounded down.
+    /// `only_above_threshold`: just the loans above their threshold (hourly); otherwise
+    /// every loan (liquidation).
     pub(crate) fn auto_exchange(
         &mut self,
         k: usize,
