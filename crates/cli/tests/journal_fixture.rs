@@ -1,5 +1,5 @@
 //! The committed binary journal `replay-fixtures/journal-v3/journal/`, written by journal
-//! format 3 / payload version 2 from a small deterministic stream holding every command
+//! format 3 / payload version 3 from a small deterministic stream holding every command
 //! kind. Old journals must stay readable: CI opens it read-only, replays it from genesis
 //! and recovers it from its snapshot, and compares both with the pinned state hash in
 //! `expected_hash.txt` (see `replay-fixtures/journal-v3/README.md`).
@@ -16,8 +16,8 @@ use perpcore_node::{genesis, Core};
 use perpcore_sequencer::{self as sequencer, SequencerError, StateMachine};
 use perpcore_testkit::gen::{test_config, Gen};
 use perpcore_types::{
-    AccountId, AssetId, Command, InstrumentId, MarginMode, Money, OrderId, Price, PriceTicks,
-    QtyLots, Rate,
+    AccountId, AssetId, Command, IndexPrice, InstrumentId, MarginMode, Money, OrderId, Price,
+    PriceTicks, QtyLots, Rate,
 };
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -131,7 +131,7 @@ fn every_kind(round: u64) -> Vec<Command> {
         Command::SetAssetIndex {
             asset: AssetId(2),
             quote: perpcore_types::IndexQuote::Usdt,
-            price: Price::from_int(60_000),
+            price: IndexPrice::from_int(60_000),
         },
         Command::SetAssetMode {
             account: AccountId(4),
@@ -327,7 +327,7 @@ fn committed_journal_replays_to_the_pinned_hash() {
     assert_eq!(tags, all, "the fixture must hold every command kind");
 }
 
-/// Recovery from the fixture's snapshot (payload version 2, section "state") reaches the
+/// Recovery from the fixture's snapshot (payload version 3, section "state") reaches the
 /// same hash as the replay from genesis.
 #[test]
 fn committed_journal_recovers_from_its_snapshot() {

@@ -71,7 +71,7 @@ pub struct Indexes {
     /// The asset named "USDT", if configured (derived from the configuration).
     pub(crate) usdt: Option<AssetId>,
     /// USD price per asset derived from the indexes (`multi::usd_prices`).
-    pub(crate) usd_cache: Vec<Option<Price>>,
+    pub(crate) usd_cache: Vec<Option<IndexPrice>>,
     /// Which accounts a mark tick re-checks (see `liqindex`).
     pub(crate) liq_index: LiqIndex,
     /// Accounts whose cushion may have changed since they were last banded; re-banded

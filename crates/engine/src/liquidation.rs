@@ -298,8 +298,8 @@ impl Engine {
                 match self.usd_prices()[settle] {
                     Some(p) if p.is_positive() => Money(mul_div(
                         ae.raw(),
-                        PRICE_SCALE as i128,
-                        p.raw() as i128,
+                        INDEX_PRICE_SCALE,
+                        p.raw(),
                         Rounding::Floor,
                     )),
                     _ => Money::ZERO,

@@ -124,8 +124,10 @@ impl Engine {
 
     /// Repay loans by selling other collateral at index, grossed up by its ratio
     /// (`needed / ratio`), to the insurance funds, which act as the exchange's conversion
-    /// desk (so their balances move in both assets). `only_above_threshold`: just the loans
-    /// above their threshold (hourly); otherwise every loan (liquidation).
+    /// desk (so their balances move in both assets). Each exchange's event carries the USD
+    /// value of what was sold and of what was repaid, each rounded down.
+    /// `only_above_threshold`: just the loans above their threshold (hourly); otherwise
+    /// every loan (liquidation).
     pub(crate) fn auto_exchange(
         &mut self,
         k: usize,
@@ -170,12 +172,7 @@ impl Engine {
                 if !have.is_positive() || !collateral.is_positive() {
                     continue;
                 }
-                let need_usd = Money(mul_div(
-                    remaining.raw(),
-                    debt_price.raw() as i128,
-                    PRICE_SCALE as i128,
-                    Rounding::Ceil,
-                ));
+                let need_usd = risk::usd_requirement(remaining, debt_price);
                 // Coin to sell: have × need / collateral, rounded up; capped by the holding,
                 // in which case the repayment is the holding's collateral value.
                 let (sold, repaid) = if need_usd < collateral {
@@ -189,8 +186,8 @@ impl Engine {
                 } else {
                     let repaid = Money(mul_div(
                         collateral.raw(),
-                        PRICE_SCALE as i128,
-                        debt_price.raw() as i128,
+                        INDEX_PRICE_SCALE,
+                        debt_price.raw(),
                         Rounding::Floor,
                     ));
                     (have, repaid.min(remaining))
@@ -208,6 +205,8 @@ impl Engine {
                     sold,
                     repaid_asset: AssetId::at(debt),
                     repaid,
+                    sold_usd: risk::usd_value(sold, src_price),
+                    repaid_usd: risk::usd_value(repaid, debt_price),
                 });
             }
         }

@@ -9,25 +9,29 @@ use crate::engine::Engine;
 use perpcore_risk::{self as risk, UsdPool};
 use perpcore_types::*;
 
-/// A price computed in wide integers, back in the engine's range `(0, MAX_PRICE]`.
-fn price_in_range(raw: i128) -> Result<Price, RejectReason> {
-    match i64::try_from(raw) {
-        Ok(p) if p > 0 && Price(p) <= MAX_PRICE => Ok(Price(p)),
-        _ => Err(RejectReason::UsdPriceOutOfRange),
+/// A price computed in wide integers, back in the engine's range `(0, MAX_INDEX_PRICE]`.
+fn price_in_range(raw: i128) -> Result<IndexPrice, RejectReason> {
+    let p = IndexPrice(raw);
+    if p.is_positive() && p <= MAX_INDEX_PRICE {
+        Ok(p)
+    } else {
+        Err(RejectReason::UsdPriceOutOfRange)
     }
 }
 
 /// USD price per asset (MARGIN §1) from the two index tables: a USD index if the feed
 /// gave one; else the USDT index × `C`, where `C` (the USD worth of 1 USDT) is the
 /// USDT/USD index if given, else `k/USD ÷ k/USDT` of the first asset (by id) with both,
-/// else 1. Refused when a derived price (`C` or a USDT index × `C`) falls outside
-/// `(0, MAX_PRICE]`: a zero would value collateral at nothing and divide auto-exchange by
-/// zero, and a larger one does not fit a price.
+/// else 1. `C` and each USDT index × `C` are rounded down to the 10^-12 grid of
+/// [`IndexPrice`] (exact whenever they have at most 12 decimals). Refused when a derived
+/// price (`C` or a USDT index × `C`) falls outside `(0, MAX_INDEX_PRICE]`: a zero would
+/// value collateral at nothing and divide auto-exchange by zero, and a larger one does
+/// not fit a price.
 pub(crate) fn usd_prices(
     usdt: Option<AssetId>,
-    index_usdt: &[Option<Price>],
-    index_usd: &[Option<Price>],
-) -> Result<Vec<Option<Price>>, RejectReason> {
+    index_usdt: &[Option<IndexPrice>],
+    index_usd: &[Option<IndexPrice>],
+) -> Result<Vec<Option<IndexPrice>>, RejectReason> {
     let c = match usdt.and_then(|u| index_usd[u.0 as usize]) {
         Some(c) => Some(c),
         None => index_usd
@@ -39,15 +43,15 @@ pub(crate) fn usd_prices(
             })
             .map(|(usd, usdt)| {
                 price_in_range(mul_div(
-                    usd.raw() as i128,
-                    PRICE_SCALE as i128,
-                    usdt.raw() as i128,
+                    usd.raw(),
+                    INDEX_PRICE_SCALE,
+                    usdt.raw(),
                     Rounding::Floor,
                 ))
             })
             .transpose()?,
     };
-    let c = c.unwrap_or(Price::ONE);
+    let c = c.unwrap_or(IndexPrice::ONE);
     index_usd
         .iter()
         .zip(index_usdt)
@@ -62,9 +66,9 @@ pub(crate) fn usd_prices(
             usdt_index
                 .map(|p| {
                     price_in_range(mul_div(
-                        p.raw() as i128,
-                        c.raw() as i128,
-                        PRICE_SCALE as i128,
+                        p.raw(),
+                        c.raw(),
+                        INDEX_PRICE_SCALE,
                         Rounding::Floor,
                     ))
                 })
@@ -76,7 +80,7 @@ pub(crate) fn usd_prices(
 impl Engine {
     /// USD price per asset, derived from the index prices ([`usd_prices`], kept current
     /// by `set_asset_index` and on restore).
-    pub(crate) fn usd_prices(&self) -> &[Option<Price>] {
+    pub(crate) fn usd_prices(&self) -> &[Option<IndexPrice>] {
         &self.ix.usd_cache
     }
 
@@ -97,14 +101,20 @@ impl Engine {
         &mut self,
         asset: AssetId,
         quote: IndexQuote,
-        price: Price,
+        price: IndexPrice,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectReason> {
         self.state
             .config
             .asset(asset)
             .ok_or(RejectReason::UnknownAsset)?;
-        crate::prices::check_price(price)?;
+        // The same refusals as any other price (`prices::check_price`), on the finer grid.
+        if !price.is_positive() {
+            return Err(RejectReason::PriceNotPositive);
+        }
+        if price > MAX_INDEX_PRICE {
+            return Err(RejectReason::PriceTooLarge);
+        }
         // Derive the USD prices the new index gives before changing anything.
         let (mut index_usdt, mut index_usd) =
             (self.state.index_usdt.clone(), self.state.index_usd.clone());

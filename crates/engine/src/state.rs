@@ -94,8 +94,8 @@ pub struct State {
     pub(crate) deposited: Vec<Money>,
     pub(crate) withdrawn: Vec<Money>,
     /// Per asset: index against USDT and against USD (MARGIN §1).
-    pub(crate) index_usdt: Vec<Option<Price>>,
-    pub(crate) index_usd: Vec<Option<Price>>,
+    pub(crate) index_usdt: Vec<Option<IndexPrice>>,
+    pub(crate) index_usd: Vec<Option<IndexPrice>>,
     /// Per asset: interest charged on loans.
     pub(crate) interest_income: Vec<Money>,
     /// The hour slot of sequenced time up to which interest has been processed.

@@ -501,16 +501,22 @@ fn hostile_command() -> impl Strategy<Value = Command> {
                     IndexQuote::Usdt
                 },
                 // ETH near 3,000, BTC near 60,000.
-                price: if asset == AssetId(2) && p.raw() > 0 && p.raw() < i64::MAX / 20 {
-                    Price(p.raw() * 20)
-                } else {
-                    p
-                },
+                price: IndexPrice::from_price(
+                    if asset == AssetId(2) && p.raw() > 0 && p.raw() < i64::MAX / 20 {
+                        Price(p.raw() * 20)
+                    } else {
+                        p
+                    }
+                ),
             }),
-        (asset(), (90_000_000i64..110_000_000)).prop_map(|(asset, p)| Command::SetAssetIndex {
-            asset,
-            quote: IndexQuote::Usd,
-            price: Price(p),
+        // On the index price grid (12 decimals), so `C` and the derived USD prices carry
+        // more decimals than a `Price` would.
+        (asset(), (900_000_000_000i128..1_100_000_000_000)).prop_map(|(asset, p)| {
+            Command::SetAssetIndex {
+                asset,
+                quote: IndexQuote::Usd,
+                price: IndexPrice(p),
+            }
         }),
     ];
     prop_oneof![
@@ -635,7 +641,7 @@ fn hostile_setup() -> Vec<Command> {
         v.push(Command::SetAssetIndex {
             asset: AssetId(asset),
             quote: IndexQuote::Usdt,
-            price: Price::from_int(p),
+            price: IndexPrice::from_int(p),
         });
     }
     v.push(Command::SetAssetMode {

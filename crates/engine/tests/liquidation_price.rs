@@ -120,7 +120,7 @@ fn commands(c: &Case) -> Vec<Command> {
         Command::SetAssetIndex {
             asset: BTC,
             quote: IndexQuote::Usdt,
-            price: entry,
+            price: IndexPrice::from_price(entry),
         },
         Command::CreateAccount {
             account: SUBJECT,

@@ -40,7 +40,7 @@ fn setup() -> TestEngine {
     t.run(Command::SetAssetIndex {
         asset: BTC,
         quote: IndexQuote::Usdt,
-        price: Price::from_int(60_000),
+        price: IndexPrice::from_int(60_000),
     });
     for n in 1..=2 {
         t.run(Command::CreateAccount {
@@ -78,7 +78,7 @@ fn usd_price_through_conversion_rate() {
     t.run(Command::SetAssetIndex {
         asset: BTC,
         quote: IndexQuote::Usd,
-        price: Price::from_int(59_940),
+        price: IndexPrice::from_int(59_940),
     });
     let r = t.engine.report(a(1)).unwrap();
     let usdt = r.assets.iter().find(|x| x.asset == "USDT").unwrap();
@@ -162,10 +162,11 @@ fn coin_m_needs_single_asset_or_unified() {
 
 /// Issue 13 (checked narrowing casts): the USD prices derived from index prices were
 /// computed in i128 and cast back with `as i64`. BTC/USD 10,000,000,000 (the price limit)
-/// and BTC/USDT 0.00000001 give `C = 10^10 ÷ 10^-8 = 10^18` USD per USDT, 10^26 raw units:
-/// it wrapped silently. Now the index that would do it is refused with its own code, and
-/// so is one that would derive a USD price of zero (ETH/USDT 0.00000001 × C = 0.999 rounds
-/// down to 0, which would value ETH at nothing and divide auto-exchange by zero).
+/// and BTC/USDT 0.000000000001 (one raw unit of the 10^-12 index grid) give
+/// `C = 10^10 ÷ 10^-12 = 10^22` USD per USDT: it must not wrap. The index that would do it
+/// is refused with its own code, and so is one that would derive a USD price of zero
+/// (ETH/USDT 0.000000000001 × C = 0.999 rounds down to 0, which would value ETH at nothing
+/// and divide auto-exchange by zero).
 #[test]
 fn usd_price_overflow_wraps_silently() {
     let mut t = setup();
@@ -174,34 +175,95 @@ fn usd_price_overflow_wraps_silently() {
         quote,
         price,
     };
-    // C = 10^10 ÷ 60,000 = 166,666.66666666 (floored to 8 decimals): in range.
-    assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, MAX_PRICE)), None);
+    // C = 10^10 ÷ 60,000 = 166,666.666666666666 (floored to 12 decimals): in range.
+    assert_eq!(
+        t.rejected(index(BTC, IndexQuote::Usd, MAX_INDEX_PRICE)),
+        None
+    );
     let usdt_usd = |t: &TestEngine| {
         let r = t.engine.report(a(2)).unwrap();
         let usdt = r.assets.iter().find(|x| x.asset == "USDT").unwrap().clone();
         usdt.usd_value
     };
-    // Account 2 holds 1,000,000 USDT: worth 166,666.66666666 × 10^6 USD.
+    // Account 2 holds 1,000,000 USDT: worth 166,666.666666666666 × 10^6 USD.
     let before = usdt_usd(&t);
-    assert_eq!(before, Some(Money::parse("166666666666.66").unwrap()));
+    assert_eq!(before, Some(Money::parse("166666666666.666666").unwrap()));
     assert_eq!(
-        t.rejected(index(BTC, IndexQuote::Usdt, Price(1))),
+        t.rejected(index(BTC, IndexQuote::Usdt, IndexPrice(1))),
         Some(RejectReason::UsdPriceOutOfRange.code())
     );
     assert_eq!(usdt_usd(&t), before, "nothing changed");
 
     // Zero: BTC/USD 59,940 makes C = 0.999; ETH/USDT of one raw unit × 0.999 floors to 0.
     assert_eq!(
-        t.rejected(index(BTC, IndexQuote::Usd, Price::from_int(59_940))),
+        t.rejected(index(BTC, IndexQuote::Usd, IndexPrice::from_int(59_940))),
         None
     );
     assert_eq!(
-        t.rejected(index(AssetId(3), IndexQuote::Usdt, Price(1))),
+        t.rejected(index(AssetId(3), IndexQuote::Usdt, IndexPrice(1))),
         Some(RejectReason::UsdPriceOutOfRange.code())
     );
     // Two raw units × 0.999 = 1.998 raw, floored to one raw unit: accepted.
     assert_eq!(
-        t.rejected(index(AssetId(3), IndexQuote::Usdt, Price(2))),
+        t.rejected(index(AssetId(3), IndexQuote::Usdt, IndexPrice(2))),
         None
     );
+}
+
+/// Issue 15: asset index prices and the conversion rate `C` with 12 decimals (MARGIN §1).
+/// Account 1 (multi-asset) holds 10,000 USDT and 10,000 USDC.
+///
+/// - USDC/USD = 1.000296667: 10,000 USDC are worth 10,002.96667 USD (ratio 1).
+/// - BTC/USDT = 60,000 (setup) and BTC/USD = 60,017.80002: `C = 60,017.80002 / 60,000 =
+///   1.000296667` exactly, so 10,000 USDT are worth 10,002.96667 USD too. The old
+///   8-decimal floor gave C = 1.00029666 and 10,002.9666 USD.
+/// - Adjusted equity 10,002.96667 + 10,002.96667 = 20,005.93334.
+///
+/// Then BTC/USD = 60,000.0001: `C = 1 + 0.0001 / 60,000 = 1.0000000016666…`, rounded
+/// down to the 12-decimal grid: 1.000000001666; 10,000 USDT = 10,000.00001666 USD (the old
+/// grid: 1.00000000, 10,000 USD).
+#[test]
+fn stablecoin_index_and_conversion_rate_keep_twelve_decimals() {
+    let mut t = setup();
+    t.run(Command::SetAssetMode {
+        account: a(1),
+        mode: AssetMode::Multi,
+    });
+    for asset in [USDT, AssetId(1)] {
+        t.run(Command::Deposit {
+            account: a(1),
+            asset,
+            amount: Money::from_int(10_000),
+        });
+    }
+    let index = |asset, quote, price: &str| Command::SetAssetIndex {
+        asset,
+        quote,
+        price: IndexPrice::parse(price).unwrap(),
+    };
+    assert_eq!(
+        t.rejected(index(AssetId(1), IndexQuote::Usd, "1.000296667")),
+        None
+    );
+    assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, "60017.80002")), None);
+    let usd_value = |t: &TestEngine, sym: &str| {
+        let r = t.engine.report(a(1)).unwrap();
+        r.assets.iter().find(|x| x.asset == sym).unwrap().usd_value
+    };
+    let m = |s: &str| Some(Money::parse(s).unwrap());
+    assert_eq!(usd_value(&t, "USDC"), m("10002.96667"));
+    assert_eq!(usd_value(&t, "USDT"), m("10002.96667"));
+    assert_ne!(
+        usd_value(&t, "USDT"),
+        m("10002.9666"),
+        "the 8-decimal floor"
+    );
+    let r = t.engine.report(a(1)).unwrap();
+    assert_eq!(
+        r.usd_pool.unwrap().adjusted_equity,
+        Money::parse("20005.93334").unwrap()
+    );
+
+    assert_eq!(t.rejected(index(BTC, IndexQuote::Usd, "60000.0001")), None);
+    assert_eq!(usd_value(&t, "USDT"), m("10000.00001666"));
 }

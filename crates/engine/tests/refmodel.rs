@@ -473,12 +473,12 @@ fn switch_stream() -> Vec<Command> {
     stream.extend([
         // C = BTC/USD ÷ BTC/USDT would be 6·10^12: refused; then USDT at 10^-8 USD makes
         // BTC (10^-8 USDT) worth 10^-16 USD, below the grid: refused.
-        index(3, IndexQuote::Usdt, Price(1)),
-        index(3, IndexQuote::Usd, MAX_PRICE),
-        index(0, IndexQuote::Usd, Price(1)),
-        index(2, IndexQuote::Usdt, Price(1)),
-        index(0, IndexQuote::Usd, Price::ONE),
-        index(2, IndexQuote::Usdt, Price::from_int(60_000)),
+        index(3, IndexQuote::Usdt, IndexPrice::from_price(Price(1))),
+        index(3, IndexQuote::Usd, MAX_INDEX_PRICE),
+        index(0, IndexQuote::Usd, IndexPrice::from_price(Price(1))),
+        index(2, IndexQuote::Usdt, IndexPrice::from_price(Price(1))),
+        index(0, IndexQuote::Usd, IndexPrice::ONE),
+        index(2, IndexQuote::Usdt, IndexPrice::from_int(60_000)),
         // A coin-M long using 97% of a 1 BTC wallet: in the unified pool BTC counts at
         // 95%, below the IM (AssetModeUnderMargin); multi-asset refuses coin-M.
         Command::CreateAccount {
@@ -519,7 +519,7 @@ fn switch_stream() -> Vec<Command> {
         },
         // A multi-asset account holding only USDT takes a USDC-M position: the taker fee
         // is a USDC loan, outside the model.
-        index(1, IndexQuote::Usd, Price::ONE),
+        index(1, IndexQuote::Usd, IndexPrice::ONE),
         Command::SetMarkPrice {
             instrument: InstrumentId(2),
             price: Price::from_int(60_000),
@@ -685,7 +685,7 @@ fn isolated_leg_survived_the_switch_to_unified() {
         Command::SetAssetIndex {
             asset: AssetId(2),
             quote: IndexQuote::Usdt,
-            price: Price::from_int(60_000),
+            price: IndexPrice::from_int(60_000),
         },
         Command::SetMarginMode {
             account: g,

@@ -5,18 +5,29 @@
 use crate::account::Account;
 use crate::margin::{position_im, position_mm, upnl};
 use perpcore_types::{
-    mul_div, CollateralSpec, Config, InstrumentSpec, MarginMode, Money, Price, Rounding, TierUnit,
-    PRICE_SCALE, RATE_SCALE,
+    mul_div, CollateralSpec, Config, IndexPrice, InstrumentSpec, MarginMode, Money, Price,
+    Rounding, TierUnit, INDEX_PRICE_SCALE, RATE_SCALE,
 };
 
-/// `amount × price` (price in USD per unit, 10^-8), rounded down: a holding is worth no
-/// more than this, a liability no less in magnitude.
-pub fn usd_value(amount: Money, usd_price: Price) -> Money {
+/// `amount × price` (price in USD per unit, 10^-12), rounded down: a holding is worth no
+/// more than this, a liability no less in magnitude. Exact before the one rounding (the
+/// product is formed in wide integers by [`mul_div`]).
+pub fn usd_value(amount: Money, usd_price: IndexPrice) -> Money {
     Money(mul_div(
         amount.raw(),
-        i128::from(usd_price.raw()),
-        i128::from(PRICE_SCALE),
+        usd_price.raw(),
+        INDEX_PRICE_SCALE,
         Rounding::Floor,
+    ))
+}
+
+/// `amount × price` rounded up: a requirement (margin) in USD.
+pub fn usd_requirement(amount: Money, usd_price: IndexPrice) -> Money {
+    Money(mul_div(
+        amount.raw(),
+        usd_price.raw(),
+        INDEX_PRICE_SCALE,
+        Rounding::Ceil,
     ))
 }
 
@@ -48,7 +59,7 @@ pub fn tiered(x: Money, spec: &CollateralSpec) -> Money {
 pub fn collateral_usd(
     eq: Money,
     spec: Option<&CollateralSpec>,
-    usd_price: Option<Price>,
+    usd_price: Option<IndexPrice>,
 ) -> Option<Money> {
     if eq.is_negative() {
         return usd_price.map(|p| usd_value(eq, p));
@@ -94,7 +105,7 @@ pub fn usd_pool(
     account: &Account,
     config: &Config,
     marks: &[Option<Price>],
-    usd: &[Option<Price>],
+    usd: &[Option<IndexPrice>],
     pooled: impl Fn(&InstrumentSpec) -> bool,
 ) -> UsdPool {
     let n = config.assets.len();
@@ -109,16 +120,7 @@ pub fn usd_pool(
             continue;
         }
         let k = usize::from(spec.settle_asset.0);
-        let to_usd = |m: Money| {
-            usd[k].map(|price| {
-                Money(mul_div(
-                    m.raw(),
-                    i128::from(price.raw()),
-                    i128::from(PRICE_SCALE),
-                    Rounding::Ceil,
-                ))
-            })
-        };
+        let to_usd = |m: Money| usd[k].map(|price| usd_requirement(m, price));
         if !leg.order_margin.is_zero() {
             match to_usd(leg.order_margin) {
                 Some(v) => p.order_margin += v,
@@ -162,8 +164,8 @@ mod tests {
     fn m(s: &str) -> Money {
         Money::parse(s).unwrap()
     }
-    fn p(s: &str) -> Price {
-        Price::parse(s).unwrap()
+    fn p(s: &str) -> IndexPrice {
+        IndexPrice::parse(s).unwrap()
     }
     fn spec(unit: TierUnit, tiers: &[(&str, &str)]) -> CollateralSpec {
         CollateralSpec {

@@ -21,7 +21,7 @@ pub struct AccountView<'a> {
     /// Per instrument.
     pub marks: &'a [Option<Price>],
     /// USD price per asset (MARGIN §1).
-    pub usd: &'a [Option<Price>],
+    pub usd: &'a [Option<IndexPrice>],
 }
 
 /// An order as the pre-trade check sees it, after the order-level checks.
@@ -75,12 +75,7 @@ impl AccountView<'_> {
     /// `amount` of `asset` in USD, rounded up (a requirement). `None` without a price.
     pub fn requirement_usd(&self, asset: AssetId, amount: Money) -> Option<Money> {
         let p = (*self.usd.get(asset.0 as usize)?)?;
-        Some(Money(mul_div(
-            amount.raw(),
-            i128::from(p.raw()),
-            i128::from(PRICE_SCALE),
-            Rounding::Ceil,
-        )))
+        Some(crate::collateral::usd_requirement(amount, p))
     }
 
     /// Whether the margin available to an order on `spec` (plus `released`, the

@@ -27,7 +27,7 @@ fn view<'a>(
     account: &'a Account,
     config: &'a Config,
     marks: &'a [Option<Price>],
-    usd: &'a [Option<Price>],
+    usd: &'a [Option<IndexPrice>],
 ) -> AccountView<'a> {
     AccountView {
         account,
@@ -322,11 +322,11 @@ fn liquidation_order_in_a_usd_pool_compares_in_usd() {
     let config = test_config();
     let marks = vec![Some(p(60_000)), None, Some(p(60_000)), None];
     let usd = vec![
-        Some(Price::parse("0.999").unwrap()),
-        Some(Price::ONE),
-        Some(p(60_000)),
+        Some(IndexPrice::parse("0.999").unwrap()),
+        Some(IndexPrice::ONE),
+        Some(IndexPrice::from_int(60_000)),
         None,
-        Some(Price::ONE),
+        Some(IndexPrice::ONE),
     ];
     let mut a = funded(&config, "100000");
     a.asset_mode = AssetMode::Multi;
@@ -336,9 +336,9 @@ fn liquidation_order_in_a_usd_pool_compares_in_usd() {
     assert_eq!(v.largest_pooled_position(), Some(InstrumentId(2)));
     // At equal USD prices the tie keeps the lower id.
     let par = vec![
-        Some(Price::ONE),
-        Some(Price::ONE),
-        Some(p(60_000)),
+        Some(IndexPrice::ONE),
+        Some(IndexPrice::ONE),
+        Some(IndexPrice::from_int(60_000)),
         None,
         None,
     ];

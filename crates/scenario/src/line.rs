@@ -11,8 +11,9 @@
 //! rejection (with its stable code) is part of the scenario's output.
 
 use perpcore_types::{
-    AccountId, AssetId, AssetMode, Command, Config, IndexQuote, InstrumentSpec, MarginMode, Money,
-    NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots, Side, StpMode, TimeInForce,
+    AccountId, AssetId, AssetMode, Command, Config, IndexPrice, IndexQuote, InstrumentSpec,
+    MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots, Side,
+    StpMode, TimeInForce,
 };
 use serde_json::{Map, Value};
 
@@ -396,8 +397,9 @@ pub fn parse_line(cmd: &str, map: &Map<String, Value>, config: &Config) -> Res<L
                 "usd" => IndexQuote::Usd,
                 other => return Err(bad_enum("quote", other, "usdt, usd")),
             };
+            // Up to 12 decimals: a stablecoin index such as 1.000296667 is exact.
             let price =
-                Price::parse(f.str("price")?).map_err(|e| format!("field \"price\": {e}"))?;
+                IndexPrice::parse(f.str("price")?).map_err(|e| format!("field \"price\": {e}"))?;
             cmd_line(
                 ts,
                 Command::SetAssetIndex {

@@ -162,15 +162,16 @@ impl Gen {
             });
         }
         // Index prices for the USD pools: BTC and ETH against USDT, USDC at 1 USD (USDT
-        // itself is then worth 1 USD: no BTC/USD index, so C = 1).
+        // itself is then worth 1 USD until the first BTC mark move sets a BTC/USD index:
+        // no BTC/USD index, so C = 1).
         let index = |asset: u16, quote, price| Command::SetAssetIndex {
             asset: AssetId(asset),
             quote,
             price,
         };
-        v.push(index(2, IndexQuote::Usdt, Price::from_int(60_000)));
-        v.push(index(3, IndexQuote::Usdt, Price::from_int(3_000)));
-        v.push(index(1, IndexQuote::Usd, Price::ONE));
+        v.push(index(2, IndexQuote::Usdt, IndexPrice::from_int(60_000)));
+        v.push(index(3, IndexQuote::Usdt, IndexPrice::from_int(3_000)));
+        v.push(index(1, IndexQuote::Usd, IndexPrice::ONE));
         // Every third account multi-asset, every fifth unified (the later switch wins).
         for a in 1..=self.accounts {
             for (every, mode) in [(3, AssetMode::Multi), (5, AssetMode::Unified)] {
@@ -208,11 +209,22 @@ impl Gen {
                 let m = (mark + mark * bp / 10_000).max(100);
                 self.marks[i as usize] = m;
                 if i == 0 {
-                    // BTC collateral follows the BTC mark.
+                    // BTC collateral follows the BTC mark, against USDT and against USD:
+                    // BTC/USD = BTC/USDT × 1.000296667 plus 0–6 raw units (10^-12), so
+                    // the conversion rate C = BTC/USD ÷ BTC/USDT has more than 8 decimals
+                    // and is mostly not on the 12-decimal grid (rounded down there).
+                    let usdt = IndexPrice::from_price(Price(m * 10_000_000));
+                    let usd =
+                        IndexPrice(usdt.raw() / 1_000_000_000 * 1_000_296_667 + (m % 7) as i128);
+                    self.pending.push(Command::SetAssetIndex {
+                        asset: AssetId(2),
+                        quote: IndexQuote::Usd,
+                        price: usd,
+                    });
                     self.pending.push(Command::SetAssetIndex {
                         asset: AssetId(2),
                         quote: IndexQuote::Usdt,
-                        price: Price(m * 10_000_000),
+                        price: usdt,
                     });
                 }
                 let tick = if i == 1 { 1_000_000 } else { 10_000_000 };

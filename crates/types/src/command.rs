@@ -2,7 +2,7 @@
 //! released, so every field is fixed-width and deterministic.
 
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
-use crate::num::{Money, Price, PriceTicks, QtyLots, Rate};
+use crate::num::{IndexPrice, Money, Price, PriceTicks, QtyLots, Rate};
 use crate::tags::{stable_codes, stable_tags};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -250,7 +250,8 @@ pub enum Command {
     SetAssetIndex {
         asset: AssetId,
         quote: IndexQuote,
-        price: Price,
+        /// 12 decimals ([`IndexPrice`]): a stablecoin index is exact.
+        price: IndexPrice,
     },
     /// Switch between single-asset, multi-asset and unified modes (rules R1, R2).
     SetAssetMode {

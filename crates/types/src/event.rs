@@ -3,7 +3,7 @@
 
 use crate::command::{AssetMode, ConditionalKind, IndexQuote, MarginMode, Side};
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
-use crate::num::{Money, Price, Qty, Rate};
+use crate::num::{IndexPrice, Money, Price, Qty, Rate};
 use crate::reject::RejectReason;
 use crate::tags::{stable_codes, stable_tags};
 use serde::{Deserialize, Serialize};
@@ -126,7 +126,7 @@ pub enum Event {
     AssetIndexSet {
         asset: AssetId,
         quote: IndexQuote,
-        price: Price,
+        price: IndexPrice,
     },
     AssetModeSet {
         account: AccountId,
@@ -146,6 +146,13 @@ pub enum Event {
         sold: Money,
         repaid_asset: AssetId,
         repaid: Money,
+        /// USD value of `sold` at the sold asset's USD price, rounded down (MARGIN §8):
+        /// what the exchange cost the account at index.
+        sold_usd: Money,
+        /// USD value of `repaid` at the repaid asset's USD price, rounded down: what the
+        /// exchange bought. `sold_usd − repaid_usd` is what the sold asset's collateral
+        /// ratio (haircut) cost.
+        repaid_usd: Money,
     },
     FundingRateSet {
         instrument: InstrumentId,
@@ -269,7 +276,7 @@ stable_tags!(Event, retired: [], {
     AssetIndexSet = 17 { asset, quote, price },
     AssetModeSet = 18 { account, mode },
     InterestCharged = 19 { account, asset, amount, interest_base },
-    AutoExchanged = 20 { account, sold_asset, sold, repaid_asset, repaid },
+    AutoExchanged = 20 { account, sold_asset, sold, repaid_asset, repaid, sold_usd, repaid_usd },
     FundingRateSet = 21 { instrument, rate, next_funding_ns },
     ReferencePricesSet = 22 { instrument, best_bid, best_ask, last_trade },
     LiquidationTriggered = 23 { account, instrument, settle_asset, margin_balance, maintenance_margin },

@@ -8,6 +8,7 @@
 //! | [`PriceTicks`] | `i64` | tick of its instrument | an order price |
 //! | [`QtyLots`] | `i64` | lot of its instrument | an order or position size (signed for positions) |
 //! | [`Qty`] | `i64` | 10^8 | a size in base units (linear) or contracts (inverse), for reports and events |
+//! | [`IndexPrice`] | `i128` | 10^12 | an asset's index price against USDT or USD, an asset's USD price, the USDT/USD conversion rate `C` (MARGIN §1) |
 //!
 //! Every division names its rounding through [`Rounding`]; margin rounds against the
 //! account (requirements up, credits down). Arithmetic is checked: an overflow is a bug
@@ -29,6 +30,12 @@ pub const PRICE_DECIMALS: u32 = 8;
 pub const RATE_DECIMALS: u32 = 10;
 /// Raw units per 1 of [`Rate`].
 pub const RATE_SCALE: i64 = 10_000_000_000;
+/// Raw units per 1 of [`IndexPrice`].
+pub const INDEX_PRICE_SCALE: i128 = 1_000_000_000_000;
+/// Decimal places of [`IndexPrice`].
+pub const INDEX_PRICE_DECIMALS: u32 = 12;
+/// Largest asset index or USD price (10^10 units, the same bound as [`MAX_PRICE`]).
+pub const MAX_INDEX_PRICE: IndexPrice = IndexPrice(10_000_000_000 * INDEX_PRICE_SCALE);
 
 /// Largest amount a command may carry (10^15 units): keeps every sum the engine forms
 /// far inside `i128`.
@@ -382,6 +389,33 @@ fixed_type!(
     PRICE_DECIMALS
 );
 
+fixed_type!(
+    /// An asset's index price against USDT or USD, the USD price derived from it, and the
+    /// USD worth of one USDT (`C`, MARGIN §1): scale 10^12, so that a stablecoin index
+    /// such as 1.000296667 USD and a conversion rate `C = BTC/USD ÷ BTC/USDT` with more
+    /// than 8 decimals are held exactly (a [`Price`] stops at 8).
+    ///
+    /// Range: a price is in `(0, MAX_INDEX_PRICE]` = `(0, 10^10]` units, `10^22` raw,
+    /// beyond `i64` (`9.2·10^18` raw would cap a price at 9.2 million), hence `i128`. A
+    /// USD value `amount × price / 10^12` has `|amount| ≤ 10^27` raw (bounded as money
+    /// is) and `price ≤ 10^22` raw: the product (≤ 10^49) may leave `i128`, but
+    /// [`mul_div`] is exact whenever the quotient fits, and the quotient (≤ 10^37 raw,
+    /// the same bound a [`Price`] valuation has) does. Deriving `C = usd × 10^12 / usdt`
+    /// gives at most `10^22 · 10^12 = 10^34` raw, and `usdt index × C / 10^12` at most
+    /// `10^32` raw before the range check refuses it: both fit `i128`.
+    IndexPrice,
+    i128,
+    INDEX_PRICE_SCALE,
+    INDEX_PRICE_DECIMALS
+);
+
+impl IndexPrice {
+    /// The same price on the finer grid (exact: 10^8 divides 10^12).
+    pub fn from_price(p: Price) -> IndexPrice {
+        IndexPrice(i128::from(p.raw()) * (INDEX_PRICE_SCALE / PRICE_SCALE as i128))
+    }
+}
+
 impl Money {
     /// `self × rate` with the named rounding.
     #[inline]
@@ -596,6 +630,35 @@ mod tests {
         assert!(matches!(Money::parse("abc"), Err(NumError::Syntax(_))));
         // Trailing zeros beyond the scale are not extra precision.
         assert_eq!(Price::parse("1.0000000000").unwrap(), Price::ONE);
+    }
+
+    /// Issue 15: a stablecoin index of 1.000296667 USD (9 decimals) is held exactly as
+    /// 1,000,296,667,000 raw units of 10^-12, where a `Price` refuses it; a 12-decimal
+    /// value parses and prints back unchanged; a 13th decimal is refused.
+    #[test]
+    fn index_price_keeps_twelve_decimals() {
+        assert!(matches!(
+            Price::parse("1.000296667"),
+            Err(NumError::TooPrecise(..))
+        ));
+        let p = IndexPrice::parse("1.000296667").unwrap();
+        assert_eq!(p.raw(), 1_000_296_667_000);
+        assert_eq!(p.to_string(), "1.000296667");
+        assert_eq!(
+            IndexPrice::parse("0.000000000001").unwrap().to_string(),
+            "0.000000000001"
+        );
+        assert!(matches!(
+            IndexPrice::parse("0.0000000000001"),
+            Err(NumError::TooPrecise(..))
+        ));
+        // 60,000.12345678 as a Price is 6,000,012,345,678 raw units of 10^-8, and × 10^4
+        // on the 10^-12 grid.
+        assert_eq!(
+            IndexPrice::from_price(Price::parse("60000.12345678").unwrap()).raw(),
+            60_000_123_456_780_000
+        );
+        assert_eq!(MAX_INDEX_PRICE.to_string(), "10000000000");
     }
 
     #[test]

@@ -11,9 +11,9 @@
 
 use perpcore_types::{
     bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, ConditionalKind,
-    ConditionalOrder, Event, IndexQuote, InstrumentId, MarginMode, Money, NewOrder, OrderId,
-    OrderType, Price, PriceTicks, Qty, QtyLots, Rate, RejectReason, Side, StpMode, TimeInForce,
-    WorkingPrice,
+    ConditionalOrder, Event, IndexPrice, IndexQuote, InstrumentId, MarginMode, Money, NewOrder,
+    OrderId, OrderType, Price, PriceTicks, Qty, QtyLots, Rate, RejectReason, Side, StpMode,
+    TimeInForce, WorkingPrice,
 };
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -37,6 +37,9 @@ fn money() -> impl Strategy<Value = Money> {
 }
 fn price() -> impl Strategy<Value = Price> {
     any::<i64>().prop_map(Price)
+}
+fn index_price() -> impl Strategy<Value = IndexPrice> {
+    any::<i128>().prop_map(IndexPrice)
 }
 fn qty() -> impl Strategy<Value = Qty> {
     any::<i64>().prop_map(Qty)
@@ -221,7 +224,7 @@ fn command_arms() -> Vec<BoxedStrategy<Command>> {
         (instrument(), price())
             .prop_map(|(instrument, price)| Command::SetIndexPrice { instrument, price })
             .boxed(),
-        (asset(), quote(), price())
+        (asset(), quote(), index_price())
             .prop_map(|(asset, quote, price)| Command::SetAssetIndex {
                 asset,
                 quote,
@@ -388,7 +391,7 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
         (instrument(), price())
             .prop_map(|(instrument, price)| Event::IndexPriceSet { instrument, price })
             .boxed(),
-        (asset(), quote(), price())
+        (asset(), quote(), index_price())
             .prop_map(|(asset, quote, price)| Event::AssetIndexSet {
                 asset,
                 quote,
@@ -408,14 +411,26 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
                 },
             )
             .boxed(),
-        (account(), asset(), money(), asset(), money())
+        (
+            account(),
+            asset(),
+            money(),
+            asset(),
+            money(),
+            money(),
+            money(),
+        )
             .prop_map(
-                |(account, sold_asset, sold, repaid_asset, repaid)| Event::AutoExchanged {
-                    account,
-                    sold_asset,
-                    sold,
-                    repaid_asset,
-                    repaid,
+                |(account, sold_asset, sold, repaid_asset, repaid, sold_usd, repaid_usd)| {
+                    Event::AutoExchanged {
+                        account,
+                        sold_asset,
+                        sold,
+                        repaid_asset,
+                        repaid,
+                        sold_usd,
+                        repaid_usd,
+                    }
                 },
             )
             .boxed(),
@@ -749,12 +764,36 @@ fn encodings_are_pinned() {
     assert_eq!(hex(&encode(&rejected)), "0100d107d107");
 }
 
+/// Payload version 3: `SetAssetIndex`'s price is an `IndexPrice`, an i128 of 10^-12 units
+/// (16 bytes, little-endian). USDC/USD 1.000296667 = 1,000,296,667,000 raw =
+/// 0xE8_E653_D778: tag 14 (`0e00`), asset 1 (`0100`), quote usd code 1 (`01000000`), then
+/// `78d753e6e8` and eleven zero bytes. Its JSON form keeps the nine decimals as text.
+#[test]
+fn asset_index_price_has_twelve_decimals_on_the_wire() {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let cmd = Command::SetAssetIndex {
+        asset: AssetId(1),
+        quote: IndexQuote::Usd,
+        price: IndexPrice::parse("1.000296667").expect("price"),
+    };
+    assert_eq!(
+        hex(&encode(&cmd)),
+        "0e0001000100000078d753e6e80000000000000000000000"
+    );
+    let text = serde_json::to_string(&cmd).expect("json");
+    assert_eq!(
+        text,
+        r#"{"type":"set_asset_index","asset":1,"quote":"usd","price":"1.000296667"}"#
+    );
+    assert_eq!(serde_json::from_str::<Command>(&text).expect("parse"), cmd);
+}
+
 #[test]
 fn json_form_is_unchanged() {
     let cmd = Command::SetAssetIndex {
         asset: AssetId(1),
         quote: IndexQuote::Usd,
-        price: Price::parse("2.5").expect("price"),
+        price: IndexPrice::parse("2.5").expect("price"),
     };
     let text = serde_json::to_string(&cmd).expect("json");
     assert_eq!(

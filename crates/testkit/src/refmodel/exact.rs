@@ -5,7 +5,7 @@
 //!
 //! Must never: round implicitly, use floats, or borrow the engine's fixed-point helpers.
 
-use perpcore_types::{Money, Price, Qty, Rate};
+use perpcore_types::{IndexPrice, Money, Price, Qty, Rate};
 use std::cmp::Ordering;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,6 +48,9 @@ impl Q {
     pub fn price(p: Price) -> Q {
         Q::new(i128::from(p.raw()), 100_000_000)
     }
+    pub fn index_price(p: IndexPrice) -> Q {
+        Q::new(p.raw(), 1_000_000_000_000)
+    }
     pub fn qty(q: Qty) -> Q {
         Q::new(i128::from(q.raw()), 100_000_000)
     }
@@ -87,7 +90,12 @@ impl Q {
     /// The largest multiple of `1 / per_unit` at or below `self` (toward −∞), as an
     /// integer count of grid units.
     pub fn floor_units(self, per_unit: i128) -> i128 {
-        ck(self.num.checked_mul(per_unit)).div_euclid(self.den)
+        // `num = q·den + r` (0 ≤ r < den): `num·per_unit / den = q·per_unit +
+        // r·per_unit / den` exactly, without forming `num·per_unit` (a USD value on the
+        // 10^-12 grid of a 10^-12 index price has a numerator past i128 once multiplied).
+        let (q, r) = (self.num.div_euclid(self.den), self.num.rem_euclid(self.den));
+        ck(ck(q.checked_mul(per_unit))
+            .checked_add(ck(r.checked_mul(per_unit)).div_euclid(self.den)))
     }
     /// The smallest multiple of `1 / per_unit` at or above `self` (toward +∞).
     pub fn ceil_units(self, per_unit: i128) -> i128 {
@@ -209,6 +217,11 @@ mod tests {
         assert_eq!((-third).floor_units(100), -34);
         assert_eq!((-third).ceil_units(100), -33);
         assert_eq!(Q::money(Money::parse("1.5").unwrap()), Q::new(3, 2));
-        assert!(Q::new(-1, 2) < Q::new(1, 3));
+        // The split form: (10^30 + 1) / (3·10^12) on the 10^-12 grid is (10^30 + 1) / 3
+        // raw units, where num·10^12 ≈ 10^42 would leave i128. 10^30 + 1 ≡ 2 (mod 3), so
+        // the floor is (10^30 − 1) / 3 and the ceiling one more.
+        let big = Q::new(10i128.pow(30) + 1, 3 * 10i128.pow(12));
+        assert_eq!(big.floor_units(10i128.pow(12)), (10i128.pow(30) - 1) / 3);
+        assert_eq!(big.ceil_units(10i128.pow(12)), (10i128.pow(30) - 1) / 3 + 1);
     }
 }

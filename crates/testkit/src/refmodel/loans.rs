@@ -181,6 +181,9 @@ impl RefModel {
                     sold: sold.to_money(),
                     repaid_asset: AssetId::at(debt),
                     repaid: repaid.to_money(),
+                    // ENGINE ROUNDS: each USD value down.
+                    sold_usd: down(sold * src_price).to_money(),
+                    repaid_usd: down(repaid * debt_price).to_money(),
                 });
             }
         }

@@ -66,6 +66,8 @@ use pricing::*;
 const MONEY: i128 = 1_000_000_000_000;
 /// Raw units of a price per unit: the engine's price grid.
 const PRICE: i128 = 100_000_000;
+/// Raw units of an asset index or USD price per unit: the engine's index price grid.
+const INDEX_PRICE: i128 = 1_000_000_000_000;
 /// Engine-generated (liquidation) order ids start here.
 const INTERNAL_ORDER_MIN: u64 = 1 << 63;
 /// A new leg's leverage (Binance's default), capped by the instrument's maximum.
@@ -240,8 +242,8 @@ pub struct RefModel {
     reference: Vec<(Option<Price>, Option<Price>)>,
     fee_income: Vec<Q>,
     /// Asset index prices against USDT and USD (MARGIN §1), by asset.
-    index_usdt: Vec<Option<Price>>,
-    index_usd: Vec<Option<Price>>,
+    index_usdt: Vec<Option<IndexPrice>>,
+    index_usd: Vec<Option<IndexPrice>>,
     /// Deposits − withdrawals per asset (platform caps).
     net_deposits: Vec<Q>,
     next_internal_order: u64,

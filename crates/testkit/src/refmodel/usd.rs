@@ -4,11 +4,11 @@
 
 use super::*;
 
-/// A derived USD price back on the price grid. ENGINE ROUNDS: down to the price grid;
-/// refused outside `(0, MAX_PRICE]`.
+/// A derived USD price back on the index price grid. ENGINE ROUNDS: down to the 10^-12
+/// grid; refused outside `(0, MAX_INDEX_PRICE]`.
 fn in_range(exact: Q) -> Result<Q, RejectReason> {
-    let p = exact.floor_to(PRICE);
-    if p.is_positive() && p <= Q::price(MAX_PRICE) {
+    let p = exact.floor_to(INDEX_PRICE);
+    if p.is_positive() && p <= Q::index_price(MAX_INDEX_PRICE) {
         Ok(p)
     } else {
         Err(RejectReason::UsdPriceOutOfRange)
@@ -21,17 +21,16 @@ impl RefModel {
     /// with both, else 1.
     pub(super) fn usd_prices(
         &self,
-        index_usdt: &[Option<Price>],
-        index_usd: &[Option<Price>],
+        index_usdt: &[Option<IndexPrice>],
+        index_usd: &[Option<IndexPrice>],
     ) -> Result<Vec<Option<Q>>, RejectReason> {
         let usdt = self.cfg.assets.iter().position(|a| a.symbol == "USDT");
         let c = match usdt.and_then(|u| index_usd[u]) {
-            Some(c) => Q::price(c),
+            Some(c) => Q::index_price(c),
             None => {
-                let both = index_usd
-                    .iter()
-                    .zip(index_usdt)
-                    .find_map(|(usd, usdt)| Some((Q::price((*usd)?), Q::price((*usdt)?))));
+                let both = index_usd.iter().zip(index_usdt).find_map(|(usd, usdt)| {
+                    Some((Q::index_price((*usd)?), Q::index_price((*usdt)?)))
+                });
                 match both {
                     Some((usd, usdt)) => in_range(usd / usdt)?,
                     None => Q::int(1),
@@ -41,12 +40,14 @@ impl RefModel {
         (0..self.cfg.assets.len())
             .map(|k| {
                 if let Some(p) = index_usd[k] {
-                    return Ok(Some(Q::price(p)));
+                    return Ok(Some(Q::index_price(p)));
                 }
                 if usdt == Some(k) {
                     return Ok(Some(c));
                 }
-                index_usdt[k].map(|p| in_range(Q::price(p) * c)).transpose()
+                index_usdt[k]
+                    .map(|p| in_range(Q::index_price(p) * c))
+                    .transpose()
             })
             .collect()
     }
@@ -56,11 +57,16 @@ impl RefModel {
         &mut self,
         asset: AssetId,
         quote: IndexQuote,
-        price: Price,
+        price: IndexPrice,
         out: &mut Vec<Event>,
     ) -> Res {
         self.check_asset(asset)?;
-        check_price(price)?;
+        if !price.is_positive() {
+            return Err(RejectReason::PriceNotPositive);
+        }
+        if price > MAX_INDEX_PRICE {
+            return Err(RejectReason::PriceTooLarge);
+        }
         let (mut usdt, mut usd) = (self.index_usdt.clone(), self.index_usd.clone());
         match quote {
             IndexQuote::Usdt => usdt[usize::from(asset.0)] = Some(price),
