@@ -11,9 +11,9 @@
 //! rejection (with its stable code) is part of the scenario's output.
 
 use perpcore_types::{
-    AccountId, AssetId, AssetMode, Command, Config, IndexPrice, IndexQuote, InstrumentSpec,
-    MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks, Qty, QtyLots, Side,
-    StpMode, TimeInForce,
+    AccountId, AssetId, AssetMode, Command, ConditionalKind, ConditionalOrder, Config, IndexPrice,
+    IndexQuote, InstrumentSpec, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks,
+    Qty, QtyLots, Rate, Side, StpMode, TimeInForce, WorkingPrice,
 };
 use serde_json::{Map, Value};
 
@@ -340,6 +340,25 @@ pub fn parse_line(cmd: &str, map: &Map<String, Value>, config: &Config) -> Res<L
             ])?;
             cmd_line(ts, Command::PlaceOrder(order(&f, &r)?))
         }
+        "conditional" => {
+            let (f, ts) = engine(&[
+                "account",
+                "symbol",
+                "id",
+                "side",
+                "kind",
+                "trigger",
+                "callback",
+                "working",
+                "price",
+                "tif",
+                "qty",
+                "reduce_only",
+                "close_position",
+                "stp",
+            ])?;
+            cmd_line(ts, Command::PlaceConditional(conditional(&f, &r)?))
+        }
         "cancel" => {
             let (f, ts) = engine(&["account", "id"])?;
             cmd_line(
@@ -485,36 +504,79 @@ fn bad_enum(field: &str, got: &str, allowed: &str) -> String {
     format!("field {field:?}: {got:?} is not one of {allowed}")
 }
 
+/// A `conditional` line: the order fields of [`order`] (its `type` is the kind's: market
+/// for `stop_market`, `take_profit_market` and `trailing_stop`, limit for `stop_limit`
+/// and `take_profit_limit`), plus `kind`, `trigger` (a trailing stop's activation price,
+/// optional), `callback` (trailing stops) and `working` (`mark`, the default, or
+/// `last_trade`).
+fn conditional(f: &Fields<'_>, r: &Resolver<'_>) -> Res<ConditionalOrder> {
+    let spec = r.instrument(f.str("symbol")?)?;
+    let kind = match f.str("kind")? {
+        "stop_market" => ConditionalKind::StopMarket,
+        "stop_limit" => ConditionalKind::StopLimit,
+        "take_profit_market" => ConditionalKind::TakeProfitMarket,
+        "take_profit_limit" => ConditionalKind::TakeProfitLimit,
+        "trailing_stop" => ConditionalKind::TrailingStop,
+        other => {
+            return Err(bad_enum(
+                "kind",
+                other,
+                "stop_market, stop_limit, take_profit_market, take_profit_limit, trailing_stop",
+            ))
+        }
+    };
+    let trailing = kind == ConditionalKind::TrailingStop;
+    let trigger = match (f.opt_str("trigger")?, trailing) {
+        (Some(t), _) => Price::parse(t).map_err(|e| format!("field \"trigger\": {e}"))?,
+        (None, true) => Price(0),
+        (None, false) => return Err("a conditional order needs \"trigger\"".into()),
+    };
+    let callback_rate = match (f.opt_str("callback")?, trailing) {
+        (Some(t), true) => Rate::parse(t).map_err(|e| format!("field \"callback\": {e}"))?,
+        (None, true) => return Err("a trailing stop needs \"callback\"".into()),
+        (Some(_), false) => return Err("only a trailing stop takes \"callback\"".into()),
+        (None, false) => Rate::ZERO,
+    };
+    let working = match f.opt_str("working")?.unwrap_or("mark") {
+        "mark" => WorkingPrice::Mark,
+        "last_trade" => WorkingPrice::LastTrade,
+        other => return Err(bad_enum("working", other, "mark, last_trade")),
+    };
+    let limit = matches!(
+        kind,
+        ConditionalKind::StopLimit | ConditionalKind::TakeProfitLimit
+    );
+    let price = match (limit, f.opt_str("price")?) {
+        (true, Some(t)) => price_ticks(spec, t)?,
+        (true, None) => return Err("a limit kind needs \"price\"".into()),
+        (false, None) => PriceTicks(0),
+        (false, Some(_)) => return Err("a market kind takes no \"price\"".into()),
+    };
+    let close_position = f.bool_or("close_position", false)?;
+    Ok(ConditionalOrder {
+        account: f.account("account")?,
+        instrument: spec.id,
+        order_id: OrderId(f.u64("id")?),
+        side: side(f)?,
+        kind,
+        trigger,
+        callback_rate,
+        working,
+        price,
+        tif: tif(f)?,
+        qty: qty_or_close(f, spec, close_position)?,
+        reduce_only: f.bool_or("reduce_only", false)?,
+        close_position,
+        stp: stp(f)?,
+    })
+}
+
 fn order(f: &Fields<'_>, r: &Resolver<'_>) -> Res<NewOrder> {
     let spec = r.instrument(f.str("symbol")?)?;
-    let side = match f.str("side")? {
-        "buy" => Side::Buy,
-        "sell" => Side::Sell,
-        other => return Err(bad_enum("side", other, "buy, sell")),
-    };
     let order_type = match f.opt_str("type")?.unwrap_or("limit") {
         "limit" => OrderType::Limit,
         "market" => OrderType::Market,
         other => return Err(bad_enum("type", other, "limit, market")),
-    };
-    let tif = match f.opt_str("tif")?.unwrap_or("gtc") {
-        "gtc" => TimeInForce::Gtc,
-        "ioc" => TimeInForce::Ioc,
-        "fok" => TimeInForce::Fok,
-        "post_only" => TimeInForce::PostOnly,
-        other => return Err(bad_enum("tif", other, "gtc, ioc, fok, post_only")),
-    };
-    let stp = match f.opt_str("stp")?.unwrap_or("expire_taker") {
-        "expire_taker" => StpMode::ExpireTaker,
-        "expire_maker" => StpMode::ExpireMaker,
-        "expire_both" => StpMode::ExpireBoth,
-        other => {
-            return Err(bad_enum(
-                "stp",
-                other,
-                "expire_taker, expire_maker, expire_both",
-            ))
-        }
     };
     let price = match (order_type, f.opt_str("price")?) {
         (OrderType::Limit, Some(t)) => price_ticks(spec, t)?,
@@ -525,25 +587,60 @@ fn order(f: &Fields<'_>, r: &Resolver<'_>) -> Res<NewOrder> {
         }
     };
     let close_position = f.bool_or("close_position", false)?;
-    let qty = match (f.opt_str("qty")?, close_position) {
-        (Some(t), _) => qty_lots(spec, t)?,
-        // The engine takes the size from the position.
-        (None, true) => QtyLots::ZERO,
-        (None, false) => return Err("an order needs \"qty\" (unless close_position)".into()),
-    };
     Ok(NewOrder {
         account: f.account("account")?,
         instrument: spec.id,
         order_id: OrderId(f.u64("id")?),
-        side,
+        side: side(f)?,
         order_type,
-        tif,
+        tif: tif(f)?,
         price,
-        qty,
+        qty: qty_or_close(f, spec, close_position)?,
         reduce_only: f.bool_or("reduce_only", false)?,
         close_position,
-        stp,
+        stp: stp(f)?,
     })
+}
+
+fn side(f: &Fields<'_>) -> Res<Side> {
+    match f.str("side")? {
+        "buy" => Ok(Side::Buy),
+        "sell" => Ok(Side::Sell),
+        other => Err(bad_enum("side", other, "buy, sell")),
+    }
+}
+
+fn tif(f: &Fields<'_>) -> Res<TimeInForce> {
+    match f.opt_str("tif")?.unwrap_or("gtc") {
+        "gtc" => Ok(TimeInForce::Gtc),
+        "ioc" => Ok(TimeInForce::Ioc),
+        "fok" => Ok(TimeInForce::Fok),
+        "post_only" => Ok(TimeInForce::PostOnly),
+        other => Err(bad_enum("tif", other, "gtc, ioc, fok, post_only")),
+    }
+}
+
+fn stp(f: &Fields<'_>) -> Res<StpMode> {
+    match f.opt_str("stp")?.unwrap_or("expire_taker") {
+        "expire_taker" => Ok(StpMode::ExpireTaker),
+        "expire_maker" => Ok(StpMode::ExpireMaker),
+        "expire_both" => Ok(StpMode::ExpireBoth),
+        other => Err(bad_enum(
+            "stp",
+            other,
+            "expire_taker, expire_maker, expire_both",
+        )),
+    }
+}
+
+/// `qty`, or none for a close-position order (the engine takes the size from the
+/// position).
+fn qty_or_close(f: &Fields<'_>, spec: &InstrumentSpec, close_position: bool) -> Res<QtyLots> {
+    match (f.opt_str("qty")?, close_position) {
+        (Some(t), _) => qty_lots(spec, t),
+        (None, true) => Ok(QtyLots::ZERO),
+        (None, false) => Err("an order needs \"qty\" (unless close_position)".into()),
+    }
 }
 
 fn money(f: &Fields<'_>, name: &str) -> Res<Money> {
