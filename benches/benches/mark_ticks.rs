@@ -70,6 +70,7 @@ fn config() -> Config {
             fee_to_close: false,
             max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
             funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+            convention: MarginConvention::Binance,
         })
         .collect();
     Config {

@@ -13,7 +13,7 @@ use crate::error::{ConfigError, Result};
 use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
     bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
-    Config, ContractKind, InstrumentId, InstrumentSpec, Money, Price, Qty, QtyLots, Rate, TierUnit,
+    Config, ContractKind, InstrumentId, InstrumentSpec, MarginConvention, Money, Price, Qty, QtyLots, Rate, TierUnit,
     DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MAX_OPEN_ORDERS, HOUR_NS, PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
@@ -109,8 +109,10 @@ pub struct InstrumentFile {
     pub taker_fee: String,
     pub price_band: String,
     pub liquidation_fee: String,
-    #[serde(default)]
-    pub fee_to_close: bool,
+    /// Add the estimated fee to close to IM and MM. Absent: implied by the convention
+    /// (set for `bybit`, unset for `binance`); `bybit` with `false` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_to_close: Option<bool>,
     /// Most open orders per account on this instrument; defaults to 200 (Binance's
     /// limit), at most 10,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +124,9 @@ pub struct InstrumentFile {
     /// ([`crate::fill_brackets`]) before conversion.
     #[serde(default)]
     pub brackets: Vec<BracketFile>,
+    /// `binance` (the default) or `bybit`: docs/MARGIN.md, "Conventions".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convention: Option<MarginConvention>,
 }
 
 /// `[[instruments.brackets]]`: notional floor and cap in the settlement asset.
@@ -358,6 +363,7 @@ fn instrument_from_file(
         return Err(ConfigError::new(p("max_leverage"), "must be positive"));
     }
     let brackets = brackets_from_rows(&rows, &given, max_leverage, &bp)?;
+    let convention = f.convention.unwrap_or_default();
 
     Ok(InstrumentSpec {
         id: InstrumentId(j as u32), // bounded by the caller
@@ -376,7 +382,9 @@ fn instrument_from_file(
         taker_fee: rate(p("taker_fee"), &f.taker_fee)?,
         price_band: rate(p("price_band"), &f.price_band)?,
         liquidation_fee: rate(p("liquidation_fee"), &f.liquidation_fee)?,
-        fee_to_close: f.fee_to_close,
+        fee_to_close: f
+            .fee_to_close
+            .unwrap_or(convention == MarginConvention::Bybit),
         max_open_orders: validate::max_open_orders(
             f.max_open_orders.unwrap_or(DEFAULT_MAX_OPEN_ORDERS),
             &p("max_open_orders"),
@@ -388,6 +396,7 @@ fn instrument_from_file(
                 }),
             &p("funding_interval_hours"),
         )?,
+        convention,
     })
 }
 
@@ -454,10 +463,11 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
                     taker_fee: i.taker_fee.to_string(),
                     price_band: i.price_band.to_string(),
                     liquidation_fee: i.liquidation_fee.to_string(),
-                    fee_to_close: i.fee_to_close,
+                    fee_to_close: Some(i.fee_to_close),
                     max_open_orders: Some(i.max_open_orders),
                     funding_interval_hours: u32::try_from(i.funding_interval_ns / HOUR_NS).ok(),
                     brackets: i.brackets.iter().map(bracket_file).collect(),
+                    convention: Some(i.convention),
                 }
             })
             .collect(),

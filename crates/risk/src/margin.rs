@@ -4,8 +4,8 @@
 
 use crate::account::{Account, Leg};
 use perpcore_types::{
-    div_round, AssetId, AssetMode, Bracket, InstrumentSpec, MarginMode, Money, Price, QtyLots,
-    Rate, Rounding, MAX_PRICE, RATE_SCALE,
+    div_round, AssetId, AssetMode, Bracket, InstrumentSpec, MarginConvention, MarginMode, Money,
+    Price, QtyLots, Rate, Rounding, MAX_PRICE, RATE_SCALE,
 };
 
 /// Marks indexed by instrument id (`None` until the feed sets one).
@@ -21,8 +21,13 @@ pub fn upnl(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     spec.linear_value(leg.qty, mark) - leg.basis
 }
 
-/// Estimated fee to close (Bybit convention, case M6): `|q| × bankruptcy × taker`, with the
-/// bankruptcy price estimated from entry and leverage: `E × (1 ∓ 1/L)`. Rounded up.
+/// Estimated fee to close (Bybit's order cost, case M6): the taker fee on the position's
+/// value at the bankruptcy price estimated from entry and leverage. Linear:
+/// `|q| × E × (1 ∓ 1/L) × taker` (long −, short +). Inverse, in coin:
+/// `contracts × CV / BP × taker` with `BP = E × L / (L ± 1)`, i.e.
+/// `value × (1 ± 1/L) × taker` (long +, short −) where `value = contracts × CV / E`.
+/// `value_at_entry` is the position's value at entry (its basis; for an order, its
+/// notional at the order price). The value at bankruptcy and the fee round up.
 pub fn fee_to_close(
     spec: &InstrumentSpec,
     lots: QtyLots,
@@ -30,11 +35,16 @@ pub fn fee_to_close(
     long: bool,
     leverage: u32,
 ) -> Money {
-    // |q| × E × (1 − 1/L) = value − value/L (long); value + value/L (short).
-    debug_assert!(!spec.is_inverse() && !lots.is_zero());
+    debug_assert!(!lots.is_zero() && leverage >= 1);
     let value = value_at_entry.abs();
-    let im = value.div_int(i64::from(leverage), Rounding::Floor);
-    let bankrupt_value = if long { value - im } else { value + im };
+    let l = i64::from(leverage);
+    // A linear long and an inverse short lose value on the way to bankruptcy; a linear
+    // short and an inverse long (the coin value of a falling price) gain it.
+    let bankrupt_value = if long == spec.is_inverse() {
+        value + value.div_int(l, Rounding::Ceil)
+    } else {
+        value - value.div_int(l, Rounding::Floor)
+    };
     bankrupt_value.mul_rate(spec.taker_fee, Rounding::Ceil)
 }
 
@@ -49,17 +59,24 @@ pub fn position_im(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     im
 }
 
-/// Maintenance margin of a position at mark: `N × mmr_b − cum_b` (MARGIN §3, case M1).
+/// The value a position's maintenance margin is reckoned on (docs/MARGIN.md,
+/// "Conventions"): `binance` the notional at mark, `bybit` the position value at entry
+/// (`|basis|`: linear `|q| × E`, inverse `contracts × CV / E` in coin). Also picks the
+/// bracket.
+pub fn mm_notional(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
+    match spec.convention {
+        MarginConvention::Binance => spec.notional(leg.qty, mark),
+        MarginConvention::Bybit => leg.basis.abs(),
+    }
+}
+
+/// Maintenance margin of a position: `N × mmr_b − cum_b` (MARGIN §3, case M1) on
+/// [`mm_notional`], plus the close fee when the instrument adds it.
 pub fn position_mm(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     if leg.qty.is_zero() {
         return Money::ZERO;
     }
-    let n = spec.notional(leg.qty, mark);
-    let mut mm = spec.maintenance_margin(n);
-    if spec.fee_to_close {
-        mm += fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage);
-    }
-    mm
+    spec.maintenance_margin(mm_notional(leg, spec, mark)) + close_fee(leg, spec)
 }
 
 /// The cost of opening `lots` at `price` with `leverage`: IM, fee to open and (when the
@@ -272,6 +289,23 @@ pub fn liquidation_price(
     let c = wb_plus_others
         .raw()
         .checked_sub(close_fee(leg, spec).raw())?;
+    if spec.convention == MarginConvention::Bybit {
+        // MM on the value at entry does not move with the mark: the condition is
+        // `C − F + uPnL(M) ≤ MM`, one "bracket" with mmr 0 and cum −MM over every price.
+        let flat = Bracket {
+            notional_floor: Money::ZERO,
+            notional_cap: Money::ZERO,
+            max_leverage: 0,
+            mmr: Rate::ZERO,
+            cum: -spec.maintenance_margin(leg.basis.abs()),
+        };
+        let found = if spec.is_inverse() {
+            inverse_bracket(leg, spec, c, &flat, 0, None)
+        } else {
+            linear_bracket(leg, spec, c, &flat, 0, None)
+        };
+        return found?.and_then(|m| i64::try_from(m).ok()).map(Price);
+    }
     let mut best: Option<i128> = None;
     for (b, n_lo, n_hi) in bracket_ranges(spec) {
         let found = if spec.is_inverse() {
@@ -453,6 +487,14 @@ fn clamp_open(
 /// Bankruptcy price: where the pool's (or isolated position's) equity reaches zero:
 /// `BP = (basis − WB − UPNL_other) / q`. Rounded against the account (long up, short
 /// down). `None` when not positive.
+///
+/// `bybit` convention: where equity less the taker fee of closing at that price reaches
+/// zero (Bybit's `BP = E × (1 ∓ 1/L)` for a linear isolated position holding IM + fee
+/// to close; coin-M cross `BP = 1.00075 × contracts / (contracts / E + balance)`).
+/// Linear, exact with the fee rounded up (`⌈|v|·M·t⌉`, `v` = `q` in money-raw per
+/// price-raw): `W + v·M − basis ≥ |v|·M·t` ⟺ `M·(v·RS − |v|·t) ≥ RS·(basis − W)`, one
+/// division. Inverse: the real root `M = q·CV·(1 ± t) / (W + basis)` (long +, short −),
+/// one rounding, as without the fee.
 pub fn bankruptcy_price(
     leg: &Leg,
     spec: &InstrumentSpec,
@@ -461,29 +503,45 @@ pub fn bankruptcy_price(
     if leg.qty.is_zero() {
         return None;
     }
-    if spec.is_inverse() {
-        // W + basis − q·CV/M = 0 → M = q·CV / (W + basis).
-        let x = wb_plus_upnl_others + leg.basis;
-        let rounding = if leg.qty.0 > 0 {
-            Rounding::Ceil
-        } else {
-            Rounding::Floor
-        };
-        if x.is_zero() || (x.is_positive() != (leg.qty.0 > 0)) {
-            return None;
-        }
-        let bp = div_round(spec.inverse_numerator(leg.qty), x.raw(), rounding);
-        return (bp > 0)
-            .then(|| i64::try_from(bp).ok().map(Price))
-            .flatten();
-    }
-    let unit = spec.linear_value(leg.qty, Price(1)).raw();
     let rounding = if leg.qty.0 > 0 {
         Rounding::Ceil
     } else {
         Rounding::Floor
     };
-    let bp = div_round((leg.basis - wb_plus_upnl_others).raw(), unit, rounding);
+    let t = match spec.convention {
+        MarginConvention::Binance => 0,
+        MarginConvention::Bybit => i128::from(spec.taker_fee.raw().max(0)),
+    };
+    if spec.is_inverse() {
+        // W + basis − q·CV·(1 ± t)/M = 0 → M = q·CV·(1 ± t) / (W + basis).
+        let x = wb_plus_upnl_others + leg.basis;
+        if x.is_zero() || (x.is_positive() != (leg.qty.0 > 0)) {
+            return None;
+        }
+        let n = spec.inverse_numerator(leg.qty);
+        let bp = if t == 0 {
+            div_round(n, x.raw(), rounding)
+        } else {
+            let factor = if leg.qty.0 > 0 { RS + t } else { RS - t };
+            div_round(n.checked_mul(factor)?, x.raw().checked_mul(RS)?, rounding)
+        };
+        return (bp > 0)
+            .then(|| i64::try_from(bp).ok().map(Price))
+            .flatten();
+    }
+    let unit = spec.linear_value(leg.qty, Price(1)).raw();
+    let bp = if t == 0 {
+        div_round((leg.basis - wb_plus_upnl_others).raw(), unit, rounding)
+    } else {
+        let den = unit
+            .checked_mul(RS)?
+            .checked_sub(unit.checked_abs()?.checked_mul(t)?)?;
+        if den == 0 {
+            return None;
+        }
+        let num = (leg.basis - wb_plus_upnl_others).raw().checked_mul(RS)?;
+        div_round(num, den, rounding)
+    };
     if bp <= 0 {
         return None;
     }
@@ -539,6 +597,7 @@ mod tests {
             fee_to_close: false,
             max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
             funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+            convention: MarginConvention::Binance,
         }
     }
     fn p(s: &str) -> Price {

@@ -2,7 +2,8 @@
 //! item 3). Invariants checked over generated positions — linear and inverse, long and
 //! short, one lot to millions of lots, one to three brackets, isolated and single-asset
 //! cross (with another position in the pool), with and without the fee to close (linear
-//! only: configuration refuses it on inverse instruments):
+//! and inverse), under the binance convention (MM on the notional at mark) and the bybit
+//! one (MM and fee to close on the value at entry):
 //!
 //! 1. at the reported price the check (`isolated_liquidatable`, `Pool::is_liquidatable`)
 //!    liquidates, and one raw price unit on the safe side it does not (marks are raw
@@ -62,6 +63,8 @@ struct Case {
     first_cap: i64,
     mmrs: [i64; 3],
     fee_to_close: bool,
+    /// The bybit convention (implies the fee to close).
+    bybit: bool,
     taker_raw: i64,
     leverage: u32,
     long: bool,
@@ -108,12 +111,13 @@ fn case() -> impl Strategy<Value = Case> {
             -5_000i64..25_000,
             any::<i64>(),
             proptest::option::of((-1_000_000i64..1_000_000, 1i64..100_000, 1i64..100_000)),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (inverse, lot_raw, cv, nb, cap, (m0, d1, d2), ftc, taker, lev),
-                (long, lots, entry_raw, isolated, bp, extra, other),
+                (long, lots, entry_raw, isolated, bp, extra, other, bybit),
             )| Case {
                 inverse,
                 lot_raw: if inverse { 100_000_000 } else { lot_raw },
@@ -121,7 +125,8 @@ fn case() -> impl Strategy<Value = Case> {
                 brackets: nb,
                 first_cap: cap,
                 mmrs: [m0, m0 + d1, m0 + d1 + d2],
-                fee_to_close: ftc && !inverse,
+                fee_to_close: ftc || bybit,
+                bybit,
                 taker_raw: taker,
                 leverage: lev,
                 long,
@@ -162,6 +167,11 @@ fn spec(c: &Case, id: u32) -> InstrumentSpec {
         fee_to_close: c.fee_to_close,
         max_open_orders: DEFAULT_MAX_OPEN_ORDERS,
         funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
+        convention: if c.bybit {
+            MarginConvention::Bybit
+        } else {
+            MarginConvention::Binance
+        },
     }
 }
 
@@ -202,6 +212,7 @@ impl World {
                 let mut other = c.clone();
                 other.inverse = false;
                 other.fee_to_close = false;
+                other.bybit = false;
                 specs.push(spec(&other, 1));
                 let s = &specs[1];
                 let leg = account.leg_or_default(s);

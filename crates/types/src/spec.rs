@@ -111,6 +111,27 @@ pub struct InstrumentSpec {
     /// funding time the feed announced is settled by the first command sequenced at or
     /// after it; the next one is this interval later unless the feed announces another.
     pub funding_interval_ns: u64,
+    /// Which exchange's margin conventions the instrument follows (docs/MARGIN.md,
+    /// "Conventions"). Last field, so other additions merge cleanly above it.
+    pub convention: MarginConvention,
+}
+
+/// A per-instrument convention profile: where the two exchanges whose worked examples
+/// perpcore reproduces compute margin differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginConvention {
+    /// Binance: maintenance margin on the notional at mark; the fee to close only if
+    /// `fee_to_close` is set; a margin-mode switch is refused while the account has an
+    /// open position or open order on the instrument (Binance -4048 / -4047).
+    #[default]
+    Binance,
+    /// Bybit: maintenance margin (bracket, `mmr`, `cum`) on the position value at entry,
+    /// plus the fee to close (implied: `fee_to_close` must be set); an isolated
+    /// position's margin includes its fee to close; the bankruptcy price is where equity
+    /// less the taker fee of closing there reaches zero; a margin-mode switch with a
+    /// position is re-evaluated (refused, changing nothing, if margin would not cover).
+    Bybit,
 }
 
 /// The open-order limit per account and instrument when a configuration names none.
