@@ -13,8 +13,9 @@ use crate::error::{ConfigError, Result};
 use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
     bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
-    Config, ContractKind, InstrumentId, InstrumentSpec, MarginConvention, Money, Price, Qty, QtyLots, Rate, TierUnit,
-    DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MAX_OPEN_ORDERS, HOUR_NS, PRICE_DECIMALS,
+    Config, ContractKind, InstrumentId, InstrumentSpec, MarginConvention, Money, Price, Qty,
+    QtyLots, Rate, TierUnit, DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MAX_OPEN_ORDERS, HOUR_NS,
+    PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -9,8 +9,7 @@
 use crate::error::{ConfigError, Result};
 use perpcore_types::{
     bracket_cums, AssetSpec, Config, ContractKind, InstrumentSpec, MarginConvention, Money, Qty,
-    Rate, MONEY_SCALE,
-    RATE_SCALE,
+    Rate, MONEY_SCALE, RATE_SCALE,
 };
 use std::collections::HashMap;
 

@@ -650,10 +650,16 @@ mod validation {
             brackets = [{ floor = "0", cap = "100", max_leverage = 100, mmr = "0.005" }]
         "#;
         let i = &load_toml_str(text).unwrap().instruments[0];
-        assert_eq!((i.convention, i.fee_to_close), (MarginConvention::Bybit, true));
+        assert_eq!(
+            (i.convention, i.fee_to_close),
+            (MarginConvention::Bybit, true)
+        );
         let text = text.replace("convention = \"bybit\"", "fee_to_close = true");
         let i = &load_toml_str(&text).unwrap().instruments[0];
-        assert_eq!((i.convention, i.fee_to_close), (MarginConvention::Binance, true));
+        assert_eq!(
+            (i.convention, i.fee_to_close),
+            (MarginConvention::Binance, true)
+        );
         let text = text.replace("fee_to_close = true", "convention = \"okx\"");
         assert!(load_toml_str(&text).is_err(), "unknown convention");
     }

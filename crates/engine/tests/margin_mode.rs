@@ -8,6 +8,10 @@
 //!   `ModeSwitchUnderMargin` (2006), changing nothing, when the account would not have
 //!   enough margin afterwards.
 //!
+//! And the bybit profile end to end: the report's liquidation and bankruptcy prices of an
+//! isolated position are where the engine liquidates it, with every invariant checked
+//! through the takeover.
+//!
 //! Test configuration: BTCUSDT (instrument 0; tick 0.1, lot 0.001, brackets 0.4% to
 //! 50,000 then 0.5%, maker 0.02%, taker 0.05%, default leverage 20) and ETHUSDT
 //! (instrument 1, tick 0.01).
@@ -73,8 +77,14 @@ fn setup(config: Config, deposit: i64) -> TestEngine {
 
 /// The subject buys 0.1 BTC at 60,000 from the maker.
 fn open_long(t: &mut TestEngine) {
-    assert_eq!(t.rejected(order(MAKER, BTCUSDT, 1, Side::Sell, 600_000)), None);
-    assert_eq!(t.rejected(order(SUBJECT, BTCUSDT, 2, Side::Buy, 600_000)), None);
+    assert_eq!(
+        t.rejected(order(MAKER, BTCUSDT, 1, Side::Sell, 600_000)),
+        None
+    );
+    assert_eq!(
+        t.rejected(order(SUBJECT, BTCUSDT, 2, Side::Buy, 600_000)),
+        None
+    );
     assert_eq!(leg(t).qty, QtyLots(100));
 }
 
@@ -152,8 +162,14 @@ fn binance_refuses_a_switch_with_open_orders_or_a_position() {
     assert_eq!(t.engine.account(AccountId(SUBJECT)).cloned(), before);
 
     // Closed (sold back to a maker bid), the switch goes through.
-    assert_eq!(t.rejected(order(MAKER, BTCUSDT, 4, Side::Buy, 600_000)), None);
-    assert_eq!(t.rejected(order(SUBJECT, BTCUSDT, 5, Side::Sell, 600_000)), None);
+    assert_eq!(
+        t.rejected(order(MAKER, BTCUSDT, 4, Side::Buy, 600_000)),
+        None
+    );
+    assert_eq!(
+        t.rejected(order(SUBJECT, BTCUSDT, 5, Side::Sell, 600_000)),
+        None
+    );
     assert!(leg(&t).is_flat());
     assert_eq!(t.rejected(switch(MarginMode::Isolated)), None);
     assert_eq!(leg(&t).mode, MarginMode::Isolated);
@@ -225,4 +241,41 @@ fn bybit_refuses_a_switch_that_leaves_too_little_margin() {
             assert_eq!(leg(&t).mode, MarginMode::Cross);
         }
     }
+}
+
+/// Bybit isolated long 0.1 BTC at 60,000, leverage 20: IW = 300 + 2.85 = 302.85; MM on
+/// the value at entry 6,000 × 0.4% + 2.85 = 26.85. Liquidated when
+/// 302.85 + 0.1 × (M − 60,000) ≤ 26.85 ⟺ M ≤ 57,240 (Bybit's
+/// `LP = E − (IM − MM) / size` = 60,000 − (302.85 − 26.85) / 0.1). Bankruptcy where
+/// 302.85 + 0.1 × (M − 60,000) − 0.1 × M × 0.05% = 0 ⟺ M = 5,697.15 / 0.09995 = 57,000
+/// = 60,000 × (1 − 1/20). The engine does not liquidate at 57,240.00000001 and does at
+/// 57,240.
+#[test]
+fn bybit_isolated_report_prices_are_where_the_engine_liquidates() {
+    let mut t = setup(bybit_config(), 10_000);
+    assert_eq!(t.rejected(switch(MarginMode::Isolated)), None);
+    open_long(&mut t);
+    let r = t.engine.report(AccountId(SUBJECT)).unwrap();
+    let pos = r
+        .positions
+        .iter()
+        .find(|p| p.instrument == "BTCUSDT")
+        .unwrap();
+    assert_eq!(pos.isolated_margin, Money::parse("302.85").unwrap());
+    assert_eq!(pos.maintenance_margin, Money::parse("26.85").unwrap());
+    assert_eq!(pos.liquidation_price, Some(Price::from_int(57_240)));
+    assert_eq!(pos.bankruptcy_price, Some(Price::from_int(57_000)));
+    let liquidated = |events: &[Event]| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::LiquidationTriggered { account, .. } if *account == AccountId(SUBJECT)))
+    };
+    let events = t.run(Command::SetMarkPrice {
+        instrument: BTCUSDT,
+        price: Price::parse("57240.00000001").unwrap(),
+    });
+    assert!(!liquidated(&events), "{events:?}");
+    let events = t.run(mark(57_240));
+    assert!(liquidated(&events), "{events:?}");
+    assert!(leg(&t).is_flat(), "taken over");
 }

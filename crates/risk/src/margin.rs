@@ -1042,7 +1042,11 @@ mod tests {
             let got = liquidation_price(&leg, &s, leg.isolated_margin, p("20000")).unwrap();
             assert_eq!(got, p(lp), "{side:?}");
             assert!(isolated_liquidatable(&leg, &s, got));
-            assert!(!isolated_liquidatable(&leg, &s, Price(got.raw() + side.sign())));
+            assert!(!isolated_liquidatable(
+                &leg,
+                &s,
+                Price(got.raw() + side.sign())
+            ));
             assert_eq!(
                 bankruptcy_price(&leg, &s, leg.isolated_margin),
                 Some(p(bp)),
@@ -1109,7 +1113,11 @@ mod tests {
             let got = liquidation_price(&leg, &s, leg.isolated_margin, p("50000")).unwrap();
             assert_eq!(got, p(lp), "{side:?}");
             assert!(isolated_liquidatable(&leg, &s, got));
-            assert!(!isolated_liquidatable(&leg, &s, Price(got.raw() + side.sign())));
+            assert!(!isolated_liquidatable(
+                &leg,
+                &s,
+                Price(got.raw() + side.sign())
+            ));
             assert_eq!(
                 bankruptcy_price(&leg, &s, leg.isolated_margin),
                 Some(p(bp)),

@@ -10,7 +10,9 @@
 //!    prices: the check is evaluated on that grid);
 //! 2. no price on the safe side liquidates: the next 64 raw units, and sampled prices up
 //!    to `MAX_PRICE` (long) or down to one raw unit (short);
-//! 3. no reported price: no price in `1 ..= MAX_PRICE` liquidates (sampled, both ends).
+//! 3. no reported price: no price in `1 ..= MAX_PRICE` liquidates (sampled, both ends);
+//! 4. bybit, linear: the bankruptcy price is the last mark where equity less the taker fee
+//!    of closing there is not negative.
 //!
 //! Seeds: `perpcore_testkit::prop::config` (fixed in CI, failures persisted next to this
 //! file; `PERPCORE_SOAK=N` runs N times the cases with a fresh printed seed).
@@ -289,6 +291,39 @@ proptest! {
                     prop_assert!(!w.liquidatable(m), "no price reported, liquidatable at {m}");
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(5_000))]
+
+    /// The bybit bankruptcy price of a linear position is exact: the equity less the
+    /// taker fee of closing there (`W + uPnL(M) − ⌈|q|·M·taker⌉`) is not negative at it,
+    /// and negative one raw unit beyond (lower for a long, higher for a short).
+    #[test]
+    fn bybit_linear_bankruptcy_price_is_the_last_solvent_mark(c in case()) {
+        let mut c = c;
+        c.inverse = false;
+        c.bybit = true;
+        c.fee_to_close = true;
+        c.isolated = true;
+        let w = World::new(&c);
+        let leg = &w.account.legs[0];
+        let s = &w.specs[0];
+        let net = |m: i64| {
+            let m = Price(m);
+            leg.isolated_margin + upnl(leg, s, m)
+                - s.notional(leg.qty, m).mul_rate(s.taker_fee, Rounding::Ceil)
+        };
+        let Some(bp) = bankruptcy_price(leg, s, leg.isolated_margin) else {
+            return Ok(());
+        };
+        let bp = bp.raw();
+        prop_assert!(!net(bp).is_negative(), "negative at the reported {bp}");
+        let beyond = if c.long { bp - 1 } else { bp + 1 };
+        if beyond >= 1 {
+            prop_assert!(net(beyond).is_negative(), "solvent at {beyond}, past {bp}");
         }
     }
 }

@@ -99,8 +99,9 @@ pub struct InstrumentSpec {
     pub price_band: Rate,
     /// Charged on the notional taken over in liquidation, paid to the insurance fund.
     pub liquidation_fee: Rate,
-    /// Bybit's convention (case M6): add the estimated fee to close
-    /// (`qty × bankruptcy price × taker`) to IM and MM.
+    /// Bybit's order cost (case M6): add the estimated fee to close (the taker fee on the
+    /// position's value at its bankruptcy price estimated from entry and leverage; linear
+    /// or inverse) to IM and MM. Implied by [`MarginConvention::Bybit`].
     pub fee_to_close: bool,
     /// Most open orders one account may rest on this instrument (Binance: 200). A new
     /// order that could rest (GTC or post-only limit) is refused at the limit with
