@@ -72,6 +72,7 @@ fn config() -> Config {
             funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
             mark_method: MarkMethod::Recorded,
             funding_method: FundingMethod::Recorded,
+            convention: MarginConvention::Binance,
         })
         .collect();
     Config {

@@ -13,9 +13,10 @@ use crate::error::{ConfigError, Result};
 use crate::validate::{self, BracketRow, PathFn};
 use perpcore_types::{
     bracket_cums, format_fixed, AssetId, AssetSpec, Bracket, CollateralSpec, CollateralTier,
-    Config, ContractKind, FundingMethod, InstrumentId, InstrumentSpec, MarkMethod, Money, Price,
-    Qty, QtyLots, Rate, TierUnit, DEFAULT_FUNDING_INTERVAL_NS, DEFAULT_MARK_STEP_NS,
-    DEFAULT_MARK_WINDOW, DEFAULT_MAX_OPEN_ORDERS, DEFAULT_PREMIUM_STEP_NS, HOUR_NS, PRICE_DECIMALS,
+    Config, ContractKind, FundingMethod, InstrumentId, InstrumentSpec, MarginConvention,
+    MarkMethod, Money, Price, Qty, QtyLots, Rate, TierUnit, DEFAULT_FUNDING_INTERVAL_NS,
+    DEFAULT_MARK_STEP_NS, DEFAULT_MARK_WINDOW, DEFAULT_MAX_OPEN_ORDERS, DEFAULT_PREMIUM_STEP_NS,
+    HOUR_NS, PRICE_DECIMALS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -110,8 +111,10 @@ pub struct InstrumentFile {
     pub taker_fee: String,
     pub price_band: String,
     pub liquidation_fee: String,
-    #[serde(default)]
-    pub fee_to_close: bool,
+    /// Add the estimated fee to close to IM and MM. Absent: implied by the convention
+    /// (set for `bybit`, unset for `binance`); `bybit` with `false` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_to_close: Option<bool>,
     /// Most open orders per account on this instrument; defaults to 200 (Binance's
     /// limit), at most 10,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +132,9 @@ pub struct InstrumentFile {
     /// `[instruments.funding]`: absent for a recorded funding rate (the feed's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub funding: Option<FundingFile>,
+    /// `binance` (the default) or `bybit`: docs/MARGIN.md, "Conventions".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convention: Option<MarginConvention>,
 }
 
 /// `[instruments.mark]`: `method = "derived"` (or `"recorded"`, the default), with
@@ -403,6 +409,7 @@ fn instrument_from_file(
         return Err(ConfigError::new(p("max_leverage"), "must be positive"));
     }
     let brackets = brackets_from_rows(&rows, &given, max_leverage, &bp)?;
+    let convention = f.convention.unwrap_or_default();
 
     let mut spec = InstrumentSpec {
         id: InstrumentId(j as u32), // bounded by the caller
@@ -421,7 +428,9 @@ fn instrument_from_file(
         taker_fee: rate(p("taker_fee"), &f.taker_fee)?,
         price_band: rate(p("price_band"), &f.price_band)?,
         liquidation_fee: rate(p("liquidation_fee"), &f.liquidation_fee)?,
-        fee_to_close: f.fee_to_close,
+        fee_to_close: f
+            .fee_to_close
+            .unwrap_or(convention == MarginConvention::Bybit),
         max_open_orders: validate::max_open_orders(
             f.max_open_orders.unwrap_or(DEFAULT_MAX_OPEN_ORDERS),
             &p("max_open_orders"),
@@ -435,6 +444,7 @@ fn instrument_from_file(
         )?,
         mark_method: MarkMethod::Recorded,
         funding_method: FundingMethod::Recorded,
+        convention,
     };
     set_methods(&mut spec, f, &p)?;
     Ok(spec)
@@ -564,7 +574,7 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
                     taker_fee: i.taker_fee.to_string(),
                     price_band: i.price_band.to_string(),
                     liquidation_fee: i.liquidation_fee.to_string(),
-                    fee_to_close: i.fee_to_close,
+                    fee_to_close: Some(i.fee_to_close),
                     max_open_orders: Some(i.max_open_orders),
                     funding_interval_hours: u32::try_from(i.funding_interval_ns / HOUR_NS).ok(),
                     brackets: i.brackets.iter().map(bracket_file).collect(),
@@ -591,6 +601,7 @@ pub fn file_from_config(config: &Config) -> ConfigFile {
                             step_ms: Some(step_ns / 1_000_000),
                         }),
                     },
+                    convention: Some(i.convention),
                 }
             })
             .collect(),

@@ -8,8 +8,8 @@
 
 use crate::error::{ConfigError, Result};
 use perpcore_types::{
-    bracket_cums, AssetSpec, Config, ContractKind, FundingMethod, InstrumentSpec, MarkMethod,
-    Money, Qty, Rate, MONEY_SCALE, RATE_SCALE,
+    bracket_cums, AssetSpec, Config, ContractKind, FundingMethod, InstrumentSpec, MarginConvention,
+    MarkMethod, Money, Qty, Rate, MONEY_SCALE, RATE_SCALE,
 };
 use std::collections::HashMap;
 
@@ -271,6 +271,12 @@ fn check_instrument(
     max_open_orders(inst.max_open_orders, &p("max_open_orders"))?;
     funding_interval(inst.funding_interval_ns, &p("funding_interval_hours"))?;
     check_methods(inst, p)?;
+    if inst.convention == MarginConvention::Bybit && !inst.fee_to_close {
+        return Err(ConfigError::new(
+            p("fee_to_close"),
+            "the bybit convention includes the fee to close (leave it out or set it true)",
+        ));
+    }
     if inst.base_asset == inst.quote_asset {
         return Err(ConfigError::new(
             p("quote"),
@@ -294,12 +300,6 @@ fn check_instrument(
                 return Err(ConfigError::new(
                     p("contract_value"),
                     format!("{contract_value} must be positive"),
-                ));
-            }
-            if inst.fee_to_close {
-                return Err(ConfigError::new(
-                    p("fee_to_close"),
-                    "the fee-to-close convention is implemented for linear contracts only",
                 ));
             }
             if contract_value.0 > MAX_NOTIONAL_UNITS * MONEY_SCALE {

@@ -4,7 +4,8 @@
 
 use perpcore_config::*;
 use perpcore_types::{
-    bracket_cums, AssetId, Config, ContractKind, InstrumentId, Money, Price, Qty, QtyLots, Rate,
+    bracket_cums, AssetId, Config, ContractKind, InstrumentId, MarginConvention, Money, Price, Qty,
+    QtyLots, Rate,
 };
 
 fn m(s: &str) -> Money {
@@ -33,6 +34,7 @@ mod default {
             assert_eq!(i.settle_asset, i.quote_asset);
             assert_eq!(i.price_band, r("0.05"));
             assert!(!i.fee_to_close);
+            assert_eq!(i.convention, MarginConvention::Binance, "the default");
         }
         assert_eq!(validate(&c), Ok(()));
     }
@@ -436,6 +438,14 @@ mod validation {
                 f.instruments[0].quote = "BTC".into();
                 f.instruments[0].settle = Some("BTC".into());
             }),
+            (
+                "bybit convention without the fee to close",
+                "instruments[0].fee_to_close",
+                |f| {
+                    f.instruments[0].convention = Some(MarginConvention::Bybit);
+                    f.instruments[0].fee_to_close = Some(false);
+                },
+            ),
         ];
         for (name, field, mutate) in cases {
             let mut f = default_file();
@@ -589,6 +599,69 @@ mod validation {
         assert_eq!(i.settle_asset, AssetId(0));
         assert_eq!(i.max_leverage, 125);
         assert_eq!(i.brackets[1].cum, m("0.005"));
+        assert!(!i.fee_to_close);
+        assert_eq!(i.convention, MarginConvention::Binance);
+    }
+
+    /// The convention profile: `convention = "bybit"` implies the fee to close (which an
+    /// inverse instrument now takes too); `binance` leaves it to `fee_to_close`; a
+    /// written-out config round-trips both.
+    #[test]
+    fn convention_profiles_and_the_fee_to_close() {
+        let mut f = default_file();
+        f.instruments[0].convention = Some(MarginConvention::Bybit);
+        f.instruments[0].fee_to_close = None;
+        f.instruments[1].convention = Some(MarginConvention::Binance);
+        f.instruments[1].fee_to_close = Some(true);
+        f.instruments[2].fee_to_close = None;
+        let c = config_from_file(&f).unwrap();
+        let kinds: Vec<(MarginConvention, bool)> = c
+            .instruments
+            .iter()
+            .map(|i| (i.convention, i.fee_to_close))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (MarginConvention::Bybit, true),
+                (MarginConvention::Binance, true),
+                (MarginConvention::Binance, false),
+                (MarginConvention::Binance, false),
+            ]
+        );
+        assert_eq!(config_from_file(&file_from_config(&c)).unwrap(), c);
+        let text = r#"
+            assets = [{ symbol = "BTC" }, { symbol = "USD" }]
+            [[instruments]]
+            symbol = "BTCUSD"
+            kind = "inverse"
+            contract_value = "1"
+            base = "BTC"
+            quote = "USD"
+            tick_size = "0.5"
+            lot_size = "1"
+            min_qty = "1"
+            max_qty = "1000000"
+            maker_fee = "0.0002"
+            taker_fee = "0.00055"
+            price_band = "0.05"
+            liquidation_fee = "0"
+            convention = "bybit"
+            brackets = [{ floor = "0", cap = "100", max_leverage = 100, mmr = "0.005" }]
+        "#;
+        let i = &load_toml_str(text).unwrap().instruments[0];
+        assert_eq!(
+            (i.convention, i.fee_to_close),
+            (MarginConvention::Bybit, true)
+        );
+        let text = text.replace("convention = \"bybit\"", "fee_to_close = true");
+        let i = &load_toml_str(&text).unwrap().instruments[0];
+        assert_eq!(
+            (i.convention, i.fee_to_close),
+            (MarginConvention::Binance, true)
+        );
+        let text = text.replace("fee_to_close = true", "convention = \"okx\"");
+        assert!(load_toml_str(&text).is_err(), "unknown convention");
     }
 }
 

@@ -130,6 +130,20 @@ impl Engine {
         {
             return Err(RejectReason::IsolatedInMultiAsset);
         }
+        if spec.convention == MarginConvention::Binance {
+            // Binance refuses to change the margin type while the account has open orders
+            // (-4047) or a position (-4048) on the symbol; asking for the current mode
+            // changes nothing and is accepted.
+            if let Some(leg) = self.state.accounts[k].leg(i).filter(|l| l.mode != mode) {
+                if !leg.open_orders.is_empty() {
+                    return Err(RejectReason::MarginModeWithOpenOrders);
+                }
+                if !leg.is_flat() {
+                    return Err(RejectReason::MarginModeWithPosition);
+                }
+            }
+        }
+        // Bybit: a switch with a position is re-evaluated on a copy of the account.
         let mut acct = self.state.accounts[k].clone();
         let settle = spec.settle_asset.0 as usize;
         let mark = self.state.marks[i.0 as usize];

@@ -210,7 +210,10 @@ impl Engine {
                 t.0.checked_mul(spec.tick_size.raw()).map(Price)
             })
         };
-        let bracket = (!leg.is_flat() && mark.is_some()).then(|| spec.bracket_for(notional));
+        // The bracket the maintenance margin is reckoned in (by the convention's value).
+        let bracket = mark
+            .filter(|_| !leg.is_flat())
+            .map(|m| spec.bracket_for(risk::mm_notional(leg, spec, m)));
         let isolated_margin_ratio =
             (leg.mode == MarginMode::Isolated && !leg.is_flat()).then(|| {
                 let equity = leg.isolated_margin + upnl;

@@ -2,7 +2,9 @@
 //! positions opened through the book (linear BTCUSDT and coin-M BTCUSD_PERP of the test
 //! configuration; long and short; 1 to 20,000 lots; leverage 1 to 100; isolated, single-
 //! asset cross and the USD pool of multi-asset / unified accounts; fee to close on or off
-//! on the linear instrument). Invariants checked:
+//! on either instrument; the binance or the bybit convention, which reckons MM and the
+//! fee to close on the value at entry and gives isolated positions their fee to close as
+//! margin). Invariants checked:
 //!
 //! 1. a mark at the reported liquidation price makes the engine emit
 //!    `LiquidationTriggered` for the account;
@@ -45,6 +47,8 @@ struct Case {
     leverage: u32,
     pool: Pool,
     fee_to_close: bool,
+    /// The bybit convention (implies the fee to close).
+    bybit: bool,
     /// Deposit as a multiple of the initial margin, in percent.
     deposit_pct: i64,
 }
@@ -59,16 +63,18 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(Pool::Isolated), Just(Pool::Cross), Just(Pool::Usd)],
         any::<bool>(),
         105i64..400,
+        any::<bool>(),
     )
         .prop_map(
-            |(inverse, long, lots, entry_ticks, leverage, pool, ftc, deposit_pct)| Case {
+            |(inverse, long, lots, entry_ticks, leverage, pool, ftc, deposit_pct, bybit)| Case {
                 inverse,
                 long,
                 lots,
                 entry_ticks,
                 leverage,
                 pool,
-                fee_to_close: ftc && !inverse,
+                fee_to_close: ftc || bybit,
+                bybit,
                 deposit_pct,
             },
         )
@@ -175,7 +181,12 @@ fn commands(c: &Case) -> Vec<Command> {
 
 fn engine(c: &Case) -> Engine {
     let mut config = test_config();
-    config.instruments[0].fee_to_close = c.fee_to_close;
+    for i in [0, 3] {
+        config.instruments[i].fee_to_close = c.fee_to_close;
+        if c.bybit {
+            config.instruments[i].convention = MarginConvention::Bybit;
+        }
+    }
     let mut e = Engine::new(config);
     let mut out = Vec::new();
     for (i, command) in commands(c).into_iter().enumerate() {

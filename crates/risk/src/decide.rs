@@ -296,9 +296,18 @@ pub fn settle_fill(
             wallet_delta += release;
         }
         if eff.opened_lots > 0 {
-            let add = spec
-                .notional(QtyLots(eff.opened_lots), price)
-                .div_int(i64::from(leg.leverage), Rounding::Ceil);
+            let opened = spec.notional(QtyLots(eff.opened_lots), price);
+            let mut add = opened.div_int(i64::from(leg.leverage), Rounding::Ceil);
+            if spec.convention == MarginConvention::Bybit {
+                // Bybit's position margin: IM plus the opened part's fee to close.
+                add += fee_to_close(
+                    spec,
+                    QtyLots(eff.opened_lots),
+                    opened,
+                    leg.qty.0 > 0,
+                    leg.leverage,
+                );
+            }
             leg.isolated_margin += add;
             wallet_delta -= add + fee;
         } else {

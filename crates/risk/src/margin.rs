@@ -4,8 +4,8 @@
 
 use crate::account::{Account, Leg};
 use perpcore_types::{
-    div_round, AssetId, AssetMode, Bracket, InstrumentSpec, MarginMode, Money, Price, QtyLots,
-    Rate, Rounding, MAX_PRICE, RATE_SCALE,
+    div_round, AssetId, AssetMode, Bracket, InstrumentSpec, MarginConvention, MarginMode, Money,
+    Price, QtyLots, Rate, Rounding, MAX_PRICE, RATE_SCALE,
 };
 
 /// Marks indexed by instrument id (`None` until the feed sets one).
@@ -21,8 +21,13 @@ pub fn upnl(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     spec.linear_value(leg.qty, mark) - leg.basis
 }
 
-/// Estimated fee to close (Bybit convention, case M6): `|q| × bankruptcy × taker`, with the
-/// bankruptcy price estimated from entry and leverage: `E × (1 ∓ 1/L)`. Rounded up.
+/// Estimated fee to close (Bybit's order cost, case M6): the taker fee on the position's
+/// value at the bankruptcy price estimated from entry and leverage. Linear:
+/// `|q| × E × (1 ∓ 1/L) × taker` (long −, short +). Inverse, in coin:
+/// `contracts × CV / BP × taker` with `BP = E × L / (L ± 1)`, i.e.
+/// `value × (1 ± 1/L) × taker` (long +, short −) where `value = contracts × CV / E`.
+/// `value_at_entry` is the position's value at entry (its basis; for an order, its
+/// notional at the order price). The value at bankruptcy and the fee round up.
 pub fn fee_to_close(
     spec: &InstrumentSpec,
     lots: QtyLots,
@@ -30,11 +35,16 @@ pub fn fee_to_close(
     long: bool,
     leverage: u32,
 ) -> Money {
-    // |q| × E × (1 − 1/L) = value − value/L (long); value + value/L (short).
-    debug_assert!(!spec.is_inverse() && !lots.is_zero());
+    debug_assert!(!lots.is_zero() && leverage >= 1);
     let value = value_at_entry.abs();
-    let im = value.div_int(i64::from(leverage), Rounding::Floor);
-    let bankrupt_value = if long { value - im } else { value + im };
+    let l = i64::from(leverage);
+    // A linear long and an inverse short lose value on the way to bankruptcy; a linear
+    // short and an inverse long (the coin value of a falling price) gain it.
+    let bankrupt_value = if long == spec.is_inverse() {
+        value + value.div_int(l, Rounding::Ceil)
+    } else {
+        value - value.div_int(l, Rounding::Floor)
+    };
     bankrupt_value.mul_rate(spec.taker_fee, Rounding::Ceil)
 }
 
@@ -49,17 +59,24 @@ pub fn position_im(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     im
 }
 
-/// Maintenance margin of a position at mark: `N × mmr_b − cum_b` (MARGIN §3, case M1).
+/// The value a position's maintenance margin is reckoned on (docs/MARGIN.md,
+/// "Conventions"): `binance` the notional at mark, `bybit` the position value at entry
+/// (`|basis|`: linear `|q| × E`, inverse `contracts × CV / E` in coin). Also picks the
+/// bracket.
+pub fn mm_notional(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
+    match spec.convention {
+        MarginConvention::Binance => spec.notional(leg.qty, mark),
+        MarginConvention::Bybit => leg.basis.abs(),
+    }
+}
+
+/// Maintenance margin of a position: `N × mmr_b − cum_b` (MARGIN §3, case M1) on
+/// [`mm_notional`], plus the close fee when the instrument adds it.
 pub fn position_mm(leg: &Leg, spec: &InstrumentSpec, mark: Price) -> Money {
     if leg.qty.is_zero() {
         return Money::ZERO;
     }
-    let n = spec.notional(leg.qty, mark);
-    let mut mm = spec.maintenance_margin(n);
-    if spec.fee_to_close {
-        mm += fee_to_close(spec, leg.qty, leg.basis, leg.qty.0 > 0, leg.leverage);
-    }
-    mm
+    spec.maintenance_margin(mm_notional(leg, spec, mark)) + close_fee(leg, spec)
 }
 
 /// The cost of opening `lots` at `price` with `leverage`: IM, fee to open and (when the
@@ -272,6 +289,23 @@ pub fn liquidation_price(
     let c = wb_plus_others
         .raw()
         .checked_sub(close_fee(leg, spec).raw())?;
+    if spec.convention == MarginConvention::Bybit {
+        // MM on the value at entry does not move with the mark: the condition is
+        // `C − F + uPnL(M) ≤ MM`, one "bracket" with mmr 0 and cum −MM over every price.
+        let flat = Bracket {
+            notional_floor: Money::ZERO,
+            notional_cap: Money::ZERO,
+            max_leverage: 0,
+            mmr: Rate::ZERO,
+            cum: -spec.maintenance_margin(leg.basis.abs()),
+        };
+        let found = if spec.is_inverse() {
+            inverse_bracket(leg, spec, c, &flat, 0, None)
+        } else {
+            linear_bracket(leg, spec, c, &flat, 0, None)
+        };
+        return found?.and_then(|m| i64::try_from(m).ok()).map(Price);
+    }
     let mut best: Option<i128> = None;
     for (b, n_lo, n_hi) in bracket_ranges(spec) {
         let found = if spec.is_inverse() {
@@ -453,6 +487,14 @@ fn clamp_open(
 /// Bankruptcy price: where the pool's (or isolated position's) equity reaches zero:
 /// `BP = (basis − WB − UPNL_other) / q`. Rounded against the account (long up, short
 /// down). `None` when not positive.
+///
+/// `bybit` convention: where equity less the taker fee of closing at that price reaches
+/// zero (Bybit's `BP = E × (1 ∓ 1/L)` for a linear isolated position holding IM + fee
+/// to close; coin-M cross `BP = 1.00075 × contracts / (contracts / E + balance)`).
+/// Linear, exact with the fee rounded up (`⌈|v|·M·t⌉`, `v` = `q` in money-raw per
+/// price-raw): `W + v·M − basis ≥ |v|·M·t` ⟺ `M·(v·RS − |v|·t) ≥ RS·(basis − W)`, one
+/// division. Inverse: the real root `M = q·CV·(1 ± t) / (W + basis)` (long +, short −),
+/// one rounding, as without the fee.
 pub fn bankruptcy_price(
     leg: &Leg,
     spec: &InstrumentSpec,
@@ -461,29 +503,45 @@ pub fn bankruptcy_price(
     if leg.qty.is_zero() {
         return None;
     }
-    if spec.is_inverse() {
-        // W + basis − q·CV/M = 0 → M = q·CV / (W + basis).
-        let x = wb_plus_upnl_others + leg.basis;
-        let rounding = if leg.qty.0 > 0 {
-            Rounding::Ceil
-        } else {
-            Rounding::Floor
-        };
-        if x.is_zero() || (x.is_positive() != (leg.qty.0 > 0)) {
-            return None;
-        }
-        let bp = div_round(spec.inverse_numerator(leg.qty), x.raw(), rounding);
-        return (bp > 0)
-            .then(|| i64::try_from(bp).ok().map(Price))
-            .flatten();
-    }
-    let unit = spec.linear_value(leg.qty, Price(1)).raw();
     let rounding = if leg.qty.0 > 0 {
         Rounding::Ceil
     } else {
         Rounding::Floor
     };
-    let bp = div_round((leg.basis - wb_plus_upnl_others).raw(), unit, rounding);
+    let t = match spec.convention {
+        MarginConvention::Binance => 0,
+        MarginConvention::Bybit => i128::from(spec.taker_fee.raw().max(0)),
+    };
+    if spec.is_inverse() {
+        // W + basis − q·CV·(1 ± t)/M = 0 → M = q·CV·(1 ± t) / (W + basis).
+        let x = wb_plus_upnl_others + leg.basis;
+        if x.is_zero() || (x.is_positive() != (leg.qty.0 > 0)) {
+            return None;
+        }
+        let n = spec.inverse_numerator(leg.qty);
+        let bp = if t == 0 {
+            div_round(n, x.raw(), rounding)
+        } else {
+            let factor = if leg.qty.0 > 0 { RS + t } else { RS - t };
+            div_round(n.checked_mul(factor)?, x.raw().checked_mul(RS)?, rounding)
+        };
+        return (bp > 0)
+            .then(|| i64::try_from(bp).ok().map(Price))
+            .flatten();
+    }
+    let unit = spec.linear_value(leg.qty, Price(1)).raw();
+    let bp = if t == 0 {
+        div_round((leg.basis - wb_plus_upnl_others).raw(), unit, rounding)
+    } else {
+        let den = unit
+            .checked_mul(RS)?
+            .checked_sub(unit.checked_abs()?.checked_mul(t)?)?;
+        if den == 0 {
+            return None;
+        }
+        let num = (leg.basis - wb_plus_upnl_others).raw().checked_mul(RS)?;
+        div_round(num, den, rounding)
+    };
     if bp <= 0 {
         return None;
     }
@@ -541,6 +599,7 @@ mod tests {
             funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
             mark_method: MarkMethod::Recorded,
             funding_method: FundingMethod::Recorded,
+            convention: MarginConvention::Binance,
         }
     }
     fn p(s: &str) -> Price {
@@ -858,6 +917,237 @@ mod tests {
         iso.isolated_margin = iw;
         assert!(isolated_liquidatable(&iso, &s, p("55333.33333281")));
         assert!(!isolated_liquidatable(&iso, &s, p("55333.33333280")));
+    }
+
+    /// Case M6 for an inverse contract (Bybit, "Order Cost (Perpetuals & Futures
+    /// Trading)", https://testnet.bybit.com/en/help-center/article/Order-Cost-USDT-Contract:
+    /// fee to close of a buy = contracts / price × (1 + 1/L) × taker, of a sell
+    /// × (1 − 1/L); its worked example as mirrored at https://ukcamo.com/14820.html): long
+    /// 10,000 USD of ETHUSD (1 USD contracts) at 2,000, 25x, taker 0.055%: value
+    /// 10,000 / 2,000 = 5 ETH; IM 5 / 25 = 0.2; open fee 5 × 0.00055 = 0.00275; close fee
+    /// 5 × 1.04 × 0.00055 = 0.00286; order cost 0.20561 ETH. The sell (worked by hand):
+    /// close fee 5 × 0.96 × 0.00055 = 0.00264, cost 0.20539.
+    #[test]
+    fn m6_inverse_order_cost_with_fee_to_close() {
+        let mut s = inverse("1");
+        s.taker_fee = Rate::parse("0.00055").unwrap();
+        s.fee_to_close = true;
+        let m = |v: &str| Money::parse(v).unwrap();
+        let c = order_cost(&s, QtyLots(10_000), p("2000"), true, 25);
+        assert_eq!(c.initial_margin, m("0.2"));
+        assert_eq!(c.open_fee, m("0.00275"));
+        assert_eq!(c.close_fee, m("0.00286"));
+        assert_eq!(c.total(), m("0.20561"));
+        let c = order_cost(&s, QtyLots(10_000), p("2000"), false, 25);
+        assert_eq!(c.close_fee, m("0.00264"));
+        assert_eq!(c.total(), m("0.20539"));
+        // A position carries the same fee in its MM and IM (at its basis of 5 ETH).
+        let mut leg = Leg::new(s.id, 125);
+        leg.leverage = 25;
+        apply_fill(&mut leg, &s, Side::Buy, 10_000, p("2000"));
+        assert_eq!(close_fee(&leg, &s), m("0.00286"));
+        // MM = ⌈5 × 0.4%⌉ + 0.00286 = 0.02286; IM = 0.2 + 0.00286.
+        assert_eq!(position_mm(&leg, &s, p("2000")), m("0.02286"));
+        assert_eq!(position_im(&leg, &s, p("2000")), m("0.20286"));
+    }
+
+    /// Fee to close on an inverse instrument under the binance convention (MM at mark):
+    /// the reported price still is the check's first liquidating mark. Long 100 × 100 USD
+    /// at 50,000 (basis 0.2 BTC), 10x, taker 0.06%, mmr 0.4%, IW 0.02 BTC. Close fee
+    /// F = 0.2 × (1 + 1/10) × 0.0006 = 0.000132 BTC. Liquidated when
+    /// `0.02 + 0.2 − N ≤ ⌈0.004·N⌉ + 0.000132` (N = ⌈10^24 / M⌉ raw): with
+    /// A = 0.219868·10^12, `1.004·N > A − 1` ⟺ N ≥ ⌊(A − 1)/1.004⌋ + 1 = 218,992,031,872,
+    /// and `⌈10^24/M⌉ ≥ 218,992,031,872` ⟺ M ≤ ⌊(10^24 − 1)/218,992,031,871⌋
+    /// = 4,566,376,189,381 → 45,663.76189381 (real root 10,000 × 1.004 / 0.219868
+    /// = 45,663.7618934…). Without F: 45,636.36363659 (`inverse_liquidation_and_…`).
+    #[test]
+    fn inverse_fee_to_close_liquidation_price() {
+        let mut s = inverse("100");
+        s.taker_fee = Rate::parse("0.0006").unwrap();
+        s.fee_to_close = true;
+        let mut leg = Leg::new(s.id, 125);
+        leg.leverage = 10;
+        leg.mode = MarginMode::Isolated;
+        apply_fill(&mut leg, &s, Side::Buy, 100, p("50000"));
+        let iw = Money::parse("0.02").unwrap();
+        leg.isolated_margin = iw;
+        assert_eq!(close_fee(&leg, &s), Money::parse("0.000132").unwrap());
+        let lp = liquidation_price(&leg, &s, iw, p("50000")).unwrap();
+        assert_eq!(lp, p("45663.76189381"));
+        assert!(isolated_liquidatable(&leg, &s, lp));
+        assert!(!isolated_liquidatable(&leg, &s, Price(lp.raw() + 1)));
+    }
+
+    fn bybit(mut s: InstrumentSpec, taker: &str) -> InstrumentSpec {
+        s.convention = MarginConvention::Bybit;
+        s.fee_to_close = true;
+        s.taker_fee = Rate::parse(taker).unwrap();
+        s.brackets[0].mmr = Rate::parse("0.005").unwrap();
+        s
+    }
+
+    /// Opens `lots` at `price` on an isolated leg at `leverage` through `settle_fill`
+    /// (which moves the position margin out of the wallet), no trading fee.
+    fn isolated_open(
+        s: &InstrumentSpec,
+        side: Side,
+        lots: i64,
+        price: &str,
+        leverage: u32,
+    ) -> (Leg, Money) {
+        let mut leg = Leg::new(s.id, 125);
+        leg.leverage = leverage;
+        leg.mode = MarginMode::Isolated;
+        let st = crate::decide::settle_fill(
+            &mut leg,
+            s,
+            side,
+            QtyLots(lots),
+            p(price),
+            Money::ZERO,
+            false,
+        );
+        (leg, st.wallet_delta)
+    }
+
+    /// Bybit's isolated liquidation price, linear ("Liquidation Price (USDT Contract)",
+    /// https://testnet.bybit.com/en-US/help-center/s/article/Liquidation-Price-USDT-Contract,
+    /// Example 1): long 1 BTC at 20,000, 50x, MMR 0.5%: IM 20,000 / 50 = 400, MM
+    /// 20,000 × 0.5% = 100, LP = 20,000 − (400 − 100) = 19,700. The short, by the page's
+    /// formula `LP = E + (IM − MM) / size`: 20,300. Under the bybit convention the position
+    /// margin also holds the fee to close and MM adds it, so it cancels: taker 0.055%,
+    /// long F = 20,000 × (1 − 1/50) × 0.055% = 10.78, IW = 410.78, MM = 110.78:
+    /// 410.78 + (M − 20,000) ≤ 110.78 ⟺ M ≤ 19,700 exactly; short F = 20,000 × 1.02 ×
+    /// 0.055% = 11.22, IW 411.22, MM 111.22: 411.22 + (20,000 − M) ≤ 111.22 ⟺ M ≥ 20,300.
+    /// The binance convention on the same long (MM at mark, same fee, same IW):
+    /// 410.78 + M − 20,000 ≤ 0.005·M + 10.78 ⟺ M ≤ 19,600 / 0.995 = 19,698.4924623115…
+    /// → 19,698.49246231.
+    /// Bankruptcy (Bybit's `E × (1 ∓ 1/L)`, the price the fee to close is reckoned at on
+    /// the order-cost page): long where 410.78 + (M − 20,000) − 0.00055·M = 0 ⟺
+    /// M = 19,589.22 / 0.99945 = 19,600 = 20,000 × 0.98; short
+    /// 411.22 + 20,000 − M − 0.00055·M = 0 ⟺ M = 20,411.22 / 1.00055 = 20,400.
+    #[test]
+    fn bybit_linear_isolated_liquidation_and_bankruptcy_prices() {
+        let s = bybit(spec_single_bracket(), "0.00055");
+        let m = |v: &str| Money::parse(v).unwrap();
+        for (side, iw, mm, lp, bp) in [
+            (Side::Buy, "410.78", "110.78", "19700", "19600"),
+            (Side::Sell, "411.22", "111.22", "20300", "20400"),
+        ] {
+            let (leg, wallet) = isolated_open(&s, side, 1000, "20000", 50);
+            assert_eq!(leg.isolated_margin, m(iw), "{side:?}");
+            assert_eq!(wallet, -m(iw), "{side:?}");
+            // MM on the value at entry: the same at any mark.
+            for mark in ["20000", "15000", "25000"] {
+                assert_eq!(position_mm(&leg, &s, p(mark)), m(mm), "{side:?} {mark}");
+            }
+            let got = liquidation_price(&leg, &s, leg.isolated_margin, p("20000")).unwrap();
+            assert_eq!(got, p(lp), "{side:?}");
+            assert!(isolated_liquidatable(&leg, &s, got));
+            assert!(!isolated_liquidatable(
+                &leg,
+                &s,
+                Price(got.raw() + side.sign())
+            ));
+            assert_eq!(
+                bankruptcy_price(&leg, &s, leg.isolated_margin),
+                Some(p(bp)),
+                "{side:?}"
+            );
+        }
+        let mut binance = s.clone();
+        binance.convention = MarginConvention::Binance;
+        let (leg, _) = isolated_open(&binance, Side::Buy, 1000, "20000", 50);
+        assert_eq!(leg.isolated_margin, m("400"), "binance: IM only");
+        let mut leg = leg;
+        leg.isolated_margin = m("410.78");
+        let got = liquidation_price(&leg, &binance, leg.isolated_margin, p("20000")).unwrap();
+        assert_eq!(got, p("19698.49246231"));
+        assert!(isolated_liquidatable(&leg, &binance, got));
+        assert!(!isolated_liquidatable(&leg, &binance, Price(got.raw() + 1)));
+        // Binance's bankruptcy price has no closing fee: 20,000 − 410.78 = 19,589.22.
+        assert_eq!(
+            bankruptcy_price(&leg, &binance, leg.isolated_margin),
+            Some(p("19589.22"))
+        );
+    }
+
+    /// Bybit's isolated liquidation price, inverse ("Liquidation Price Calculation under
+    /// Isolated Mode (Unified Trading Account)",
+    /// https://www.kbybit.com/en/help-center/article/Liquidation-Price-Calculation-under-Isolated-Mode-Unified-Trading-Account):
+    /// long 60,000 USD of BTCUSD at 50,000, 10x, MMR 0.5%: position value 1.2 BTC, IM
+    /// 0.12, MM 0.006, LP = 60,000 / (1.2 + 0.12 − 0.006) = 60,000 / 1.314
+    /// = 45,662.1004566…; the short by the page's formula 60,000 / (1.2 − 0.12 + 0.006)
+    /// = 55,248.6187845…. With taker 0.055% the fee to close (long 1.2 × 1.1 × 0.055%
+    /// = 0.000726, short 1.2 × 0.9 × 0.055% = 0.000594) is in both IW and MM and cancels.
+    /// The check reads `N = ⌈6·10^24 / M⌉` (raw): long liquidated when
+    /// 1.320726·10^12 − N ≤ 0.006726·10^12 ⟺ N ≥ 1,314,000,000,000 ⟺
+    /// M ≤ ⌊(6·10^24 − 1) / 1,313,999,999,999⌋ = 4,566,210,045,665 → 45,662.10045665;
+    /// short (uPnL = ⌊6·10^24/M⌋ − 1.2·10^12): ⌊6·10^24/M⌋ ≤ 1,086,000,000,000 ⟺
+    /// M ≥ ⌊6·10^24 / 1,086,000,000,001⌋ + 1 = 5,524,861,878,448 → 55,248.61878448.
+    /// Bankruptcy (Bybit's isolated `E × L / (L ± 1)`): long 60,000 × 1.00055 / 1.320726
+    /// = 50,000 × 10/11 = 45,454.5454… (up: 45,454.54545455); short 60,000 × 0.99945 /
+    /// 1.079406 = 50,000 × 10/9 = 55,555.5555… (down: 55,555.55555555).
+    #[test]
+    fn bybit_inverse_isolated_liquidation_and_bankruptcy_prices() {
+        let s = bybit(inverse("1"), "0.00055");
+        let m = |v: &str| Money::parse(v).unwrap();
+        for (side, iw, mm, lp, bp) in [
+            (
+                Side::Buy,
+                "0.120726",
+                "0.006726",
+                "45662.10045665",
+                "45454.54545455",
+            ),
+            (
+                Side::Sell,
+                "0.120594",
+                "0.006594",
+                "55248.61878448",
+                "55555.55555555",
+            ),
+        ] {
+            let (leg, _) = isolated_open(&s, side, 60_000, "50000", 10);
+            assert_eq!(leg.basis.abs(), m("1.2"));
+            assert_eq!(leg.isolated_margin, m(iw), "{side:?}");
+            assert_eq!(position_mm(&leg, &s, p("40000")), m(mm), "{side:?}");
+            let got = liquidation_price(&leg, &s, leg.isolated_margin, p("50000")).unwrap();
+            assert_eq!(got, p(lp), "{side:?}");
+            assert!(isolated_liquidatable(&leg, &s, got));
+            assert!(!isolated_liquidatable(
+                &leg,
+                &s,
+                Price(got.raw() + side.sign())
+            ));
+            assert_eq!(
+                bankruptcy_price(&leg, &s, leg.isolated_margin),
+                Some(p(bp)),
+                "{side:?}"
+            );
+        }
+    }
+
+    /// Bybit's cross bankruptcy price, inverse ("How to calculate Liquidation Price
+    /// (Inverse Contract)",
+    /// https://help.bybit.com/hc/en-us/articles/360039261334-How-to-calculate-Liquidation-Price-Inverse-Contract-):
+    /// balance 0.5 BTC, long 10,000 contracts (1 USD) at 8,000, taker 0.075%:
+    /// BP = 1.00075 × 10,000 / (10,000 / 8,000 + 0.5) = 10,007.5 / 1.75 = 5,718.5714…,
+    /// published as 5,718.57; rounded up to the raw unit 5,718.57142858. (The page's
+    /// liquidation price estimates the fee to close at this cross bankruptcy price;
+    /// perpcore estimates it from the leverage, as the order cost does.)
+    #[test]
+    fn bybit_inverse_cross_bankruptcy_price() {
+        let s = bybit(inverse("1"), "0.00075");
+        let mut leg = Leg::new(s.id, 125);
+        apply_fill(&mut leg, &s, Side::Buy, 10_000, p("8000"));
+        assert_eq!(leg.basis, Money::parse("1.25").unwrap());
+        let bp = bankruptcy_price(&leg, &s, Money::parse("0.5").unwrap()).unwrap();
+        assert_eq!(bp, p("5718.57142858"));
+        assert_eq!(
+            format_fixed(i128::from(bp.raw()) / 1_000_000 * 1_000_000, 8, 2),
+            "5718.57"
+        );
     }
 
     /// The valuation cache never serves values computed from other inputs, and it is

@@ -2,14 +2,17 @@
 //! item 3). Invariants checked over generated positions — linear and inverse, long and
 //! short, one lot to millions of lots, one to three brackets, isolated and single-asset
 //! cross (with another position in the pool), with and without the fee to close (linear
-//! only: configuration refuses it on inverse instruments):
+//! and inverse), under the binance convention (MM on the notional at mark) and the bybit
+//! one (MM and fee to close on the value at entry):
 //!
 //! 1. at the reported price the check (`isolated_liquidatable`, `Pool::is_liquidatable`)
 //!    liquidates, and one raw price unit on the safe side it does not (marks are raw
 //!    prices: the check is evaluated on that grid);
 //! 2. no price on the safe side liquidates: the next 64 raw units, and sampled prices up
 //!    to `MAX_PRICE` (long) or down to one raw unit (short);
-//! 3. no reported price: no price in `1 ..= MAX_PRICE` liquidates (sampled, both ends).
+//! 3. no reported price: no price in `1 ..= MAX_PRICE` liquidates (sampled, both ends);
+//! 4. bybit, linear: the bankruptcy price is the last mark where equity less the taker fee
+//!    of closing there is not negative.
 //!
 //! Seeds: `perpcore_testkit::prop::config` (fixed in CI, failures persisted next to this
 //! file; `PERPCORE_SOAK=N` runs N times the cases with a fresh printed seed).
@@ -62,6 +65,8 @@ struct Case {
     first_cap: i64,
     mmrs: [i64; 3],
     fee_to_close: bool,
+    /// The bybit convention (implies the fee to close).
+    bybit: bool,
     taker_raw: i64,
     leverage: u32,
     long: bool,
@@ -108,12 +113,13 @@ fn case() -> impl Strategy<Value = Case> {
             -5_000i64..25_000,
             any::<i64>(),
             proptest::option::of((-1_000_000i64..1_000_000, 1i64..100_000, 1i64..100_000)),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (inverse, lot_raw, cv, nb, cap, (m0, d1, d2), ftc, taker, lev),
-                (long, lots, entry_raw, isolated, bp, extra, other),
+                (long, lots, entry_raw, isolated, bp, extra, other, bybit),
             )| Case {
                 inverse,
                 lot_raw: if inverse { 100_000_000 } else { lot_raw },
@@ -121,7 +127,8 @@ fn case() -> impl Strategy<Value = Case> {
                 brackets: nb,
                 first_cap: cap,
                 mmrs: [m0, m0 + d1, m0 + d1 + d2],
-                fee_to_close: ftc && !inverse,
+                fee_to_close: ftc || bybit,
+                bybit,
                 taker_raw: taker,
                 leverage: lev,
                 long,
@@ -164,6 +171,11 @@ fn spec(c: &Case, id: u32) -> InstrumentSpec {
         funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
         mark_method: MarkMethod::Recorded,
         funding_method: FundingMethod::Recorded,
+        convention: if c.bybit {
+            MarginConvention::Bybit
+        } else {
+            MarginConvention::Binance
+        },
     }
 }
 
@@ -204,6 +216,7 @@ impl World {
                 let mut other = c.clone();
                 other.inverse = false;
                 other.fee_to_close = false;
+                other.bybit = false;
                 specs.push(spec(&other, 1));
                 let s = &specs[1];
                 let leg = account.leg_or_default(s);
@@ -280,6 +293,39 @@ proptest! {
                     prop_assert!(!w.liquidatable(m), "no price reported, liquidatable at {m}");
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(5_000))]
+
+    /// The bybit bankruptcy price of a linear position is exact: the equity less the
+    /// taker fee of closing there (`W + uPnL(M) − ⌈|q|·M·taker⌉`) is not negative at it,
+    /// and negative one raw unit beyond (lower for a long, higher for a short).
+    #[test]
+    fn bybit_linear_bankruptcy_price_is_the_last_solvent_mark(c in case()) {
+        let mut c = c;
+        c.inverse = false;
+        c.bybit = true;
+        c.fee_to_close = true;
+        c.isolated = true;
+        let w = World::new(&c);
+        let leg = &w.account.legs[0];
+        let s = &w.specs[0];
+        let net = |m: i64| {
+            let m = Price(m);
+            leg.isolated_margin + upnl(leg, s, m)
+                - s.notional(leg.qty, m).mul_rate(s.taker_fee, Rounding::Ceil)
+        };
+        let Some(bp) = bankruptcy_price(leg, s, leg.isolated_margin) else {
+            return Ok(());
+        };
+        let bp = bp.raw();
+        prop_assert!(!net(bp).is_negative(), "negative at the reported {bp}");
+        let beyond = if c.long { bp - 1 } else { bp + 1 };
+        if beyond >= 1 {
+            prop_assert!(net(beyond).is_negative(), "solvent at {beyond}, past {bp}");
         }
     }
 }

@@ -66,6 +66,7 @@ pub fn btcusdt() -> InstrumentSpec {
         funding_interval_ns: DEFAULT_FUNDING_INTERVAL_NS,
         mark_method: MarkMethod::Recorded,
         funding_method: FundingMethod::Recorded,
+        convention: MarginConvention::Binance,
     }
 }
 

@@ -78,6 +78,8 @@ reasons! {
     IsolatedInMultiAsset = 2014, "isolated margin is not available in multi-asset mode or the unified account";
     AssetModeUnderMargin = 2015, "the new asset mode would leave the pool under its initial margin";
     CoinMInMultiAsset = 2016, "coin-M positions need single-asset mode or the unified account";
+    MarginModeWithOpenOrders = 2017, "margin mode cannot change while the account has open orders on the instrument (binance convention)";
+    MarginModeWithPosition = 2018, "margin mode cannot change while the account has a position on the instrument (binance convention)";
     // 3xxx book
     PostOnlyWouldTake = 3001, "post-only order would take liquidity";
     FokCannotFill = 3002, "fill-or-kill order cannot fill completely";

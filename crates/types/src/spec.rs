@@ -99,8 +99,9 @@ pub struct InstrumentSpec {
     pub price_band: Rate,
     /// Charged on the notional taken over in liquidation, paid to the insurance fund.
     pub liquidation_fee: Rate,
-    /// Bybit's convention (case M6): add the estimated fee to close
-    /// (`qty × bankruptcy price × taker`) to IM and MM.
+    /// Bybit's order cost (case M6): add the estimated fee to close (the taker fee on the
+    /// position's value at its bankruptcy price estimated from entry and leverage; linear
+    /// or inverse) to IM and MM. Implied by [`MarginConvention::Bybit`].
     pub fee_to_close: bool,
     /// Most open orders one account may rest on this instrument (Binance: 200). A new
     /// order that could rest (GTC or post-only limit) is refused at the limit with
@@ -116,6 +117,27 @@ pub struct InstrumentSpec {
     /// Where the funding rate comes from: the feed's (`SetFundingRate`) or derived from
     /// the engine's own book.
     pub funding_method: FundingMethod,
+    /// Which exchange's margin conventions the instrument follows (docs/MARGIN.md,
+    /// "Conventions"). Last field, so other additions merge cleanly above it.
+    pub convention: MarginConvention,
+}
+
+/// A per-instrument convention profile: where the two exchanges whose worked examples
+/// perpcore reproduces compute margin differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginConvention {
+    /// Binance: maintenance margin on the notional at mark; the fee to close only if
+    /// `fee_to_close` is set; a margin-mode switch is refused while the account has an
+    /// open position or open order on the instrument (Binance -4048 / -4047).
+    #[default]
+    Binance,
+    /// Bybit: maintenance margin (bracket, `mmr`, `cum`) on the position value at entry,
+    /// plus the fee to close (implied: `fee_to_close` must be set); an isolated
+    /// position's margin includes its fee to close; the bankruptcy price is where equity
+    /// less the taker fee of closing there reaches zero; a margin-mode switch with a
+    /// position is re-evaluated (refused, changing nothing, if margin would not cover).
+    Bybit,
 }
 
 /// How an instrument's mark price is set (MARGIN §1).

@@ -25,6 +25,12 @@ impl RefModel {
         if spec.as_ref().is_some_and(|s| s.fee_to_close) {
             return Some("fee-to-close convention");
         }
+        if spec
+            .as_ref()
+            .is_some_and(|s| s.convention != MarginConvention::Binance)
+        {
+            return Some("bybit convention");
+        }
         None
     }
 

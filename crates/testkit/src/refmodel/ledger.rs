@@ -255,35 +255,18 @@ impl RefModel {
             return Err(RejectReason::IsolatedInMultiAsset);
         }
         let mut acct = self.acct(id).expect("account").clone();
-        let settle = usize::from(spec.settle_asset.0);
-        let leg = acct.leg_mut(&spec).clone();
-        if leg.mode != mode && leg.lots != 0 {
-            let m = self.marks[i.0 as usize].expect("mark");
-            let l = acct.leg_mut(&spec);
-            match mode {
-                MarginMode::Isolated => {
-                    // The isolated position starts at exactly its IM: IW + uPnL = IM.
-                    let iw = (leg.im(&spec, m) - leg.upnl(&spec, m)).max(Q::ZERO);
-                    l.isolated_margin = iw;
-                    l.mode = MarginMode::Isolated;
-                    acct.wallets[settle] -= iw;
-                }
-                MarginMode::Cross => {
-                    l.isolated_margin = Q::ZERO;
-                    l.mode = MarginMode::Cross;
-                    acct.wallets[settle] += leg.isolated_margin;
-                }
+        let leg = acct.leg_mut(&spec);
+        // Binance convention (the only one the model covers): no switch with open orders
+        // (-4047) or a position (-4048) on the instrument; the same mode is accepted.
+        if leg.mode != mode {
+            if !self.orders_of(id, i).is_empty() {
+                return Err(RejectReason::MarginModeWithOpenOrders);
             }
-            if self
-                .pool_of(&acct, spec.settle_asset)
-                .available()
-                .is_negative()
-            {
-                return Err(RejectReason::ModeSwitchUnderMargin);
+            if leg.lots != 0 {
+                return Err(RejectReason::MarginModeWithPosition);
             }
-        } else {
-            acct.leg_mut(&spec).mode = mode;
         }
+        leg.mode = mode;
         *self.acct_mut(id) = acct;
         out.push(Event::MarginModeSet {
             account: id,
