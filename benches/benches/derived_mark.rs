@@ -18,54 +18,17 @@
 #![allow(clippy::float_arithmetic)]
 
 use hdrhistogram::Histogram;
-use perpcore_engine::Engine;
+use perpcore_benches::Driver;
 use perpcore_types::*;
 use rand::{Rng, SeedableRng};
-use std::time::Instant;
 
 const SECOND: u64 = 1_000_000_000;
 const BTCUSDT: InstrumentId = InstrumentId(0);
 const LEVELS: i64 = 1_000;
 const TICKS: u64 = 2_000;
 
-struct Driver {
-    e: Engine,
-    seq: u64,
-    out: Vec<Event>,
-}
-
-impl Driver {
-    fn apply(&mut self, ts: u64, command: Command) {
-        self.seq += 1;
-        self.out.clear();
-        self.e.apply(
-            &Envelope {
-                seq: self.seq,
-                ts_ns: ts,
-                command,
-            },
-            &mut self.out,
-        );
-        if let Some(Event::Rejected { reason, .. }) = self.out.first() {
-            panic!("setup command refused: {reason:?}");
-        }
-    }
-}
-
 fn order(account: u64, id: u64, side: Side, ticks: i64) -> Command {
-    Command::PlaceOrder(NewOrder {
-        account: AccountId(account),
-        instrument: BTCUSDT,
-        order_id: OrderId(id),
-        side,
-        order_type: OrderType::Limit,
-        tif: TimeInForce::Gtc,
-        price: PriceTicks(ticks),
-        qty: QtyLots(1),
-        reduce_only: false,
-        close_position: false,
-        stp: StpMode::ExpireTaker,
-    })
+    perpcore_testkit::fixtures::limit_order(account, id, BTCUSDT, side, PriceTicks(ticks), 1)
 }
 
 fn loaded(positions: u64, derived: bool) -> Driver {
@@ -84,21 +47,22 @@ fn loaded(positions: u64, derived: bool) -> Driver {
             step_ns: 5 * SECOND,
         };
     }
-    let mut d = Driver {
-        e: Engine::new(config),
-        seq: 0,
-        out: Vec::new(),
+    let mut d = Driver::new(config);
+    let setup = |d: &mut Driver, ts: u64, c: Command| {
+        d.apply(ts, c);
+        assert_eq!(d.refused(), None, "setup command refused");
     };
     let index = Command::SetIndexPrice {
         instrument: BTCUSDT,
         price: Price::from_int(60_000),
     };
-    d.apply(1, index.clone());
+    setup(&mut d, 1, index.clone());
     if derived {
         // The first sample (1 s): no mid, no trade, so the median is the index.
-        d.apply(SECOND, index);
+        setup(&mut d, SECOND, index);
     } else {
-        d.apply(
+        setup(
+            &mut d,
             SECOND,
             Command::SetMarkPrice {
                 instrument: BTCUSDT,
@@ -108,14 +72,16 @@ fn loaded(positions: u64, derived: bool) -> Driver {
     }
     let maker = positions + 1;
     for a in 1..=maker {
-        d.apply(
+        setup(
+            &mut d,
             SECOND,
             Command::CreateAccount {
                 account: AccountId(a),
                 parent: None,
             },
         );
-        d.apply(
+        setup(
+            &mut d,
             SECOND,
             Command::Deposit {
                 account: AccountId(a),
@@ -125,13 +91,17 @@ fn loaded(positions: u64, derived: bool) -> Driver {
         );
     }
     for a in (1..=positions).step_by(2) {
-        d.apply(SECOND, order(a, a, Side::Sell, 600_000));
-        d.apply(SECOND, order(a + 1, a + 1, Side::Buy, 600_000));
+        setup(&mut d, SECOND, order(a, a, Side::Sell, 600_000));
+        setup(&mut d, SECOND, order(a + 1, a + 1, Side::Buy, 600_000));
     }
     for k in 0..LEVELS {
         let id = positions + 10 + 2 * k as u64;
-        d.apply(SECOND, order(maker, id, Side::Buy, 599_999 - k));
-        d.apply(SECOND, order(maker, id + 1, Side::Sell, 600_001 + k));
+        setup(&mut d, SECOND, order(maker, id, Side::Buy, 599_999 - k));
+        setup(
+            &mut d,
+            SECOND,
+            order(maker, id + 1, Side::Sell, 600_001 + k),
+        );
     }
     d
 }
@@ -149,20 +119,9 @@ fn tick(d: &mut Driver, derived: bool, s: u64, price: Price) -> u64 {
             price,
         }
     };
-    d.seq += 1;
-    d.out.clear();
-    let env = Envelope {
-        seq: d.seq,
-        ts_ns: s * SECOND + 1,
-        command,
-    };
-    let t = Instant::now();
-    d.e.apply(&env, &mut d.out);
-    let ns = t.elapsed().as_nanos() as u64;
-    if let Some(Event::Rejected { reason, .. }) = d.out.first() {
-        panic!("tick refused: {reason:?}");
-    }
-    ns.max(1)
+    let ns = d.apply(s * SECOND + 1, command);
+    assert_eq!(d.refused(), None, "tick refused");
+    ns
 }
 
 fn main() {

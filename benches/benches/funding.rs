@@ -10,32 +10,11 @@
 #![allow(clippy::float_arithmetic)]
 
 use hdrhistogram::Histogram;
-use perpcore_engine::Engine;
+use perpcore_benches::Driver;
 use perpcore_types::*;
 use std::time::Instant;
 
 const HOUR: u64 = 3_600_000_000_000;
-
-struct Driver {
-    e: Engine,
-    seq: u64,
-    out: Vec<Event>,
-}
-
-impl Driver {
-    fn apply(&mut self, ts: u64, command: Command) {
-        self.seq += 1;
-        self.out.clear();
-        self.e.apply(
-            &Envelope {
-                seq: self.seq,
-                ts_ns: ts,
-                command,
-            },
-            &mut self.out,
-        );
-    }
-}
 
 fn order(account: u64, id: u64, side: Side, tif: TimeInForce) -> Command {
     Command::PlaceOrder(NewOrder {
@@ -54,11 +33,7 @@ fn order(account: u64, id: u64, side: Side, tif: TimeInForce) -> Command {
 }
 
 fn loaded(positions: u64) -> Driver {
-    let mut d = Driver {
-        e: Engine::new(perpcore_testkit::gen::test_config()),
-        seq: 0,
-        out: Vec::new(),
-    };
+    let mut d = Driver::new(perpcore_testkit::gen::test_config());
     d.apply(
         1,
         Command::SetMarkPrice {
@@ -109,15 +84,14 @@ fn main() {
                     next_funding_ns: due,
                 },
             );
-            let t = Instant::now();
-            d.apply(
+            let ns = d.apply(
                 due,
                 Command::SetIndexPrice {
                     instrument: InstrumentId(0),
                     price: Price::from_int(60_000),
                 },
             );
-            h.record(t.elapsed().as_nanos() as u64).expect("record");
+            h.record(ns).expect("record");
             paid_events = d
                 .out
                 .iter()

@@ -15,47 +15,26 @@
 #![allow(clippy::float_arithmetic)]
 
 use hdrhistogram::Histogram;
-use perpcore_engine::Engine;
+use perpcore_benches::Driver;
 use perpcore_types::*;
 use rand::{Rng, SeedableRng};
-use std::time::Instant;
 
 const BTCUSDT: InstrumentId = InstrumentId(0);
 const ACCOUNTS: u64 = 1_000;
 const PER_ACCOUNT: u64 = 100;
 const TICKS: usize = 2_000;
 
-struct Driver {
-    e: Engine,
-    seq: u64,
-    out: Vec<Event>,
+fn driver() -> Driver {
+    let mut config = perpcore_testkit::gen::test_config();
+    config.instruments[0].max_open_orders = 1_000;
+    let mut d = Driver::new(config);
+    d.apply(1, mark(Price::from_int(60_000)));
+    d
 }
 
-impl Driver {
-    fn new() -> Driver {
-        let mut config = perpcore_testkit::gen::test_config();
-        config.instruments[0].max_open_orders = 1_000;
-        let mut d = Driver {
-            e: Engine::new(config),
-            seq: 0,
-            out: Vec::new(),
-        };
-        d.apply(mark(Price::from_int(60_000)));
-        d
-    }
-
-    fn apply(&mut self, command: Command) -> u64 {
-        self.seq += 1;
-        self.out.clear();
-        let env = Envelope {
-            seq: self.seq,
-            ts_ns: self.seq,
-            command,
-        };
-        let t = Instant::now();
-        self.e.apply(&env, &mut self.out);
-        (t.elapsed().as_nanos() as u64).max(1)
-    }
+/// The next command of `d`, at a timestamp equal to its sequence number.
+fn step(d: &mut Driver, command: Command) -> u64 {
+    d.apply(d.seq + 1, command)
 }
 
 fn mark(price: Price) -> Command {
@@ -66,32 +45,38 @@ fn mark(price: Price) -> Command {
 }
 
 fn loaded() -> Driver {
-    let mut d = Driver::new();
+    let mut d = driver();
     for a in 1..=ACCOUNTS {
-        d.apply(Command::CreateAccount {
-            account: AccountId(a),
-            parent: None,
-        });
+        step(
+            &mut d,
+            Command::CreateAccount {
+                account: AccountId(a),
+                parent: None,
+            },
+        );
         for k in 0..PER_ACCOUNT {
             let n = (a - 1) * PER_ACCOUNT + k;
             // 50,000 + n × 0.09 over n < 100,000: 50,000.00 to 58,999.91.
             let trigger = Price(Price::from_int(50_000).raw() + (n as i64) * 9_000_000);
-            d.apply(Command::PlaceConditional(ConditionalOrder {
-                account: AccountId(a),
-                instrument: BTCUSDT,
-                order_id: OrderId(n + 1),
-                side: Side::Sell,
-                kind: ConditionalKind::StopMarket,
-                trigger,
-                callback_rate: Rate::ZERO,
-                working: WorkingPrice::Mark,
-                price: PriceTicks(0),
-                tif: TimeInForce::Gtc,
-                qty: QtyLots(1),
-                reduce_only: true,
-                close_position: false,
-                stp: StpMode::ExpireTaker,
-            }));
+            step(
+                &mut d,
+                Command::PlaceConditional(ConditionalOrder {
+                    account: AccountId(a),
+                    instrument: BTCUSDT,
+                    order_id: OrderId(n + 1),
+                    side: Side::Sell,
+                    kind: ConditionalKind::StopMarket,
+                    trigger,
+                    callback_rate: Rate::ZERO,
+                    working: WorkingPrice::Mark,
+                    price: PriceTicks(0),
+                    tif: TimeInForce::Gtc,
+                    qty: QtyLots(1),
+                    reduce_only: true,
+                    close_position: false,
+                    stp: StpMode::ExpireTaker,
+                }),
+            );
             assert!(
                 matches!(d.out.first(), Some(Event::ConditionalPlaced { .. })),
                 "{:?}",
@@ -104,7 +89,7 @@ fn loaded() -> Driver {
 
 fn main() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(16);
-    let mut engines = [loaded(), Driver::new()];
+    let mut engines = [loaded(), driver()];
     let waiting = engines[0].e.conditionals().count();
     let mut hist = [
         Histogram::<u64>::new(3).unwrap(),
@@ -114,14 +99,17 @@ fn main() {
     for _ in 0..TICKS {
         price += price * rng.gen_range(-1..=1) / 10_000;
         for (k, d) in engines.iter_mut().enumerate() {
-            let ns = d.apply(mark(Price(price * 100_000)));
+            let ns = step(d, mark(Price(price * 100_000)));
             hist[k].record(ns).unwrap();
         }
     }
     println!("mark ticks that fire nothing, BTCUSDT, {TICKS} ticks:");
-    for (k, name) in [format!("{waiting} waiting stops"), "no waiting stops".into()]
-        .iter()
-        .enumerate()
+    for (k, name) in [
+        format!("{waiting} waiting stops"),
+        "no waiting stops".into(),
+    ]
+    .iter()
+    .enumerate()
     {
         println!(
             "  {name:<22} p50 {:>7} ns  p99 {:>7} ns  max {:>8} ns",
@@ -139,7 +127,7 @@ fn main() {
     let mut steps = Histogram::<u64>::new(3).unwrap();
     let (mut fired, mut total_ns) = (0usize, 0u64);
     for s in 0..90 {
-        let ns = d.apply(mark(Price::from_int(59_000 - 100 * s)));
+        let ns = step(d, mark(Price::from_int(59_000 - 100 * s)));
         let n = d
             .out
             .iter()

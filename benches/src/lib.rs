@@ -557,6 +557,49 @@ pub fn engine_stream(w: &Workload) -> EngineStream {
     EngineStream { untimed, timed }
 }
 
+/// An engine fed one command at a time with increasing sequence numbers, as the
+/// per-command benchmarks drive it.
+pub struct Driver {
+    pub e: perpcore_engine::Engine,
+    pub seq: u64,
+    /// The events of the last command.
+    pub out: Vec<Event>,
+}
+
+impl Driver {
+    pub fn new(config: Config) -> Driver {
+        Driver {
+            e: perpcore_engine::Engine::new(config),
+            seq: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// Applies `command` at `ts_ns`; the nanoseconds `Engine::apply` took (at least 1).
+    pub fn apply(&mut self, ts_ns: u64, command: Command) -> u64 {
+        self.seq += 1;
+        self.out.clear();
+        let env = Envelope {
+            seq: self.seq,
+            ts_ns,
+            command,
+        };
+        let t = std::time::Instant::now();
+        self.e.apply(&env, &mut self.out);
+        u64::try_from(t.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// The reject reason of the last command, if it was refused.
+    pub fn refused(&self) -> Option<RejectReason> {
+        match self.out.first() {
+            Some(Event::Rejected { reason, .. }) => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------------
 // Reporting helpers.
 

@@ -2,7 +2,7 @@
 //! (instrument 0: tick 0.1, lots of 0.001 BTC, band 5%). Each trigger rule is worked in
 //! the test's comment.
 
-use perpcore_testkit::fixtures::TestEngine;
+use perpcore_testkit::fixtures::{limit_order, TestEngine};
 use perpcore_testkit::gen::test_config;
 use perpcore_types::*;
 
@@ -23,19 +23,7 @@ fn mark(price: &str) -> Command {
 }
 
 fn limit(account: u64, id: u64, side: Side, price: &str, lots: i64) -> Command {
-    Command::PlaceOrder(NewOrder {
-        account: AccountId(account),
-        instrument: BTCUSDT,
-        order_id: OrderId(id),
-        side,
-        order_type: OrderType::Limit,
-        tif: TimeInForce::Gtc,
-        price: ticks(price),
-        qty: QtyLots(lots),
-        reduce_only: false,
-        close_position: false,
-        stp: StpMode::ExpireTaker,
-    })
+    limit_order(account, id, BTCUSDT, side, ticks(price), lots)
 }
 
 fn conditional(

@@ -3,7 +3,7 @@
 //! BTC, 125x, first bracket mmr 0.4%) switched to derived methods. Every expected number
 //! is worked in the comments.
 
-use perpcore_testkit::fixtures::TestEngine;
+use perpcore_testkit::fixtures::{limit_order, TestEngine};
 use perpcore_testkit::gen::test_config;
 use perpcore_types::*;
 
@@ -67,19 +67,14 @@ fn reference(bid: &str, ask: &str, last: Option<&str>) -> Command {
 }
 
 fn order(account: u64, id: u64, side: Side, price: &str, lots: i64) -> Command {
-    Command::PlaceOrder(NewOrder {
-        account: AccountId(account),
-        instrument: BTCUSDT,
-        order_id: OrderId(id),
+    limit_order(
+        account,
+        id,
+        BTCUSDT,
         side,
-        order_type: OrderType::Limit,
-        tif: TimeInForce::Gtc,
-        price: PriceTicks(p(price).raw() / p("0.1").raw()),
-        qty: QtyLots(lots),
-        reduce_only: false,
-        close_position: false,
-        stp: StpMode::ExpireTaker,
-    })
+        PriceTicks(p(price).raw() / p("0.1").raw()),
+        lots,
+    )
 }
 
 /// A window of 3 one-second samples, the feed's rate 0.01% for a funding time at 8 h.

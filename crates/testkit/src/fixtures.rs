@@ -7,6 +7,30 @@
 use perpcore_types::*;
 use std::path::PathBuf;
 
+/// A GTC limit order for `lots` at `price` on `instrument`: no flags, STP expire-taker.
+pub fn limit_order(
+    account: u64,
+    id: u64,
+    instrument: InstrumentId,
+    side: Side,
+    price: PriceTicks,
+    lots: i64,
+) -> Command {
+    Command::PlaceOrder(NewOrder {
+        account: AccountId(account),
+        instrument,
+        order_id: OrderId(id),
+        side,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price,
+        qty: QtyLots(lots),
+        reduce_only: false,
+        close_position: false,
+        stp: StpMode::ExpireTaker,
+    })
+}
+
 /// The repository's `replay-fixtures/` directory (recorded data, golden files, cases).
 pub fn replay_fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../replay-fixtures")
