@@ -80,12 +80,17 @@ impl Triggers {
 /// Waiting conditional orders per (account, instrument).
 pub(crate) type ConditionalCounts = LookupMap<(AccountId, InstrumentId), u32>;
 
-/// The conditional-order indexes of a state: per instrument, [mark, last trade].
+/// Waiting conditional orders per account, by id.
+pub(crate) type ConditionalsByAccount = LookupMap<AccountId, BTreeSet<OrderId>>;
+
+/// The conditional-order indexes of a state: per instrument, [mark, last trade]; the
+/// counts per account and instrument; the ids per account.
 pub(crate) fn rebuild_triggers(
     state: &crate::state::State,
-) -> Result<(Vec<[Triggers; 2]>, ConditionalCounts), crate::RestoreError> {
+) -> Result<(Vec<[Triggers; 2]>, ConditionalCounts, ConditionalsByAccount), crate::RestoreError> {
     let mut triggers = vec![<[Triggers; 2]>::default(); state.config.instruments.len()];
     let mut counts = LookupMap::default();
+    let mut by_account = LookupMap::default();
     for c in state.conditionals.values() {
         let o = &c.order;
         triggers
@@ -93,8 +98,11 @@ pub(crate) fn rebuild_triggers(
             .ok_or(crate::RestoreError::UnknownInstrument(o.instrument))?[slot(o.working)]
         .insert(c);
         *counts.get_or_insert_with((o.account, o.instrument), || 0) += 1;
+        by_account
+            .get_or_insert_with(o.account, BTreeSet::new)
+            .insert(o.order_id);
     }
-    Ok((triggers, counts))
+    Ok((triggers, counts, by_account))
 }
 
 enum Direction {
@@ -270,6 +278,10 @@ impl Engine {
             .ix
             .conditional_counts
             .get_or_insert_with((o.account, o.instrument), || 0) += 1;
+        self.ix
+            .conditionals_by_account
+            .get_or_insert_with(o.account, BTreeSet::new)
+            .insert(o.order_id);
         self.state.conditionals.insert(o.order_id, c);
         out.push(Event::ConditionalPlaced {
             account: o.account,
@@ -295,6 +307,12 @@ impl Engine {
                 self.ix.conditional_counts.remove(&key);
             }
         }
+        if let Some(ids) = self.ix.conditionals_by_account.get_mut(&o.account) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.ix.conditionals_by_account.remove(&o.account);
+            }
+        }
         Some(c)
     }
 
@@ -310,36 +328,45 @@ impl Engine {
         if c.order.account != account {
             return Some(Err(RejectReason::NotOrderOwner));
         }
-        let c = self.take_conditional(id).expect("present");
-        let spec = &self.state.config.instruments[c.order.instrument.0 as usize];
-        out.push(Event::OrderCanceled {
-            account,
-            order_id: id,
-            open_qty: spec.qty_of(c.order.qty),
-            reason: CancelReason::User,
-        });
+        self.drop_conditional(id, CancelReason::User, out);
         Some(Ok(()))
     }
 
-    /// Cancels every waiting conditional order of `account` (on `instrument`, if named),
-    /// in ascending id.
-    pub(crate) fn cancel_all_conditionals(
+    fn drop_conditional(&mut self, id: OrderId, reason: CancelReason, out: &mut Vec<Event>) {
+        let c = self.take_conditional(id).expect("present");
+        let spec = &self.state.config.instruments[c.order.instrument.0 as usize];
+        out.push(Event::OrderCanceled {
+            account: c.order.account,
+            order_id: id,
+            open_qty: spec.qty_of(c.order.qty),
+            reason,
+        });
+    }
+
+    /// Cancels every waiting conditional order of `account` on the instruments `filter`
+    /// selects, in ascending id (cancel-all and the liquidation's first step, through
+    /// `cancel_where`): O(the account's waiting orders).
+    pub(crate) fn cancel_conditionals_where(
         &mut self,
         account: AccountId,
-        instrument: Option<InstrumentId>,
+        filter: impl Fn(&InstrumentSpec) -> bool,
+        reason: CancelReason,
         out: &mut Vec<Event>,
     ) {
-        let ids: Vec<OrderId> = self
-            .state
-            .conditionals
-            .values()
-            .filter(|c| {
-                c.order.account == account && instrument.is_none_or(|i| c.order.instrument == i)
+        let Some(mine) = self.ix.conditionals_by_account.get(&account) else {
+            return;
+        };
+        let cfg = &self.state.config;
+        let ids: Vec<OrderId> = mine
+            .iter()
+            .filter(|id| {
+                let i = self.state.conditionals[id].order.instrument;
+                filter(&cfg.instruments[i.0 as usize])
             })
-            .map(|c| c.order.order_id)
+            .copied()
             .collect();
         for id in ids {
-            self.cancel_conditional(account, id, out);
+            self.drop_conditional(id, reason, out);
         }
     }
 

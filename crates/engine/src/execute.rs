@@ -359,6 +359,10 @@ impl Engine {
         for (i, id) in victims {
             self.cancel_one(&cfg.instruments[i.0 as usize], id, reason, out);
         }
+        // Waiting conditional orders too: none may fire for a position the user or the
+        // liquidation has just cleared of orders.
+        let account = self.state.accounts[k].id;
+        self.cancel_conditionals_where(account, |s| filter(s), reason, out);
     }
 
     pub(crate) fn cancel_all(
@@ -377,7 +381,6 @@ impl Engine {
             CancelReason::User,
             out,
         );
-        self.cancel_all_conditionals(account, instrument, out);
         Ok(())
     }
 }

@@ -87,6 +87,9 @@ pub struct Indexes {
     /// How many conditional orders each account has waiting per instrument (the
     /// open-order limit counts them).
     pub(crate) conditional_counts: crate::conditional::ConditionalCounts,
+    /// The waiting conditional orders of each account (cancel-all and liquidation visit
+    /// only these).
+    pub(crate) conditionals_by_account: crate::conditional::ConditionalsByAccount,
 }
 
 /// The earliest time-driven step in `state` (see `Indexes::next_timed_ns`).
@@ -119,7 +122,8 @@ impl Indexes {
     pub fn rebuild(state: &State) -> Result<Indexes, crate::RestoreError> {
         let config = &state.config;
         let instruments = config.instruments.len();
-        let (triggers, conditional_counts) = crate::conditional::rebuild_triggers(state)?;
+        let (triggers, conditional_counts, conditionals_by_account) =
+            crate::conditional::rebuild_triggers(state)?;
         let mut account_index = AccountIndex::default();
         let mut holders = vec![Vec::new(); instruments];
         for (k, a) in state.accounts.iter().enumerate() {
@@ -159,6 +163,7 @@ impl Indexes {
             next_timed_ns: earliest_timed(state),
             triggers,
             conditional_counts,
+            conditionals_by_account,
         })
     }
 }
@@ -205,6 +210,15 @@ impl Indexes {
         }
         if self.conditional_counts.len() != rebuilt.conditional_counts.len() {
             return Err("conditional counts: stale entries".to_string());
+        }
+        for c in state.conditionals.values() {
+            let a = c.order.account;
+            if self.conditionals_by_account.get(&a) != rebuilt.conditionals_by_account.get(&a) {
+                return Err(format!("conditional orders of account {a}"));
+            }
+        }
+        if self.conditionals_by_account.len() != rebuilt.conditionals_by_account.len() {
+            return Err("conditional orders by account: stale entries".to_string());
         }
         if self.next_timed_ns != rebuilt.next_timed_ns {
             return Err(format!(

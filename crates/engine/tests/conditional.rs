@@ -310,3 +310,49 @@ fn waiting_orders_survive_snapshot_and_restore() {
     assert_eq!(triggered(&ea), vec![(10, p("58900"))]);
     assert_eq!(a.state_hash(), b.state_hash());
 }
+
+/// The liquidation's first step cancels the liquidated account's waiting conditional
+/// orders with its resting ones. Account 4 (cross, 100x) buys 1 BTC at 60,000 with 700
+/// USDT: MM at 59,500 is 59,500 × 0.4% = 238 and its margin balance 700 − 500 = 200 (fees
+/// aside, below it either way): liquidated, and its take-profit at 61,000 is cancelled
+/// with reason `Liquidation`.
+#[test]
+fn liquidation_cancels_waiting_orders() {
+    let mut t = setup();
+    t.create_funded(4, AssetId(0), Money::from_int(700));
+    assert_eq!(
+        t.rejected(Command::SetLeverage {
+            account: AccountId(4),
+            instrument: BTCUSDT,
+            leverage: 100,
+        }),
+        None
+    );
+    assert_eq!(t.rejected(limit(3, 20, Side::Sell, "60000", 1_000)), None);
+    assert_eq!(t.rejected(limit(4, 21, Side::Buy, "60000", 1_000)), None);
+    let tp = conditional(
+        4,
+        22,
+        Side::Sell,
+        ConditionalKind::TakeProfitMarket,
+        "61000",
+    );
+    assert_eq!(place(&mut t, tp), None);
+    let events = t.run(mark("59500"));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::LiquidationTriggered {
+            account: AccountId(4),
+            ..
+        }
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::OrderCanceled {
+            order_id: OrderId(22),
+            reason: CancelReason::Liquidation,
+            ..
+        }
+    )));
+    assert_eq!(t.engine.conditionals().count(), 0);
+}
