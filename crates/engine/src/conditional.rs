@@ -4,7 +4,8 @@
 //!
 //! - **Waiting** orders are state (`State::conditionals`) and reserve no margin (as on
 //!   Binance); they count against the instrument's open-order limit. Cancel, cancel-all
-//!   and amend (quantity, and the limit price of the `*Limit` kinds) reach them.
+//!   and amend (quantity, and the limit price of the `*Limit` kinds) reach them, and a
+//!   liquidation's first step cancels them with the account's resting orders.
 //! - **Placement** refuses an order whose working price is already at or past its trigger
 //!   (`WouldTriggerImmediately`, Binance's -2021), a trailing stop's callback outside 0.1%
 //!   to 10%, and a last-trade order before the first trade.
