@@ -92,6 +92,7 @@ fn every_kind(round: u64) -> Vec<Command> {
             account: AccountId(2),
             instrument: InstrumentId(1),
             delta: Money::from_int(5),
+            position_side: perpcore_types::PositionSide::Both,
         },
         Command::PlaceOrder(perpcore_types::NewOrder {
             account: AccountId(1),
@@ -164,6 +165,12 @@ fn every_kind(round: u64) -> Vec<Command> {
             close_position: false,
             stp: perpcore_types::StpMode::ExpireTaker,
         }),
+        // One-way → one-way: accepted, changes nothing (the stream's accounts trade one
+        // way).
+        Command::SetPositionMode {
+            account: AccountId(100 + round),
+            mode: perpcore_types::PositionMode::OneWay,
+        },
     ]
 }
 

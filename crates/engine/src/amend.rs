@@ -66,7 +66,7 @@ impl Engine {
         self.check_order_account(k, spec, id)?;
         // No duplicate-id check (the id is the order's own) and no market post-only
         // check (an amend is a limit order).
-        let leg = self.state.accounts[k].leg(spec.id);
+        let leg = self.meta_leg(k, meta);
         let qty = order_qty(spec, leg, meta.side, qty, meta.reduce_only, false)?;
         let limit = self.order_limit(spec, mark, OrderType::Limit, meta.side, price)?;
         let (margin_notional, reserved) = self.order_reservation(
@@ -136,10 +136,7 @@ impl Engine {
             return Ok(());
         }
         if meta.reduce_only {
-            let pos = self.state.accounts[k]
-                .leg(meta.instrument)
-                .map(|l| l.qty.0.abs())
-                .unwrap_or(0);
+            let pos = self.meta_leg(k, &meta).map(|l| l.qty.0.abs()).unwrap_or(0);
             if new_qty.0 > pos {
                 return Err(RejectReason::AmendIncreasesReduceOnly);
             }
@@ -237,7 +234,10 @@ impl Engine {
         m.margin_notional = c.margin_notional;
         m.reserved = c.reserved;
         m.open_notional = open_notional;
-        let leg = self.state.accounts[k].leg_mut(spec.id).expect("order leg");
+        let (side, reduce_only) = (m.side, m.reduce_only);
+        let a = &mut self.state.accounts[k];
+        let position = a.order_side(side, reduce_only);
+        let leg = a.leg_mut(spec.id, position).expect("order leg");
         leg.replace_order_sums(old, (c.reserved, open_notional));
         assert!(!leg.order_margin.is_negative(), "order margin below zero");
         out.push(Event::OrderAmended {

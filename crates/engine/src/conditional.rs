@@ -231,12 +231,7 @@ impl Engine {
                 return Err(RejectReason::QtyAboveMax);
             }
         }
-        let leg_orders = self.state.accounts[k]
-            .leg(o.instrument)
-            .map_or(0, |l| l.open_orders.len());
-        if leg_orders + self.conditional_count(o.account, o.instrument)
-            >= spec.max_open_orders as usize
-        {
+        if self.open_orders_on(k, o.instrument) >= spec.max_open_orders as usize {
             return Err(RejectReason::TooManyOpenOrders);
         }
         let now = self

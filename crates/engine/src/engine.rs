@@ -264,7 +264,8 @@ impl Engine {
                 account,
                 instrument,
                 delta,
-            } => self.adjust_isolated_margin(*account, *instrument, *delta, out),
+                position_side,
+            } => self.adjust_isolated_margin(*account, (*instrument, *position_side), *delta, out),
             Command::PlaceOrder(o) => self.place_order(o, out),
             Command::CancelOrder { account, order_id } => {
                 self.cancel_order(*account, *order_id, out)
@@ -303,6 +304,9 @@ impl Engine {
                 last_trade,
             } => self.set_reference_prices(*instrument, *best_bid, *best_ask, *last_trade, out),
             Command::PlaceConditional(o) => self.place_conditional(o, out),
+            Command::SetPositionMode { account, mode } => {
+                self.set_position_mode(*account, *mode, out)
+            }
         }
     }
 
@@ -394,6 +398,7 @@ pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
         | Event::ConditionalPlaced { .. }
         | Event::ConditionalTriggered { .. }
         | Event::ConditionalRejected { .. }
+        | Event::PositionModeSet { .. }
         | Event::ReferencePricesSet { .. } => {}
     }
 }

@@ -125,7 +125,9 @@ impl Engine {
                 meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
                 meta.open_notional = spec.notional(open_qty, spec.price_of(taker.limit));
                 let k = self.idx(taker.account).expect("taker account");
-                let leg = self.state.accounts[k].leg_or_default(spec);
+                let a = &mut self.state.accounts[k];
+                let position = a.order_side(taker.side, taker.reduce_only);
+                let leg = a.leg_or_default(spec, position);
                 leg.order_margin += meta.reserved;
                 leg.order_notional += meta.open_notional;
                 leg.add_order(taker.order_id);
@@ -186,7 +188,7 @@ impl Engine {
 
     pub(crate) fn leverage_of(&self, account: AccountId, spec: &InstrumentSpec) -> u32 {
         self.account(account)
-            .and_then(|a| a.leg(spec.id))
+            .and_then(|a| a.legs_of(spec.id).next())
             .map(|l| l.leverage)
             .unwrap_or(risk::DEFAULT_LEVERAGE.min(spec.max_leverage))
     }
@@ -195,7 +197,9 @@ impl Engine {
     pub(crate) fn forget_order(&mut self, id: OrderId, spec: &InstrumentSpec) {
         let meta = self.state.orders.remove(&id).expect("order meta");
         let k = self.idx(meta.account).expect("order account");
-        let leg = self.state.accounts[k].leg_mut(spec.id).expect("order leg");
+        let a = &mut self.state.accounts[k];
+        let position = a.order_side(meta.side, meta.reduce_only);
+        let leg = a.leg_mut(spec.id, position).expect("order leg");
         leg.order_margin -= meta.reserved;
         leg.order_notional -= meta.open_notional;
         leg.remove_order(id);
@@ -240,9 +244,11 @@ impl Engine {
         meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
         meta.open_notional = spec.notional(after, spec.price_of(price));
         let (reserved, notional) = (meta.reserved, meta.open_notional);
+        let position = (meta.side, meta.reduce_only);
         let k = self.idx(account).expect("order account");
-        self.state.accounts[k]
-            .leg_mut(spec.id)
+        let a = &mut self.state.accounts[k];
+        let position = a.order_side(position.0, position.1);
+        a.leg_mut(spec.id, position)
             .expect("order leg")
             .replace_order_sums((old_reserved, old_notional), (reserved, notional));
     }
@@ -256,44 +262,48 @@ impl Engine {
         out: &mut Vec<Event>,
     ) {
         let Some(k) = self.idx(account) else { return };
-        let Some(leg) = self.state.accounts[k].leg(spec.id) else {
-            return;
-        };
-        let pos = leg.qty.0;
-        // Most legs have no reduce-only order: look before allocating.
-        if !leg
-            .open_orders
-            .iter()
-            .any(|id| self.state.orders.get(id).is_some_and(|m| m.reduce_only))
-        {
-            return;
-        }
-        let ids: Vec<OrderId> = leg
-            .open_orders
-            .iter()
-            .copied()
-            .filter(|id| self.state.orders.get(id).is_some_and(|m| m.reduce_only))
+        // Each leg on its own (two in hedge mode: a LONG leg's reduce-only orders are
+        // sells, a SHORT leg's buys).
+        let legs: Vec<(i64, Vec<OrderId>)> = self.state.accounts[k]
+            .legs_of(spec.id)
+            .filter(|leg| {
+                // Most legs have no reduce-only order: look before allocating.
+                leg.open_orders
+                    .iter()
+                    .any(|id| self.state.orders.get(id).is_some_and(|m| m.reduce_only))
+            })
+            .map(|leg| {
+                let ids = leg
+                    .open_orders
+                    .iter()
+                    .copied()
+                    .filter(|id| self.state.orders.get(id).is_some_and(|m| m.reduce_only))
+                    .collect();
+                (leg.qty.0, ids)
+            })
             .collect();
-        for id in ids {
-            let book = &mut self.state.books[spec.id.0 as usize];
-            let o = *book.get(id).expect("reduce-only order in book");
-            let wrong_side = pos == 0 || (pos > 0) == (o.side == Side::Buy);
-            if wrong_side {
-                book.cancel(id).expect("cancel");
-                self.forget_order(id, spec);
-                out.push(Event::OrderCanceled {
-                    account,
-                    order_id: id,
-                    open_qty: spec.qty_of(o.open_qty),
-                    reason: CancelReason::ReduceOnlyObsolete,
-                });
-            } else if o.open_qty.0 > pos.abs() {
-                book.reduce_qty(id, QtyLots(pos.abs())).expect("reduce");
-                self.resize_order(spec, account, id, o.price, o.open_qty, QtyLots(pos.abs()));
-                out.push(Event::OrderReduced {
-                    order_id: id,
-                    open_qty: spec.qty_of(QtyLots(pos.abs())),
-                });
+        for (pos, ids) in legs {
+            for id in ids {
+                let book = &mut self.state.books[spec.id.0 as usize];
+                let o = *book.get(id).expect("reduce-only order in book");
+                let wrong_side = pos == 0 || (pos > 0) == (o.side == Side::Buy);
+                if wrong_side {
+                    book.cancel(id).expect("cancel");
+                    self.forget_order(id, spec);
+                    out.push(Event::OrderCanceled {
+                        account,
+                        order_id: id,
+                        open_qty: spec.qty_of(o.open_qty),
+                        reason: CancelReason::ReduceOnlyObsolete,
+                    });
+                } else if o.open_qty.0 > pos.abs() {
+                    book.reduce_qty(id, QtyLots(pos.abs())).expect("reduce");
+                    self.resize_order(spec, account, id, o.price, o.open_qty, QtyLots(pos.abs()));
+                    out.push(Event::OrderReduced {
+                        order_id: id,
+                        open_qty: spec.qty_of(QtyLots(pos.abs())),
+                    });
+                }
             }
         }
     }

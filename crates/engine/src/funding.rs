@@ -102,47 +102,50 @@ impl Engine {
         let holders = self.ix.holders[spec.id.0 as usize].clone();
         for id in holders {
             let k = self.idx(id).expect("holder account");
-            let amount = {
-                let leg = self.state.accounts[k].leg(spec.id).expect("holder leg");
-                risk::funding_payment(leg, spec, mark, rate)
-            };
-            if amount.is_zero() {
-                continue;
-            }
-            if amount.is_negative() {
-                self.before_credit(k, asset, out);
-            }
-            let account = &mut self.state.accounts[k];
-            let leg = account.leg_mut(spec.id).expect("holder leg");
-            leg.funding += amount;
-            if leg.mode == MarginMode::Isolated {
-                leg.isolated_margin -= amount;
-                if leg.isolated_margin.is_negative() {
-                    // The margin cannot pay it all: the wallet pays the rest (the
-                    // liquidation check that follows takes the position).
-                    let short = leg.isolated_margin;
-                    leg.isolated_margin = Money::ZERO;
-                    account.wallets[asset.0 as usize] += short;
+            // Each leg on its own (two in hedge mode, LONG first).
+            let legs: Vec<(PositionSide, Money)> = self.state.accounts[k]
+                .legs_of(spec.id)
+                .map(|leg| (leg.side, risk::funding_payment(leg, spec, mark, rate)))
+                .collect();
+            for (side, amount) in legs {
+                if amount.is_zero() {
+                    continue;
                 }
-            } else {
-                account.wallets[asset.0 as usize] -= amount;
+                if amount.is_negative() {
+                    self.before_credit(k, asset, out);
+                }
+                let account = &mut self.state.accounts[k];
+                let leg = account.leg_mut(spec.id, side).expect("holder leg");
+                leg.funding += amount;
+                if leg.mode == MarginMode::Isolated {
+                    leg.isolated_margin -= amount;
+                    if leg.isolated_margin.is_negative() {
+                        // The margin cannot pay it all: the wallet pays the rest (the
+                        // liquidation check that follows takes the position).
+                        let short = leg.isolated_margin;
+                        leg.isolated_margin = Money::ZERO;
+                        account.wallets[asset.0 as usize] += short;
+                    }
+                } else {
+                    account.wallets[asset.0 as usize] -= amount;
+                }
+                if amount.is_negative() {
+                    received -= amount;
+                    self.after_credit(k, asset, -amount);
+                } else {
+                    paid += amount;
+                }
+                if !self.full_scan() {
+                    // Its cushion moved without a mark move: re-band it before the check.
+                    self.ix.dirty.insert(id);
+                }
+                out.push(Event::FundingPaid {
+                    account: id,
+                    instrument: spec.id,
+                    rate,
+                    amount,
+                });
             }
-            if amount.is_negative() {
-                received -= amount;
-                self.after_credit(k, asset, -amount);
-            } else {
-                paid += amount;
-            }
-            if !self.full_scan() {
-                // Its cushion moved without a mark move: re-band it before the check.
-                self.ix.dirty.insert(id);
-            }
-            out.push(Event::FundingPaid {
-                account: id,
-                instrument: spec.id,
-                rate,
-                amount,
-            });
         }
         debug_assert!(paid >= received, "funding receipts above payments");
         let residue = paid - received;

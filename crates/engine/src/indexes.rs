@@ -135,7 +135,8 @@ impl Indexes {
                 let h = holders
                     .get_mut(leg.instrument.0 as usize)
                     .ok_or(crate::RestoreError::UnknownInstrument(leg.instrument))?;
-                if !leg.qty.is_zero() {
+                // A hedge account's two legs make it one holder.
+                if !leg.qty.is_zero() && h.last() != Some(&a.id) {
                     h.push(a.id);
                 }
             }

@@ -67,39 +67,52 @@ impl Engine {
         self.tmp.tick_new_holders = None;
     }
 
-    /// The liquidation check of one holder of `spec` at the current marks.
+    /// The liquidation check of one holder of `spec` at the current marks: each isolated
+    /// leg on its own, the cross pool once.
     fn check_holder(&mut self, spec: &InstrumentSpec, id: AccountId, out: &mut Vec<Event>) {
         let i = spec.id;
-        {
-            let Some(k) = self.idx(id) else { return };
-            if self.state.accounts[k].system {
-                return;
-            }
-            let Some(leg) = self.state.accounts[k].leg(i) else {
-                return;
-            };
-            if leg.is_flat() {
-                return;
-            }
-            if leg.mode == MarginMode::Isolated {
+        let Some(k) = self.idx(id) else { return };
+        if self.state.accounts[k].system {
+            return;
+        }
+        let legs: Vec<(PositionSide, MarginMode)> = self.state.accounts[k]
+            .legs_of(i)
+            .filter(|l| !l.is_flat())
+            .map(|l| (l.side, l.mode))
+            .collect();
+        let mut cross_checked = false;
+        for (side, mode) in legs {
+            if mode == MarginMode::Isolated {
                 let mark = self.state.marks[i.0 as usize].expect("mark");
-                if risk::isolated_liquidatable(leg, spec, mark) {
-                    self.liquidate_isolated(k, spec, out);
+                let liquidatable = self.state.accounts[k].leg(i, side).is_some_and(|leg| {
+                    !leg.is_flat() && risk::isolated_liquidatable(leg, spec, mark)
+                });
+                if liquidatable {
+                    self.liquidate_isolated(k, spec, side, out);
                 }
-            } else if risk::is_pooled(self.state.accounts[k].asset_mode, spec) {
-                if self.usd_pool_of(k).is_liquidatable() {
-                    self.liquidate_usd_pool(k, out);
+            } else if !cross_checked {
+                cross_checked = true;
+                if risk::is_pooled(self.state.accounts[k].asset_mode, spec) {
+                    if self.usd_pool_of(k).is_liquidatable() {
+                        self.liquidate_usd_pool(k, out);
+                    }
+                } else if self.pool_of(k, spec.settle_asset).is_liquidatable() {
+                    self.liquidate_cross(k, spec.settle_asset, out);
                 }
-            } else if self.pool_of(k, spec.settle_asset).is_liquidatable() {
-                self.liquidate_cross(k, spec.settle_asset, out);
             }
         }
     }
 
-    fn liquidate_isolated(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+    fn liquidate_isolated(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        side: PositionSide,
+        out: &mut Vec<Event>,
+    ) {
         let account = self.state.accounts[k].id;
         let mark = self.state.marks[spec.id.0 as usize].expect("mark");
-        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+        let leg = self.state.accounts[k].leg(spec.id, side).expect("leg");
         out.push(Event::LiquidationTriggered {
             account,
             instrument: Some(spec.id),
@@ -111,13 +124,13 @@ impl Engine {
         // must not trade against the liquidation.
         self.cancel_where(k, |s| s.id == spec.id, CancelReason::Liquidation, out);
         // Step 2.
-        self.partial_liquidation(k, spec, out);
+        self.partial_liquidation(k, spec, side, out);
         let still = {
-            let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+            let leg = self.state.accounts[k].leg(spec.id, side).expect("leg");
             risk::isolated_liquidatable(leg, spec, mark)
         };
         if still {
-            self.take_over(k, spec, out);
+            self.take_over(k, spec, side, out);
         }
     }
 
@@ -142,29 +155,33 @@ impl Engine {
             return;
         }
         // Step 2: the position with the largest maintenance margin first.
-        if let Some(spec) = self.largest_cross_position(k, asset) {
-            self.partial_liquidation(k, &spec, out);
+        if let Some((spec, side)) = self.largest_cross_position(k, asset) {
+            self.partial_liquidation(k, &spec, side, out);
         }
         // Step 3: take positions over until the pool is healthy or empty.
         while self.pool_of(k, asset).is_liquidatable() {
-            let Some(spec) = self.largest_cross_position(k, asset) else {
+            let Some((spec, side)) = self.largest_cross_position(k, asset) else {
                 break;
             };
-            self.take_over(k, &spec, out);
+            self.take_over(k, &spec, side, out);
         }
         self.cover_deficit(k, asset, out);
     }
 
-    fn largest_cross_position(&self, k: usize, asset: AssetId) -> Option<InstrumentSpec> {
-        let i = self.view(k).largest_cross_position(asset)?;
-        Some(self.state.config.instruments[i.0 as usize].clone())
+    fn largest_cross_position(
+        &self,
+        k: usize,
+        asset: AssetId,
+    ) -> Option<(InstrumentSpec, PositionSide)> {
+        let (i, side) = self.view(k).largest_cross_position(asset)?;
+        Some((self.state.config.instruments[i.0 as usize].clone(), side))
     }
 
     /// Wallet + uPnL of the pool's other cross positions (cross) or the isolated margin:
     /// the `WB + UPNL_other` term of the bankruptcy price (MARGIN §6).
-    fn equity_besides(&self, k: usize, spec: &InstrumentSpec) -> Money {
+    fn equity_besides(&self, k: usize, spec: &InstrumentSpec, side: PositionSide) -> Money {
         let a = &self.state.accounts[k];
-        let leg = a.leg(spec.id).expect("leg");
+        let leg = a.leg(spec.id, side).expect("leg");
         if leg.mode == MarginMode::Isolated {
             return leg.isolated_margin;
         }
@@ -173,15 +190,20 @@ impl Engine {
         p.margin_balance() - risk::upnl(leg, spec, mark)
     }
 
-    fn bankruptcy_ticks(&self, k: usize, spec: &InstrumentSpec) -> (Price, PriceTicks) {
-        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+    fn bankruptcy_ticks(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        side: PositionSide,
+    ) -> (Price, PriceTicks) {
+        let leg = self.state.accounts[k].leg(spec.id, side).expect("leg");
         let mark = self.state.marks[spec.id.0 as usize].expect("mark");
         if leg.mode == MarginMode::Cross && risk::is_pooled(self.state.accounts[k].asset_mode, spec)
         {
             // USD pool: the price of this instrument at which adjusted equity reaches zero,
             // found numerically (tiers make it piecewise).
             let bp = self
-                .usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
+                .usd_pool_root(k, (spec, side), |p| !p.adjusted_equity.is_negative())
                 .unwrap_or(mark);
             let ticks = if leg.qty.0 > 0 {
                 spec.ticks_of(bp, Rounding::Ceil)
@@ -190,8 +212,20 @@ impl Engine {
             };
             return (bp, PriceTicks(ticks.0.max(1)));
         }
-        // No positive bankruptcy price: the equity cannot reach zero; use the mark.
-        let bp = risk::bankruptcy_price(leg, spec, self.equity_besides(k, spec)).unwrap_or(mark);
+        // No positive bankruptcy price: the equity cannot reach zero; use the mark. A hedge
+        // account's two cross legs both move with the mark: the pool's own zero instead.
+        let paired = leg.mode == MarginMode::Cross
+            && self.state.accounts[k]
+                .legs_of(spec.id)
+                .filter(|l| !l.is_flat())
+                .count()
+                > 1;
+        let bp = if paired {
+            self.cross_pool_root(k, (spec, side), |p| !p.margin_balance().is_negative())
+        } else {
+            risk::bankruptcy_price(leg, spec, self.equity_besides(k, spec, side))
+        }
+        .unwrap_or(mark);
         // The closing order may not trade worse than bankruptcy: a long sells at or above
         // it (ticks rounded up), a short buys at or below it (rounded down).
         let ticks = if leg.qty.0 > 0 {
@@ -207,16 +241,17 @@ impl Engine {
         &mut self,
         k: usize,
         spec: &InstrumentSpec,
+        position: PositionSide,
         out: &mut Vec<Event>,
     ) {
         let mark = self.state.marks[spec.id.0 as usize].expect("mark");
-        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+        let leg = self.state.accounts[k].leg(spec.id, position).expect("leg");
         let Some(reduce) = risk::bracket_step_lots(leg, spec, mark) else {
             return;
         };
         let side = if leg.qty.0 > 0 { Side::Sell } else { Side::Buy };
         let isolated = leg.mode == MarginMode::Isolated;
-        let (_, limit) = self.bankruptcy_ticks(k, spec);
+        let (_, limit) = self.bankruptcy_ticks(k, spec, position);
         if isolated {
             self.tmp.holding_isolated = Some((self.state.accounts[k].id, spec.id));
         }
@@ -282,7 +317,13 @@ impl Engine {
     }
 
     /// MARGIN §7 step 3: the fund takes the position over at the bankruptcy price.
-    pub(crate) fn take_over(&mut self, k: usize, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+    pub(crate) fn take_over(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        position: PositionSide,
+        out: &mut Vec<Event>,
+    ) {
         let settle = spec.settle_asset.0 as usize;
         let account = self.state.accounts[k].id;
         let fund = fund_account_id(spec.settle_asset);
@@ -291,7 +332,7 @@ impl Engine {
         // Liquidation fee, capped by what equity is left, paid to the fund first.
         let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
         let (equity, notional) = {
-            let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+            let leg = self.state.accounts[k].leg(spec.id, position).expect("leg");
             let eq = if pooled && leg.mode == MarginMode::Cross {
                 // The USD pool's adjusted equity, in the settlement asset.
                 let ae = self.usd_pool_of(k).adjusted_equity;
@@ -305,7 +346,7 @@ impl Engine {
                     _ => Money::ZERO,
                 }
             } else {
-                self.equity_besides(k, spec) + risk::upnl(leg, spec, mark)
+                self.equity_besides(k, spec, position) + risk::upnl(leg, spec, mark)
             };
             (eq, spec.notional(leg.qty, mark))
         };
@@ -314,7 +355,7 @@ impl Engine {
             .min(equity.max(Money::ZERO));
         if fee.is_positive() {
             let a = &mut self.state.accounts[k];
-            let leg = a.leg_mut(spec.id).expect("leg");
+            let leg = a.leg_mut(spec.id, position).expect("leg");
             if leg.mode == MarginMode::Isolated {
                 leg.isolated_margin -= fee;
             } else {
@@ -322,11 +363,23 @@ impl Engine {
             }
             self.state.accounts[fk].wallets[settle] += fee;
         }
-        let (bp, limit) = self.bankruptcy_ticks(k, spec);
-        let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
+        let (bp, limit) = self.bankruptcy_ticks(k, spec, position);
+        let qty = self.state.accounts[k]
+            .leg(spec.id, position)
+            .expect("leg")
+            .qty;
         let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
-        self.move_position(k, spec, close_side, qty.abs(), bp, Money::ZERO);
-        self.move_position(fk, spec, close_side.opposite(), qty.abs(), bp, Money::ZERO);
+        self.move_position(k, (spec, position), close_side, qty.abs(), bp, Money::ZERO);
+        // The insurance funds are one-way accounts.
+        let fund_leg = (spec, PositionSide::Both);
+        self.move_position(
+            fk,
+            fund_leg,
+            close_side.opposite(),
+            qty.abs(),
+            bp,
+            Money::ZERO,
+        );
         out.push(Event::PositionTakenOver {
             account,
             instrument: spec.id,
@@ -344,7 +397,7 @@ impl Engine {
         // as much as it holds on that side (a takeover can net against an earlier one
         // and leave the fund flat: then there is nothing to sell).
         let fund_qty = self.state.accounts[fk]
-            .leg(spec.id)
+            .leg(spec.id, PositionSide::Both)
             .map(|l| l.qty.0)
             .unwrap_or(0);
         let reducible = if close_side == Side::Sell {

@@ -44,23 +44,25 @@ impl Engine {
         if leverage == 0 || leverage > spec.max_leverage {
             return Err(RejectReason::LeverageOutOfRange);
         }
-        let default_leg = Leg::new(i, spec.max_leverage);
-        let leg = self.state.accounts[k]
-            .leg(i)
-            .unwrap_or(&default_leg)
-            .clone();
-        if spec
-            .bracket_for(self.exposure_notional(&leg, spec, Money::ZERO, None))
-            .max_leverage
-            < leverage
-        {
-            return Err(RejectReason::LeverageExceedsBracket);
+        // One leverage per instrument: in hedge mode both legs take it.
+        let sides = position_sides(self.state.accounts[k].position_mode);
+        let current = self.leverage_of(id, spec);
+        for side in sides {
+            let default_leg = Leg::for_side(i, spec.max_leverage, *side);
+            let leg = self.state.accounts[k].leg(i, *side).unwrap_or(&default_leg);
+            if spec
+                .bracket_for(self.exposure_notional(leg, spec, Money::ZERO, None))
+                .max_leverage
+                < leverage
+            {
+                return Err(RejectReason::LeverageExceedsBracket);
+            }
         }
-        // Try it on a copy: re-reserve the leg's orders at the new leverage and re-check.
+        // Try it on a copy: re-reserve the legs' orders at the new leverage and re-check.
         let mut acct = self.state.accounts[k].clone();
         let mut metas: Vec<(OrderId, OrderMeta)> = Vec::new();
-        {
-            let l = acct.leg_or_default(spec);
+        for side in sides {
+            let l = acct.leg_or_default(spec, *side);
             l.leverage = leverage;
             let mut total = Money::ZERO;
             for oid in &l.open_orders {
@@ -71,7 +73,7 @@ impl Engine {
             }
             l.order_margin = total;
         }
-        if leverage < leg.leverage {
+        if leverage < current {
             let p = risk::pool(
                 &acct,
                 spec.settle_asset,
@@ -95,12 +97,13 @@ impl Engine {
             if under {
                 return Err(RejectReason::LeverageUnderMargin);
             }
-            let l = acct.leg(i).expect("leg");
-            if l.mode == MarginMode::Isolated && !l.is_flat() {
-                let m = self.state.marks[i.0 as usize].expect("position without mark");
-                let eq = l.isolated_margin + risk::upnl(l, spec, m).min(Money::ZERO);
-                if eq < risk::position_im(l, spec, m) {
-                    return Err(RejectReason::LeverageUnderMargin);
+            for l in acct.legs_of(i) {
+                if l.mode == MarginMode::Isolated && !l.is_flat() {
+                    let m = self.state.marks[i.0 as usize].expect("position without mark");
+                    let eq = l.isolated_margin + risk::upnl(l, spec, m).min(Money::ZERO);
+                    if eq < risk::position_im(l, spec, m) {
+                        return Err(RejectReason::LeverageUnderMargin);
+                    }
                 }
             }
         }
@@ -130,11 +133,13 @@ impl Engine {
         {
             return Err(RejectReason::IsolatedInMultiAsset);
         }
-        if spec.convention == MarginConvention::Binance {
+        let hedge = self.state.accounts[k].position_mode == PositionMode::Hedge;
+        if spec.convention == MarginConvention::Binance || hedge {
             // Binance refuses to change the margin type while the account has open orders
             // (-4047) or a position (-4048) on the symbol; asking for the current mode
-            // changes nothing and is accepted.
-            if let Some(leg) = self.state.accounts[k].leg(i).filter(|l| l.mode != mode) {
+            // changes nothing and is accepted. A hedge account's two legs switch
+            // together, under this rule whatever the convention.
+            for leg in self.state.accounts[k].legs_of(i).filter(|l| l.mode != mode) {
                 if !leg.open_orders.is_empty() {
                     return Err(RejectReason::MarginModeWithOpenOrders);
                 }
@@ -143,11 +148,23 @@ impl Engine {
                 }
             }
         }
+        if hedge {
+            let a = &mut self.state.accounts[k];
+            for side in position_sides(PositionMode::Hedge) {
+                a.leg_or_default(spec, *side).mode = mode;
+            }
+            out.push(Event::MarginModeSet {
+                account: id,
+                instrument: i,
+                mode,
+            });
+            return Ok(());
+        }
         // Bybit: a switch with a position is re-evaluated on a copy of the account.
         let mut acct = self.state.accounts[k].clone();
         let settle = spec.settle_asset.0 as usize;
         let mark = self.state.marks[i.0 as usize];
-        let leg = acct.leg_or_default(spec);
+        let leg = acct.leg_or_default(spec, PositionSide::Both);
         if leg.mode != mode && !leg.is_flat() {
             let m = mark.expect("position without mark");
             match mode {
@@ -191,11 +208,15 @@ impl Engine {
     pub(crate) fn adjust_isolated_margin(
         &mut self,
         id: AccountId,
-        i: InstrumentId,
+        (i, side): (InstrumentId, PositionSide),
         delta: Money,
         out: &mut Vec<Event>,
     ) -> Res {
         let k = self.user_idx(id)?;
+        let hedge = self.state.accounts[k].position_mode == PositionMode::Hedge;
+        if hedge == (side == PositionSide::Both) {
+            return Err(RejectReason::PositionSideMismatch);
+        }
         let cfg = Arc::clone(&self.state.config);
         let spec = cfg.instrument(i).ok_or(RejectReason::UnknownInstrument)?;
         if delta.is_zero() {
@@ -205,7 +226,7 @@ impl Engine {
         if delta < -MAX_AMOUNT || delta > MAX_AMOUNT {
             return Err(RejectReason::AmountTooLarge);
         }
-        let leg = match self.state.accounts[k].leg(i) {
+        let leg = match self.state.accounts[k].leg(i, side) {
             Some(l) if l.mode == MarginMode::Isolated && !l.is_flat() => l,
             _ => return Err(RejectReason::NoIsolatedPosition),
         };
@@ -222,7 +243,7 @@ impl Engine {
         }
         let a = &mut self.state.accounts[k];
         a.wallets[spec.settle_asset.0 as usize] -= delta;
-        let leg = a.leg_mut(i).expect("leg");
+        let leg = a.leg_mut(i, side).expect("leg");
         leg.isolated_margin += delta;
         let isolated_margin = leg.isolated_margin;
         out.push(Event::IsolatedMarginAdjusted {
@@ -232,5 +253,61 @@ impl Engine {
             isolated_margin,
         });
         Ok(())
+    }
+}
+
+impl Engine {
+    /// One-way or hedge mode (Binance `POST /fapi/v1/positionSide/dual`): refused while
+    /// the account has an open order, resting or conditional (-4067), or a position
+    /// (-4068) anywhere. The flat legs keep their leverage and margin mode: one-way → hedge
+    /// gives each instrument's settings to its LONG and SHORT legs, hedge → one-way the
+    /// LONG leg's to the one-way leg.
+    pub(crate) fn set_position_mode(
+        &mut self,
+        id: AccountId,
+        mode: PositionMode,
+        out: &mut Vec<Event>,
+    ) -> Res {
+        let k = self.user_idx(id)?;
+        let a = &self.state.accounts[k];
+        if a.legs.iter().any(|l| !l.open_orders.is_empty())
+            || self.ix.conditionals_by_account.get(&id).is_some()
+        {
+            return Err(RejectReason::PositionModeWithOpenOrders);
+        }
+        if a.legs.iter().any(|l| !l.is_flat()) {
+            return Err(RejectReason::PositionModeWithPosition);
+        }
+        let cfg = Arc::clone(&self.state.config);
+        let a = &mut self.state.accounts[k];
+        if a.position_mode != mode {
+            let old = std::mem::take(&mut a.legs);
+            a.position_mode = mode;
+            for leg in old {
+                let keep = match mode {
+                    PositionMode::Hedge => true,
+                    PositionMode::OneWay => leg.side == PositionSide::Long,
+                };
+                if !keep {
+                    continue;
+                }
+                let spec = &cfg.instruments[leg.instrument.0 as usize];
+                for side in position_sides(mode) {
+                    let l = a.leg_or_default(spec, *side);
+                    l.leverage = leg.leverage;
+                    l.mode = leg.mode;
+                }
+            }
+        }
+        out.push(Event::PositionModeSet { account: id, mode });
+        Ok(())
+    }
+}
+
+/// The position sides an account's legs on one instrument take in `mode`.
+pub(crate) fn position_sides(mode: PositionMode) -> &'static [PositionSide] {
+    match mode {
+        PositionMode::OneWay => &[PositionSide::Both],
+        PositionMode::Hedge => &[PositionSide::Long, PositionSide::Short],
     }
 }

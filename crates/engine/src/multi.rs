@@ -254,33 +254,73 @@ impl Engine {
     }
 
     /// The first raw price of `spec`'s mark, coming from the unhealthy side, at which
-    /// `healthy(pool)` holds, every other price fixed, by bisection over the exact pool
-    /// (no rounding of its own); `healthy` must hold above the boundary for a long and
-    /// below it for a short. `None` if there is no change between mark / 1000 and
-    /// mark × 1000.
+    /// `healthy(pool)` holds, every other price fixed, by bisection over the exact USD
+    /// pool (no rounding of its own); see [`Engine::mark_root`].
     pub(crate) fn usd_pool_root(
         &self,
         k: usize,
-        spec: &InstrumentSpec,
+        position: (&InstrumentSpec, PositionSide),
         healthy: impl Fn(&UsdPool) -> bool,
     ) -> Option<Price> {
-        let leg = self.state.accounts[k].leg(spec.id)?;
-        if leg.is_flat() {
-            return None;
-        }
-        let long = leg.qty.0 > 0;
         let usd = self.usd_prices();
         let mode = self.state.accounts[k].asset_mode;
-        let mut marks = self.state.marks.clone();
-        let mut ok = |p: i64| {
-            marks[spec.id.0 as usize] = Some(Price(p));
+        self.mark_root(k, position, |marks| {
             healthy(&risk::usd_pool(
                 &self.state.accounts[k],
                 &self.state.config,
-                &marks,
+                marks,
                 usd,
                 |s| risk::is_pooled(mode, s),
             ))
+        })
+    }
+
+    /// As [`Engine::usd_pool_root`] over the single-asset cross pool of `spec`'s
+    /// settlement asset: a hedge account's cross legs on one instrument both move with
+    /// its mark, which the one-leg formula of MARGIN §6 does not cover.
+    pub(crate) fn cross_pool_root(
+        &self,
+        k: usize,
+        position: (&InstrumentSpec, PositionSide),
+        healthy: impl Fn(&risk::Pool) -> bool,
+    ) -> Option<Price> {
+        let asset = position.0.settle_asset;
+        self.mark_root(k, position, |marks| {
+            healthy(&risk::pool(
+                &self.state.accounts[k],
+                asset,
+                &self.state.config.instruments,
+                marks,
+            ))
+        })
+    }
+
+    /// The first raw price of `spec`'s mark, coming from the unhealthy side, at which
+    /// `healthy(marks)` holds, every other price fixed, by bisection; `healthy` must hold
+    /// above the boundary for a long and below it for a short (the net of the account's
+    /// legs on `spec`, or this leg's side when they cancel). `None` if there is no change
+    /// between mark / 1000 and mark × 1000.
+    pub(crate) fn mark_root(
+        &self,
+        k: usize,
+        (spec, side): (&InstrumentSpec, PositionSide),
+        healthy: impl Fn(&[Option<Price>]) -> bool,
+    ) -> Option<Price> {
+        let leg = self.state.accounts[k].leg(spec.id, side)?;
+        if leg.is_flat() {
+            return None;
+        }
+        // Both legs of a hedge account move with the mark: the healthy side is the net
+        // position's (the leg's own when the two cancel).
+        let net: i64 = self.state.accounts[k]
+            .legs_of(spec.id)
+            .map(|l| l.qty.0)
+            .sum();
+        let long = if net != 0 { net > 0 } else { leg.qty.0 > 0 };
+        let mut marks = self.state.marks.clone();
+        let mut ok = |p: i64| {
+            marks[spec.id.0 as usize] = Some(Price(p));
+            healthy(&marks)
         };
         // Healthy side: above the root for a long, below it for a short. The search stays
         // within three orders of magnitude of the mark: far outside it a coin-M value
@@ -349,14 +389,14 @@ impl Engine {
         if !self.usd_pool_of(k).is_liquidatable() {
             return;
         }
-        if let Some(spec) = self.largest_pooled_position(k) {
-            self.partial_liquidation(k, &spec, out);
+        if let Some((spec, side)) = self.largest_pooled_position(k) {
+            self.partial_liquidation(k, &spec, side, out);
         }
         while self.usd_pool_of(k).is_liquidatable() {
-            let Some(spec) = self.largest_pooled_position(k) else {
+            let Some((spec, side)) = self.largest_pooled_position(k) else {
                 break;
             };
-            self.take_over(k, &spec, out);
+            self.take_over(k, &spec, side, out);
         }
         if self.usd_pool_of(k).positions == 0 {
             self.auto_exchange(k, false, out);
@@ -366,8 +406,8 @@ impl Engine {
         }
     }
 
-    fn largest_pooled_position(&self, k: usize) -> Option<InstrumentSpec> {
-        let i = self.view(k).largest_pooled_position()?;
-        Some(self.state.config.instruments[i.0 as usize].clone())
+    fn largest_pooled_position(&self, k: usize) -> Option<(InstrumentSpec, PositionSide)> {
+        let (i, side) = self.view(k).largest_pooled_position()?;
+        Some((self.state.config.instruments[i.0 as usize].clone(), side))
     }
 }

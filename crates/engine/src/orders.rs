@@ -94,6 +94,19 @@ impl Engine {
         (qty.0 - closable).max(0)
     }
 
+    /// Open orders of account `k` on instrument `i`: resting on any of its legs, and
+    /// waiting conditional ones (the open-order limit counts both).
+    pub(crate) fn open_orders_on(&self, k: usize, i: InstrumentId) -> usize {
+        let a = &self.state.accounts[k];
+        a.legs_of(i).map(|l| l.open_orders.len()).sum::<usize>() + self.conditional_count(a.id, i)
+    }
+
+    /// The leg an order's meta works on.
+    pub(crate) fn meta_leg(&self, k: usize, meta: &OrderMeta) -> Option<&Leg> {
+        let a = &self.state.accounts[k];
+        a.leg(meta.instrument, a.order_side(meta.side, meta.reduce_only))
+    }
+
     pub(crate) fn next_internal_order_id(&mut self) -> OrderId {
         let id = OrderId(self.state.next_internal_order);
         self.state.next_internal_order = self
@@ -153,20 +166,19 @@ impl Engine {
         if o.order_type == OrderType::Market && o.tif == TimeInForce::PostOnly {
             return Err(RejectReason::MarketPostOnly);
         }
-        let leg = self.state.accounts[k].leg(o.instrument);
+        let reduce_only = o.reduce_only || o.close_position;
+        let account = &self.state.accounts[k];
+        let leg = account.leg(o.instrument, account.order_side(o.side, reduce_only));
         // Only an order that may rest counts against the limit, and an amend replaces
         // one: a trader at the limit can still close, reduce and reprice.
         let may_rest = o.order_type == OrderType::Limit
             && matches!(o.tif, TimeInForce::Gtc | TimeInForce::PostOnly);
         if replacing.is_none()
             && may_rest
-            && leg.map_or(0, |l| l.open_orders.len())
-                + self.conditional_count(o.account, o.instrument)
-                >= spec.max_open_orders as usize
+            && self.open_orders_on(k, o.instrument) >= spec.max_open_orders as usize
         {
             return Err(RejectReason::TooManyOpenOrders);
         }
-        let reduce_only = o.reduce_only || o.close_position;
         let qty = order_qty(spec, leg, o.side, o.qty, reduce_only, o.close_position)?;
         let limit = self.order_limit(spec, mark, o.order_type, o.side, o.price)?;
         let (margin_notional, reserved) = self.order_reservation(

@@ -36,6 +36,8 @@ pub struct AssetReport {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct PositionReport {
     pub instrument: String,
+    /// `both` for a one-way account; `long` or `short` in hedge mode.
+    pub position_side: PositionSide,
     pub mode: MarginMode,
     pub leverage: u32,
     pub size: Qty,
@@ -225,6 +227,7 @@ impl Engine {
             });
         Some(PositionReport {
             instrument: spec.symbol.clone(),
+            position_side: leg.side,
             mode: leg.mode,
             leverage: leg.leverage,
             size: spec.qty_of(leg.qty),
@@ -267,6 +270,10 @@ impl Engine {
             Some(m) if !leg.is_flat() => {
                 let upnl = risk::upnl(leg, spec, m);
                 let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
+                // A hedge account's two cross legs both move with the mark.
+                let paired = leg.mode == MarginMode::Cross
+                    && !pooled
+                    && a.legs_of(spec.id).filter(|l| !l.is_flat()).count() > 1;
                 let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled {
                     (leg.isolated_margin, leg.isolated_margin)
                 } else {
@@ -285,14 +292,32 @@ impl Engine {
                         // over the pool (MARGIN §6); the first healthy price's neighbour
                         // on the unhealthy side is the first one that liquidates.
                         let step = if leg.qty.0 > 0 { -1 } else { 1 };
-                        self.usd_pool_root(k, spec, |p| !p.is_liquidatable())
+                        self.usd_pool_root(k, (spec, leg.side), |p| !p.is_liquidatable())
+                            .map(|h| Price(h.raw() + step))
+                            .filter(|p| p.is_positive())
+                    } else if paired {
+                        // The same search over the single-asset pool's own check; the
+                        // step is the net position's side.
+                        let net: i64 = a.legs_of(spec.id).map(|l| l.qty.0).sum();
+                        let step = if net > 0 || (net == 0 && leg.qty.0 > 0) {
+                            -1
+                        } else {
+                            1
+                        };
+                        self.cross_pool_root(k, (spec, leg.side), |p| !p.is_liquidatable())
                             .map(|h| Price(h.raw() + step))
                             .filter(|p| p.is_positive())
                     } else {
                         risk::liquidation_price(leg, spec, wb_others, m)
                     },
                     if pooled {
-                        self.usd_pool_root(k, spec, |p| !p.adjusted_equity.is_negative())
+                        self.usd_pool_root(k, (spec, leg.side), |p| {
+                            !p.adjusted_equity.is_negative()
+                        })
+                    } else if paired {
+                        self.cross_pool_root(k, (spec, leg.side), |p| {
+                            !p.margin_balance().is_negative()
+                        })
                     } else {
                         risk::bankruptcy_price(leg, spec, wb_upnl_others)
                     },

@@ -28,9 +28,19 @@ impl Engine {
             Some((rate, sink)) => (rate, FeeSink::Account(sink)),
             None => (spec.taker_fee, FeeSink::Income),
         };
+        let taker_leg = self
+            .account(taker.account)
+            .expect("taker account")
+            .order_side(taker.side, taker.reduce_only);
+        let maker_leg = {
+            let meta = self.state.orders.get(&f.maker_order).expect("maker meta");
+            self.account(f.maker_account)
+                .expect("maker account")
+                .order_side(meta.side, meta.reduce_only)
+        };
         let (tf, tp) = self.settle_side(
             spec,
-            taker.account,
+            (taker.account, taker_leg),
             taker.side,
             f.qty,
             price,
@@ -39,7 +49,7 @@ impl Engine {
         );
         let (mf, mp) = self.settle_side(
             spec,
-            f.maker_account,
+            (f.maker_account, maker_leg),
             taker.side.opposite(),
             f.qty,
             price,
@@ -55,7 +65,7 @@ impl Engine {
     fn settle_side(
         &mut self,
         spec: &InstrumentSpec,
-        account: AccountId,
+        (account, position): (AccountId, PositionSide),
         side: Side,
         lots: QtyLots,
         price: Price,
@@ -71,7 +81,7 @@ impl Engine {
         } else {
             notional.mul_rate(fee_rate, Rounding::Ceil)
         };
-        let realized = self.move_position(k, spec, side, lots, price, fee);
+        let realized = self.move_position(k, (spec, position), side, lots, price, fee);
         match sink {
             FeeSink::Income => self.state.fee_income[settle] += fee,
             FeeSink::Account(id) => {
@@ -87,7 +97,7 @@ impl Engine {
     pub(crate) fn move_position(
         &mut self,
         k: usize,
-        spec: &InstrumentSpec,
+        (spec, position): (&InstrumentSpec, PositionSide),
         side: Side,
         lots: QtyLots,
         price: Price,
@@ -96,16 +106,24 @@ impl Engine {
         let settle = spec.settle_asset.0 as usize;
         let account = &mut self.state.accounts[k];
         let id = account.id;
-        let leg = account.leg_or_default(spec);
-        let before = leg.qty;
+        let held_before = account.legs_of(spec.id).any(|l| !l.is_flat());
+        let leg = account.leg_or_default(spec, position);
         let hold = self.tmp.holding_isolated == Some((id, spec.id));
         let risk::Settlement {
             realized_pnl,
             wallet_delta,
         } = risk::settle_fill(leg, spec, side, lots, price, fee, hold);
-        let after = leg.qty;
+        debug_assert!(
+            match position {
+                PositionSide::Both => true,
+                PositionSide::Long => leg.qty.0 >= 0,
+                PositionSide::Short => leg.qty.0 <= 0,
+            },
+            "a hedge leg crossed zero"
+        );
         account.wallets[settle] += wallet_delta;
-        self.update_holders(spec.id, id, before, after);
+        let held_after = account.legs_of(spec.id).any(|l| !l.is_flat());
+        self.update_holders(spec.id, id, held_before, held_after);
         if wallet_delta.is_positive() {
             // Realized profit repays a loan's unpaid interest first (MARGIN §8).
             self.after_credit(k, spec.settle_asset, wallet_delta);
@@ -113,9 +131,10 @@ impl Engine {
         realized_pnl
     }
 
-    fn update_holders(&mut self, i: InstrumentId, id: AccountId, before: QtyLots, after: QtyLots) {
+    /// `id` holds a position on `i` (any leg not flat) `before` and `after` a move.
+    fn update_holders(&mut self, i: InstrumentId, id: AccountId, before: bool, after: bool) {
         let h = &mut self.ix.holders[i.0 as usize];
-        match (before.is_zero(), after.is_zero()) {
+        match (!before, !after) {
             (true, false) => {
                 let pos = h.binary_search(&id).expect_err("holder listed twice");
                 h.insert(pos, id);

@@ -291,16 +291,30 @@ impl Engine {
         Ok(())
     }
 
-    /// An account's legs: in instrument order, no basis when flat, no isolated margin in
-    /// cross and never a negative one, listed in the holders index exactly when open,
-    /// and their order sums equal to their orders'.
+    /// An account's legs: in (instrument, side) order, sides as the position mode says
+    /// (`Both` one-way; `Long` ≥ 0 and `Short` ≤ 0 in hedge mode), no basis when flat, no
+    /// isolated margin in cross and never a negative one, the account listed in the
+    /// holders index exactly when a leg on the instrument is open, and the order sums
+    /// equal to their orders'.
     fn check_legs(&self, a: &Account) -> Result<(), String> {
-        let mut prev: Option<InstrumentId> = None;
+        let mut prev: Option<(InstrumentId, PositionSide)> = None;
         for leg in &a.legs {
-            if prev.is_some_and(|p| p >= leg.instrument) {
+            if prev.is_some_and(|p| p >= (leg.instrument, leg.side)) {
                 return Err(format!("account {} legs out of order", a.id));
             }
-            prev = Some(leg.instrument);
+            prev = Some((leg.instrument, leg.side));
+            let side_ok = match (a.position_mode, leg.side) {
+                (PositionMode::OneWay, PositionSide::Both) => true,
+                (PositionMode::Hedge, PositionSide::Long) => leg.qty.0 >= 0,
+                (PositionMode::Hedge, PositionSide::Short) => leg.qty.0 <= 0,
+                _ => false,
+            };
+            if !side_ok {
+                return Err(format!(
+                    "account {} leg {:?} on {} in {:?} mode with {} lots",
+                    a.id, leg.side, leg.instrument, a.position_mode, leg.qty.0
+                ));
+            }
             let spec = &self.state.config.instruments[leg.instrument.0 as usize];
             if leg.qty.is_zero() && !leg.basis.is_zero() {
                 return Err(format!("account {} flat leg keeps basis", a.id));
@@ -315,7 +329,8 @@ impl Engine {
             let held = self.ix.holders[leg.instrument.0 as usize]
                 .binary_search(&a.id)
                 .is_ok();
-            if held == leg.qty.is_zero() {
+            let open = a.legs_of(leg.instrument).any(|l| !l.qty.is_zero());
+            if held != open {
                 return Err(format!(
                     "holders index wrong for account {} on {}",
                     a.id, spec.symbol
@@ -342,7 +357,10 @@ impl Engine {
                 .orders
                 .get(id)
                 .ok_or(format!("order {id} on leg but not known"))?;
-            if m.account != a.id || m.instrument != leg.instrument {
+            if m.account != a.id
+                || m.instrument != leg.instrument
+                || a.order_side(m.side, m.reduce_only) != leg.side
+            {
                 return Err(format!("order {id} filed under the wrong leg"));
             }
             let o = self.state.books[leg.instrument.0 as usize]

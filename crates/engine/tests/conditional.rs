@@ -82,7 +82,7 @@ fn triggered(events: &[Event]) -> Vec<(u64, Price)> {
 fn position(t: &TestEngine, account: u64) -> i64 {
     t.engine
         .account(AccountId(account))
-        .and_then(|a| a.leg(BTCUSDT))
+        .and_then(|a| a.leg(BTCUSDT, PositionSide::Both))
         .map_or(0, |l| l.qty.0)
 }
 

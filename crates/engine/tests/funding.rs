@@ -241,7 +241,7 @@ fn a_funding_payment_can_trigger_liquidation() {
     let leg =
         t.e.account(AccountId(1))
             .unwrap()
-            .leg(InstrumentId(0))
+            .leg(InstrumentId(0), PositionSide::Both)
             .unwrap()
             .clone();
     assert_eq!((leg.qty, leg.isolated_margin), (QtyLots(1_000), m("280")));
@@ -356,7 +356,7 @@ fn four_years_of_binance_funding_on_a_held_position() {
     let funding = |t: &T, a: u64| {
         t.e.account(AccountId(a))
             .unwrap()
-            .leg(InstrumentId(0))
+            .leg(InstrumentId(0), PositionSide::Both)
             .unwrap()
             .funding
     };

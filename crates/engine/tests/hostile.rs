@@ -74,6 +74,7 @@ fn command() -> impl Strategy<Value = Command> {
                 account,
                 instrument: InstrumentId(i % 4),
                 delta,
+                position_side: PositionSide::Both,
             }
         }),
         (
@@ -567,12 +568,18 @@ fn hostile_command() -> impl Strategy<Value = Command> {
                 mode: if iso { MarginMode::Isolated } else { MarginMode::Cross },
             }
         }),
-        2 => (user(), instrument(), amount(), any::<bool>()).prop_map(|(account, i, a, neg)| {
+        2 => (user(), instrument(), amount(), any::<bool>(), 0u8..3).prop_map(|(account, i, a, neg, s)| {
             Command::AdjustIsolatedMargin {
                 account,
                 instrument: InstrumentId(i),
                 delta: if neg && a.0 > i128::MIN { Money(-a.0) } else { a },
+                position_side: [PositionSide::Both, PositionSide::Long, PositionSide::Short][s as usize],
             }
+        }),
+        // Hedge mode comes and goes (only while flat and without orders).
+        2 => (user(), any::<bool>()).prop_map(|(account, hedge)| Command::SetPositionMode {
+            account,
+            mode: if hedge { PositionMode::Hedge } else { PositionMode::OneWay },
         }),
         3 => (user(), 0u8..3).prop_map(|(account, m)| Command::SetAssetMode {
             account,
@@ -598,9 +605,9 @@ fn time_step() -> impl Strategy<Value = u64> {
 }
 
 /// Accounts 1..=6: 1 main with sub 2 (well funded), 3 and 4 thinly funded (so that
-/// they liquidate), 5 multi-asset and 6 unified holding BTC and USDC only (so that USDT
-/// losses and fees are loans that charge interest); a mark and an index on every
-/// instrument; BTC and ETH asset indexes.
+/// they liquidate; 4 in hedge mode), 5 multi-asset and 6 unified holding BTC and USDC
+/// only (so that USDT losses and fees are loans that charge interest); a mark and an
+/// index on every instrument; BTC and ETH asset indexes.
 fn hostile_setup() -> Vec<Command> {
     let mut v = vec![];
     // (account, parent, [(asset, whole units)])
@@ -647,6 +654,11 @@ fn hostile_setup() -> Vec<Command> {
     v.push(Command::SetAssetMode {
         account: AccountId(5),
         mode: AssetMode::Multi,
+    });
+    // Account 4 (thin) trades in hedge mode: a LONG and a SHORT leg per instrument.
+    v.push(Command::SetPositionMode {
+        account: AccountId(4),
+        mode: PositionMode::Hedge,
     });
     v.push(Command::SetAssetMode {
         account: AccountId(6),
@@ -894,6 +906,9 @@ fn hostile_streams_never_panic_mislead_or_half_apply() {
         "FundingSettled derived",
         "Rejected MarkPriceDerived",
         "ConditionalPlaced",
+        "PositionModeSet",
+        "Rejected PositionModeWithPosition",
+        "Rejected PositionSideMismatch",
         "ConditionalTriggered",
         "ConditionalRejected",
         "Rejected WouldTriggerImmediately",
@@ -959,6 +974,7 @@ fn most_negative_rate_or_delta_panics() {
             account: AccountId(1),
             instrument: InstrumentId(0),
             delta: Money(i128::MIN),
+            position_side: PositionSide::Both,
         },
     ]);
     assert_eq!(

@@ -91,7 +91,7 @@ fn open_long(t: &mut TestEngine) {
 fn leg(t: &TestEngine) -> perpcore_risk::Leg {
     t.engine
         .account(AccountId(SUBJECT))
-        .and_then(|a| a.leg(BTCUSDT))
+        .and_then(|a| a.leg(BTCUSDT, PositionSide::Both))
         .cloned()
         .expect("leg")
 }

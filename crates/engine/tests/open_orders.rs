@@ -11,7 +11,7 @@ use perpcore_types::*;
 fn open_orders(t: &TestEngine, account: u64) -> usize {
     t.engine
         .account(AccountId(account))
-        .and_then(|a| a.leg(InstrumentId(0)))
+        .and_then(|a| a.leg(InstrumentId(0), PositionSide::Both))
         .map_or(0, |l| l.open_orders.len())
 }
 

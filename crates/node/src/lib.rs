@@ -427,7 +427,8 @@ pub fn campaign_fills(dir: &Path) -> Result<Vec<perpcore_campaign::FillRecord>, 
                     continue;
                 }
                 let cross = a
-                    .leg(*instrument)
+                    .legs_of(*instrument)
+                    .next()
                     .is_none_or(|l| l.mode == MarginMode::Cross);
                 fills.push(FillRecord {
                     ts_ns,

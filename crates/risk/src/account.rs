@@ -9,8 +9,8 @@
 
 use bincode::{Decode, Encode};
 use perpcore_types::{
-    AccountId, AssetMode, InstrumentId, InstrumentSpec, MarginMode, Money, Price, QtyLots,
-    Rounding, Side,
+    AccountId, AssetMode, InstrumentId, InstrumentSpec, MarginMode, Money, PositionMode,
+    PositionSide, Price, QtyLots, Rounding, Side,
 };
 
 /// Binance's default leverage for a new symbol (capped by the instrument maximum).
@@ -43,6 +43,8 @@ pub struct Leg {
     pub funding: Money,
     /// Derived: the position's value and IM at the last mark it was valued at.
     pub valuation: Valuation,
+    /// `Both` for a one-way account; `Long` (qty ≥ 0) or `Short` (qty ≤ 0) in hedge mode.
+    pub side: PositionSide,
 }
 
 /// A linear position's value `q × M` and initial margin `|q × M| / L` (rounded up),
@@ -131,7 +133,13 @@ impl<'de, C> bincode::BorrowDecode<'de, C> for Valuation {
 
 impl Leg {
     pub fn new(instrument: InstrumentId, spec_max_leverage: u32) -> Leg {
+        Leg::for_side(instrument, spec_max_leverage, PositionSide::Both)
+    }
+
+    /// A fresh leg for one position side.
+    pub fn for_side(instrument: InstrumentId, spec_max_leverage: u32, side: PositionSide) -> Leg {
         Leg {
+            side,
             instrument,
             leverage: DEFAULT_LEVERAGE.min(spec_max_leverage),
             mode: MarginMode::Cross,
@@ -211,7 +219,7 @@ pub struct Account {
     pub parent: Option<AccountId>,
     /// Wallet balance per asset, indexed by `AssetId`.
     pub wallets: Vec<Money>,
-    /// Legs sorted by instrument id.
+    /// Legs sorted by (instrument id, position side).
     pub legs: Vec<Leg>,
     /// System accounts (insurance funds) are never margin-checked or liquidated.
     pub system: bool,
@@ -221,6 +229,8 @@ pub struct Account {
     pub interest_owed: Vec<Money>,
     /// Per asset: the first hour slot not yet charged interest (MARGIN §8).
     pub next_interest_slot: Vec<u64>,
+    /// One-way or hedge mode (Binance's `dualSidePosition`).
+    pub position_mode: PositionMode,
 }
 
 impl Account {
@@ -234,35 +244,63 @@ impl Account {
             asset_mode: AssetMode::Single,
             interest_owed: vec![Money::ZERO; assets_count],
             next_interest_slot: vec![0; assets_count],
+            position_mode: PositionMode::OneWay,
         }
     }
 
     #[inline]
-    pub fn leg(&self, i: InstrumentId) -> Option<&Leg> {
+    pub fn leg(&self, i: InstrumentId, side: PositionSide) -> Option<&Leg> {
         self.legs
-            .binary_search_by_key(&i, |l| l.instrument)
+            .binary_search_by_key(&(i, side), |l| (l.instrument, l.side))
             .ok()
             .map(|k| &self.legs[k])
     }
 
     #[inline]
-    pub fn leg_mut(&mut self, i: InstrumentId) -> Option<&mut Leg> {
-        match self.legs.binary_search_by_key(&i, |l| l.instrument) {
+    pub fn leg_mut(&mut self, i: InstrumentId, side: PositionSide) -> Option<&mut Leg> {
+        match self
+            .legs
+            .binary_search_by_key(&(i, side), |l| (l.instrument, l.side))
+        {
             Ok(k) => Some(&mut self.legs[k]),
             Err(_) => None,
         }
     }
 
-    /// The leg for `spec`, created with defaults on first use.
-    pub fn leg_or_default(&mut self, spec: &InstrumentSpec) -> &mut Leg {
-        let k = match self.legs.binary_search_by_key(&spec.id, |l| l.instrument) {
+    /// The leg for `spec` and `side`, created with defaults on first use (a new hedge
+    /// leg takes the leverage and margin mode of the instrument's other leg, which the
+    /// account sets for both).
+    pub fn leg_or_default(&mut self, spec: &InstrumentSpec, side: PositionSide) -> &mut Leg {
+        let k = match self
+            .legs
+            .binary_search_by_key(&(spec.id, side), |l| (l.instrument, l.side))
+        {
             Ok(k) => k,
             Err(k) => {
-                self.legs.insert(k, Leg::new(spec.id, spec.max_leverage));
+                let mut leg = Leg::for_side(spec.id, spec.max_leverage, side);
+                if let Some(other) = self.legs_of(spec.id).next() {
+                    leg.leverage = other.leverage;
+                    leg.mode = other.mode;
+                }
+                self.legs.insert(k, leg);
                 k
             }
         };
         &mut self.legs[k]
+    }
+
+    /// The legs on instrument `i` (one in one-way mode, up to two in hedge mode).
+    pub fn legs_of(&self, i: InstrumentId) -> impl Iterator<Item = &Leg> + '_ {
+        let start = self.legs.partition_point(|l| l.instrument < i);
+        self.legs[start..]
+            .iter()
+            .take_while(move |l| l.instrument == i)
+    }
+
+    /// The leg an order of `side` (reduce-only or not) works on, in this account's mode.
+    #[inline]
+    pub fn order_side(&self, side: Side, reduce_only: bool) -> PositionSide {
+        PositionSide::of_order(self.position_mode, side, reduce_only)
     }
 }
 

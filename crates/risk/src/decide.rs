@@ -166,10 +166,10 @@ impl AccountView<'_> {
 
     /// MARGIN §7's order within a cross pool: the cross position settling in `asset`
     /// with the largest maintenance margin at its mark is liquidated first; on a tie the
-    /// lowest instrument id. `None` when the pool holds no cross position (or one lacks a
-    /// mark, which cannot happen for a position).
-    pub fn largest_cross_position(&self, asset: AssetId) -> Option<InstrumentId> {
-        let mut best: Option<(Money, InstrumentId)> = None;
+    /// lowest instrument id (then LONG before SHORT). `None` when the pool holds no cross
+    /// position (or one lacks a mark, which cannot happen for a position).
+    pub fn largest_cross_position(&self, asset: AssetId) -> Option<(InstrumentId, PositionSide)> {
+        let mut best: Option<(Money, (InstrumentId, PositionSide))> = None;
         for leg in &self.account.legs {
             let spec = &self.config.instruments[leg.instrument.0 as usize];
             if spec.settle_asset != asset || leg.mode != MarginMode::Cross || leg.is_flat() {
@@ -179,7 +179,7 @@ impl AccountView<'_> {
             let mm = position_mm(leg, spec, mark);
             // Strictly larger wins; legs are in instrument order, so ties keep the lowest id.
             if best.is_none_or(|(b, _)| mm > b) {
-                best = Some((mm, leg.instrument));
+                best = Some((mm, (leg.instrument, leg.side)));
             }
         }
         best.map(|(_, i)| i)
@@ -188,9 +188,9 @@ impl AccountView<'_> {
     /// The same order within a USD pool: the pooled cross position with the largest
     /// maintenance margin valued in USD (at the settlement asset's USD price; unvalued
     /// where there is none) goes first; on a tie the lowest instrument id.
-    pub fn largest_pooled_position(&self) -> Option<InstrumentId> {
+    pub fn largest_pooled_position(&self) -> Option<(InstrumentId, PositionSide)> {
         let mode = self.account.asset_mode;
-        let mut best: Option<(Money, InstrumentId)> = None;
+        let mut best: Option<(Money, (InstrumentId, PositionSide))> = None;
         for leg in &self.account.legs {
             let spec = &self.config.instruments[leg.instrument.0 as usize];
             if !is_pooled(mode, spec) || leg.mode != MarginMode::Cross || leg.is_flat() {
@@ -208,7 +208,7 @@ impl AccountView<'_> {
                 None => mm,
             };
             if best.is_none_or(|(b, _)| mm > b) {
-                best = Some((mm, leg.instrument));
+                best = Some((mm, (leg.instrument, leg.side)));
             }
         }
         best.map(|(_, i)| i)

@@ -755,7 +755,7 @@ mod tests {
         ] {
             let mut a = Account::new(AccountId(1), None, 2);
             a.wallets[0] = Money::from_int(10_000);
-            let leg = a.leg_or_default(&s);
+            let leg = a.leg_or_default(&s, PositionSide::Both);
             leg.leverage = 10;
             apply_fill(leg, &s, side, 1000, p("50000"));
             let leg = a.legs[0].clone();

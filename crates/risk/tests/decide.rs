@@ -280,7 +280,7 @@ fn withdraw_up_to_the_withdrawable_amount() {
 fn open_cross(a: &mut Account, config: &Config, instrument: usize, lots: i64, price: i64) {
     let spec = &config.instruments[instrument];
     let side = if lots > 0 { Side::Buy } else { Side::Sell };
-    let leg = a.leg_or_default(spec);
+    let leg = a.leg_or_default(spec, PositionSide::Both);
     settle_fill(
         leg,
         spec,
@@ -304,12 +304,18 @@ fn liquidation_order_largest_maintenance_margin_then_lowest_id() {
     open_cross(&mut a, &config, 0, 500, 60_000);
     open_cross(&mut a, &config, 1, 10_000, 3_000);
     let v = view(&a, &config, &marks, &[]);
-    assert_eq!(v.largest_cross_position(USDT), Some(InstrumentId(0)));
+    assert_eq!(
+        v.largest_cross_position(USDT),
+        Some((InstrumentId(0), PositionSide::Both))
+    );
     let mut b = funded(&config, "100000");
     open_cross(&mut b, &config, 0, -500, 60_000);
     open_cross(&mut b, &config, 1, -11_000, 3_000);
     let v = view(&b, &config, &marks, &[]);
-    assert_eq!(v.largest_cross_position(USDT), Some(InstrumentId(1)));
+    assert_eq!(
+        v.largest_cross_position(USDT),
+        Some((InstrumentId(1), PositionSide::Both))
+    );
     // Nothing settles in USDC.
     assert_eq!(v.largest_cross_position(AssetId(1)), None);
 }
@@ -333,7 +339,10 @@ fn liquidation_order_in_a_usd_pool_compares_in_usd() {
     open_cross(&mut a, &config, 0, 500, 60_000);
     open_cross(&mut a, &config, 2, 500, 60_000);
     let v = view(&a, &config, &marks, &usd);
-    assert_eq!(v.largest_pooled_position(), Some(InstrumentId(2)));
+    assert_eq!(
+        v.largest_pooled_position(),
+        Some((InstrumentId(2), PositionSide::Both))
+    );
     // At equal USD prices the tie keeps the lower id.
     let par = vec![
         Some(IndexPrice::ONE),
@@ -343,5 +352,8 @@ fn liquidation_order_in_a_usd_pool_compares_in_usd() {
         None,
     ];
     let v = view(&a, &config, &marks, &par);
-    assert_eq!(v.largest_pooled_position(), Some(InstrumentId(0)));
+    assert_eq!(
+        v.largest_pooled_position(),
+        Some((InstrumentId(0), PositionSide::Both))
+    );
 }

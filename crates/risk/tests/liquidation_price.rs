@@ -196,7 +196,7 @@ impl World {
         let entry = Price(c.entry_raw);
         let side = if c.long { Side::Buy } else { Side::Sell };
         {
-            let leg = account.leg_or_default(&specs[0]);
+            let leg = account.leg_or_default(&specs[0], PositionSide::Both);
             leg.leverage = c.leverage;
             apply_fill(leg, &specs[0], side, c.lots, entry);
         }
@@ -219,7 +219,7 @@ impl World {
                 other.bybit = false;
                 specs.push(spec(&other, 1));
                 let s = &specs[1];
-                let leg = account.leg_or_default(s);
+                let leg = account.leg_or_default(s, PositionSide::Both);
                 let side = if lots > 0 { Side::Buy } else { Side::Sell };
                 apply_fill(leg, s, side, lots.abs(), Price(entry2 * 100_000_000));
                 marks.push(Some(Price(mark2 * 100_000_000)));

@@ -12,8 +12,8 @@
 
 use perpcore_types::{
     AccountId, AssetId, AssetMode, Command, ConditionalKind, ConditionalOrder, Config, IndexPrice,
-    IndexQuote, InstrumentSpec, MarginMode, Money, NewOrder, OrderId, OrderType, Price, PriceTicks,
-    Qty, QtyLots, Rate, Side, StpMode, TimeInForce, WorkingPrice,
+    IndexQuote, InstrumentSpec, MarginMode, Money, NewOrder, OrderId, OrderType, PositionMode,
+    PositionSide, Price, PriceTicks, Qty, QtyLots, Rate, Side, StpMode, TimeInForce, WorkingPrice,
 };
 use serde_json::{Map, Value};
 
@@ -314,13 +314,35 @@ pub fn parse_line(cmd: &str, map: &Map<String, Value>, config: &Config) -> Res<L
             )
         }
         "isolated_margin" => {
-            let (f, ts) = engine(&["account", "symbol", "delta"])?;
+            let (f, ts) = engine(&["account", "symbol", "delta", "position_side"])?;
+            let position_side = match f.opt_str("position_side")?.unwrap_or("both") {
+                "both" => PositionSide::Both,
+                "long" => PositionSide::Long,
+                "short" => PositionSide::Short,
+                other => return Err(bad_enum("position_side", other, "both, long, short")),
+            };
             cmd_line(
                 ts,
                 Command::AdjustIsolatedMargin {
                     account: f.account("account")?,
                     instrument: r.instrument(f.str("symbol")?)?.id,
                     delta: money(&f, "delta")?,
+                    position_side,
+                },
+            )
+        }
+        "position_mode" => {
+            let (f, ts) = engine(&["account", "mode"])?;
+            let mode = match f.str("mode")? {
+                "one_way" => PositionMode::OneWay,
+                "hedge" => PositionMode::Hedge,
+                other => return Err(bad_enum("mode", other, "one_way, hedge")),
+            };
+            cmd_line(
+                ts,
+                Command::SetPositionMode {
+                    account: f.account("account")?,
+                    mode,
                 },
             )
         }

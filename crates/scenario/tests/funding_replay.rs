@@ -139,7 +139,7 @@ fn positions_held_through_2023_04_05_pay_binance_published_rate() {
     assert_eq!((paid, received), (expected, expected));
     let funding = |n: u64| {
         e.account(AccountId(n))
-            .and_then(|a| a.leg(btc.id))
+            .and_then(|a| a.leg(btc.id, PositionSide::Both))
             .map(|l| l.funding)
             .unwrap()
     };

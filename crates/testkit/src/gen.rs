@@ -332,6 +332,7 @@ impl Gen {
                 account: self.account(),
                 instrument: inst,
                 delta: Money::from_int(self.rng.gen_range(-2_000..2_000)),
+                position_side: PositionSide::Both,
             },
             910..=929 => Command::Withdraw {
                 account: self.account(),

@@ -85,6 +85,46 @@ pub enum AssetMode {
     Unified,
 }
 
+/// One-way (one position per instrument) or hedge mode (a LONG and a SHORT position per
+/// instrument), per account (Binance's `dualSidePosition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionMode {
+    #[default]
+    OneWay,
+    Hedge,
+}
+
+/// Which position of an instrument: the one-way position (`Both`), or in hedge mode the
+/// LONG or the SHORT one. In hedge mode an order's position follows from its side and its
+/// reduce-only flag, as Binance's `positionSide`: a buy opens LONG and a reduce-only sell
+/// closes it; a sell opens SHORT and a reduce-only buy closes it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionSide {
+    #[default]
+    Both,
+    Long,
+    Short,
+}
+
+impl PositionSide {
+    /// The position an order of `side` works on in `mode` (see the type's docs).
+    pub fn of_order(mode: PositionMode, side: Side, reduce_only: bool) -> PositionSide {
+        match (mode, side, reduce_only) {
+            (PositionMode::OneWay, _, _) => PositionSide::Both,
+            (PositionMode::Hedge, Side::Buy, false) | (PositionMode::Hedge, Side::Sell, true) => {
+                PositionSide::Long
+            }
+            (PositionMode::Hedge, Side::Sell, false) | (PositionMode::Hedge, Side::Buy, true) => {
+                PositionSide::Short
+            }
+        }
+    }
+}
+
 /// The quote of an index price.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -215,6 +255,8 @@ pub enum Command {
         account: AccountId,
         instrument: InstrumentId,
         delta: Money,
+        /// `Both` in one-way mode; `Long` or `Short` in hedge mode.
+        position_side: PositionSide,
     },
     PlaceOrder(NewOrder),
     CancelOrder {
@@ -275,6 +317,12 @@ pub enum Command {
     },
     /// A stop, take-profit or trailing-stop order (see [`ConditionalOrder`]).
     PlaceConditional(ConditionalOrder),
+    /// One-way or hedge mode; only with no position and no open order (resting or
+    /// conditional) on any instrument.
+    SetPositionMode {
+        account: AccountId,
+        mode: PositionMode,
+    },
 }
 
 impl Command {
@@ -299,6 +347,7 @@ impl Command {
             Command::SetFundingRate { .. } => "set_funding_rate",
             Command::SetReferencePrices { .. } => "set_reference_prices",
             Command::PlaceConditional(_) => "place_conditional",
+            Command::SetPositionMode { .. } => "set_position_mode",
         }
     }
 }
@@ -318,6 +367,8 @@ stable_codes!(ConditionalKind {
     TrailingStop = 4,
 });
 stable_codes!(WorkingPrice { Mark = 0, LastTrade = 1, });
+stable_codes!(PositionMode { OneWay = 0, Hedge = 1, });
+stable_codes!(PositionSide { Both = 0, Long = 1, Short = 2, });
 
 // The command tag table (docs/JOURNAL_FORMAT.md, "Command tags"). Fields are written in
 // the order listed here.
@@ -328,7 +379,7 @@ stable_tags!(Command, retired: [], {
     Transfer = 4 { from, to, asset, amount },
     SetLeverage = 5 { account, instrument, leverage },
     SetMarginMode = 6 { account, instrument, mode },
-    AdjustIsolatedMargin = 7 { account, instrument, delta },
+    AdjustIsolatedMargin = 7 { account, instrument, delta, position_side },
     PlaceOrder = 8 (order),
     CancelOrder = 9 { account, order_id },
     CancelAll = 10 { account, instrument },
@@ -340,6 +391,7 @@ stable_tags!(Command, retired: [], {
     SetFundingRate = 16 { instrument, rate, next_funding_ns },
     SetReferencePrices = 17 { instrument, best_bid, best_ask, last_trade },
     PlaceConditional = 18 (order),
+    SetPositionMode = 19 { account, mode },
 });
 
 /// Written field by field in this order (the order of the struct's declaration does not

@@ -1,7 +1,7 @@
 //! Events: the engine's only output. Past tense. Prices and sizes are carried as exact
 //! decimals ([`Price`], [`Qty`]) so that an event reads the same to a person and a program.
 
-use crate::command::{AssetMode, ConditionalKind, IndexQuote, MarginMode, Side};
+use crate::command::{AssetMode, ConditionalKind, IndexQuote, MarginMode, PositionMode, Side};
 use crate::ids::{AccountId, AssetId, InstrumentId, OrderId};
 use crate::num::{IndexPrice, Money, Price, Qty, Rate};
 use crate::reject::RejectReason;
@@ -230,6 +230,10 @@ pub enum Event {
         reason: RejectReason,
         code: u16,
     },
+    PositionModeSet {
+        account: AccountId,
+        mode: PositionMode,
+    },
 }
 
 stable_codes!(CancelReason {
@@ -287,6 +291,7 @@ stable_tags!(Event, retired: [], {
     ConditionalPlaced = 28 { account, instrument, order_id, side, kind, trigger, qty },
     ConditionalTriggered = 29 { account, order_id, price },
     ConditionalRejected = 30 { account, order_id, reason, code },
+    PositionModeSet = 32 { account, mode },
 });
 
 impl Event {

@@ -80,6 +80,9 @@ reasons! {
     CoinMInMultiAsset = 2016, "coin-M positions need single-asset mode or the unified account";
     MarginModeWithOpenOrders = 2017, "margin mode cannot change while the account has open orders on the instrument (binance convention)";
     MarginModeWithPosition = 2018, "margin mode cannot change while the account has a position on the instrument (binance convention)";
+    PositionModeWithOpenOrders = 2019, "position mode cannot change while the account has open orders";
+    PositionModeWithPosition = 2020, "position mode cannot change while the account has a position";
+    PositionSideMismatch = 2021, "the position side does not match the account's position mode";
     // 3xxx book
     PostOnlyWouldTake = 3001, "post-only order would take liquidity";
     FokCannotFill = 3002, "fill-or-kill order cannot fill completely";

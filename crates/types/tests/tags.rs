@@ -12,8 +12,8 @@
 use perpcore_types::{
     bincode_config, AccountId, AssetId, AssetMode, CancelReason, Command, ConditionalKind,
     ConditionalOrder, Event, IndexPrice, IndexQuote, InstrumentId, MarginMode, Money, NewOrder,
-    OrderId, OrderType, Price, PriceTicks, Qty, QtyLots, Rate, RejectReason, Side, StpMode,
-    TimeInForce, WorkingPrice,
+    OrderId, OrderType, PositionMode, PositionSide, Price, PriceTicks, Qty, QtyLots, Rate,
+    RejectReason, Side, StpMode, TimeInForce, WorkingPrice,
 };
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -186,12 +186,13 @@ fn command_arms() -> Vec<BoxedStrategy<Command>> {
                 mode,
             })
             .boxed(),
-        (account(), instrument(), money())
+        (account(), instrument(), money(), position_side())
             .prop_map(
-                |(account, instrument, delta)| Command::AdjustIsolatedMargin {
+                |(account, instrument, delta, position_side)| Command::AdjustIsolatedMargin {
                     account,
                     instrument,
                     delta,
+                    position_side,
                 },
             )
             .boxed(),
@@ -261,7 +262,28 @@ fn command_arms() -> Vec<BoxedStrategy<Command>> {
         conditional_order()
             .prop_map(Command::PlaceConditional)
             .boxed(),
+        (account(), position_mode())
+            .prop_map(|(account, mode)| Command::SetPositionMode { account, mode })
+            .boxed(),
     ]
+}
+
+fn position_side() -> impl Strategy<Value = PositionSide> {
+    proptest::sample::select(
+        PositionSide::CODES
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn position_mode() -> impl Strategy<Value = PositionMode> {
+    proptest::sample::select(
+        PositionMode::CODES
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// One strategy per event variant.
@@ -565,6 +587,9 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
                 },
             )
             .boxed(),
+        (account(), position_mode())
+            .prop_map(|(account, mode)| Event::PositionModeSet { account, mode })
+            .boxed(),
     ]
 }
 
@@ -670,7 +695,7 @@ proptest! {
 #[test]
 fn unknown_and_zero_tags_are_errors() {
     let known: BTreeSet<u16> = Command::TAGS.iter().map(|(t, _)| *t).collect();
-    for tag in [0u16, 19, 999, u16::MAX] {
+    for tag in [0u16, 20, 999, u16::MAX] {
         assert!(!known.contains(&tag));
         let mut bytes = tag.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0u8; 64]);
@@ -682,7 +707,7 @@ fn unknown_and_zero_tags_are_errors() {
         );
     }
     let known: BTreeSet<u16> = Event::TAGS.iter().map(|(t, _)| *t).collect();
-    for tag in [0u16, 31, u16::MAX] {
+    for tag in [0u16, 33, u16::MAX] {
         assert!(!known.contains(&tag));
         let mut bytes = tag.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0u8; 64]);

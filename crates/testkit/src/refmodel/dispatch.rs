@@ -9,6 +9,15 @@ impl RefModel {
         if let Command::PlaceConditional(_) = cmd {
             return Some("conditional orders");
         }
+        match cmd {
+            Command::SetPositionMode { .. } => return Some("hedge mode"),
+            Command::AdjustIsolatedMargin { position_side, .. }
+                if *position_side != PositionSide::Both =>
+            {
+                return Some("hedge mode")
+            }
+            _ => {}
+        }
         let instrument = match cmd {
             Command::SetLeverage { instrument, .. }
             | Command::SetMarginMode { instrument, .. }
@@ -51,7 +60,9 @@ impl RefModel {
     fn dispatch(&mut self, cmd: &Command, events: &mut Vec<Event>) {
         let mut out = Vec::new();
         let r = match cmd {
-            Command::PlaceConditional(_) => unreachable!("uncovered: conditional orders"),
+            Command::PlaceConditional(_) | Command::SetPositionMode { .. } => {
+                unreachable!("uncovered: conditional orders, hedge mode")
+            }
             Command::CreateAccount { account, parent } => {
                 self.create_account(*account, *parent, &mut out)
             }
@@ -85,6 +96,7 @@ impl RefModel {
                 account,
                 instrument,
                 delta,
+                ..
             } => self.adjust_isolated_margin(*account, *instrument, *delta, &mut out),
             Command::PlaceOrder(o) => self.place_order(o, &mut out),
             Command::CancelOrder { account, order_id } => {
