@@ -36,6 +36,9 @@ pub(crate) struct Scratch {
     /// Working prices that moved with conditional orders waiting on them
     /// (`conditional.rs`); emptied by `run_triggers`.
     pub(crate) moved: Vec<(InstrumentId, WorkingPrice)>,
+    /// How far into this command's events the accounts they name are marked dirty
+    /// (`Engine::mark_dirty`).
+    pub(crate) dirty_from: usize,
 }
 
 /// The reference paths the optimised ones are tested against. Not compiled into the
@@ -195,6 +198,7 @@ impl Engine {
         );
         self.state.last_seq = seq;
         self.state.last_ts_ns = ts_ns;
+        self.tmp.dirty_from = out.len();
         // Time passing is itself an input: hour boundaries charge interest first.
         self.accrue_interest(ts_ns, out);
         // So do funding times (MARGIN §9). A rate announced for the funding time being
@@ -220,11 +224,22 @@ impl Engine {
         // index is next used (a mark tick), not now — most commands are not ticks.
         // (A set, so bounded by the number of distinct accounts however long between
         // ticks.)
-        if !self.full_scan() {
-            for e in &out[..] {
-                event_accounts(e, |a| self.ix.dirty.insert(a));
-            }
+        self.mark_dirty(out);
+    }
+
+    /// Marks dirty every account the events in `out` since the last call name (see
+    /// `Scratch::dirty_from`). A mark tick calls it before it consults the liquidation
+    /// index: an earlier tick of the same command (a derived mark before and after a
+    /// funding time, a funding payment) may have moved cushions by trades.
+    pub(crate) fn mark_dirty(&mut self, out: &[Event]) {
+        if self.full_scan() {
+            return;
         }
+        let from = self.tmp.dirty_from.min(out.len());
+        for e in &out[from..] {
+            event_accounts(e, |a| self.ix.dirty.insert(a));
+        }
+        self.tmp.dirty_from = out.len();
     }
 
     /// The command's handler: `Ok` when it applied (its events in `out`), the reason

@@ -36,6 +36,7 @@ impl Engine {
         // of the tick, after the current account in id order) join the candidates, so
         // the result is exactly the full scan's.
         let mark = self.state.marks[i.0 as usize].expect("mark");
+        self.mark_dirty(out);
         self.flush_dirty();
         let mut candidates = self.ix.liq_index.candidates(i, mark);
         // "A holder when the tick started" without copying the holder list: a holder now
