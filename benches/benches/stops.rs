@@ -119,9 +119,12 @@ fn main() {
         }
     }
     println!("mark ticks that fire nothing, BTCUSDT, {TICKS} ticks:");
-    for (k, name) in [format!("{waiting} waiting stops"), "no waiting stops".into()]
-        .iter()
-        .enumerate()
+    for (k, name) in [
+        format!("{waiting} waiting stops"),
+        "no waiting stops".into(),
+    ]
+    .iter()
+    .enumerate()
     {
         println!(
             "  {name:<22} p50 {:>7} ns  p99 {:>7} ns  max {:>8} ns",

@@ -319,8 +319,8 @@ pub fn account(view: &View, account: AccountId) -> Option<Value> {
         for p in &report.positions {
             if let Some(spec) = settle_of(view, p) {
                 if config.assets[spec.settle_asset.0 as usize].symbol == a.asset {
-                    upnl = upnl + p.unrealized_pnl;
-                    iso = iso + p.isolated_margin;
+                    upnl += p.unrealized_pnl;
+                    iso += p.isolated_margin;
                 }
             }
         }

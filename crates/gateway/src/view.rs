@@ -234,7 +234,7 @@ impl View {
             } => {
                 for id in [taker_order, maker_order] {
                     if let Some(r) = self.orders.get_mut(id) {
-                        r.executed = r.executed + *qty;
+                        r.executed += *qty;
                         r.cum_quote_raw += price.raw() as i128 * qty.raw() as i128;
                         r.status = if r.executed >= r.orig_qty {
                             Status::Filled

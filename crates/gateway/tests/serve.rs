@@ -442,6 +442,20 @@ fn two_accounts_trade_through_the_gateway() {
         -4005
     );
 
+    // A body above the 16 KiB limit is refused before any parsing: HTTP 413.
+    let big = "a".repeat(perpcore_gateway::MAX_BODY_BYTES + 1);
+    assert_eq!(
+        http(
+            api,
+            "POST",
+            "/fapi/v1/order",
+            &[("X-MBX-APIKEY", KEY_A)],
+            &big
+        )
+        .0,
+        413
+    );
+
     let summary = server.shutdown().expect("clean stop");
     assert_eq!(summary.resumed_after, 0);
     assert!(summary.commands >= 15, "{summary:?}");
