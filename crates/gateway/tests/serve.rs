@@ -124,6 +124,10 @@ fn admin(addr: SocketAddr, path: &str, body: &str) -> Value {
 }
 
 fn start(dir: &std::path::Path, fresh: bool) -> Server {
+    start_with(dir, fresh, Duration::from_secs(10))
+}
+
+fn start_with(dir: &std::path::Path, fresh: bool, timeout: Duration) -> Server {
     let mut keys = ApiKeys::default();
     keys.insert(KEY_A, SECRET_A.as_bytes(), AccountId(1))
         .unwrap();
@@ -138,6 +142,7 @@ fn start(dir: &std::path::Path, fresh: bool) -> Server {
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.admin_listen = "127.0.0.1:0".parse().unwrap();
     opts.fresh = fresh;
+    opts.request_timeout = timeout;
     Server::start(opts).expect("serve starts")
 }
 
@@ -474,4 +479,29 @@ fn two_accounts_trade_through_the_gateway() {
     assert!(o["orderId"].as_u64().unwrap() > summary.last_seq);
     let again = server.shutdown().expect("clean stop");
     assert_eq!(again.resumed_after, summary.last_seq);
+}
+
+#[test]
+fn a_request_whose_body_never_arrives_times_out() {
+    // Content-Length promises 100 bytes, 10 arrive: the handler waits for the body until
+    // the 300 ms request timeout answers 408 (the socket's own timeout is 10 s).
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), true, Duration::from_millis(300));
+    let addr = server.public_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /fapi/v1/order HTTP/1.1\r\nHost: {addr}\r\nX-MBX-APIKEY: {KEY_A}\r\nContent-Length: 100\r\n\r\n0123456789"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let n = s
+        .read(&mut buf)
+        .expect("an answer before the socket timeout");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(s);
+    server.shutdown().expect("clean stop");
 }
