@@ -1,6 +1,6 @@
 //! The `perpcore` binary: argument parsing and printing only.
 //!
-//! Owns the command line (`perpcore scenario|run|replay|audit|inspect|snapshot|campaign|bench`),
+//! Owns the command line (`perpcore scenario|run|serve|replay|audit|inspect|snapshot|campaign|bench`),
 //! where output goes (event, report and hash lines to stdout as they happen, errors to stderr as
 //! `error: FILE:LINE: message`) and the exit code (0 success, 1 failure). All work is in
 //! the libraries (the scenario runner is `perpcore-scenario`); this file must never hold
@@ -60,6 +60,37 @@ enum Cmd {
         /// nothing.
         #[arg(long, default_value = "events")]
         print: PrintMode,
+    },
+    /// Serve the Binance USDⓈ-M-compatible REST API (docs/GATEWAY.md) in front of the
+    /// core, journaled in a sled journal (created, or recovered and continued). Orders are
+    /// answered once durable. Stops on Ctrl-C, finishing the requests in flight.
+    Serve {
+        /// Journal folder.
+        #[arg(long, default_value = "journal")]
+        journal: PathBuf,
+        /// Configuration (TOML or JSON); default: the built-in one (crates/config/data/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// API keys file (TOML, `[[keys]] api_key, secret, account`); must not be readable
+        /// by group or others.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Address of the public API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Address of the admin API (accounts, deposits, withdrawals, mark prices).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: std::net::SocketAddr,
+        /// File holding the admin bearer token (at least 16 characters); otherwise the
+        /// environment variable PERPCORE_ADMIN_TOKEN.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// Start a new journal, removing the one in the folder (as for `run`).
+        #[arg(long)]
+        fresh: bool,
+        /// Requests not answered within this many milliseconds get HTTP 408.
+        #[arg(long, default_value_t = 10_000)]
+        request_timeout_ms: u64,
     },
     /// Rebuild the state from a journal (from genesis) and print its state hash.
     Replay {
@@ -334,6 +365,56 @@ fn campaign(
     Ok(())
 }
 
+struct ServeArgs {
+    journal: PathBuf,
+    config: Option<PathBuf>,
+    keys: PathBuf,
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+    admin_token_file: Option<PathBuf>,
+    fresh: bool,
+    request_timeout_ms: u64,
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let config = match &a.config {
+        Some(p) => {
+            perpcore_config::load_path(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => perpcore_config::default_config(),
+    };
+    let keys = perpcore_gateway::ApiKeys::load(&a.keys)?;
+    let token = match &a.admin_token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("PERPCORE_ADMIN_TOKEN")
+            .context("no admin token: give --admin-token-file or set PERPCORE_ADMIN_TOKEN")?,
+    };
+    let mut opts = perpcore_gateway::ServeOptions::new(a.journal, config, keys, token);
+    opts.listen = a.listen;
+    opts.admin_listen = a.admin_listen;
+    opts.fresh = a.fresh;
+    opts.request_timeout = std::time::Duration::from_millis(a.request_timeout_ms);
+    let server = perpcore_gateway::Server::start(opts)?;
+    eprintln!(
+        "serving the API on http://{} and the admin API on http://{} (Ctrl-C stops)",
+        server.public_addr(),
+        server.admin_addr()
+    );
+    let summary = server.run_until_ctrl_c()?;
+    println!(
+        "{}",
+        serde_json::json!({"serve": {
+            "resumed_after": summary.resumed_after,
+            "commands": summary.commands,
+            "last_seq": summary.last_seq,
+        }})
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // Warnings of the journal and recovery (a torn tail dropped, a lost or skipped
     // snapshot) go to stderr; no timestamps, so the output is the same on every run.
@@ -355,6 +436,25 @@ fn main() -> ExitCode {
             snapshot_every,
             print,
         } => run(&journal, &input, fresh, snapshot_every, print),
+        Cmd::Serve {
+            journal,
+            config,
+            keys,
+            listen,
+            admin_listen,
+            admin_token_file,
+            fresh,
+            request_timeout_ms,
+        } => serve(ServeArgs {
+            journal,
+            config,
+            keys,
+            listen,
+            admin_listen,
+            admin_token_file,
+            fresh,
+            request_timeout_ms,
+        }),
         Cmd::Replay { journal, to } => replay(&journal, to),
         Cmd::Audit {
             journal,

@@ -1,0 +1,179 @@
+//! The bridge thread: the only producer of the sequencer and the only consumer of its
+//! output, and the owner of the read replica ([`View`]).
+//!
+//! HTTP handlers send it requests on a bounded crossbeam channel (`try_send`: a full
+//! channel is answered -1008 at once, the async side never blocks) and await a tokio
+//! oneshot reply:
+//!
+//! - a **read** is a closure run on the view as it is (every command applied to it is
+//!   durable), answered at once;
+//! - a **write** is a closure that, on the view, checks the request and builds a
+//!   [`Command`] (allocating the order id, registering the client order id) and a finish
+//!   closure. The command is `try_submit`ted to the sequencer and the finish waits in a
+//!   FIFO. Because the bridge is the sequencer's only producer, the committed outputs come
+//!   back in exactly the FIFO's order: the front entry's command is applied to the
+//!   replica with the output's seq and timestamp (its events must equal the sequencer's),
+//!   and then the finish builds the HTTP answer from the events and the updated view. So
+//!   an answer is sent only after the command's events are durable, and a client that
+//!   got its answer reads its own write.
+//!
+//! The bridge never blocks on the sequencer: `try_submit` (a full input queue answers
+//! -1008), and it keeps draining the output while idle, so the sequencer never stalls on
+//! it. Must never: submit a command it does not put in the FIFO, or answer a write
+//! before the output of its command arrived.
+
+use crate::error::ApiError;
+use crate::view::View;
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use perpcore_node::Core;
+use perpcore_sequencer::{Committed, Sequencer, TrySubmitError};
+use perpcore_types::{Command, Event};
+use serde_json::Value;
+use std::collections::VecDeque;
+
+pub type Answer = Result<Value, ApiError>;
+pub type Reply = tokio::sync::oneshot::Sender<Answer>;
+pub type ReadFn = Box<dyn FnOnce(&View) -> Answer + Send>;
+/// Runs once the command is durable and applied to the view (`Ok(events)`), or when it
+/// could not be submitted (`Err`): it must undo what its prepare registered.
+pub type FinishFn = Box<dyn FnOnce(&mut View, Result<&[Event], ApiError>) -> Answer + Send>;
+pub type PrepareFn = Box<dyn FnOnce(&mut View) -> Result<(Command, FinishFn), ApiError> + Send>;
+
+pub enum Request {
+    Read(ReadFn, Reply),
+    Write(PrepareFn, Reply),
+    /// Finish the writes in flight, stop the sequencer and exit.
+    Stop,
+}
+
+struct InFlight {
+    command: Command,
+    finish: FinishFn,
+    reply: Reply,
+}
+
+/// What the bridge hands back when it exits.
+pub struct BridgeExit {
+    pub last_seq: u64,
+    pub commands: u64,
+    pub result: Result<(), String>,
+}
+
+/// The sending side, held by the HTTP handlers.
+#[derive(Clone)]
+pub struct BridgeClient {
+    tx: Sender<Request>,
+}
+
+impl BridgeClient {
+    pub fn new(tx: Sender<Request>) -> BridgeClient {
+        BridgeClient { tx }
+    }
+
+    async fn ask(&self, make: impl FnOnce(Reply) -> Request) -> Answer {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(ApiError::overloaded()),
+            Err(TrySendError::Disconnected(_)) => return Err(ApiError::internal("core stopped")),
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ApiError::internal("core stopped before answering")))
+    }
+
+    pub async fn read(&self, f: impl FnOnce(&View) -> Answer + Send + 'static) -> Answer {
+        self.ask(|r| Request::Read(Box::new(f), r)).await
+    }
+
+    pub async fn write(
+        &self,
+        f: impl FnOnce(&mut View) -> Result<(Command, FinishFn), ApiError> + Send + 'static,
+    ) -> Answer {
+        self.ask(|r| Request::Write(Box::new(f), r)).await
+    }
+
+    pub fn stop(&self) {
+        // Blocking send: the bridge always drains its queue, so this returns.
+        let _ = self.tx.send(Request::Stop);
+    }
+}
+
+/// Run the bridge until `Stop` (or the sequencer fails).
+pub fn run(
+    sequencer: Sequencer<Core>,
+    output: Receiver<Vec<Committed<Event>>>,
+    requests: Receiver<Request>,
+    mut view: View,
+) -> BridgeExit {
+    let handle = sequencer.handle();
+    let mut fifo: VecDeque<InFlight> = VecDeque::new();
+    let mut scratch = Vec::new();
+    let mut commands = 0u64;
+    let mut stopping = false;
+    let mut failure: Option<String> = None;
+    let never = crossbeam_channel::never();
+    loop {
+        if stopping && fifo.is_empty() {
+            break;
+        }
+        // Once stopping, only the outputs of the writes in flight are awaited.
+        let requests = if stopping { &never } else { &requests };
+        select! {
+            recv(output) -> msg => {
+                let Ok(group) = msg else {
+                    failure = Some("the sequencer's output closed".into());
+                    break;
+                };
+                for c in group {
+                    let Some(f) = fifo.pop_front() else {
+                        failure = Some(format!("output for seq {} without a request", c.seq));
+                        break;
+                    };
+                    view.apply(c.seq, c.ts_ns, &f.command, &c.events, &mut scratch);
+                    commands += 1;
+                    let answer = (f.finish)(&mut view, Ok(&c.events));
+                    let _ = f.reply.send(answer);
+                }
+                if failure.is_some() {
+                    break;
+                }
+            }
+            recv(requests) -> msg => match msg {
+                Ok(Request::Read(f, reply)) => {
+                    let _ = reply.send(f(&view));
+                }
+                Ok(Request::Write(prepare, reply)) => {
+                    match prepare(&mut view) {
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                        Ok((command, finish)) => match handle.try_submit(command.clone()) {
+                            Ok(()) => fifo.push_back(InFlight { command, finish, reply }),
+                            Err(TrySubmitError::Full(_)) => {
+                                let _ = reply.send(finish(&mut view, Err(ApiError::overloaded())));
+                            }
+                            Err(TrySubmitError::Closed(_)) => {
+                                let _ = reply.send(finish(&mut view, Err(ApiError::internal("core stopped"))));
+                            }
+                        },
+                    }
+                }
+                Ok(Request::Stop) | Err(_) => stopping = true,
+            },
+        }
+    }
+    // Anything still waiting is answered (only after a failure).
+    for f in fifo.drain(..) {
+        let _ = f.reply.send(Err(ApiError::internal("core stopped")));
+    }
+    drop(handle);
+    let result = match sequencer.shutdown() {
+        Ok(_) => failure.map_or(Ok(()), Err),
+        Err(e) => Err(e.to_string()),
+    };
+    BridgeExit {
+        last_seq: view.last_seq,
+        commands,
+        result,
+    }
+}

@@ -1,0 +1,274 @@
+//! perpcore-gateway: a Binance USDⓈ-M-compatible REST gateway in front of the sequencer
+//! (`perpcore serve`). Endpoints, errors and how to point ccxt at it: docs/GATEWAY.md.
+//!
+//! # Threads and how an answer waits for durability
+//!
+//! ```text
+//!  HTTP clients ──► tokio runtime (owned by [`Server`]; axum, public + admin listeners)
+//!                      │ try_send(Request)            ▲ oneshot answer
+//!                      ▼                              │
+//!                  bridge thread ── try_submit(Command) ──► sequencer ► writer ► fsync ► mark
+//!                  (read replica = View, FIFO of writes in flight)  ◄── Vec<Committed> (durable)
+//! ```
+//!
+//! The sequencer and the engine run on their own threads exactly as in `perpcore run`.
+//! Every HTTP request becomes a [`bridge::Request`] on a bounded channel to the bridge
+//! thread, the sequencer's only producer and only consumer. A write is checked on the
+//! bridge's view, turned into one engine [`perpcore_types::Command`], submitted, and
+//! parked in a FIFO; the sequencer releases a command's `Committed` output only after the
+//! mark thread recorded its group as durable (fsynced), and since no one else submits,
+//! outputs arrive in FIFO order. The bridge then applies the same command with the same
+//! seq and timestamp to its replica of the engine (asserting identical events: the engine
+//! is deterministic), and only then builds and sends the HTTP answer.
+//!
+//! Reads (depth, account, positions, open orders, order queries) are closures run on the
+//! bridge thread against that replica: the engine's state as of the last durable
+//! command, never a state the journal could lose, and never a lock on the sequencer
+//! (the sequencer's engine is not shared at all). The cost is applying each command
+//! twice, on two threads; a read waits at most for the bridge's current step.
+//!
+//! Must never: answer a write before its events are durable, submit to the sequencer
+//! from anywhere but the bridge, or change engine semantics or encodings.
+
+pub mod auth;
+pub mod bridge;
+pub mod error;
+mod http;
+pub mod shape;
+pub mod view;
+
+pub use auth::{sign_hex, ApiKeys};
+pub use error::{reject_to_binance, ApiError, GatewayError};
+pub use http::MAX_BODY_BYTES;
+
+use perpcore_engine::Engine;
+use perpcore_journal::{Journal, JournalOptions};
+use perpcore_node::Core;
+use perpcore_sequencer::{
+    self as sequencer, Recovered, Sequencer, SequencerConfig, StateMachine, SystemClock,
+};
+use perpcore_types::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Capacity of the HTTP → bridge request channel; a full one answers -1008.
+pub const REQUEST_QUEUE: usize = 4096;
+
+/// How to serve.
+pub struct ServeOptions {
+    pub journal: PathBuf,
+    pub config: Config,
+    pub keys: ApiKeys,
+    pub listen: SocketAddr,
+    /// The admin listener (127.0.0.1 by default in the CLI).
+    pub admin_listen: SocketAddr,
+    pub admin_token: String,
+    /// Start a new journal, removing the one in the folder.
+    pub fresh: bool,
+    /// Every request is answered within this time (408 after it).
+    pub request_timeout: Duration,
+    pub sequencer: SequencerConfig,
+    /// Tokio worker threads.
+    pub worker_threads: usize,
+}
+
+impl ServeOptions {
+    pub fn new(
+        journal: PathBuf,
+        config: Config,
+        keys: ApiKeys,
+        admin_token: String,
+    ) -> ServeOptions {
+        ServeOptions {
+            journal,
+            config,
+            keys,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_token,
+            fresh: false,
+            request_timeout: Duration::from_secs(10),
+            sequencer: SequencerConfig::default(),
+            worker_threads: 2,
+        }
+    }
+}
+
+/// What a stopped server reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeSummary {
+    pub resumed_after: u64,
+    pub commands: u64,
+    pub last_seq: u64,
+}
+
+/// A running gateway: its runtime, listeners and the bridge thread.
+pub struct Server {
+    runtime: tokio::runtime::Runtime,
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop_http: Option<tokio::sync::watch::Sender<bool>>,
+    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    bridge: bridge::BridgeClient,
+    bridge_thread: Option<std::thread::JoinHandle<bridge::BridgeExit>>,
+    resumed_after: u64,
+}
+
+impl Server {
+    /// Open (or create) the journal, start the sequencer, the bridge and the listeners.
+    pub fn start(opts: ServeOptions) -> Result<Server, GatewayError> {
+        if opts.admin_token.len() < 16 {
+            return Err(GatewayError::Keys {
+                path: "admin token".into(),
+                what: "must be at least 16 characters".into(),
+            });
+        }
+        let genesis = perpcore_node::genesis(&opts.config);
+        let dir = &opts.journal;
+        let has_journal = dir.join(perpcore_journal::MARK_FILE).exists()
+            || dir.join(perpcore_journal::SLED_DIR).exists();
+        let (started, replica, resumed_after, last_ts_ns) = if !opts.fresh && has_journal {
+            let rec: Recovered<Core> = sequencer::recover_with(dir, JournalOptions::default())?;
+            if rec.journal.genesis() != genesis.as_slice() {
+                return Err(GatewayError::ConfigMismatch(dir.display().to_string()));
+            }
+            let replica = Core::restore(&rec.state.snapshot())
+                .map_err(|e| GatewayError::Replica(e.to_string()))?
+                .0;
+            let (after, ts) = (rec.last_seq, rec.last_ts_ns);
+            (
+                Sequencer::resume(rec, Box::new(SystemClock), opts.sequencer)?,
+                replica,
+                after,
+                ts,
+            )
+        } else {
+            let (journal, _) = if opts.fresh {
+                Journal::create_fresh(dir, &genesis, JournalOptions::default())?
+            } else {
+                Journal::open_or_create(dir, &genesis, JournalOptions::default())?
+            };
+            (
+                Sequencer::start(
+                    Core(Engine::new(opts.config.clone())),
+                    Some(journal),
+                    Box::new(SystemClock),
+                    opts.sequencer,
+                )?,
+                Engine::new(opts.config.clone()),
+                0,
+                0,
+            )
+        };
+        let (seq, output) = started;
+        let view = view::View::new(replica, resumed_after, last_ts_ns);
+        let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
+        let bridge_thread = std::thread::Builder::new()
+            .name("perpcore-gateway-bridge".into())
+            .spawn(move || bridge::run(seq, output, rx, view))?;
+        let client = bridge::BridgeClient::new(tx);
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.worker_threads.max(1))
+            .thread_name("perpcore-gateway-http")
+            .enable_all()
+            .build()?;
+        use sha2::Digest as _;
+        let app = Arc::new(http::App {
+            bridge: client.clone(),
+            keys: opts.keys,
+            admin_token_sha256: sha2::Sha256::digest(opts.admin_token.as_bytes()).into(),
+            config: Arc::new(opts.config),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let bind = |addr| runtime.block_on(tokio::net::TcpListener::bind(addr));
+        let (public, admin) = match (bind(opts.listen), bind(opts.admin_listen)) {
+            (Ok(p), Ok(a)) => (p, a),
+            (Err(e), _) | (_, Err(e)) => {
+                client.stop();
+                let _ = bridge_thread.join();
+                return Err(e.into());
+            }
+        };
+        let public_addr = public.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let mut servers = Vec::new();
+        for (listener, router) in [
+            (
+                public,
+                http::public_router(app.clone(), opts.request_timeout),
+            ),
+            (admin, http::admin_router(app, opts.request_timeout)),
+        ] {
+            let mut stop = stop_rx.clone();
+            servers.push(runtime.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }));
+        }
+        Ok(Server {
+            runtime,
+            public_addr,
+            admin_addr,
+            stop_http: Some(stop_tx),
+            servers,
+            bridge: client,
+            bridge_thread: Some(bridge_thread),
+            resumed_after,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Block until Ctrl-C (SIGINT), then stop.
+    pub fn run_until_ctrl_c(self) -> Result<ServeSummary, GatewayError> {
+        let _ = self.runtime.block_on(tokio::signal::ctrl_c());
+        self.shutdown()
+    }
+
+    /// Stop accepting, finish the requests in flight (bounded by the request timeout),
+    /// let the bridge finish the writes in flight, stop the sequencer.
+    pub fn shutdown(mut self) -> Result<ServeSummary, GatewayError> {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(true);
+        }
+        for s in std::mem::take(&mut self.servers) {
+            let _ = self.runtime.block_on(s);
+        }
+        self.bridge.stop();
+        let exit = self
+            .bridge_thread
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| GatewayError::CoreStopped("the bridge thread panicked".into()))?;
+        exit.result.map_err(GatewayError::CoreStopped)?;
+        Ok(ServeSummary {
+            resumed_after: self.resumed_after,
+            commands: exit.commands,
+            last_seq: exit.last_seq,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(t) = self.bridge_thread.take() {
+            self.bridge.stop();
+            let _ = t.join();
+        }
+    }
+}
