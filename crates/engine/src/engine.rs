@@ -367,6 +367,14 @@ pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
             out(*from);
             out(*to);
         }
+        Event::AutoDeleveraged {
+            account,
+            liquidated,
+            ..
+        } => {
+            out(*account);
+            out(*liquidated);
+        }
         Event::AccountCreated { account, .. }
         | Event::Deposited { account, .. }
         | Event::Withdrawn { account, .. }

@@ -8,10 +8,14 @@
 //! 3. full: the insurance fund of the settlement asset takes the position over at the
 //!    bankruptcy price (after the liquidation fee, capped by the remaining equity) and
 //!    sends an IOC order into the book no worse than that price; what does not fill stays
-//!    with the fund. A wallet left negative is covered by the fund.
+//!    with the fund. A wallet left negative is covered by the fund, as far as its balance
+//!    goes.
+//! 4. auto-deleveraging (`adl.rs`): when the fund cannot take the position over (its
+//!    balance, and its balance with its uPnL in the instrument, would go negative), the
+//!    position is offered to the book no worse than its bankruptcy price and the rest is
+//!    closed against the opposite positions in ADL order at that price.
 //!
-//! Auto-deleveraging (step 4) is not implemented: the fund's balance may go negative,
-//! which the state shows.
+//! The insurance funds' balances never go negative (`check_invariants`).
 
 use crate::engine::{fund_account_id, Engine};
 use crate::state::OrderMeta;
@@ -29,6 +33,7 @@ impl Engine {
             for id in holders {
                 self.check_holder(spec, id, out);
             }
+            self.check_fund(spec, out);
             return;
         }
         // The index names the accounts whose band this tick crosses. A liquidation's
@@ -65,6 +70,7 @@ impl Engine {
             candidates.extend(touched.into_iter().filter(|t| *t > id));
         }
         self.tmp.tick_new_holders = None;
+        self.check_fund(spec, out);
     }
 
     /// The liquidation check of one holder of `spec` at the current marks.
@@ -162,7 +168,7 @@ impl Engine {
 
     /// Wallet + uPnL of the pool's other cross positions (cross) or the isolated margin:
     /// the `WB + UPNL_other` term of the bankruptcy price (MARGIN §6).
-    fn equity_besides(&self, k: usize, spec: &InstrumentSpec) -> Money {
+    pub(crate) fn equity_besides(&self, k: usize, spec: &InstrumentSpec) -> Money {
         let a = &self.state.accounts[k];
         let leg = a.leg(spec.id).expect("leg");
         if leg.mode == MarginMode::Isolated {
@@ -292,22 +298,7 @@ impl Engine {
         let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
         let (equity, notional) = {
             let leg = self.state.accounts[k].leg(spec.id).expect("leg");
-            let eq = if pooled && leg.mode == MarginMode::Cross {
-                // The USD pool's adjusted equity, in the settlement asset.
-                let ae = self.usd_pool_of(k).adjusted_equity;
-                match self.usd_prices()[settle] {
-                    Some(p) if p.is_positive() => Money(mul_div(
-                        ae.raw(),
-                        INDEX_PRICE_SCALE,
-                        p.raw(),
-                        Rounding::Floor,
-                    )),
-                    _ => Money::ZERO,
-                }
-            } else {
-                self.equity_besides(k, spec) + risk::upnl(leg, spec, mark)
-            };
-            (eq, spec.notional(leg.qty, mark))
+            (self.position_equity(k, spec), spec.notional(leg.qty, mark))
         };
         let fee = notional
             .mul_rate(spec.liquidation_fee, Rounding::Ceil)
@@ -325,6 +316,10 @@ impl Engine {
         let (bp, limit) = self.bankruptcy_ticks(k, spec);
         let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
         let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
+        if !self.fund_absorbs(k, spec, close_side.opposite(), qty.abs(), bp) {
+            self.deleverage(k, spec, bp, limit, out);
+            return;
+        }
         self.move_position(k, spec, close_side, qty.abs(), bp, Money::ZERO);
         self.move_position(fk, spec, close_side.opposite(), qty.abs(), bp, Money::ZERO);
         out.push(Event::PositionTakenOver {
@@ -366,18 +361,66 @@ impl Engine {
         }
     }
 
+    /// MARGIN §7 step 4, for a position the fund cannot take over at `bp`: the account
+    /// offers it to the book itself (an IOC no worse than `limit`, no fee: the liquidation
+    /// fee is paid); the fund takes over what is left if it now can; otherwise the rest is
+    /// auto-deleveraged. A remainder no counterparty can take (the rest of the opposite
+    /// side is the fund's) goes to the fund.
+    fn deleverage(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        bp: Price,
+        limit: PriceTicks,
+        out: &mut Vec<Event>,
+    ) {
+        let account = self.state.accounts[k].id;
+        let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
+        let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
+        let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
+        self.liquidation_order(k, spec, close_side, qty.abs(), limit, Rate::ZERO, out);
+        let left = self.state.accounts[k].leg(spec.id).map(|l| l.qty).unwrap_or_default();
+        let left = if left.is_zero() || self.fund_absorbs(k, spec, close_side.opposite(), left.abs(), bp) {
+            left.abs()
+        } else {
+            self.auto_deleverage(k, spec, bp, out)
+        };
+        if left.0 > 0 {
+            let fk = self.idx(fund_account_id(spec.settle_asset)).expect("fund account");
+            self.move_position(k, spec, close_side, left, bp, Money::ZERO);
+            self.move_position(fk, spec, close_side.opposite(), left, bp, Money::ZERO);
+            let signed = if qty.0 > 0 { left.0 } else { -left.0 };
+            out.push(Event::PositionTakenOver {
+                account,
+                instrument: spec.id,
+                qty: spec.qty_of(QtyLots(signed)),
+                bankruptcy_price: bp,
+                liquidation_fee: Money::ZERO,
+            });
+        }
+        if !pooled {
+            self.cover_deficit(k, spec.settle_asset, out);
+        }
+    }
+
     /// A negative balance of a bankrupt account (no position left to carry it) is covered
-    /// by the fund of that asset.
+    /// by the fund of that asset, as far as the fund's balance goes: the fund never goes
+    /// negative; what it cannot cover stays on the account as a negative balance.
     pub(crate) fn cover_deficit_asset(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
         let wallet = self.state.accounts[k].wallets[asset.0 as usize];
         if !wallet.is_negative() {
             return;
         }
         let fk = self.idx(fund_account_id(asset)).expect("fund account");
-        let amount = -wallet;
+        let amount = (-wallet).min(self.state.accounts[fk].wallets[asset.0 as usize].max(Money::ZERO));
+        if amount.is_zero() {
+            return;
+        }
         self.state.accounts[fk].wallets[asset.0 as usize] -= amount;
-        self.state.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
-        self.state.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
+        self.state.accounts[k].wallets[asset.0 as usize] += amount;
+        if !self.state.accounts[k].wallets[asset.0 as usize].is_negative() {
+            self.state.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
+        }
         out.push(Event::DeficitCovered {
             account: self.state.accounts[k].id,
             asset,

@@ -124,7 +124,8 @@ impl Engine {
 
     /// Repay loans by selling other collateral at index, grossed up by its ratio
     /// (`needed / ratio`), to the insurance funds, which act as the exchange's conversion
-    /// desk (so their balances move in both assets). Each exchange's event carries the USD
+    /// desk (so their balances move in both assets); the debt asset's fund repays no more
+    /// than its balance. Each exchange's event carries the USD
     /// value of what was sold and of what was repaid, each rounded down.
     /// `only_above_threshold`: just the loans above their threshold (hourly); otherwise
     /// every loan (liquidation).
@@ -153,8 +154,13 @@ impl Engine {
             let Some(debt_price) = usd[debt] else {
                 continue;
             };
+            let fund_debt = self.idx(fund_account_id(AssetId::at(debt))).expect("fund");
             for (src, src_usd) in usd.iter().enumerate() {
-                let remaining = (-self.state.accounts[k].wallets[debt]).max(Money::ZERO);
+                // The fund buys only with what it holds: it never goes negative (MARGIN
+                // §7); a loan it cannot repay now stays a loan.
+                let remaining = (-self.state.accounts[k].wallets[debt])
+                    .max(Money::ZERO)
+                    .min(self.state.accounts[fund_debt].wallets[debt].max(Money::ZERO));
                 if src == debt || remaining.is_zero() {
                     continue;
                 }
@@ -193,7 +199,6 @@ impl Engine {
                     (have, repaid.min(remaining))
                 };
                 let fund_src = self.idx(fund_account_id(AssetId::at(src))).expect("fund");
-                let fund_debt = self.idx(fund_account_id(AssetId::at(debt))).expect("fund");
                 self.state.accounts[k].wallets[src] -= sold;
                 self.state.accounts[fund_src].wallets[src] += sold;
                 self.state.accounts[fund_debt].wallets[debt] -= repaid;

@@ -244,7 +244,23 @@ impl Engine {
             self.check_legs(a)?;
         }
         self.check_conservation()?;
+        self.check_funds()?;
         self.check_books()
+    }
+
+    /// The insurance funds never go negative (MARGIN §7 step 4: what a fund cannot absorb
+    /// is auto-deleveraged).
+    fn check_funds(&self) -> Result<(), String> {
+        for (k, asset) in self.state.config.assets.iter().enumerate() {
+            let Some(fk) = self.idx(crate::engine::fund_account_id(AssetId::at(k))) else {
+                continue;
+            };
+            let w = self.state.accounts[fk].wallets[k];
+            if w.is_negative() {
+                return Err(format!("insurance fund of {} negative: {}", asset.symbol, w));
+            }
+        }
+        Ok(())
     }
 
     /// Conservation per asset (MARGIN §10): wallets + isolated margins + fee and interest

@@ -903,6 +903,8 @@ fn hostile_streams_never_panic_mislead_or_half_apply() {
         "Rejected PriceTooLarge",
         "Rejected PriceOutOfBand",
         "Rejected InsufficientMargin",
+        "PositionTakenOver",
+        "AutoDeleveraged",
     ] {
         let n = coverage.get(kind).copied().unwrap_or(0);
         assert!(n > 0, "the hostile streams never reached {kind}");
@@ -998,3 +1000,4 @@ fn reference_prices_crossed_one_side_at_a_time() {
         ]
     );
 }
+

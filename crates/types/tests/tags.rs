@@ -565,6 +565,20 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
                 },
             )
             .boxed(),
+        (account(), account(), instrument(), qty(), price(), money())
+            .prop_map(
+                |(account, liquidated, instrument, qty, price, realized_pnl)| {
+                    Event::AutoDeleveraged {
+                        account,
+                        liquidated,
+                        instrument,
+                        qty,
+                        price,
+                        realized_pnl,
+                    }
+                },
+            )
+            .boxed(),
     ]
 }
 

@@ -144,7 +144,9 @@ impl RefModel {
             };
             for (src, src_price) in usd.iter().enumerate() {
                 let a = self.acct(id).expect("account");
-                let remaining = (-a.wallets[debt]).max(Q::ZERO);
+                // The fund repays no more than its balance (it never goes negative).
+                let fund_balance = self.acct(fund_id(AssetId::at(debt))).expect("fund").wallets[debt];
+                let remaining = (-a.wallets[debt]).max(Q::ZERO).min(fund_balance.max(Q::ZERO));
                 if src == debt || remaining.is_zero() {
                     continue;
                 }

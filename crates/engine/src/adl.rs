@@ -1,0 +1,287 @@
+//! Auto-deleveraging (MARGIN §7 step 4) and the ADL quantile of the report.
+//!
+//! When the insurance fund cannot take a bankrupt position over (`fund_absorbs`), the
+//! position is first offered to the book no worse than its bankruptcy price; what the
+//! book does not take is closed against the opposite positions in ADL order, each at the
+//! bankrupt position's bankruptcy price, without fee; the counterparty's open orders in
+//! that instrument are cancelled first. One `AutoDeleveraged` event per counterparty.
+//!
+//! The ranking is Binance's published one ("What Is Auto-Deleveraging (ADL) and How Does
+//! It Work", https://www.binance.com/en/support/faq/360033525471):
+//!
+//! - `PnL% = (mark value − entry value) / abs(entry value)` = uPnL / |cost basis|;
+//! - `effective leverage = abs(mark value) / (mark value − bankruptcy value)` =
+//!   notional at mark / the position's equity (its margin balance: the isolated margin
+//!   + uPnL, or the cross pool's wallet + uPnL; a USD pool's adjusted equity in the
+//!   settlement asset), since equity is zero at the bankruptcy price;
+//! - `ranking = PnL% × effective leverage` when PnL% ≥ 0, `PnL% / effective leverage`
+//!   when PnL% < 0; every profitable position ranks before every losing one, higher
+//!   ranking first, ties by ascending account id.
+//!
+//! The ranking is computed exactly in 256-bit integers as a ratio at 10^-12 (floor); a
+//! position whose equity is zero or negative has an infinite effective leverage: first
+//! among the profitable, `0` (just ahead of the other losing positions) when losing. The
+//! insurance funds (system accounts) are never counterparties.
+//!
+//! The quantile (1–5) is the position's place in its side's queue as Binance's API and
+//! UI show it (`GET /fapi/v1/adlQuantile`, scores 0–4 there; 1–5 lights on screen): with
+//! the `n` positions of that side (the funds excluded) ordered from the last to be
+//! deleveraged to the first, the `j`-th (1-based) has quantile `ceil(5 × j / n)`, so the
+//! first fifth of the queue shows 5.
+
+use crate::engine::{fund_account_id, Engine};
+use ethnum::I256;
+use perpcore_risk::{self as risk};
+use perpcore_types::*;
+
+/// Resolution of the ranking ratio.
+const RANK_SCALE: i128 = 1_000_000_000_000;
+
+/// A position's place in the ADL queue: compared as (profitable, ranking), the larger
+/// deleveraged first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct AdlRank {
+    pub profitable: bool,
+    /// The ranking at 10^-12, saturated at the `i128` range.
+    pub ranking: i128,
+}
+
+/// `floor(a × b × RANK_SCALE / (c × d))` for `c, d > 0`, saturated.
+fn ratio(a: i128, b: i128, c: i128, d: i128) -> i128 {
+    debug_assert!(c > 0 && d > 0);
+    let n = I256::from(a) * I256::from(b) * I256::from(RANK_SCALE);
+    let den = I256::from(c) * I256::from(d);
+    let (q, r) = (n / den, n % den);
+    let q = if r != 0 && n < 0 { q - 1 } else { q };
+    if q > I256::from(i128::MAX) {
+        i128::MAX
+    } else if q < I256::from(i128::MIN) {
+        i128::MIN
+    } else {
+        q.as_i128()
+    }
+}
+
+/// Binance's ranking (module doc) from a position's uPnL, |cost basis|, notional at mark
+/// and equity, all in the settlement asset.
+pub(crate) fn adl_rank(upnl: Money, entry: Money, notional: Money, equity: Money) -> AdlRank {
+    let entry = entry.raw().abs().max(1);
+    let notional = notional.raw().abs().max(1);
+    let u = upnl.raw();
+    let e = equity.raw();
+    if u >= 0 {
+        let ranking = if u == 0 {
+            0
+        } else if e <= 0 {
+            i128::MAX
+        } else {
+            // PnL% × leverage = (u / entry) × (notional / e).
+            ratio(u, notional, entry, e)
+        };
+        AdlRank {
+            profitable: true,
+            ranking,
+        }
+    } else {
+        let ranking = if e <= 0 {
+            0
+        } else {
+            // PnL% / leverage = (u / entry) × (e / notional).
+            ratio(u, e, entry, notional)
+        };
+        AdlRank {
+            profitable: false,
+            ranking,
+        }
+    }
+}
+
+impl Engine {
+    /// The equity carrying a position at the current marks, in its settlement asset:
+    /// `mark value − bankruptcy value` (MARGIN §6): the isolated margin + uPnL, the
+    /// single-asset pool's margin balance, or the USD pool's adjusted equity converted at
+    /// the settlement asset's USD price (zero without one).
+    pub(crate) fn position_equity(&self, k: usize, spec: &InstrumentSpec) -> Money {
+        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
+        let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
+        if pooled && leg.mode == MarginMode::Cross {
+            let ae = self.usd_pool_of(k).adjusted_equity;
+            match self.usd_prices()[spec.settle_asset.0 as usize] {
+                Some(p) if p.is_positive() => Money(mul_div(
+                    ae.raw(),
+                    INDEX_PRICE_SCALE,
+                    p.raw(),
+                    Rounding::Floor,
+                )),
+                _ => Money::ZERO,
+            }
+        } else {
+            self.equity_besides(k, spec) + risk::upnl(leg, spec, mark)
+        }
+    }
+
+    /// The ADL rank of account `k`'s open position in `spec` at the current mark.
+    pub(crate) fn position_adl_rank(&self, k: usize, spec: &InstrumentSpec) -> AdlRank {
+        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
+        adl_rank(
+            risk::upnl(leg, spec, mark),
+            leg.basis,
+            spec.notional(leg.qty, mark),
+            self.position_equity(k, spec),
+        )
+    }
+
+    /// The positions on one side of `spec` (long when `long`), the funds excluded, in ADL
+    /// order: first to be deleveraged first.
+    fn adl_queue(&self, spec: &InstrumentSpec, long: bool) -> Vec<(usize, AdlRank)> {
+        let mut queue: Vec<(usize, AdlRank)> = self.ix.holders[spec.id.0 as usize]
+            .iter()
+            .filter_map(|id| {
+                let k = self.idx(*id)?;
+                let a = &self.state.accounts[k];
+                let q = a.leg(spec.id)?.qty.0;
+                (!a.system && q != 0 && (q > 0) == long)
+                    .then(|| (k, self.position_adl_rank(k, spec)))
+            })
+            .collect();
+        // Holders are in ascending account id: a stable sort keeps ties in id order.
+        queue.sort_by(|x, y| y.1.cmp(&x.1));
+        queue
+    }
+
+    /// The ADL quantile (1–5) of account `k`'s position in `spec`; `None` when flat,
+    /// without a mark, or for a fund.
+    pub(crate) fn adl_quantile(&self, k: usize, spec: &InstrumentSpec) -> Option<u8> {
+        let a = &self.state.accounts[k];
+        let q = a.leg(spec.id)?.qty.0;
+        if a.system || q == 0 || self.state.marks[spec.id.0 as usize].is_none() {
+            return None;
+        }
+        let queue = self.adl_queue(spec, q > 0);
+        let n = queue.len();
+        let pos = queue.iter().position(|(x, _)| *x == k)?;
+        // `j`: 1 for the last to be deleveraged, `n` for the first.
+        let j = n - pos;
+        let quantile = (5 * j).div_ceil(n);
+        debug_assert!((1..=5).contains(&quantile));
+        u8::try_from(quantile).ok()
+    }
+
+    /// Whether the insurance fund of `spec`'s settlement asset can take `lots` over on
+    /// `side` (the fund's side) at `bp`: its wallet after the realized PnL of the
+    /// takeover (a takeover can close part of an opposite position the fund holds), less
+    /// the deficit the bankrupt account `k` would leave, stays ≥ 0, and so does that plus
+    /// the fund's uPnL in the instrument at the mark afterwards.
+    pub(crate) fn fund_absorbs(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        side: Side,
+        lots: QtyLots,
+        bp: Price,
+    ) -> bool {
+        let settle = spec.settle_asset.0 as usize;
+        let mark = self.state.marks[spec.id.0 as usize].expect("mark");
+        let fk = self.idx(fund_account_id(spec.settle_asset)).expect("fund");
+        let fund = &self.state.accounts[fk];
+        let mut leg = fund
+            .leg(spec.id)
+            .cloned()
+            .unwrap_or_else(|| risk::Leg::new(spec.id, spec.max_leverage));
+        let s = risk::settle_fill(&mut leg, spec, side, lots, bp, Money::ZERO, false);
+        // The bankrupt account's deficit once the position is gone (only when it leaves
+        // a single-asset account with nothing else to carry a negative wallet).
+        let a = &self.state.accounts[k];
+        let mut own = a.leg(spec.id).expect("leg").clone();
+        let deficit = if risk::is_pooled(a.asset_mode, spec) {
+            Money::ZERO
+        } else {
+            let d = risk::settle_fill(&mut own, spec, side.opposite(), lots, bp, Money::ZERO, false);
+            let others = self.pool_of(k, spec.settle_asset).cross_positions
+                - u32::from(own.mode == MarginMode::Cross);
+            if others > 0 {
+                Money::ZERO
+            } else {
+                (-(a.wallets[settle] + d.wallet_delta)).max(Money::ZERO)
+            }
+        };
+        let wallet = fund.wallets[settle] + s.wallet_delta - deficit;
+        !wallet.is_negative() && !(wallet + risk::upnl(&leg, spec, mark)).is_negative()
+    }
+
+    /// Close what is left of account `k`'s position in `spec` against the opposite
+    /// positions in ADL order at `bp` (its bankruptcy price). Returns the lots no counterparty could take (only
+    /// when the rest of the opposite side is held by the fund).
+    pub(crate) fn auto_deleverage(
+        &mut self,
+        k: usize,
+        spec: &InstrumentSpec,
+        bp: Price,
+        out: &mut Vec<Event>,
+    ) -> QtyLots {
+        let liquidated = self.state.accounts[k].id;
+        let q = self.state.accounts[k].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
+        if q == 0 {
+            return QtyLots(0);
+        }
+        let close_side = if q > 0 { Side::Sell } else { Side::Buy };
+        let queue = self.adl_queue(spec, q < 0);
+        let mut remaining = q.abs();
+        for (ck, _) in queue {
+            if remaining == 0 {
+                break;
+            }
+            let account = self.state.accounts[ck].id;
+            let held = self.state.accounts[ck].leg(spec.id).expect("leg").qty.0;
+            assert!(held != 0 && (held > 0) != (q > 0), "ADL counterparty on the wrong side");
+            let take = remaining.min(held.abs());
+            self.cancel_where(ck, |s| s.id == spec.id, CancelReason::AutoDeleveraged, out);
+            self.move_position(k, spec, close_side, QtyLots(take), bp, Money::ZERO);
+            let realized_pnl =
+                self.move_position(ck, spec, close_side.opposite(), QtyLots(take), bp, Money::ZERO);
+            let signed = if close_side == Side::Sell { take } else { -take };
+            out.push(Event::AutoDeleveraged {
+                account,
+                liquidated,
+                instrument: spec.id,
+                qty: spec.qty_of(QtyLots(signed)),
+                price: bp,
+                realized_pnl,
+            });
+            remaining -= take;
+        }
+        let left = self.state.accounts[k].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
+        assert_eq!(left.abs(), remaining, "ADL closed what it reported");
+        QtyLots(remaining)
+    }
+
+    /// An insurance fund left with a negative balance by what the position it carries in
+    /// `spec` cost it (a funding payment, a work-off below its average entry) has its
+    /// position there auto-deleveraged: at the mark when the mark leaves its balance ≥ 0,
+    /// else at its own bankruptcy price (where balance + uPnL of that position is zero).
+    pub(crate) fn check_fund(&mut self, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+        let settle = spec.settle_asset.0 as usize;
+        let Some(fk) = self.idx(fund_account_id(spec.settle_asset)) else {
+            return;
+        };
+        let wallet = self.state.accounts[fk].wallets[settle];
+        let Some(leg) = self.state.accounts[fk].leg(spec.id) else {
+            return;
+        };
+        if !wallet.is_negative() || leg.is_flat() {
+            return;
+        }
+        let Some(mark) = self.state.marks[spec.id.0 as usize] else {
+            return;
+        };
+        let price = if (wallet + risk::upnl(leg, spec, mark)).is_negative() {
+            risk::bankruptcy_price(leg, spec, wallet).unwrap_or(mark)
+        } else {
+            mark
+        };
+        let left = self.auto_deleverage(fk, spec, price, out);
+        assert!(left.is_zero(), "the opposite side of a fund's position is other accounts'");
+    }
+}
