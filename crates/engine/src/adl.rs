@@ -262,6 +262,9 @@ impl Engine {
     /// position there auto-deleveraged: at the mark when the mark leaves its balance ≥ 0,
     /// else at its own bankruptcy price (where balance + uPnL of that position is zero).
     pub(crate) fn check_fund(&mut self, spec: &InstrumentSpec, out: &mut Vec<Event>) {
+        if !self.auto_deleveraging() {
+            return;
+        }
         let settle = spec.settle_asset.0 as usize;
         let Some(fk) = self.idx(fund_account_id(spec.settle_asset)) else {
             return;

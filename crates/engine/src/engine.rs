@@ -47,6 +47,11 @@ pub(crate) struct ReferencePaths {
     pub(crate) full_scan: bool,
     /// Amend by `prepare_order` + cancel + submit instead of `check_amend` + requeue.
     pub(crate) amend_by_resubmit: bool,
+    /// Stop the liquidation process at MARGIN §7 step 3, as before auto-deleveraging: the
+    /// fund takes every position over whatever its balance, and a fund whose balance went
+    /// negative is not deleveraged (its deficit covers still stop at its balance). The
+    /// naive reference model, which implements steps 1–3, is compared with this engine.
+    pub(crate) no_auto_deleveraging: bool,
 }
 
 pub(crate) type Res = Result<(), RejectReason>;
@@ -303,6 +308,27 @@ impl Engine {
                 last_trade,
             } => self.set_reference_prices(*instrument, *best_bid, *best_ask, *last_trade, out),
             Command::PlaceConditional(o) => self.place_conditional(o, out),
+        }
+    }
+
+    /// The liquidation process without its step 4 (auto-deleveraging): the engine the
+    /// naive reference model is compared with. Not the production behaviour: a fund may
+    /// then carry positions it cannot afford.
+    #[cfg(feature = "reference-paths")]
+    pub fn without_auto_deleveraging(mut self) -> Engine {
+        self.reference.no_auto_deleveraging = true;
+        self
+    }
+
+    /// Whether MARGIN §7 step 4 runs (always, outside test builds).
+    pub(crate) fn auto_deleveraging(&self) -> bool {
+        #[cfg(feature = "reference-paths")]
+        {
+            !self.reference.no_auto_deleveraging
+        }
+        #[cfg(not(feature = "reference-paths"))]
+        {
+            true
         }
     }
 

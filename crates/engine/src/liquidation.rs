@@ -316,7 +316,7 @@ impl Engine {
         let (bp, limit) = self.bankruptcy_ticks(k, spec);
         let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
         let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
-        if !self.fund_absorbs(k, spec, close_side.opposite(), qty.abs(), bp) {
+        if self.auto_deleveraging() && !self.fund_absorbs(k, spec, close_side.opposite(), qty.abs(), bp) {
             self.deleverage(k, spec, bp, limit, out);
             return;
         }
