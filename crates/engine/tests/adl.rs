@@ -1,0 +1,222 @@
+//! Auto-deleveraging (MARGIN §7 step 4; issue 16, item 2) through the engine, worked by
+//! hand. The ranking is Binance's published rule ("What Is Auto-Deleveraging (ADL) and
+//! How Does It Work", https://www.binance.com/en/support/faq/360033525471):
+//! `PnL% = uPnL / |entry value|`, `effective leverage = |mark value| / (mark value −
+//! bankruptcy value)` = notional / the position's equity; profitable positions ranked by
+//! `PnL% × effective leverage`, then losing ones by `PnL% / effective leverage`, higher
+//! first; ties by account id. The quantile is `ceil(5 × j / n)` for the `j`-th of the `n`
+//! positions on a side counted from the last to be deleveraged (Binance's 5 lights).
+//!
+//! Configuration: the testkit's, with BTCUSDT (instrument 0: tick 0.1, lot 0.001 BTC,
+//! MM 0.4% below 50,000 USDT notional, liquidation fee 1.25%) and BTCUSD_PERP
+//! (instrument 3: 100 USD contracts settled in BTC, lot 1 contract, tick 0.1) trading
+//! without maker and taker fees, so that every wallet below is a sum worked by hand. The
+//! insurance funds start empty.
+
+use perpcore_engine::Engine;
+use perpcore_testkit::gen::test_config;
+use perpcore_testkit::fixtures::TestEngine;
+use perpcore_types::*;
+
+const USDT: AssetId = AssetId(0);
+const BTC: AssetId = AssetId(2);
+const BTCUSDT: InstrumentId = InstrumentId(0);
+const BTCUSD_PERP: InstrumentId = InstrumentId(3);
+const USDT_FUND: AccountId = AccountId(u64::MAX);
+const BTC_FUND: AccountId = AccountId(u64::MAX - 2);
+
+fn config() -> Config {
+    let mut c = test_config();
+    for i in [0, 3] {
+        c.instruments[i].maker_fee = Rate::ZERO;
+        c.instruments[i].taker_fee = Rate::ZERO;
+    }
+    c
+}
+
+fn usdt(s: &str) -> Money {
+    Money::parse(s).unwrap()
+}
+
+fn mark(t: &mut TestEngine, i: InstrumentId, p: &str) -> Vec<Event> {
+    t.run(Command::SetMarkPrice {
+        instrument: i,
+        price: Price::parse(p).unwrap(),
+    })
+}
+
+/// A GTC limit order of `lots` at `ticks`; panics if refused.
+fn limit(t: &mut TestEngine, account: u64, i: InstrumentId, id: u64, side: Side, ticks: i64, lots: i64) {
+    let out = t.run(Command::PlaceOrder(NewOrder {
+        account: AccountId(account),
+        instrument: i,
+        order_id: OrderId(id),
+        side,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price: PriceTicks(ticks),
+        qty: QtyLots(lots),
+        reduce_only: false,
+        close_position: false,
+        stp: StpMode::ExpireTaker,
+    }));
+    assert!(
+        !out.iter().any(|e| matches!(e, Event::Rejected { .. })),
+        "order {id} refused: {out:?}"
+    );
+}
+
+fn leverage(t: &mut TestEngine, account: u64, i: InstrumentId, leverage: u32) {
+    assert_eq!(
+        t.rejected(Command::SetLeverage {
+            account: AccountId(account),
+            instrument: i,
+            leverage,
+        }),
+        None
+    );
+}
+
+fn wallet(e: &Engine, account: AccountId, asset: AssetId) -> Money {
+    e.account(account).unwrap().wallets[asset.0 as usize]
+}
+
+fn lots(e: &Engine, account: u64, i: InstrumentId) -> i64 {
+    e.account(AccountId(account))
+        .unwrap()
+        .leg(i)
+        .map(|l| l.qty.0)
+        .unwrap_or(0)
+}
+
+fn quantile(e: &Engine, account: u64) -> Option<u8> {
+    let r = e.report(AccountId(account)).unwrap();
+    assert_eq!(r.positions.len(), 1);
+    r.positions[0].adl_quantile
+}
+
+fn adl_events(out: &[Event]) -> Vec<Event> {
+    out.iter()
+        .filter(|e| matches!(e, Event::AutoDeleveraged { .. }))
+        .cloned()
+        .collect()
+}
+
+/// BTCUSDT, all cross, single-asset. Account 1 goes long 1 BTC against three shorts:
+///
+/// | account | wallet | position (entry) | leverage |
+/// |---|---|---|---|
+/// | 1 | 1,000 | long 1.0 (basis 2,610 + 4,160 + 3,000 = 9,770) | 50 |
+/// | 2 | 2,000 | short 0.4 @ 10,400 (basis 4,160), and a resting sell | 20 |
+/// | 3 | 500 | short 0.3 @ 10,000 (basis 3,000) | 20 |
+/// | 4 | 1,000 | short 0.3 @ 8,700 (basis 2,610) | 20 |
+/// | 5 | 1,000 | a bid of 0.2 @ 8,780 | 20 |
+///
+/// **Quantiles at mark 10,000** (shorts; equity = wallet + uPnL, notional 0.4 × 10,000
+/// = 4,000 or 0.3 × 10,000 = 3,000):
+/// - 2: uPnL 0.4 × (10,400 − 10,000) = 160, equity 2,160: 160/4,160 × 4,000/2,160 =
+///   0.0712…, profitable;
+/// - 3: uPnL 0, profitable with ranking 0;
+/// - 4: uPnL 0.3 × (8,700 − 10,000) = −390, equity 610: −390/2,610 ÷ (3,000/610) =
+///   −0.0303…, losing.
+///
+/// Queue 2, 3, 4: from the last, 4 is j = 1 of 3 → ceil(5/3) = 2, 3 → ceil(10/3) = 4,
+/// 2 → 5. Account 1 is the only long: 5.
+///
+/// **The crash to 8,750**: account 1's equity 1,000 + 8,750 − 9,770 = −20 < MM 0.4% ×
+/// 8,750 = 35: liquidated (no partial step in the first bracket). Bankruptcy price
+/// (9,770 − 1,000) / 1 = 8,770; liquidation fee min(1.25% × 8,750, max(−20, 0)) = 0. The
+/// empty fund taking the long at 8,770 would stand at 0 + 1 × (8,750 − 8,770) = −20 < 0,
+/// so it cannot: the account's own IOC sells no lower than 8,770 and fills 0.2 against
+/// account 5's bid at 8,780 (realized 0.2 × 8,780 − 0.2 × 9,770 = −198). The fund still
+/// cannot take 0.8 (−16), so 0.8 is deleveraged at 8,770. Ranking at 8,750:
+/// - 3: uPnL 0.3 × 1,250 = 375, equity 875, notional 2,625: 375/3,000 × 2,625/875 =
+///   0.375;
+/// - 2: uPnL 0.4 × 1,650 = 660, equity 2,660, notional 3,500: 660/4,160 × 3,500/2,660 =
+///   0.208755…;
+/// - 4: uPnL 0.3 × (8,700 − 8,750) = −15, losing: last.
+///
+/// So 3 closes all 0.3 (realized 0.3 × (10,000 − 8,770) = 369), 2 all 0.4 (0.4 × 1,630 =
+/// 652; its resting sell is cancelled first), 4 closes 0.1 (0.1 × (8,700 − 8,770) = −7)
+/// and keeps 0.2. Account 1: 1,000 − 198 + (0.8 × 8,770 − 0.8 × 9,770 = −800) = 2, flat.
+/// The fund stays at 0.
+#[test]
+fn ranking_and_execution_worked_by_hand() {
+    let mut t = TestEngine::new(config());
+    for (a, w) in [(1, "1000"), (2, "2000"), (3, "500"), (4, "1000"), (5, "1000")] {
+        t.create_funded(a, USDT, usdt(w));
+    }
+    leverage(&mut t, 1, BTCUSDT, 50);
+    mark(&mut t, BTCUSDT, "9000");
+    limit(&mut t, 4, BTCUSDT, 40, Side::Sell, 87_000, 300);
+    limit(&mut t, 1, BTCUSDT, 10, Side::Buy, 87_000, 300);
+    limit(&mut t, 5, BTCUSDT, 50, Side::Buy, 87_800, 200);
+    mark(&mut t, BTCUSDT, "10000");
+    limit(&mut t, 2, BTCUSDT, 20, Side::Sell, 104_000, 400);
+    limit(&mut t, 1, BTCUSDT, 11, Side::Buy, 104_000, 400);
+    limit(&mut t, 3, BTCUSDT, 30, Side::Sell, 100_000, 300);
+    limit(&mut t, 1, BTCUSDT, 12, Side::Buy, 100_000, 300);
+    limit(&mut t, 2, BTCUSDT, 21, Side::Sell, 105_000, 100);
+    let e = &t.engine;
+    assert_eq!(lots(e, 1, BTCUSDT), 1_000);
+    assert_eq!(
+        [2, 3, 4, 1].map(|a| quantile(e, a)),
+        [Some(5), Some(4), Some(2), Some(5)]
+    );
+
+    let out = mark(&mut t, BTCUSDT, "8750");
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Event::LiquidationTriggered { account: AccountId(1), margin_balance, maintenance_margin, .. }
+            if *margin_balance == usdt("-20") && *maintenance_margin == usdt("35")
+    )));
+    assert!(
+        !out.iter().any(|e| matches!(e, Event::PositionTakenOver { .. })),
+        "the fund cannot take it: {out:?}"
+    );
+    // The book first: 0.2 to account 5 at 8,780.
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Event::Trade { price, qty, taker_account: AccountId(1), maker_account: AccountId(5), taker_realized_pnl, .. }
+            if *price == Price::from_int(8_780) && *qty == Qty::parse("0.2").unwrap()
+                && *taker_realized_pnl == usdt("-198")
+    )));
+    let bp = Price::from_int(8_770);
+    let adl = |account: u64, qty: &str, pnl: &str| Event::AutoDeleveraged {
+        account: AccountId(account),
+        liquidated: AccountId(1),
+        instrument: BTCUSDT,
+        qty: Qty::parse(qty).unwrap(),
+        price: bp,
+        realized_pnl: usdt(pnl),
+    };
+    assert_eq!(
+        adl_events(&out),
+        vec![adl(3, "0.3", "369"), adl(2, "0.4", "652"), adl(4, "0.1", "-7")]
+    );
+    // Account 2's resting sell is cancelled before its position is closed.
+    let cancel = out
+        .iter()
+        .position(|e| {
+            matches!(e, Event::OrderCanceled { account: AccountId(2), order_id: OrderId(21), reason: CancelReason::AutoDeleveraged, .. })
+        })
+        .expect("account 2's order cancelled");
+    let closed = out
+        .iter()
+        .position(|e| matches!(e, Event::AutoDeleveraged { account: AccountId(2), .. }))
+        .unwrap();
+    assert!(cancel < closed);
+
+    let e = &t.engine;
+    assert_eq!(lots(e, 1, BTCUSDT), 0);
+    assert_eq!(lots(e, 2, BTCUSDT), 0);
+    assert_eq!(lots(e, 3, BTCUSDT), 0);
+    assert_eq!(lots(e, 4, BTCUSDT), -200);
+    assert_eq!(lots(e, 5, BTCUSDT), 200);
+    assert_eq!(wallet(e, AccountId(1), USDT), usdt("2"));
+    assert_eq!(wallet(e, AccountId(2), USDT), usdt("2652"));
+    assert_eq!(wallet(e, AccountId(3), USDT), usdt("869"));
+    assert_eq!(wallet(e, AccountId(4), USDT), usdt("993"));
+    assert_eq!(wallet(e, USDT_FUND, USDT), Money::ZERO);
+    assert!(e.account(USDT_FUND).unwrap().legs.iter().all(|l| l.is_flat()));
+}
