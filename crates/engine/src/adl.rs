@@ -288,3 +288,61 @@ impl Engine {
         assert!(left.is_zero(), "the opposite side of a fund's position is other accounts'");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        Money::parse(s).unwrap()
+    }
+
+    /// The three shorts of `tests/adl.rs` at mark 8,750 (numbers worked there), as
+    /// rankings at 10^-12, floored: 375 × 2,625 / (3,000 × 875) = 0.375 exactly;
+    /// 660 × 3,500 / (4,160 × 2,660) = 2,310,000 / 11,065,600 = 0.208755060728…;
+    /// −15 × 985 / (2,610 × 2,625) = −14,775 / 6,851,250 = −0.0021565407779… (floor
+    /// −0.002156540778).
+    #[test]
+    fn binance_ranking_exact() {
+        assert_eq!(
+            adl_rank(m("375"), m("3000"), m("2625"), m("875")),
+            AdlRank { profitable: true, ranking: 375_000_000_000 }
+        );
+        assert_eq!(
+            adl_rank(m("660"), m("-4160"), m("3500"), m("2660")),
+            AdlRank { profitable: true, ranking: 208_755_060_728 }
+        );
+        assert_eq!(
+            adl_rank(m("-15"), m("-2610"), m("2625"), m("985")),
+            AdlRank { profitable: false, ranking: -2_156_540_778 }
+        );
+        // Every profitable position before every losing one, whatever the numbers.
+        assert!(
+            adl_rank(m("0.000000000001"), m("1000000"), m("1"), m("1000000"))
+                > adl_rank(m("-0.000000000001"), m("1"), m("1000000"), m("0.000000000001"))
+        );
+    }
+
+    /// Zero or negative equity: infinite effective leverage, so a profitable position is
+    /// first (saturated ranking) and a losing one has ranking 0 (−x / ∞), ahead of every
+    /// other losing one; a zero uPnL ranks 0 among the profitable.
+    #[test]
+    fn no_equity_and_no_pnl() {
+        assert_eq!(
+            adl_rank(m("5"), m("100"), m("100"), m("-1")),
+            AdlRank { profitable: true, ranking: i128::MAX }
+        );
+        assert_eq!(
+            adl_rank(m("-5"), m("100"), m("100"), Money::ZERO),
+            AdlRank { profitable: false, ranking: 0 }
+        );
+        assert!(
+            adl_rank(m("-5"), m("100"), m("100"), Money::ZERO)
+                > adl_rank(m("-0.000000000001"), m("100"), m("100"), m("1"))
+        );
+        assert_eq!(
+            adl_rank(Money::ZERO, m("100"), m("100"), m("1")),
+            AdlRank { profitable: true, ranking: 0 }
+        );
+    }
+}

@@ -220,3 +220,138 @@ fn ranking_and_execution_worked_by_hand() {
     assert_eq!(wallet(e, USDT_FUND, USDT), Money::ZERO);
     assert!(e.account(USDT_FUND).unwrap().legs.iter().all(|l| l.is_flat()));
 }
+
+/// BTCUSD_PERP (coin-M: value of q contracts at P = q × 100 / P BTC), a cross and an
+/// isolated counterparty. Everything trades at 10,000:
+///
+/// | account | BTC wallet | position | mode |
+/// |---|---|---|---|
+/// | 1 | 0.2 | short 100 contracts (basis −1 BTC) | cross |
+/// | 2 | 1 | long 60 (basis 0.6) | cross |
+/// | 3 | 0.1 | long 40 (basis 0.4), isolated margin 0.4 / 10 = 0.04 | isolated, 10x |
+///
+/// At mark 10,000 both longs have uPnL 0, so ranking 0: the tie goes to the lower id,
+/// 2 before 3, so 3 is j = 1 of 2 (quantile ceil(5/2) = 3) and 2 is 5.
+///
+/// The mark gaps to 12,800: account 1's margin balance 0.2 − 1 + 10,000/12,800 =
+/// −0.01875 < MM 0.4% × 0.78125 = 0.003125. Bankruptcy price: 0.2 − 1 + 10,000/P = 0 →
+/// P = 12,500. The empty BTC fund short at 12,500 would stand at −0.8 + 0.78125 =
+/// −0.01875 < 0; no bids: 100 contracts are deleveraged at 12,500. Ranking at 12,800:
+/// - 3: uPnL 0.4 − 4,000/12,800 = 0.0875, equity 0.04 + 0.0875 = 0.1275, notional
+///   0.3125: 0.0875/0.4 × 0.3125/0.1275 = 0.53615…;
+/// - 2: uPnL 0.6 − 0.46875 = 0.13125, equity 1.13125, notional 0.46875:
+///   0.13125/0.6 × 0.46875/1.13125 = 0.09064….
+///
+/// So 3 sells its 40 first (realized 0.4 − 4,000/12,500 = 0.08; wallet 0.06 + its
+/// isolated margin 0.04 + 0.08 = 0.18), then 2 its 60 (0.6 − 0.48 = 0.12; wallet 1.12).
+/// Account 1 buys back at 12,500: realized −1 + 0.8 = −0.2, wallet 0. Fund: 0.
+#[test]
+fn coin_m_with_an_isolated_counterparty() {
+    let mut t = TestEngine::new(config());
+    for (a, w) in [(1, "0.2"), (2, "1"), (3, "0.1")] {
+        t.create_funded(a, BTC, usdt(w));
+    }
+    assert_eq!(
+        t.rejected(Command::SetMarginMode {
+            account: AccountId(3),
+            instrument: BTCUSD_PERP,
+            mode: MarginMode::Isolated,
+        }),
+        None
+    );
+    leverage(&mut t, 3, BTCUSD_PERP, 10);
+    mark(&mut t, BTCUSD_PERP, "10000");
+    limit(&mut t, 1, BTCUSD_PERP, 10, Side::Sell, 100_000, 100);
+    limit(&mut t, 2, BTCUSD_PERP, 20, Side::Buy, 100_000, 60);
+    limit(&mut t, 3, BTCUSD_PERP, 30, Side::Buy, 100_000, 40);
+    let e = &t.engine;
+    assert_eq!(
+        e.account(AccountId(3)).unwrap().leg(BTCUSD_PERP).unwrap().isolated_margin,
+        usdt("0.04")
+    );
+    assert_eq!([2, 3].map(|a| quantile(e, a)), [Some(5), Some(3)]);
+
+    let out = mark(&mut t, BTCUSD_PERP, "12800");
+    let adl = |account: u64, qty: i64, pnl: &str| Event::AutoDeleveraged {
+        account: AccountId(account),
+        liquidated: AccountId(1),
+        instrument: BTCUSD_PERP,
+        qty: Qty::from_int(qty),
+        price: Price::from_int(12_500),
+        realized_pnl: usdt(pnl),
+    };
+    assert_eq!(adl_events(&out), vec![adl(3, -40, "0.08"), adl(2, -60, "0.12")]);
+    let e = &t.engine;
+    for a in [1, 2, 3] {
+        assert_eq!(lots(e, a, BTCUSD_PERP), 0);
+    }
+    assert_eq!(wallet(e, AccountId(1), BTC), Money::ZERO);
+    assert_eq!(wallet(e, AccountId(2), BTC), usdt("1.12"));
+    assert_eq!(wallet(e, AccountId(3), BTC), usdt("0.18"));
+    assert_eq!(wallet(e, BTC_FUND, BTC), Money::ZERO);
+}
+
+/// A fund that can carry a takeover, until funding leaves it negative. BTCUSDT: account
+/// 1 (wallet 600, 20x) long 1 BTC at 10,000 from account 2 (wallet 1,000). At mark 9,420
+/// its equity 600 − 580 = 20 < MM 0.4% × 9,420 = 37.68: the liquidation fee
+/// min(1.25% × 9,420 = 117.75, 20) = 20 goes to the fund, the bankruptcy price is
+/// (10,000 − 580) / 1 = 9,420 = the mark, so the fund (20 + uPnL 0 ≥ 0) takes the long
+/// over; no bids: it keeps it. A funding rate of 0.3% settles at 8 h: the fund pays
+/// 1 × 9,420 × 0.003 = 28.26 (account 2 receives it) and stands at −8.26 with uPnL 0 at
+/// the mark, so its long is deleveraged at its own bankruptcy price 9,420 + 8.26 =
+/// 9,428.26 against account 2's short: the fund realizes 8.26 (back to 0), account 2
+/// 10,000 − 9,428.26 = 571.74, ending at 1,000 + 28.26 + 571.74 = 1,600.
+#[test]
+fn a_fund_left_negative_by_funding_is_deleveraged() {
+    let mut t = TestEngine::new(config());
+    t.create_funded(1, USDT, usdt("600"));
+    t.create_funded(2, USDT, usdt("1000"));
+    mark(&mut t, BTCUSDT, "10000");
+    limit(&mut t, 2, BTCUSDT, 20, Side::Sell, 100_000, 1_000);
+    limit(&mut t, 1, BTCUSDT, 10, Side::Buy, 100_000, 1_000);
+    let out = mark(&mut t, BTCUSDT, "9420");
+    assert!(out.contains(&Event::PositionTakenOver {
+        account: AccountId(1),
+        instrument: BTCUSDT,
+        qty: Qty::from_int(1),
+        bankruptcy_price: Price::from_int(9_420),
+        liquidation_fee: usdt("20"),
+    }));
+    assert!(adl_events(&out).is_empty());
+    assert_eq!(wallet(&t.engine, USDT_FUND, USDT), usdt("20"));
+
+    let hour = 3_600_000_000_000;
+    t.run(Command::SetFundingRate {
+        instrument: BTCUSDT,
+        rate: Rate::parse("0.003").unwrap(),
+        next_funding_ns: 8 * hour,
+    });
+    let out = t.at(
+        8 * hour,
+        Command::SetIndexPrice {
+            instrument: BTCUSDT,
+            price: Price::from_int(9_420),
+        },
+    );
+    assert!(out.contains(&Event::FundingPaid {
+        account: USDT_FUND,
+        instrument: BTCUSDT,
+        rate: Rate::parse("0.003").unwrap(),
+        amount: usdt("28.26"),
+    }));
+    assert_eq!(
+        adl_events(&out),
+        vec![Event::AutoDeleveraged {
+            account: AccountId(2),
+            liquidated: USDT_FUND,
+            instrument: BTCUSDT,
+            qty: Qty::from_int(1),
+            price: Price::parse("9428.26").unwrap(),
+            realized_pnl: usdt("571.74"),
+        }]
+    );
+    let e = &t.engine;
+    assert_eq!(wallet(e, USDT_FUND, USDT), Money::ZERO);
+    assert_eq!(wallet(e, AccountId(2), USDT), usdt("1600"));
+    assert_eq!(lots(e, 2, BTCUSDT), 0);
+}
