@@ -1,10 +1,14 @@
 //! Auto-deleveraging (MARGIN §7 step 4) and the ADL quantile of the report.
 //!
-//! When the insurance fund cannot take a bankrupt position over (`fund_absorbs`), the
-//! position is first offered to the book no worse than its bankruptcy price; what the
-//! book does not take is closed against the opposite positions in ADL order, each at the
-//! bankrupt position's bankruptcy price, without fee; the counterparty's open orders in
-//! that instrument are cancelled first. One `AutoDeleveraged` event per counterparty.
+//! After a takeover (MARGIN §7 step 3) the fund has offered the position to the book no
+//! worse than its bankruptcy price (the surplus of better fills is the fund's). What it
+//! still holds of the takeover, when it cannot carry it (`deleverage_takeover`: its
+//! balance, or its balance + its uPnL in the instrument at the mark, is negative), is
+//! closed against the opposite positions in ADL order, each at the bankrupt position's
+//! bankruptcy price, without fee; the counterparty's open orders in that instrument are
+//! cancelled first. One `AutoDeleveraged` event per counterparty. A fund whose balance a
+//! position it carries made negative (a funding payment, a work-off below its average
+//! entry) is deleveraged the same way (`check_fund`).
 //!
 //! The ranking is Binance's published one ("What Is Auto-Deleveraging (ADL) and How Does
 //! It Work", https://www.binance.com/en/support/faq/360033525471):
@@ -169,66 +173,65 @@ impl Engine {
         u8::try_from(quantile).ok()
     }
 
-    /// Whether the insurance fund of `spec`'s settlement asset can take `lots` over on
-    /// `side` (the fund's side) at `bp`: its wallet after the realized PnL of the
-    /// takeover (a takeover can close part of an opposite position the fund holds), less
-    /// the deficit the bankrupt account `k` would leave, stays ≥ 0, and so does that plus
-    /// the fund's uPnL in the instrument at the mark afterwards.
-    pub(crate) fn fund_absorbs(
-        &self,
-        k: usize,
+    /// MARGIN §7 step 4 after the takeover of `lots` from `liquidated` on the fund's
+    /// `side` at `bp` and the fund's work-off: the part of the takeover the fund still
+    /// holds is auto-deleveraged when the fund's balance, or its balance + uPnL in the
+    /// instrument at the mark, is negative.
+    pub(crate) fn deleverage_takeover(
+        &mut self,
+        liquidated: AccountId,
         spec: &InstrumentSpec,
         side: Side,
         lots: QtyLots,
         bp: Price,
-    ) -> bool {
+        out: &mut Vec<Event>,
+    ) {
         let settle = spec.settle_asset.0 as usize;
         let mark = self.state.marks[spec.id.0 as usize].expect("mark");
         let fk = self.idx(fund_account_id(spec.settle_asset)).expect("fund");
         let fund = &self.state.accounts[fk];
-        let mut leg = fund
-            .leg(spec.id)
-            .cloned()
-            .unwrap_or_else(|| risk::Leg::new(spec.id, spec.max_leverage));
-        let s = risk::settle_fill(&mut leg, spec, side, lots, bp, Money::ZERO, false);
-        // The bankrupt account's deficit once the position is gone (only when it leaves
-        // a single-asset account with nothing else to carry a negative wallet).
-        let a = &self.state.accounts[k];
-        let mut own = a.leg(spec.id).expect("leg").clone();
-        let deficit = if risk::is_pooled(a.asset_mode, spec) {
-            Money::ZERO
-        } else {
-            let d = risk::settle_fill(&mut own, spec, side.opposite(), lots, bp, Money::ZERO, false);
-            let others = self.pool_of(k, spec.settle_asset).cross_positions
-                - u32::from(own.mode == MarginMode::Cross);
-            if others > 0 {
-                Money::ZERO
-            } else {
-                (-(a.wallets[settle] + d.wallet_delta)).max(Money::ZERO)
-            }
+        let Some(leg) = fund.leg(spec.id) else {
+            return;
         };
-        let wallet = fund.wallets[settle] + s.wallet_delta - deficit;
-        !wallet.is_negative() && !(wallet + risk::upnl(&leg, spec, mark)).is_negative()
+        let held = if side == Side::Buy { leg.qty.0 } else { -leg.qty.0 };
+        let keep = held.max(0).min(lots.0);
+        let wallet = fund.wallets[settle];
+        if keep == 0 || (!wallet.is_negative() && !(wallet + risk::upnl(leg, spec, mark)).is_negative()) {
+            return;
+        }
+        let left = self.auto_deleverage(fk, liquidated, spec, QtyLots(keep), bp, out);
+        assert!(left.is_zero(), "the opposite side of a fund's position is other accounts'");
     }
 
-    /// Close what is left of account `k`'s position in `spec` against the opposite
-    /// positions in ADL order at `bp` (its bankruptcy price). Returns the lots no counterparty could take (only
-    /// when the rest of the opposite side is held by the fund).
+    /// Close `lots` of the fund `fk`'s position in `spec` (taken over from `liquidated`)
+    /// against the opposite positions in ADL order at `price`. Returns the lots no
+    /// counterparty could take (none: the opposite side is other accounts').
     pub(crate) fn auto_deleverage(
         &mut self,
         k: usize,
+        liquidated: AccountId,
         spec: &InstrumentSpec,
-        bp: Price,
+        lots: QtyLots,
+        price: Price,
         out: &mut Vec<Event>,
     ) -> QtyLots {
-        let liquidated = self.state.accounts[k].id;
-        let q = self.state.accounts[k].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
-        if q == 0 {
-            return QtyLots(0);
-        }
+        let bp = price;
+        let settle = spec.settle_asset.0 as usize;
+        let leg = self.state.accounts[k].leg(spec.id).expect("leg");
+        let q = leg.qty.0;
+        assert!(lots.0 > 0 && lots.0 <= q.abs(), "deleveraging more than the position");
+        let before = q;
         let close_side = if q > 0 { Side::Sell } else { Side::Buy };
+        // What closing `lots` in one fill would pay the account: the fills below are one
+        // per counterparty, each value rounded once (the same for both sides), so their
+        // sum can differ from it by a raw unit per fill (coin-M).
+        let one_fill = {
+            let mut sim = leg.clone();
+            risk::settle_fill(&mut sim, spec, close_side, lots, bp, Money::ZERO, false).wallet_delta
+        };
+        let wallet_before = self.state.accounts[k].wallets[settle];
         let queue = self.adl_queue(spec, q < 0);
-        let mut remaining = q.abs();
+        let mut remaining = lots.0;
         for (ck, _) in queue {
             if remaining == 0 {
                 break;
@@ -252,8 +255,30 @@ impl Engine {
             });
             remaining -= take;
         }
-        let left = self.state.accounts[k].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
-        assert_eq!(left.abs(), remaining, "ADL closed what it reported");
+        let after = self.state.accounts[k].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
+        assert_eq!(before.abs() - after.abs(), lots.0 - remaining, "ADL closed what it reported");
+        // The rounding residue between the fills and one fill goes to the last
+        // counterparty (in its event's realized PnL), so the closed account gets exactly
+        // the one-fill amount: a fund closed at its own bankruptcy price ends at ≥ 0.
+        let residue = one_fill - (self.state.accounts[k].wallets[settle] - wallet_before);
+        if remaining == 0 && !residue.is_zero() {
+            let Some(Event::AutoDeleveraged {
+                account,
+                realized_pnl,
+                ..
+            }) = out.last_mut()
+            else {
+                unreachable!("a deleveraged lot has an event");
+            };
+            assert!(
+                residue.raw().abs() <= i128::from(lots.0),
+                "more than rounding between the fills and one fill"
+            );
+            *realized_pnl -= residue;
+            let ck = self.idx(*account).expect("counterparty");
+            self.state.accounts[ck].wallets[settle] -= residue;
+            self.state.accounts[k].wallets[settle] += residue;
+        }
         QtyLots(remaining)
     }
 
@@ -284,7 +309,9 @@ impl Engine {
         } else {
             mark
         };
-        let left = self.auto_deleverage(fk, spec, price, out);
+        let fund = self.state.accounts[fk].id;
+        let lots = leg.qty.abs();
+        let left = self.auto_deleverage(fk, fund, spec, lots, price, out);
         assert!(left.is_zero(), "the opposite side of a fund's position is other accounts'");
     }
 }

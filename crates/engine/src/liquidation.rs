@@ -10,10 +10,12 @@
 //!    sends an IOC order into the book no worse than that price; what does not fill stays
 //!    with the fund. A wallet left negative is covered by the fund, as far as its balance
 //!    goes.
-//! 4. auto-deleveraging (`adl.rs`): when the fund cannot take the position over (its
-//!    balance, and its balance with its uPnL in the instrument, would go negative), the
-//!    position is offered to the book no worse than its bankruptcy price and the rest is
-//!    closed against the opposite positions in ADL order at that price.
+//! 4. auto-deleveraging (`adl.rs`): what the fund still holds of the takeover after the
+//!    book, when the fund cannot carry it (its balance, or its balance with its uPnL in
+//!    the instrument at the mark, is negative), is closed against the opposite positions
+//!    in ADL order at the bankruptcy price; a fund left with a negative balance by the
+//!    position it carries (funding, a work-off below its average entry) is deleveraged
+//!    too.
 //!
 //! The insurance funds' balances never go negative (`check_invariants`).
 
@@ -316,10 +318,6 @@ impl Engine {
         let (bp, limit) = self.bankruptcy_ticks(k, spec);
         let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
         let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
-        if self.auto_deleveraging() && !self.fund_absorbs(k, spec, close_side.opposite(), qty.abs(), bp) {
-            self.deleverage(k, spec, bp, limit, out);
-            return;
-        }
         self.move_position(k, spec, close_side, qty.abs(), bp, Money::ZERO);
         self.move_position(fk, spec, close_side.opposite(), qty.abs(), bp, Money::ZERO);
         out.push(Event::PositionTakenOver {
@@ -359,47 +357,10 @@ impl Engine {
                 out,
             );
         }
-    }
-
-    /// MARGIN §7 step 4, for a position the fund cannot take over at `bp`: the account
-    /// offers it to the book itself (an IOC no worse than `limit`, no fee: the liquidation
-    /// fee is paid); the fund takes over what is left if it now can; otherwise the rest is
-    /// auto-deleveraged. A remainder no counterparty can take (the rest of the opposite
-    /// side is the fund's) goes to the fund.
-    fn deleverage(
-        &mut self,
-        k: usize,
-        spec: &InstrumentSpec,
-        bp: Price,
-        limit: PriceTicks,
-        out: &mut Vec<Event>,
-    ) {
-        let account = self.state.accounts[k].id;
-        let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
-        let qty = self.state.accounts[k].leg(spec.id).expect("leg").qty;
-        let close_side = if qty.0 > 0 { Side::Sell } else { Side::Buy };
-        self.liquidation_order(k, spec, close_side, qty.abs(), limit, Rate::ZERO, out);
-        let left = self.state.accounts[k].leg(spec.id).map(|l| l.qty).unwrap_or_default();
-        let left = if left.is_zero() || self.fund_absorbs(k, spec, close_side.opposite(), left.abs(), bp) {
-            left.abs()
-        } else {
-            self.auto_deleverage(k, spec, bp, out)
-        };
-        if left.0 > 0 {
-            let fk = self.idx(fund_account_id(spec.settle_asset)).expect("fund account");
-            self.move_position(k, spec, close_side, left, bp, Money::ZERO);
-            self.move_position(fk, spec, close_side.opposite(), left, bp, Money::ZERO);
-            let signed = if qty.0 > 0 { left.0 } else { -left.0 };
-            out.push(Event::PositionTakenOver {
-                account,
-                instrument: spec.id,
-                qty: spec.qty_of(QtyLots(signed)),
-                bankruptcy_price: bp,
-                liquidation_fee: Money::ZERO,
-            });
-        }
-        if !pooled {
-            self.cover_deficit(k, spec.settle_asset, out);
+        // Step 4: what the book did not take and the fund cannot carry.
+        if self.auto_deleveraging() {
+            self.deleverage_takeover(account, spec, close_side.opposite(), qty.abs(), bp, out);
+            self.check_fund(spec, out);
         }
     }
 

@@ -126,10 +126,10 @@ fn adl_events(out: &[Event]) -> Vec<Event> {
 /// **The crash to 8,750**: account 1's equity 1,000 + 8,750 − 9,770 = −20 < MM 0.4% ×
 /// 8,750 = 35: liquidated (no partial step in the first bracket). Bankruptcy price
 /// (9,770 − 1,000) / 1 = 8,770; liquidation fee min(1.25% × 8,750, max(−20, 0)) = 0. The
-/// empty fund taking the long at 8,770 would stand at 0 + 1 × (8,750 − 8,770) = −20 < 0,
-/// so it cannot: the account's own IOC sells no lower than 8,770 and fills 0.2 against
-/// account 5's bid at 8,780 (realized 0.2 × 8,780 − 0.2 × 9,770 = −198). The fund still
-/// cannot take 0.8 (−16), so 0.8 is deleveraged at 8,770. Ranking at 8,750:
+/// empty fund takes the long over at 8,770 (account 1: 1,000 + 8,770 − 9,770 = 0) and
+/// sells no lower than 8,770: 0.2 to account 5's bid at 8,780 (the fund realizes
+/// 0.2 × 10 = 2). It cannot carry the 0.8 left: 2 + 0.8 × (8,750 − 8,770) = −14 < 0, so
+/// the 0.8 is deleveraged at 8,770. Ranking at 8,750:
 /// - 3: uPnL 0.3 × 1,250 = 375, equity 875, notional 2,625: 375/3,000 × 2,625/875 =
 ///   0.375;
 /// - 2: uPnL 0.4 × 1,650 = 660, equity 2,660, notional 3,500: 660/4,160 × 3,500/2,660 =
@@ -138,8 +138,7 @@ fn adl_events(out: &[Event]) -> Vec<Event> {
 ///
 /// So 3 closes all 0.3 (realized 0.3 × (10,000 − 8,770) = 369), 2 all 0.4 (0.4 × 1,630 =
 /// 652; its resting sell is cancelled first), 4 closes 0.1 (0.1 × (8,700 − 8,770) = −7)
-/// and keeps 0.2. Account 1: 1,000 − 198 + (0.8 × 8,770 − 0.8 × 9,770 = −800) = 2, flat.
-/// The fund stays at 0.
+/// and keeps 0.2. The fund closes at its entry (realized 0) and keeps its 2.
 #[test]
 fn ranking_and_execution_worked_by_hand() {
     let mut t = TestEngine::new(config());
@@ -170,16 +169,19 @@ fn ranking_and_execution_worked_by_hand() {
         Event::LiquidationTriggered { account: AccountId(1), margin_balance, maintenance_margin, .. }
             if *margin_balance == usdt("-20") && *maintenance_margin == usdt("35")
     )));
-    assert!(
-        !out.iter().any(|e| matches!(e, Event::PositionTakenOver { .. })),
-        "the fund cannot take it: {out:?}"
-    );
-    // The book first: 0.2 to account 5 at 8,780.
+    assert!(out.contains(&Event::PositionTakenOver {
+        account: AccountId(1),
+        instrument: BTCUSDT,
+        qty: Qty::from_int(1),
+        bankruptcy_price: Price::from_int(8_770),
+        liquidation_fee: Money::ZERO,
+    }));
+    // The book first: the fund sells 0.2 to account 5 at 8,780.
     assert!(out.iter().any(|e| matches!(
         e,
-        Event::Trade { price, qty, taker_account: AccountId(1), maker_account: AccountId(5), taker_realized_pnl, .. }
+        Event::Trade { price, qty, taker_account, maker_account: AccountId(5), taker_realized_pnl, .. }
             if *price == Price::from_int(8_780) && *qty == Qty::parse("0.2").unwrap()
-                && *taker_realized_pnl == usdt("-198")
+                && *taker_account == USDT_FUND && *taker_realized_pnl == usdt("2")
     )));
     let bp = Price::from_int(8_770);
     let adl = |account: u64, qty: &str, pnl: &str| Event::AutoDeleveraged {
@@ -213,11 +215,11 @@ fn ranking_and_execution_worked_by_hand() {
     assert_eq!(lots(e, 3, BTCUSDT), 0);
     assert_eq!(lots(e, 4, BTCUSDT), -200);
     assert_eq!(lots(e, 5, BTCUSDT), 200);
-    assert_eq!(wallet(e, AccountId(1), USDT), usdt("2"));
+    assert_eq!(wallet(e, AccountId(1), USDT), Money::ZERO);
     assert_eq!(wallet(e, AccountId(2), USDT), usdt("2652"));
     assert_eq!(wallet(e, AccountId(3), USDT), usdt("869"));
     assert_eq!(wallet(e, AccountId(4), USDT), usdt("993"));
-    assert_eq!(wallet(e, USDT_FUND, USDT), Money::ZERO);
+    assert_eq!(wallet(e, USDT_FUND, USDT), usdt("2"));
     assert!(e.account(USDT_FUND).unwrap().legs.iter().all(|l| l.is_flat()));
 }
 
@@ -235,8 +237,9 @@ fn ranking_and_execution_worked_by_hand() {
 ///
 /// The mark gaps to 12,800: account 1's margin balance 0.2 − 1 + 10,000/12,800 =
 /// −0.01875 < MM 0.4% × 0.78125 = 0.003125. Bankruptcy price: 0.2 − 1 + 10,000/P = 0 →
-/// P = 12,500. The empty BTC fund short at 12,500 would stand at −0.8 + 0.78125 =
-/// −0.01875 < 0; no bids: 100 contracts are deleveraged at 12,500. Ranking at 12,800:
+/// P = 12,500. The empty BTC fund takes the short over at 12,500; no asks; short at
+/// 12,500 it stands at −0.8 + 0.78125 = −0.01875 < 0, so the 100 contracts are
+/// deleveraged at 12,500. Ranking at 12,800:
 /// - 3: uPnL 0.4 − 4,000/12,800 = 0.0875, equity 0.04 + 0.0875 = 0.1275, notional
 ///   0.3125: 0.0875/0.4 × 0.3125/0.1275 = 0.53615…;
 /// - 2: uPnL 0.6 − 0.46875 = 0.13125, equity 1.13125, notional 0.46875:
@@ -244,7 +247,7 @@ fn ranking_and_execution_worked_by_hand() {
 ///
 /// So 3 sells its 40 first (realized 0.4 − 4,000/12,500 = 0.08; wallet 0.06 + its
 /// isolated margin 0.04 + 0.08 = 0.18), then 2 its 60 (0.6 − 0.48 = 0.12; wallet 1.12).
-/// Account 1 buys back at 12,500: realized −1 + 0.8 = −0.2, wallet 0. Fund: 0.
+/// Account 1 is closed at 12,500: realized −1 + 0.8 = −0.2, wallet 0. Fund: 0.
 #[test]
 fn coin_m_with_an_isolated_counterparty() {
     let mut t = TestEngine::new(config());
