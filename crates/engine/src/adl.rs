@@ -350,6 +350,18 @@ mod tests {
         );
     }
 
+    /// The specification's case A1 (CASES.md, "ADL rank"): long 1 BTC, entry 10,000,
+    /// mark 11,000, bankruptcy 9,000: PnL% = 1,000 / 10,000 = 10%, effective leverage
+    /// 11,000 / (11,000 − 9,000) = 5.5, rank 0.55. (The position's equity is the mark
+    /// value less the bankruptcy value, 2,000: a cross wallet of 1,000 + uPnL 1,000.)
+    #[test]
+    fn case_a1() {
+        assert_eq!(
+            adl_rank(m("1000"), m("10000"), m("11000"), m("2000")),
+            AdlRank { profitable: true, ranking: 550_000_000_000 }
+        );
+    }
+
     /// Zero or negative equity: infinite effective leverage, so a profitable position is
     /// first (saturated ranking) and a losing one has ranking 0 (−x / ∞), ahead of every
     /// other losing one; a zero uPnL ranks 0 among the profitable.

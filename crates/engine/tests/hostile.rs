@@ -831,6 +831,10 @@ fn count_events(events: &[Event], coverage: &mut Coverage) {
                 instrument: InstrumentId(1 | 3),
                 ..
             } => "FundingSettled derived".to_string(),
+            // A fund deleveraged because a position it carries left it negative.
+            Event::AutoDeleveraged { liquidated, .. } if liquidated.0 > u64::MAX - 16 => {
+                "AutoDeleveraged fund".to_string()
+            }
             other => {
                 let text = format!("{other:?}");
                 let end = text.find([' ', '{', '(']).unwrap_or(text.len());
