@@ -123,6 +123,11 @@ impl Engine {
             .map(|a| a.wallets[asset.0 as usize])
             .unwrap_or_default()
     }
+    /// The conversion desk's balance of `asset` (auto-exchanges; may be negative).
+    pub fn conversion_desk(&self, asset: AssetId) -> Money {
+        self.state.conversion_desk[asset.0 as usize]
+    }
+
     pub fn fee_income(&self, asset: AssetId) -> Money {
         self.state.fee_income[asset.0 as usize]
     }

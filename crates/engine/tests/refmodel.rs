@@ -212,6 +212,14 @@ fn state_difference(e: &Engine, m: &RefModel) -> Option<String> {
         }
     }
     for asset in &e.config().assets {
+        if e.conversion_desk(asset.id) != m.conversion_desk(asset.id) {
+            return Some(format!(
+                "conversion desk in {}: engine {}, model {}",
+                asset.symbol,
+                e.conversion_desk(asset.id),
+                m.conversion_desk(asset.id)
+            ));
+        }
         if e.fee_income(asset.id) != m.fee_income(asset.id) {
             return Some(format!(
                 "fee income in {}: engine {}, model {}",

@@ -144,9 +144,7 @@ impl RefModel {
             };
             for (src, src_price) in usd.iter().enumerate() {
                 let a = self.acct(id).expect("account");
-                // The fund repays no more than its balance (it never goes negative).
-                let fund_balance = self.acct(fund_id(AssetId::at(debt))).expect("fund").wallets[debt];
-                let remaining = (-a.wallets[debt]).max(Q::ZERO).min(fund_balance.max(Q::ZERO));
+                let remaining = (-a.wallets[debt]).max(Q::ZERO);
                 if src == debt || remaining.is_zero() {
                     continue;
                 }
@@ -171,10 +169,10 @@ impl RefModel {
                     let repaid = (collateral / debt_price).floor_to(MONEY);
                     (have, repaid.min(remaining))
                 };
-                let (fund_src, fund_debt) = (fund_id(AssetId::at(src)), fund_id(AssetId::at(debt)));
+                // The exchange's conversion desk is the counterparty.
                 self.acct_mut(id).wallets[src] -= sold;
-                self.acct_mut(fund_src).wallets[src] += sold;
-                self.acct_mut(fund_debt).wallets[debt] -= repaid;
+                self.conversion_desk[src] += sold;
+                self.conversion_desk[debt] -= repaid;
                 self.acct_mut(id).wallets[debt] += repaid;
                 self.after_credit(id, AssetId::at(debt), repaid);
                 out.push(Event::AutoExchanged {
