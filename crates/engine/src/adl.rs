@@ -16,8 +16,8 @@
 //! - `PnL% = (mark value − entry value) / abs(entry value)` = uPnL / |cost basis|;
 //! - `effective leverage = abs(mark value) / (mark value − bankruptcy value)` =
 //!   notional at mark / the position's equity (its margin balance: the isolated margin
-//!   + uPnL, or the cross pool's wallet + uPnL; a USD pool's adjusted equity in the
-//!   settlement asset), since equity is zero at the bankruptcy price;
+//!   plus uPnL, or the cross pool's wallet plus uPnL; a USD pool's adjusted equity in
+//!   the settlement asset), since equity is zero at the bankruptcy price;
 //! - `ranking = PnL% × effective leverage` when PnL% ≥ 0, `PnL% / effective leverage`
 //!   when PnL% < 0; every profitable position ranks before every losing one, higher
 //!   ranking first, ties by ascending account id.
@@ -151,7 +151,7 @@ impl Engine {
             })
             .collect();
         // Holders are in ascending account id: a stable sort keeps ties in id order.
-        queue.sort_by(|x, y| y.1.cmp(&x.1));
+        queue.sort_by_key(|x| std::cmp::Reverse(x.1));
         queue
     }
 
@@ -193,14 +193,23 @@ impl Engine {
         let Some(leg) = fund.leg(spec.id) else {
             return;
         };
-        let held = if side == Side::Buy { leg.qty.0 } else { -leg.qty.0 };
+        let held = if side == Side::Buy {
+            leg.qty.0
+        } else {
+            -leg.qty.0
+        };
         let keep = held.max(0).min(lots.0);
         let wallet = fund.wallets[settle];
-        if keep == 0 || (!wallet.is_negative() && !(wallet + risk::upnl(leg, spec, mark)).is_negative()) {
+        if keep == 0
+            || (!wallet.is_negative() && !(wallet + risk::upnl(leg, spec, mark)).is_negative())
+        {
             return;
         }
         let left = self.auto_deleverage(fk, liquidated, spec, QtyLots(keep), bp, out);
-        assert!(left.is_zero(), "the opposite side of a fund's position is other accounts'");
+        assert!(
+            left.is_zero(),
+            "the opposite side of a fund's position is other accounts'"
+        );
     }
 
     /// Close `lots` of the fund `fk`'s position in `spec` (taken over from `liquidated`)
@@ -219,7 +228,10 @@ impl Engine {
         let settle = spec.settle_asset.0 as usize;
         let leg = self.state.accounts[k].leg(spec.id).expect("leg");
         let q = leg.qty.0;
-        assert!(lots.0 > 0 && lots.0 <= q.abs(), "deleveraging more than the position");
+        assert!(
+            lots.0 > 0 && lots.0 <= q.abs(),
+            "deleveraging more than the position"
+        );
         let before = q;
         let close_side = if q > 0 { Side::Sell } else { Side::Buy };
         // What closing `lots` in one fill would pay the account: the fills below are one
@@ -238,13 +250,26 @@ impl Engine {
             }
             let account = self.state.accounts[ck].id;
             let held = self.state.accounts[ck].leg(spec.id).expect("leg").qty.0;
-            assert!(held != 0 && (held > 0) != (q > 0), "ADL counterparty on the wrong side");
+            assert!(
+                held != 0 && (held > 0) != (q > 0),
+                "ADL counterparty on the wrong side"
+            );
             let take = remaining.min(held.abs());
             self.cancel_where(ck, |s| s.id == spec.id, CancelReason::AutoDeleveraged, out);
             self.move_position(k, spec, close_side, QtyLots(take), bp, Money::ZERO);
-            let realized_pnl =
-                self.move_position(ck, spec, close_side.opposite(), QtyLots(take), bp, Money::ZERO);
-            let signed = if close_side == Side::Sell { take } else { -take };
+            let realized_pnl = self.move_position(
+                ck,
+                spec,
+                close_side.opposite(),
+                QtyLots(take),
+                bp,
+                Money::ZERO,
+            );
+            let signed = if close_side == Side::Sell {
+                take
+            } else {
+                -take
+            };
             out.push(Event::AutoDeleveraged {
                 account,
                 liquidated,
@@ -255,8 +280,15 @@ impl Engine {
             });
             remaining -= take;
         }
-        let after = self.state.accounts[k].leg(spec.id).map(|l| l.qty.0).unwrap_or(0);
-        assert_eq!(before.abs() - after.abs(), lots.0 - remaining, "ADL closed what it reported");
+        let after = self.state.accounts[k]
+            .leg(spec.id)
+            .map(|l| l.qty.0)
+            .unwrap_or(0);
+        assert_eq!(
+            before.abs() - after.abs(),
+            lots.0 - remaining,
+            "ADL closed what it reported"
+        );
         // The rounding residue between the fills and one fill goes to the last
         // counterparty (in its event's realized PnL), so the closed account gets exactly
         // the one-fill amount: a fund closed at its own bankruptcy price ends at ≥ 0.
@@ -312,7 +344,10 @@ impl Engine {
         let fund = self.state.accounts[fk].id;
         let lots = leg.qty.abs();
         let left = self.auto_deleverage(fk, fund, spec, lots, price, out);
-        assert!(left.is_zero(), "the opposite side of a fund's position is other accounts'");
+        assert!(
+            left.is_zero(),
+            "the opposite side of a fund's position is other accounts'"
+        );
     }
 }
 
@@ -333,20 +368,34 @@ mod tests {
     fn binance_ranking_exact() {
         assert_eq!(
             adl_rank(m("375"), m("3000"), m("2625"), m("875")),
-            AdlRank { profitable: true, ranking: 375_000_000_000 }
+            AdlRank {
+                profitable: true,
+                ranking: 375_000_000_000
+            }
         );
         assert_eq!(
             adl_rank(m("660"), m("-4160"), m("3500"), m("2660")),
-            AdlRank { profitable: true, ranking: 208_755_060_728 }
+            AdlRank {
+                profitable: true,
+                ranking: 208_755_060_728
+            }
         );
         assert_eq!(
             adl_rank(m("-15"), m("-2610"), m("2625"), m("985")),
-            AdlRank { profitable: false, ranking: -2_156_540_778 }
+            AdlRank {
+                profitable: false,
+                ranking: -2_156_540_778
+            }
         );
         // Every profitable position before every losing one, whatever the numbers.
         assert!(
             adl_rank(m("0.000000000001"), m("1000000"), m("1"), m("1000000"))
-                > adl_rank(m("-0.000000000001"), m("1"), m("1000000"), m("0.000000000001"))
+                > adl_rank(
+                    m("-0.000000000001"),
+                    m("1"),
+                    m("1000000"),
+                    m("0.000000000001")
+                )
         );
     }
 
@@ -358,7 +407,10 @@ mod tests {
     fn case_a1() {
         assert_eq!(
             adl_rank(m("1000"), m("10000"), m("11000"), m("2000")),
-            AdlRank { profitable: true, ranking: 550_000_000_000 }
+            AdlRank {
+                profitable: true,
+                ranking: 550_000_000_000
+            }
         );
     }
 
@@ -369,11 +421,17 @@ mod tests {
     fn no_equity_and_no_pnl() {
         assert_eq!(
             adl_rank(m("5"), m("100"), m("100"), m("-1")),
-            AdlRank { profitable: true, ranking: i128::MAX }
+            AdlRank {
+                profitable: true,
+                ranking: i128::MAX
+            }
         );
         assert_eq!(
             adl_rank(m("-5"), m("100"), m("100"), Money::ZERO),
-            AdlRank { profitable: false, ranking: 0 }
+            AdlRank {
+                profitable: false,
+                ranking: 0
+            }
         );
         assert!(
             adl_rank(m("-5"), m("100"), m("100"), Money::ZERO)
@@ -381,7 +439,10 @@ mod tests {
         );
         assert_eq!(
             adl_rank(Money::ZERO, m("100"), m("100"), m("1")),
-            AdlRank { profitable: true, ranking: 0 }
+            AdlRank {
+                profitable: true,
+                ranking: 0
+            }
         );
     }
 }

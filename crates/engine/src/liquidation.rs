@@ -373,7 +373,8 @@ impl Engine {
             return;
         }
         let fk = self.idx(fund_account_id(asset)).expect("fund account");
-        let amount = (-wallet).min(self.state.accounts[fk].wallets[asset.0 as usize].max(Money::ZERO));
+        let amount =
+            (-wallet).min(self.state.accounts[fk].wallets[asset.0 as usize].max(Money::ZERO));
         if amount.is_zero() {
             return;
         }

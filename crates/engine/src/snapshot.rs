@@ -261,7 +261,10 @@ impl Engine {
             };
             let w = self.state.accounts[fk].wallets[k];
             if w.is_negative() {
-                return Err(format!("insurance fund of {} negative: {}", asset.symbol, w));
+                return Err(format!(
+                    "insurance fund of {} negative: {}",
+                    asset.symbol, w
+                ));
             }
         }
         Ok(())

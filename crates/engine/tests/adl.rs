@@ -14,8 +14,8 @@
 //! insurance funds start empty.
 
 use perpcore_engine::Engine;
-use perpcore_testkit::gen::test_config;
 use perpcore_testkit::fixtures::TestEngine;
+use perpcore_testkit::gen::test_config;
 use perpcore_types::*;
 
 const USDT: AssetId = AssetId(0);
@@ -46,7 +46,15 @@ fn mark(t: &mut TestEngine, i: InstrumentId, p: &str) -> Vec<Event> {
 }
 
 /// A GTC limit order of `lots` at `ticks`; panics if refused.
-fn limit(t: &mut TestEngine, account: u64, i: InstrumentId, id: u64, side: Side, ticks: i64, lots: i64) {
+fn limit(
+    t: &mut TestEngine,
+    account: u64,
+    i: InstrumentId,
+    id: u64,
+    side: Side,
+    ticks: i64,
+    lots: i64,
+) {
     let out = t.run(Command::PlaceOrder(NewOrder {
         account: AccountId(account),
         instrument: i,
@@ -142,7 +150,13 @@ fn adl_events(out: &[Event]) -> Vec<Event> {
 #[test]
 fn ranking_and_execution_worked_by_hand() {
     let mut t = TestEngine::new(config());
-    for (a, w) in [(1, "1000"), (2, "2000"), (3, "500"), (4, "1000"), (5, "1000")] {
+    for (a, w) in [
+        (1, "1000"),
+        (2, "2000"),
+        (3, "500"),
+        (4, "1000"),
+        (5, "1000"),
+    ] {
         t.create_funded(a, USDT, usdt(w));
     }
     leverage(&mut t, 1, BTCUSDT, 50);
@@ -194,18 +208,38 @@ fn ranking_and_execution_worked_by_hand() {
     };
     assert_eq!(
         adl_events(&out),
-        vec![adl(3, "0.3", "369"), adl(2, "0.4", "652"), adl(4, "0.1", "-7")]
+        vec![
+            adl(3, "0.3", "369"),
+            adl(2, "0.4", "652"),
+            adl(4, "0.1", "-7")
+        ]
     );
     // Account 2's resting sell is cancelled before its position is closed.
     let cancel = out
         .iter()
         .position(|e| {
-            matches!(e, Event::OrderCanceled { account: AccountId(2), order_id: OrderId(21), reason: CancelReason::AutoDeleveraged, .. })
+            matches!(
+                e,
+                Event::OrderCanceled {
+                    account: AccountId(2),
+                    order_id: OrderId(21),
+                    reason: CancelReason::AutoDeleveraged,
+                    ..
+                }
+            )
         })
         .expect("account 2's order cancelled");
     let closed = out
         .iter()
-        .position(|e| matches!(e, Event::AutoDeleveraged { account: AccountId(2), .. }))
+        .position(|e| {
+            matches!(
+                e,
+                Event::AutoDeleveraged {
+                    account: AccountId(2),
+                    ..
+                }
+            )
+        })
         .unwrap();
     assert!(cancel < closed);
 
@@ -220,7 +254,12 @@ fn ranking_and_execution_worked_by_hand() {
     assert_eq!(wallet(e, AccountId(3), USDT), usdt("869"));
     assert_eq!(wallet(e, AccountId(4), USDT), usdt("993"));
     assert_eq!(wallet(e, USDT_FUND, USDT), usdt("2"));
-    assert!(e.account(USDT_FUND).unwrap().legs.iter().all(|l| l.is_flat()));
+    assert!(e
+        .account(USDT_FUND)
+        .unwrap()
+        .legs
+        .iter()
+        .all(|l| l.is_flat()));
 }
 
 /// BTCUSD_PERP (coin-M: value of q contracts at P = q × 100 / P BTC), a cross and an
@@ -269,7 +308,11 @@ fn coin_m_with_an_isolated_counterparty() {
     limit(&mut t, 3, BTCUSD_PERP, 30, Side::Buy, 100_000, 40);
     let e = &t.engine;
     assert_eq!(
-        e.account(AccountId(3)).unwrap().leg(BTCUSD_PERP).unwrap().isolated_margin,
+        e.account(AccountId(3))
+            .unwrap()
+            .leg(BTCUSD_PERP)
+            .unwrap()
+            .isolated_margin,
         usdt("0.04")
     );
     assert_eq!([2, 3].map(|a| quantile(e, a)), [Some(5), Some(3)]);
@@ -283,7 +326,10 @@ fn coin_m_with_an_isolated_counterparty() {
         price: Price::from_int(12_500),
         realized_pnl: usdt(pnl),
     };
-    assert_eq!(adl_events(&out), vec![adl(3, -40, "0.08"), adl(2, -60, "0.12")]);
+    assert_eq!(
+        adl_events(&out),
+        vec![adl(3, -40, "0.08"), adl(2, -60, "0.12")]
+    );
     let e = &t.engine;
     for a in [1, 2, 3] {
         assert_eq!(lots(e, a, BTCUSD_PERP), 0);

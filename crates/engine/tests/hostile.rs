@@ -1004,4 +1004,3 @@ fn reference_prices_crossed_one_side_at_a_time() {
         ]
     );
 }
-
