@@ -909,6 +909,7 @@ fn hostile_streams_never_panic_mislead_or_half_apply() {
         "Rejected InsufficientMargin",
         "PositionTakenOver",
         "AutoDeleveraged",
+        "AutoDeleveraged fund",
     ] {
         let n = coverage.get(kind).copied().unwrap_or(0);
         assert!(n > 0, "the hostile streams never reached {kind}");
