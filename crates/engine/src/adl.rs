@@ -302,8 +302,10 @@ impl Engine {
             else {
                 unreachable!("a deleveraged lot has an event");
             };
+            // Per fill: its value (coin-M) and the closed share of the basis, each
+            // rounded once; there are at most `lots` fills.
             assert!(
-                residue.raw().abs() <= i128::from(lots.0),
+                residue.raw().abs() <= 2 * i128::from(lots.0),
                 "more than rounding between the fills and one fill"
             );
             *realized_pnl -= residue;
