@@ -448,3 +448,52 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The exact ranking as a fraction `(num, den)`, `den > 0` (positive equity).
+    fn exact(u: i128, entry: i128, notional: i128, equity: i128) -> (i128, i128) {
+        if u >= 0 {
+            (u * notional, entry * equity)
+        } else {
+            (u * equity, entry * notional)
+        }
+    }
+
+    proptest! {
+        /// The fixed-point ranking orders positions as the exact fractions do: a strictly
+        /// higher ranking means a strictly higher exact rank, and a strictly higher exact
+        /// rank never ranks lower (flooring at 10^-12 can only merge neighbours, whose
+        /// tie then goes to the lower account id). Magnitudes up to 10^9 raw keep the
+        /// cross products of the exact comparison inside i128.
+        #[test]
+        fn fixed_point_ranking_keeps_the_exact_order(
+            a in (-1_000_000_000i128..1_000_000_000, 1i128..1_000_000_000, 1i128..1_000_000_000, 1i128..1_000_000_000),
+            b in (-1_000_000_000i128..1_000_000_000, 1i128..1_000_000_000, 1i128..1_000_000_000, 1i128..1_000_000_000),
+        ) {
+            let ra = adl_rank(Money(a.0), Money(a.1), Money(a.2), Money(a.3));
+            let rb = adl_rank(Money(b.0), Money(b.1), Money(b.2), Money(b.3));
+            prop_assert_eq!(ra.profitable, a.0 >= 0);
+            prop_assert_eq!(rb.profitable, b.0 >= 0);
+            if ra.profitable == rb.profitable {
+                let (na, da) = exact(a.0, a.1, a.2, a.3);
+                let (nb, db) = exact(b.0, b.1, b.2, b.3);
+                let (x, y) = (
+                    ethnum::I256::from(na) * ethnum::I256::from(db),
+                    ethnum::I256::from(nb) * ethnum::I256::from(da),
+                );
+                if ra.ranking > rb.ranking {
+                    prop_assert!(x > y);
+                }
+                if x > y {
+                    prop_assert!(ra.ranking >= rb.ranking);
+                }
+            } else {
+                prop_assert_eq!(ra > rb, ra.profitable);
+            }
+        }
+    }
+}
