@@ -50,6 +50,11 @@ pub(crate) struct ReferencePaths {
     pub(crate) full_scan: bool,
     /// Amend by `prepare_order` + cancel + submit instead of `check_amend` + requeue.
     pub(crate) amend_by_resubmit: bool,
+    /// Stop the liquidation process at MARGIN §7 step 3, as before auto-deleveraging: the
+    /// fund takes every position over whatever its balance, and a fund whose balance went
+    /// negative is not deleveraged (its deficit covers still stop at its balance). The
+    /// naive reference model, which implements steps 1–3, is compared with this engine.
+    pub(crate) no_auto_deleveraging: bool,
 }
 
 pub(crate) type Res = Result<(), RejectReason>;
@@ -121,6 +126,11 @@ impl Engine {
             .map(|a| a.wallets[asset.0 as usize])
             .unwrap_or_default()
     }
+    /// The conversion desk's balance of `asset` (auto-exchanges; may be negative).
+    pub fn conversion_desk(&self, asset: AssetId) -> Money {
+        self.state.conversion_desk[asset.0 as usize]
+    }
+
     pub fn fee_income(&self, asset: AssetId) -> Money {
         self.state.fee_income[asset.0 as usize]
     }
@@ -325,6 +335,27 @@ impl Engine {
         }
     }
 
+    /// The liquidation process without its step 4 (auto-deleveraging): the engine the
+    /// naive reference model is compared with. Not the production behaviour: a fund may
+    /// then carry positions it cannot afford.
+    #[cfg(feature = "reference-paths")]
+    pub fn without_auto_deleveraging(mut self) -> Engine {
+        self.reference.no_auto_deleveraging = true;
+        self
+    }
+
+    /// Whether MARGIN §7 step 4 runs (always, outside test builds).
+    pub(crate) fn auto_deleveraging(&self) -> bool {
+        #[cfg(feature = "reference-paths")]
+        {
+            !self.reference.no_auto_deleveraging
+        }
+        #[cfg(not(feature = "reference-paths"))]
+        {
+            true
+        }
+    }
+
     /// Check every holder on every mark tick (no liquidation index). Same results, more
     /// work: the reference the index is tested against, and a benchmark baseline.
     #[cfg(feature = "reference-paths")]
@@ -385,6 +416,14 @@ pub(crate) fn event_accounts(e: &Event, mut out: impl FnMut(AccountId)) {
         Event::Transferred { from, to, .. } => {
             out(*from);
             out(*to);
+        }
+        Event::AutoDeleveraged {
+            account,
+            liquidated,
+            ..
+        } => {
+            out(*account);
+            out(*liquidated);
         }
         Event::AccountCreated { account, .. }
         | Event::Deposited { account, .. }

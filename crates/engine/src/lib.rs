@@ -17,6 +17,7 @@
 // that can be iterated) apply to this crate; see docs/DETERMINISM.md.
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod adl;
 mod amend;
 mod conditional;
 mod derive;

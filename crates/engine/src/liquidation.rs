@@ -8,10 +8,16 @@
 //! 3. full: the insurance fund of the settlement asset takes the position over at the
 //!    bankruptcy price (after the liquidation fee, capped by the remaining equity) and
 //!    sends an IOC order into the book no worse than that price; what does not fill stays
-//!    with the fund. A wallet left negative is covered by the fund.
+//!    with the fund. A wallet left negative is covered by the fund, as far as its balance
+//!    goes.
+//! 4. auto-deleveraging (`adl.rs`): what the fund still holds of the takeover after the
+//!    book, when the fund cannot carry it (its balance, or its balance with its uPnL in
+//!    the instrument at the mark, is negative), is closed against the opposite positions
+//!    in ADL order at the bankruptcy price; a fund left with a negative balance by the
+//!    position it carries (funding, a work-off below its average entry) is deleveraged
+//!    too.
 //!
-//! Auto-deleveraging (step 4) is not implemented: the fund's balance may go negative,
-//! which the state shows.
+//! The insurance funds' balances never go negative (`check_invariants`).
 
 use crate::engine::{fund_account_id, Engine};
 use crate::state::OrderMeta;
@@ -29,6 +35,7 @@ impl Engine {
             for id in holders {
                 self.check_holder(spec, id, out);
             }
+            self.check_fund(spec, out);
             return;
         }
         // The index names the accounts whose band this tick crosses. A liquidation's
@@ -66,6 +73,7 @@ impl Engine {
             candidates.extend(touched.into_iter().filter(|t| *t > id));
         }
         self.tmp.tick_new_holders = None;
+        self.check_fund(spec, out);
     }
 
     /// The liquidation check of one holder of `spec` at the current marks: each isolated
@@ -180,7 +188,12 @@ impl Engine {
 
     /// Wallet + uPnL of the pool's other cross positions (cross) or the isolated margin:
     /// the `WB + UPNL_other` term of the bankruptcy price (MARGIN §6).
-    fn equity_besides(&self, k: usize, spec: &InstrumentSpec, side: PositionSide) -> Money {
+    pub(crate) fn equity_besides(
+        &self,
+        k: usize,
+        spec: &InstrumentSpec,
+        side: PositionSide,
+    ) -> Money {
         let a = &self.state.accounts[k];
         let leg = a.leg(spec.id, side).expect("leg");
         if leg.mode == MarginMode::Isolated {
@@ -334,22 +347,10 @@ impl Engine {
         let pooled = risk::is_pooled(self.state.accounts[k].asset_mode, spec);
         let (equity, notional) = {
             let leg = self.state.accounts[k].leg(spec.id, position).expect("leg");
-            let eq = if pooled && leg.mode == MarginMode::Cross {
-                // The USD pool's adjusted equity, in the settlement asset.
-                let ae = self.usd_pool_of(k).adjusted_equity;
-                match self.usd_prices()[settle] {
-                    Some(p) if p.is_positive() => Money(mul_div(
-                        ae.raw(),
-                        INDEX_PRICE_SCALE,
-                        p.raw(),
-                        Rounding::Floor,
-                    )),
-                    _ => Money::ZERO,
-                }
-            } else {
-                self.equity_besides(k, spec, position) + risk::upnl(leg, spec, mark)
-            };
-            (eq, spec.notional(leg.qty, mark))
+            (
+                self.position_equity(k, spec, position),
+                spec.notional(leg.qty, mark),
+            )
         };
         let fee = notional
             .mul_rate(spec.liquidation_fee, Rounding::Ceil)
@@ -418,20 +419,32 @@ impl Engine {
                 out,
             );
         }
+        // Step 4: what the book did not take and the fund cannot carry.
+        if self.auto_deleveraging() {
+            self.deleverage_takeover(account, spec, close_side.opposite(), qty.abs(), bp, out);
+            self.check_fund(spec, out);
+        }
     }
 
     /// A negative balance of a bankrupt account (no position left to carry it) is covered
-    /// by the fund of that asset.
+    /// by the fund of that asset, as far as the fund's balance goes: the fund never goes
+    /// negative; what it cannot cover stays on the account as a negative balance.
     pub(crate) fn cover_deficit_asset(&mut self, k: usize, asset: AssetId, out: &mut Vec<Event>) {
         let wallet = self.state.accounts[k].wallets[asset.0 as usize];
         if !wallet.is_negative() {
             return;
         }
         let fk = self.idx(fund_account_id(asset)).expect("fund account");
-        let amount = -wallet;
+        let amount =
+            (-wallet).min(self.state.accounts[fk].wallets[asset.0 as usize].max(Money::ZERO));
+        if amount.is_zero() {
+            return;
+        }
         self.state.accounts[fk].wallets[asset.0 as usize] -= amount;
-        self.state.accounts[k].wallets[asset.0 as usize] = Money::ZERO;
-        self.state.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
+        self.state.accounts[k].wallets[asset.0 as usize] += amount;
+        if !self.state.accounts[k].wallets[asset.0 as usize].is_negative() {
+            self.state.accounts[k].interest_owed[asset.0 as usize] = Money::ZERO;
+        }
         out.push(Event::DeficitCovered {
             account: self.state.accounts[k].id,
             asset,

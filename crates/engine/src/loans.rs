@@ -4,7 +4,7 @@
 //!
 //! Must never: net one asset's loan against another's balance (loans are per asset).
 
-use crate::engine::{fund_account_id, Engine};
+use crate::engine::Engine;
 use perpcore_risk::{self as risk, UsdPool};
 use perpcore_types::*;
 
@@ -123,8 +123,9 @@ impl Engine {
     }
 
     /// Repay loans by selling other collateral at index, grossed up by its ratio
-    /// (`needed / ratio`), to the insurance funds, which act as the exchange's conversion
-    /// desk (so their balances move in both assets). Each exchange's event carries the USD
+    /// (`needed / ratio`), to the exchange's conversion desk (`State::conversion_desk`,
+    /// whose balances move in both assets; not the insurance funds, which never go
+    /// negative). Each exchange's event carries the USD
     /// value of what was sold and of what was repaid, each rounded down.
     /// `only_above_threshold`: just the loans above their threshold (hourly); otherwise
     /// every loan (liquidation).
@@ -192,11 +193,9 @@ impl Engine {
                     ));
                     (have, repaid.min(remaining))
                 };
-                let fund_src = self.idx(fund_account_id(AssetId::at(src))).expect("fund");
-                let fund_debt = self.idx(fund_account_id(AssetId::at(debt))).expect("fund");
                 self.state.accounts[k].wallets[src] -= sold;
-                self.state.accounts[fund_src].wallets[src] += sold;
-                self.state.accounts[fund_debt].wallets[debt] -= repaid;
+                self.state.conversion_desk[src] += sold;
+                self.state.conversion_desk[debt] -= repaid;
                 self.state.accounts[k].wallets[debt] += repaid;
                 self.after_credit(k, AssetId::at(debt), repaid);
                 out.push(Event::AutoExchanged {

@@ -72,6 +72,9 @@ pub struct PositionReport {
     pub next_funding_ns: Option<u64>,
     pub predicted_funding_rate: Option<Rate>,
     pub last_funding_rate: Option<Rate>,
+    /// The position's ADL quantile, 1–5 as exchanges display it (5: the first fifth of
+    /// its side's auto-deleveraging queue); `None` when flat or without a mark.
+    pub adl_quantile: Option<u8>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -252,6 +255,7 @@ impl Engine {
             next_funding_ns: Some(market.next_funding_ns).filter(|t| *t > 0),
             predicted_funding_rate: market.funding_rate,
             last_funding_rate: market.last_funding.map(|(r, _)| r),
+            adl_quantile: self.adl_quantile(k, spec, leg.side),
         })
     }
 

@@ -51,6 +51,7 @@ struct Canonical {
     books: Vec<Vec<OrderRecord>>,
     /// Conditional orders in ascending id.
     conditionals: Vec<Conditional>,
+    conversion_desk: Vec<Money>,
 }
 
 impl State {
@@ -88,6 +89,7 @@ impl State {
                 })
                 .collect(),
             conditionals: self.conditionals.values().cloned().collect(),
+            conversion_desk: self.conversion_desk.clone(),
         }
     }
 
@@ -121,7 +123,8 @@ impl State {
             c.interest_income.len(),
             c.deposited.len(),
             c.withdrawn.len(),
-        ] != [assets; 6]
+            c.conversion_desk.len(),
+        ] != [assets; 7]
         {
             return Err(RestoreError::ShapeMismatch("asset tables"));
         }
@@ -145,6 +148,7 @@ impl State {
         s.interest_slot = c.interest_slot;
         s.deposited = c.deposited;
         s.withdrawn = c.withdrawn;
+        s.conversion_desk = c.conversion_desk;
         s.accounts = c.accounts;
         let mut res = MatchResult::new();
         for (i, orders) in c.books.into_iter().enumerate() {
@@ -244,7 +248,26 @@ impl Engine {
             self.check_legs(a)?;
         }
         self.check_conservation()?;
+        self.check_funds()?;
         self.check_books()
+    }
+
+    /// The insurance funds never go negative (MARGIN §7 step 4: what a fund cannot absorb
+    /// is auto-deleveraged).
+    fn check_funds(&self) -> Result<(), String> {
+        for (k, asset) in self.state.config.assets.iter().enumerate() {
+            let Some(fk) = self.idx(crate::engine::fund_account_id(AssetId::at(k))) else {
+                continue;
+            };
+            let w = self.state.accounts[fk].wallets[k];
+            if w.is_negative() {
+                return Err(format!(
+                    "insurance fund of {} negative: {}",
+                    asset.symbol, w
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Conservation per asset (MARGIN §10): wallets + isolated margins + fee and interest
@@ -253,7 +276,11 @@ impl Engine {
     fn check_conservation(&self) -> Result<(), String> {
         let cfg = &self.state.config;
         let mut total: Vec<Money> = (0..cfg.assets.len())
-            .map(|k| self.state.fee_income[k] + self.state.interest_income[k])
+            .map(|k| {
+                self.state.fee_income[k]
+                    + self.state.interest_income[k]
+                    + self.state.conversion_desk[k]
+            })
             .collect();
         let mut oi = vec![0i64; cfg.instruments.len()];
         for a in &self.state.accounts {

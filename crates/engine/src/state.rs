@@ -102,6 +102,11 @@ pub struct State {
     pub(crate) interest_slot: u64,
     /// Conditional orders waiting for their trigger, by id.
     pub(crate) conditionals: BTreeMap<OrderId, Conditional>,
+    /// Per asset: the exchange's conversion desk, the counterparty of auto-exchanges
+    /// (MARGIN §8): what it bought (+) and paid out (−). It may be negative (the
+    /// exchange's own treasury); the insurance funds, which never go negative, are not
+    /// involved.
+    pub(crate) conversion_desk: Vec<Money>,
 }
 
 impl State {
@@ -127,6 +132,7 @@ impl State {
             interest_income: vec![Money::ZERO; assets],
             interest_slot: 0,
             conditionals: BTreeMap::new(),
+            conversion_desk: vec![Money::ZERO; assets],
             config: Arc::new(config),
         }
     }

@@ -843,6 +843,10 @@ fn count_events(events: &[Event], coverage: &mut Coverage) {
                 instrument: InstrumentId(1 | 3),
                 ..
             } => "FundingSettled derived".to_string(),
+            // A fund deleveraged because a position it carries left it negative.
+            Event::AutoDeleveraged { liquidated, .. } if liquidated.0 > u64::MAX - 16 => {
+                "AutoDeleveraged fund".to_string()
+            }
             other => {
                 let text = format!("{other:?}");
                 let end = text.find([' ', '{', '(']).unwrap_or(text.len());
@@ -918,6 +922,9 @@ fn hostile_streams_never_panic_mislead_or_half_apply() {
         "Rejected PriceTooLarge",
         "Rejected PriceOutOfBand",
         "Rejected InsufficientMargin",
+        "PositionTakenOver",
+        "AutoDeleveraged",
+        "AutoDeleveraged fund",
     ] {
         let n = coverage.get(kind).copied().unwrap_or(0);
         assert!(n > 0, "the hostile streams never reached {kind}");

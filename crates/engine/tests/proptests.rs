@@ -33,6 +33,8 @@ struct Stats {
     liquidations: u64,
     takeovers: u64,
     rejects: u64,
+    /// Counterparty closes by auto-deleveraging (MARGIN §7 step 4).
+    auto_deleveraged: u64,
 }
 
 fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
@@ -49,6 +51,7 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
         liquidations: 0,
         takeovers: 0,
         rejects: 0,
+        auto_deleveraged: 0,
     };
     let setup = g.setup();
     let total = setup.len() + commands;
@@ -109,6 +112,7 @@ fn run(seed: u64, commands: usize, accounts: u64) -> (String, Stats) {
                 }
                 Event::LiquidationTriggered { .. } => stats.liquidations += 1,
                 Event::PositionTakenOver { .. } => stats.takeovers += 1,
+                Event::AutoDeleveraged { .. } => stats.auto_deleveraged += 1,
                 _ => {}
             }
         }
@@ -135,6 +139,7 @@ fn random_streams_keep_every_invariant() {
         liquidations: 0,
         takeovers: 0,
         rejects: 0,
+        auto_deleveraged: 0,
     };
     for seed in 1..=6u64 {
         let (_, s) = run(seed, 4_000, 40);
@@ -145,6 +150,7 @@ fn random_streams_keep_every_invariant() {
         all.inverse_takeovers += s.inverse_takeovers;
         all.interest_charges += s.interest_charges;
         all.auto_exchanges += s.auto_exchanges;
+        all.auto_deleveraged += s.auto_deleveraged;
         for i in 0..4 {
             all.by_instrument[i] += s.by_instrument[i];
         }
@@ -168,14 +174,19 @@ fn random_streams_keep_every_invariant() {
     );
     assert!(all.interest_charges > 0, "loans accrued interest");
     assert!(all.auto_exchanges > 0, "a loan was auto-exchanged");
+    // The empty insurance funds cannot carry a takeover through a gap: the streams reach
+    // auto-deleveraging, and the fund ≥ 0 invariant held after every command above.
+    assert!(all.auto_deleveraged > 0, "no auto-deleveraging happened");
     eprintln!(
-        "trades {} liquidations {} takeovers {} rejects {} interest {} auto-exchanges {}",
+        "trades {} liquidations {} takeovers {} rejects {} interest {} auto-exchanges {} \
+         auto-deleveraged {}",
         all.trades,
         all.liquidations,
         all.takeovers,
         all.rejects,
         all.interest_charges,
-        all.auto_exchanges
+        all.auto_exchanges,
+        all.auto_deleveraged
     );
 }
 

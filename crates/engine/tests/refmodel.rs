@@ -14,6 +14,12 @@
 //! out of range, a USD pool's liquidation). A command the model does not cover stops the
 //! comparison of its stream there, and is counted, never passed over. A divergence
 //! fails with the seed and command index.
+//!
+//! The model implements MARGIN §7 steps 1–3 (with the fund's deficit covers and
+//! auto-exchange repayments stopping at its balance), so the engine runs without step 4
+//! (`Engine::without_auto_deleveraging`); auto-deleveraging is checked by `tests/adl.rs`,
+//! the hostile streams (three engines in lockstep, the fund ≥ 0 invariant) and the golden
+//! scenario `adl`.
 
 use perpcore_engine::Engine;
 use perpcore_testkit::gen::{test_config, Gen};
@@ -206,6 +212,14 @@ fn state_difference(e: &Engine, m: &RefModel) -> Option<String> {
         }
     }
     for asset in &e.config().assets {
+        if e.conversion_desk(asset.id) != m.conversion_desk(asset.id) {
+            return Some(format!(
+                "conversion desk in {}: engine {}, model {}",
+                asset.symbol,
+                e.conversion_desk(asset.id),
+                m.conversion_desk(asset.id)
+            ));
+        }
         if e.fee_income(asset.id) != m.fee_income(asset.id) {
             return Some(format!(
                 "fee income in {}: engine {}, model {}",
@@ -225,7 +239,7 @@ fn compare(
     stream: &[Command],
     perturbation: Perturbation,
 ) -> Result<Coverage, String> {
-    let mut e = Engine::new(config.clone());
+    let mut e = Engine::new(config.clone()).without_auto_deleveraging();
     let mut m = RefModel::new(config.clone());
     m.perturbation = perturbation;
     let mut cov = Coverage::default();
@@ -703,7 +717,7 @@ fn isolated_leg_survived_the_switch_to_unified() {
         compare(&test_config(), 0, &stream, Perturbation::None).unwrap_or_else(|d| panic!("{d}"));
     assert!(cov.uncovered.is_empty(), "{cov:#?}");
     assert_eq!(cov.compared(), stream.len() as u64);
-    let mut e = Engine::new(test_config());
+    let mut e = Engine::new(test_config()).without_auto_deleveraging();
     let mut out = Vec::new();
     let mut refused = Vec::new();
     for (n, cmd) in stream.iter().enumerate() {

@@ -253,6 +253,7 @@ impl View {
                     r.status = match reason {
                         CancelReason::User
                         | CancelReason::Liquidation
+                        | CancelReason::AutoDeleveraged
                         | CancelReason::ReduceOnlyObsolete => Status::Canceled,
                         CancelReason::Unfilled
                         | CancelReason::PriceBand

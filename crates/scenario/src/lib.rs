@@ -388,7 +388,12 @@ impl Runner {
         let config = self.engine.config();
         let mut funds = Map::new();
         let mut fees = Map::new();
+        let mut desk = Map::new();
         for a in &config.assets {
+            desk.insert(
+                a.symbol.clone(),
+                Value::String(self.engine.conversion_desk(a.id).to_string()),
+            );
             funds.insert(
                 a.symbol.clone(),
                 Value::String(self.engine.insurance_fund(a.id).to_string()),
@@ -431,6 +436,7 @@ impl Runner {
             "seq": self.seq,
             "insurance_fund": funds,
             "fee_income": fees,
+            "conversion_desk": desk,
             "marks": marks,
             "books": books,
         }))

@@ -54,6 +54,7 @@ struct Counts {
     trades: u64,
     liquidations: u64,
     takeovers: u64,
+    auto_deleveraged: u64,
     rejected: BTreeMap<String, u64>,
 }
 
@@ -64,6 +65,7 @@ impl Counts {
                 Event::Trade { .. } => self.trades += 1,
                 Event::LiquidationTriggered { .. } => self.liquidations += 1,
                 Event::PositionTakenOver { .. } => self.takeovers += 1,
+                Event::AutoDeleveraged { .. } => self.auto_deleveraged += 1,
                 Event::Rejected { reason, .. } => {
                     let name = serde_json::to_value(reason)
                         .ok()
@@ -158,6 +160,7 @@ fn replay_case(files: &[&str], flow: Option<FlowOptions>) -> Value {
             "trades": counts.trades,
             "liquidations": counts.liquidations,
             "takeovers": counts.takeovers,
+            "auto_deleveraged": counts.auto_deleveraged,
             "rejected": counts.rejected,
         },
     })

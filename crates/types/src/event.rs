@@ -23,6 +23,9 @@ pub enum CancelReason {
     Liquidation,
     /// Reduce-only order no longer reduces anything.
     ReduceOnlyObsolete,
+    /// The account's position was auto-deleveraged (MARGIN §7 step 4): its open orders
+    /// in that instrument are cancelled, as Binance does.
+    AutoDeleveraged,
 }
 
 /// Engine output.
@@ -234,6 +237,19 @@ pub enum Event {
         account: AccountId,
         mode: PositionMode,
     },
+    /// MARGIN §7 step 4: a liquidation the book and the insurance fund could not absorb
+    /// closed `qty` (signed: the counterparty's position change) of the counterparty
+    /// `account`'s opposite position at `price` (the bankrupt position's bankruptcy
+    /// price), no fee; `liquidated` is the bankrupt account (or an insurance fund that
+    /// cannot carry its position). One event per counterparty, in ranking order.
+    AutoDeleveraged {
+        account: AccountId,
+        liquidated: AccountId,
+        instrument: InstrumentId,
+        qty: Qty,
+        price: Price,
+        realized_pnl: Money,
+    },
 }
 
 stable_codes!(CancelReason {
@@ -243,6 +259,7 @@ stable_codes!(CancelReason {
     SelfTrade = 3,
     Liquidation = 4,
     ReduceOnlyObsolete = 5,
+    AutoDeleveraged = 6,
 });
 
 // The event tag table (docs/JOURNAL_FORMAT.md, "Event tags"). Fields are written in the
@@ -291,6 +308,7 @@ stable_tags!(Event, retired: [], {
     ConditionalPlaced = 28 { account, instrument, order_id, side, kind, trigger, qty },
     ConditionalTriggered = 29 { account, order_id, price },
     ConditionalRejected = 30 { account, order_id, reason, code },
+    AutoDeleveraged = 31 { account, liquidated, instrument, qty, price, realized_pnl },
     PositionModeSet = 32 { account, mode },
 });
 

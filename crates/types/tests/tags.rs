@@ -590,6 +590,20 @@ fn event_arms() -> Vec<BoxedStrategy<Event>> {
         (account(), position_mode())
             .prop_map(|(account, mode)| Event::PositionModeSet { account, mode })
             .boxed(),
+        (account(), account(), instrument(), qty(), price(), money())
+            .prop_map(
+                |(account, liquidated, instrument, qty, price, realized_pnl)| {
+                    Event::AutoDeleveraged {
+                        account,
+                        liquidated,
+                        instrument,
+                        qty,
+                        price,
+                        realized_pnl,
+                    }
+                },
+            )
+            .boxed(),
     ]
 }
 

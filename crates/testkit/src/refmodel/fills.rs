@@ -199,10 +199,17 @@ impl RefModel {
             return;
         }
         let k = usize::from(asset.0);
-        let amount = -p.wallet;
+        // As far as the fund's balance goes: the fund never goes negative.
+        let fund = self.acct(fund_id(asset)).expect("fund").wallets[k].max(Q::ZERO);
+        let amount = (-p.wallet).min(fund);
+        if amount.is_zero() {
+            return;
+        }
         self.acct_mut(fund_id(asset)).wallets[k] -= amount;
-        self.acct_mut(account).wallets[k] = Q::ZERO;
-        self.acct_mut(account).interest_owed[k] = Q::ZERO;
+        self.acct_mut(account).wallets[k] += amount;
+        if !self.acct(account).expect("account").wallets[k].is_negative() {
+            self.acct_mut(account).interest_owed[k] = Q::ZERO;
+        }
         out.push(Event::DeficitCovered {
             account,
             asset,

@@ -169,10 +169,10 @@ impl RefModel {
                     let repaid = (collateral / debt_price).floor_to(MONEY);
                     (have, repaid.min(remaining))
                 };
-                let (fund_src, fund_debt) = (fund_id(AssetId::at(src)), fund_id(AssetId::at(debt)));
+                // The exchange's conversion desk is the counterparty.
                 self.acct_mut(id).wallets[src] -= sold;
-                self.acct_mut(fund_src).wallets[src] += sold;
-                self.acct_mut(fund_debt).wallets[debt] -= repaid;
+                self.conversion_desk[src] += sold;
+                self.conversion_desk[debt] -= repaid;
                 self.acct_mut(id).wallets[debt] += repaid;
                 self.after_credit(id, AssetId::at(debt), repaid);
                 out.push(Event::AutoExchanged {

@@ -241,6 +241,8 @@ pub struct RefModel {
     marks: Vec<Option<Price>>,
     reference: Vec<(Option<Price>, Option<Price>)>,
     fee_income: Vec<Q>,
+    /// The exchange's conversion desk per asset (auto-exchanges' counterparty).
+    conversion_desk: Vec<Q>,
     /// Asset index prices against USDT and USD (MARGIN §1), by asset.
     index_usdt: Vec<Option<IndexPrice>>,
     index_usd: Vec<Option<IndexPrice>>,
@@ -284,6 +286,7 @@ impl RefModel {
             marks: vec![None; n],
             reference: vec![(None, None); n],
             fee_income: vec![Q::ZERO; assets],
+            conversion_desk: vec![Q::ZERO; assets],
             index_usdt: vec![None; assets],
             index_usd: vec![None; assets],
             net_deposits: vec![Q::ZERO; assets],

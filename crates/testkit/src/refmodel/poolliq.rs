@@ -137,14 +137,22 @@ impl RefModel {
         if !wallet.is_negative() {
             return;
         }
-        self.acct_mut(fund_id(asset)).wallets[k] += wallet;
+        // As far as the fund's balance goes: the fund never goes negative.
+        let fund = self.acct(fund_id(asset)).expect("fund").wallets[k].max(Q::ZERO);
+        let amount = (-wallet).min(fund);
+        if amount.is_zero() {
+            return;
+        }
+        self.acct_mut(fund_id(asset)).wallets[k] -= amount;
         let a = self.acct_mut(id);
-        a.wallets[k] = Q::ZERO;
-        a.interest_owed[k] = Q::ZERO;
+        a.wallets[k] += amount;
+        if !a.wallets[k].is_negative() {
+            a.interest_owed[k] = Q::ZERO;
+        }
         out.push(Event::DeficitCovered {
             account: id,
             asset,
-            amount: (-wallet).to_money(),
+            amount: amount.to_money(),
         });
     }
 }

@@ -7,6 +7,10 @@ impl RefModel {
         self.fee_income[usize::from(asset.0)].to_money()
     }
 
+    pub fn conversion_desk(&self, asset: AssetId) -> Money {
+        self.conversion_desk[usize::from(asset.0)].to_money()
+    }
+
     /// Every account (insurance funds included), by id.
     pub fn account_views(&self) -> Vec<AccountView> {
         let mut v: Vec<AccountView> = self
