@@ -767,37 +767,39 @@ fn asset_amount(config: &Config, v: &Value) -> Result<(AssetId, Money), ApiError
 }
 
 async fn admin_deposit(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let go = async {
-        let v = admin_body(&app, &headers, &body).await?;
-        let account = AccountId(json_u64(&v, "account")?);
-        let (asset, amount) = asset_amount(&app.config, &v)?;
-        admin_submit(
-            &app,
-            Command::Deposit {
-                account,
-                asset,
-                amount,
-            },
-        )
-        .await
-    };
-    respond(go.await)
+    admin_money(app, headers, body, |account, asset, amount| {
+        Command::Deposit {
+            account,
+            asset,
+            amount,
+        }
+    })
+    .await
 }
 
 async fn admin_withdraw(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    admin_money(app, headers, body, |account, asset, amount| {
+        Command::Withdraw {
+            account,
+            asset,
+            amount,
+        }
+    })
+    .await
+}
+
+/// An admin request naming `account`, `asset` and `amount`, as the command `make` builds.
+async fn admin_money(
+    app: Shared,
+    headers: HeaderMap,
+    body: Bytes,
+    make: fn(AccountId, AssetId, Money) -> Command,
+) -> Response {
     let go = async {
         let v = admin_body(&app, &headers, &body).await?;
         let account = AccountId(json_u64(&v, "account")?);
         let (asset, amount) = asset_amount(&app.config, &v)?;
-        admin_submit(
-            &app,
-            Command::Withdraw {
-                account,
-                asset,
-                amount,
-            },
-        )
-        .await
+        admin_submit(&app, make(account, asset, amount)).await
     };
     respond(go.await)
 }
