@@ -142,7 +142,8 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     }
     // determinism-ok: the duplicate-key pass only walks the line's structure; the number is
     // dropped here and parsed (or refused as a float) by the line's own reader.
-    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+    #[rustfmt::skip]
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> { // determinism-ok: dropped
         Ok(UniqueKeys)
     }
     fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {

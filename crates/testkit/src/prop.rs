@@ -33,7 +33,7 @@ pub fn config(cases: u32) -> Config {
         (Some(s), _) => s,
         // determinism-ok: soak mode only (PERPCORE_SOAK), a test seed that is printed;
         // nothing in the engine sees randomness.
-        (None, Some(_)) => rand::random::<u64>(),
+        (None, Some(_)) => rand::random::<u64>(), // determinism-ok: soak seed, printed
         (None, None) => CI_SEED,
     };
     let cases = cases.saturating_mul(soak.unwrap_or(1));
