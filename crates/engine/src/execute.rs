@@ -244,10 +244,10 @@ impl Engine {
         meta.reserved = meta.margin_notional.div_int(lev as i64, Rounding::Ceil);
         meta.open_notional = spec.notional(after, spec.price_of(price));
         let (reserved, notional) = (meta.reserved, meta.open_notional);
-        let position = (meta.side, meta.reduce_only);
+        let (side, reduce_only) = (meta.side, meta.reduce_only);
         let k = self.idx(account).expect("order account");
         let a = &mut self.state.accounts[k];
-        let position = a.order_side(position.0, position.1);
+        let position = a.order_side(side, reduce_only);
         a.leg_mut(spec.id, position)
             .expect("order leg")
             .replace_order_sums((old_reserved, old_notional), (reserved, notional));

@@ -28,19 +28,9 @@ impl Engine {
             Some((rate, sink)) => (rate, FeeSink::Account(sink)),
             None => (spec.taker_fee, FeeSink::Income),
         };
-        let taker_leg = self
-            .account(taker.account)
-            .expect("taker account")
-            .order_side(taker.side, taker.reduce_only);
-        let maker_leg = {
-            let meta = self.state.orders.get(&f.maker_order).expect("maker meta");
-            self.account(f.maker_account)
-                .expect("maker account")
-                .order_side(meta.side, meta.reduce_only)
-        };
         let (tf, tp) = self.settle_side(
             spec,
-            (taker.account, taker_leg),
+            (taker.account, taker.reduce_only),
             taker.side,
             f.qty,
             price,
@@ -49,7 +39,7 @@ impl Engine {
         );
         let (mf, mp) = self.settle_side(
             spec,
-            (f.maker_account, maker_leg),
+            (f.maker_account, f.maker_reduce_only),
             taker.side.opposite(),
             f.qty,
             price,
@@ -65,7 +55,7 @@ impl Engine {
     fn settle_side(
         &mut self,
         spec: &InstrumentSpec,
-        (account, position): (AccountId, PositionSide),
+        (account, reduce_only): (AccountId, bool),
         side: Side,
         lots: QtyLots,
         price: Price,
@@ -73,6 +63,8 @@ impl Engine {
         sink: FeeSink,
     ) -> (Money, Money) {
         let k = self.idx(account).expect("fill account");
+        // The leg the order works on (hedge mode: its side and reduce-only flag).
+        let position = self.state.accounts[k].order_side(side, reduce_only);
         let settle = spec.settle_asset.0 as usize;
         let notional = spec.notional(lots, price);
         // Fees round up: a charge against the account (a rebate rounds toward zero).
