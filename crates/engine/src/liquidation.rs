@@ -228,13 +228,7 @@ impl Engine {
         }
         // No positive bankruptcy price: the equity cannot reach zero; use the mark. A hedge
         // account's two cross legs both move with the mark: the pool's own zero instead.
-        let paired = leg.mode == MarginMode::Cross
-            && self.state.accounts[k]
-                .legs_of(spec.id)
-                .filter(|l| !l.is_flat())
-                .count()
-                > 1;
-        let bp = if paired {
+        let bp = if self.hedged_cross_pair(k, leg) {
             self.cross_pool_root(k, (spec, side), |p| !p.margin_balance().is_negative())
         } else {
             risk::bankruptcy_price(leg, spec, self.equity_besides(k, spec, side))

@@ -295,6 +295,18 @@ impl Engine {
         })
     }
 
+    /// Whether `leg` is a cross leg of a hedge account whose other leg on the instrument is
+    /// open too: both move with one mark, which the one-leg formula of MARGIN §6 does not
+    /// cover (the liquidation and bankruptcy prices search the pool instead).
+    pub(crate) fn hedged_cross_pair(&self, k: usize, leg: &risk::Leg) -> bool {
+        leg.mode == MarginMode::Cross
+            && self.state.accounts[k]
+                .legs_of(leg.instrument)
+                .filter(|l| !l.is_flat())
+                .count()
+                > 1
+    }
+
     /// The first raw price of `spec`'s mark, coming from the unhealthy side, at which
     /// `healthy(marks)` holds, every other price fixed, by bisection; `healthy` must hold
     /// above the boundary for a long and below it for a short (the net of the account's

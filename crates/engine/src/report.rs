@@ -275,9 +275,7 @@ impl Engine {
                 let upnl = risk::upnl(leg, spec, m);
                 let pooled = leg.mode == MarginMode::Cross && risk::is_pooled(a.asset_mode, spec);
                 // A hedge account's two cross legs both move with the mark.
-                let paired = leg.mode == MarginMode::Cross
-                    && !pooled
-                    && a.legs_of(spec.id).filter(|l| !l.is_flat()).count() > 1;
+                let paired = !pooled && self.hedged_cross_pair(k, leg);
                 let (wb_others, wb_upnl_others) = if leg.mode == MarginMode::Isolated || pooled {
                     (leg.isolated_margin, leg.isolated_margin)
                 } else {
