@@ -1,4 +1,4 @@
-//! Liquidation (MARGIN §7 steps 1–3), run after every mark price update for the accounts
+//! Liquidation (MARGIN §7 steps 1–4), run after every mark price update for the accounts
 //! holding a position in that instrument, in ascending account id order.
 //!
 //! 1. cancel the account's open orders (isolated: that position's) and re-check;
