@@ -1,8 +1,8 @@
-//! The committed binary journal `replay-fixtures/journal-v3/journal/`, written by journal
-//! format 3 / payload version 3 from a small deterministic stream holding every command
+//! The committed binary journal `replay-fixtures/journal-v4/journal/`, written by journal
+//! format 3 / payload version 4 from a small deterministic stream holding every command
 //! kind. Old journals must stay readable: CI opens it read-only, replays it from genesis
 //! and recovers it from its snapshot, and compares both with the pinned state hash in
-//! `expected_hash.txt` (see `replay-fixtures/journal-v3/README.md`).
+//! `expected_hash.txt` (see `replay-fixtures/journal-v4/README.md`).
 //!
 //! - `PERPCORE_BLESS=1`: rewrites `expected_hash.txt` from a replay of the committed
 //!   journal (the engine's state hash changed; the journal's bytes did not).
@@ -37,7 +37,7 @@ fn fixture_dir() -> PathBuf {
     here.ancestors()
         .nth(2)
         .unwrap_or(here)
-        .join("replay-fixtures/journal-v3")
+        .join("replay-fixtures/journal-v4")
 }
 
 fn journal_dir() -> PathBuf {

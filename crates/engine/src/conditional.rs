@@ -19,14 +19,96 @@
 //!   none is left.
 //! - **Cost** of a price move: O(log n + fired) in the waiting stops and take-profits
 //!   ([`Triggers`]: the ones that fire when the price rises, sorted by trigger, and the
-//!   ones that fire when it falls), plus one step per waiting trailing stop of the
-//!   instrument (a trailing stop's trigger follows the price, so each is visited).
+//!   ones that fire when it falls), and O(g·log n + activated + fired) amortized in the
+//!   waiting trailing stops, g being the callback rates in use on that price (at most
+//!   100 per side: callbacks are multiples of 0.1%, as Binance's one-decimal percent).
+//!
+//! # Trailing stops without visiting each one
+//!
+//! An active sell trailing stop's extreme is the highest working price since it
+//! activated, so orders activated earlier have extremes at least as high: within one
+//! (instrument, working price, side, callback) *group*, the active orders sorted by
+//! activation number fall into *segments* of equal extreme, the extremes strictly
+//! decreasing from the oldest segment to the newest (for buys, lowest prices, strictly
+//! increasing). The state keeps per group only the segments (`State::trails`: first
+//! activation number → extreme) and per order its activation number. A price `p`:
+//!
+//! 1. *merges* the newest segments whose extreme `p` passes into one at `p` (each
+//!    segment merged away was pushed by an earlier step: amortized O(1));
+//! 2. *activates* the trailing stops whose activation price `p` reached (sorted like the
+//!    stops), each joining the newest segment if its extreme is `p`, else starting one;
+//! 3. *fires*, per group, the oldest segments whose trigger `p` reached (a trigger is
+//!    monotone in the extreme): the orders with activation numbers below the first
+//!    segment left, a range of the group's index. Fired trailing stops go in placement
+//!    order.
+//!
+//! A segment with no order left is removed when its last order goes (cancel, fire,
+//! liquidation), so segments never outnumber orders; the restore refuses a state whose
+//! segments are empty, out of order or missing.
 
 use crate::engine::{Engine, Res};
 use crate::state::Conditional;
 use perpcore_types::*;
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A group of trailing stops sharing segments: (instrument, working price slot, sell,
+/// callback rate). See the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
+pub struct TrailKey {
+    pub instrument: InstrumentId,
+    pub working: u8,
+    pub sell: bool,
+    pub callback: Rate,
+}
+
+impl TrailKey {
+    fn of(o: &ConditionalOrder) -> TrailKey {
+        TrailKey {
+            instrument: o.instrument,
+            working: slot_u8(o.working),
+            sell: o.side == Side::Sell,
+            callback: o.callback_rate,
+        }
+    }
+
+    /// Every group of `(i, w)`.
+    fn range(i: InstrumentId, w: WorkingPrice) -> std::ops::RangeInclusive<TrailKey> {
+        let k = |sell, callback| TrailKey {
+            instrument: i,
+            working: slot_u8(w),
+            sell,
+            callback,
+        };
+        k(false, Rate(i64::MIN))..=k(true, Rate(i64::MAX))
+    }
+}
+
+/// A group's segments: first activation number → extreme (module docs).
+pub type Segments = BTreeMap<u64, Price>;
+
+/// Whether `p` passes extreme `e` (a new high for sells, a new low for buys).
+fn passes(sell: bool, p: Price, e: Price) -> bool {
+    if sell {
+        p > e
+    } else {
+        p < e
+    }
+}
+
+/// Step 1: merges the newest segments `p` passes into one at `p`.
+fn merge(segs: &mut Segments, sell: bool, p: Price) {
+    let mut first = None;
+    while let Some(entry) = segs.last_entry() {
+        if !passes(sell, p, *entry.get()) {
+            break;
+        }
+        first = Some(entry.remove_entry().0);
+    }
+    if let Some(start) = first {
+        segs.insert(start, p);
+    }
+}
 
 /// The waiting conditional orders of one instrument and working price, by how they fire.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,33 +117,68 @@ pub struct Triggers {
     rising: BTreeSet<(Price, u64, OrderId)>,
     /// Fire when the price falls to the trigger: sell stops, buy take-profits.
     falling: BTreeSet<(Reverse<Price>, u64, OrderId)>,
-    /// Trailing stops, in placement order.
-    trailing: BTreeSet<(u64, OrderId)>,
+    /// Trailing stops waiting for their activation price: sells activate when the price
+    /// rises to it, buys when it falls to it.
+    activate_rising: BTreeSet<(Price, u64, OrderId)>,
+    activate_falling: BTreeSet<(Reverse<Price>, u64, OrderId)>,
+    /// Active trailing stops per (sell, callback), by activation number.
+    active: BTreeMap<(bool, Rate), BTreeSet<(u64, OrderId)>>,
 }
 
 impl Triggers {
     pub(crate) fn is_empty(&self) -> bool {
-        self.rising.is_empty() && self.falling.is_empty() && self.trailing.is_empty()
+        self.rising.is_empty()
+            && self.falling.is_empty()
+            && self.activate_rising.is_empty()
+            && self.activate_falling.is_empty()
+            && self.active.is_empty()
     }
 
     fn insert(&mut self, c: &Conditional) {
         let o = &c.order;
-        let key = (c.placed_seq, o.order_id);
-        match direction(o.kind, o.side) {
-            Some(Direction::Rising) => self.rising.insert((o.trigger, key.0, key.1)),
-            Some(Direction::Falling) => self.falling.insert((Reverse(o.trigger), key.0, key.1)),
-            None => self.trailing.insert(key),
+        let (t, seq, id) = (o.trigger, c.placed_seq, o.order_id);
+        let sell = o.side == Side::Sell;
+        match (direction(o.kind, o.side), c.activation) {
+            (Some(Direction::Rising), _) => self.rising.insert((t, seq, id)),
+            (Some(Direction::Falling), _) => self.falling.insert((Reverse(t), seq, id)),
+            (None, None) if sell => self.activate_rising.insert((t, seq, id)),
+            (None, None) => self.activate_falling.insert((Reverse(t), seq, id)),
+            (None, Some(a)) => self
+                .active
+                .entry((sell, o.callback_rate))
+                .or_default()
+                .insert((a, id)),
         };
     }
 
     fn remove(&mut self, c: &Conditional) {
         let o = &c.order;
-        let key = (c.placed_seq, o.order_id);
-        match direction(o.kind, o.side) {
-            Some(Direction::Rising) => self.rising.remove(&(o.trigger, key.0, key.1)),
-            Some(Direction::Falling) => self.falling.remove(&(Reverse(o.trigger), key.0, key.1)),
-            None => self.trailing.remove(&key),
+        let (t, seq, id) = (o.trigger, c.placed_seq, o.order_id);
+        let sell = o.side == Side::Sell;
+        match (direction(o.kind, o.side), c.activation) {
+            (Some(Direction::Rising), _) => self.rising.remove(&(t, seq, id)),
+            (Some(Direction::Falling), _) => self.falling.remove(&(Reverse(t), seq, id)),
+            (None, None) if sell => self.activate_rising.remove(&(t, seq, id)),
+            (None, None) => self.activate_falling.remove(&(Reverse(t), seq, id)),
+            (None, Some(a)) => {
+                let group = (sell, o.callback_rate);
+                let set = self.active.get_mut(&group);
+                let removed = set.is_some_and(|s| s.remove(&(a, id)));
+                if self.active.get(&group).is_some_and(BTreeSet::is_empty) {
+                    self.active.remove(&group);
+                }
+                removed
+            }
         };
+    }
+
+    /// Whether an active trailing stop of `group` has an activation number in `range`.
+    fn any_active(&self, group: (bool, Rate), range: std::ops::Range<u64>) -> bool {
+        self.active.get(&group).is_some_and(|s| {
+            s.range((range.start, OrderId(0))..(range.end, OrderId(0)))
+                .next()
+                .is_some()
+        })
     }
 
     /// The stops and take-profits a working price of `p` has reached, in firing order.
@@ -85,23 +202,58 @@ pub(crate) type ConditionalCounts = LookupMap<(AccountId, InstrumentId), u32>;
 pub(crate) type ConditionalsByAccount = LookupMap<AccountId, BTreeSet<OrderId>>;
 
 /// The conditional-order indexes of a state: per instrument, [mark, last trade]; the
-/// counts per account and instrument; the ids per account.
+/// counts per account and instrument; the ids per account. Refuses trailing-stop
+/// segments that are empty, not strictly ordered by extreme, or missing for an active
+/// order, and activation numbers not below the state's next one.
 pub(crate) fn rebuild_triggers(
     state: &crate::state::State,
 ) -> Result<(Vec<[Triggers; 2]>, ConditionalCounts, ConditionalsByAccount), crate::RestoreError> {
+    use crate::RestoreError::{ShapeMismatch, UnknownInstrument};
     let mut triggers = vec![<[Triggers; 2]>::default(); state.config.instruments.len()];
     let mut counts = LookupMap::default();
     let mut by_account = LookupMap::default();
     for c in state.conditionals.values() {
         let o = &c.order;
+        let trailing = o.kind == ConditionalKind::TrailingStop;
+        match c.activation {
+            Some(a) if !trailing || a >= state.next_activation => {
+                return Err(ShapeMismatch("trailing-stop activation numbers"))
+            }
+            Some(a) => {
+                let segs = state.trails.get(&TrailKey::of(o));
+                if segs.is_none_or(|s| s.range(..=a).next().is_none()) {
+                    return Err(ShapeMismatch("trailing-stop segments"));
+                }
+            }
+            None => {}
+        }
         triggers
             .get_mut(o.instrument.0 as usize)
-            .ok_or(crate::RestoreError::UnknownInstrument(o.instrument))?[slot(o.working)]
+            .ok_or(UnknownInstrument(o.instrument))?[slot(o.working)]
         .insert(c);
         *counts.get_or_insert_with((o.account, o.instrument), || 0) += 1;
         by_account
             .get_or_insert_with(o.account, BTreeSet::new)
             .insert(o.order_id);
+    }
+    for (key, segs) in &state.trails {
+        let t = triggers
+            .get(key.instrument.0 as usize)
+            .ok_or(UnknownInstrument(key.instrument))?;
+        let t = t
+            .get(usize::from(key.working))
+            .ok_or(ShapeMismatch("trailing-stop segments"))?;
+        let bounds: Vec<u64> = segs.keys().copied().chain([u64::MAX]).collect();
+        let ordered = segs
+            .values()
+            .zip(segs.values().skip(1))
+            .all(|(older, newer)| passes(key.sell, *older, *newer));
+        let full = bounds
+            .windows(2)
+            .all(|w| t.any_active((key.sell, key.callback), w[0]..w[1]));
+        if segs.is_empty() || !ordered || !full {
+            return Err(ShapeMismatch("trailing-stop segments"));
+        }
     }
     Ok((triggers, counts, by_account))
 }
@@ -125,11 +277,15 @@ fn direction(kind: ConditionalKind, side: Side) -> Option<Direction> {
     }
 }
 
-fn slot(w: WorkingPrice) -> usize {
+fn slot_u8(w: WorkingPrice) -> u8 {
     match w {
         WorkingPrice::Mark => 0,
         WorkingPrice::LastTrade => 1,
     }
+}
+
+fn slot(w: WorkingPrice) -> usize {
+    usize::from(slot_u8(w))
 }
 
 fn is_limit(kind: ConditionalKind) -> bool {
@@ -150,9 +306,12 @@ fn check_ticks(spec: &InstrumentSpec, ticks: PriceTicks) -> Res {
     Ok(())
 }
 
-/// Binance's callback range for trailing stops: 0.1% to 10%.
+/// Binance's callback rates for trailing stops: 0.1% to 10% in steps of 0.1% (its
+/// `callbackRate` is a percent with one decimal). The steps bound the groups a price
+/// move visits (module docs).
 fn callback_in_range(r: Rate) -> bool {
-    Rate(RATE_SCALE / 1_000) <= r && r <= Rate(RATE_SCALE / 10)
+    let step = RATE_SCALE / 1_000;
+    Rate(step) <= r && r <= Rate(RATE_SCALE / 10) && r.raw() % step == 0
 }
 
 /// A trailing stop's trigger from its extreme: a sell `extreme × (1 − cb)` (rounded up:
@@ -240,19 +399,16 @@ impl Engine {
                 WorkingPrice::Mark => RejectReason::NoMarkPrice,
                 WorkingPrice::LastTrade => RejectReason::NoLastTradePrice,
             })?;
-        let extreme = match direction(o.kind, o.side) {
+        let active_now = match direction(o.kind, o.side) {
             Some(d) if reached(&d, now, o.trigger) => {
                 return Err(RejectReason::WouldTriggerImmediately)
             }
-            Some(_) => None,
+            Some(_) => false,
             // Active now unless an activation price is still ahead.
-            None => {
-                let ahead = match o.side {
-                    Side::Sell => o.trigger > now,
-                    Side::Buy => o.trigger.is_positive() && o.trigger < now,
-                };
-                (!ahead).then_some(now)
-            }
+            None => match o.side {
+                Side::Sell => o.trigger <= now,
+                Side::Buy => !(o.trigger.is_positive() && o.trigger < now),
+            },
         };
         // What the kind ignores is stored as zero: the limit price of a market kind, the
         // quantity of a close-position order (taken from the position at the trigger).
@@ -264,10 +420,11 @@ impl Engine {
             order.qty = QtyLots(0);
         }
         let qty = spec.qty_of(order.qty);
+        let activation = active_now.then(|| self.join_trail(TrailKey::of(o), now));
         let c = Conditional {
             order,
             placed_seq: self.state.last_seq,
-            extreme,
+            activation,
         };
         self.ix.triggers[o.instrument.0 as usize][slot(o.working)].insert(&c);
         *self
@@ -295,7 +452,23 @@ impl Engine {
     fn take_conditional(&mut self, id: OrderId) -> Option<Conditional> {
         let c = self.state.conditionals.remove(&id)?;
         let o = &c.order;
-        self.ix.triggers[o.instrument.0 as usize][slot(o.working)].remove(&c);
+        let t = &mut self.ix.triggers[o.instrument.0 as usize][slot(o.working)];
+        t.remove(&c);
+        if let Some(a) = c.activation {
+            // Drop its segment if it was the segment's last order (module docs).
+            let key = TrailKey::of(o);
+            if let Some(segs) = self.state.trails.get_mut(&key) {
+                if let Some((&start, _)) = segs.range(..=a).next_back() {
+                    let end = segs.range(start + 1..).next().map_or(u64::MAX, |(k, _)| *k);
+                    if !t.any_active((key.sell, key.callback), start..end) {
+                        segs.remove(&start);
+                        if segs.is_empty() {
+                            self.state.trails.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
         let key = (o.account, o.instrument);
         if let Some(n) = self.ix.conditional_counts.get_mut(&key) {
             *n -= 1;
@@ -456,38 +629,85 @@ impl Engine {
         }
     }
 
-    /// Moves every trailing stop of `(i, w)` with the price `p`: activation, the new
-    /// extreme; returns those whose trigger `p` reached, in placement order.
+    /// Gives a trailing stop of group `key` becoming active at price `p` its activation
+    /// number, in the group's newest segment (merged to `p` first) if that segment's
+    /// extreme is `p`, else in a new one.
+    fn join_trail(&mut self, key: TrailKey, p: Price) -> u64 {
+        let a = self.state.next_activation;
+        self.state.next_activation += 1;
+        let segs = self.state.trails.entry(key).or_default();
+        merge(segs, key.sell, p);
+        if segs.last_key_value().is_none_or(|(_, e)| *e != p) {
+            segs.insert(a, p);
+        }
+        a
+    }
+
+    /// Moves the trailing stops of `(i, w)` with the price `p` (module docs: merge,
+    /// activate, fire); returns the fired ones in placement order.
     fn trailing_fired(&mut self, i: InstrumentId, w: WorkingPrice, p: Price) -> Vec<OrderId> {
-        let ids: Vec<OrderId> = self.ix.triggers[i.0 as usize][slot(w)]
-            .trailing
-            .iter()
-            .map(|k| k.1)
-            .collect();
-        let mut fired = Vec::new();
-        for id in ids {
+        for (key, segs) in self.state.trails.range_mut(TrailKey::range(i, w)) {
+            merge(segs, key.sell, p);
+        }
+        let t = &mut self.ix.triggers[i.0 as usize][slot(w)];
+        let mut due: Vec<(u64, OrderId)> = Vec::new();
+        while let Some(&(a, seq, id)) = t.activate_rising.first() {
+            if a > p {
+                break;
+            }
+            t.activate_rising.remove(&(a, seq, id));
+            due.push((seq, id));
+        }
+        while let Some(&(Reverse(a), seq, id)) = t.activate_falling.first() {
+            if a < p {
+                break;
+            }
+            t.activate_falling.remove(&(Reverse(a), seq, id));
+            due.push((seq, id));
+        }
+        due.sort_unstable();
+        for (_, id) in due {
+            let key = TrailKey::of(&self.state.conditionals[&id].order);
+            let a = self.join_trail(key, p);
             let c = self.state.conditionals.get_mut(&id).expect("indexed");
-            let o = &c.order;
-            let extreme = match (c.extreme, o.side) {
-                (None, Side::Sell) if p >= o.trigger => Some(p),
-                (None, Side::Buy) if p <= o.trigger => Some(p),
-                (None, _) => None,
-                (Some(e), Side::Sell) => Some(e.max(p)),
-                (Some(e), Side::Buy) => Some(e.min(p)),
+            c.activation = Some(a);
+            self.ix.triggers[i.0 as usize][slot(w)].insert(c);
+        }
+        let t = &self.ix.triggers[i.0 as usize][slot(w)];
+        let mut fired: Vec<(u64, OrderId)> = Vec::new();
+        let mut emptied = Vec::new();
+        for (key, segs) in self.state.trails.range_mut(TrailKey::range(i, w)) {
+            let side = if key.sell { Side::Sell } else { Side::Buy };
+            let d = if key.sell {
+                Direction::Falling
+            } else {
+                Direction::Rising
             };
-            c.extreme = extreme;
-            if let Some(e) = extreme {
-                let t = trailing_trigger(o.side, e, o.callback_rate);
-                let d = match o.side {
-                    Side::Sell => Direction::Falling,
-                    Side::Buy => Direction::Rising,
-                };
-                if reached(&d, p, t) {
-                    fired.push(id);
+            let mut any = false;
+            while let Some(entry) = segs.first_entry() {
+                if !reached(&d, p, trailing_trigger(side, *entry.get(), key.callback)) {
+                    break;
                 }
+                entry.remove();
+                any = true;
+            }
+            if !any {
+                continue;
+            }
+            let end = segs.first_key_value().map_or(u64::MAX, |(k, _)| *k);
+            if let Some(set) = t.active.get(&(key.sell, key.callback)) {
+                let below = set.range(..(end, OrderId(0)));
+                fired.extend(below.map(|&(_, id)| (self.state.conditionals[&id].placed_seq, id)));
+            }
+            if segs.is_empty() {
+                emptied.push(*key);
             }
         }
-        fired
+        for key in emptied {
+            self.state.trails.remove(&key);
+        }
+        fired.sort_unstable();
+        fired.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Fires waiting order `id` at working price `p`: its order through the normal

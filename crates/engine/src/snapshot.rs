@@ -7,9 +7,11 @@
 //! slot, deposits and withdrawals, every account in creation order, then per instrument
 //! every resting order in the book's canonical order (bids best→worst, asks best→worst,
 //! FIFO within a level) with its engine-side meta, then the conditional orders in
-//! ascending id. Hash-map order never enters it; the
+//! ascending id, the conversion desk, the trailing-stop segments per group and the next
+//! activation number. Hash-map order never enters it; the
 //! indexes never enter it (restore rebuilds them with `Indexes::rebuild`).
 
+use crate::conditional::TrailKey;
 use crate::engine::Engine;
 use crate::error::{InvariantViolation, RestoreError};
 use crate::indexes::Indexes;
@@ -52,6 +54,9 @@ struct Canonical {
     /// Conditional orders in ascending id.
     conditionals: Vec<Conditional>,
     conversion_desk: Vec<Money>,
+    /// Trailing-stop segments in ascending group, each in ascending activation number.
+    trails: Vec<(TrailKey, Vec<(u64, Price)>)>,
+    next_activation: u64,
 }
 
 impl State {
@@ -90,6 +95,12 @@ impl State {
                 .collect(),
             conditionals: self.conditionals.values().cloned().collect(),
             conversion_desk: self.conversion_desk.clone(),
+            trails: self
+                .trails
+                .iter()
+                .map(|(k, segs)| (*k, segs.iter().map(|(a, e)| (*a, *e)).collect()))
+                .collect(),
+            next_activation: self.next_activation,
         }
     }
 
@@ -187,6 +198,24 @@ impl State {
                 return Err(RestoreError::DuplicateOrder(id));
             }
         }
+        // Strictly ascending groups and activation numbers: the one canonical encoding
+        // (what they must hold is checked by the index rebuild).
+        let mut last_key = None;
+        for (key, segs) in c.trails {
+            let mut last_start = None;
+            for (start, extreme) in segs {
+                if last_start >= Some(start) {
+                    return Err(RestoreError::ShapeMismatch("trailing-stop segments"));
+                }
+                last_start = Some(start);
+                s.trails.entry(key).or_default().insert(start, extreme);
+            }
+            if last_key >= Some(key) {
+                return Err(RestoreError::ShapeMismatch("trailing-stop segments"));
+            }
+            last_key = Some(key);
+        }
+        s.next_activation = c.next_activation;
         Ok(s)
     }
 }

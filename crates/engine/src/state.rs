@@ -64,9 +64,9 @@ pub struct Conditional {
     /// The sequence number of the command that placed it: ties between equal triggers
     /// fire in placement order.
     pub placed_seq: u64,
-    /// A trailing stop's extreme since activation (the highest price for a sell, the
-    /// lowest for a buy); `None` until it activates.
-    pub extreme: Option<Price>,
+    /// A trailing stop's activation number once it is active (`None` until then, and for
+    /// the other kinds); its extreme is its segment's in `State::trails`.
+    pub activation: Option<u64>,
 }
 
 /// The canonical state of the engine.
@@ -102,6 +102,10 @@ pub struct State {
     pub(crate) interest_slot: u64,
     /// Conditional orders waiting for their trigger, by id.
     pub(crate) conditionals: BTreeMap<OrderId, Conditional>,
+    /// Active trailing stops' extremes: per group, the segments (`conditional.rs`).
+    pub(crate) trails: BTreeMap<crate::conditional::TrailKey, crate::conditional::Segments>,
+    /// The next trailing stop's activation number.
+    pub(crate) next_activation: u64,
     /// Per asset: the exchange's conversion desk, the counterparty of auto-exchanges
     /// (MARGIN §8): what it bought (+) and paid out (−). It may be negative (the
     /// exchange's own treasury); the insurance funds, which never go negative, are not
@@ -132,6 +136,8 @@ impl State {
             interest_income: vec![Money::ZERO; assets],
             interest_slot: 0,
             conditionals: BTreeMap::new(),
+            trails: BTreeMap::new(),
+            next_activation: 0,
             conversion_desk: vec![Money::ZERO; assets],
             config: Arc::new(config),
         }

@@ -185,7 +185,7 @@ fn trailing_stop_follows_the_price_then_fires() {
 
 /// Placement refusals: a sell stop at 61,000 with the mark at 60,000 is already past its
 /// trigger (a sell stop fires at or below it) — 1035, as Binance's -2021; a callback of
-/// 0.05% or 11% — 1036; a last-trade order before any trade — 1037. Each changes
+/// 0.05% or 11%, or 0.15% (not a 0.1% step) — 1036; a last-trade order before any trade — 1037. Each changes
 /// nothing.
 #[test]
 fn refused_placements_change_nothing() {
@@ -198,7 +198,7 @@ fn refused_placements_change_nothing() {
         place(&mut t, stop),
         Some(RejectReason::WouldTriggerImmediately.code())
     );
-    for cb in ["0.0005", "0.11"] {
+    for cb in ["0.0005", "0.11", "0.0015"] {
         let mut ts = conditional(1, 11, Side::Sell, ConditionalKind::TrailingStop, "0");
         ts.callback_rate = Rate::parse(cb).unwrap();
         assert_eq!(

@@ -396,14 +396,18 @@ fn new_order() -> impl Strategy<Value = Command> {
 
 /// A conditional order of every kind, on the mark or the last trade, with ids shared
 /// with the plain orders (so duplicates, cancels and amends reach them), triggers near
-/// the reference or at the edges, callbacks inside and outside 0.1%–10%.
+/// the reference or at the edges, callbacks on and off the 0.1% steps, inside and outside
+/// 0.1%–10%.
 fn conditional_order() -> impl Strategy<Value = Command> {
     instrument().prop_flat_map(|i| {
         (
             (user(), 0u64..17, any::<bool>(), 0u8..5, price_for(i)),
             (
                 prop_oneof![
-                    6 => (RATE_SCALE / 1_000..=RATE_SCALE / 10).prop_map(Rate),
+                    // A few rates, so that trailing stops share groups (segments).
+                    6 => (1i64..=4).prop_map(|k| Rate(k * RATE_SCALE / 1_000)),
+                    2 => (1i64..=100).prop_map(|k| Rate(k * RATE_SCALE / 1_000)),
+                    1 => (RATE_SCALE / 1_000..=RATE_SCALE / 10).prop_map(Rate),
                     1 => Just(Rate(RATE_SCALE / 1_000 - 1)),
                     1 => Just(Rate(RATE_SCALE / 10 + 1)),
                 ],

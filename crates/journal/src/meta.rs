@@ -16,7 +16,7 @@ use crate::error::DecodeError;
 /// is refused with `JournalError::UnsupportedPayloadVersion`. Adding a command with a new
 /// tag does not change it (old journals keep their meaning); changing what an existing
 /// tag's bytes mean does. History in docs/JOURNAL_FORMAT.md.
-pub const PAYLOAD_VERSION: u16 = 3;
+pub const PAYLOAD_VERSION: u16 = 4;
 
 /// Key of the format record in the `meta` tree.
 pub const META_FORMAT_KEY: &[u8] = b"format";

@@ -59,7 +59,7 @@ reasons! {
     MarkPriceDerived = 1033, "the instrument's mark price is derived by the engine, not set";
     FundingRateDerived = 1034, "the instrument's funding rate is derived by the engine, not set";
     WouldTriggerImmediately = 1035, "the conditional order's working price is already at or past its trigger";
-    CallbackRateOutOfRange = 1036, "a trailing stop's callback rate must lie within 0.1% to 10%";
+    CallbackRateOutOfRange = 1036, "a trailing stop's callback rate must be 0.1% to 10% in steps of 0.1%";
     NoLastTradePrice = 1037, "the instrument has no trade yet to trigger on";
     // 2xxx risk
     InsufficientMargin = 2001, "available balance does not cover the order's initial margin";
