@@ -100,11 +100,16 @@ fn walk(rng: &mut rand::rngs::StdRng, price: &mut i64) -> Price {
     Price(*price * 100_000)
 }
 
-/// 100,000 active sell trailing stops placed between walk ticks (module docs).
+/// 100,000 active sell trailing stops placed between walk ticks (module docs);
+/// `PERPCORE_BENCH_TRAILING_ACCOUNTS` (default 1,000) × 100 of them.
 fn trailing(rng: &mut rand::rngs::StdRng) -> Driver {
+    let accounts = std::env::var("PERPCORE_BENCH_TRAILING_ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(ACCOUNTS);
     let mut d = driver();
     let mut price = 60_000_000i64;
-    for a in 1..=ACCOUNTS {
+    for a in 1..=accounts {
         step(
             &mut d,
             Command::CreateAccount {
