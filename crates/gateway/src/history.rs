@@ -446,6 +446,18 @@ impl History {
     }
 }
 
+/// Which records of a time-ordered deque to answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pick {
+    /// The inclusive window, in ms.
+    lo: u64,
+    hi: u64,
+    /// From the window's start (times given) or back from its end (the most recent).
+    from_start: bool,
+    skip: usize,
+    limit: usize,
+}
+
 /// `startTime` / `endTime` → an inclusive window, Binance's rules: neither given is the
 /// last 7 days up to now; one given spans 7 days from or to it; both may be at most
 /// `max_span_ms` apart (`None`: any span).
@@ -479,31 +491,25 @@ fn limit_of(p: &Params, default: usize) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
-/// The records of `q` (ordered by time) in `[lo, hi]` that `keep` accepts: the first
-/// `skip + limit` from `lo` when `from_start`, else the last `skip + limit` before `hi`;
-/// `skip` of them dropped, the rest in ascending order.
-fn select<'a, T>(
-    q: &'a VecDeque<T>,
+/// The records of `q` (ordered by time) in the window that `keep` accepts: the first
+/// `skip + limit` from its start when `from_start`, else the last `skip + limit` before
+/// its end; `skip` of them dropped, the rest in ascending order.
+fn select<T>(
+    q: &VecDeque<T>,
     time: impl Fn(&T) -> u64,
-    lo: u64,
-    hi: u64,
-    from_start: bool,
-    skip: usize,
-    limit: usize,
+    pick: Pick,
     keep: impl Fn(&T) -> bool,
-) -> Vec<&'a T> {
-    let first = q.partition_point(|r| time(r) < lo);
-    let last = q.partition_point(|r| time(r) <= hi);
+) -> Vec<&T> {
+    let first = q.partition_point(|r| time(r) < pick.lo);
+    let last = q.partition_point(|r| time(r) <= pick.hi);
     let in_range = q.range(first..last.max(first)).filter(|r| keep(r));
-    let mut out: Vec<&T> = if from_start {
-        in_range.skip(skip).take(limit).collect()
+    if pick.from_start {
+        in_range.skip(pick.skip).take(pick.limit).collect()
     } else {
-        let mut v: Vec<&T> = in_range.rev().skip(skip).take(limit).collect();
+        let mut v: Vec<&T> = in_range.rev().skip(pick.skip).take(pick.limit).collect();
         v.reverse();
         v
-    };
-    out.shrink_to_fit();
-    out
+    }
 }
 
 fn side_str(s: Side) -> &'static str {
@@ -548,7 +554,16 @@ pub fn user_trades(
             let start = q.partition_point(|t| t.id < from);
             q.range(start..).filter(|t| keep(t)).take(limit).collect()
         }
-        None => select(q, |t| t.time_ms, lo, hi, from_start, 0, limit, keep),
+        None => {
+            let pick = Pick {
+                lo,
+                hi,
+                from_start,
+                skip: 0,
+                limit,
+            };
+            select(q, |t| t.time_ms, pick, keep)
+        }
     };
     let config = view.engine.config();
     let spec = &config.instruments[instrument.0 as usize];
@@ -609,7 +624,14 @@ pub fn income(
         kind.is_none_or(|k| r.kind == k) && instrument.is_none_or(|i| r.instrument == Some(i))
     };
     let skip = (page - 1).saturating_mul(limit);
-    let picked = select(q, |r| r.time_ms, lo, hi, from_start, skip, limit, keep);
+    let pick = Pick {
+        lo,
+        hi,
+        from_start,
+        skip,
+        limit,
+    };
+    let picked = select(q, |r| r.time_ms, pick, keep);
     let config = view.engine.config();
     Ok(json!(picked
         .into_iter()
@@ -652,28 +674,40 @@ mod tests {
         let q: VecDeque<u64> = (1..=10).collect();
         let t = |x: &u64| *x * 100;
         let all = |_: &u64| true;
+        let p = |from_start, skip, limit| Pick {
+            lo: 200,
+            hi: 800,
+            from_start,
+            skip,
+            limit,
+        };
         // [200, 800]: 2..=8; first three from the start, last three before the end.
-        let v: Vec<u64> = select(&q, t, 200, 800, true, 0, 3, all)
+        let v: Vec<u64> = select(&q, t, p(true, 0, 3), all)
             .into_iter()
             .copied()
             .collect();
         assert_eq!(v, [2, 3, 4]);
-        let v: Vec<u64> = select(&q, t, 200, 800, false, 0, 3, all)
+        let v: Vec<u64> = select(&q, t, p(false, 0, 3), all)
             .into_iter()
             .copied()
             .collect();
         assert_eq!(v, [6, 7, 8]);
         // Page 2 of 3 from the start: 5, 6, 7; odd ones only: 3, 5, 7 then 9 is past 800.
-        let v: Vec<u64> = select(&q, t, 200, 800, true, 3, 3, all)
+        let v: Vec<u64> = select(&q, t, p(true, 3, 3), all)
             .into_iter()
             .copied()
             .collect();
         assert_eq!(v, [5, 6, 7]);
-        let v: Vec<u64> = select(&q, t, 200, 800, true, 0, 9, |x| x % 2 == 1)
+        let v: Vec<u64> = select(&q, t, p(true, 0, 9), |x| x % 2 == 1)
             .into_iter()
             .copied()
             .collect();
         assert_eq!(v, [3, 5, 7]);
-        assert!(select(&q, t, 2000, 3000, true, 0, 9, all).is_empty());
+        let later = Pick {
+            lo: 2000,
+            hi: 3000,
+            ..p(true, 0, 9)
+        };
+        assert!(select(&q, t, later, all).is_empty());
     }
 }
