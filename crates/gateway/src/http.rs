@@ -104,6 +104,7 @@ pub fn admin_router(app: Shared, timeout: Duration) -> Router {
         .route("/admin/v1/deposit", post(admin_deposit))
         .route("/admin/v1/withdraw", post(admin_withdraw))
         .route("/admin/v1/markPrice", post(admin_mark_price))
+        .route("/admin/v1/report", get(admin_report))
         .route(
             "/metrics",
             get(|State(app): State<Shared>| async move {
@@ -931,6 +932,31 @@ async fn admin_money(
         let account = AccountId(json_u64(&v, "account")?);
         let (asset, amount) = asset_amount(&app.config, &v)?;
         admin_submit(&app, make(account, asset, amount)).await
+    };
+    respond(go.await)
+}
+
+/// `GET /admin/v1/report?account=N`: the engine's own report of the account (as `perpcore
+/// audit` prints it: balances, positions, margin, liquidation prices) as of the last
+/// durable command, to check what the Binance-shaped endpoints show against.
+async fn admin_report(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let go = async {
+        admin_auth(&app, &headers)?;
+        let p = Params::parse(q.as_deref().unwrap_or(""))?;
+        let account = AccountId(p.required("account")?);
+        app.bridge
+            .read(move |v| {
+                let report = v
+                    .engine
+                    .report(account)
+                    .ok_or_else(|| ApiError::rejected(RejectReason::UnknownAccount))?;
+                Ok(json!({ "seq": v.last_seq, "report": report }))
+            })
+            .await
     };
     respond(go.await)
 }
