@@ -36,7 +36,7 @@ started=$(date +%s)
 if ! "$venv/bin/python" -c "import ccxt, sys; sys.exit(ccxt.__version__ != '$CCXT_VERSION')" 2>/dev/null; then
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$here/requirements.txt"
+    timeout 600 "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$here/requirements.txt"
 fi
 echo "ccxt venv ready in $(( $(date +%s) - started )) s ($venv)"
 

@@ -248,11 +248,23 @@ impl Metrics {
         method: &Method,
         response: &Response,
     ) {
+        // Any token is a valid HTTP method: only the usual ones get their own label, so a
+        // client cannot make the label set grow.
+        let method = match *method {
+            Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+            | Method::PATCH => method.as_str(),
+            _ => "OTHER",
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 listener,
                 endpoint,
-                method: method.as_str().to_string(),
+                method: method.to_string(),
                 status: response.status().as_u16(),
             })
             .inc();

@@ -480,14 +480,16 @@ fn metrics_count_the_requests_made() {
         http(LOCAL, api, "GET", "/fapi/v1/ping", &[], "");
     }
     assert_eq!(http(LOCAL, api, "GET", "/nope", &[], "").status, 404);
+    // An unusual method is counted as OTHER (labels must not grow with what clients send).
+    assert_eq!(http(LOCAL, api, "FOO", "/nope", &[], "").status, 404);
     let bad = Client {
         secret: "not-the-secret",
         ..Client::new(&server, 0)
     };
     assert_eq!(bad.code("GET", "/fapi/v3/account", ""), -1022);
-    // Weight so far: orders 0, pings 3, the 404 1, the account call 5 = 9 of 1,000; depth
-    // with limit=1000 weighs 20: the 50th is refused (9 + 49 × 20 = 989, + 20 > 1,000),
-    // and within 60 even if the minute turned meanwhile.
+    // Weight so far: orders 0, pings 3, the two 404s 2, the account call 5 = 10 of 1,000;
+    // depth with limit=1000 weighs 20: the 50th is refused (10 + 49 × 20 = 990, + 20 >
+    // 1,000), and within 60 even if the minute turned meanwhile.
     let mut refused = 0;
     for _ in 0..60 {
         let r = http(
@@ -536,6 +538,7 @@ fn metrics_count_the_requests_made() {
     };
     assert_eq!(req("/fapi/v1/ping", "GET", "200"), 3.0);
     assert_eq!(req("unmatched", "GET", "404"), 1.0);
+    assert_eq!(req("unmatched", "OTHER", "404"), 1.0);
     assert_eq!(req("/fapi/v1/order", "POST", "200"), 1.0);
     assert_eq!(req("/fapi/v1/order", "POST", "400"), 1.0);
     assert_eq!(req("/fapi/v3/account", "GET", "400"), 1.0);
