@@ -804,6 +804,23 @@ fn user_trades_and_income_worked_by_hand() {
     assert!(ib.as_array().unwrap().iter().all(|r| r["asset"] == "USDT"));
     let acct_b = b.ok("GET", "/fapi/v3/account", "");
     assert_eq!(acct_b["totalWalletBalance"], "99991.90900000");
+    // The engine's own report (admin API) says the same (its decimals are trimmed).
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let adm = server.admin_addr();
+    let rep = http(
+        LOCAL,
+        adm,
+        "GET",
+        "/admin/v1/report?account=2",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(rep.status, 200, "{}", rep.text);
+    assert_eq!(rep.body["report"]["assets"][0]["asset"], "USDT");
+    assert_eq!(rep.body["report"]["assets"][0]["wallet"], "99991.909");
+    assert_eq!(rep.body["report"]["positions"][0]["size"], "0.002");
+    let no_token = http(LOCAL, adm, "GET", "/admin/v1/report?account=2", &[], "");
+    assert_eq!(no_token.status, 401);
     // A: 100000 − 0.024 − 2 − 0.0124 = 99997.9636.
     let acct_a = a.ok("GET", "/fapi/v3/account", "");
     assert_eq!(acct_a["totalWalletBalance"], "99997.96360000");
