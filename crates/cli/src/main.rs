@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_report;
+mod serve_limits;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -91,6 +92,8 @@ enum Cmd {
         /// Requests not answered within this many milliseconds get HTTP 408.
         #[arg(long, default_value_t = 10_000)]
         request_timeout_ms: u64,
+        #[command(flatten)]
+        limits: serve_limits::LimitArgs,
     },
     /// Rebuild the state from a journal (from genesis) and print its state hash.
     Replay {
@@ -374,6 +377,7 @@ struct ServeArgs {
     admin_token_file: Option<PathBuf>,
     fresh: bool,
     request_timeout_ms: u64,
+    limits: serve_limits::LimitArgs,
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -397,6 +401,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     opts.admin_listen = a.admin_listen;
     opts.fresh = a.fresh;
     opts.request_timeout = std::time::Duration::from_millis(a.request_timeout_ms);
+    opts.limits = a.limits.limits();
     let server = perpcore_gateway::Server::start(opts)?;
     eprintln!(
         "serving the API on http://{} and the admin API on http://{} (Ctrl-C stops)",
@@ -445,6 +450,7 @@ fn main() -> ExitCode {
             admin_token_file,
             fresh,
             request_timeout_ms,
+            limits,
         } => serve(ServeArgs {
             journal,
             config,
@@ -454,6 +460,7 @@ fn main() -> ExitCode {
             admin_token_file,
             fresh,
             request_timeout_ms,
+            limits,
         }),
         Cmd::Replay { journal, to } => replay(&journal, to),
         Cmd::Audit {

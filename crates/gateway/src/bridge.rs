@@ -50,6 +50,8 @@ struct InFlight {
     command: Command,
     finish: FinishFn,
     reply: Reply,
+    /// When it was submitted (accept→durable latency).
+    submitted: std::time::Instant,
 }
 
 /// What the bridge hands back when it exits.
@@ -104,6 +106,7 @@ pub fn run(
     output: Receiver<Vec<Committed<Event>>>,
     requests: Receiver<Request>,
     mut view: View,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> BridgeExit {
     let handle = sequencer.handle();
     let mut fifo: VecDeque<InFlight> = VecDeque::new();
@@ -118,6 +121,7 @@ pub fn run(
         }
         // Once stopping, only the outputs of the writes in flight are awaited.
         let requests = if stopping { &never } else { &requests };
+        metrics.writes_in_flight.set(fifo.len() as i64);
         select! {
             recv(output) -> msg => {
                 let Ok(group) = msg else {
@@ -130,6 +134,7 @@ pub fn run(
                         break;
                     };
                     view.apply(c.seq, c.ts_ns, &f.command, &c.events, &mut scratch);
+                    metrics.on_committed(&c.events, f.submitted);
                     commands += 1;
                     let answer = (f.finish)(&mut view, Ok(&c.events));
                     let _ = f.reply.send(answer);
@@ -148,7 +153,12 @@ pub fn run(
                             let _ = reply.send(Err(e));
                         }
                         Ok((command, finish)) => match handle.try_submit(command.clone()) {
-                            Ok(()) => fifo.push_back(InFlight { command, finish, reply }),
+                            Ok(()) => fifo.push_back(InFlight {
+                                command,
+                                finish,
+                                reply,
+                                submitted: std::time::Instant::now(),
+                            }),
                             Err(TrySubmitError::Full(_)) => {
                                 let _ = reply.send(finish(&mut view, Err(ApiError::overloaded())));
                             }

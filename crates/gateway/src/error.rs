@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: i32,
     pub msg: String,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -23,7 +25,12 @@ impl ApiError {
             status,
             code,
             msg: msg.into(),
+            retry_after_s: None,
         }
+    }
+    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds);
+        self
     }
     fn bad(code: i32, msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, msg)
@@ -74,6 +81,27 @@ impl ApiError {
     pub fn no_need_margin_type() -> ApiError {
         ApiError::bad(-4046, "No need to change margin type.")
     }
+    pub fn position_side_mismatch() -> ApiError {
+        ApiError::rejected(RejectReason::PositionSideMismatch)
+    }
+    pub fn no_need_position_side() -> ApiError {
+        ApiError::bad(-4059, "No need to change position side.")
+    }
+    pub fn sent_when_not_required(param: &str) -> ApiError {
+        ApiError::bad(
+            -1106,
+            format!("Parameter '{param}' sent when not required."),
+        )
+    }
+    pub fn bad_param_combination() -> ApiError {
+        ApiError::bad(-1128, "Combination of optional parameters invalid.")
+    }
+    pub fn interval_too_long(hours: u64) -> ApiError {
+        ApiError::bad(
+            -1127,
+            format!("More than {hours} hours between startTime and endTime."),
+        )
+    }
     pub fn duplicate_client_id() -> ApiError {
         ApiError::bad(-4116, "ClientOrderId is duplicated.")
     }
@@ -104,7 +132,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "msg": self.msg });
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        // For the metrics middleware: errors by Binance code.
+        r.extensions_mut()
+            .insert(crate::metrics::BinanceCode(self.code));
+        r
     }
 }
 
@@ -160,6 +196,18 @@ pub fn reject_to_binance(reason: RejectReason) -> (i32, String) {
         R::ReduceOnlyNoPosition | R::ReduceOnlyWrongSide | R::AmendIncreasesReduceOnly => {
             Some((-2022, "ReduceOnly Order is rejected."))
         }
+        R::PositionModeWithOpenOrders => Some((
+            -4067,
+            "Position side cannot be changed if there exists open orders.",
+        )),
+        R::PositionModeWithPosition => Some((
+            -4068,
+            "Position side cannot be changed if there exists position.",
+        )),
+        R::PositionSideMismatch => Some((
+            -4061,
+            "Order's position side does not match user's setting.",
+        )),
         _ => None,
     };
     match known {

@@ -1,7 +1,8 @@
 //! The HTTP routes: the public Binance-compatible API and the admin API.
 //!
 //! Owns: parsing requests into commands or reads, the routers and their layers (body
-//! size limit, timeout). Must never: touch the engine except through the bridge.
+//! size limit, timeout; rate limits and request metrics from `crate::limits` and
+//! `crate::metrics`). Must never: touch the engine except through the bridge.
 
 use crate::auth::{ApiKeys, Params};
 use crate::bridge::{Answer, BridgeClient, FinishFn};
@@ -28,6 +29,8 @@ pub struct App {
     /// SHA-256 of the admin token (compared in constant time).
     pub admin_token_sha256: [u8; 32],
     pub config: Arc<Config>,
+    pub limiter: crate::limits::Limiter,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Shared = Arc<App>;
@@ -82,8 +85,17 @@ pub fn public_router(app: Shared, timeout: Duration) -> Router {
         .route("/fapi/v3/account", get(account))
         .route("/fapi/v2/positionRisk", get(position_risk))
         .route("/fapi/v3/positionRisk", get(position_risk))
-        .with_state(app);
-    layers(r, timeout)
+        .route("/fapi/v1/userTrades", get(user_trades))
+        .route("/fapi/v1/income", get(income))
+        .route(
+            "/fapi/v1/positionSide/dual",
+            get(position_mode).post(set_position_mode),
+        )
+        .with_state(app.clone());
+    layers(r, timeout).layer(axum::middleware::from_fn_with_state(
+        app,
+        crate::limits::guard_public,
+    ))
 }
 
 pub fn admin_router(app: Shared, timeout: Duration) -> Router {
@@ -92,16 +104,27 @@ pub fn admin_router(app: Shared, timeout: Duration) -> Router {
         .route("/admin/v1/deposit", post(admin_deposit))
         .route("/admin/v1/withdraw", post(admin_withdraw))
         .route("/admin/v1/markPrice", post(admin_mark_price))
-        .with_state(app);
-    layers(r, timeout)
+        .route("/admin/v1/report", get(admin_report))
+        .route(
+            "/metrics",
+            get(|State(app): State<Shared>| async move {
+                crate::metrics::metrics_response(&app.metrics)
+            }),
+        )
+        .with_state(app.clone());
+    layers(r, timeout).layer(axum::middleware::from_fn_with_state(
+        app.metrics.clone(),
+        crate::metrics::count_admin,
+    ))
 }
 
 // ---------------------------------------------------------------- public, unsigned
 
 async fn exchange_info(State(app): State<Shared>) -> Response {
+    let rate_limits = app.limiter.limits().exchange_info();
     respond(
         app.bridge
-            .read(|v| Ok(shape::exchange_info(v, now_ms())))
+            .read(move |v| Ok(shape::exchange_info(v, now_ms(), rate_limits)))
             .await,
     )
 }
@@ -144,7 +167,9 @@ fn auth(
     )
 }
 
-/// The request's signed parameters, then `f` on them.
+/// The request's signed parameters, then `f` on them. `order` before the name: the
+/// request counts against the account's order rate limits (once authenticated), and the
+/// answer carries the counts (`X-MBX-ORDER-COUNT-10S` / `-1M`).
 macro_rules! signed {
     ($name:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
         async fn $name(
@@ -158,6 +183,26 @@ macro_rules! signed {
                 $body
             };
             respond(go.await)
+        }
+    };
+    (order $name:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
+        async fn $name(
+            State($app): State<Shared>,
+            RawQuery(q): RawQuery,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            let mut counts = None;
+            let go = async {
+                let ($acct, $p) = auth(&$app, &q, &headers, &body)?;
+                counts = Some($app.limiter.count_order($acct, now_ms())?);
+                $body
+            };
+            let mut response = respond(go.await);
+            if let Some(c) = counts {
+                c.write(response.headers_mut());
+            }
+            response
         }
     };
 }
@@ -241,16 +286,18 @@ fn finish_with(ok: Value) -> FinishFn {
     )
 }
 
-signed!(new_order, |app, account, p| {
+signed!(order new_order, |app, account, p| {
     let config = app.config.clone();
     let instrument = instrument(&config, p.str("symbol")?)?;
     let spec = &config.instruments[instrument.0 as usize];
     let side = parse_side(&p)?;
-    if p.get("positionSide").is_some_and(|s| s != "BOTH") {
-        return Err(ApiError::unsupported(
-            "hedge mode (positionSide LONG/SHORT)",
-        ));
-    }
+    let position_side = match p.get("positionSide") {
+        None => None,
+        Some("BOTH") => Some(PositionSide::Both),
+        Some("LONG") => Some(PositionSide::Long),
+        Some("SHORT") => Some(PositionSide::Short),
+        Some(_) => return Err(ApiError::illegal("positionSide", "BOTH, LONG or SHORT")),
+    };
     let type_str = p.str("type")?;
     let order_type: &'static str = match type_str {
         "LIMIT" => "LIMIT",
@@ -284,7 +331,7 @@ signed!(new_order, |app, account, p| {
         }
     };
     let close_position = p.flag("closePosition")?;
-    let reduce_only = p.flag("reduceOnly")? || close_position;
+    let reduce_only_sent = p.flag("reduceOnly")?;
     let qty = if close_position {
         QtyLots(0)
     } else {
@@ -360,6 +407,36 @@ signed!(new_order, |app, account, p| {
     let answer = app
         .bridge
         .write(move |view: &mut View| {
+            // The account's position mode decides what positionSide must be: absent or
+            // BOTH in one-way mode; LONG or SHORT in hedge mode, where it and the side
+            // give the reduce-only flag (a SELL of LONG closes it) and reduceOnly itself
+            // may not be sent, as on Binance.
+            let mode = view
+                .engine
+                .account(account)
+                .map_or(PositionMode::OneWay, |a| a.position_mode);
+            let (position_side, reduce_only) = match (mode, position_side) {
+                (PositionMode::OneWay, None | Some(PositionSide::Both)) => {
+                    (PositionSide::Both, reduce_only_sent || close_position)
+                }
+                (PositionMode::Hedge, Some(ps @ (PositionSide::Long | PositionSide::Short))) => {
+                    if reduce_only_sent {
+                        return Err(ApiError::sent_when_not_required("reduceOnly"));
+                    }
+                    let closing = matches!(
+                        (ps, side),
+                        (PositionSide::Long, Side::Sell) | (PositionSide::Short, Side::Buy)
+                    );
+                    if close_position && !closing {
+                        return Err(ApiError::illegal(
+                            "closePosition",
+                            "the side must close the positionSide",
+                        ));
+                    }
+                    (ps, closing)
+                }
+                _ => return Err(ApiError::position_side_mismatch()),
+            };
             if let Some(c) = &client_id {
                 if let Some(old) = view.by_client.get(&(account, c.clone())) {
                     if view
@@ -395,6 +472,7 @@ signed!(new_order, |app, account, p| {
                     cum_quote_raw: 0,
                     reduce_only,
                     close_position,
+                    position_side,
                     working_type: working_str,
                     stp: stp_str,
                     status: Status::Pending,
@@ -500,7 +578,7 @@ signed!(cancel_order, |app, account, p| {
         .await
 });
 
-signed!(amend_order, |app, account, p| {
+signed!(order amend_order, |app, account, p| {
     let config = app.config.clone();
     let instrument = instrument(&config, p.str("symbol")?)?;
     let spec = config.instruments[instrument.0 as usize].clone();
@@ -662,6 +740,60 @@ signed!(position_risk, |app, account, p| {
         .await
 });
 
+signed!(user_trades, |app, account, p| {
+    let instrument = instrument(&app.config, p.str("symbol")?)?;
+    app.bridge
+        .read(move |view| crate::history::user_trades(view, account, instrument, &p, now_ms()))
+        .await
+});
+
+signed!(income, |app, account, p| {
+    let instrument = match p.get("symbol") {
+        Some(s) => Some(instrument(&app.config, s)?),
+        None => None,
+    };
+    app.bridge
+        .read(move |view| crate::history::income(view, account, instrument, &p, now_ms()))
+        .await
+});
+
+signed!(position_mode, |app, account, _p| {
+    app.bridge
+        .read(move |view| {
+            let a = view
+                .engine
+                .account(account)
+                .ok_or_else(|| ApiError::rejected(RejectReason::UnknownAccount))?;
+            Ok(json!({ "dualSidePosition": a.position_mode == PositionMode::Hedge }))
+        })
+        .await
+});
+
+signed!(set_position_mode, |app, account, p| {
+    let mode = if p.flag("dualSidePosition")? {
+        PositionMode::Hedge
+    } else if p.get("dualSidePosition").is_some() {
+        PositionMode::OneWay
+    } else {
+        return Err(ApiError::missing("dualSidePosition"));
+    };
+    app.bridge
+        .write(move |view: &mut View| {
+            if view
+                .engine
+                .account(account)
+                .is_some_and(|a| a.position_mode == mode)
+            {
+                return Err(ApiError::no_need_position_side());
+            }
+            Ok((
+                Command::SetPositionMode { account, mode },
+                finish_with(json!({"code": 200, "msg": "success"})),
+            ))
+        })
+        .await
+});
+
 // ---------------------------------------------------------------- admin
 
 fn admin_auth(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -800,6 +932,31 @@ async fn admin_money(
         let account = AccountId(json_u64(&v, "account")?);
         let (asset, amount) = asset_amount(&app.config, &v)?;
         admin_submit(&app, make(account, asset, amount)).await
+    };
+    respond(go.await)
+}
+
+/// `GET /admin/v1/report?account=N`: the engine's own report of the account (as `perpcore
+/// audit` prints it: balances, positions, margin, liquidation prices) as of the last
+/// durable command, to check what the Binance-shaped endpoints show against.
+async fn admin_report(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let go = async {
+        admin_auth(&app, &headers)?;
+        let p = Params::parse(q.as_deref().unwrap_or(""))?;
+        let account = AccountId(p.required("account")?);
+        app.bridge
+            .read(move |v| {
+                let report = v
+                    .engine
+                    .report(account)
+                    .ok_or_else(|| ApiError::rejected(RejectReason::UnknownAccount))?;
+                Ok(json!({ "seq": v.last_seq, "report": report }))
+            })
+            .await
     };
     respond(go.await)
 }

@@ -32,14 +32,19 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod conn;
 pub mod error;
+pub mod history;
 mod http;
+pub mod limits;
+pub mod metrics;
 pub mod shape;
 pub mod view;
 
 pub use auth::{sign_hex, ApiKeys};
 pub use error::{reject_to_binance, ApiError, GatewayError};
 pub use http::MAX_BODY_BYTES;
+pub use limits::RateLimits;
 
 use perpcore_engine::Engine;
 use perpcore_journal::{Journal, JournalOptions};
@@ -72,6 +77,8 @@ pub struct ServeOptions {
     pub sequencer: SequencerConfig,
     /// Tokio worker threads.
     pub worker_threads: usize,
+    /// Request weights, order counts and connection limits (Binance's by default).
+    pub limits: RateLimits,
 }
 
 impl ServeOptions {
@@ -92,6 +99,7 @@ impl ServeOptions {
             request_timeout: Duration::from_secs(10),
             sequencer: SequencerConfig::default(),
             worker_threads: 2,
+            limits: RateLimits::default(),
         }
     }
 }
@@ -125,12 +133,14 @@ impl Server {
                 what: "must be at least 16 characters".into(),
             });
         }
+        let metrics = Arc::new(metrics::Metrics::new());
         let genesis = perpcore_node::genesis(&opts.config);
         let dir = &opts.journal;
         let has_journal = dir.join(perpcore_journal::MARK_FILE).exists()
             || dir.join(perpcore_journal::SLED_DIR).exists();
         let (started, replica, resumed_after, last_ts_ns) = if !opts.fresh && has_journal {
-            let rec: Recovered<Core> = sequencer::recover_with(dir, JournalOptions::default())?;
+            let mut rec: Recovered<Core> = sequencer::recover_with(dir, JournalOptions::default())?;
+            rec.journal.set_sync_timer(metrics.sync_timer());
             if rec.journal.genesis() != genesis.as_slice() {
                 return Err(GatewayError::ConfigMismatch(dir.display().to_string()));
             }
@@ -145,11 +155,12 @@ impl Server {
                 ts,
             )
         } else {
-            let (journal, _) = if opts.fresh {
+            let (mut journal, _) = if opts.fresh {
                 Journal::create_fresh(dir, &genesis, JournalOptions::default())?
             } else {
                 Journal::open_or_create(dir, &genesis, JournalOptions::default())?
             };
+            journal.set_sync_timer(metrics.sync_timer());
             (
                 Sequencer::start(
                     Core(Engine::new(opts.config.clone())),
@@ -165,9 +176,15 @@ impl Server {
         let (seq, output) = started;
         let view = view::View::new(replica, resumed_after, last_ts_ns);
         let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
+        let (seq_probe, req_probe) = (seq.handle(), tx.clone());
+        metrics.set_probes(
+            Box::new(move || seq_probe.queued()),
+            Box::new(move || req_probe.len()),
+        );
+        let bridge_metrics = metrics.clone();
         let bridge_thread = std::thread::Builder::new()
             .name("perpcore-gateway-bridge".into())
-            .spawn(move || bridge::run(seq, output, rx, view))?;
+            .spawn(move || bridge::run(seq, output, rx, view, bridge_metrics))?;
         let client = bridge::BridgeClient::new(tx);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -181,6 +198,8 @@ impl Server {
             keys: opts.keys,
             admin_token_sha256: sha2::Sha256::digest(opts.admin_token.as_bytes()).into(),
             config: Arc::new(opts.config),
+            limiter: limits::Limiter::new(opts.limits, metrics.clone()),
+            metrics: metrics.clone(),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let bind = |addr| runtime.block_on(tokio::net::TcpListener::bind(addr));
@@ -195,16 +214,30 @@ impl Server {
         let public_addr = public.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let mut servers = Vec::new();
-        for (listener, router) in [
+        let lim = opts.limits;
+        for (listener, name, router) in [
             (
                 public,
+                "public",
                 http::public_router(app.clone(), opts.request_timeout),
             ),
-            (admin, http::admin_router(app, opts.request_timeout)),
+            (
+                admin,
+                "admin",
+                http::admin_router(app, opts.request_timeout),
+            ),
         ] {
             let mut stop = stop_rx.clone();
+            let listener = conn::Guarded::new(
+                listener,
+                name,
+                lim.max_connections,
+                lim.max_connections_per_address,
+                metrics.clone(),
+            );
+            let service = router.into_make_service_with_connect_info::<conn::ClientAddr>();
             servers.push(runtime.spawn(async move {
-                axum::serve(listener, router)
+                axum::serve(listener, service)
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|s| *s).await;
                     })

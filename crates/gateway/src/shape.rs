@@ -59,7 +59,8 @@ pub fn order_types() -> Value {
     ])
 }
 
-pub fn exchange_info(view: &View, now_ms: u64) -> Value {
+/// `rateLimits`: what the limiter enforces (`RateLimits::exchange_info`).
+pub fn exchange_info(view: &View, now_ms: u64, rate_limits: Value) -> Value {
     let config = view.engine.config();
     let asset = |id: AssetId| config.assets[id.0 as usize].symbol.clone();
     let mut margin_assets: Vec<String> = usdm_instruments(config)
@@ -109,7 +110,7 @@ pub fn exchange_info(view: &View, now_ms: u64) -> Value {
         "timezone": "UTC",
         "serverTime": now_ms,
         "futuresType": "U_MARGINED",
-        "rateLimits": [],
+        "rateLimits": rate_limits,
         "exchangeFilters": [],
         "assets": margin_assets.iter().map(|a| json!({"asset": a, "marginAvailable": true, "autoAssetExchange": null})).collect::<Vec<_>>(),
         "symbols": symbols,
@@ -186,7 +187,7 @@ pub fn order(view: &View, id: OrderId, r: &OrderRecord) -> Value {
         "reduceOnly": r.reduce_only,
         "closePosition": r.close_position,
         "side": side_str(r.side),
-        "positionSide": "BOTH",
+        "positionSide": crate::history::position_side_str(r.position_side),
         "stopPrice": price_str(spec, r.stop_price),
         "workingType": r.working_type,
         "priceProtect": false,
@@ -226,6 +227,7 @@ pub fn record_of(view: &View, id: OrderId) -> Option<OrderRecord> {
         cum_quote_raw: 0,
         reduce_only: false,
         close_position: false,
+        position_side: PositionSide::Both,
         working_type: "CONTRACT_PRICE",
         stp: "EXPIRE_TAKER",
         status: Status::New,
@@ -244,6 +246,7 @@ pub fn record_of(view: &View, id: OrderId) -> Option<OrderRecord> {
             "LIMIT",
         );
         r.reduce_only = meta.reduce_only;
+        r.position_side = view.position_side_of(meta.account, id, meta.side);
         r.tif = if meta.post_only { "GTX" } else { "GTC" };
         return Some(r);
     }
@@ -270,6 +273,13 @@ pub fn record_of(view: &View, id: OrderId) -> Option<OrderRecord> {
     );
     r.stop_price = o.trigger;
     r.reduce_only = o.reduce_only;
+    r.position_side = {
+        let mode = view
+            .engine
+            .account(o.account)
+            .map_or(PositionMode::OneWay, |a| a.position_mode);
+        PositionSide::of_order(mode, o.side, o.reduce_only || o.close_position)
+    };
     r.close_position = o.close_position;
     Some(r)
 }
@@ -365,7 +375,7 @@ pub fn account(view: &View, account: AccountId) -> Option<Value> {
             (!spec.is_inverse()).then(|| {
                 json!({
                     "symbol": p.instrument,
-                    "positionSide": "BOTH",
+                    "positionSide": crate::history::position_side_str(p.position_side),
                     "positionAmt": qty_str(spec, p.size),
                     "unrealizedProfit": money_str(p.unrealized_pnl),
                     "isolatedMargin": money_str(p.isolated_margin),
@@ -415,7 +425,7 @@ pub fn position_risk(view: &View, account: AccountId, instrument: Option<&str>) 
             let opt_price = |x: Option<Price>| price_str(spec, x.unwrap_or(Price::ZERO));
             Some(json!({
                 "symbol": p.instrument,
-                "positionSide": "BOTH",
+                "positionSide": crate::history::position_side_str(p.position_side),
                 "positionAmt": qty_str(spec, p.size),
                 "entryPrice": opt_price(p.entry_price),
                 "markPrice": opt_price(p.mark_price),

@@ -61,6 +61,8 @@ pub struct OrderRecord {
     pub cum_quote_raw: i128,
     pub reduce_only: bool,
     pub close_position: bool,
+    /// `Both` in one-way mode; `Long` or `Short` (Binance's `positionSide`) in hedge mode.
+    pub position_side: PositionSide,
     pub working_type: &'static str,
     pub stp: &'static str,
     pub status: Status,
@@ -77,6 +79,8 @@ pub struct View {
     pub next_order_id: u64,
     pub last_seq: u64,
     pub last_ts_ns: u64,
+    /// Account trades and income (`crate::history`).
+    pub history: crate::history::History,
 }
 
 impl View {
@@ -105,6 +109,7 @@ impl View {
             next_order_id: max_id + 1,
             last_seq,
             last_ts_ns,
+            history: crate::history::History::default(),
         }
     }
 
@@ -166,6 +171,8 @@ impl View {
         );
         self.last_seq = seq;
         self.last_ts_ns = ts_ns;
+        self.history
+            .on_command(seq, ts_ns, committed, &self.engine, &self.orders);
         let ms = ts_ns / 1_000_000;
         for e in committed {
             self.on_event(e, ms);
@@ -184,6 +191,7 @@ impl View {
                 price,
                 qty,
             } => {
+                let position_side = self.position_side_of(*account, *order_id, *side);
                 let rec = self.orders.entry(*order_id).or_insert_with(|| OrderRecord {
                     account: *account,
                     instrument: *instrument,
@@ -199,6 +207,7 @@ impl View {
                     cum_quote_raw: 0,
                     reduce_only: false,
                     close_position: false,
+                    position_side,
                     working_type: "CONTRACT_PRICE",
                     stp: "EXPIRE_TAKER",
                     status: Status::New,
@@ -301,6 +310,18 @@ impl View {
                 }
             }
         }
+    }
+
+    /// The position side of an order the gateway has no record of, from the engine: its
+    /// account's position mode and the open order's reduce-only flag (an order already
+    /// gone is taken as reducing, as liquidation orders do).
+    pub fn position_side_of(&self, account: AccountId, id: OrderId, side: Side) -> PositionSide {
+        let mode = self
+            .engine
+            .account(account)
+            .map_or(PositionMode::OneWay, |a| a.position_mode);
+        let reduce_only = self.engine.order(id).is_none_or(|m| m.reduce_only);
+        PositionSide::of_order(mode, side, reduce_only)
     }
 
     /// Whether `id` is open (resting in a book or a waiting conditional order).

@@ -143,6 +143,21 @@ pub struct AppendInfo {
 /// Callback told the last durable sequence number after every durable append.
 pub type DurableObserver = Box<dyn FnMut(u64) + Send>;
 
+/// Which part of a two-stage sync a [`SyncTimer`] is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStage {
+    /// [`SyncHandle::sync_data`]: the fsync of the store's files.
+    Data,
+    /// [`MarkHandle::record`]: the durable mark written and fsynced.
+    Mark,
+}
+
+/// Told how long each stage of a sync took, on the thread that ran it (metrics only:
+/// nothing journaled or hashed depends on it). Set with [`Journal::set_sync_timer`]
+/// before the handles are made; keep it cheap. Only the handles' two-stage syncs (the
+/// sequencer's pipeline) are timed, and only when the durability mode fsyncs.
+pub type SyncTimer = std::sync::Arc<dyn Fn(SyncStage, std::time::Duration) + Send + Sync>;
+
 /// An open journal. Single writer: the journal directory is locked, so a second `open`
 /// of the same path (in this or another process) fails until this one is dropped.
 pub struct Journal {
@@ -156,6 +171,7 @@ pub struct Journal {
     tip: Tip,
     shared: Arc<Shared>,
     observer: Option<DurableObserver>,
+    timer: Option<SyncTimer>,
 }
 
 /// How far `Journal::store_group` takes a group.
@@ -193,14 +209,18 @@ impl SyncHandle {
     /// returned. Lets the mark of one round be written while the next round's fsync runs.
     pub fn sync_data(&mut self) -> Result<Tip, JournalError> {
         let m = &mut self.mark;
-        let (shared, sync) = (&m.shared, &mut m.sync);
+        let (shared, sync, timer) = (&m.shared, &mut m.sync, &m.timer);
         let fsync = m.durability == Durability::Fsync;
         shared.guarded(|| {
             shared.injected_failure()?;
             // Read before the fsync: everything flushed up to here is covered by it.
             let flushed = shared.flushed();
             if fsync {
+                let started = timer.as_ref().map(|_| std::time::Instant::now());
                 sync.sync()?;
+                if let (Some(t), Some(s)) = (timer, started) {
+                    t(SyncStage::Data, s.elapsed());
+                }
             }
             Ok(flushed)
         })
@@ -214,6 +234,7 @@ pub struct MarkHandle {
     durability: Durability,
     shared: Arc<Shared>,
     observer: Option<DurableObserver>,
+    timer: Option<SyncTimer>,
 }
 
 impl std::fmt::Debug for MarkHandle {
@@ -233,7 +254,15 @@ impl MarkHandle {
     pub fn record(&mut self, point: Tip, last_seq: u64) -> Result<(), JournalError> {
         let (shared, sync) = (&self.shared, self.sync.as_mut());
         let fsync = self.durability == Durability::Fsync;
+        let started = self
+            .timer
+            .as_ref()
+            .filter(|_| fsync)
+            .map(|_| std::time::Instant::now());
         shared.guarded(|| shared.advance_mark(sync, point.last_seq, point.link, None, fsync))?;
+        if let (Some(t), Some(s)) = (&self.timer, started) {
+            t(SyncStage::Mark, s.elapsed());
+        }
         if let Some(obs) = self.observer.as_mut() {
             obs(last_seq);
         }
@@ -622,6 +651,7 @@ impl Journal {
                 fail_next_sync: AtomicBool::new(false),
             }),
             observer: None,
+            timer: None,
         };
         let (dropped_tail, batches) = journal.scan_and_repair(mark.last_seq)?;
         journal.check_mark(&mark)?;
@@ -858,6 +888,12 @@ impl Journal {
         self.observer = Some(observer);
     }
 
+    /// Registers a timer told the duration of each sync stage of the handles made after
+    /// this call (see [`SyncTimer`]).
+    pub fn set_sync_timer(&mut self, timer: SyncTimer) {
+        self.timer = Some(timer);
+    }
+
     /// Makes the next flush/fsync fail, to test poisoning.
     #[cfg(feature = "test-hooks")]
     pub fn fail_next_sync(&mut self) {
@@ -930,6 +966,7 @@ impl Journal {
             durability: self.opts.durability,
             shared: Arc::clone(&self.shared),
             observer: self.observer.take(),
+            timer: self.timer.clone(),
         })
     }
 

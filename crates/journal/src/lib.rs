@@ -87,7 +87,7 @@ pub use durability::Durability;
 pub use error::{DecodeError, JournalError};
 pub use journal::{
     AppendInfo, BatchIter, DroppedTail, DurableObserver, Journal, JournalOptions, MarkHandle,
-    OpenCheck, OpenReport, StoredBatch, SyncHandle, Tip,
+    OpenCheck, OpenReport, StoredBatch, SyncHandle, SyncStage, SyncTimer, Tip,
 };
 pub use mark::{
     decode_mark, encode_mark, read_mark_file, Mark, MarkRead, MarkSlot, MARK_FILE_LEN, MARK_MAGIC,
