@@ -54,7 +54,7 @@ PERPCORE_ADMIN_TOKEN="$token" "$bin" serve --fresh --journal "$work/journal" \
 pid=$!
 line=""
 for _ in $(seq 100); do
-    line=$(grep -m1 '^serving' "$work/serve.log" || true)
+    line=$(grep -s -m1 '^serving' "$work/serve.log" || true)
     [ -n "$line" ] && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
