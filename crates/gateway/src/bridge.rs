@@ -104,6 +104,7 @@ pub fn run(
     output: Receiver<Vec<Committed<Event>>>,
     requests: Receiver<Request>,
     mut view: View,
+    mut publisher: crate::publish::Publisher,
 ) -> BridgeExit {
     let handle = sequencer.handle();
     let mut fifo: VecDeque<InFlight> = VecDeque::new();
@@ -129,11 +130,15 @@ pub fn run(
                         failure = Some(format!("output for seq {} without a request", c.seq));
                         break;
                     };
+                    publisher.before(&view, &c.events);
                     view.apply(c.seq, c.ts_ns, &f.command, &c.events, &mut scratch);
+                    publisher.after(&view, c.seq, c.ts_ns, &c.events);
                     commands += 1;
                     let answer = (f.finish)(&mut view, Ok(&c.events));
                     let _ = f.reply.send(answer);
                 }
+                // The group's stream updates, to the hub (never blocks).
+                publisher.flush();
                 if failure.is_some() {
                     break;
                 }

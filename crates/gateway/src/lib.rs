@@ -30,16 +30,21 @@
 //! Must never: answer a write before its events are durable, submit to the sequencer
 //! from anywhere but the bridge, or change engine semantics or encodings.
 
+mod admin_prices;
 pub mod auth;
 pub mod bridge;
 pub mod error;
 mod http;
+pub mod publish;
 pub mod shape;
+pub mod stream;
 pub mod view;
+mod ws;
 
 pub use auth::{sign_hex, ApiKeys};
 pub use error::{reject_to_binance, ApiError, GatewayError};
 pub use http::MAX_BODY_BYTES;
+pub use stream::{StreamOptions, StreamStats};
 
 use perpcore_engine::Engine;
 use perpcore_journal::{Journal, JournalOptions};
@@ -72,6 +77,8 @@ pub struct ServeOptions {
     pub sequencer: SequencerConfig,
     /// Tokio worker threads.
     pub worker_threads: usize,
+    /// Websocket limits (connections, outbound buffers, listen key lifetime).
+    pub streams: StreamOptions,
 }
 
 impl ServeOptions {
@@ -92,6 +99,7 @@ impl ServeOptions {
             request_timeout: Duration::from_secs(10),
             sequencer: SequencerConfig::default(),
             worker_threads: 2,
+            streams: StreamOptions::default(),
         }
     }
 }
@@ -114,6 +122,9 @@ pub struct Server {
     bridge: bridge::BridgeClient,
     bridge_thread: Option<std::thread::JoinHandle<bridge::BridgeExit>>,
     resumed_after: u64,
+    hub_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    hub: Option<tokio::task::JoinHandle<()>>,
+    streams: Arc<stream::Shared>,
 }
 
 impl Server {
@@ -164,10 +175,15 @@ impl Server {
         };
         let (seq, output) = started;
         let view = view::View::new(replica, resumed_after, last_ts_ns);
+        // The streams: the bridge's publisher feeds the hub (a task on the runtime below).
+        let shared = Arc::new(stream::Shared::new(&opts.streams));
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(opts.streams.update_queue.max(1));
+        let publisher = publish::Publisher::new(batch_tx, shared.clone(), &view);
+        let start_seq = view.last_seq;
         let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let bridge_thread = std::thread::Builder::new()
             .name("perpcore-gateway-bridge".into())
-            .spawn(move || bridge::run(seq, output, rx, view))?;
+            .spawn(move || bridge::run(seq, output, rx, view, publisher))?;
         let client = bridge::BridgeClient::new(tx);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -182,6 +198,25 @@ impl Server {
             admin_token_sha256: sha2::Sha256::digest(opts.admin_token.as_bytes()).into(),
             config: Arc::new(opts.config),
         });
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(4096);
+        let (hub_stop, hub_stop_rx) = tokio::sync::oneshot::channel();
+        let hub = runtime.spawn(stream::run(
+            stream::Hub::new(
+                app.config.clone(),
+                shared.clone(),
+                opts.streams.clone(),
+                start_seq,
+            ),
+            batch_rx,
+            control_rx,
+            hub_stop_rx,
+        ));
+        let ws_state = Arc::new(ws::WsState::new(
+            app.clone(),
+            shared.clone(),
+            control_tx,
+            opts.streams.clone(),
+        ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let bind = |addr| runtime.block_on(tokio::net::TcpListener::bind(addr));
         let (public, admin) = match (bind(opts.listen), bind(opts.admin_listen)) {
@@ -198,9 +233,14 @@ impl Server {
         for (listener, router) in [
             (
                 public,
-                http::public_router(app.clone(), opts.request_timeout),
+                http::public_router(app.clone(), opts.request_timeout)
+                    .merge(ws::router(ws_state, opts.request_timeout)),
             ),
-            (admin, http::admin_router(app, opts.request_timeout)),
+            (
+                admin,
+                http::admin_router(app.clone(), opts.request_timeout)
+                    .merge(admin_prices::router(app, opts.request_timeout)),
+            ),
         ] {
             let mut stop = stop_rx.clone();
             servers.push(runtime.spawn(async move {
@@ -220,7 +260,15 @@ impl Server {
             bridge: client,
             bridge_thread: Some(bridge_thread),
             resumed_after,
+            hub_stop: Some(hub_stop),
+            hub: Some(hub),
+            streams: shared,
         })
+    }
+
+    /// Counters of the websocket side.
+    pub fn stream_stats(&self) -> StreamStats {
+        self.streams.stats()
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -245,6 +293,13 @@ impl Server {
         for s in std::mem::take(&mut self.servers) {
             let _ = self.runtime.block_on(s);
         }
+        // Close the websocket connections (code 1001) before the core stops.
+        if let Some(stop) = self.hub_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(hub) = self.hub.take() {
+            let _ = self.runtime.block_on(hub);
+        }
         self.bridge.stop();
         let exit = self
             .bridge_thread
@@ -265,6 +320,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(true);
+        }
+        if let Some(stop) = self.hub_stop.take() {
+            let _ = stop.send(());
         }
         if let Some(t) = self.bridge_thread.take() {
             self.bridge.stop();
