@@ -1069,3 +1069,358 @@ fn agg_trades(seq: u64, events: &[Event]) -> Vec<AggTrade> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Shared, StreamOptions};
+    use perpcore_engine::Engine;
+
+    /// A deterministic 64-bit LCG (Knuth's MMIX constants): the flow below is the same on
+    /// every run.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    struct Rig {
+        seq_engine: Engine,
+        view: View,
+        publisher: Publisher,
+        rx: tokio::sync::mpsc::Receiver<Batch>,
+        seq: u64,
+        scratch: Vec<Event>,
+        /// The books as the depth diffs rebuild them: (instrument, side) → price → qty.
+        shadow: BTreeMap<(u32, bool), BTreeMap<PriceTicks, QtyLots>>,
+        updates: Vec<Update>,
+    }
+
+    impl Rig {
+        fn new(watch: &[u64]) -> Rig {
+            let config = perpcore_config::default_config();
+            let shared = Arc::new(Shared::new(&StreamOptions::default()));
+            if let Ok(mut w) = shared.watched.write() {
+                for a in watch {
+                    w.insert(AccountId(*a), 1);
+                }
+            }
+            shared.watched_generation.fetch_add(1, Ordering::AcqRel);
+            let (tx, rx) = tokio::sync::mpsc::channel(1 << 16);
+            let view = View::new(Engine::new(config.clone()), 0, 0);
+            let publisher = Publisher::new(tx, shared, &view);
+            Rig {
+                seq_engine: Engine::new(config),
+                view,
+                publisher,
+                rx,
+                seq: 0,
+                scratch: Vec::new(),
+                shadow: BTreeMap::new(),
+                updates: Vec::new(),
+            }
+        }
+
+        /// One command through "sequencer" engine, publisher and replica, as the bridge
+        /// does it; the depth diffs applied to the shadow books, which must then equal
+        /// the engine's books.
+        fn run(&mut self, cmd: Command) -> Vec<Event> {
+            self.seq += 1;
+            let ts = 1_700_000_000_000_000_000 + self.seq * 1_000_000;
+            let mut events = Vec::new();
+            self.seq_engine.apply_command(self.seq, ts, &cmd, &mut events);
+            self.publisher.before(&self.view, &events);
+            self.view
+                .apply(self.seq, ts, &cmd, &events, &mut self.scratch);
+            self.publisher.after(&self.view, self.seq, ts, &events);
+            self.publisher.flush();
+            while let Ok(batch) = self.rx.try_recv() {
+                assert!(!batch.lost_before);
+                for u in batch.updates {
+                    for l in &u.levels {
+                        let side = self
+                            .shadow
+                            .entry((l.instrument.0, l.side == Side::Buy))
+                            .or_default();
+                        if l.qty.0 == 0 {
+                            side.remove(&l.price);
+                        } else {
+                            side.insert(l.price, l.qty);
+                        }
+                    }
+                    self.updates.push(u);
+                }
+            }
+            for i in 0..self.view.engine.config().instruments.len() {
+                let book = self.view.engine.book(InstrumentId(i as u32)).unwrap();
+                for (side, bid) in [(Side::Buy, true), (Side::Sell, false)] {
+                    let engine: Vec<_> = book.levels(side).collect();
+                    let mut shadow: Vec<_> = self
+                        .shadow
+                        .get(&(i as u32, bid))
+                        .map(|m| m.iter().map(|(p, q)| (*p, *q)).collect())
+                        .unwrap_or_default();
+                    if bid {
+                        shadow.reverse();
+                    }
+                    assert_eq!(shadow, engine, "instrument {i} {side:?} after seq {}", self.seq);
+                }
+            }
+            events
+        }
+    }
+
+    fn order(id: u64, account: u64, side: Side, ticks: i64, lots: i64, tif: TimeInForce) -> Command {
+        Command::PlaceOrder(NewOrder {
+            account: AccountId(account),
+            instrument: InstrumentId(0),
+            order_id: OrderId(id),
+            side,
+            order_type: OrderType::Limit,
+            tif,
+            price: PriceTicks(ticks),
+            qty: QtyLots(lots),
+            reduce_only: false,
+            close_position: false,
+            stp: StpMode::ExpireTaker,
+        })
+    }
+
+    fn setup(rig: &mut Rig, accounts: u64) {
+        for a in 1..=accounts {
+            rig.run(Command::CreateAccount {
+                account: AccountId(a),
+                parent: None,
+            });
+            rig.run(Command::Deposit {
+                account: AccountId(a),
+                asset: AssetId(0),
+                amount: Money::parse("1000000").unwrap(),
+            });
+        }
+        rig.run(Command::SetMarkPrice {
+            instrument: InstrumentId(0),
+            price: Price::parse("30000").unwrap(),
+        });
+    }
+
+    /// A seeded flow of limit (GTC, IOC, FOK, post-only) and market orders from four
+    /// accounts around a 30000 mark (BTCUSDT: tick 0.1, so 300,000 ticks; lots of 0.001),
+    /// cancels, amends of price and quantity, reduce-only orders, stop-market orders on
+    /// the last trade, cancel-alls and mark moves: after every one of its 3,000
+    /// commands, the books rebuilt from the published level changes alone equal the
+    /// engine's, level for level.
+    #[test]
+    fn levels_rebuild_the_book() {
+        let mut rig = Rig::new(&[1]);
+        setup(&mut rig, 4);
+        let mut rng = Lcg(17);
+        let mut next_id = 1000u64;
+        let (mut canceled, mut amended, mut triggered) = (0, 0, 0);
+        for _ in 0..3_000 {
+            let account = 1 + rng.below(4);
+            let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+            let ticks = 299_900 + rng.below(200) as i64;
+            let lots = 1 + rng.below(20) as i64;
+            next_id += 1;
+            // One of the account's resting orders (or a finished one's id).
+            let open: Vec<OrderId> = rig
+                .view
+                .engine
+                .account(AccountId(account))
+                .map(|a| a.legs.iter().flat_map(|l| l.open_orders.iter().copied()).collect())
+                .unwrap_or_default();
+            let target = if open.is_empty() {
+                OrderId(1001 + rng.below(next_id - 1000))
+            } else {
+                open[rng.below(open.len() as u64) as usize]
+            };
+            let cmd = match rng.below(20) {
+                0..=7 => order(next_id, account, side, ticks, lots, TimeInForce::Gtc),
+                8 => order(next_id, account, side, ticks, lots, TimeInForce::Ioc),
+                9 => order(next_id, account, side, ticks, lots, TimeInForce::Fok),
+                10 => order(next_id, account, side, ticks, lots, TimeInForce::PostOnly),
+                11 => {
+                    let Command::PlaceOrder(mut o) =
+                        order(next_id, account, side, ticks, lots, TimeInForce::Ioc)
+                    else {
+                        unreachable!()
+                    };
+                    o.order_type = OrderType::Market;
+                    Command::PlaceOrder(o)
+                }
+                12 => {
+                    let Command::PlaceOrder(mut o) =
+                        order(next_id, account, side, ticks, lots, TimeInForce::Gtc)
+                    else {
+                        unreachable!()
+                    };
+                    o.reduce_only = true;
+                    Command::PlaceOrder(o)
+                }
+                13 | 14 => Command::CancelOrder {
+                    account: AccountId(account),
+                    order_id: target,
+                },
+                15 | 16 => Command::AmendOrder {
+                    account: AccountId(account),
+                    order_id: target,
+                    price: (rng.below(2) == 0).then_some(PriceTicks(ticks)),
+                    qty: Some(QtyLots(lots)),
+                },
+                17 => Command::PlaceConditional(ConditionalOrder {
+                    account: AccountId(account),
+                    instrument: InstrumentId(0),
+                    order_id: OrderId(next_id),
+                    side,
+                    kind: ConditionalKind::StopMarket,
+                    trigger: Price(ticks * 10_000_000 + if side == Side::Buy { 200_000_000 } else { -200_000_000 }),
+                    callback_rate: Rate::ZERO,
+                    working: WorkingPrice::LastTrade,
+                    price: PriceTicks(0),
+                    tif: TimeInForce::Gtc,
+                    qty: QtyLots(lots),
+                    reduce_only: false,
+                    close_position: false,
+                    stp: StpMode::ExpireTaker,
+                }),
+                18 => Command::CancelAll {
+                    account: AccountId(account),
+                    instrument: Some(InstrumentId(0)),
+                },
+                _ => Command::SetMarkPrice {
+                    instrument: InstrumentId(0),
+                    price: Price((29_950 + rng.below(100) as i64) * 100_000_000),
+                },
+            };
+            for e in rig.run(cmd) {
+                match e {
+                    Event::OrderCanceled { .. } => canceled += 1,
+                    Event::OrderAmended { .. } => amended += 1,
+                    Event::ConditionalTriggered { .. } => triggered += 1,
+                    _ => {}
+                }
+            }
+        }
+        // The flow exercises what moves levels besides trades.
+        assert!(
+            canceled > 100 && amended > 50 && triggered > 10,
+            "{canceled} cancels, {amended} amends, {triggered} triggers"
+        );
+        let trades: u64 = rig
+            .updates
+            .iter()
+            .map(|u| u.trades.iter().map(|t| t.last_id - t.first_id + 1).sum::<u64>())
+            .sum();
+        assert!(trades > 100, "the flow trades ({trades} trades)");
+        // Only the watched account got private frames, and every one is valid JSON.
+        let mut frames = 0;
+        for u in &rig.updates {
+            for (account, text) in &u.user {
+                assert_eq!(*account, AccountId(1));
+                let v: Value = serde_json::from_str(text).unwrap();
+                assert!(v["e"].is_string());
+                frames += 1;
+            }
+        }
+        assert!(frames > 100, "account 1 got {frames} frames");
+    }
+
+    /// A taker buy of 7 lots sweeping two asks at one price and one at the next: one
+    /// aggregate per (taker, price) with consecutive trade ids (`seq × 10^6 + k`), and the
+    /// running order state of the maker in its ORDER_TRADE_UPDATE frames.
+    #[test]
+    fn aggregate_trades_and_order_updates_by_hand() {
+        let mut rig = Rig::new(&[2]);
+        setup(&mut rig, 2);
+        // Account 2 rests asks: 5 lots and 3 lots at 30001.0, 4 lots at 30002.0.
+        rig.run(order(11, 2, Side::Sell, 300_010, 5, TimeInForce::Gtc));
+        rig.run(order(12, 2, Side::Sell, 300_010, 3, TimeInForce::Gtc));
+        rig.run(order(13, 2, Side::Sell, 300_020, 4, TimeInForce::Gtc));
+        // Account 1 buys 10 lots at up to 30002.0: 5 + 3 at 30001.0, then 2 of 4 at 30002.0.
+        let events = rig.run(order(14, 1, Side::Buy, 300_020, 10, TimeInForce::Gtc));
+        let seq = rig.seq;
+        assert_eq!(events.iter().filter(|e| matches!(e, Event::Trade { .. })).count(), 3);
+        let last = rig.updates.last().unwrap();
+        let p = |s: &str| Price::parse(s).unwrap();
+        let q = |s: &str| Qty::parse(s).unwrap();
+        assert_eq!(
+            last.trades,
+            vec![
+                AggTrade {
+                    instrument: InstrumentId(0),
+                    price: p("30001"),
+                    qty: q("0.008"),
+                    first_id: seq * 1_000_000,
+                    last_id: seq * 1_000_000 + 1,
+                    buyer_maker: false,
+                },
+                AggTrade {
+                    instrument: InstrumentId(0),
+                    price: p("30002"),
+                    qty: q("0.002"),
+                    first_id: seq * 1_000_000 + 2,
+                    last_id: seq * 1_000_000 + 2,
+                    buyer_maker: false,
+                },
+            ]
+        );
+        // Levels after: 30001.0 empty, 30002.0 with 4 − 2 = 2 lots.
+        assert_eq!(
+            last.levels,
+            vec![
+                LevelChange { instrument: InstrumentId(0), side: Side::Sell, price: PriceTicks(300_010), qty: QtyLots(0) },
+                LevelChange { instrument: InstrumentId(0), side: Side::Sell, price: PriceTicks(300_020), qty: QtyLots(2) },
+            ]
+        );
+        // Account 2's frames for the trade command: orders 11 and 12 filled, 13 partly
+        // (2 of 4 lots), then one ACCOUNT_UPDATE. Account 1 (not watched) gets nothing.
+        let frames: Vec<Value> = last
+            .user
+            .iter()
+            .map(|(a, t)| {
+                assert_eq!(*a, AccountId(2));
+                serde_json::from_str(t).unwrap()
+            })
+            .collect();
+        let summary: Vec<(u64, &str, &str, &str, bool)> = frames
+            .iter()
+            .filter(|f| f["e"] == "ORDER_TRADE_UPDATE")
+            .map(|f| {
+                let o = &f["o"];
+                (
+                    o["i"].as_u64().unwrap(),
+                    o["X"].as_str().unwrap(),
+                    o["z"].as_str().unwrap(),
+                    o["L"].as_str().unwrap(),
+                    o["m"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (11, "FILLED", "0.005", "30001.0", true),
+                (12, "FILLED", "0.003", "30001.0", true),
+                (13, "PARTIALLY_FILLED", "0.002", "30002.0", true),
+            ]
+        );
+        // Maker fee of order 13's fill: 0.002 × 30002 × 0.0002 = 0.0120008 USDT.
+        assert_eq!(frames[2]["o"]["n"], "0.01200080");
+        assert_eq!(frames[2]["o"]["t"], seq * 1_000_000 + 2);
+        let account = frames.iter().find(|f| f["e"] == "ACCOUNT_UPDATE").unwrap();
+        assert_eq!(account["a"]["m"], "ORDER");
+        // Account 2 sold 0.010 BTC: 0.008 at 30001 and 0.002 at 30002, entry
+        // (240.008 + 60.004) / 0.010 = 30001.2.
+        assert_eq!(account["a"]["P"][0]["pa"], "-0.010");
+        assert_eq!(account["a"]["P"][0]["ep"], "30001.2");
+    }
+}

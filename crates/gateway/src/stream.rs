@@ -379,6 +379,8 @@ pub enum Control {
         /// A user stream: the account and the listen key it connected with.
         user: Option<(AccountId, String)>,
         topics: Vec<Topic>,
+        /// Answered once the connection is registered (its streams flow from then on).
+        registered: oneshot::Sender<()>,
     },
     Method {
         id: u64,
@@ -547,7 +549,22 @@ impl Hub {
         }
     }
 
-    /// Forget a connection and tell its writer to close with `frame`.
+    /// Forget a connection; its writer sends what is queued, then `frame` (or closes at
+    /// once when the outbox is full).
+    fn close(&mut self, id: u64, frame: CloseFrame) {
+        if let Some(mut c) = self.remove(id) {
+            if let Err(mpsc::error::TrySendError::Full(Out::Close(frame))) =
+                c.out.tx.try_send(Out::Close(frame))
+            {
+                if let Some(k) = c.kill.take() {
+                    let _ = k.send(frame);
+                }
+            }
+        }
+    }
+
+    /// Forget a connection and tell its writer to close with `frame` at once (frames
+    /// still queued are dropped).
     fn kill(&mut self, id: u64, frame: CloseFrame) {
         if let Some(mut c) = self.remove(id) {
             if let Some(k) = c.kill.take() {
@@ -615,6 +632,7 @@ impl Hub {
                 combined,
                 user,
                 topics,
+                registered,
             } => {
                 if let Some((account, _)) = &user {
                     self.users.entry(*account).or_default().insert(id);
@@ -633,6 +651,7 @@ impl Hub {
                         user,
                     },
                 );
+                let _ = registered.send(());
             }
             Control::Closed { id } => {
                 self.remove(id);
@@ -645,7 +664,7 @@ impl Hub {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
-                    self.kill(id, close_frame(CloseCode::Normal, "listen key deleted"));
+                    self.close(id, close_frame(CloseCode::Normal, "listen key deleted"));
                 }
             }
             Control::Method {
@@ -854,7 +873,7 @@ impl Hub {
                     };
                     let _ = c.out.push(&frame);
                 }
-                self.kill(id, close_frame(CloseCode::Normal, "listen key expired"));
+                self.close(id, close_frame(CloseCode::Normal, "listen key expired"));
             }
         }
     }

@@ -336,8 +336,31 @@ async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
             "this connection cannot be upgraded",
         );
     };
+    // Register with the hub before answering 101: once the client's handshake is done,
+    // every command applied after it reaches this connection's streams.
+    let id = ws.next_id.fetch_add(1, Ordering::Relaxed);
+    let (out, rx, queued) = Outbox::new(ws.opts.outbound_frames, ws.opts.outbound_bytes);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let (registered_tx, registered) = oneshot::channel();
+    let open = Control::Open {
+        id,
+        out: out.clone(),
+        kill: kill_tx,
+        combined: init.combined,
+        user: init.user,
+        topics: init.topics,
+        registered: registered_tx,
+    };
+    if ws.control.send(open).await.is_err() || registered.await.is_err() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1008,
+            "the server is stopping",
+        );
+    }
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
+            let _ = ws.control.send(Control::Closed { id }).await;
             return;
         };
         let config = WebSocketConfig::default()
@@ -349,7 +372,7 @@ async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
             Some(config),
         )
         .await;
-        connection(ws, socket, init).await;
+        connection(ws, socket, id, out, rx, queued, kill_rx).await;
         drop(counted);
     });
     Response::builder()
@@ -363,26 +386,20 @@ async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
 
 // ---------------------------------------------------------------- a connection
 
-async fn connection<S>(ws: Ws, socket: WebSocketStream<S>, init: Init)
-where
+/// Drive one registered connection until either side ends it.
+async fn connection<S>(
+    ws: Ws,
+    socket: WebSocketStream<S>,
+    id: u64,
+    out: Outbox,
+    rx: mpsc::Receiver<Out>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    kill_rx: oneshot::Receiver<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let id = ws.next_id.fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
-    let (out, rx, queued) = Outbox::new(ws.opts.outbound_frames, ws.opts.outbound_bytes);
-    let (kill_tx, kill_rx) = oneshot::channel();
     let (done_tx, mut done_rx) = oneshot::channel::<()>();
-    let open = Control::Open {
-        id,
-        out: out.clone(),
-        kill: kill_tx,
-        combined: init.combined,
-        user: init.user,
-        topics: init.topics,
-    };
-    if ws.control.send(open).await.is_err() {
-        return;
-    }
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
@@ -465,10 +482,19 @@ async fn write_loop<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    // The kill signal is live until the hub sends it or drops it (an ordered close then
+    // comes through the outbox, after the frames queued before it).
+    let mut kill_live = true;
     let close = loop {
         let msg = tokio::select! {
             biased;
-            k = &mut kill => break k.ok(),
+            k = &mut kill, if kill_live => match k {
+                Ok(frame) => break Some(frame),
+                Err(_) => {
+                    kill_live = false;
+                    continue;
+                }
+            },
             o = rx.recv() => match o {
                 None => break None,
                 Some(Out::Close(f)) => break Some(f),
@@ -480,10 +506,23 @@ async fn write_loop<S>(
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         // A write blocked by a client that does not read must not hold off the kill.
-        tokio::select! {
-            biased;
-            k = &mut kill => break k.ok(),
-            r = sink.send(msg) => if r.is_err() { break None },
+        let outcome = {
+            let send = sink.send(msg);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    biased;
+                    k = &mut kill, if kill_live => match k {
+                        Ok(frame) => break Err(Some(frame)),
+                        // Dropped: no kill any more; finish this frame.
+                        Err(_) => kill_live = false,
+                    },
+                    r = &mut send => break if r.is_ok() { Ok(()) } else { Err(None) },
+                }
+            }
+        };
+        if let Err(close) = outcome {
+            break close;
         }
     };
     if let Some(frame) = close {
