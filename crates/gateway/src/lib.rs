@@ -227,6 +227,12 @@ impl Server {
                 return Err(e.into());
             }
         };
+        if let Some(n) = opts.streams.socket_send_buffer {
+            // Inherited by the accepted sockets (see `StreamOptions::socket_send_buffer`).
+            if let Err(e) = socket2::SockRef::from(&public).set_send_buffer_size(n) {
+                tracing::warn!("SO_SNDBUF {n} on the public listener: {e}");
+            }
+        }
         let public_addr = public.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let mut servers = Vec::new();

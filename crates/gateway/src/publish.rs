@@ -638,7 +638,7 @@ impl Publisher {
                 "pa": qty_str(spec, p.size),
                 "mt": if p.mode == MarginMode::Cross { "CROSSED" } else { "ISOLATED" },
                 "iw": money_str(p.isolated_margin),
-                "mp": p.mark_price.map_or(String::new(), |m| fixed8(m)),
+                "mp": p.mark_price.map_or(String::new(), fixed8),
                 "up": money_str(p.unrealized_pnl),
                 "mm": money_str(p.maintenance_margin),
             }));
@@ -1136,7 +1136,8 @@ mod tests {
             self.seq += 1;
             let ts = 1_700_000_000_000_000_000 + self.seq * 1_000_000;
             let mut events = Vec::new();
-            self.seq_engine.apply_command(self.seq, ts, &cmd, &mut events);
+            self.seq_engine
+                .apply_command(self.seq, ts, &cmd, &mut events);
             self.publisher.before(&self.view, &events);
             self.view
                 .apply(self.seq, ts, &cmd, &events, &mut self.scratch);
@@ -1171,14 +1172,25 @@ mod tests {
                     if bid {
                         shadow.reverse();
                     }
-                    assert_eq!(shadow, engine, "instrument {i} {side:?} after seq {}", self.seq);
+                    assert_eq!(
+                        shadow, engine,
+                        "instrument {i} {side:?} after seq {}",
+                        self.seq
+                    );
                 }
             }
             events
         }
     }
 
-    fn order(id: u64, account: u64, side: Side, ticks: i64, lots: i64, tif: TimeInForce) -> Command {
+    fn order(
+        id: u64,
+        account: u64,
+        side: Side,
+        ticks: i64,
+        lots: i64,
+        tif: TimeInForce,
+    ) -> Command {
         Command::PlaceOrder(NewOrder {
             account: AccountId(account),
             instrument: InstrumentId(0),
@@ -1227,7 +1239,11 @@ mod tests {
         let (mut canceled, mut amended, mut triggered) = (0, 0, 0);
         for _ in 0..3_000 {
             let account = 1 + rng.below(4);
-            let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+            let side = if rng.below(2) == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
             let ticks = 299_900 + rng.below(200) as i64;
             let lots = 1 + rng.below(20) as i64;
             next_id += 1;
@@ -1236,7 +1252,12 @@ mod tests {
                 .view
                 .engine
                 .account(AccountId(account))
-                .map(|a| a.legs.iter().flat_map(|l| l.open_orders.iter().copied()).collect())
+                .map(|a| {
+                    a.legs
+                        .iter()
+                        .flat_map(|l| l.open_orders.iter().copied())
+                        .collect()
+                })
                 .unwrap_or_default();
             let target = if open.is_empty() {
                 OrderId(1001 + rng.below(next_id - 1000))
@@ -1282,7 +1303,14 @@ mod tests {
                     order_id: OrderId(next_id),
                     side,
                     kind: ConditionalKind::StopMarket,
-                    trigger: Price(ticks * 10_000_000 + if side == Side::Buy { 200_000_000 } else { -200_000_000 }),
+                    trigger: Price(
+                        ticks * 10_000_000
+                            + if side == Side::Buy {
+                                200_000_000
+                            } else {
+                                -200_000_000
+                            },
+                    ),
                     callback_rate: Rate::ZERO,
                     working: WorkingPrice::LastTrade,
                     price: PriceTicks(0),
@@ -1318,7 +1346,12 @@ mod tests {
         let trades: u64 = rig
             .updates
             .iter()
-            .map(|u| u.trades.iter().map(|t| t.last_id - t.first_id + 1).sum::<u64>())
+            .map(|u| {
+                u.trades
+                    .iter()
+                    .map(|t| t.last_id - t.first_id + 1)
+                    .sum::<u64>()
+            })
             .sum();
         assert!(trades > 100, "the flow trades ({trades} trades)");
         // Only the watched account got private frames, and every one is valid JSON.
@@ -1348,7 +1381,13 @@ mod tests {
         // Account 1 buys 10 lots at up to 30002.0: 5 + 3 at 30001.0, then 2 of 4 at 30002.0.
         let events = rig.run(order(14, 1, Side::Buy, 300_020, 10, TimeInForce::Gtc));
         let seq = rig.seq;
-        assert_eq!(events.iter().filter(|e| matches!(e, Event::Trade { .. })).count(), 3);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Trade { .. }))
+                .count(),
+            3
+        );
         let last = rig.updates.last().unwrap();
         let p = |s: &str| Price::parse(s).unwrap();
         let q = |s: &str| Qty::parse(s).unwrap();
@@ -1377,8 +1416,18 @@ mod tests {
         assert_eq!(
             last.levels,
             vec![
-                LevelChange { instrument: InstrumentId(0), side: Side::Sell, price: PriceTicks(300_010), qty: QtyLots(0) },
-                LevelChange { instrument: InstrumentId(0), side: Side::Sell, price: PriceTicks(300_020), qty: QtyLots(2) },
+                LevelChange {
+                    instrument: InstrumentId(0),
+                    side: Side::Sell,
+                    price: PriceTicks(300_010),
+                    qty: QtyLots(0)
+                },
+                LevelChange {
+                    instrument: InstrumentId(0),
+                    side: Side::Sell,
+                    price: PriceTicks(300_020),
+                    qty: QtyLots(2)
+                },
             ]
         );
         // Account 2's frames for the trade command: orders 11 and 12 filled, 13 partly

@@ -61,6 +61,12 @@ pub struct StreamOptions {
     pub listen_key_ttl: Duration,
     /// How long a connection being closed may take to write its close frame.
     pub close_grace: Duration,
+    /// The kernel's send buffer of the public listener's sockets (SO_SNDBUF, set on the
+    /// listening socket and inherited by every accepted one; Linux doubles it for its
+    /// bookkeeping). With the outbox it bounds what one websocket connection holds;
+    /// `None` leaves the operating system's autotuning (Linux: up to `tcp_wmem`'s
+    /// maximum, 4 MiB by default, per socket).
+    pub socket_send_buffer: Option<usize>,
     /// Batches the bridge may queue for the hub before they are dropped (and every
     /// stream connection closed).
     pub update_queue: usize,
@@ -77,6 +83,7 @@ impl Default for StreamOptions {
             max_messages_per_second: 10,
             listen_key_ttl: Duration::from_secs(3600),
             close_grace: Duration::from_secs(5),
+            socket_send_buffer: Some(256 * 1024),
             update_queue: 16 * 1024,
         }
     }
@@ -955,20 +962,20 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 n += 1;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     hub.flush_depth(DepthSpeed::Ms100);
                 }
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     hub.flush_depth(DepthSpeed::Ms250);
                 }
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     hub.flush_depth(DepthSpeed::Ms500);
                 }
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     hub.emit_marks(true);
                     hub.expire_listen_keys(Instant::now());
                 }
-                if n % 60 == 0 {
+                if n.is_multiple_of(60) {
                     hub.emit_marks(false);
                 }
             }

@@ -210,7 +210,7 @@ impl Drop for Counted {
 }
 
 /// The streams a URL names: the path's tail, `?streams=`, `?listenKey=`.
-fn init_of(ws: &WsState, path: &str, query: Option<&str>) -> Result<Init, Response> {
+fn init_of(ws: &WsState, path: &str, query: Option<&str>) -> Result<Init, ApiError> {
     let config = &ws.app.config;
     let combined = path.ends_with("/stream");
     let mut names: Vec<String> = Vec::new();
@@ -230,7 +230,7 @@ fn init_of(ws: &WsState, path: &str, query: Option<&str>) -> Result<Init, Respon
         names.push(v.to_string());
     }
     if names.len() > ws.opts.max_streams_per_connection {
-        return Err(refuse(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             2,
             format!(
@@ -261,7 +261,7 @@ fn init_of(ws: &WsState, path: &str, query: Option<&str>) -> Result<Init, Respon
         match account {
             Some(a) => {
                 if init.user.as_ref().is_some_and(|(b, _)| *b != a) {
-                    return Err(refuse(
+                    return Err(ApiError::new(
                         StatusCode::BAD_REQUEST,
                         2,
                         "Invalid request: one user stream per connection",
@@ -270,10 +270,10 @@ fn init_of(ws: &WsState, path: &str, query: Option<&str>) -> Result<Init, Respon
                 init.user = Some((a, name));
             }
             None if crate::stream::looks_like_listen_key(&name) => {
-                return Err(no_listen_key().into_response());
+                return Err(no_listen_key());
             }
             None if name.contains('@') => {
-                return Err(refuse(
+                return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     2,
                     format!("Invalid request: unknown stream {name}"),
@@ -317,7 +317,7 @@ async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let init = match init_of(&ws, req.uri().path(), req.uri().query()) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     // Count the connection before it exists; refuse above the limit.
     if ws.shared.connections.fetch_add(1, Ordering::AcqRel) >= ws.opts.max_connections {
@@ -366,12 +366,8 @@ async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
         let config = WebSocketConfig::default()
             .max_message_size(Some(ws.opts.max_message_bytes))
             .max_frame_size(Some(ws.opts.max_message_bytes));
-        let socket = WebSocketStream::from_raw_socket(
-            hyper_util::rt::TokioIo::new(upgraded),
-            Role::Server,
-            Some(config),
-        )
-        .await;
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         connection(ws, socket, id, out, rx, queued, kill_rx).await;
         drop(counted);
     });

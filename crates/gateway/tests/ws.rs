@@ -221,9 +221,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(api: SocketAddr, path: &str) -> Ws {
     let url = format!("ws://{api}{path}");
@@ -269,16 +268,17 @@ async fn until(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> 
 }
 
 /// The close frame's code and reason (frames before it are skipped; at most 100,000).
-async fn close_of<S>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-) -> Option<(CloseCode, String)>
+async fn close_of<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<(CloseCode, String)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let deadline = Instant::now() + DEADLINE;
     for _ in 0..100_000 {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await.expect("closed in time") {
+        match tokio::time::timeout(left, ws.next())
+            .await
+            .expect("closed in time")
+        {
             Some(Ok(Message::Close(f))) => {
                 return f.map(|f| (f.code, f.reason.as_str().to_string()))
             }
@@ -294,6 +294,9 @@ fn s(v: &Value) -> &str {
 }
 
 // ---------------------------------------------------------------- depth
+
+/// Bids and asks as (price, quantity) text, best first.
+type Levels = (Vec<(String, String)>, Vec<(String, String)>);
 
 /// A local order book kept as Binance documents for USDⓈ-M futures ("How to manage a
 /// local order book correctly",
@@ -362,7 +365,7 @@ impl LocalBook {
     }
 
     /// The book as `GET /fapi/v1/depth` lists it: bids highest first, asks lowest first.
-    fn levels(&self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn levels(&self) -> Levels {
         let num = |p: &String| p.parse::<f64>().unwrap();
         let mut bids: Vec<_> = self.bids.clone().into_iter().collect();
         bids.sort_by(|a, b| num(&b.0).total_cmp(&num(&a.0)));
@@ -372,7 +375,7 @@ impl LocalBook {
     }
 }
 
-fn rest_levels(v: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn rest_levels(v: &Value) -> Levels {
     let side = |k: &str| {
         v[k].as_array()
             .unwrap()
@@ -404,8 +407,11 @@ fn depth_diffs_rebuild_the_rest_book() {
         // Before the snapshot: asks 0.010 @ 30010, 0.005 @ 30020; bids 0.004 @ 29990,
         // 0.003 @ 29980.
         a.order("symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.010&price=30010");
-        let a2 = a.order("symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.005&price=30020");
-        let b1 = b.order("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.004&price=29990");
+        let a2 = a.order(
+            "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.005&price=30020",
+        );
+        let b1 = b
+            .order("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.004&price=29990");
         b.order("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.003&price=29980");
         let snapshot = rig.depth();
         let mut book = LocalBook::from_snapshot(&snapshot);
@@ -420,7 +426,11 @@ fn depth_diffs_rebuild_the_rest_book() {
             "/fapi/v1/order",
             &format!("symbol=BTCUSDT&orderId={b1}&side=BUY&quantity=0.004&price=29995"),
         );
-        a.ok("DELETE", "/fapi/v1/order", &format!("symbol=BTCUSDT&orderId={a2}"));
+        a.ok(
+            "DELETE",
+            "/fapi/v1/order",
+            &format!("symbol=BTCUSDT&orderId={a2}"),
+        );
         a.order("symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price=30030");
         let last = rig.depth();
         let target = last["lastUpdateId"].as_u64().unwrap();
@@ -698,6 +708,7 @@ fn a_slow_consumer_is_disconnected_and_others_keep_their_data() {
     let rig = Rig::start(|o| {
         o.streams.outbound_frames = 64;
         o.streams.outbound_bytes = 16 * 1024;
+        o.streams.socket_send_buffer = Some(8 * 1024);
     });
     rig.fund("1000");
     let a = rig.client(0);
@@ -731,11 +742,20 @@ fn a_slow_consumer_is_disconnected_and_others_keep_their_data() {
         let started = Instant::now();
         let mut cycles = 0;
         let place_cancel = || {
-            let id = a.order("symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price=30050");
-            a.ok("DELETE", "/fapi/v1/order", &format!("symbol=BTCUSDT&orderId={id}"));
+            let id = a.order(
+                "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price=30050",
+            );
+            a.ok(
+                "DELETE",
+                "/fapi/v1/order",
+                &format!("symbol=BTCUSDT&orderId={id}"),
+            );
         };
         while rig.server.as_ref().unwrap().stream_stats().slow_disconnects == 0 {
-            assert!(cycles < 20_000 && started.elapsed() < Duration::from_secs(60), "the slow client was never disconnected");
+            assert!(
+                cycles < 20_000 && started.elapsed() < Duration::from_secs(60),
+                "the slow client was never disconnected"
+            );
             place_cancel();
             cycles += 1;
         }
@@ -753,7 +773,10 @@ fn a_slow_consumer_is_disconnected_and_others_keep_their_data() {
         let (code, reason) = close_of(&mut slow).await.expect("a close frame");
         assert_eq!(code, CloseCode::Policy);
         assert!(reason.contains("slow consumer"), "{reason}");
-        assert_eq!(rig.server.as_ref().unwrap().stream_stats().slow_disconnects, 1);
+        assert_eq!(
+            rig.server.as_ref().unwrap().stream_stats().slow_disconnects,
+            1
+        );
         reader.abort();
     });
     rig.stop();
@@ -779,7 +802,11 @@ fn bad_frames_get_binance_errors_and_limits_hold() {
         let r = ask!("{not json");
         assert_eq!(r["code"], 3, "{r}");
         let r = ask!(r#"{"method":"SUBSCRIBE","params":["btcusdt@nope"],"id":2}"#);
-        assert_eq!((r["code"].as_i64(), r["id"].as_u64()), (Some(2), Some(2)), "{r}");
+        assert_eq!(
+            (r["code"].as_i64(), r["id"].as_u64()),
+            (Some(2), Some(2)),
+            "{r}"
+        );
         let r = ask!(r#"{"method":"FETCH","id":3}"#);
         assert_eq!(r["code"], 2, "{r}");
         let r = ask!(r#"{"method":"SUBSCRIBE","params":["btcusdt@aggTrade"],"id":"four"}"#);
@@ -799,7 +826,9 @@ fn bad_frames_get_binance_errors_and_limits_hold() {
         // connection sent 9 so far; the window may have turned over, so send 11 more.)
         for i in 0..11 {
             if ws
-                .send(Message::Text(format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{i}}}"#).into()))
+                .send(Message::Text(
+                    format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{i}}}"#).into(),
+                ))
                 .await
                 .is_err()
             {
@@ -811,7 +840,9 @@ fn bad_frames_get_binance_errors_and_limits_hold() {
 
         // A message above 4 KiB closes with 1009.
         let mut big = connect(rig.api, "/ws").await;
-        big.send(Message::Text("x".repeat(5000).into())).await.unwrap();
+        big.send(Message::Text("x".repeat(5000).into()))
+            .await
+            .unwrap();
         let (code, _) = close_of(&mut big).await.expect("a close frame");
         assert_eq!(code, CloseCode::Size);
 
@@ -829,7 +860,10 @@ fn bad_frames_get_binance_errors_and_limits_hold() {
         // At most 4 connections: the 5th is refused with 503 while 4 are open.
         let deadline = Instant::now() + DEADLINE;
         while rig.server.as_ref().unwrap().stream_stats().connections > 0 {
-            assert!(Instant::now() < deadline, "closed connections are not counted");
+            assert!(
+                Instant::now() < deadline,
+                "closed connections are not counted"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut open = Vec::new();
@@ -857,7 +891,10 @@ fn an_expired_listen_key_ends_its_stream() {
         let f = until(&mut ws, |v| v["e"] == "listenKeyExpired").await;
         assert_eq!(f.last().unwrap()["listenKey"], key.as_str());
         let (code, reason) = close_of(&mut ws).await.expect("a close frame");
-        assert_eq!((code, reason.as_str()), (CloseCode::Normal, "listen key expired"));
+        assert_eq!(
+            (code, reason.as_str()),
+            (CloseCode::Normal, "listen key expired")
+        );
     });
     let (status, v) = b.listen_key("PUT");
     assert_eq!((status, v["code"].as_i64()), (400, Some(-1125)));
