@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Manual check (not run by .ci/run yet): two ccxt clients against `perpcore serve`.
+# Manual check (not run by .ci/run yet): two ccxt clients against `perpcore serve`, then
+# ccxt.pro's watchers (watch.py).
 # Needs python3 with venv; installs ccxt (pinned) into $CCXT_VENV (default: a temp dir).
 set -euo pipefail
 CCXT_VERSION=4.5.90
@@ -19,3 +20,5 @@ pid=$!
 trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 50); do grep -q serving "$work/serve.log" && break; sleep 0.1; done
 timeout 120 "$venv/bin/python" "$here/smoke.py" http://127.0.0.1:18590 http://127.0.0.1:18591 "$token"
+# ccxt.pro (in the same package): watch_order_book and watch_orders over the websockets.
+timeout 120 "$venv/bin/python" "$here/watch.py" http://127.0.0.1:18590 http://127.0.0.1:18591 "$token"
