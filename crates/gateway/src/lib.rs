@@ -1,5 +1,6 @@
-//! perpcore-gateway: a Binance USDⓈ-M-compatible REST gateway in front of the sequencer
-//! (`perpcore serve`). Endpoints, errors and how to point ccxt at it: docs/GATEWAY.md.
+//! perpcore-gateway: a Binance USDⓈ-M-compatible REST and websocket gateway in front of
+//! the sequencer (`perpcore serve`). Endpoints, streams, errors and how to point ccxt and
+//! ccxt.pro at it: docs/GATEWAY.md.
 //!
 //! # Threads and how an answer waits for durability
 //!
@@ -9,6 +10,9 @@
 //!                      ▼                              │
 //!                  bridge thread ── try_submit(Command) ──► sequencer ► writer ► fsync ► mark
 //!                  (read replica = View, FIFO of writes in flight)  ◄── Vec<Committed> (durable)
+//!                      │ publisher: try_send(Batch) per fsync group
+//!                      ▼
+//!  ws clients ◄── outbox (bounded) ◄── stream hub task (topics, depth batches, listen keys)
 //! ```
 //!
 //! The sequencer and the engine run on their own threads exactly as in `perpcore run`.
@@ -27,8 +31,14 @@
 //! (the sequencer's engine is not shared at all). The cost is applying each command
 //! twice, on two threads; a read waits at most for the bridge's current step.
 //!
+//! Websocket streams (`publish`, `stream`, `ws`): the bridge's publisher notes what each
+//! durable command changed and hands it, per fsync group, to the stream hub without
+//! waiting; the hub fans frames out into each connection's bounded outbox without
+//! waiting, and disconnects a connection whose outbox is full.
+//!
 //! Must never: answer a write before its events are durable, submit to the sequencer
-//! from anywhere but the bridge, or change engine semantics or encodings.
+//! from anywhere but the bridge, publish a stream event of a command that is not
+//! durable, or change engine semantics or encodings.
 
 mod admin_prices;
 pub mod auth;
