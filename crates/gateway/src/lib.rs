@@ -48,6 +48,7 @@ mod http;
 pub mod publish;
 pub mod shape;
 pub mod stream;
+mod user_data;
 pub mod view;
 mod ws;
 

@@ -330,7 +330,8 @@ pub enum Push {
 }
 
 impl Outbox {
-    /// An outbox and its receiving end; the receiver calls [`Outbox::taken`] per frame.
+    /// An outbox, its receiving end and the queued byte count, from which the receiver
+    /// subtracts each frame it takes.
     pub fn new(frames: usize, max_bytes: usize) -> (Outbox, mpsc::Receiver<Out>, Arc<AtomicUsize>) {
         let (tx, rx) = mpsc::channel(frames.max(1));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
