@@ -121,6 +121,8 @@ pub struct Publisher {
     pending: Vec<Update>,
     lost: bool,
     dirty: Vec<(InstrumentId, Side, PriceTicks)>,
+    /// The sequenced time (ms) of the last scan of every instrument's market data.
+    marks_scanned_ms: u64,
     user: UserData,
 }
 
@@ -169,6 +171,7 @@ impl Publisher {
             pending: Vec::new(),
             lost: false,
             dirty: Vec::new(),
+            marks_scanned_ms: view.last_ts_ns / 1_000_000,
             user: UserData::default(),
         };
         p.pending.push(Update {
@@ -253,21 +256,48 @@ impl Publisher {
                     .map_or(QtyLots::ZERO, |b| b.level_qty(side, price)),
             })
             .collect();
+        // A best bid or ask can only move where a level changed.
         let mut tops = Vec::new();
-        let mut marks = Vec::new();
-        for i in instruments(view) {
+        let mut last = None;
+        for &(i, _, _) in &self.dirty {
+            if last == Some(i) {
+                continue;
+            }
+            last = Some(i);
             let t = top_of(view, i);
             if t != self.tops[i.0 as usize] {
                 self.tops[i.0 as usize] = t;
                 tops.push((i, t));
             }
+        }
+        // Market data: the instruments a price event names at once, and every instrument
+        // once per 100 ms of sequenced time (a derived funding rate moves with its premium
+        // samples, without an event).
+        let ts_ms = ts_ns / 1_000_000;
+        let mut marks = Vec::new();
+        let mut check = |p: &mut Publisher, i: InstrumentId| {
             let m = mark_of(view, i);
-            if m != self.marks[i.0 as usize] {
-                self.marks[i.0 as usize] = m;
+            if m != p.marks[i.0 as usize] {
+                p.marks[i.0 as usize] = m;
                 marks.push((i, m));
             }
+        };
+        if ts_ms >= self.marks_scanned_ms.saturating_add(100) {
+            self.marks_scanned_ms = ts_ms;
+            for i in instruments(view) {
+                check(self, i);
+            }
+        } else {
+            for e in events {
+                match e {
+                    Event::MarkPriceSet { instrument, .. }
+                    | Event::IndexPriceSet { instrument, .. }
+                    | Event::FundingRateSet { instrument, .. }
+                    | Event::FundingSettled { instrument, .. } => check(self, *instrument),
+                    _ => {}
+                }
+            }
         }
-        let ts_ms = ts_ns / 1_000_000;
         let user = if self.any_watched {
             self.user.frames(view, seq, ts_ms, events)
         } else {
@@ -385,6 +415,9 @@ mod tests {
         scratch: Vec<Event>,
         /// The books as the depth diffs rebuild them: (instrument, side) → price → qty.
         shadow: BTreeMap<(u32, bool), BTreeMap<PriceTicks, QtyLots>>,
+        /// The last published top of book and market data per instrument.
+        tops: BTreeMap<u32, Top>,
+        marks: BTreeMap<u32, MarkState>,
         updates: Vec<Update>,
     }
 
@@ -409,6 +442,8 @@ mod tests {
                 seq: 0,
                 scratch: Vec::new(),
                 shadow: BTreeMap::new(),
+                tops: BTreeMap::new(),
+                marks: BTreeMap::new(),
                 updates: Vec::new(),
             }
         }
@@ -441,6 +476,12 @@ mod tests {
                             side.insert(l.price, l.qty);
                         }
                     }
+                    for (i, t) in &u.tops {
+                        self.tops.insert(i.0, *t);
+                    }
+                    for (i, m) in &u.marks {
+                        self.marks.insert(i.0, *m);
+                    }
                     self.updates.push(u);
                 }
             }
@@ -462,6 +503,22 @@ mod tests {
                         self.seq
                     );
                 }
+                // The last bookTicker and market data published are the engine's.
+                let id = InstrumentId(i as u32);
+                let top = self.tops.get(&(i as u32)).copied().unwrap_or_default();
+                assert_eq!(
+                    top,
+                    top_of(&self.view, id),
+                    "top of {i} after seq {}",
+                    self.seq
+                );
+                let mark = self.marks.get(&(i as u32)).copied().unwrap_or_default();
+                assert_eq!(
+                    mark,
+                    mark_of(&self.view, id),
+                    "market of {i} after seq {}",
+                    self.seq
+                );
             }
             events
         }
