@@ -684,6 +684,16 @@ impl Book {
         self.asks.best_price()
     }
 
+    /// The total open quantity resting at `price` on `side` (zero when no order rests
+    /// there): one lookup, for consumers that follow single levels (the gateway's depth
+    /// stream).
+    pub fn level_qty(&self, side: Side, price: PriceTicks) -> QtyLots {
+        self.half(side)
+            .lookup
+            .get(&price)
+            .map_or(QtyLots::ZERO, |&li| self.store.levels[li as usize].total)
+    }
+
     /// Up to `levels` (price, total open qty) pairs of `side`, best first.
     pub fn depth(&self, side: Side, levels: usize) -> Vec<(PriceTicks, QtyLots)> {
         let h = self.half(side);

@@ -599,3 +599,21 @@ fn requeue_moves_to_the_back_and_refuses_crossing_or_stale_places() {
     b.check_invariants();
     assert_eq!(ids(&b), vec![4, 2, 1, 9]);
 }
+
+#[test]
+fn level_qty_is_the_sum_of_the_orders_resting_at_a_price() {
+    let mut b = Book::new();
+    rest(&mut b, 1, 1, Side::Sell, 100, 5);
+    rest(&mut b, 2, 2, Side::Sell, 100, 3);
+    rest(&mut b, 3, 3, Side::Buy, 98, 4);
+    // Asks at 100: 5 + 3 = 8; nothing at 101 or on the bid side at 100.
+    assert_eq!(b.level_qty(Side::Sell, PriceTicks(100)), QtyLots(8));
+    assert_eq!(b.level_qty(Side::Sell, PriceTicks(101)), QtyLots(0));
+    assert_eq!(b.level_qty(Side::Buy, PriceTicks(100)), QtyLots(0));
+    assert_eq!(b.level_qty(Side::Buy, PriceTicks(98)), QtyLots(4));
+    // A buy of 6 at 100 takes order 1 (5) and 1 of order 2: 2 left at 100.
+    go(&mut b, taker(4, 4, Side::Buy, 100, 6, Tif::Ioc));
+    assert_eq!(b.level_qty(Side::Sell, PriceTicks(100)), QtyLots(2));
+    b.cancel(OrderId(2));
+    assert_eq!(b.level_qty(Side::Sell, PriceTicks(100)), QtyLots(0));
+}

@@ -102,6 +102,11 @@ impl Engine {
     pub fn mark(&self, i: InstrumentId) -> Option<Price> {
         self.state.marks.get(i.0 as usize).copied().flatten()
     }
+    /// The instrument's market data: index price, funding rate and next funding time, the
+    /// reference prices.
+    pub fn market(&self, i: InstrumentId) -> Option<&crate::state::MarketData> {
+        self.state.market.get(i.0 as usize)
+    }
     pub fn book(&self, i: InstrumentId) -> Option<&perpcore_book::Book> {
         self.state.books.get(i.0 as usize)
     }

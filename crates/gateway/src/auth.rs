@@ -135,6 +135,17 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// The account of an API key alone, without a signature (the listen key endpoints,
+    /// as on Binance).
+    pub fn account_of(&self, api_key: Option<&[u8]>) -> Result<AccountId, ApiError> {
+        let api_key = api_key.ok_or_else(ApiError::key_format)?;
+        let api_key = std::str::from_utf8(api_key).map_err(|_| ApiError::key_format())?;
+        self.keys
+            .get(api_key)
+            .map(|e| e.account)
+            .ok_or_else(ApiError::key_invalid)
+    }
+
     /// Authenticate a signed request: the key from `X-MBX-APIKEY`, the signature over
     /// the raw parameters, the timestamp against `now_ms`. Returns the account and the
     /// decoded parameters (without `signature`).

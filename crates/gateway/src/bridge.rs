@@ -107,6 +107,7 @@ pub fn run(
     requests: Receiver<Request>,
     mut view: View,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    mut publisher: crate::publish::Publisher,
 ) -> BridgeExit {
     let handle = sequencer.handle();
     let mut fifo: VecDeque<InFlight> = VecDeque::new();
@@ -133,12 +134,16 @@ pub fn run(
                         failure = Some(format!("output for seq {} without a request", c.seq));
                         break;
                     };
+                    publisher.before(&view, &c.events);
                     view.apply(c.seq, c.ts_ns, &f.command, &c.events, &mut scratch);
                     metrics.on_committed(&c.events, f.submitted);
+                    publisher.after(&view, c.seq, c.ts_ns, &c.events);
                     commands += 1;
                     let answer = (f.finish)(&mut view, Ok(&c.events));
                     let _ = f.reply.send(answer);
                 }
+                // The group's stream updates, to the hub (never blocks).
+                publisher.flush();
                 if failure.is_some() {
                     break;
                 }

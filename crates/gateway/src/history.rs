@@ -12,8 +12,9 @@
 //! a deficit covered by the insurance fund, the liquidated side's PnL at a takeover or an
 //! auto-deleverage.
 //!
-//! Ids: trade id = `seq << 20 | k` for the k-th trade of the command at `seq`, income
-//! `tranId` likewise per income record: increasing, never reused across restarts (seqs
+//! Ids: trade id = `seq × 1,000,000 + k` for the k-th trade of the command at `seq`
+//! ([`crate::publish::trade_id`], the same ids as the streams' `t`), income `tranId` =
+//! `seq << 20 | k` per income record: increasing, never reused across restarts (seqs
 //! are not), the same for every replay. At most [`TRADES_KEPT`] trade records and
 //! [`INCOMES_KEPT`] income records are kept over all accounts, the oldest forgotten
 //! first. In memory only: a restart starts with an empty history.
@@ -243,7 +244,7 @@ impl History {
                     taker_realized_pnl,
                     maker_realized_pnl,
                 } => {
-                    let id = base | trade_k;
+                    let id = crate::publish::trade_id(seq, trade_k);
                     trade_k += 1;
                     let maker_side = match taker_side {
                         Side::Buy => Side::Sell,

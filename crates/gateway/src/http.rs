@@ -833,14 +833,14 @@ fn json_u64(v: &Value, name: &str) -> Result<u64, ApiError> {
         .as_u64()
         .ok_or_else(|| ApiError::illegal(name, "an unsigned integer"))
 }
-fn json_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn json_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     json_field(v, name)?
         .as_str()
         .ok_or_else(|| ApiError::illegal(name, "a string"))
 }
 
 /// Submit an admin command; the answer is its sequence number and events (JSON).
-async fn admin_submit(app: &App, command: Command) -> Answer {
+pub(crate) async fn admin_submit(app: &App, command: Command) -> Answer {
     app.bridge
         .write(move |_view: &mut View| {
             let finish: FinishFn =
@@ -862,7 +862,11 @@ async fn admin_submit(app: &App, command: Command) -> Answer {
         .await
 }
 
-async fn admin_body(app: &App, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) async fn admin_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
     admin_auth(app, headers)?;
     serde_json::from_slice(body).map_err(|e| ApiError::illegal("body", e))
 }

@@ -1,5 +1,6 @@
-//! perpcore-gateway: a Binance USDⓈ-M-compatible REST gateway in front of the sequencer
-//! (`perpcore serve`). Endpoints, errors and how to point ccxt at it: docs/GATEWAY.md.
+//! perpcore-gateway: a Binance USDⓈ-M-compatible REST and websocket gateway in front of
+//! the sequencer (`perpcore serve`). Endpoints, streams, errors and how to point ccxt and
+//! ccxt.pro at it: docs/GATEWAY.md.
 //!
 //! # Threads and how an answer waits for durability
 //!
@@ -9,6 +10,9 @@
 //!                      ▼                              │
 //!                  bridge thread ── try_submit(Command) ──► sequencer ► writer ► fsync ► mark
 //!                  (read replica = View, FIFO of writes in flight)  ◄── Vec<Committed> (durable)
+//!                      │ publisher: try_send(Batch) per fsync group
+//!                      ▼
+//!  ws clients ◄── outbox (bounded) ◄── stream hub task (topics, depth batches, listen keys)
 //! ```
 //!
 //! The sequencer and the engine run on their own threads exactly as in `perpcore run`.
@@ -27,9 +31,16 @@
 //! (the sequencer's engine is not shared at all). The cost is applying each command
 //! twice, on two threads; a read waits at most for the bridge's current step.
 //!
+//! Websocket streams (`publish`, `stream`, `ws`): the bridge's publisher notes what each
+//! durable command changed and hands it, per fsync group, to the stream hub without
+//! waiting; the hub fans frames out into each connection's bounded outbox without
+//! waiting, and disconnects a connection whose outbox is full.
+//!
 //! Must never: answer a write before its events are durable, submit to the sequencer
-//! from anywhere but the bridge, or change engine semantics or encodings.
+//! from anywhere but the bridge, publish a stream event of a command that is not
+//! durable, or change engine semantics or encodings.
 
+mod admin_prices;
 pub mod auth;
 pub mod bridge;
 pub mod conn;
@@ -38,13 +49,18 @@ pub mod history;
 mod http;
 pub mod limits;
 pub mod metrics;
+pub mod publish;
 pub mod shape;
+pub mod stream;
+mod user_data;
 pub mod view;
+mod ws;
 
 pub use auth::{sign_hex, ApiKeys};
 pub use error::{reject_to_binance, ApiError, GatewayError};
 pub use http::MAX_BODY_BYTES;
 pub use limits::RateLimits;
+pub use stream::{StreamOptions, StreamStats};
 
 use perpcore_engine::Engine;
 use perpcore_journal::{Journal, JournalOptions};
@@ -79,6 +95,8 @@ pub struct ServeOptions {
     pub worker_threads: usize,
     /// Request weights, order counts and connection limits (Binance's by default).
     pub limits: RateLimits,
+    /// Websocket limits (connections, outbound buffers, listen key lifetime).
+    pub streams: StreamOptions,
 }
 
 impl ServeOptions {
@@ -100,6 +118,7 @@ impl ServeOptions {
             sequencer: SequencerConfig::default(),
             worker_threads: 2,
             limits: RateLimits::default(),
+            streams: StreamOptions::default(),
         }
     }
 }
@@ -122,6 +141,9 @@ pub struct Server {
     bridge: bridge::BridgeClient,
     bridge_thread: Option<std::thread::JoinHandle<bridge::BridgeExit>>,
     resumed_after: u64,
+    hub_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    hub: Option<tokio::task::JoinHandle<()>>,
+    streams: Arc<stream::Shared>,
 }
 
 impl Server {
@@ -175,6 +197,11 @@ impl Server {
         };
         let (seq, output) = started;
         let view = view::View::new(replica, resumed_after, last_ts_ns);
+        // The streams: the bridge's publisher feeds the hub (a task on the runtime below).
+        let shared = Arc::new(stream::Shared::new(&opts.streams));
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(opts.streams.update_queue.max(1));
+        let publisher = publish::Publisher::new(batch_tx, shared.clone(), &view);
+        let start_seq = view.last_seq;
         let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
         let (seq_probe, req_probe) = (seq.handle(), tx.clone());
         metrics.set_probes(
@@ -184,7 +211,7 @@ impl Server {
         let bridge_metrics = metrics.clone();
         let bridge_thread = std::thread::Builder::new()
             .name("perpcore-gateway-bridge".into())
-            .spawn(move || bridge::run(seq, output, rx, view, bridge_metrics))?;
+            .spawn(move || bridge::run(seq, output, rx, view, bridge_metrics, publisher))?;
         let client = bridge::BridgeClient::new(tx);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -201,6 +228,25 @@ impl Server {
             limiter: limits::Limiter::new(opts.limits, metrics.clone()),
             metrics: metrics.clone(),
         });
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(4096);
+        let (hub_stop, hub_stop_rx) = tokio::sync::oneshot::channel();
+        let hub = runtime.spawn(stream::run(
+            stream::Hub::new(
+                app.config.clone(),
+                shared.clone(),
+                opts.streams.clone(),
+                start_seq,
+            ),
+            batch_rx,
+            control_rx,
+            hub_stop_rx,
+        ));
+        let ws_state = Arc::new(ws::WsState::new(
+            app.clone(),
+            shared.clone(),
+            control_tx,
+            opts.streams.clone(),
+        ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let bind = |addr| runtime.block_on(tokio::net::TcpListener::bind(addr));
         let (public, admin) = match (bind(opts.listen), bind(opts.admin_listen)) {
@@ -211,6 +257,12 @@ impl Server {
                 return Err(e.into());
             }
         };
+        if let Some(n) = opts.streams.socket_send_buffer {
+            // Inherited by the accepted sockets (see `StreamOptions::socket_send_buffer`).
+            if let Err(e) = socket2::SockRef::from(&public).set_send_buffer_size(n) {
+                tracing::warn!("SO_SNDBUF {n} on the public listener: {e}");
+            }
+        }
         let public_addr = public.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let mut servers = Vec::new();
@@ -219,12 +271,14 @@ impl Server {
             (
                 public,
                 "public",
-                http::public_router(app.clone(), opts.request_timeout),
+                http::public_router(app.clone(), opts.request_timeout)
+                    .merge(ws::router(ws_state, opts.request_timeout)),
             ),
             (
                 admin,
                 "admin",
-                http::admin_router(app, opts.request_timeout),
+                http::admin_router(app.clone(), opts.request_timeout)
+                    .merge(admin_prices::router(app, opts.request_timeout)),
             ),
         ] {
             let mut stop = stop_rx.clone();
@@ -253,7 +307,15 @@ impl Server {
             bridge: client,
             bridge_thread: Some(bridge_thread),
             resumed_after,
+            hub_stop: Some(hub_stop),
+            hub: Some(hub),
+            streams: shared,
         })
+    }
+
+    /// Counters of the websocket side.
+    pub fn stream_stats(&self) -> StreamStats {
+        self.streams.stats()
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -278,6 +340,13 @@ impl Server {
         for s in std::mem::take(&mut self.servers) {
             let _ = self.runtime.block_on(s);
         }
+        // Close the websocket connections (code 1001) before the core stops.
+        if let Some(stop) = self.hub_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(hub) = self.hub.take() {
+            let _ = self.runtime.block_on(hub);
+        }
         self.bridge.stop();
         let exit = self
             .bridge_thread
@@ -298,6 +367,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(true);
+        }
+        if let Some(stop) = self.hub_stop.take() {
+            let _ = stop.send(());
         }
         if let Some(t) = self.bridge_thread.take() {
             self.bridge.stop();
