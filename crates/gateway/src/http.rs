@@ -60,7 +60,9 @@ fn layers(router: Router, timeout: Duration) -> Router {
         ))
 }
 
-pub fn public_router(app: Shared, timeout: Duration) -> Router {
+/// The public API, with `extra`'s routes (the websockets) merged in before the limits,
+/// metrics and size/time layers, so that those cover every request, a 404 included.
+pub fn public_router(app: Shared, timeout: Duration, extra: Router) -> Router {
     let r = Router::new()
         .route("/fapi/v1/ping", get(|| async { Json(json!({})) }))
         .route(
@@ -91,14 +93,16 @@ pub fn public_router(app: Shared, timeout: Duration) -> Router {
             "/fapi/v1/positionSide/dual",
             get(position_mode).post(set_position_mode),
         )
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .merge(extra);
     layers(r, timeout).layer(axum::middleware::from_fn_with_state(
         app,
         crate::limits::guard_public,
     ))
 }
 
-pub fn admin_router(app: Shared, timeout: Duration) -> Router {
+/// The admin API, with `extra`'s routes merged in before its layers (as above).
+pub fn admin_router(app: Shared, timeout: Duration, extra: Router) -> Router {
     let r = Router::new()
         .route("/admin/v1/account", post(admin_create_account))
         .route("/admin/v1/deposit", post(admin_deposit))
@@ -111,7 +115,8 @@ pub fn admin_router(app: Shared, timeout: Duration) -> Router {
                 crate::metrics::metrics_response(&app.metrics)
             }),
         )
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .merge(extra);
     layers(r, timeout).layer(axum::middleware::from_fn_with_state(
         app.metrics.clone(),
         crate::metrics::count_admin,

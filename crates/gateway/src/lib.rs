@@ -271,14 +271,20 @@ impl Server {
             (
                 public,
                 "public",
-                http::public_router(app.clone(), opts.request_timeout)
-                    .merge(ws::router(ws_state, opts.request_timeout)),
+                http::public_router(
+                    app.clone(),
+                    opts.request_timeout,
+                    ws::router(ws_state, opts.request_timeout),
+                ),
             ),
             (
                 admin,
                 "admin",
-                http::admin_router(app.clone(), opts.request_timeout)
-                    .merge(admin_prices::router(app, opts.request_timeout)),
+                http::admin_router(
+                    app.clone(),
+                    opts.request_timeout,
+                    admin_prices::router(app, opts.request_timeout),
+                ),
             ),
         ] {
             let mut stop = stop_rx.clone();
