@@ -106,6 +106,8 @@ pub struct Acked {
     pub duplicate: bool,
     /// Publish attempts.
     pub attempts: u32,
+    /// When the stream's acknowledgement arrived.
+    pub stream_acked_at: Instant,
     /// From `send` to the stream's acknowledgement.
     pub stream_latency: Duration,
     /// From `send` to the answering node's report (equal to `stream_latency` without
@@ -146,6 +148,7 @@ impl Pending {
             stream_seq: ack.stream_seq,
             duplicate: ack.duplicate,
             attempts: ack.attempts,
+            stream_acked_at: ack.at,
             stream_latency: ack.at.duration_since(self.sent_at),
             latency: ack.at.duration_since(self.sent_at),
             node_stream_seq: 0,
