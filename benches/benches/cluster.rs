@@ -53,12 +53,20 @@ fn base_dir() -> PathBuf {
 /// Engine nodes running in this process, and how far each has applied.
 struct Nodes {
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<Result<perpcore_cluster::NodeSummary, perpcore_cluster::NodeError>>>,
+    tasks: Vec<
+        tokio::task::JoinHandle<Result<perpcore_cluster::NodeSummary, perpcore_cluster::NodeError>>,
+    >,
     applied: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Nodes {
-    fn start(nats: &LocalNats, names: &StreamNames, root: &Path, n: usize, config: &Config) -> Self {
+    fn start(
+        nats: &LocalNats,
+        names: &StreamNames,
+        root: &Path,
+        n: usize,
+        config: &Config,
+    ) -> Self {
         let applied = Arc::new(Mutex::new(BTreeMap::new()));
         let mut stops = Vec::new();
         let mut tasks = Vec::new();
@@ -103,7 +111,11 @@ impl Nodes {
                     return Instant::now();
                 }
             }
-            assert!(Instant::now() < deadline, "nodes did not reach {seq}: {:?}", self.applied.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not reach {seq}: {:?}",
+                self.applied.lock().unwrap()
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
@@ -178,7 +190,10 @@ async fn paced(
         let pending = p.send(chunk).await.unwrap();
         let n = chunk.len() as u64;
         waits.push(tokio::spawn(async move {
-            let a = pending.acknowledged(Duration::from_secs(120)).await.unwrap();
+            let a = pending
+                .acknowledged(Duration::from_secs(120))
+                .await
+                .unwrap();
             (due, n, a, Instant::now())
         }));
     }
@@ -189,9 +204,13 @@ async fn paced(
     let mut end = start;
     for w in waits {
         let (due, n, a, at) = w.await.unwrap();
-        h.record_n(at.duration_since(due).as_micros().max(1) as u64, n).unwrap();
-        hs.record_n(a.stream_acked_at.duration_since(due).as_micros().max(1) as u64, n)
+        h.record_n(at.duration_since(due).as_micros().max(1) as u64, n)
             .unwrap();
+        hs.record_n(
+            a.stream_acked_at.duration_since(due).as_micros().max(1) as u64,
+            n,
+        )
+        .unwrap();
         total += n;
         end = end.max(at);
         acks.push((due, a.stream_acked_at));
@@ -213,7 +232,9 @@ fn main() {
     std::fs::create_dir_all(&root).unwrap();
     println!("machine: {}", perpcore_benches::machine());
     println!("nats-server: {}", bin.display());
-    println!("engine nodes: {nodes_n} (in this process), stream replicas: 3, batch: {batch} commands\n");
+    println!(
+        "engine nodes: {nodes_n} (in this process), stream replicas: 3, batch: {batch} commands\n"
+    );
 
     // Setup + 1.7M (latency) or N (throughput) timed commands of the exchange mix.
     let timed = n.max(1_700_000);
@@ -234,7 +255,11 @@ fn main() {
         Core::encode_command(c, &mut enc);
         bytes += enc.len();
     }
-    println!("workload: exchange-core mix, {} setup commands, ~{} bytes per command\n", setup.len(), bytes / 10_000);
+    println!(
+        "workload: exchange-core mix, {} setup commands, ~{} bytes per command\n",
+        setup.len(),
+        bytes / 10_000
+    );
 
     let mut nats = LocalNats::start(&bin, &root.join("nats"), 3).unwrap();
     nats.wait_ready(Duration::from_secs(20)).unwrap();
@@ -254,7 +279,9 @@ fn main() {
         let start = Instant::now();
         let last = publish_all(&p, &timed[..n], batch).await;
         let acked = start.elapsed();
-        let done = nodes.wait_all(nodes_n, last, Duration::from_secs(600)).await;
+        let done = nodes
+            .wait_all(nodes_n, last, Duration::from_secs(600))
+            .await;
         let all = done.duration_since(start);
         nodes.stop().await;
         (n as f64 / all.as_secs_f64(), n as f64 / acked.as_secs_f64())
@@ -268,7 +295,9 @@ fn main() {
     println!("| mode | commands/s |");
     println!("|---|---|");
     println!("| cluster: {n} commands published, applied and journaled by all {nodes_n} nodes | {cluster_rate:.0} |");
-    println!("| cluster: the same, every batch acknowledged (stream + node n1) | {publish_rate:.0} |");
+    println!(
+        "| cluster: the same, every batch acknowledged (stream + node n1) | {publish_rate:.0} |"
+    );
     println!("| single node (`perpcore run` path: sequencer + journal, fsync), setup included | {single_rate:.0} |");
 
     // 2. Latency at paced rates, cluster and single node.
@@ -370,7 +399,8 @@ fn single_node_latency(
 ) -> (f64, Histogram<u64>) {
     let _ = std::fs::remove_dir_all(dir);
     let (journal, _) =
-        perpcore_journal::Journal::open_or_create(dir, &node::genesis(cfg), Default::default()).unwrap();
+        perpcore_journal::Journal::open_or_create(dir, &node::genesis(cfg), Default::default())
+            .unwrap();
     let (seqr, rx) = Sequencer::start(
         Core(perpcore_engine::Engine::new(cfg.clone())),
         Some(journal),
@@ -412,7 +442,8 @@ fn single_node_latency(
             let i = (c.seq as usize - skip - 1) / per;
             let due = start + Duration::from_millis(i as u64);
             let now = Instant::now();
-            h.record(now.duration_since(due).as_micros().max(1) as u64).unwrap();
+            h.record(now.duration_since(due).as_micros().max(1) as u64)
+                .unwrap();
             got += 1;
             end = now;
             if got == total {

@@ -149,7 +149,8 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
         let producer = Producer::connect(cfg).await?;
         // Acknowledgements are printed in batch order by a task of their own while
         // newer batches go out (at most max_pending wait for the stream).
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<perpcore_cluster::producer::Pending>();
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<perpcore_cluster::producer::Pending>();
         let printer = tokio::spawn(async move {
             let mut n = 0u64;
             let mut last = 0u64;

@@ -81,7 +81,14 @@ impl NodeProc {
             .open(&self.log)
             .unwrap();
         let child = Process::new(env!("CARGO_BIN_EXE_perpcore"))
-            .args(["node", "--cluster", cluster, "--stream", STREAM, "--node-id"])
+            .args([
+                "node",
+                "--cluster",
+                cluster,
+                "--stream",
+                STREAM,
+                "--node-id",
+            ])
             .arg(&self.id)
             .arg("--dir")
             .arg(&self.dir)
@@ -112,13 +119,22 @@ impl NodeProc {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "node {} exited with {status}: {}", self.id, tail(&self.log));
+                assert!(
+                    status.success(),
+                    "node {} exited with {status}: {}",
+                    self.id,
+                    tail(&self.log)
+                );
                 return;
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("node {} did not stop within 30 s: {}", self.id, tail(&self.log));
+                panic!(
+                    "node {} did not stop within 30 s: {}",
+                    self.id,
+                    tail(&self.log)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -241,7 +257,9 @@ fn leader_and_node_sigkill_lose_nothing_acknowledged() {
             let mut timer = tokio::time::interval(PACE);
             for b in 0..BATCHES {
                 timer.tick().await;
-                let cmds: Vec<Command> = (1..=PER_BATCH).map(|i| deposit(b * PER_BATCH + i)).collect();
+                let cmds: Vec<Command> = (1..=PER_BATCH)
+                    .map(|i| deposit(b * PER_BATCH + i))
+                    .collect();
                 let p = producer.send(&cmds).await.unwrap();
                 waits.push((b, tokio::spawn(p.acknowledged(Duration::from_secs(90)))));
             }
@@ -268,10 +286,16 @@ fn leader_and_node_sigkill_lose_nothing_acknowledged() {
         if let Some(l) = nats.stream_leader(STREAM).filter(|l| *l != leader) {
             break l;
         }
-        assert!(killed_at.elapsed() < Duration::from_secs(30), "no new stream leader within 30 s");
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no new stream leader within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!("new stream leader {new_leader} after {:?}", killed_at.elapsed());
+    eprintln!(
+        "new stream leader {new_leader} after {:?}",
+        killed_at.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     nats.start_server(li).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
@@ -329,7 +353,15 @@ fn leader_and_node_sigkill_lose_nothing_acknowledged() {
             let h = hashes.lock().unwrap();
             let reached: Vec<_> = ["n1", "n2", "n3"]
                 .iter()
-                .map(|n| (n, h.at.iter().rev().find(|(_, r)| r.contains_key(*n)).map(|(s, _)| *s)))
+                .map(|n| {
+                    (
+                        n,
+                        h.at.iter()
+                            .rev()
+                            .find(|(_, r)| r.contains_key(*n))
+                            .map(|(s, _)| *s),
+                    )
+                })
                 .collect();
             panic!(
                 "not every node reported a hash at stream message {last} within 120 s; last hashes: {reached:?}\nn2:\n{}",
@@ -345,12 +377,13 @@ fn leader_and_node_sigkill_lose_nothing_acknowledged() {
         assert_eq!(distinct.len(), 1, "hashes at {last}: {row:?}");
         // Messages hashed by all three nodes, and by the restarted n2 next to another.
         let all_three = h.at.values().filter(|r| r.len() == NODES).count();
-        let n2_pairs = h
-            .at
-            .values()
-            .filter(|r| r.contains_key("n2") && r.len() >= 2)
-            .count();
-        eprintln!("stream messages hashed by all three nodes: {all_three}; by n2 and another: {n2_pairs}");
+        let n2_pairs =
+            h.at.values()
+                .filter(|r| r.contains_key("n2") && r.len() >= 2)
+                .count();
+        eprintln!(
+            "stream messages hashed by all three nodes: {all_three}; by n2 and another: {n2_pairs}"
+        );
         assert!(all_three >= 10);
     }
 
@@ -372,7 +405,10 @@ fn leader_and_node_sigkill_lose_nothing_acknowledged() {
     for b in &acked_batches {
         for i in 1..=PER_BATCH {
             let k = b * PER_BATCH + i;
-            assert!(distinct.contains(&k), "acknowledged deposit {k} (batch {b}) is missing");
+            assert!(
+                distinct.contains(&k),
+                "acknowledged deposit {k} (batch {b}) is missing"
+            );
         }
     }
     // 1 account + every batch (all were acknowledged above).

@@ -215,7 +215,10 @@ impl Admission {
             if w.high == 0 || !w.get(0) {
                 return None;
             }
-            if producers.last_key_value().is_some_and(|(k, _)| *k >= ProducerId(id)) {
+            if producers
+                .last_key_value()
+                .is_some_and(|(k, _)| *k >= ProducerId(id))
+            {
                 return None;
             }
             producers.insert(ProducerId(id), w);

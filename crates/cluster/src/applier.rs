@@ -385,12 +385,12 @@ impl Applier {
             }
         }
         self.stream_seq = m.stream_seq;
-        if self.stream_seq % EVICT_EVERY_MESSAGES == 0 {
+        if self.stream_seq.is_multiple_of(EVICT_EVERY_MESSAGES) {
             self.admission.evict(m.stored_ts_ns);
         }
         if self.verify.is_none()
             && self.opts.hash_every > 0
-            && self.stream_seq % self.opts.hash_every == 0
+            && self.stream_seq.is_multiple_of(self.opts.hash_every)
         {
             self.checkpoint();
         }

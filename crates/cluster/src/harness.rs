@@ -188,10 +188,7 @@ impl LocalNats {
 
     /// The client addresses, parsed.
     pub fn addrs(&self) -> Vec<async_nats::ServerAddr> {
-        self.urls()
-            .iter()
-            .filter_map(|u| u.parse().ok())
-            .collect()
+        self.urls().iter().filter_map(|u| u.parse().ok()).collect()
     }
 
     /// Index of the server named `name`.

@@ -25,4 +25,4 @@ pub use applier::{Applier, ApplierOptions, ApplyError, LogMsg};
 pub use node::{run_node, NodeError, NodeOptions, NodeSummary};
 pub use producer::{Acked, Producer, ProducerConfig, PublishFailed};
 pub use stream::StreamNames;
-pub use wire::{Checkpoint, Progress, ProducerId};
+pub use wire::{Checkpoint, ProducerId, Progress};

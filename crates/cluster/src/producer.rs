@@ -233,7 +233,8 @@ impl Producer {
         let (answer, answer_task) = match &cfg.answer_node {
             None => (None, None),
             Some(node) => {
-                crate::stream::check_name("node id", node).map_err(|e| PublishFailed::Setup(e.to_string()))?;
+                crate::stream::check_name("node id", node)
+                    .map_err(|e| PublishFailed::Setup(e.to_string()))?;
                 let mut sub = client
                     .subscribe(cfg.names.progress(node))
                     .await
@@ -299,13 +300,19 @@ impl Producer {
             return Err(PublishFailed::Setup("an empty batch".into()));
         }
         let count = enc.count();
-        self.send_bytes(batch_seq, count, enc.finish(), sent_at).await
+        self.send_bytes(batch_seq, count, enc.finish(), sent_at)
+            .await
     }
 
     /// Publishes an already encoded batch message under batch sequence `batch_seq` (for
     /// tests that publish copies outside JetStream's duplicate window). The caller keeps
     /// the producer's rules.
-    pub async fn send_raw(&self, batch_seq: u64, message: Vec<u8>, msg_id: String) -> Result<Pending, PublishFailed> {
+    pub async fn send_raw(
+        &self,
+        batch_seq: u64,
+        message: Vec<u8>,
+        msg_id: String,
+    ) -> Result<Pending, PublishFailed> {
         let sent_at = Instant::now();
         self.publish(batch_seq, 0, message, msg_id, sent_at).await
     }
@@ -317,8 +324,14 @@ impl Producer {
         message: Vec<u8>,
         sent_at: Instant,
     ) -> Result<Pending, PublishFailed> {
-        self.publish(batch_seq, count, message, msg_id(self.id, batch_seq), sent_at)
-            .await
+        self.publish(
+            batch_seq,
+            count,
+            message,
+            msg_id(self.id, batch_seq),
+            sent_at,
+        )
+        .await
     }
 
     async fn publish(

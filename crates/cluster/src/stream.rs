@@ -121,7 +121,7 @@ pub async fn ensure_stream(
             expected: replicas,
         });
     }
-    if !cfg.subjects.iter().any(|s| *s == names.commands) {
+    if !cfg.subjects.contains(&names.commands) {
         return Err(EnsureError::Subject {
             stream: names.stream.clone(),
             subject: names.commands.clone(),

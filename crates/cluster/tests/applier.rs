@@ -58,7 +58,11 @@ fn stream() -> Vec<LogMsg> {
     let mut p_seq = 0u64;
     let mut q_seq = 0u64;
     for s in 1..=40u64 {
-        let ts = if s >= 20 { T0 + s * 1_000 - 1_000_000_000 } else { T0 + s * 1_000 };
+        let ts = if s >= 20 {
+            T0 + s * 1_000 - 1_000_000_000
+        } else {
+            T0 + s * 1_000
+        };
         let payload = match s {
             1 => {
                 p_seq += 1;
@@ -106,7 +110,11 @@ fn entries(dir: &Path) -> Vec<(u64, u64, Vec<u8>)> {
     out
 }
 
-fn run_all(dir: &Path, msgs: &[LogMsg], group: usize) -> (Applier, Vec<perpcore_cluster::Checkpoint>) {
+fn run_all(
+    dir: &Path,
+    msgs: &[LogMsg],
+    group: usize,
+) -> (Applier, Vec<perpcore_cluster::Checkpoint>) {
     let (mut a, _) = Applier::open(dir, &config(), STREAM, opts()).unwrap();
     let mut cps = Vec::new();
     for chunk in msgs.chunks(group) {
@@ -147,8 +155,16 @@ fn same_messages_same_journal_and_hash_whatever_the_grouping() {
     assert!(e1.windows(2).all(|w| w[1].1 > w[0].1));
     // Message 19 (the last with its own stamp) holds commands with ts T0+19000, +1, +2;
     // message 20 (stored 1 s earlier) continues at T0+19003.
-    let before: Vec<u64> = e1.iter().map(|e| e.1).filter(|t| *t >= T0 + 19_000).take(4).collect();
-    assert_eq!(before, vec![T0 + 19_000, T0 + 19_001, T0 + 19_002, T0 + 19_003]);
+    let before: Vec<u64> = e1
+        .iter()
+        .map(|e| e.1)
+        .filter(|t| *t >= T0 + 19_000)
+        .take(4)
+        .collect();
+    assert_eq!(
+        before,
+        vec![T0 + 19_000, T0 + 19_001, T0 + 19_002, T0 + 19_003]
+    );
 }
 
 #[test]
@@ -180,7 +196,10 @@ fn restart_re_reads_from_the_cursor_and_checks_the_journal() {
     assert!(a.verifying());
     a.apply(&msgs[20..40]).unwrap();
     assert!(!a.verifying());
-    assert_eq!(a.stats().verified, info.journal_seq - info.cursor_engine_seq);
+    assert_eq!(
+        a.stats().verified,
+        info.journal_seq - info.cursor_engine_seq
+    );
     assert_eq!(a.state_hash(), ref_hash);
     // Checkpoints after the re-read equal the reference's at the same stream messages.
     let cps = a.progress("x").checkpoints;
@@ -265,7 +284,10 @@ fn messages_must_come_in_stream_order() {
     let seq = a.engine_seq();
     assert!(matches!(
         a.apply(&msgs[4..6]),
-        Err(ApplyError::Gap { expected: 4, got: 5 })
+        Err(ApplyError::Gap {
+            expected: 4,
+            got: 5
+        })
     ));
     assert_eq!(a.engine_seq(), seq);
 }

@@ -144,7 +144,11 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
         enc.push(&buf);
     }
     let copy = producer
-        .send_raw(2, enc.finish(), format!("{}-copy", msg_id(producer.id(), 2)))
+        .send_raw(
+            2,
+            enc.finish(),
+            format!("{}-copy", msg_id(producer.id(), 2)),
+        )
         .await
         .unwrap()
         .acknowledged(Duration::from_secs(20))
@@ -191,7 +195,10 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
         if hashes.contains_key(&("n1".into(), 72)) && hashes.contains_key(&("n2".into(), 72)) {
             break;
         }
-        assert!(Instant::now() < deadline, "nodes did not reach message 72: {hashes:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not reach message 72: {hashes:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Every stream message both nodes hashed: equal.
