@@ -214,7 +214,14 @@ impl Applier {
             let (journal, _) = Journal::open_or_create(&jdir, &genesis, opts.journal)?;
             (Core(Engine::new(config.clone())), journal, None)
         };
+        let mut journal = journal;
         let tip = journal.tip();
+        if journal.durable_mark().last_seq < tip.last_seq {
+            // Batches stored before a crash but never made durable (the mark does not
+            // reach them) are kept by the open; the re-read will report them as this
+            // node's progress, so they are made durable first.
+            journal.sync_handle()?.sync(tip.last_seq)?;
+        }
         let (cursor, cursor_damaged) = match Cursor::load(dir) {
             Ok(c) => (c, false),
             Err(e @ CursorError::Damaged { .. }) => {
@@ -332,6 +339,27 @@ impl Applier {
     /// ignored) and makes the commands they applied durable in one group commit. When it
     /// returns Ok, everything up to `stream_seq()` is durable in the journal.
     pub fn apply(&mut self, msgs: &[LogMsg]) -> Result<(), ApplyError> {
+        self.apply_with(msgs, true)
+    }
+
+    /// `apply`, but the group is only stored and flushed (`Journal::append_group_flushed`):
+    /// it is durable once a `SyncHandle::sync` (from `sync_handle`) that began after this
+    /// returned has returned. Nothing up to `stream_seq()` may be reported before that.
+    pub fn apply_flushed(&mut self, msgs: &[LogMsg]) -> Result<(), ApplyError> {
+        self.apply_with(msgs, false)
+    }
+
+    /// The fsync half for `apply_flushed`, for another thread.
+    pub fn sync_handle(&mut self) -> Result<perpcore_journal::SyncHandle, ApplyError> {
+        Ok(self.journal.sync_handle()?)
+    }
+
+    /// The node directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn apply_with(&mut self, msgs: &[LogMsg], durable: bool) -> Result<(), ApplyError> {
         for m in msgs {
             if m.stream_seq <= self.stream_seq {
                 continue;
@@ -344,7 +372,7 @@ impl Applier {
             }
             self.process(m)?;
         }
-        self.commit()?;
+        self.commit(durable)?;
         self.snapshot_if_due()?;
         Ok(())
     }
@@ -458,8 +486,8 @@ impl Applier {
         Ok(())
     }
 
-    /// Stores the pending commands as one durable group commit.
-    fn commit(&mut self) -> Result<(), ApplyError> {
+    /// Stores the pending commands as one group commit, durable or only flushed.
+    fn commit(&mut self, durable: bool) -> Result<(), ApplyError> {
         if !self.builder.is_empty() {
             let next = self.spare.pop().unwrap_or_default();
             let full = std::mem::replace(&mut self.builder, next);
@@ -468,7 +496,11 @@ impl Applier {
         if self.sealed.is_empty() {
             return Ok(());
         }
-        self.journal.append_group(&mut self.sealed)?;
+        if durable {
+            self.journal.append_group(&mut self.sealed)?;
+        } else {
+            self.journal.append_group_flushed(&mut self.sealed)?;
+        }
         self.stats.groups += 1;
         debug_assert_eq!(self.journal.last_seq(), self.engine_seq);
         for mut b in self.sealed.drain(..) {

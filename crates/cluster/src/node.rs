@@ -6,13 +6,16 @@
 //! and the threads around the applier. Must never: hand the applier a message out of
 //! stream order, or report progress the applier did not make durable.
 //!
-//! Three pieces: the fetch task (tokio) pulls messages and passes them on in stream
-//! order; the applier thread (plain thread: the engine and the journal's fsync are
-//! blocking work) takes everything queued, applies it as one group commit and sends a
-//! progress report; the report task publishes reports (JSON) on
+//! Four pieces: the fetch task (tokio) pulls messages and passes them on in stream
+//! order; the applier thread (plain thread: the engine and the journal are blocking
+//! work) takes everything queued, applies it and stores it as one group (flushed, not
+//! yet fsynced); the sync thread fsyncs every group stored so far at once, records it in
+//! the journal's durable mark and only then releases the groups' progress reports and
+//! the newest cursor (written at most every `cursor_interval`, and at the end), while
+//! the applier works on the next group; the report task publishes reports (JSON) on
 //! `perpcore.<STREAM>.progress.<node>` and sends the applier a tick every
 //! `progress_interval`, on which it reports again (with a state hash at its position
-//! once it has caught up) and writes its cursor when `cursor_interval` has passed.
+//! once it has caught up).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use perpcore_types::Config;
 use tokio::sync::{mpsc, watch};
 
 use crate::applier::{ApplierOptions, ApplierStats, ApplyError, LogMsg, OpenInfo};
+use crate::cursor::Cursor;
 use crate::stream::{ensure_stream, StreamNames};
 use crate::wire::Progress;
 use crate::Applier;
@@ -289,6 +293,56 @@ async fn fetch(
     }
 }
 
+/// A point the applier reached: released (reported, its cursor written) by the sync
+/// thread once the journal has made it durable.
+struct Release {
+    engine_seq: u64,
+    progress: Progress,
+    cursor: Option<Cursor>,
+}
+
+/// The sync thread: takes every point the applier has flushed so far, makes them durable
+/// with one fsync and one mark write (`SyncHandle::sync`: it covers every group flushed
+/// before it began), then publishes their reports in order and writes the newest cursor
+/// (at most every `cursor_interval`, and at the end). Meanwhile the applier applies and
+/// stores the next group.
+fn sync_loop(
+    mut sync: perpcore_journal::SyncHandle,
+    dir: PathBuf,
+    mut synced: u64,
+    rx: std::sync::mpsc::Receiver<Release>,
+    progress: mpsc::UnboundedSender<Progress>,
+    cursor_interval: Duration,
+) -> Result<(), ApplyError> {
+    let mut last_cursor = Instant::now();
+    let mut cursor: Option<Cursor> = None;
+    while let Ok(first) = rx.recv() {
+        let mut round = vec![first];
+        round.extend(rx.try_iter());
+        let target = round.iter().map(|r| r.engine_seq).max().unwrap_or(0);
+        if target > synced {
+            sync.sync(target)?;
+            synced = target;
+        }
+        for r in round {
+            let _ = progress.send(r.progress);
+            if r.cursor.is_some() {
+                cursor = r.cursor;
+            }
+        }
+        if last_cursor.elapsed() >= cursor_interval {
+            if let Some(c) = cursor.take() {
+                c.store(&dir)?;
+                last_cursor = Instant::now();
+            }
+        }
+    }
+    if let Some(c) = cursor {
+        c.store(&dir)?;
+    }
+    Ok(())
+}
+
 /// The applier thread's loop.
 fn apply_loop(
     mut applier: Applier,
@@ -297,9 +351,53 @@ fn apply_loop(
     mut rx: mpsc::Receiver<Input>,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<Applier, ApplyError> {
+    let sync = applier.sync_handle()?;
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<Release>();
+    let syncer = {
+        let dir = applier.dir().to_path_buf();
+        let synced = applier.journal().tip().last_seq;
+        let interval = opts.cursor_interval;
+        std::thread::Builder::new()
+            .name(format!("perpcore-node-{node}-sync"))
+            .spawn(move || sync_loop(sync, dir, synced, release_rx, progress, interval))
+            .map_err(|e| ApplyError::Io(applier.dir().to_path_buf(), e))?
+    };
+    let result = apply_rounds(&mut applier, &node, &opts, &mut rx, &release_tx);
+    // The sync thread ends once every point is released (or on its own error).
+    drop(release_tx);
+    let synced = syncer.join().unwrap_or_else(|_| {
+        Err(ApplyError::Io(
+            applier.dir().to_path_buf(),
+            std::io::Error::other("the sync thread panicked"),
+        ))
+    });
+    result?;
+    synced?;
+    Ok(applier)
+}
+
+fn apply_rounds(
+    applier: &mut Applier,
+    node: &str,
+    opts: &NodeOptions,
+    rx: &mut mpsc::Receiver<Input>,
+    release: &std::sync::mpsc::Sender<Release>,
+) -> Result<(), ApplyError> {
     let mut batch: Vec<LogMsg> = Vec::with_capacity(opts.max_group_messages);
-    let mut last_cursor = Instant::now();
     let mut changed_since_tick = true;
+    let send = |applier: &mut Applier| -> Result<(), ApplyError> {
+        let r = Release {
+            engine_seq: applier.engine_seq(),
+            progress: applier.progress(node),
+            cursor: applier.cursor(),
+        };
+        release.send(r).map_err(|_| {
+            ApplyError::Io(
+                applier.dir().to_path_buf(),
+                std::io::Error::other("the sync thread stopped"),
+            )
+        })
+    };
     loop {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -317,26 +415,21 @@ fn apply_loop(
             }
         }
         if !batch.is_empty() {
-            applier.apply(&batch)?;
+            applier.apply_flushed(&batch)?;
             batch.clear();
             changed_since_tick = true;
-            let _ = progress.send(applier.progress(&node));
+            send(applier)?;
         }
         if tick {
             if changed_since_tick && rx.is_empty() {
                 applier.checkpoint_at_tip();
                 changed_since_tick = false;
             }
-            let _ = progress.send(applier.progress(&node));
-            if last_cursor.elapsed() >= opts.cursor_interval && applier.store_cursor()? {
-                last_cursor = Instant::now();
-            }
+            send(applier)?;
         }
     }
-    applier.store_cursor()?;
     applier.checkpoint_at_tip();
-    let _ = progress.send(applier.progress(&node));
-    Ok(applier)
+    send(applier)
 }
 
 /// Runs a node until `shutdown` completes (then it finishes the group in flight, writes

@@ -169,6 +169,32 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
     assert!(again.duplicate);
     assert_eq!(again.stream_seq, 2);
 
+    // Reports so far; node 2 must have processed the copy before it stops.
+    let mut hashes: std::collections::BTreeMap<(String, u64), String> = Default::default();
+    let mut reached: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut take =
+        |rx: &mut mpsc::UnboundedReceiver<Progress>,
+         hashes: &mut std::collections::BTreeMap<(String, u64), String>| {
+            while let Ok(p) = rx.try_recv() {
+                for c in &p.checkpoints {
+                    hashes.insert((p.node.clone(), c.stream_seq), c.state_hash.clone());
+                }
+                let r = reached.entry(p.node.clone()).or_default();
+                *r = (*r).max(p.stream_seq);
+            }
+            reached.clone()
+        };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while take(&mut rep_rx, &mut hashes)
+        .get("n2")
+        .copied()
+        .unwrap_or(0)
+        < 52
+    {
+        assert!(Instant::now() < deadline, "n2 did not reach message 52");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // Node 2 stops (cleanly) and misses 20 batches; then restarts and catches up.
     let s2 = n2.stop().await;
     assert_eq!(s2.stats.duplicates, 1);
@@ -185,13 +211,8 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
 
     // Both reach message 72 with the same hash there (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut hashes: std::collections::BTreeMap<(String, u64), String> = Default::default();
     loop {
-        while let Ok(p) = rep_rx.try_recv() {
-            for c in &p.checkpoints {
-                hashes.insert((p.node.clone(), c.stream_seq), c.state_hash.clone());
-            }
-        }
+        take(&mut rep_rx, &mut hashes);
         if hashes.contains_key(&("n1".into(), 72)) && hashes.contains_key(&("n2".into(), 72)) {
             break;
         }
