@@ -94,6 +94,8 @@ pub enum NodeError {
     Name(#[from] crate::stream::BadName),
     #[error("stream {stream} no longer holds message {needed} (its first is later): a node that far behind must be rebuilt from a peer's directory")]
     StreamTruncated { stream: String, needed: u64 },
+    #[error("stream {stream} ends before message {needed}, but this node has applied every message before it: the stream was recreated or lost acknowledged messages (docs/CLUSTER.md, failure model)")]
+    StreamBehind { stream: String, needed: u64 },
     #[error("the applier thread panicked")]
     ApplierPanicked,
 }
@@ -172,16 +174,29 @@ where
 /// stream message `next` on. A durable consumer (replicated with the stream) rather than
 /// an ephemeral one: ephemeral consumers made right after a failover could be placed on
 /// the dead server.
+///
+/// `Ok(None)`: the stream's last message is before `next − 1`, so this node has applied
+/// messages the stream no longer has (it was recreated, or lost acknowledged messages):
+/// the node must stop rather than wait for new messages under old numbers.
 async fn recreate_consumer(
     js: &jetstream::Context,
     names: &StreamNames,
     node: &str,
     next: u64,
-) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
-    let stream = js
+) -> Result<Option<(consumer::Consumer<consumer::pull::Config>, u64)>, String> {
+    let mut stream = js
         .get_stream(&names.stream)
         .await
         .map_err(|e| e.to_string())?;
+    let last = stream
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .state
+        .last_sequence;
+    if last.saturating_add(1) < next {
+        return Ok(None);
+    }
     let name = names.consumer(node);
     match stream.delete_consumer(&name).await {
         Ok(_) => {}
@@ -201,6 +216,7 @@ async fn recreate_consumer(
             ..Default::default()
         })
         .await
+        .map(|c| Some((c, last)))
         .map_err(|e| format!("create consumer {name}: {e}"))
 }
 
@@ -215,12 +231,18 @@ async fn fetch(
 ) -> Result<(), NodeError> {
     let mut fresh_gaps = 0u32;
     loop {
-        let Some(consumer) = retry("creating the durable consumer", &stop, || {
+        let Some(made) = retry("creating the durable consumer", &stop, || {
             recreate_consumer(&js, &opts.names, &opts.node_id, next)
         })
         .await
         else {
             return Ok(());
+        };
+        let Some((consumer, _)) = made else {
+            return Err(NodeError::StreamBehind {
+                stream: opts.names.stream.clone(),
+                needed: next,
+            });
         };
         let messages = consumer
             .stream()

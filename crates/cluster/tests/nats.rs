@@ -245,5 +245,21 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
     // Node 2 resumed from its cursor: nothing to re-read after a clean stop.
     assert_eq!(s2.open.cursor_stream_seq, 52);
     assert_eq!(s2.stats.verified, 0);
+
+    // The stream deleted and made again under the same name: it ends before what node 1
+    // has applied, and node 1 refuses to go on instead of waiting for new messages
+    // under old numbers.
+    let js = async_nats::jetstream::new(producer.client().clone());
+    js.delete_stream("T1").await.unwrap();
+    let RunningNode { stop: _keep, task } =
+        RunningNode::start(&nats, &names, "n1", &d1, rep_tx.clone());
+    let r = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("node 1 stops by itself")
+        .unwrap();
+    match r {
+        Err(perpcore_cluster::NodeError::StreamBehind { needed, .. }) => assert_eq!(needed, 73),
+        other => panic!("expected StreamBehind, got {other:?}"),
+    }
     drop(nats);
 }
