@@ -1,6 +1,6 @@
 //! The `perpcore` binary: argument parsing and printing only.
 //!
-//! Owns the command line (`perpcore scenario|run|serve|replay|audit|inspect|snapshot|campaign|bench`),
+//! Owns the command line (`perpcore scenario|run|serve|node|publish|replay|audit|inspect|snapshot|campaign|bench`),
 //! where output goes (event, report and hash lines to stdout as they happen, errors to stderr as
 //! `error: FILE:LINE: message`) and the exit code (0 success, 1 failure). All work is in
 //! the libraries (the scenario runner is `perpcore-scenario`); this file must never hold
@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_report;
+mod cluster_cmd;
 mod serve_limits;
 
 use anyhow::Context as _;
@@ -94,6 +95,72 @@ enum Cmd {
         request_timeout_ms: u64,
         #[command(flatten)]
         limits: serve_limits::LimitArgs,
+    },
+    /// Run an engine node in cluster mode (docs/CLUSTER.md): consume the NATS JetStream
+    /// stream through this node's durable consumer, apply it and keep the node's own
+    /// journal and cursor in --dir; report progress on perpcore.<STREAM>.progress.<ID>.
+    /// Stops on SIGINT or SIGTERM.
+    Node {
+        /// NATS servers, comma-separated (e.g. nats://127.0.0.1:4222,nats://127.0.0.1:4223).
+        #[arg(long)]
+        cluster: String,
+        /// The JetStream stream (created with --replicas replicas if missing).
+        #[arg(long, default_value = "PERPCORE")]
+        stream: String,
+        /// This node's id (letters, digits, '-', '_'): its consumer is node-<ID>.
+        #[arg(long)]
+        node_id: String,
+        /// Node directory: the journal (DIR/journal, readable by replay/inspect/audit) and
+        /// the cursor.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Configuration (TOML or JSON); every node of a stream must use the same.
+        /// Default: the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stream replicas, if this node creates the stream.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Report the state hash after every N-th stream message (and when caught up).
+        #[arg(long, default_value_t = 1024)]
+        hash_every: u64,
+        /// Write a snapshot every N commands (0: never).
+        #[arg(long, default_value_t = 1_000_000)]
+        snapshot_every: u64,
+        /// Print every progress report as a JSON line.
+        #[arg(long)]
+        print_progress: bool,
+    },
+    /// Publish a scenario file's engine commands to the cluster's stream in batches and
+    /// print each batch's acknowledgement (with --answer-node: once that node has applied
+    /// it and made it durable).
+    Publish {
+        /// NATS servers, comma-separated.
+        #[arg(long)]
+        cluster: String,
+        #[arg(long, default_value = "PERPCORE")]
+        stream: String,
+        /// Scenario file whose engine commands are published in order (report/expect lines
+        /// are skipped; timestamps come from the stream). The nodes must run its
+        /// configuration.
+        #[arg(long, default_value = "replay-fixtures/demo.jsonl")]
+        input: PathBuf,
+        /// Commands per batch (one JetStream message).
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Batches in flight before the stream acknowledges them. 1 keeps the file's order
+        /// even across retries (a retried batch can land after a later one otherwise).
+        #[arg(long, default_value_t = 1)]
+        max_pending: usize,
+        /// The node whose progress acknowledges a batch.
+        #[arg(long)]
+        answer_node: Option<String>,
+        /// Stream replicas, if the stream has to be created.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// How long to wait for the answering node per batch, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
     },
     /// Rebuild the state from a journal (from genesis) and print its state hash.
     Replay {
@@ -461,6 +528,46 @@ fn main() -> ExitCode {
             fresh,
             request_timeout_ms,
             limits,
+        }),
+        Cmd::Node {
+            cluster,
+            stream,
+            node_id,
+            dir,
+            config,
+            replicas,
+            hash_every,
+            snapshot_every,
+            print_progress,
+        } => cluster_cmd::node(cluster_cmd::NodeArgs {
+            cluster,
+            stream,
+            node_id,
+            dir,
+            config,
+            replicas,
+            hash_every,
+            snapshot_every,
+            print_progress,
+        }),
+        Cmd::Publish {
+            cluster,
+            stream,
+            input,
+            batch,
+            max_pending,
+            answer_node,
+            replicas,
+            timeout_ms,
+        } => cluster_cmd::publish(cluster_cmd::PublishArgs {
+            cluster,
+            stream,
+            input,
+            batch,
+            max_pending,
+            answer_node,
+            replicas,
+            timeout_ms,
         }),
         Cmd::Replay { journal, to } => replay(&journal, to),
         Cmd::Audit {
