@@ -8,13 +8,15 @@
 //! Figures: default.toml's BTCUSDT (tick 0.1, lot 0.001, maker fee 0.0002, taker fee
 //! 0.0005, maximum quantity 1000).
 
+mod common;
+
+use common::{connect, now_ms, Answer, LOCAL};
 use perpcore_gateway::{sign_hex, ApiKeys, RateLimits, ServeOptions, Server};
 use perpcore_types::AccountId;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 const KEYS: [(&str, &str, u64); 2] = [
@@ -22,42 +24,11 @@ const KEYS: [(&str, &str, u64); 2] = [
     ("key-b", "secret-b-0123456789", 2),
 ];
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+trait Weight {
+    fn weight(&self) -> u32;
 }
 
-/// A connection to `to` from the loopback address `from` (127.0.0.0/8 is all loopback on
-/// Linux; tokio's socket binds before connecting, which std's cannot).
-fn connect(from: IpAddr, to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let s = rt.block_on(async {
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind(SocketAddr::new(from, 0)).unwrap();
-        sock.connect(to).await.unwrap().into_std().unwrap()
-    });
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Value,
-    text: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
+impl Weight for Answer {
     fn weight(&self) -> u32 {
         self.header("x-mbx-used-weight-1m")
             .unwrap_or_else(|| panic!("no weight header: {:?}", self.headers))
@@ -75,43 +46,8 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    let mut s = connect(from, to);
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read answer");
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: serde_json::from_str(body).unwrap_or(Value::Null),
-        text: body.to_string(),
-    }
+    common::request(from, to, method, target, headers, body)
 }
-
-const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 
 struct Client {
     addr: SocketAddr,

@@ -8,57 +8,19 @@
 
 use perpcore_gateway::{sign_hex, ApiKeys, ServeOptions, Server};
 use perpcore_types::AccountId;
+mod common;
+
+use common::{http, now_ms};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 const KEY_A: &str = "key-a";
 const SECRET_A: &str = "secret-a-0123456789";
 const KEY_B: &str = "key-b";
 const SECRET_B: &str = "secret-b-0123456789";
-
-/// One HTTP/1.1 request (Connection: close); the status and the JSON body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read answer");
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let v = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or(Value::String(body.to_string()))
-    };
-    (status, v)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 struct Client {
     addr: SocketAddr,

@@ -6,14 +6,16 @@
 //! Figures: default.toml's BTCUSDT (tick 0.1, lot 0.001, maker fee 0.0002, taker fee
 //! 0.0005, first bracket maintenance margin rate 0.004 with cum 0, default leverage 20).
 
+mod common;
+
+use common::{http, now_ms};
 use futures_util::{SinkExt as _, StreamExt as _};
 use perpcore_gateway::{sign_hex, ApiKeys, ServeOptions, Server};
 use perpcore_types::AccountId;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -27,42 +29,6 @@ const KEYS: [(&str, &str, u64); 3] = [
 const DEADLINE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- HTTP (as tests/serve.rs)
-
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read answer");
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let v = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (status, v)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 struct Client {
     addr: SocketAddr,
