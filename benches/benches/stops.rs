@@ -50,11 +50,19 @@ fn mark(price: Price) -> Command {
     }
 }
 
-fn loaded() -> Driver {
-    let mut d = driver();
-    for a in 1..=ACCOUNTS {
+/// `accounts` accounts × 100 waiting sell orders: order `n` (0-based) of kind `kind`,
+/// trigger `trigger(n)` and callback `callback(n)`; `between` runs after each account.
+fn place_all(
+    d: &mut Driver,
+    accounts: u64,
+    kind: ConditionalKind,
+    trigger: impl Fn(u64) -> Price,
+    callback: impl Fn(u64) -> Rate,
+    mut between: impl FnMut(&mut Driver),
+) {
+    for a in 1..=accounts {
         step(
-            &mut d,
+            d,
             Command::CreateAccount {
                 account: AccountId(a),
                 parent: None,
@@ -62,18 +70,16 @@ fn loaded() -> Driver {
         );
         for k in 0..PER_ACCOUNT {
             let n = (a - 1) * PER_ACCOUNT + k;
-            // 50,000 + n × 0.09 over n < 100,000: 50,000.00 to 58,999.91.
-            let trigger = Price(Price::from_int(50_000).raw() + (n as i64) * 9_000_000);
             step(
-                &mut d,
+                d,
                 Command::PlaceConditional(ConditionalOrder {
                     account: AccountId(a),
                     instrument: BTCUSDT,
                     order_id: OrderId(n + 1),
                     side: Side::Sell,
-                    kind: ConditionalKind::StopMarket,
-                    trigger,
-                    callback_rate: Rate::ZERO,
+                    kind,
+                    trigger: trigger(n),
+                    callback_rate: callback(n),
                     working: WorkingPrice::Mark,
                     price: PriceTicks(0),
                     tif: TimeInForce::Gtc,
@@ -89,7 +95,21 @@ fn loaded() -> Driver {
                 d.out
             );
         }
+        between(d);
     }
+}
+
+fn loaded() -> Driver {
+    let mut d = driver();
+    place_all(
+        &mut d,
+        ACCOUNTS,
+        ConditionalKind::StopMarket,
+        // 50,000 + n × 0.09 over n < 100,000: 50,000.00 to 58,999.91.
+        |n| Price(Price::from_int(50_000).raw() + (n as i64) * 9_000_000),
+        |_| Rate::ZERO,
+        |_| {},
+    );
     d
 }
 
@@ -109,45 +129,17 @@ fn trailing(rng: &mut rand::rngs::StdRng) -> Driver {
         .unwrap_or(ACCOUNTS);
     let mut d = driver();
     let mut price = 60_000_000i64;
-    for a in 1..=accounts {
-        step(
-            &mut d,
-            Command::CreateAccount {
-                account: AccountId(a),
-                parent: None,
-            },
-        );
-        for k in 0..PER_ACCOUNT {
-            let n = (a - 1) * PER_ACCOUNT + k;
-            let callback = Rate((20 + (n % 81) as i64) * RATE_SCALE / 1_000);
-            step(
-                &mut d,
-                Command::PlaceConditional(ConditionalOrder {
-                    account: AccountId(a),
-                    instrument: BTCUSDT,
-                    order_id: OrderId(n + 1),
-                    side: Side::Sell,
-                    kind: ConditionalKind::TrailingStop,
-                    trigger: Price(0),
-                    callback_rate: callback,
-                    working: WorkingPrice::Mark,
-                    price: PriceTicks(0),
-                    tif: TimeInForce::Gtc,
-                    qty: QtyLots(1),
-                    reduce_only: true,
-                    close_position: false,
-                    stp: StpMode::ExpireTaker,
-                }),
-            );
-            assert!(
-                matches!(d.out.first(), Some(Event::ConditionalPlaced { .. })),
-                "{:?}",
-                d.out
-            );
-        }
-        let p = walk(rng, &mut price);
-        step(&mut d, mark(p));
-    }
+    place_all(
+        &mut d,
+        accounts,
+        ConditionalKind::TrailingStop,
+        |_| Price(0),
+        |n| Rate((20 + (n % 81) as i64) * RATE_SCALE / 1_000),
+        |d| {
+            let p = walk(rng, &mut price);
+            step(d, mark(p));
+        },
+    );
     d
 }
 
