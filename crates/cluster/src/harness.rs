@@ -205,7 +205,7 @@ impl LocalNats {
     /// Waits (at most `timeout`) until every running server reports the same JetStream
     /// metadata leader.
     pub fn wait_ready(&self, timeout: Duration) -> std::io::Result<String> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout; // determinism-ok: test harness wait for nats-server, bounded
         loop {
             let leaders: Vec<Option<String>> = (0..self.servers.len())
                 .filter(|i| self.is_running(*i))
@@ -224,6 +224,7 @@ impl LocalNats {
                 }
             }
             if Instant::now() >= deadline {
+                // determinism-ok: test harness wait deadline
                 return Err(std::io::Error::other(format!(
                     "no JetStream metadata leader within {timeout:?} (leaders seen: {leaders:?})"
                 )));

