@@ -223,8 +223,8 @@ impl LocalNats {
                     return Ok(first.clone());
                 }
             }
-            if Instant::now() >= deadline {
-                // determinism-ok: test harness wait deadline
+            let now = Instant::now(); // determinism-ok: test harness wait deadline
+            if now >= deadline {
                 return Err(std::io::Error::other(format!(
                     "no JetStream metadata leader within {timeout:?} (leaders seen: {leaders:?})"
                 )));

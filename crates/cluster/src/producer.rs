@@ -223,8 +223,7 @@ impl Producer {
         loop {
             match ensure_stream(&js, &cfg.names, cfg.replicas).await {
                 Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    // determinism-ok: retry budget
+                Err(e) if before(deadline) => {
                     tracing::warn!(error = %e, "stream not ready; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -421,8 +420,7 @@ async fn publish_with_retry(
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
-        if Instant::now() + pause >= deadline {
-            // determinism-ok: retry pause within the budget
+        if deadline.checked_sub(pause).is_none_or(|d| !before(d)) {
             return Err(PublishFailed::Stream {
                 batch_seq,
                 attempts,
@@ -432,4 +430,9 @@ async fn publish_with_retry(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
     }
+}
+
+/// Whether the host clock is still before `deadline` (retry budgets and waits only).
+fn before(deadline: Instant) -> bool {
+    Instant::now() < deadline // determinism-ok: retry budget of the producer, not engine time
 }
