@@ -141,6 +141,11 @@ fn instrument(config: &Config, symbol: &str) -> Result<InstrumentId, ApiError> {
         .ok_or_else(ApiError::invalid_symbol)
 }
 
+/// The optional `symbol` parameter: none, or a known instrument (-1121 otherwise).
+fn optional_instrument(config: &Config, p: &Params) -> Result<Option<InstrumentId>, ApiError> {
+    p.get("symbol").map(|s| instrument(config, s)).transpose()
+}
+
 async fn depth(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let go = async {
         let p = Params::parse(q.as_deref().unwrap_or(""))?;
@@ -639,10 +644,7 @@ signed!(cancel_all, |app, account, p| {
 });
 
 signed!(open_orders, |app, account, p| {
-    let instrument = match p.get("symbol") {
-        Some(s) => Some(instrument(&app.config, s)?),
-        None => None,
-    };
+    let instrument = optional_instrument(&app.config, &p)?;
     app.bridge
         .read(move |view| Ok(json!(shape::open_orders(view, account, instrument))))
         .await
@@ -711,10 +713,8 @@ signed!(margin_type, |app, account, p| {
 });
 
 signed!(leverage_bracket, |app, _account, p| {
-    let spec = match p.get("symbol") {
-        Some(s) => Some(app.config.instruments[instrument(&app.config, s)?.0 as usize].clone()),
-        None => None,
-    };
+    let spec =
+        optional_instrument(&app.config, &p)?.map(|i| app.config.instruments[i.0 as usize].clone());
     app.bridge
         .read(move |view| Ok(shape::leverage_brackets(view, spec.as_ref())))
         .await
@@ -730,13 +730,8 @@ signed!(account, |app, account, _p| {
 });
 
 signed!(position_risk, |app, account, p| {
-    let symbol = match p.get("symbol") {
-        Some(s) => {
-            instrument(&app.config, s)?;
-            Some(s.to_string())
-        }
-        None => None,
-    };
+    let symbol = optional_instrument(&app.config, &p)?
+        .map(|i| app.config.instruments[i.0 as usize].symbol.clone());
     app.bridge
         .read(move |view| {
             shape::position_risk(view, account, symbol.as_deref())
@@ -753,10 +748,7 @@ signed!(user_trades, |app, account, p| {
 });
 
 signed!(income, |app, account, p| {
-    let instrument = match p.get("symbol") {
-        Some(s) => Some(instrument(&app.config, s)?),
-        None => None,
-    };
+    let instrument = optional_instrument(&app.config, &p)?;
     app.bridge
         .read(move |view| crate::history::income(view, account, instrument, &p, now_ms()))
         .await

@@ -150,19 +150,7 @@ fn side_str(s: Side) -> &'static str {
 
 pub fn order(view: &View, id: OrderId, r: &OrderRecord) -> Value {
     let spec = &view.engine.config().instruments[r.instrument.0 as usize];
-    let avg = if r.executed.is_zero() {
-        Price::ZERO
-    } else {
-        // Σ price × qty / Σ qty: scale 10^16 / 10^8 = 10^8, rounded down.
-        Price(
-            i64::try_from(div_round(
-                r.cum_quote_raw,
-                r.executed.raw() as i128,
-                Rounding::Floor,
-            ))
-            .unwrap_or(i64::MAX),
-        )
-    };
+    let avg = r.avg_price();
     let status = match r.status {
         // An order whose command is durable but which left no trace as open or done.
         Status::New | Status::PartiallyFilled if !view.is_open(id) && r.executed < r.orig_qty => {

@@ -623,18 +623,7 @@ fn order_update(
         }
         _ => return None,
     };
-    let avg = if rec.executed.is_zero() {
-        Price::ZERO
-    } else {
-        Price(
-            i64::try_from(div_round(
-                rec.cum_quote_raw,
-                rec.executed.raw() as i128,
-                Rounding::Floor,
-            ))
-            .unwrap_or(i64::MAX),
-        )
-    };
+    let avg = rec.avg_price();
     let (bids, asks) = open_notional(view, rec.account, rec.instrument);
     let status = match rec.status {
         Status::Pending => Status::New,

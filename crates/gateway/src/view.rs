@@ -70,6 +70,24 @@ pub struct OrderRecord {
     pub update_ms: u64,
 }
 
+impl OrderRecord {
+    /// The average fill price: Σ price × qty / Σ qty (scale 10^16 / 10^8 = 10^8), rounded
+    /// down; zero before the first fill.
+    pub fn avg_price(&self) -> Price {
+        if self.executed.is_zero() {
+            return Price::ZERO;
+        }
+        Price(
+            i64::try_from(div_round(
+                self.cum_quote_raw,
+                i128::from(self.executed.raw()),
+                Rounding::Floor,
+            ))
+            .unwrap_or(i64::MAX),
+        )
+    }
+}
+
 /// The replica and the order records, as of `last_seq`.
 pub struct View {
     pub engine: Engine,
