@@ -9,6 +9,7 @@
 mod bench;
 mod bench_report;
 mod cluster_cmd;
+mod serve_cluster;
 mod serve_limits;
 
 use anyhow::Context as _;
@@ -65,37 +66,10 @@ enum Cmd {
     },
     /// Serve the Binance USDⓈ-M-compatible REST API (docs/GATEWAY.md) in front of the
     /// core, journaled in a sled journal (created, or recovered and continued). Orders are
-    /// answered once durable. Stops on Ctrl-C, finishing the requests in flight.
-    Serve {
-        /// Journal folder.
-        #[arg(long, default_value = "journal")]
-        journal: PathBuf,
-        /// Configuration (TOML or JSON); default: the built-in one (crates/config/data/default.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// API keys file (TOML, `[[keys]] api_key, secret, account`); must not be readable
-        /// by group or others.
-        #[arg(long)]
-        keys: PathBuf,
-        /// Address of the public API.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Address of the admin API (accounts, deposits, withdrawals, mark prices).
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        admin_listen: std::net::SocketAddr,
-        /// File holding the admin bearer token (at least 16 characters); otherwise the
-        /// environment variable PERPCORE_ADMIN_TOKEN.
-        #[arg(long)]
-        admin_token_file: Option<PathBuf>,
-        /// Start a new journal, removing the one in the folder (as for `run`).
-        #[arg(long)]
-        fresh: bool,
-        /// Requests not answered within this many milliseconds get HTTP 408.
-        #[arg(long, default_value_t = 10_000)]
-        request_timeout_ms: u64,
-        #[command(flatten)]
-        limits: serve_limits::LimitArgs,
-    },
+    /// answered once durable. With --cluster, the core is an engine node of a NATS
+    /// JetStream stream that the gateway publishes to (docs/CLUSTER.md). Stops on Ctrl-C,
+    /// finishing the requests in flight.
+    Serve(ServeArgs),
     /// Run an engine node in cluster mode (docs/CLUSTER.md): consume the NATS JetStream
     /// stream through this node's durable consumer, apply it and keep the node's own
     /// journal and cursor in --dir; report progress on perpcore.<STREAM>.progress.<ID>.
@@ -435,16 +409,39 @@ fn campaign(
     Ok(())
 }
 
+/// `perpcore serve`'s arguments.
+#[derive(clap::Args, Debug)]
 struct ServeArgs {
+    /// Journal folder (with --cluster: the node directory, its journal in DIR/journal).
+    #[arg(long, default_value = "journal")]
     journal: PathBuf,
+    /// Configuration (TOML or JSON); default: the built-in one (crates/config/data/default.toml).
+    #[arg(long)]
     config: Option<PathBuf>,
+    /// API keys file (TOML, `[[keys]] api_key, secret, account`); must not be readable
+    /// by group or others.
+    #[arg(long)]
     keys: PathBuf,
+    /// Address of the public API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
+    /// Address of the admin API (accounts, deposits, withdrawals, mark prices).
+    #[arg(long, default_value = "127.0.0.1:8081")]
     admin_listen: std::net::SocketAddr,
+    /// File holding the admin bearer token (at least 16 characters); otherwise the
+    /// environment variable PERPCORE_ADMIN_TOKEN.
+    #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Start a new journal, removing the one in the folder (as for `run`).
+    #[arg(long)]
     fresh: bool,
+    /// Requests not answered within this many milliseconds get HTTP 408.
+    #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
+    #[command(flatten)]
     limits: serve_limits::LimitArgs,
+    #[command(flatten)]
+    cluster: serve_cluster::ClusterArgs,
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -469,6 +466,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     opts.fresh = a.fresh;
     opts.request_timeout = std::time::Duration::from_millis(a.request_timeout_ms);
     opts.limits = a.limits.limits();
+    opts.cluster = a.cluster.options()?;
     let server = perpcore_gateway::Server::start(opts)?;
     eprintln!(
         "serving the API on http://{} and the admin API on http://{} (Ctrl-C stops)",
@@ -482,6 +480,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             "resumed_after": summary.resumed_after,
             "commands": summary.commands,
             "last_seq": summary.last_seq,
+            "node": summary.node.map(|(stream_seq, hash)| serde_json::json!({
+                "stream_seq": stream_seq,
+                "state_hash": hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            })),
         }})
     );
     Ok(())
@@ -508,27 +510,7 @@ fn main() -> ExitCode {
             snapshot_every,
             print,
         } => run(&journal, &input, fresh, snapshot_every, print),
-        Cmd::Serve {
-            journal,
-            config,
-            keys,
-            listen,
-            admin_listen,
-            admin_token_file,
-            fresh,
-            request_timeout_ms,
-            limits,
-        } => serve(ServeArgs {
-            journal,
-            config,
-            keys,
-            listen,
-            admin_listen,
-            admin_token_file,
-            fresh,
-            request_timeout_ms,
-            limits,
-        }),
+        Cmd::Serve(a) => serve(a),
         Cmd::Node {
             cluster,
             stream,

@@ -24,7 +24,7 @@ use perpcore_types::{Command, Config, Event};
 
 use crate::admission::{next_ts, Admission, Verdict, EVICT_EVERY_MESSAGES};
 use crate::cursor::{Cursor, CursorError};
-use crate::wire::{decode_batch, hex32, Checkpoint, Progress};
+use crate::wire::{decode_batch, hex32, Checkpoint, ProducerId, Progress};
 
 /// The journal's folder inside a node directory.
 pub const JOURNAL_DIR: &str = "journal";
@@ -40,6 +40,21 @@ pub struct LogMsg {
     pub payload: bytes::Bytes,
 }
 
+/// One command as the applier applied it, with where it came from: what a gateway on
+/// the node needs to answer its own clients and keep its read replica
+/// (`ApplierOptions::capture`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub seq: u64,
+    pub ts_ns: u64,
+    /// The producer and batch of the stream message it came in, and its place there.
+    pub producer: ProducerId,
+    pub batch_seq: u64,
+    pub index: u32,
+    pub command: Command,
+    pub events: Vec<Event>,
+}
+
 /// Tuning of an applier.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplierOptions {
@@ -52,6 +67,9 @@ pub struct ApplierOptions {
     /// Journal batch size (see `SequencerConfig::max_batch_bytes`).
     pub max_batch_bytes: usize,
     pub journal: JournalOptions,
+    /// Keep every applied command with its events for [`Applier::take_applied`] (off for
+    /// plain nodes: it costs a copy of each command and its events).
+    pub capture: bool,
 }
 
 impl Default for ApplierOptions {
@@ -61,6 +79,7 @@ impl Default for ApplierOptions {
             snapshot_every: 1_000_000,
             max_batch_bytes: 6 * 1024,
             journal: JournalOptions::default(),
+            capture: false,
         }
     }
 }
@@ -182,6 +201,8 @@ pub struct Applier {
     decoded: Vec<Command>,
     events: Vec<Event>,
     checkpoints: Vec<Checkpoint>,
+    /// Applied commands not yet taken (only with `capture`).
+    applied: Vec<Applied>,
     last_checkpoint: u64,
     last_snapshot_seq: u64,
     stats: ApplierStats,
@@ -288,6 +309,7 @@ impl Applier {
             decoded: Vec::new(),
             events: Vec::new(),
             checkpoints: Vec::new(),
+            applied: Vec::new(),
             last_checkpoint: cursor.stream_seq,
             last_snapshot_seq: snapshot_seq.unwrap_or(0),
             stats: ApplierStats::default(),
@@ -407,7 +429,7 @@ impl Applier {
                         .admit(header.producer, header.batch_seq, m.stored_ts_ns)
                     {
                         Verdict::Duplicate => self.stats.duplicates += 1,
-                        Verdict::Apply => self.apply_batch(m, &commands)?,
+                        Verdict::Apply => self.apply_batch(m, &header, &commands)?,
                     }
                 }
             }
@@ -425,9 +447,14 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_batch(&mut self, m: &LogMsg, commands: &[&[u8]]) -> Result<(), ApplyError> {
+    fn apply_batch(
+        &mut self,
+        m: &LogMsg,
+        header: &crate::wire::BatchHeader,
+        commands: &[&[u8]],
+    ) -> Result<(), ApplyError> {
         let decoded = std::mem::take(&mut self.decoded);
-        for (bytes, cmd) in commands.iter().zip(&decoded) {
+        for (index, (bytes, cmd)) in commands.iter().zip(&decoded).enumerate() {
             let seq = self.engine_seq + 1;
             let ts = next_ts(self.last_ts_ns, m.stored_ts_ns)
                 .ok_or(ApplyError::TimestampOverflow(m.stream_seq))?;
@@ -466,6 +493,17 @@ impl Applier {
                 self.builder.push(seq, ts, bytes)?;
                 self.events.clear();
                 self.core.apply(seq, ts, cmd, &mut self.events);
+                if self.opts.capture {
+                    self.applied.push(Applied {
+                        seq,
+                        ts_ns: ts,
+                        producer: header.producer,
+                        batch_seq: header.batch_seq,
+                        index: index as u32,
+                        command: cmd.clone(),
+                        events: self.events.clone(),
+                    });
+                }
                 self.stats.commands += 1;
                 self.state_seq = seq;
             }
@@ -584,6 +622,20 @@ impl Applier {
             verifying: self.verify.is_some(),
             checkpoints: std::mem::take(&mut self.checkpoints),
         }
+    }
+
+    /// The commands applied since the last call, with their events (empty unless
+    /// `ApplierOptions::capture`). Stored, but durable only as `apply`/`apply_flushed`
+    /// say.
+    pub fn take_applied(&mut self) -> Vec<Applied> {
+        std::mem::take(&mut self.applied)
+    }
+
+    /// The engine's full state as of the journal's end (`state_seq`), and that command's
+    /// timestamp: what a read replica starts from.
+    pub fn state_snapshot(&self) -> (Vec<u8>, u64, u64) {
+        let tip = self.journal.tip();
+        (self.core.snapshot(), tip.last_seq, tip.last_ts_ns)
     }
 
     /// The engine sequence of the state (the journal's end while verifying).

@@ -21,8 +21,8 @@ pub mod producer;
 pub mod stream;
 pub mod wire;
 
-pub use applier::{Applier, ApplierOptions, ApplyError, LogMsg};
-pub use node::{run_node, NodeError, NodeOptions, NodeSummary};
-pub use producer::{Acked, Producer, ProducerConfig, PublishFailed};
+pub use applier::{Applied, Applier, ApplierOptions, ApplyError, LogMsg};
+pub use node::{run_node, NodeError, NodeOptions, NodeOutput, NodeSummary};
+pub use producer::{Acked, EncodedBatch, Producer, ProducerConfig, PublishFailed};
 pub use stream::StreamNames;
 pub use wire::{Checkpoint, ProducerId, Progress};

@@ -26,7 +26,7 @@ use futures_util::StreamExt as _;
 use perpcore_types::Config;
 use tokio::sync::{mpsc, watch};
 
-use crate::applier::{ApplierOptions, ApplierStats, ApplyError, LogMsg, OpenInfo};
+use crate::applier::{Applied, ApplierOptions, ApplierStats, ApplyError, LogMsg, OpenInfo};
 use crate::cursor::Cursor;
 use crate::stream::{ensure_stream, StreamNames};
 use crate::wire::Progress;
@@ -56,6 +56,27 @@ pub struct NodeOptions {
     pub progress_interval: Duration,
     /// The cursor is written at most this often (and when the node stops).
     pub cursor_interval: Duration,
+    /// Where the node hands what it applies, for a gateway running on it (`None` for a
+    /// plain node). See [`NodeOutput`].
+    pub sink: Option<crossbeam_channel::Sender<NodeOutput>>,
+}
+
+/// What a node hands its [`NodeOptions::sink`], in this order: `Opened` once, then
+/// `Applied` for every group of commands, only after the fsync that made them durable,
+/// in engine sequence order without gaps (commands re-read and verified after a restart
+/// are not applied again and are not handed on: they are in the `Opened` state). A full
+/// sink holds the node back (the sync thread waits), so a sink must be drained.
+#[derive(Debug)]
+pub enum NodeOutput {
+    /// The engine state the node starts from (a snapshot encoding, `StateMachine::
+    /// snapshot`), as of engine sequence `seq` with that command's timestamp.
+    Opened {
+        snapshot: Vec<u8>,
+        seq: u64,
+        ts_ns: u64,
+    },
+    /// Commands applied and durable, with their events.
+    Applied(Vec<Applied>),
 }
 
 impl NodeOptions {
@@ -79,6 +100,7 @@ impl NodeOptions {
             fetch_batch: 256,
             progress_interval: Duration::from_millis(200),
             cursor_interval: Duration::from_millis(500),
+            sink: None,
         }
     }
 }
@@ -145,6 +167,9 @@ pub async fn connect(
 }
 
 /// Retries `f` with a growing pause (50 ms … 1 s) until it succeeds or `stop` is set.
+/// An attempt in progress is abandoned when `stop` is set: with every server down, a
+/// NATS request can wait for a reconnection that never comes, and a stopping node must
+/// not wait with it.
 async fn retry<T, E: std::fmt::Display, F, Fut>(
     what: &str,
     stop: &watch::Receiver<bool>,
@@ -155,15 +180,23 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut pause = Duration::from_millis(50);
+    let mut stop = stop.clone();
     loop {
         if *stop.borrow() {
             return None;
         }
-        match f().await {
+        let attempt = tokio::select! {
+            r = f() => r,
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        match attempt {
             Ok(v) => return Some(v),
             Err(e) => {
                 tracing::warn!(error = %e, "{what} failed; retrying in {pause:?}");
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|s| *s) => return None,
+                }
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
@@ -321,6 +354,7 @@ struct Release {
     engine_seq: u64,
     progress: Progress,
     cursor: Option<Cursor>,
+    applied: Vec<Applied>,
 }
 
 /// The sync thread: takes every point the applier has flushed so far, makes them durable
@@ -335,6 +369,7 @@ fn sync_loop(
     rx: std::sync::mpsc::Receiver<Release>,
     progress: mpsc::UnboundedSender<Progress>,
     cursor_interval: Duration,
+    sink: Option<crossbeam_channel::Sender<NodeOutput>>,
 ) -> Result<(), ApplyError> {
     let mut last_cursor = Instant::now(); // determinism-ok: only paces how often the cursor file is stored; the cursor's content and the engine never see it
     let mut cursor: Option<Cursor> = None;
@@ -347,6 +382,12 @@ fn sync_loop(
             synced = target;
         }
         for r in round {
+            if let Some(sink) = &sink {
+                if !r.applied.is_empty() {
+                    // A sink that is gone (its gateway stopped) no longer needs them.
+                    let _ = sink.send(NodeOutput::Applied(r.applied));
+                }
+            }
             let _ = progress.send(r.progress);
             if r.cursor.is_some() {
                 cursor = r.cursor;
@@ -379,9 +420,10 @@ fn apply_loop(
         let dir = applier.dir().to_path_buf();
         let synced = applier.journal().tip().last_seq;
         let interval = opts.cursor_interval;
+        let sink = opts.sink.clone();
         std::thread::Builder::new()
             .name(format!("perpcore-node-{node}-sync"))
-            .spawn(move || sync_loop(sync, dir, synced, release_rx, progress, interval))
+            .spawn(move || sync_loop(sync, dir, synced, release_rx, progress, interval, sink))
             .map_err(|e| ApplyError::Io(applier.dir().to_path_buf(), e))?
     };
     let result = apply_rounds(&mut applier, &node, &opts, &mut rx, &release_tx);
@@ -412,6 +454,7 @@ fn apply_rounds(
             engine_seq: applier.engine_seq(),
             progress: applier.progress(node),
             cursor: applier.cursor(),
+            applied: applier.take_applied(),
         };
         release.send(r).map_err(|_| {
             ApplyError::Io(
@@ -462,6 +505,8 @@ pub async fn run_node(
     mut on_progress: impl FnMut(&Progress) + Send + 'static,
 ) -> Result<NodeSummary, NodeError> {
     crate::stream::check_name("node id", &opts.node_id)?;
+    let mut opts = opts;
+    opts.applier.capture = opts.sink.is_some();
     let (applier, open) = {
         let o = opts.clone();
         tokio::task::spawn_blocking(move || {
@@ -470,6 +515,14 @@ pub async fn run_node(
         .await
         .map_err(|_| NodeError::ApplierPanicked)??
     };
+    if let Some(sink) = &opts.sink {
+        let (snapshot, seq, ts_ns) = applier.state_snapshot();
+        let _ = sink.send(NodeOutput::Opened {
+            snapshot,
+            seq,
+            ts_ns,
+        });
+    }
     tracing::info!(?open, node = %opts.node_id, "node directory opened");
     let next = applier.next_stream_seq();
 
@@ -533,7 +586,8 @@ pub async fn run_node(
                     }
                 }
             }
-            let _ = client.flush().await;
+            // Bounded: with every server down a flush waits for a reconnection.
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         })
     };
 

@@ -173,6 +173,16 @@ impl Pending {
     }
 }
 
+/// A batch encoded under its batch sequence number, not yet published
+/// ([`Producer::encode`]).
+#[derive(Debug)]
+pub struct EncodedBatch {
+    pub batch_seq: u64,
+    pub count: u32,
+    message: Vec<u8>,
+    sent_at: Instant,
+}
+
 /// A connected producer. Cheap to share by reference across tasks; `send` may be called
 /// concurrently.
 pub struct Producer {
@@ -287,6 +297,17 @@ impl Producer {
     /// Publishes `commands` as one batch: waits for a free slot, then returns at once
     /// while a task publishes and retries. `commands` must not be empty.
     pub async fn send(&self, commands: &[Command]) -> Result<Pending, PublishFailed> {
+        let batch = self.encode(commands)?;
+        self.send_encoded(batch).await
+    }
+
+    /// Takes the next batch sequence number and encodes `commands` as that batch, without
+    /// publishing: for a caller that must know the number before the batch can land (a
+    /// gateway matching the commands its node applies to its requests). Encoded batches
+    /// must be passed to `send_encoded` in the order they were made (the nodes'
+    /// de-duplication window counts on it); one that is dropped unsent leaves a gap,
+    /// which is harmless.
+    pub fn encode(&self, commands: &[Command]) -> Result<EncodedBatch, PublishFailed> {
         let sent_at = Instant::now(); // determinism-ok: latency measured for the producer's report only
         let batch_seq = self.next_batch.fetch_add(1, Ordering::Relaxed);
         let mut enc = BatchEncoder::new(self.id, batch_seq);
@@ -299,9 +320,24 @@ impl Producer {
         if enc.is_empty() {
             return Err(PublishFailed::Setup("an empty batch".into()));
         }
-        let count = enc.count();
-        self.send_bytes(batch_seq, count, enc.finish(), sent_at)
-            .await
+        Ok(EncodedBatch {
+            batch_seq,
+            count: enc.count(),
+            message: enc.finish(),
+            sent_at,
+        })
+    }
+
+    /// Publishes a batch made by `encode` (see `send`).
+    pub async fn send_encoded(&self, batch: EncodedBatch) -> Result<Pending, PublishFailed> {
+        self.publish(
+            batch.batch_seq,
+            batch.count,
+            batch.message,
+            msg_id(self.id, batch.batch_seq),
+            batch.sent_at,
+        )
+        .await
     }
 
     /// Publishes an already encoded batch message under batch sequence `batch_seq` (for
@@ -315,23 +351,6 @@ impl Producer {
     ) -> Result<Pending, PublishFailed> {
         let sent_at = Instant::now(); // determinism-ok: latency measured for the producer's report only
         self.publish(batch_seq, 0, message, msg_id, sent_at).await
-    }
-
-    async fn send_bytes(
-        &self,
-        batch_seq: u64,
-        count: u32,
-        message: Vec<u8>,
-        sent_at: Instant,
-    ) -> Result<Pending, PublishFailed> {
-        self.publish(
-            batch_seq,
-            count,
-            message,
-            msg_id(self.id, batch_seq),
-            sent_at,
-        )
-        .await
     }
 
     async fn publish(

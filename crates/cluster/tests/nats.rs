@@ -270,3 +270,29 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
     }
     drop(nats);
 }
+
+/// Regression (found by the gateway's cluster test): with every nats-server down, a node
+/// told to stop hung for good — a NATS request of its retry loop and its last flush both
+/// wait for a reconnection that never comes. Now both give way to the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_while_every_server_is_down() {
+    let Some(bin) = nats_or_skip() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
+    nats.wait_ready(Duration::from_secs(15)).unwrap();
+    let names = StreamNames::new("DOWN").unwrap();
+    let (rep_tx, mut rep_rx) = mpsc::unbounded_channel::<Progress>();
+    let node = RunningNode::start(&nats, &names, "n1", &root.path().join("node1"), rep_tx);
+    // Its first report: connected, the stream made, the consumer pulling.
+    tokio::time::timeout(Duration::from_secs(20), rep_rx.recv())
+        .await
+        .expect("a first progress report within 20 s")
+        .expect("the node reports");
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    // Let its fetch task notice and start retrying against nobody.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summary = node.stop().await;
+    assert_eq!(summary.stream_seq, 0);
+}

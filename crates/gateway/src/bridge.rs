@@ -100,6 +100,23 @@ impl BridgeClient {
     }
 }
 
+/// Applies one durable command (with the events it had) to the view and notes its stream
+/// updates: the same in single-node and cluster mode.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_durable(
+    view: &mut View,
+    publisher: &mut crate::publish::Publisher,
+    scratch: &mut Vec<Event>,
+    seq: u64,
+    ts_ns: u64,
+    command: &Command,
+    events: &[Event],
+) {
+    publisher.before(view, events);
+    view.apply(seq, ts_ns, command, events, scratch);
+    publisher.after(view, seq, ts_ns, events);
+}
+
 /// Run the bridge until `Stop` (or the sequencer fails).
 pub fn run(
     sequencer: Sequencer<Core>,
@@ -134,10 +151,8 @@ pub fn run(
                         failure = Some(format!("output for seq {} without a request", c.seq));
                         break;
                     };
-                    publisher.before(&view, &c.events);
-                    view.apply(c.seq, c.ts_ns, &f.command, &c.events, &mut scratch);
+                    apply_durable(&mut view, &mut publisher, &mut scratch, c.seq, c.ts_ns, &f.command, &c.events);
                     metrics.on_committed(&c.events, f.submitted);
-                    publisher.after(&view, c.seq, c.ts_ns, &c.events);
                     commands += 1;
                     let answer = (f.finish)(&mut view, Ok(&c.events));
                     let _ = f.reply.send(answer);

@@ -112,6 +112,16 @@ impl ApiError {
             "Server is currently overloaded with other requests. Please try again in a few minutes.",
         )
     }
+    /// Cluster mode: the stream never acknowledged the command within the retry budget;
+    /// a copy may still have been stored and be applied (docs/CLUSTER.md). Binance's
+    /// code for an unknown outcome.
+    pub fn outcome_unknown(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1007,
+            format!("Timeout waiting for response from backend server. Send status unknown; execution status unknown. ({what})"),
+        )
+    }
     pub fn internal(what: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -238,6 +248,8 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
     #[error("the core stopped: {0}")]
     CoreStopped(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@
 mod admin_prices;
 pub mod auth;
 pub mod bridge;
+pub mod cluster;
 pub mod conn;
 pub mod error;
 pub mod history;
@@ -57,6 +58,7 @@ pub mod view;
 mod ws;
 
 pub use auth::{sign_hex, ApiKeys};
+pub use cluster::ClusterOptions;
 pub use error::{reject_to_binance, ApiError, GatewayError};
 pub use http::MAX_BODY_BYTES;
 pub use limits::RateLimits;
@@ -97,6 +99,10 @@ pub struct ServeOptions {
     pub limits: RateLimits,
     /// Websocket limits (connections, outbound buffers, listen key lifetime).
     pub streams: StreamOptions,
+    /// Cluster mode: publish to a NATS JetStream stream and run an engine node of its own
+    /// in `journal` (a node directory) instead of the single-node sequencer
+    /// (docs/CLUSTER.md, "The gateway on the stream"). `None`: single-node.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl ServeOptions {
@@ -119,6 +125,7 @@ impl ServeOptions {
             worker_threads: 2,
             limits: RateLimits::default(),
             streams: StreamOptions::default(),
+            cluster: None,
         }
     }
 }
@@ -129,6 +136,22 @@ pub struct ServeSummary {
     pub resumed_after: u64,
     pub commands: u64,
     pub last_seq: u64,
+    /// Cluster mode: the node's last stream message and state hash when it stopped.
+    pub node: Option<(u64, [u8; 32])>,
+}
+
+type NodeTask =
+    tokio::task::JoinHandle<Result<perpcore_cluster::NodeSummary, perpcore_cluster::NodeError>>;
+
+/// What the bridge sits on.
+enum Backend {
+    /// The single-node sequencer (the default).
+    Single(
+        Sequencer<Core>,
+        crossbeam_channel::Receiver<Vec<sequencer::Committed<perpcore_types::Event>>>,
+    ),
+    /// A producer of the cluster's stream and the node this process runs.
+    Cluster(cluster::Links),
 }
 
 /// A running gateway: its runtime, listeners and the bridge thread.
@@ -144,6 +167,8 @@ pub struct Server {
     hub_stop: Option<tokio::sync::oneshot::Sender<()>>,
     hub: Option<tokio::task::JoinHandle<()>>,
     streams: Arc<stream::Shared>,
+    /// Cluster mode: the node's stop signal and task.
+    node: Option<(tokio::sync::oneshot::Sender<()>, NodeTask)>,
 }
 
 impl Server {
@@ -156,69 +181,52 @@ impl Server {
             });
         }
         let metrics = Arc::new(metrics::Metrics::new());
-        let genesis = perpcore_node::genesis(&opts.config);
-        let dir = &opts.journal;
-        let has_journal = dir.join(perpcore_journal::MARK_FILE).exists()
-            || dir.join(perpcore_journal::SLED_DIR).exists();
-        let (started, replica, resumed_after, last_ts_ns) = if !opts.fresh && has_journal {
-            let mut rec: Recovered<Core> = sequencer::recover_with(dir, JournalOptions::default())?;
-            rec.journal.set_sync_timer(metrics.sync_timer());
-            if rec.journal.genesis() != genesis.as_slice() {
-                return Err(GatewayError::ConfigMismatch(dir.display().to_string()));
-            }
-            let replica = Core::restore(&rec.state.snapshot())
-                .map_err(|e| GatewayError::Replica(e.to_string()))?
-                .0;
-            let (after, ts) = (rec.last_seq, rec.last_ts_ns);
-            (
-                Sequencer::resume(rec, Box::new(SystemClock), opts.sequencer)?,
-                replica,
-                after,
-                ts,
-            )
-        } else {
-            let (mut journal, _) = if opts.fresh {
-                Journal::create_fresh(dir, &genesis, JournalOptions::default())?
-            } else {
-                Journal::open_or_create(dir, &genesis, JournalOptions::default())?
-            };
-            journal.set_sync_timer(metrics.sync_timer());
-            (
-                Sequencer::start(
-                    Core(Engine::new(opts.config.clone())),
-                    Some(journal),
-                    Box::new(SystemClock),
-                    opts.sequencer,
-                )?,
-                Engine::new(opts.config.clone()),
-                0,
-                0,
-            )
-        };
-        let (seq, output) = started;
-        let view = view::View::new(replica, resumed_after, last_ts_ns);
-        // The streams: the bridge's publisher feeds the hub (a task on the runtime below).
-        let shared = Arc::new(stream::Shared::new(&opts.streams));
-        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(opts.streams.update_queue.max(1));
-        let publisher = publish::Publisher::new(batch_tx, shared.clone(), &view);
-        let start_seq = view.last_seq;
-        let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
-        let (seq_probe, req_probe) = (seq.handle(), tx.clone());
-        metrics.set_probes(
-            Box::new(move || seq_probe.queued()),
-            Box::new(move || req_probe.len()),
-        );
-        let bridge_metrics = metrics.clone();
-        let bridge_thread = std::thread::Builder::new()
-            .name("perpcore-gateway-bridge".into())
-            .spawn(move || bridge::run(seq, output, rx, view, bridge_metrics, publisher))?;
-        let client = bridge::BridgeClient::new(tx);
-
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.worker_threads.max(1))
             .thread_name("perpcore-gateway-http")
             .enable_all()
             .build()?;
+        let (tx, rx) = crossbeam_channel::bounded(REQUEST_QUEUE);
+        let req_probe = tx.clone();
+        let (backend, view, resumed_after, node) = match &opts.cluster {
+            None => {
+                let (backend, view) = start_single(&opts, &metrics)?;
+                let after = view.last_seq;
+                (backend, view, after, None)
+            }
+            Some(c) => {
+                let (links, view, node) = runtime.block_on(start_cluster(&opts, c))?;
+                let after = view.last_seq;
+                (Backend::Cluster(links), view, after, Some(node))
+            }
+        };
+        let queue_probe: Box<dyn Fn() -> usize + Send + Sync> = match &backend {
+            Backend::Single(seq, _) => {
+                let h = seq.handle();
+                Box::new(move || h.queued())
+            }
+            Backend::Cluster(links) => {
+                let n = links.in_flight.clone();
+                Box::new(move || n.load(std::sync::atomic::Ordering::Relaxed))
+            }
+        };
+        metrics.set_probes(queue_probe, Box::new(move || req_probe.len()));
+        // The streams: the bridge's publisher feeds the hub (a task on the runtime below).
+        let shared = Arc::new(stream::Shared::new(&opts.streams));
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(opts.streams.update_queue.max(1));
+        let publisher = publish::Publisher::new(batch_tx, shared.clone(), &view);
+        let start_seq = view.last_seq;
+        let bridge_metrics = metrics.clone();
+        let bridge_thread = std::thread::Builder::new()
+            .name("perpcore-gateway-bridge".into())
+            .spawn(move || match backend {
+                Backend::Single(seq, output) => {
+                    bridge::run(seq, output, rx, view, bridge_metrics, publisher)
+                }
+                Backend::Cluster(links) => cluster::run(links, rx, view, bridge_metrics, publisher),
+            })?;
+        let client = bridge::BridgeClient::new(tx);
+
         use sha2::Digest as _;
         let app = Arc::new(http::App {
             bridge: client.clone(),
@@ -254,6 +262,10 @@ impl Server {
             (Err(e), _) | (_, Err(e)) => {
                 client.stop();
                 let _ = bridge_thread.join();
+                if let Some((stop, task)) = node {
+                    let _ = stop.send(());
+                    let _ = runtime.block_on(task);
+                }
                 return Err(e.into());
             }
         };
@@ -316,6 +328,7 @@ impl Server {
             hub_stop: Some(hub_stop),
             hub: Some(hub),
             streams: shared,
+            node,
         })
     }
 
@@ -360,11 +373,25 @@ impl Server {
             .expect("joined once")
             .join()
             .map_err(|_| GatewayError::CoreStopped("the bridge thread panicked".into()))?;
+        // Cluster mode: the node finishes the group in flight and writes its cursor.
+        let node = match self.node.take() {
+            None => None,
+            Some((stop, task)) => {
+                let _ = stop.send(());
+                let summary = self
+                    .runtime
+                    .block_on(task)
+                    .map_err(|_| GatewayError::Cluster("the node task panicked".into()))?
+                    .map_err(|e| GatewayError::Cluster(e.to_string()))?;
+                Some((summary.stream_seq, summary.state_hash))
+            }
+        };
         exit.result.map_err(GatewayError::CoreStopped)?;
         Ok(ServeSummary {
             resumed_after: self.resumed_after,
             commands: exit.commands,
             last_seq: exit.last_seq,
+            node,
         })
     }
 }
@@ -381,5 +408,165 @@ impl Drop for Server {
             self.bridge.stop();
             let _ = t.join();
         }
+        if let Some((stop, task)) = self.node.take() {
+            let _ = stop.send(());
+            let _ = self.runtime.block_on(task);
+        }
     }
+}
+
+/// Single-node mode: the journal recovered (or created) and the sequencer started on it;
+/// the view is a replica of the recovered state.
+fn start_single(
+    opts: &ServeOptions,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(Backend, view::View), GatewayError> {
+    let genesis = perpcore_node::genesis(&opts.config);
+    let dir = &opts.journal;
+    let has_journal = dir.join(perpcore_journal::MARK_FILE).exists()
+        || dir.join(perpcore_journal::SLED_DIR).exists();
+    let (started, replica, resumed_after, last_ts_ns) = if !opts.fresh && has_journal {
+        let mut rec: Recovered<Core> = sequencer::recover_with(dir, JournalOptions::default())?;
+        rec.journal.set_sync_timer(metrics.sync_timer());
+        if rec.journal.genesis() != genesis.as_slice() {
+            return Err(GatewayError::ConfigMismatch(dir.display().to_string()));
+        }
+        let replica = Core::restore(&rec.state.snapshot())
+            .map_err(|e| GatewayError::Replica(e.to_string()))?
+            .0;
+        let (after, ts) = (rec.last_seq, rec.last_ts_ns);
+        (
+            Sequencer::resume(rec, Box::new(SystemClock), opts.sequencer)?,
+            replica,
+            after,
+            ts,
+        )
+    } else {
+        let (mut journal, _) = if opts.fresh {
+            Journal::create_fresh(dir, &genesis, JournalOptions::default())?
+        } else {
+            Journal::open_or_create(dir, &genesis, JournalOptions::default())?
+        };
+        journal.set_sync_timer(metrics.sync_timer());
+        (
+            Sequencer::start(
+                Core(Engine::new(opts.config.clone())),
+                Some(journal),
+                Box::new(SystemClock),
+                opts.sequencer,
+            )?,
+            Engine::new(opts.config.clone()),
+            0,
+            0,
+        )
+    };
+    let (seq, output) = started;
+    let view = view::View::new(replica, resumed_after, last_ts_ns);
+    Ok((Backend::Single(seq, output), view))
+}
+
+/// How long a starting gateway waits for its node to open its directory.
+const NODE_OPEN_WAIT: Duration = Duration::from_secs(120);
+
+/// Cluster mode: the producer connected, the node started in `opts.journal` (a node
+/// directory), the view a replica of the state the node opened with.
+async fn start_cluster(
+    opts: &ServeOptions,
+    c: &ClusterOptions,
+) -> Result<
+    (
+        cluster::Links,
+        view::View,
+        (tokio::sync::oneshot::Sender<()>, NodeTask),
+    ),
+    GatewayError,
+> {
+    use perpcore_cluster::{NodeOptions, NodeOutput, Producer, ProducerConfig};
+    if opts.fresh {
+        return Err(GatewayError::Cluster(
+            "--fresh does not apply in cluster mode: a node directory is rebuilt from the stream by starting with an empty one".into(),
+        ));
+    }
+    if c.order_id_slots == 0 || c.order_id_slot >= c.order_id_slots {
+        return Err(GatewayError::Cluster(format!(
+            "order id slot {} of {}: the slot must be below the number of slots",
+            c.order_id_slot, c.order_id_slots
+        )));
+    }
+    let mut pc = ProducerConfig::new(c.servers.clone(), c.names.clone());
+    pc.replicas = c.replicas;
+    pc.max_pending = c.max_pending;
+    pc.retry_budget = c.retry_budget;
+    let producer = Arc::new(
+        Producer::connect(pc)
+            .await
+            .map_err(|e| GatewayError::Cluster(e.to_string()))?,
+    );
+    let (sink, outputs) = crossbeam_channel::bounded(1024);
+    let mut no = NodeOptions::new(
+        c.servers.clone(),
+        c.names.clone(),
+        &c.node_id,
+        opts.journal.clone(),
+        opts.config.clone(),
+    );
+    no.replicas = c.replicas;
+    no.applier.snapshot_every = c.snapshot_every;
+    no.sink = Some(sink);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task: NodeTask = tokio::spawn(perpcore_cluster::run_node(
+        no,
+        async move {
+            let _ = stop_rx.await;
+        },
+        |_| {},
+    ));
+    // The node's first output is the state it opened with; if it stops first, its
+    // error says why.
+    let first = {
+        let outputs = outputs.clone();
+        tokio::task::spawn_blocking(move || outputs.recv_timeout(NODE_OPEN_WAIT))
+            .await
+            .map_err(|_| GatewayError::Cluster("waiting for the node panicked".into()))?
+    };
+    let (snapshot, seq, ts_ns) = match first {
+        Ok(NodeOutput::Opened {
+            snapshot,
+            seq,
+            ts_ns,
+        }) => (snapshot, seq, ts_ns),
+        Ok(NodeOutput::Applied(_)) => {
+            return Err(GatewayError::Cluster(
+                "the node applied before it opened".into(),
+            ))
+        }
+        Err(_) => {
+            let _ = stop_tx.send(());
+            let why = match task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => "the node stopped".into(),
+                Err(_) => "the node task panicked".into(),
+            };
+            return Err(GatewayError::Cluster(format!(
+                "the node did not open: {why}"
+            )));
+        }
+    };
+    let replica = Core::restore(&snapshot)
+        .map_err(|e| GatewayError::Replica(e.to_string()))?
+        .0;
+    let mut view = view::View::new(replica, seq, ts_ns);
+    view.set_order_id_slot(c.order_id_slot, c.order_id_slots);
+    let (to_producer, batches) = tokio::sync::mpsc::unbounded_channel();
+    let (failed_tx, failed) = crossbeam_channel::unbounded();
+    tokio::spawn(cluster::producer_task(producer.clone(), batches, failed_tx));
+    let links = cluster::Links {
+        producer,
+        to_producer,
+        failed,
+        node: outputs,
+        in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        max_batch: c.max_batch,
+    };
+    Ok((links, view, (stop_tx, task)))
 }

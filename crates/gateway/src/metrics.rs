@@ -207,11 +207,16 @@ impl Metrics {
             .inc();
     }
 
-    /// The durable events of one command (on the bridge thread).
+    /// The durable events of one of this gateway's commands (on the bridge thread).
     pub fn on_committed(&self, events: &[perpcore_types::Event], submitted: std::time::Instant) {
-        self.commands.inc();
         self.accept_to_durable
             .observe(submitted.elapsed().as_secs_f64());
+        self.on_applied(events);
+    }
+
+    /// The durable events of any command (in cluster mode, also other producers').
+    pub fn on_applied(&self, events: &[perpcore_types::Event]) {
+        self.commands.inc();
         for e in events {
             let code = match e {
                 perpcore_types::Event::Rejected { code, .. }

@@ -95,6 +95,10 @@ pub struct View {
     pub by_client: BTreeMap<(AccountId, String), OrderId>,
     terminal: VecDeque<OrderId>,
     pub next_order_id: u64,
+    /// Order ids this gateway allocates are `slot` modulo `slots` (1 and 0: all): in
+    /// cluster mode, several gateways on one stream each allocate from their own residue
+    /// class, so their ids never collide (`ServeOptions::cluster`).
+    id_slots: (u64, u64),
     pub last_seq: u64,
     pub last_ts_ns: u64,
     /// Account trades and income (`crate::history`).
@@ -125,16 +129,35 @@ impl View {
             by_client: BTreeMap::new(),
             terminal: VecDeque::new(),
             next_order_id: max_id + 1,
+            id_slots: (0, 1),
             last_seq,
             last_ts_ns,
             history: crate::history::History::default(),
         }
     }
 
+    /// Allocate order ids `slot` modulo `slots` from now on (`slot < slots`).
+    pub fn set_order_id_slot(&mut self, slot: u64, slots: u64) {
+        debug_assert!(slots >= 1 && slot < slots);
+        self.id_slots = (slot, slots.max(1));
+    }
+
+    /// The next order id: above every id allocated or seen in an accepted order, in this
+    /// gateway's residue class.
     pub fn allocate_order_id(&mut self) -> OrderId {
-        let id = OrderId(self.next_order_id);
-        self.next_order_id += 1;
-        id
+        let (slot, slots) = self.id_slots;
+        let next = self.next_order_id;
+        let id = next + (slot + slots - next % slots) % slots;
+        self.next_order_id = id + 1;
+        OrderId(id)
+    }
+
+    /// Ids of other origins (other gateways or producers on the stream) move the next id
+    /// past them.
+    fn saw_order_id(&mut self, id: OrderId) {
+        if id.0 >= self.next_order_id && id.0 < perpcore_engine::RESERVED_ORDER_ID_MIN {
+            self.next_order_id = id.0 + 1;
+        }
     }
 
     /// Register an order about to be submitted (status `Pending`).
@@ -209,6 +232,7 @@ impl View {
                 price,
                 qty,
             } => {
+                self.saw_order_id(*order_id);
                 let position_side = self.position_side_of(*account, *order_id, *side);
                 let rec = self.orders.entry(*order_id).or_insert_with(|| OrderRecord {
                     account: *account,
@@ -237,6 +261,7 @@ impl View {
                 rec.update_ms = ms;
             }
             Event::ConditionalPlaced { order_id, .. } => {
+                self.saw_order_id(*order_id);
                 if let Some(r) = self.orders.get_mut(order_id) {
                     r.status = Status::New;
                     r.update_ms = ms;

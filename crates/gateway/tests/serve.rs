@@ -10,7 +10,7 @@ use perpcore_gateway::{sign_hex, ApiKeys, ServeOptions, Server};
 use perpcore_types::AccountId;
 mod common;
 
-use common::{http, now_ms};
+use common::{admin_with, http, now_ms, Client};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,67 +22,8 @@ const SECRET_A: &str = "secret-a-0123456789";
 const KEY_B: &str = "key-b";
 const SECRET_B: &str = "secret-b-0123456789";
 
-struct Client {
-    addr: SocketAddr,
-    key: &'static str,
-    secret: &'static str,
-}
-
-impl Client {
-    /// A signed call as ccxt makes it, with `timestamp` given (to test the window).
-    fn call_at(&self, method: &str, path: &str, params: &str, ts: u64) -> (u16, Value) {
-        let mut payload = format!("timestamp={ts}");
-        if !params.is_empty() {
-            payload.push('&');
-            payload.push_str(params);
-        }
-        payload.push_str("&recvWindow=5000");
-        let signed = format!(
-            "{payload}&signature={}",
-            sign_hex(self.secret.as_bytes(), &payload)
-        );
-        let key = [("X-MBX-APIKEY", self.key)];
-        if method == "GET" || method == "DELETE" {
-            http(self.addr, method, &format!("{path}?{signed}"), &key, "")
-        } else {
-            let headers = [
-                key[0],
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ];
-            http(self.addr, method, path, &headers, &signed)
-        }
-    }
-    fn call(&self, method: &str, path: &str, params: &str) -> (u16, Value) {
-        self.call_at(method, path, params, now_ms())
-    }
-    fn ok(&self, method: &str, path: &str, params: &str) -> Value {
-        let (status, v) = self.call(method, path, params);
-        assert_eq!(status, 200, "{method} {path} {params}: {v}");
-        v
-    }
-    fn code(&self, method: &str, path: &str, params: &str) -> i64 {
-        let (status, v) = self.call(method, path, params);
-        assert_ne!(status, 200, "{method} {path} {params} should fail: {v}");
-        v["code"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no code in {v}"))
-    }
-}
-
 fn admin(addr: SocketAddr, path: &str, body: &str) -> Value {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let (status, v) = http(
-        addr,
-        "POST",
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    );
-    assert_eq!(status, 200, "{path} {body}: {v}");
-    v
+    admin_with(addr, ADMIN_TOKEN, path, body)
 }
 
 fn start(dir: &std::path::Path, fresh: bool) -> Server {

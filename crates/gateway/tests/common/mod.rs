@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+use perpcore_gateway::sign_hex;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -117,4 +118,69 @@ pub fn http(
 ) -> (u16, Value) {
     let a = request(LOCAL, addr, method, target, headers, body);
     (a.status, a.body)
+}
+
+/// A signed client as ccxt's binanceusdm signs (see serve.rs's header).
+pub struct Client {
+    pub addr: SocketAddr,
+    pub key: &'static str,
+    pub secret: &'static str,
+}
+
+impl Client {
+    /// A signed call as ccxt makes it, with `timestamp` given (to test the window).
+    pub fn call_at(&self, method: &str, path: &str, params: &str, ts: u64) -> (u16, Value) {
+        let mut payload = format!("timestamp={ts}");
+        if !params.is_empty() {
+            payload.push('&');
+            payload.push_str(params);
+        }
+        payload.push_str("&recvWindow=5000");
+        let signed = format!(
+            "{payload}&signature={}",
+            sign_hex(self.secret.as_bytes(), &payload)
+        );
+        let key = [("X-MBX-APIKEY", self.key)];
+        if method == "GET" || method == "DELETE" {
+            http(self.addr, method, &format!("{path}?{signed}"), &key, "")
+        } else {
+            let headers = [
+                key[0],
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ];
+            http(self.addr, method, path, &headers, &signed)
+        }
+    }
+    pub fn call(&self, method: &str, path: &str, params: &str) -> (u16, Value) {
+        self.call_at(method, path, params, now_ms())
+    }
+    pub fn ok(&self, method: &str, path: &str, params: &str) -> Value {
+        let (status, v) = self.call(method, path, params);
+        assert_eq!(status, 200, "{method} {path} {params}: {v}");
+        v
+    }
+    pub fn code(&self, method: &str, path: &str, params: &str) -> i64 {
+        let (status, v) = self.call(method, path, params);
+        assert_ne!(status, 200, "{method} {path} {params} should fail: {v}");
+        v["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no code in {v}"))
+    }
+}
+
+/// A POST to the admin API with the bearer `token`; must answer 200.
+pub fn admin_with(addr: SocketAddr, token: &str, path: &str, body: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    let (status, v) = http(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    assert_eq!(status, 200, "{path} {body}: {v}");
+    v
 }
