@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use perpcore_cluster::harness::{nats_server_binary, LocalNats};
+use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
 use perpcore_cluster::wire::Progress;
 use perpcore_cluster::{Producer, ProducerConfig, StreamNames};
 use perpcore_types::{AccountId, AssetId, Command, Money};
@@ -34,19 +34,6 @@ const PER_BATCH: u64 = 50;
 /// Batches of load (one every `PACE`): 1,200 × 50 = 60,000 deposits over ≥ 9.6 s.
 const BATCHES: u64 = 1_200;
 const PACE: Duration = Duration::from_millis(8);
-
-fn nats_or_skip() -> Option<PathBuf> {
-    match nats_server_binary() {
-        Some(b) => Some(b),
-        None if std::env::var_os("PERPCORE_REQUIRE_NATS").is_some() => panic!(
-            "PERPCORE_REQUIRE_NATS is set but nats-server is not installed (apt-get install nats-server)"
-        ),
-        None => {
-            eprintln!("\n*** SKIPPED: nats-server not found (apt-get install nats-server, or set PERPCORE_NATS_SERVER); set PERPCORE_REQUIRE_NATS=1 to make this a failure ***\n");
-            None
-        }
-    }
-}
 
 /// A `perpcore node` process; SIGKILLed when dropped.
 struct NodeProc {
@@ -193,7 +180,9 @@ fn journal_of(dir: &Path) -> (Vec<(u64, u64, Command)>, Vec<u64>) {
 
 #[test]
 fn leader_and_node_sigkill_lose_nothing_acknowledged() {
-    let Some(bin) = nats_or_skip() else { return };
+    let Some(bin) = nats_server_or_skip() else {
+        return;
+    };
     let root = tempfile::tempdir().unwrap();
     let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
     nats.wait_ready(Duration::from_secs(20)).unwrap();

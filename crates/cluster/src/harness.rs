@@ -26,6 +26,22 @@ pub fn nats_server_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// [`nats_server_binary`] for tests: `None` (after a loud SKIPPED message) when there
+/// is none, unless `PERPCORE_REQUIRE_NATS` is set (as `.ci/run` does), which makes a
+/// missing nats-server a panic.
+pub fn nats_server_or_skip() -> Option<PathBuf> {
+    match nats_server_binary() {
+        Some(b) => Some(b),
+        None if std::env::var_os("PERPCORE_REQUIRE_NATS").is_some() => panic!(
+            "PERPCORE_REQUIRE_NATS is set but nats-server is not installed (apt-get install nats-server)"
+        ),
+        None => {
+            eprintln!("\n*** SKIPPED: nats-server not found (apt-get install nats-server, or set PERPCORE_NATS_SERVER); set PERPCORE_REQUIRE_NATS=1 to make this a failure ***\n");
+            None
+        }
+    }
+}
+
 /// One server of the cluster.
 #[derive(Debug)]
 pub struct Server {

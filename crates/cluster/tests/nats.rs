@@ -9,26 +9,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use perpcore_cluster::harness::{nats_server_binary, LocalNats};
+use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
 use perpcore_cluster::wire::{msg_id, BatchEncoder, Progress};
 use perpcore_cluster::{run_node, NodeOptions, NodeSummary, Producer, ProducerConfig, StreamNames};
 use perpcore_node::Core;
 use perpcore_sequencer::StateMachine;
 use perpcore_types::{AccountId, AssetId, Command, Money};
 use tokio::sync::{mpsc, oneshot};
-
-fn nats_or_skip() -> Option<std::path::PathBuf> {
-    match nats_server_binary() {
-        Some(b) => Some(b),
-        None if std::env::var_os("PERPCORE_REQUIRE_NATS").is_some() => {
-            panic!("PERPCORE_REQUIRE_NATS is set but nats-server is not installed (apt-get install nats-server)")
-        }
-        None => {
-            eprintln!("\n*** SKIPPED: nats-server not found (apt-get install nats-server, or set PERPCORE_NATS_SERVER); set PERPCORE_REQUIRE_NATS=1 to make this a failure ***\n");
-            None
-        }
-    }
-}
 
 fn deposit(k: u64) -> Command {
     Command::Deposit {
@@ -88,7 +75,9 @@ impl RunningNode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
-    let Some(bin) = nats_or_skip() else { return };
+    let Some(bin) = nats_server_or_skip() else {
+        return;
+    };
     let root = tempfile::tempdir().unwrap();
     let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
     nats.wait_ready(Duration::from_secs(15)).unwrap();
@@ -276,7 +265,9 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
 /// wait for a reconnection that never comes. Now both give way to the stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stops_while_every_server_is_down() {
-    let Some(bin) = nats_or_skip() else { return };
+    let Some(bin) = nats_server_or_skip() else {
+        return;
+    };
     let root = tempfile::tempdir().unwrap();
     let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
     nats.wait_ready(Duration::from_secs(15)).unwrap();

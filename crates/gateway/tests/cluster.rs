@@ -15,7 +15,7 @@
 mod common;
 
 use common::{admin_with, http, Client};
-use perpcore_cluster::harness::{nats_server_binary, LocalNats};
+use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
 use perpcore_cluster::StreamNames;
 use perpcore_gateway::{ApiKeys, ClusterOptions, ServeOptions, Server};
 use perpcore_types::AccountId;
@@ -28,19 +28,6 @@ const KEY_A: &str = "key-a";
 const SECRET_A: &str = "secret-a-0123456789";
 const KEY_B: &str = "key-b";
 const SECRET_B: &str = "secret-b-0123456789";
-
-fn nats_or_skip() -> Option<std::path::PathBuf> {
-    match nats_server_binary() {
-        Some(b) => Some(b),
-        None if std::env::var_os("PERPCORE_REQUIRE_NATS").is_some() => {
-            panic!("PERPCORE_REQUIRE_NATS is set but nats-server is not installed (apt-get install nats-server)")
-        }
-        None => {
-            eprintln!("\n*** SKIPPED: nats-server not found (apt-get install nats-server, or set PERPCORE_NATS_SERVER); set PERPCORE_REQUIRE_NATS=1 to make this a failure ***\n");
-            None
-        }
-    }
-}
 
 /// Gateway `slot` of 2 on the stream, node `g<slot+1>` in `dir`.
 fn start(nats: &LocalNats, dir: &Path, slot: u64, retry_budget: Duration) -> Server {
@@ -87,7 +74,9 @@ fn wallet(c: &Client) -> String {
 
 #[test]
 fn two_gateways_on_one_stream_trade_and_agree() {
-    let Some(bin) = nats_or_skip() else { return };
+    let Some(bin) = nats_server_or_skip() else {
+        return;
+    };
     let root = tempfile::tempdir().unwrap();
     let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
     nats.wait_ready(Duration::from_secs(30)).unwrap();
