@@ -13,6 +13,7 @@ mod serve_limits;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use perpcore_feed::GuardOptions;
 use perpcore_scenario::{load_commands, run_scenario_with, RunOptions};
 use perpcore_types::AccountId;
 use std::io::Write as _;
@@ -131,9 +132,11 @@ enum Cmd {
         #[arg(long)]
         print_progress: bool,
     },
-    /// Publish a scenario file's engine commands to the cluster's stream in batches and
-    /// print each batch's acknowledgement (with --answer-node: once that node has applied
-    /// it and made it durable).
+    /// Publish engine commands to the cluster's stream in batches and print each batch's
+    /// acknowledgement (with --answer-node: once that node has applied it and made it
+    /// durable). The commands come from a scenario file (--input), from recorded market
+    /// data (--feed), or both (the scenario's first); with neither, from
+    /// replay-fixtures/demo.jsonl.
     Publish {
         /// NATS servers, comma-separated.
         #[arg(long)]
@@ -142,9 +145,30 @@ enum Cmd {
         stream: String,
         /// Scenario file whose engine commands are published in order (report/expect lines
         /// are skipped; timestamps come from the stream). The nodes must run its
-        /// configuration.
-        #[arg(long, default_value = "replay-fixtures/demo.jsonl")]
-        input: PathBuf,
+        /// configuration. Default, without --feed: replay-fixtures/demo.jsonl.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Recorded Binance futures websocket files (`<local ts> <json>` per line, plain
+        /// or gzip), merged by exchange time and converted as the feed replay does
+        /// (SetMarkPrice, SetIndexPrice, SetFundingRate, SetReferencePrices). Command
+        /// times are the stream's, not the exchange's (docs/CLUSTER.md).
+        #[arg(long, num_args = 1..)]
+        feed: Vec<PathBuf>,
+        /// Configuration that maps the feed's symbols to instruments (without --input;
+        /// the nodes must run the same). Default: the built-in one.
+        #[arg(long, conflicts_with = "input")]
+        config: Option<PathBuf>,
+        /// Largest move of a mark or index price applied at once, in parts per million
+        /// of the last applied one; a larger one waits for --guard-confirmations updates
+        /// that agree with it (the live client's guard).
+        #[arg(long, default_value_t = GuardOptions::default().max_jump_ppm)]
+        guard_max_jump_ppm: u32,
+        /// Updates that must agree with a jump before it is applied.
+        #[arg(long, default_value_t = GuardOptions::default().confirmations)]
+        guard_confirmations: u32,
+        /// Publish the feed's mark and index prices without the guard.
+        #[arg(long)]
+        no_guard: bool,
         /// Commands per batch (one JetStream message).
         #[arg(long, default_value_t = 256)]
         batch: usize,
@@ -554,6 +578,11 @@ fn main() -> ExitCode {
             cluster,
             stream,
             input,
+            feed,
+            config,
+            guard_max_jump_ppm,
+            guard_confirmations,
+            no_guard,
             batch,
             max_pending,
             answer_node,
@@ -562,7 +591,16 @@ fn main() -> ExitCode {
         } => cluster_cmd::publish(cluster_cmd::PublishArgs {
             cluster,
             stream,
-            input,
+            input: match (input, feed.is_empty()) {
+                (None, true) => Some(PathBuf::from("replay-fixtures/demo.jsonl")),
+                (input, _) => input,
+            },
+            feeds: feed,
+            config,
+            guard: (!no_guard).then_some(GuardOptions {
+                max_jump_ppm: guard_max_jump_ppm,
+                confirmations: guard_confirmations,
+            }),
             batch,
             max_pending,
             answer_node,
