@@ -260,9 +260,9 @@ fn feed_summary(feed: &Feed, src: &Source) -> serde_json::Value {
         .collect();
     let all = replay.stats();
     let conversion = replay.converter().stats().report();
-    let guard = feed.guard().map(|g| {
-        serde_json::json!({"held": g.held, "dropped": g.dropped, "confirmed": g.confirmed})
-    });
+    let guard = feed.guard().map(
+        |g| serde_json::json!({"held": g.held, "dropped": g.dropped, "confirmed": g.confirmed}),
+    );
     serde_json::json!({
         "files": files,
         "lines": all.lines,
@@ -311,7 +311,8 @@ fn publish_source(a: &PublishArgs) -> anyhow::Result<(perpcore_types::Config, So
             &config,
             ReaderOptions::default(),
             ConvertOptions::default(),
-        )?;
+        )
+        .map_err(|e| anyhow::anyhow!("--feed: {e}"))?;
         let mut feed = match a.guard {
             Some(g) => Feed::Guarded(Box::new(Guarded::new(replay, g))),
             None => Feed::Unguarded(Box::new(replay)),
