@@ -12,8 +12,10 @@
 //! - the bad lines are counted by kind in `publish`'s summary, and publishing succeeds;
 //! - every journal timestamp is the stream's (the test's present, strictly increasing),
 //!   never a 2023 exchange time (docs/CLUSTER.md, rule 5);
+//! - the recording's funding times, in the past of the stream's clock, settle as
+//!   docs/CLUSTER.md says (one `FundingSettled`, for 08:00, at stream time);
 //! - both journals are equal entry for entry and both nodes stop with the same state
-//!   hash at the same stream message.
+//!   hash at the same stream message, the hash an engine replaying the journal reaches.
 //!
 //! Every wait is bounded; every process the test starts is killed when it ends (guards).
 //! Needs `nats-server` (`.ci/run` installs it and sets PERPCORE_REQUIRE_NATS=1); without
@@ -365,6 +367,34 @@ fn recorded_feed_published_to_two_nodes() {
         j1[0].1 + 60_000_000_000 > t_start_ns,
         "the first timestamp {} is not the stream's (test started at {t_start_ns})",
         j1[0].1
+    );
+
+    // Funding times the recording announces are in the past of the stream's clock
+    // (docs/CLUSTER.md, "Time"). The recordings name two: 2023-04-05 00:00 UTC (the 99
+    // updates of the first file and the first of the second) and 08:00 UTC
+    // (1,680,681,600 s; the other 414). 00:00 settles at the command after its first
+    // announcement, before any mark is published (the guard holds the first two), so it
+    // pays nothing and emits nothing; 08:00 is announced after that and settles at the
+    // command after its first announcement, with a mark: one FundingSettled, at stream
+    // time. The journal's commands through an engine on the same configuration:
+    let mut engine = perpcore_engine::Engine::new(config.clone());
+    let mut out = Vec::new();
+    let mut settled = Vec::new();
+    for (seq, ts, cmd) in &j1 {
+        out.clear();
+        engine.apply_command(*seq, *ts, cmd, &mut out);
+        for e in &out {
+            if let perpcore_types::Event::FundingSettled { funding_ns, .. } = e {
+                settled.push((*funding_ns, *ts));
+            }
+        }
+    }
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(settled[0].0, 1_680_681_600_000_000_000);
+    assert!(settled[0].1 + 60_000_000_000 > t_start_ns);
+    assert_eq!(
+        stopped[0]["state_hash"].as_str().unwrap(),
+        perpcore_cluster::wire::hex32(&engine.state_hash())
     );
     drop(nodes);
     drop(nats);
