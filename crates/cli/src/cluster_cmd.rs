@@ -137,6 +137,11 @@ pub struct PublishArgs {
     pub config: Option<PathBuf>,
     /// The plausibility guard on the feed's mark and index prices (None: off).
     pub guard: Option<GuardOptions>,
+    /// The live websocket client's options (`--live`): its commands are published after
+    /// the scenario's until SIGINT or SIGTERM.
+    pub live: Option<perpcore_feed::live::LiveOptions>,
+    /// With `--live`: how long a batch waits for more commands before it goes out.
+    pub linger: Duration,
     pub batch: usize,
     pub max_pending: usize,
     pub answer_node: Option<String>,
@@ -197,14 +202,19 @@ impl Source {
                 None => self.feed.as_mut().and_then(Feed::next),
             };
             let Some(item) = item else { return };
-            *self.published.entry(item.command.kind()).or_default() += 1;
-            let t = item.exchange_ns;
-            self.exchange_span = Some(match self.exchange_span {
-                None => (t, t),
-                Some((a, b)) => (a.min(t), b.max(t)),
-            });
+            self.tally(&item);
             out.push(item.command);
         }
+    }
+
+    /// Counts a feed command about to be published.
+    fn tally(&mut self, item: &FeedItem) {
+        *self.published.entry(item.command.kind()).or_default() += 1;
+        let t = item.exchange_ns;
+        self.exchange_span = Some(match self.exchange_span {
+            None => (t, t),
+            Some((a, b)) => (a.min(t), b.max(t)),
+        });
     }
 }
 
@@ -288,7 +298,7 @@ fn publish_source(a: &PublishArgs) -> anyhow::Result<(perpcore_types::Config, So
     let (config, scenario) = match &a.input {
         Some(input) => {
             if a.config.is_some() {
-                anyhow::bail!("--config is for --feed without --input (a scenario names its own configuration)");
+                anyhow::bail!("--config is for --feed or --live without --input (a scenario names its own configuration)");
             }
             let text = std::fs::read_to_string(input)
                 .with_context(|| format!("cannot read {}", input.display()))?;
@@ -331,6 +341,46 @@ fn publish_source(a: &PublishArgs) -> anyhow::Result<(perpcore_types::Config, So
     Ok((config, src))
 }
 
+/// Acknowledgements are printed in batch order by a task of their own while newer
+/// batches go out (at most max_pending wait for the stream). The task ends with the
+/// batches acknowledged and the highest stream sequence once the sender is dropped.
+#[allow(clippy::type_complexity)]
+fn ack_printer(
+    timeout: Duration,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<perpcore_cluster::producer::Pending>,
+    tokio::task::JoinHandle<Result<(u64, u64), perpcore_cluster::PublishFailed>>,
+) {
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<perpcore_cluster::producer::Pending>();
+    let printer = tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut last = 0u64;
+        while let Some(p) = rx.recv().await {
+            let commands = p.commands;
+            let a = p.acknowledged(timeout).await?;
+            n += 1;
+            last = last.max(a.stream_seq);
+            let line = serde_json::json!({"ack": {
+                "batch": a.batch_seq,
+                "commands": commands,
+                "stream_seq": a.stream_seq,
+                "duplicate": a.duplicate,
+                "attempts": a.attempts,
+                "node_stream_seq": a.node_stream_seq,
+                "node_engine_seq": a.node_engine_seq,
+                "latency_us": a.latency.as_micros() as u64,
+            }});
+            // Flushed per line: a live publisher's output is read while it runs.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        Ok::<_, perpcore_cluster::PublishFailed>((n, last))
+    });
+    (tx, printer)
+}
+
 pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
     let servers = perpcore_cluster::stream::parse_servers(&a.cluster)
         .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
@@ -345,37 +395,14 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
     let batch = a.batch.max(1);
     let rt = runtime()?;
     let started = Instant::now();
-    let (batches, last_stream_seq, total, source) = rt.block_on(async move {
+    let live = a.live.clone().map(|o| (o, config.clone()));
+    let linger = a.linger;
+    let (batches, last_stream_seq, total, source, live) = rt.block_on(async move {
         let mut source = source;
         let producer = Producer::connect(cfg).await?;
         // Acknowledgements are printed in batch order by a task of their own while
         // newer batches go out (at most max_pending wait for the stream).
-        let (tx, mut rx) =
-            tokio::sync::mpsc::unbounded_channel::<perpcore_cluster::producer::Pending>();
-        let printer = tokio::spawn(async move {
-            let mut n = 0u64;
-            let mut last = 0u64;
-            while let Some(p) = rx.recv().await {
-                let commands = p.commands;
-                let a = p.acknowledged(timeout).await?;
-                n += 1;
-                last = last.max(a.stream_seq);
-                println!(
-                    "{}",
-                    serde_json::json!({"ack": {
-                        "batch": a.batch_seq,
-                        "commands": commands,
-                        "stream_seq": a.stream_seq,
-                        "duplicate": a.duplicate,
-                        "attempts": a.attempts,
-                        "node_stream_seq": a.node_stream_seq,
-                        "node_engine_seq": a.node_engine_seq,
-                        "latency_us": a.latency.as_micros() as u64,
-                    }})
-                );
-            }
-            Ok::<_, perpcore_cluster::PublishFailed>((n, last))
-        });
+        let (tx, printer) = ack_printer(timeout);
         let mut chunk = Vec::with_capacity(batch);
         let mut total = 0u64;
         loop {
@@ -390,11 +417,20 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
                 break;
             }
         }
+        let live = match live {
+            Some((opts, config)) => {
+                let (n, stats) =
+                    publish_live(&producer, &tx, opts, config, batch, linger, &mut source).await?;
+                total += n;
+                Some(stats)
+            }
+            None => None,
+        };
         drop(tx);
         let (n, last) = printer
             .await
             .map_err(|e| anyhow::anyhow!("ack task: {e}"))??;
-        Ok::<_, anyhow::Error>((n, last, total, source))
+        Ok::<_, anyhow::Error>((n, last, total, source, live))
     })?;
     let ms = started.elapsed().as_millis().max(1);
     let feed = source.feed.as_ref().map(|f| feed_summary(f, &source));
@@ -418,6 +454,11 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(l) = &live {
+        if l.feed.total_problems() > 0 {
+            eprintln!("warning: live messages not used: {}", l.feed.report());
+        }
+    }
     println!(
         "{}",
         serde_json::json!({"published": {
@@ -427,8 +468,93 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
             "answer_node": a.answer_node,
             "config_hash": config_hash.to_hex().to_string(),
             "feed": feed,
+            "live": live.as_ref().map(|l| live_summary(l, &source)),
             "wall_ms": ms,
         }})
     );
     Ok(())
+}
+
+/// Publishes the live client's commands until SIGINT or SIGTERM (or until the client
+/// ends): a batch goes out when it is full or `linger` after its first command. Returns
+/// the commands published and the client's counters.
+async fn publish_live(
+    producer: &Producer,
+    acks: &tokio::sync::mpsc::UnboundedSender<perpcore_cluster::producer::Pending>,
+    opts: perpcore_feed::live::LiveOptions,
+    config: perpcore_types::Config,
+    batch: usize,
+    linger: Duration,
+    src: &mut Source,
+) -> anyhow::Result<(u64, perpcore_feed::live::LiveStats)> {
+    // A few batches of room: the client is held back (and stops reading its socket)
+    // while the stream is slower than the market, never more than this in memory.
+    let (items_tx, mut items) = tokio::sync::mpsc::channel::<FeedItem>(batch.saturating_mul(4));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let client =
+        tokio::spawn(
+            async move { perpcore_feed::live::run(opts, &config, items_tx, stop_rx).await },
+        );
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let mut stopping = false;
+    let mut chunk = Vec::with_capacity(batch);
+    let mut total = 0u64;
+    loop {
+        let first = tokio::select! {
+            i = items.recv() => i,
+            _ = &mut stop, if !stopping => {
+                // The client stops, its channel closes, what it handed over still goes out.
+                stopping = true;
+                let _ = stop_tx.send(true);
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        chunk.clear();
+        src.tally(&first);
+        chunk.push(first.command);
+        let until = tokio::time::Instant::now() + linger;
+        while chunk.len() < batch {
+            match tokio::time::timeout_at(until, items.recv()).await {
+                Ok(Some(i)) => {
+                    src.tally(&i);
+                    chunk.push(i.command);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        total += chunk.len() as u64;
+        let p = producer.send(&chunk).await?;
+        if acks.send(p).is_err() {
+            let _ = stop_tx.send(true);
+            break;
+        }
+    }
+    let stats = client
+        .await
+        .map_err(|e| anyhow::anyhow!("live client task: {e}"))??;
+    Ok((total, stats))
+}
+
+/// The live client's part of the summary line.
+fn live_summary(l: &perpcore_feed::live::LiveStats, src: &Source) -> serde_json::Value {
+    let r = l.feed.report();
+    serde_json::json!({
+        "connections": l.connections,
+        "reconnects": l.reconnects,
+        "failed_connects": l.failed_connects,
+        "disconnects": l.disconnects,
+        "idle_timeouts": l.idle_timeouts,
+        "oversize": l.oversize,
+        "frames": l.frames,
+        "snapshot_requests": l.snapshot_requests,
+        "snapshot_failures": l.snapshot_failures,
+        "messages": r.messages,
+        "problems": r.problems,
+        "depth": r.depth,
+        "guard": {"held": l.guard.held, "dropped": l.guard.dropped, "confirmed": l.guard.confirmed},
+        "commands": src.published,
+        "exchange_ns": src.exchange_span.map(|(a, b)| [a, b]),
+    })
 }

@@ -154,6 +154,23 @@ enum Cmd {
         /// times are the stream's, not the exchange's (docs/CLUSTER.md).
         #[arg(long, num_args = 1..)]
         feed: Vec<PathBuf>,
+        /// Live Binance futures websocket (`ws://…`; `wss://…` needs the feed crate's
+        /// `live-tls` feature), e.g. ws://HOST/stream?streams=btcusdt@markPrice@1s/btcusdt@bookTicker:
+        /// its commands are published (after --input's) until SIGINT or SIGTERM, through
+        /// the live client (timeouts, reconnects, REST depth snapshots, the guard below).
+        #[arg(long, conflicts_with = "feed")]
+        live: Option<String>,
+        /// With --live: where depth snapshots are requested (GET URL/fapi/v1/depth).
+        #[arg(long, default_value = "https://fapi.binance.com")]
+        snapshot_url: String,
+        /// With --live: no REST depth snapshots (books sync only from snapshots on the
+        /// stream).
+        #[arg(long)]
+        no_snapshots: bool,
+        /// With --live: a batch goes out when full or this many milliseconds after its
+        /// first command.
+        #[arg(long, default_value_t = 20)]
+        linger_ms: u64,
         /// Configuration that maps the feed's symbols to instruments (without --input;
         /// the nodes must run the same). Default: the built-in one.
         #[arg(long, conflicts_with = "input")]
@@ -579,6 +596,10 @@ fn main() -> ExitCode {
             stream,
             input,
             feed,
+            live,
+            snapshot_url,
+            no_snapshots,
+            linger_ms,
             config,
             guard_max_jump_ppm,
             guard_confirmations,
@@ -591,7 +612,7 @@ fn main() -> ExitCode {
         } => cluster_cmd::publish(cluster_cmd::PublishArgs {
             cluster,
             stream,
-            input: match (input, feed.is_empty()) {
+            input: match (input, feed.is_empty() && live.is_none()) {
                 (None, true) => Some(PathBuf::from("replay-fixtures/demo.jsonl")),
                 (input, _) => input,
             },
@@ -601,6 +622,24 @@ fn main() -> ExitCode {
                 max_jump_ppm: guard_max_jump_ppm,
                 confirmations: guard_confirmations,
             }),
+            live: live.map(|url| perpcore_feed::live::LiveOptions {
+                snapshot: (!no_snapshots)
+                    .then(|| perpcore_feed::live::SnapshotOptions::new(snapshot_url)),
+                // Without the guard: jumps applied at once (and counted).
+                guard: if no_guard {
+                    GuardOptions {
+                        max_jump_ppm: u32::MAX,
+                        confirmations: 0,
+                    }
+                } else {
+                    GuardOptions {
+                        max_jump_ppm: guard_max_jump_ppm,
+                        confirmations: guard_confirmations,
+                    }
+                },
+                ..perpcore_feed::live::LiveOptions::new(url)
+            }),
+            linger: std::time::Duration::from_millis(linger_ms),
             batch,
             max_pending,
             answer_node,

@@ -17,6 +17,10 @@
 //! - both journals are equal entry for entry and both nodes stop with the same state
 //!   hash at the same stream message, the hash an engine replaying the journal reaches.
 //!
+//! A second test publishes with `--live`: the first recording's frames served by a
+//! websocket server in the test, the live client's commands published until SIGTERM;
+//! the journals hold exactly what the feed crate's replay and guard make of the file.
+//!
 //! Every wait is bounded; every process the test starts is killed when it ends (guards).
 //! Needs `nats-server` (`.ci/run` installs it and sets PERPCORE_REQUIRE_NATS=1); without
 //! it and without that variable, the test passes with a loud SKIPPED message.
@@ -396,6 +400,182 @@ fn recorded_feed_published_to_two_nodes() {
         stopped[0]["state_hash"].as_str().unwrap(),
         perpcore_cluster::wire::hex32(&engine.state_hash())
     );
+    drop(nodes);
+    drop(nats);
+}
+
+/// Publishing the live client's commands (`--live`): a websocket server on 127.0.0.1
+/// serves the JSON of every line of the first 2023 recording (a live frame is the
+/// exchange's JSON alone; the recording's REST snapshot travels as a frame, so
+/// `--no-snapshots`), then closes. `publish` is stopped with SIGTERM once n1 has
+/// acknowledged everything.
+#[test]
+fn live_feed_published_to_two_nodes() {
+    use futures_util::SinkExt as _;
+    let Some(bin) = nats_or_skip() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../replay-fixtures/ticks/usdm_btcusdt_20230404.dat.gz");
+    let frames: Vec<String> = {
+        let r = perpcore_feed::lines::open_maybe_gzip(&file).unwrap();
+        perpcore_feed::lines::read_all_lines(r)
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| l.split_once(' ').map(|(_, json)| json.to_string()))
+            .collect()
+    };
+    // 13,384 lines (replay-fixtures/ticks/meta.json).
+    assert_eq!(frames.len(), 13_384);
+    let config = perpcore_config::default_config();
+    // What the feed crate's replay and guard make of the file (the live client converts
+    // like a file replay: crates/feed/tests/live.rs).
+    let expected: Vec<Command> = Guarded::new(
+        Replay::open(
+            std::slice::from_ref(&file),
+            &config,
+            ReaderOptions::default(),
+            ConvertOptions::default(),
+        )
+        .unwrap(),
+        GuardOptions::default(),
+    )
+    .map(|i| i.command)
+    .collect();
+    let kinds = by_kind(expected.iter());
+    // Hand count: 99 markPriceUpdates (meta.json): 99 funding rates; marks and indexes
+    // less the first two of each, which the guard holds until the third: 97 each.
+    assert_eq!(kinds["set_funding_rate"], 99);
+    assert_eq!(kinds["set_mark_price"], 97);
+    assert_eq!(kinds["set_index_price"], 97);
+    let total = expected.len() as u64;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = rt.spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        for f in frames {
+            if ws
+                .send(tokio_tungstenite::tungstenite::Message::text(f))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = ws.close(None).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The listener goes with the task: reconnects are refused from here on.
+    });
+
+    let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
+    nats.wait_ready(Duration::from_secs(20)).unwrap();
+    let cluster = nats.url_list();
+    let mut nodes = [
+        node(root.path(), "n1", &cluster),
+        node(root.path(), "n2", &cluster),
+    ];
+    let url = format!("ws://{addr}/");
+    let args: Vec<std::ffi::OsString> = vec![
+        "publish".into(),
+        "--cluster".into(),
+        cluster.clone().into(),
+        "--stream".into(),
+        STREAM.into(),
+        "--answer-node".into(),
+        "n1".into(),
+        "--live".into(),
+        url.into(),
+        "--no-snapshots".into(),
+        "--max-pending".into(),
+        "4".into(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut publish = Proc::spawn("publish", root.path().join("publish.log"), &args);
+
+    // Every command acknowledged (bounded), then SIGTERM.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let acked: u64 = publish
+            .lines_with("ack")
+            .iter()
+            .filter_map(|a| a["commands"].as_u64())
+            .sum();
+        if acked >= total {
+            assert_eq!(acked, total, "{}", publish.text());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{acked} of {total} commands acknowledged within 120 s:\n{}",
+            publish.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    publish.stop();
+    let summary = publish.lines_with("published");
+    assert_eq!(summary.len(), 1, "{}", publish.text());
+    let s = &summary[0];
+    eprintln!("publish --live summary: {s}");
+    assert_eq!(s["commands"], total);
+    let live = &s["live"];
+    assert_eq!(live["frames"], 13_384);
+    assert_eq!(live["connections"], 1);
+    assert_eq!(live["problems"], serde_json::json!({}));
+    assert_eq!(
+        live["guard"],
+        serde_json::json!({"held": 2, "dropped": 0, "confirmed": 2})
+    );
+    let published: BTreeMap<String, u64> =
+        serde_json::from_value(live["commands"].clone()).unwrap();
+    assert_eq!(published, kinds);
+    let last = s["last_stream_seq"].as_u64().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nodes[1]
+        .lines_with("progress")
+        .iter()
+        .any(|p| p["stream_seq"].as_u64() >= Some(last))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "n2 did not reach stream message {last} within 60 s:\n{}",
+            nodes[1].text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in &mut nodes {
+        n.stop();
+    }
+    let stopped: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| n.lines_with("stopped").pop().expect("a stopped line"))
+        .collect();
+    for st in &stopped {
+        assert_eq!(st["stream_seq"], last);
+        assert_eq!(st["engine_seq"], total);
+    }
+    assert_eq!(stopped[0]["state_hash"], stopped[1]["state_hash"]);
+    let j1 = journal_of(&root.path().join("node-n1"));
+    let j2 = journal_of(&root.path().join("node-n2"));
+    assert!(j1 == j2, "the two journals differ");
+    let got: Vec<Command> = j1.iter().map(|e| e.2.clone()).collect();
+    assert!(
+        got == expected,
+        "the live commands differ from the replay's"
+    );
+    server.abort();
     drop(nodes);
     drop(nats);
 }
