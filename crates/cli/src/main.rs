@@ -14,6 +14,7 @@ mod serve_limits;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use perpcore_feed::GuardOptions;
 use perpcore_scenario::{load_commands, run_scenario_with, RunOptions};
 use perpcore_types::AccountId;
 use std::io::Write as _;
@@ -105,9 +106,11 @@ enum Cmd {
         #[arg(long)]
         print_progress: bool,
     },
-    /// Publish a scenario file's engine commands to the cluster's stream in batches and
-    /// print each batch's acknowledgement (with --answer-node: once that node has applied
-    /// it and made it durable).
+    /// Publish engine commands to the cluster's stream in batches and print each batch's
+    /// acknowledgement (with --answer-node: once that node has applied it and made it
+    /// durable). The commands come from a scenario file (--input), from recorded market
+    /// data (--feed), or both (the scenario's first); with neither, from
+    /// replay-fixtures/demo.jsonl.
     Publish {
         /// NATS servers, comma-separated.
         #[arg(long)]
@@ -116,9 +119,47 @@ enum Cmd {
         stream: String,
         /// Scenario file whose engine commands are published in order (report/expect lines
         /// are skipped; timestamps come from the stream). The nodes must run its
-        /// configuration.
-        #[arg(long, default_value = "replay-fixtures/demo.jsonl")]
-        input: PathBuf,
+        /// configuration. Default, without --feed: replay-fixtures/demo.jsonl.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Recorded Binance futures websocket files (`<local ts> <json>` per line, plain
+        /// or gzip), merged by exchange time and converted as the feed replay does
+        /// (SetMarkPrice, SetIndexPrice, SetFundingRate, SetReferencePrices). Command
+        /// times are the stream's, not the exchange's (docs/CLUSTER.md).
+        #[arg(long, num_args = 1..)]
+        feed: Vec<PathBuf>,
+        /// Live Binance futures websocket (`ws://…`; `wss://…` needs the feed crate's
+        /// `live-tls` feature), e.g. ws://HOST/stream?streams=btcusdt@markPrice@1s/btcusdt@bookTicker:
+        /// its commands are published (after --input's) until SIGINT or SIGTERM, through
+        /// the live client (timeouts, reconnects, REST depth snapshots, the guard below).
+        #[arg(long, conflicts_with = "feed")]
+        live: Option<String>,
+        /// With --live: where depth snapshots are requested (GET URL/fapi/v1/depth).
+        #[arg(long, default_value = "https://fapi.binance.com")]
+        snapshot_url: String,
+        /// With --live: no REST depth snapshots (books sync only from snapshots on the
+        /// stream).
+        #[arg(long)]
+        no_snapshots: bool,
+        /// With --live: a batch goes out when full or this many milliseconds after its
+        /// first command.
+        #[arg(long, default_value_t = 20)]
+        linger_ms: u64,
+        /// Configuration that maps the feed's symbols to instruments (without --input;
+        /// the nodes must run the same). Default: the built-in one.
+        #[arg(long, conflicts_with = "input")]
+        config: Option<PathBuf>,
+        /// Largest move of a mark or index price applied at once, in parts per million
+        /// of the last applied one; a larger one waits for --guard-confirmations updates
+        /// that agree with it (the live client's guard).
+        #[arg(long, default_value_t = GuardOptions::default().max_jump_ppm)]
+        guard_max_jump_ppm: u32,
+        /// Updates that must agree with a jump before it is applied.
+        #[arg(long, default_value_t = GuardOptions::default().confirmations)]
+        guard_confirmations: u32,
+        /// Publish the feed's mark and index prices without the guard.
+        #[arg(long)]
+        no_guard: bool,
         /// Commands per batch (one JetStream message).
         #[arg(long, default_value_t = 256)]
         batch: usize,
@@ -536,6 +577,15 @@ fn main() -> ExitCode {
             cluster,
             stream,
             input,
+            feed,
+            live,
+            snapshot_url,
+            no_snapshots,
+            linger_ms,
+            config,
+            guard_max_jump_ppm,
+            guard_confirmations,
+            no_guard,
             batch,
             max_pending,
             answer_node,
@@ -544,7 +594,34 @@ fn main() -> ExitCode {
         } => cluster_cmd::publish(cluster_cmd::PublishArgs {
             cluster,
             stream,
-            input,
+            input: match (input, feed.is_empty() && live.is_none()) {
+                (None, true) => Some(PathBuf::from("replay-fixtures/demo.jsonl")),
+                (input, _) => input,
+            },
+            feeds: feed,
+            config,
+            guard: (!no_guard).then_some(GuardOptions {
+                max_jump_ppm: guard_max_jump_ppm,
+                confirmations: guard_confirmations,
+            }),
+            live: live.map(|url| perpcore_feed::live::LiveOptions {
+                snapshot: (!no_snapshots)
+                    .then(|| perpcore_feed::live::SnapshotOptions::new(snapshot_url)),
+                // Without the guard: jumps applied at once (and counted).
+                guard: if no_guard {
+                    GuardOptions {
+                        max_jump_ppm: u32::MAX,
+                        confirmations: 0,
+                    }
+                } else {
+                    GuardOptions {
+                        max_jump_ppm: guard_max_jump_ppm,
+                        confirmations: guard_confirmations,
+                    }
+                },
+                ..perpcore_feed::live::LiveOptions::new(url)
+            }),
+            linger: std::time::Duration::from_millis(linger_ms),
             batch,
             max_pending,
             answer_node,

@@ -177,6 +177,52 @@ impl MarkGuard {
     }
 }
 
+/// A stream of [`FeedItem`]s with its mark and index prices passed through a [`MarkGuard`]
+/// (`perpcore publish --feed`: recorded files guarded as the live client guards its
+/// stream). Item by item, so the outcome is the one [`MarkGuard::filter`] gives on the
+/// whole stream at once.
+#[derive(Debug)]
+pub struct Guarded<I> {
+    inner: I,
+    guard: MarkGuard,
+    one: Vec<FeedItem>,
+}
+
+impl<I: Iterator<Item = FeedItem>> Guarded<I> {
+    pub fn new(inner: I, opts: GuardOptions) -> Self {
+        Self {
+            inner,
+            guard: MarkGuard::new(opts),
+            one: Vec::with_capacity(1),
+        }
+    }
+
+    /// The guard's counters so far.
+    pub fn stats(&self) -> &GuardStats {
+        self.guard.stats()
+    }
+
+    /// The wrapped stream (for its own statistics).
+    pub fn inner(&self) -> &I {
+        &self.inner
+    }
+}
+
+impl<I: Iterator<Item = FeedItem>> Iterator for Guarded<I> {
+    type Item = FeedItem;
+
+    fn next(&mut self) -> Option<FeedItem> {
+        loop {
+            self.one.clear();
+            self.one.push(self.inner.next()?);
+            self.guard.filter(&mut self.one);
+            if let Some(item) = self.one.pop() {
+                return Some(item);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +360,42 @@ mod tests {
         assert!(matches!(items[2].command, Command::SetFundingRate { .. }));
         assert_eq!(items[3], mark(1, "7"));
         assert_eq!(g.stats().held, 3);
+    }
+
+    #[test]
+    fn guarded_stream_equals_the_filter_on_the_whole_stream() {
+        let item = |i: u32, v: &str, mark: bool| FeedItem {
+            exchange_ns: u64::from(i),
+            origin: Origin::Feed,
+            command: if mark {
+                Command::SetMarkPrice {
+                    instrument: InstrumentId(i % 2),
+                    price: p(v),
+                }
+            } else {
+                Command::SetIndexPrice {
+                    instrument: InstrumentId(i % 2),
+                    price: p(v),
+                }
+            },
+        };
+        // Two instruments, marks and indexes interleaved, with a lone outlier and a
+        // sustained jump: 12 values of which the filter keeps some, in order.
+        let values = [
+            "100", "100", "100", "100", "100", "100", "1", "100", "150", "150", "150", "150",
+        ];
+        let items: Vec<FeedItem> = values
+            .iter()
+            .enumerate()
+            .map(|(k, v)| item(k as u32, v, k % 4 < 2))
+            .collect();
+        let mut whole = items.clone();
+        let mut g = MarkGuard::new(OPTS);
+        g.filter(&mut whole);
+        let mut guarded = Guarded::new(items.into_iter(), OPTS);
+        let streamed: Vec<FeedItem> = guarded.by_ref().collect();
+        assert_eq!(streamed, whole);
+        assert_eq!(guarded.stats(), g.stats());
+        assert!(whole.len() < values.len());
     }
 }

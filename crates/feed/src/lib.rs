@@ -35,7 +35,7 @@ pub mod stats;
 
 pub use book::{BookOptions, DepthBook};
 pub use convert::{ConvertOptions, Converter, FeedItem, Origin};
-pub use guard::{GuardOptions, GuardStats, MarkGuard, PriceGuard};
+pub use guard::{GuardOptions, GuardStats, Guarded, MarkGuard, PriceGuard};
 pub use merge::Merge;
 pub use message::{parse_json, parse_line, Body, DepthSnapshot, DepthUpdate, Parsed};
 pub use reader::{Message, Reader, ReaderOptions, DEFAULT_MAX_JUMP_NS, DEFAULT_TOLERANCE_NS};
