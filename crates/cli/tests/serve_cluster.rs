@@ -1,0 +1,277 @@
+//! `perpcore serve --cluster` as a process (issue 18: the gateway as a producer): a
+//! 3-server NATS JetStream cluster on 127.0.0.1, the gateway with its own node `g1`, and
+//! a plain `perpcore node` `n2` on the same stream. An account is created and funded and
+//! a mark set through the gateway's admin API, and an order placed through its signed
+//! API; the gateway is stopped with SIGINT and prints its node's last stream message and
+//! state hash; `n2`, which only read the stream, must report the same state hash at that
+//! message.
+//!
+//! Every wait is bounded; every process the test starts is killed when it ends (guards).
+//! Needs `nats-server` (`.ci/run` installs it and sets PERPCORE_REQUIRE_NATS=1).
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
+
+const TOKEN: &str = "serve-cluster-admin-token-0123";
+const KEY: &str = "key-1";
+const SECRET: &str = "secret-1-0123456789";
+
+/// A child process with its output in a file; SIGKILLed when dropped.
+struct Proc {
+    name: &'static str,
+    out: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Proc {
+    fn spawn(name: &'static str, root: &Path, args: &[&str]) -> Proc {
+        let out = root.join(format!("{name}.out"));
+        let file = std::fs::File::create(&out).unwrap();
+        let child = Process::new(env!("CARGO_BIN_EXE_perpcore"))
+            .args(args)
+            .env("PERPCORE_ADMIN_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Proc {
+            name,
+            out,
+            child: Some(child),
+        }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Polls the output (every 20 ms, at most 60 s) until `f` finds something in it.
+    fn wait_for<T>(&self, what: &str, f: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = f(&self.text()) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what} within 60 s:\n{}",
+                self.name,
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` and waits (at most 30 s) for a clean exit.
+    fn stop(&mut self, signal: &str) {
+        let mut c = self.child.take().expect("running");
+        let _ = Process::new("kill")
+            .args([signal, &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "{} exited with {status}:\n{}",
+                    self.name,
+                    self.text()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not stop within 30 s:\n{}", self.name, self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close, 10 s timeouts): status and body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+fn admin(addr: SocketAddr, path: &str, body: &str) {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, answer) = http(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    assert_eq!(status, 200, "{path} {body}: {answer}");
+}
+
+#[test]
+fn serve_on_the_stream_and_a_plain_node_agree() {
+    let Some(bin) = nats_server_or_skip() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
+    nats.wait_ready(Duration::from_secs(30)).unwrap();
+    let urls = nats.url_list();
+    let keys = root.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!("[[keys]]\napi_key = \"{KEY}\"\nsecret = \"{SECRET}\"\naccount = 1\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (gw_dir, n2_dir) = (root.path().join("g1"), root.path().join("n2"));
+    let mut gw = Proc::spawn(
+        "serve",
+        root.path(),
+        &[
+            "serve",
+            "--cluster",
+            &urls,
+            "--stream",
+            "SERVE",
+            "--node-id",
+            "g1",
+            "--journal",
+            gw_dir.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut n2 = Proc::spawn(
+        "node",
+        root.path(),
+        &[
+            "node",
+            "--cluster",
+            &urls,
+            "--stream",
+            "SERVE",
+            "--node-id",
+            "n2",
+            "--dir",
+            n2_dir.to_str().unwrap(),
+            "--print-progress",
+        ],
+    );
+    // "serving the API on http://A and the admin API on http://B (Ctrl-C stops)"
+    let (api, adm): (SocketAddr, SocketAddr) = gw.wait_for("start line", |t| {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("serving the API on http://"))?;
+        let mut addrs = line
+            .split("http://")
+            .skip(1)
+            .map(|s| s.split(' ').next().unwrap().parse().unwrap());
+        Some((addrs.next()?, addrs.next()?))
+    });
+    admin(adm, "/admin/v1/account", r#"{"account":1}"#);
+    admin(
+        adm,
+        "/admin/v1/deposit",
+        r#"{"account":1,"asset":"USDT","amount":"5000"}"#,
+    );
+    admin(
+        adm,
+        "/admin/v1/markPrice",
+        r#"{"symbol":"BTCUSDT","price":"30000"}"#,
+    );
+    // A signed order, as ccxt signs it (the gateway's tests cover the signing rules).
+    let payload = format!(
+        "timestamp={}&symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.010&price=29000&recvWindow=5000",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
+    let body = format!(
+        "{payload}&signature={}",
+        perpcore_gateway::sign_hex(SECRET.as_bytes(), &payload)
+    );
+    let (status, answer) = http(
+        api,
+        "POST",
+        "/fapi/v1/order",
+        &[
+            ("X-MBX-APIKEY", KEY),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""status":"NEW""#), "{answer}");
+
+    // Four commands, four stream messages (one write each): the gateway's node at 4.
+    gw.stop("-INT");
+    let summary: serde_json::Value = gw.wait_for("summary", |t| {
+        t.lines().find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get("serve")
+                .cloned()
+        })
+    });
+    assert_eq!(summary["last_seq"], 4, "{summary}");
+    let (seq, hash) = (
+        summary["node"]["stream_seq"].as_u64().unwrap(),
+        summary["node"]["state_hash"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(seq, 4);
+    // n2 read the same four messages: its checkpoint there carries the same hash.
+    let theirs = n2.wait_for("a checkpoint at the gateway's last message", |t| {
+        t.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .flat_map(|p| p["progress"]["checkpoints"].as_array().cloned().unwrap_or_default())
+            .find(|c| c["stream_seq"] == seq)
+            .map(|c| c["state_hash"].as_str().unwrap().to_string())
+    });
+    assert_eq!(
+        theirs, hash,
+        "the gateway's node and a plain node agree at stream message {seq}"
+    );
+    n2.stop("-TERM");
+}
