@@ -265,7 +265,12 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
     let theirs = n2.wait_for("a checkpoint at the gateway's last message", |t| {
         t.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .flat_map(|p| p["progress"]["checkpoints"].as_array().cloned().unwrap_or_default())
+            .flat_map(|p| {
+                p["progress"]["checkpoints"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .find(|c| c["stream_seq"] == seq)
             .map(|c| c["state_hash"].as_str().unwrap().to_string())
     });

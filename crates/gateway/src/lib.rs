@@ -465,6 +465,21 @@ fn start_single(
     Ok((Backend::Single(seq, output), view))
 }
 
+/// Where a gateway in cluster mode starts its order ids: the host's time in milliseconds
+/// × 1,024. The view alone cannot know the ids of orders that ended before a restart
+/// (the engine forgets them), and with several gateways allocating, ids outrun the
+/// journal's sequence; so each start begins above every id the previous run can have
+/// allocated, unless it allocated more than 1,024 per millisecond on average or the host
+/// clock went back. ≈ 1.8·10^15 today: below 2^53, so JavaScript clients read it exactly.
+/// The ids are in the journaled commands; the engine never sees this clock.
+fn order_id_floor() -> u64 {
+    let now = std::time::SystemTime::now(); // determinism-ok: order id allocation in the gateway; ids reach the engine only inside journaled commands
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_mul(1024)
+}
+
 /// How long a starting gateway waits for its node to open its directory.
 const NODE_OPEN_WAIT: Duration = Duration::from_secs(120);
 
@@ -557,6 +572,7 @@ async fn start_cluster(
         .0;
     let mut view = view::View::new(replica, seq, ts_ns);
     view.set_order_id_slot(c.order_id_slot, c.order_id_slots);
+    view.raise_next_order_id(order_id_floor());
     let (to_producer, batches) = tokio::sync::mpsc::unbounded_channel();
     let (failed_tx, failed) = crossbeam_channel::unbounded();
     tokio::spawn(cluster::producer_task(producer.clone(), batches, failed_tx));

@@ -152,6 +152,11 @@ impl View {
         OrderId(id)
     }
 
+    /// Allocate no id below `floor` from now on.
+    pub fn raise_next_order_id(&mut self, floor: u64) {
+        self.next_order_id = self.next_order_id.max(floor);
+    }
+
     /// Ids of other origins (other gateways or producers on the stream) move the next id
     /// past them.
     fn saw_order_id(&mut self, id: OrderId) {

@@ -181,6 +181,11 @@ fn two_gateways_on_one_stream_trade_and_agree() {
     let a2_id = o["orderId"].as_u64().unwrap();
     assert_eq!(a2_id % 2, 0);
     assert!(a2_id > b_id, "above every id seen before the restart");
+    // The restart's ids start at its start time in ms × 1,024 (lib.rs, order_id_floor).
+    assert!(
+        a2_id > common::now_ms().saturating_sub(60_000) * 1024,
+        "{a2_id}"
+    );
     let open = eventually("g2 to list A's new order", || {
         let (_, d) = http(
             g2.public_addr(),
