@@ -288,34 +288,7 @@ pub struct FeedOutcome {
 
 fn feed_outcome(replay: &Replay) -> FeedOutcome {
     let stats = replay.stats();
-    let mut per_file: Vec<String> = replay
-        .source_stats()
-        .iter()
-        .map(|(name, s)| {
-            let r = s.report();
-            let problems = if r.problems.is_empty() {
-                "no problems".to_string()
-            } else {
-                let list: Vec<String> =
-                    r.problems.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                format!("problems: {}", list.join(", "))
-            };
-            format!(
-                "{name}: {} lines, {} messages, {problems}",
-                s.lines,
-                s.total_messages()
-            )
-        })
-        .collect();
-    let conversion = replay.converter().stats().report();
-    if !conversion.problems.is_empty() {
-        let list: Vec<String> = conversion
-            .problems
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        per_file.push(format!("converting: {}", list.join(", ")));
-    }
+    let per_file = replay.problem_lines();
     FeedOutcome {
         report: stats.report(),
         commands: stats.total_commands(),

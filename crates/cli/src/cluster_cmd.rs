@@ -221,35 +221,7 @@ impl Source {
 /// Per file: lines, messages and problems by kind (the bench's wording), then the
 /// conversion's problems.
 fn feed_problems_line(replay: &Replay) -> String {
-    let mut parts: Vec<String> = replay
-        .source_stats()
-        .iter()
-        .map(|(name, s)| {
-            let r = s.report();
-            let problems = if r.problems.is_empty() {
-                "no problems".to_string()
-            } else {
-                let list: Vec<String> =
-                    r.problems.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                format!("problems: {}", list.join(", "))
-            };
-            format!(
-                "{name}: {} lines, {} messages, {problems}",
-                s.lines,
-                s.total_messages()
-            )
-        })
-        .collect();
-    let conversion = replay.converter().stats().report();
-    if !conversion.problems.is_empty() {
-        let list: Vec<String> = conversion
-            .problems
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        parts.push(format!("converting: {}", list.join(", ")));
-    }
-    parts.join("; ")
+    replay.problem_lines().join("; ")
 }
 
 /// The feed's part of the summary line.

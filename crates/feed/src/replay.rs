@@ -82,6 +82,38 @@ impl Replay {
     pub fn converter(&self) -> &Converter {
         &self.converter
     }
+
+    /// What a person reads about the input: per file "NAME: L lines, M messages, no
+    /// problems" (or "problems: kind n, …"), then "converting: kind n, …" if the
+    /// conversion had any.
+    pub fn problem_lines(&self) -> Vec<String> {
+        let list = |problems: &std::collections::BTreeMap<&'static str, u64>| -> String {
+            let parts: Vec<String> = problems.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            parts.join(", ")
+        };
+        let mut lines: Vec<String> = self
+            .source_stats()
+            .iter()
+            .map(|(name, s)| {
+                let r = s.report();
+                let problems = if r.problems.is_empty() {
+                    "no problems".to_string()
+                } else {
+                    format!("problems: {}", list(&r.problems))
+                };
+                format!(
+                    "{name}: {} lines, {} messages, {problems}",
+                    s.lines,
+                    s.total_messages()
+                )
+            })
+            .collect();
+        let conversion = self.converter.stats().report();
+        if !conversion.problems.is_empty() {
+            lines.push(format!("converting: {}", list(&conversion.problems)));
+        }
+        lines
+    }
 }
 
 impl Iterator for Replay {
