@@ -26,98 +26,17 @@
 //! it and without that variable, the test passes with a loud SKIPPED message.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
 use perpcore_feed::{ConvertOptions, GuardOptions, Guarded, ReaderOptions, Replay};
 use perpcore_types::Command;
 
+mod procs;
+use procs::Proc;
+
 const STREAM: &str = "FEED";
-
-/// A child process, SIGKILLed when dropped; its stdout and stderr go to `log`.
-struct Proc {
-    name: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn spawn(name: &str, log: PathBuf, args: &[&std::ffi::OsStr]) -> Proc {
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_perpcore"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        Proc {
-            name: name.to_string(),
-            log,
-            child: Some(child),
-        }
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits at most `limit` for the process to exit on its own; its exit status.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "{} did not finish within {limit:?}:\n{}",
-                    self.name,
-                    self.text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then a clean exit within 30 s.
-    fn stop(&mut self) {
-        let pid = self.child.as_ref().expect("running").id();
-        let _ = Process::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let status = self.wait(Duration::from_secs(30));
-        assert!(
-            status.success(),
-            "{} exited with {status}:\n{}",
-            self.name,
-            self.text()
-        );
-    }
-
-    /// The JSON lines of its output that have `key` at the top.
-    fn lines_with(&self, key: &str) -> Vec<serde_json::Value> {
-        self.text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get(key).cloned())
-            .collect()
-    }
-}
 
 fn node(root: &Path, id: &str, cluster: &str) -> Proc {
     let dir = root.join(format!("node-{id}"));

@@ -12,98 +12,17 @@
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
+
+mod procs;
+use procs::Proc;
 
 const TOKEN: &str = "serve-cluster-admin-token-0123";
 const KEY: &str = "key-1";
 const SECRET: &str = "secret-1-0123456789";
-
-/// A child process with its output in a file; SIGKILLed when dropped.
-struct Proc {
-    name: &'static str,
-    out: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn spawn(name: &'static str, root: &Path, args: &[&str]) -> Proc {
-        let out = root.join(format!("{name}.out"));
-        let file = std::fs::File::create(&out).unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_perpcore"))
-            .args(args)
-            .env("PERPCORE_ADMIN_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Proc {
-            name,
-            out,
-            child: Some(child),
-        }
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// Polls the output (every 20 ms, at most 60 s) until `f` finds something in it.
-    fn wait_for<T>(&self, what: &str, f: impl Fn(&str) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(v) = f(&self.text()) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {what} within 60 s:\n{}",
-                self.name,
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `signal` and waits (at most 30 s) for a clean exit.
-    fn stop(&mut self, signal: &str) {
-        let mut c = self.child.take().expect("running");
-        let _ = Process::new("kill")
-            .args([signal, &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "{} exited with {status}:\n{}",
-                    self.name,
-                    self.text()
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("{} did not stop within 30 s:\n{}", self.name, self.text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// One HTTP/1.1 request (Connection: close, 10 s timeouts): status and body.
 fn http(
@@ -163,11 +82,16 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
     )
     .unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = root.path().join("admin.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (gw_dir, n2_dir) = (root.path().join("g1"), root.path().join("n2"));
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    let (gw_dir, n2_dir, keys, token) = (arg(&gw_dir), arg(&n2_dir), arg(&keys), arg(&token));
     let mut gw = Proc::spawn(
         "serve",
-        root.path(),
-        &[
+        root.path().join("serve.out"),
+        [
             "serve",
             "--cluster",
             &urls,
@@ -176,9 +100,11 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
             "--node-id",
             "g1",
             "--journal",
-            gw_dir.to_str().unwrap(),
+            &gw_dir,
             "--keys",
-            keys.to_str().unwrap(),
+            &keys,
+            "--admin-token-file",
+            &token,
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -187,8 +113,8 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
     );
     let mut n2 = Proc::spawn(
         "node",
-        root.path(),
-        &[
+        root.path().join("node.out"),
+        [
             "node",
             "--cluster",
             &urls,
@@ -197,7 +123,7 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
             "--node-id",
             "n2",
             "--dir",
-            n2_dir.to_str().unwrap(),
+            &n2_dir,
             "--print-progress",
         ],
     );
@@ -246,7 +172,7 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
     assert!(answer.contains(r#""status":"NEW""#), "{answer}");
 
     // Four commands, four stream messages (one write each): the gateway's node at 4.
-    gw.stop("-INT");
+    gw.stop_with("-INT");
     let summary: serde_json::Value = gw.wait_for("summary", |t| {
         t.lines().find_map(|l| {
             serde_json::from_str::<serde_json::Value>(l)
@@ -278,5 +204,5 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
         theirs, hash,
         "the gateway's node and a plain node agree at stream message {seq}"
     );
-    n2.stop("-TERM");
+    n2.stop();
 }
