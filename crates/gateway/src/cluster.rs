@@ -92,6 +92,9 @@ struct Waiting {
     submitted: Instant,
 }
 
+/// Most writes published and not yet handed back by the node; more are answered -1008.
+const MAX_IN_FLIGHT: usize = 65_536;
+
 /// How long a stopping bridge waits for the writes in flight.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
@@ -175,7 +178,10 @@ pub fn run(
                 }
             },
             recv(links.failed) -> msg => {
-                let Ok(f) = msg else { continue };
+                let Ok(f) = msg else {
+                    failure = Some("the producer task stopped".into());
+                    break;
+                };
                 for w in waiting.remove(&f.batch_seq).into_iter().flatten().flatten() {
                     let e = ApiError::outcome_unknown(&f.what);
                     let _ = w.reply.send((w.finish)(&mut view, Err(e)));
@@ -192,6 +198,9 @@ pub fn run(
                         Some(Request::Write(prepare, reply)) => match prepare(&mut view) {
                             Err(e) => {
                                 let _ = reply.send(Err(e));
+                            }
+                            Ok((_, finish)) if open + batch.len() >= MAX_IN_FLIGHT => {
+                                let _ = reply.send(finish(&mut view, Err(ApiError::overloaded())));
                             }
                             Ok((command, finish)) => batch.push((
                                 command,
