@@ -163,14 +163,28 @@ async fn depth(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
 
 // ---------------------------------------------------------------- signed
 
+/// The `X-MBX-APIKEY` header alone (the `HeaderMap` extractor would clone every header
+/// of every signed request).
+pub struct ApiKeyHeader(Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiKeyHeader {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ApiKeyHeader(parts.headers.get("X-MBX-APIKEY").cloned()))
+    }
+}
+
 fn auth(
     app: &App,
     q: &Option<String>,
-    headers: &HeaderMap,
+    key: &ApiKeyHeader,
     body: &Bytes,
 ) -> Result<(AccountId, Params), ApiError> {
     app.keys.verify(
-        headers.get("X-MBX-APIKEY").map(|h| h.as_bytes()),
+        key.0.as_ref().map(|h| h.as_bytes()),
         q.as_deref().unwrap_or(""),
         body,
         now_ms(),
@@ -185,11 +199,11 @@ macro_rules! signed {
         async fn $name(
             State($app): State<Shared>,
             RawQuery(q): RawQuery,
-            headers: HeaderMap,
+            key: ApiKeyHeader,
             body: Bytes,
         ) -> Response {
             let go = async {
-                let ($acct, $p) = auth(&$app, &q, &headers, &body)?;
+                let ($acct, $p) = auth(&$app, &q, &key, &body)?;
                 $body
             };
             respond(go.await)
@@ -199,12 +213,12 @@ macro_rules! signed {
         async fn $name(
             State($app): State<Shared>,
             RawQuery(q): RawQuery,
-            headers: HeaderMap,
+            key: ApiKeyHeader,
             body: Bytes,
         ) -> Response {
             let mut counts = None;
             let go = async {
-                let ($acct, $p) = auth(&$app, &q, &headers, &body)?;
+                let ($acct, $p) = auth(&$app, &q, &key, &body)?;
                 counts = Some($app.limiter.count_order($acct, now_ms())?);
                 $body
             };
