@@ -58,12 +58,17 @@ fn json_response(v: Value) -> Response {
         // Cannot happen for a Value; answered as axum would answer it.
         return Json(v).into_response();
     }
+    json_bytes_response(buf)
+}
+
+/// An answer of JSON already serialized.
+fn json_bytes_response(json: Vec<u8>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         )],
-        buf,
+        json,
     )
         .into_response()
 }
@@ -211,8 +216,9 @@ fn auth(
 }
 
 /// The request's signed parameters, then `f` on them. `order` before the name: the
-/// request counts against the account's order rate limits (once authenticated), and the
-/// answer carries the counts (`X-MBX-ORDER-COUNT-10S` / `-1M`).
+/// request counts against the account's order rate limits (once authenticated), the
+/// answer carries the counts (`X-MBX-ORDER-COUNT-10S` / `-1M`), and `f` gives the
+/// answer's JSON already serialized (see [`order_answer`]).
 macro_rules! signed {
     ($name:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
         async fn $name(
@@ -241,7 +247,10 @@ macro_rules! signed {
                 counts = Some($app.limiter.count_order($acct, now_ms())?);
                 $body
             };
-            let mut response = respond(go.await);
+            let mut response = match go.await {
+                Ok(json) => json_bytes_response(json),
+                Err(e) => e.into_response(),
+            };
             if let Some(c) = counts {
                 c.write(response.headers_mut());
             }
@@ -313,6 +322,55 @@ fn finish_order(id: OrderId, forget_on_reject: bool) -> FinishFn {
             Ok(shape::order(view, id, &r))
         },
     )
+}
+
+/// Where [`finish_order_into`] leaves the order's id, record and shown status for the
+/// handler.
+type OrderSlot = Arc<std::sync::Mutex<Option<(OrderId, OrderRecord, Status)>>>;
+
+/// As [`finish_order`], but the bridge only copies the order's record (and its shown
+/// status) into `slot` and answers `null`: the handler builds and serializes the body
+/// ([`order_answer`]) on its HTTP worker, so the one bridge thread does not build a
+/// `Value` of ~25 owned keys per order that the worker then walks again.
+fn finish_order_into(id: OrderId, forget_on_reject: bool, slot: OrderSlot) -> FinishFn {
+    Box::new(
+        move |view: &mut View, outcome: Result<&[Event], ApiError>| {
+            let reject = match outcome {
+                Err(e) => Some(e),
+                Ok(events) => events.iter().find_map(|e| match e {
+                    Event::Rejected { reason, .. } => Some(ApiError::rejected(*reason)),
+                    _ => None,
+                }),
+            };
+            if let Some(e) = reject {
+                if forget_on_reject {
+                    view.remove(id);
+                }
+                return Err(e);
+            }
+            let r = shape::record_of(view, id)
+                .ok_or_else(|| ApiError::internal("order record lost"))?;
+            let status = shape::shown_status(view, id, &r);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, r, status));
+            Ok(Value::Null)
+        },
+    )
+}
+
+/// The answer of a write whose finish was [`finish_order_into`]: the order's body,
+/// serialized (the same bytes as `shape::order`'s `Value`).
+fn order_answer(config: &Config, answer: Answer, slot: &OrderSlot) -> Result<Vec<u8>, ApiError> {
+    answer?;
+    let (id, r, status) = slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| ApiError::internal("order record lost"))?;
+    let spec = &config.instruments[r.instrument.0 as usize];
+    let mut buf = Vec::with_capacity(768);
+    serde_json::to_writer(&mut buf, &shape::order_body(spec, id, &r, status))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(buf)
 }
 
 /// A finish that answers `ok` unless the command was rejected.
@@ -447,6 +505,8 @@ signed!(order new_order, |app, account, p| {
             Some((kind, parse_price(spec, &p, "stopPrice")?, Rate::ZERO, None))
         }
     };
+    let slot = OrderSlot::default();
+    let slot_of_finish = Arc::clone(&slot);
     let answer = app
         .bridge
         .write(move |view: &mut View| {
@@ -560,10 +620,10 @@ signed!(order new_order, |app, account, p| {
                     })
                 }
             };
-            Ok((command, finish_order(id, true)))
+            Ok((command, finish_order_into(id, true, slot_of_finish)))
         })
         .await;
-    answer
+    order_answer(&config, answer, &slot)
 });
 
 /// The caller's order named by `orderId` or `origClientOrderId`.
@@ -628,7 +688,10 @@ signed!(order amend_order, |app, account, p| {
     let side = parse_side(&p)?;
     let price = parse_price(&spec, &p, "price")?;
     let lots = parse_lots(&spec, &p, "quantity")?;
-    app.bridge
+    let slot = OrderSlot::default();
+    let slot_of_finish = Arc::clone(&slot);
+    let answer = app
+        .bridge
         .write(move |view: &mut View| {
             let id = lookup(view, account, &p, ApiError::unknown_order)?;
             let rec = shape::record_of(view, id).ok_or_else(ApiError::unknown_order)?;
@@ -654,9 +717,10 @@ signed!(order amend_order, |app, account, p| {
                 price: Some(PriceTicks(price.raw() / spec.tick_size.raw())),
                 qty: Some(open),
             };
-            Ok((command, finish_order(id, false)))
+            Ok((command, finish_order_into(id, false, slot_of_finish)))
         })
-        .await
+        .await;
+    order_answer(&config, answer, &slot)
 });
 
 signed!(cancel_all, |app, account, p| {
