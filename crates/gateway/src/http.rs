@@ -299,19 +299,23 @@ fn valid_client_id(c: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b".:/_-".contains(&b))
 }
 
+/// Why a command about an order failed: not submitted, or rejected by the engine.
+fn rejection(outcome: Result<&[Event], ApiError>) -> Option<ApiError> {
+    match outcome {
+        Err(e) => Some(e),
+        Ok(events) => events.iter().find_map(|e| match e {
+            Event::Rejected { reason, .. } => Some(ApiError::rejected(*reason)),
+            _ => None,
+        }),
+    }
+}
+
 /// The finish of a command about one order: a rejection becomes its Binance error, else
 /// the order's body. `forget_on_reject` removes a record the prepare registered.
 fn finish_order(id: OrderId, forget_on_reject: bool) -> FinishFn {
     Box::new(
         move |view: &mut View, outcome: Result<&[Event], ApiError>| {
-            let reject = match outcome {
-                Err(e) => Some(e),
-                Ok(events) => events.iter().find_map(|e| match e {
-                    Event::Rejected { reason, .. } => Some(ApiError::rejected(*reason)),
-                    _ => None,
-                }),
-            };
-            if let Some(e) = reject {
+            if let Some(e) = rejection(outcome) {
                 if forget_on_reject {
                     view.remove(id);
                 }
@@ -335,14 +339,7 @@ type OrderSlot = Arc<std::sync::Mutex<Option<(OrderId, OrderRecord, Status)>>>;
 fn finish_order_into(id: OrderId, forget_on_reject: bool, slot: OrderSlot) -> FinishFn {
     Box::new(
         move |view: &mut View, outcome: Result<&[Event], ApiError>| {
-            let reject = match outcome {
-                Err(e) => Some(e),
-                Ok(events) => events.iter().find_map(|e| match e {
-                    Event::Rejected { reason, .. } => Some(ApiError::rejected(*reason)),
-                    _ => None,
-                }),
-            };
-            if let Some(e) = reject {
+            if let Some(e) = rejection(outcome) {
                 if forget_on_reject {
                     view.remove(id);
                 }
