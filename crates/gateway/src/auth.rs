@@ -160,10 +160,15 @@ impl ApiKeys {
         let api_key = std::str::from_utf8(api_key).map_err(|_| ApiError::key_format())?;
         let entry = self.keys.get(api_key).ok_or_else(ApiError::key_invalid)?;
         let body = std::str::from_utf8(body).map_err(|_| ApiError::bad_signature())?;
+        // The signed text borrows the query or the body; only both together are copied.
+        let joined;
         let total = match (query.is_empty(), body.is_empty()) {
-            (_, true) => query.to_string(),
-            (true, false) => body.to_string(),
-            (false, false) => format!("{query}{body}"),
+            (_, true) => query,
+            (true, false) => body,
+            (false, false) => {
+                joined = format!("{query}{body}");
+                joined.as_str()
+            }
         };
         let (signed, signature) = match total.rfind("&signature=") {
             Some(i) => (&total[..i], &total[i + "&signature=".len()..]),
@@ -207,7 +212,8 @@ pub fn sign_hex(secret: &[u8], payload: &str) -> String {
         .collect()
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+/// The 32 bytes of a 64-digit hex signature (either case), or `None`.
+fn decode_hex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
@@ -217,36 +223,64 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    let mut out = [0u8; 32];
+    for (o, p) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        *o = digit(p[0])? << 4 | digit(p[1])?;
+    }
+    Some(out)
 }
 
 /// Decoded `application/x-www-form-urlencoded` parameters (the last value of a repeated
 /// name wins).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params(BTreeMap<String, String>);
+///
+/// Held as one string of the decoded names and values back to back, and where each
+/// pair ends in it: parsing a request costs two allocations whatever the number of
+/// parameters, and a lookup scans the (few) pairs from the last.
+#[derive(Clone, Debug, Default)]
+pub struct Params {
+    text: String,
+    /// Per pair in order: (end of its name, end of its value) in `text`; its name starts
+    /// where the previous pair's value ends.
+    pairs: Vec<(usize, usize)>,
+}
 
 impl Params {
     pub fn parse(text: &str) -> Result<Params, ApiError> {
-        let mut map = BTreeMap::new();
+        let mut p = Params {
+            text: String::with_capacity(text.len()),
+            pairs: Vec::with_capacity(text.bytes().filter(|&b| b == b'&').count() + 1),
+        };
+        let mut scratch = Vec::new();
         for pair in text.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k =
-                percent_decode(k).ok_or_else(|| ApiError::illegal(k, "bad percent-encoding"))?;
-            let v =
-                percent_decode(v).ok_or_else(|| ApiError::illegal(&k, "bad percent-encoding"))?;
-            map.insert(k, v);
+            let start = p.text.len();
+            if !percent_decode_into(k, &mut p.text, &mut scratch) {
+                return Err(ApiError::illegal(k, "bad percent-encoding"));
+            }
+            let name_end = p.text.len();
+            if !percent_decode_into(v, &mut p.text, &mut scratch) {
+                return Err(ApiError::illegal(
+                    &p.text[start..name_end],
+                    "bad percent-encoding",
+                ));
+            }
+            p.pairs.push((name_end, p.text.len()));
         }
-        Ok(Params(map))
+        Ok(p)
     }
+
+    /// The last value given for `name` (empty or not).
+    fn last(&self, name: &str) -> Option<&str> {
+        (0..self.pairs.len()).rev().find_map(|i| {
+            let start = if i == 0 { 0 } else { self.pairs[i - 1].1 };
+            let (name_end, value_end) = self.pairs[i];
+            (&self.text[start..name_end] == name).then(|| &self.text[name_end..value_end])
+        })
+    }
+
     /// The value, if present and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.last(name).filter(|v| !v.is_empty())
     }
     pub fn str(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name).ok_or_else(|| ApiError::missing(name))
@@ -275,23 +309,41 @@ impl Params {
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Append the decoding of `s` (`+` is a space, `%XX` a byte) to `out`; false if an
+/// escape is malformed or the bytes are not UTF-8 (`out` may then hold a part). Text
+/// without escapes is copied as it is.
+fn percent_decode_into(s: &str, out: &mut String, scratch: &mut Vec<u8>) -> bool {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        out.push_str(s);
+        return true;
+    }
+    scratch.clear();
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' => scratch.push(b' '),
             b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let Some(byte) = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                else {
+                    return false;
+                };
+                scratch.push(byte);
                 i += 2;
             }
-            c => out.push(c),
+            c => scratch.push(c),
         }
         i += 1;
     }
-    String::from_utf8(out).ok()
+    match std::str::from_utf8(scratch) {
+        Ok(t) => {
+            out.push_str(t);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -383,5 +435,19 @@ mod tests {
         assert_eq!(p.get("newClientOrderId"), Some("x+y z"));
         assert_eq!(p.get("b"), None);
         assert!(Params::parse("a=%zz").is_err());
+        // A repeated name: the last value wins, even an empty one (then absent).
+        let p = Params::parse("a=1&b=2&a=3&c=4&c=").unwrap();
+        assert_eq!(
+            (p.get("a"), p.get("b"), p.get("c")),
+            (Some("3"), Some("2"), None)
+        );
+        // Escapes in names too; a name that only prefixes another is not it.
+        let p = Params::parse("x%41y=1&xAyz=2&%E2%82%AC=euro").unwrap();
+        assert_eq!(
+            (p.get("xAy"), p.get("xA"), p.get("€")),
+            (Some("1"), None, Some("euro"))
+        );
+        // Invalid UTF-8 after decoding is refused like a bad escape.
+        assert!(Params::parse("a=%FF").is_err());
     }
 }

@@ -397,11 +397,15 @@ fn metrics_count_the_requests_made() {
         json!({"symbol": "BTCUSDT", "price": "30000"}),
     );
     let a = Client::new(&server, 0);
-    a.ok(
+    let placed = a.call(
         "POST",
         "/fapi/v1/order",
         "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=29000",
     );
+    assert_eq!(placed.status, 200, "{}", placed.text);
+    // A JSON answer says so (as axum's Json answers do; ccxt parses by it too).
+    assert_eq!(placed.header("content-type"), Some("application/json"));
+    assert_eq!(placed.body["status"], "NEW");
     // 2000 BTC is above the maximum quantity (1000): engine code 1010, Binance -4005.
     assert_eq!(
         a.code(
