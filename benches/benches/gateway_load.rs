@@ -29,6 +29,11 @@
 //! `PERPCORE_GW_CLIENTS` (default 64), `PERPCORE_GW_ORDERS` (per client, default 1,000),
 //! `PERPCORE_GW_ROUNDS` (default 3), `PERPCORE_GW_WORKERS` (server worker threads,
 //! default 2). Bounded: every request has a 10 s timeout and a round stops after 50 s.
+//!
+//! `PERPCORE_GW_CLUSTER=1`: the gateway in cluster mode (`perpcore serve --cluster`,
+//! docs/CLUSTER.md) on a local 3-server nats-server cluster (stream with 3 replicas)
+//! started by the bench, with its own engine node in the temporary folder: an answer
+//! then waits for the stream's acknowledgement and the node's durable apply.
 
 // Floats only format figures for printing; nothing here feeds the engine.
 #![allow(clippy::float_arithmetic)]
@@ -282,6 +287,22 @@ fn main() {
     opts.fresh = true;
     opts.worker_threads = workers;
     opts.limits = RateLimits::unlimited();
+    // Cluster mode: the servers live until the end of main (dropping them kills them).
+    let nats = (env("PERPCORE_GW_CLUSTER", 0) == 1).then(|| {
+        let bin = perpcore_cluster::harness::nats_server_binary()
+            .expect("PERPCORE_GW_CLUSTER=1 needs nats-server (apt-get install nats-server)");
+        let nats =
+            perpcore_cluster::harness::LocalNats::start(&bin, &dir.path().join("nats"), 3).unwrap();
+        nats.wait_ready(Duration::from_secs(30)).unwrap();
+        opts.fresh = false;
+        opts.journal = dir.path().join("node");
+        opts.cluster = Some(perpcore_gateway::ClusterOptions::new(
+            nats.addrs(),
+            perpcore_cluster::StreamNames::new("GWLOAD").unwrap(),
+            "g1",
+        ));
+        nats
+    });
     let server = Server::start(opts).unwrap();
     let (api, adm) = (server.public_addr(), server.admin_addr());
     let rt = Arc::new(
@@ -314,7 +335,12 @@ fn main() {
     );
     println!(
         "gateway load: {clients} clients x {orders} requests, server {workers} worker threads, \
-         clients on 1 thread, rate limits off, release"
+         clients on 1 thread, rate limits off, release{}",
+        if nats.is_some() {
+            ", cluster mode (3 nats-servers, stream R3, own node)"
+        } else {
+            ""
+        }
     );
     for (kind, name) in [(Kind::SignedOrder, "signed orders"), (Kind::Ping, "ping")] {
         let mut rates = Vec::new();
