@@ -313,6 +313,19 @@ fn rejection(outcome: Result<&[Event], ApiError>) -> Option<ApiError> {
 /// The finish of a command about one order: a rejection becomes its Binance error, else
 /// the order's body. `forget_on_reject` removes a record the prepare registered.
 fn finish_order(id: OrderId, forget_on_reject: bool) -> FinishFn {
+    finish_order_with(id, forget_on_reject, move |view, r| {
+        Ok(shape::order(view, id, &r))
+    })
+}
+
+/// A finish of a command about order `id`: a rejection becomes its Binance error (and
+/// with `forget_on_reject` the record the prepare registered is removed), else `ok` on
+/// the order's record.
+fn finish_order_with(
+    id: OrderId,
+    forget_on_reject: bool,
+    ok: impl FnOnce(&View, OrderRecord) -> Answer + Send + 'static,
+) -> FinishFn {
     Box::new(
         move |view: &mut View, outcome: Result<&[Event], ApiError>| {
             if let Some(e) = rejection(outcome) {
@@ -323,7 +336,7 @@ fn finish_order(id: OrderId, forget_on_reject: bool) -> FinishFn {
             }
             let r = shape::record_of(view, id)
                 .ok_or_else(|| ApiError::internal("order record lost"))?;
-            Ok(shape::order(view, id, &r))
+            ok(view, r)
         },
     )
 }
@@ -337,21 +350,11 @@ type OrderSlot = Arc<std::sync::Mutex<Option<(OrderId, OrderRecord, Status)>>>;
 /// ([`order_answer`]) on its HTTP worker, so the one bridge thread does not build a
 /// `Value` of ~25 owned keys per order that the worker then walks again.
 fn finish_order_into(id: OrderId, forget_on_reject: bool, slot: OrderSlot) -> FinishFn {
-    Box::new(
-        move |view: &mut View, outcome: Result<&[Event], ApiError>| {
-            if let Some(e) = rejection(outcome) {
-                if forget_on_reject {
-                    view.remove(id);
-                }
-                return Err(e);
-            }
-            let r = shape::record_of(view, id)
-                .ok_or_else(|| ApiError::internal("order record lost"))?;
-            let status = shape::shown_status(view, id, &r);
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, r, status));
-            Ok(Value::Null)
-        },
-    )
+    finish_order_with(id, forget_on_reject, move |view, r| {
+        let status = shape::shown_status(view, id, &r);
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, r, status));
+        Ok(Value::Null)
+    })
 }
 
 /// The answer of a write whose finish was [`finish_order_into`]: the order's body,

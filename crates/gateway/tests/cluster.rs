@@ -14,36 +14,19 @@
 
 mod common;
 
-use common::{admin_with, http, Client};
+use common::{
+    admin_with, http, two_key_options, Client, ADMIN_TOKEN, KEY_A, KEY_B, SECRET_A, SECRET_B,
+};
 use perpcore_cluster::harness::{nats_server_or_skip, LocalNats};
 use perpcore_cluster::StreamNames;
-use perpcore_gateway::{ApiKeys, ClusterOptions, ServeOptions, Server};
-use perpcore_types::AccountId;
+use perpcore_gateway::{ClusterOptions, Server};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-const KEY_A: &str = "key-a";
-const SECRET_A: &str = "secret-a-0123456789";
-const KEY_B: &str = "key-b";
-const SECRET_B: &str = "secret-b-0123456789";
-
 /// Gateway `slot` of 2 on the stream, node `g<slot+1>` in `dir`.
 fn start(nats: &LocalNats, dir: &Path, slot: u64, retry_budget: Duration) -> Server {
-    let mut keys = ApiKeys::default();
-    keys.insert(KEY_A, SECRET_A.as_bytes(), AccountId(1))
-        .unwrap();
-    keys.insert(KEY_B, SECRET_B.as_bytes(), AccountId(2))
-        .unwrap();
-    let mut opts = ServeOptions::new(
-        dir.to_path_buf(),
-        perpcore_config::default_config(),
-        keys,
-        ADMIN_TOKEN.to_string(),
-    );
-    opts.listen = "127.0.0.1:0".parse().unwrap();
-    opts.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let mut opts = two_key_options(dir);
     let names = StreamNames::new("GW").unwrap();
     let mut c = ClusterOptions::new(nats.addrs(), names, &format!("g{}", slot + 1));
     c.order_id_slot = slot;

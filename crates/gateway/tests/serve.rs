@@ -6,21 +6,17 @@
 //! in a form body for POST/PUT). Every request has a 10 s socket timeout; the test stops
 //! the servers it started.
 
-use perpcore_gateway::{sign_hex, ApiKeys, ServeOptions, Server};
-use perpcore_types::AccountId;
+use perpcore_gateway::{sign_hex, Server};
 mod common;
 
-use common::{admin_with, http, now_ms, Client};
+use common::{
+    admin_with, http, now_ms, two_key_options, Client, ADMIN_TOKEN, KEY_A, KEY_B, SECRET_A,
+    SECRET_B,
+};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-const KEY_A: &str = "key-a";
-const SECRET_A: &str = "secret-a-0123456789";
-const KEY_B: &str = "key-b";
-const SECRET_B: &str = "secret-b-0123456789";
 
 fn admin(addr: SocketAddr, path: &str, body: &str) -> Value {
     admin_with(addr, ADMIN_TOKEN, path, body)
@@ -31,19 +27,7 @@ fn start(dir: &std::path::Path, fresh: bool) -> Server {
 }
 
 fn start_with(dir: &std::path::Path, fresh: bool, timeout: Duration) -> Server {
-    let mut keys = ApiKeys::default();
-    keys.insert(KEY_A, SECRET_A.as_bytes(), AccountId(1))
-        .unwrap();
-    keys.insert(KEY_B, SECRET_B.as_bytes(), AccountId(2))
-        .unwrap();
-    let mut opts = ServeOptions::new(
-        dir.to_path_buf(),
-        perpcore_config::default_config(),
-        keys,
-        ADMIN_TOKEN.to_string(),
-    );
-    opts.listen = "127.0.0.1:0".parse().unwrap();
-    opts.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let mut opts = two_key_options(dir);
     opts.fresh = fresh;
     opts.request_timeout = timeout;
     Server::start(opts).expect("serve starts")

@@ -184,3 +184,28 @@ pub fn admin_with(addr: SocketAddr, token: &str, path: &str, body: &str) -> Valu
     assert_eq!(status, 200, "{path} {body}: {v}");
     v
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const KEY_A: &str = "key-a";
+pub const SECRET_A: &str = "secret-a-0123456789";
+pub const KEY_B: &str = "key-b";
+pub const SECRET_B: &str = "secret-b-0123456789";
+
+/// Serve options on `dir` with keys A (account 1) and B (account 2), both listeners on
+/// 127.0.0.1 with ports chosen by the OS, the default configuration.
+pub fn two_key_options(dir: &std::path::Path) -> perpcore_gateway::ServeOptions {
+    let mut keys = perpcore_gateway::ApiKeys::default();
+    keys.insert(KEY_A, SECRET_A.as_bytes(), perpcore_types::AccountId(1))
+        .unwrap();
+    keys.insert(KEY_B, SECRET_B.as_bytes(), perpcore_types::AccountId(2))
+        .unwrap();
+    let mut opts = perpcore_gateway::ServeOptions::new(
+        dir.to_path_buf(),
+        perpcore_config::default_config(),
+        keys,
+        ADMIN_TOKEN.to_string(),
+    );
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.admin_listen = "127.0.0.1:0".parse().unwrap();
+    opts
+}
