@@ -55,15 +55,36 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<perpcore_types::Config> {
 }
 
 /// `perpcore node`'s arguments.
+#[derive(clap::Args, Debug)]
 pub struct NodeArgs {
+    /// NATS servers, comma-separated (e.g. nats://127.0.0.1:4222,nats://127.0.0.1:4223).
+    #[arg(long)]
     pub cluster: String,
+    /// The JetStream stream (created with --replicas replicas if missing).
+    #[arg(long, default_value = "PERPCORE")]
     pub stream: String,
+    /// This node's id (letters, digits, '-', '_'): its consumer is node-<ID>.
+    #[arg(long)]
     pub node_id: String,
+    /// Node directory: the journal (DIR/journal, readable by replay/inspect/audit) and
+    /// the cursor.
+    #[arg(long)]
     pub dir: PathBuf,
+    /// Configuration (TOML or JSON); every node of a stream must use the same.
+    /// Default: the built-in one.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Stream replicas, if this node creates the stream.
+    #[arg(long, default_value_t = 3)]
     pub replicas: usize,
+    /// Report the state hash after every N-th stream message (and when caught up).
+    #[arg(long, default_value_t = 1024)]
     pub hash_every: u64,
+    /// Write a snapshot every N commands (0: never).
+    #[arg(long, default_value_t = 1_000_000)]
     pub snapshot_every: u64,
+    /// Print every progress report as a JSON line.
+    #[arg(long)]
     pub print_progress: bool,
 }
 

@@ -75,37 +75,7 @@ enum Cmd {
     /// stream through this node's durable consumer, apply it and keep the node's own
     /// journal and cursor in --dir; report progress on perpcore.<STREAM>.progress.<ID>.
     /// Stops on SIGINT or SIGTERM.
-    Node {
-        /// NATS servers, comma-separated (e.g. nats://127.0.0.1:4222,nats://127.0.0.1:4223).
-        #[arg(long)]
-        cluster: String,
-        /// The JetStream stream (created with --replicas replicas if missing).
-        #[arg(long, default_value = "PERPCORE")]
-        stream: String,
-        /// This node's id (letters, digits, '-', '_'): its consumer is node-<ID>.
-        #[arg(long)]
-        node_id: String,
-        /// Node directory: the journal (DIR/journal, readable by replay/inspect/audit) and
-        /// the cursor.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Configuration (TOML or JSON); every node of a stream must use the same.
-        /// Default: the built-in one.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Stream replicas, if this node creates the stream.
-        #[arg(long, default_value_t = 3)]
-        replicas: usize,
-        /// Report the state hash after every N-th stream message (and when caught up).
-        #[arg(long, default_value_t = 1024)]
-        hash_every: u64,
-        /// Write a snapshot every N commands (0: never).
-        #[arg(long, default_value_t = 1_000_000)]
-        snapshot_every: u64,
-        /// Print every progress report as a JSON line.
-        #[arg(long)]
-        print_progress: bool,
-    },
+    Node(cluster_cmd::NodeArgs),
     /// Publish engine commands to the cluster's stream in batches and print each batch's
     /// acknowledgement (with --answer-node: once that node has applied it and made it
     /// durable). The commands come from a scenario file (--input), from recorded market
@@ -552,27 +522,7 @@ fn main() -> ExitCode {
             print,
         } => run(&journal, &input, fresh, snapshot_every, print),
         Cmd::Serve(a) => serve(a),
-        Cmd::Node {
-            cluster,
-            stream,
-            node_id,
-            dir,
-            config,
-            replicas,
-            hash_every,
-            snapshot_every,
-            print_progress,
-        } => cluster_cmd::node(cluster_cmd::NodeArgs {
-            cluster,
-            stream,
-            node_id,
-            dir,
-            config,
-            replicas,
-            hash_every,
-            snapshot_every,
-            print_progress,
-        }),
+        Cmd::Node(a) => cluster_cmd::node(a),
         Cmd::Publish {
             cluster,
             stream,
