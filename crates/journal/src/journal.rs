@@ -216,7 +216,7 @@ impl SyncHandle {
             // Read before the fsync: everything flushed up to here is covered by it.
             let flushed = shared.flushed();
             if fsync {
-                let started = timer.as_ref().map(|_| std::time::Instant::now());
+                let started = timer.as_ref().map(|_| std::time::Instant::now()); // determinism-ok: times the fsync for the operator's sync timer (metrics) only; nothing journaled or applied sees it
                 sync.sync()?;
                 if let (Some(t), Some(s)) = (timer, started) {
                     t(SyncStage::Data, s.elapsed());
@@ -258,7 +258,7 @@ impl MarkHandle {
             .timer
             .as_ref()
             .filter(|_| fsync)
-            .map(|_| std::time::Instant::now());
+            .map(|_| std::time::Instant::now()); // determinism-ok: times the mark's fsync for the sync timer (metrics) only
         shared.guarded(|| shared.advance_mark(sync, point.last_seq, point.link, None, fsync))?;
         if let (Some(t), Some(s)) = (&self.timer, started) {
             t(SyncStage::Mark, s.elapsed());
