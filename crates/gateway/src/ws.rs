@@ -130,47 +130,41 @@ fn no_listen_key() -> ApiError {
     )
 }
 
+/// `f` on the listen keys, for the account the request's API key names.
+fn with_listen_keys<T>(
+    ws: &Ws,
+    headers: &HeaderMap,
+    f: impl FnOnce(&mut crate::stream::ListenKeys, AccountId) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let account = api_key_account(&ws.app, headers)?;
+    let mut keys = ws
+        .shared
+        .listen_keys
+        .lock()
+        .map_err(|_| ApiError::internal("listen keys"))?;
+    f(&mut keys, account)
+}
+
 /// `POST /fapi/v1/listenKey`: the account's active key (validity extended) or a new one.
 async fn listen_key_post(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    respond((|| {
-        let account = api_key_account(&ws.app, &headers)?;
-        let mut keys = ws
-            .shared
-            .listen_keys
-            .lock()
-            .map_err(|_| ApiError::internal("listen keys"))?;
+    respond(with_listen_keys(&ws, &headers, |keys, account| {
         Ok(json!({ "listenKey": keys.create_or_extend(account, Instant::now()) }))
-    })())
+    }))
 }
 
 /// `PUT /fapi/v1/listenKey`: keep the account's key alive for another TTL.
 async fn listen_key_put(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    respond((|| {
-        let account = api_key_account(&ws.app, &headers)?;
-        let mut keys = ws
-            .shared
-            .listen_keys
-            .lock()
-            .map_err(|_| ApiError::internal("listen keys"))?;
+    respond(with_listen_keys(&ws, &headers, |keys, account| {
         let key = keys
             .extend(account, Instant::now())
             .ok_or_else(no_listen_key)?;
         Ok(json!({ "listenKey": key }))
-    })())
+    }))
 }
 
 /// `DELETE /fapi/v1/listenKey`: close the account's user stream.
 async fn listen_key_delete(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    let removed = (|| {
-        let account = api_key_account(&ws.app, &headers)?;
-        let mut keys = ws
-            .shared
-            .listen_keys
-            .lock()
-            .map_err(|_| ApiError::internal("listen keys"))?;
-        Ok::<_, ApiError>(keys.remove(account))
-    })();
-    match removed {
+    match with_listen_keys(&ws, &headers, |keys, account| Ok(keys.remove(account))) {
         Err(e) => e.into_response(),
         Ok(key) => {
             if let Some(key) = key {
