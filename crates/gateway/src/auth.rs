@@ -181,24 +181,94 @@ impl ApiKeys {
             // `signature` must be the last parameter: what follows it would be unsigned.
             return Err(ApiError::bad_signature());
         }
+        let account = Self::check_mac(entry, signed, signature)?;
+        let params = Params::parse(signed)?;
+        check_timestamp(&params, now_ms)?;
+        Ok((account, params))
+    }
+
+    /// Authenticate a WebSocket API request (`/ws-fapi/v1`): its `params` object carries
+    /// `apiKey`, `timestamp`, `signature` and the call's parameters. The signed text is
+    /// every parameter but `signature`, sorted by name, as `name=value` joined by `&`,
+    /// with the values as sent (strings unquoted and undecoded, numbers and booleans as
+    /// their JSON text), as Binance defines it. Returns the account and the parameters
+    /// (without `signature`).
+    pub fn verify_json(
+        &self,
+        params: &serde_json::Map<String, serde_json::Value>,
+        now_ms: u64,
+    ) -> Result<(AccountId, Params), ApiError> {
+        use serde_json::Value;
+        let api_key = match params.get("apiKey") {
+            Some(Value::String(k)) => k.as_str(),
+            _ => return Err(ApiError::key_format()),
+        };
+        let entry = self.keys.get(api_key).ok_or_else(ApiError::key_invalid)?;
+        let signature = match params.get("signature") {
+            Some(Value::String(s)) => s.as_str(),
+            _ => return Err(ApiError::missing("signature")),
+        };
+        let mut names: Vec<&String> = params.keys().filter(|k| *k != "signature").collect();
+        names.sort_unstable();
+        let mut p = Params::default();
+        let mut signed = String::with_capacity(256);
+        for name in names {
+            let value = json_text(&params[name.as_str()])
+                .ok_or_else(|| ApiError::illegal(name, "a string, number or boolean"))?;
+            if !signed.is_empty() {
+                signed.push('&');
+            }
+            signed.push_str(name);
+            signed.push('=');
+            signed.push_str(&value);
+            p.push(name, &value);
+        }
+        let account = Self::check_mac(entry, &signed, signature)?;
+        check_timestamp(&p, now_ms)?;
+        Ok((account, p))
+    }
+
+    /// Verify `signature` (hex) over `signed` in constant time.
+    fn check_mac(entry: &KeyEntry, signed: &str, signature: &str) -> Result<AccountId, ApiError> {
         let sig = decode_hex(signature).ok_or_else(ApiError::bad_signature)?;
         let mut mac = entry.mac.clone();
         mac.update(signed.as_bytes());
         mac.verify_slice(&sig)
             .map_err(|_| ApiError::bad_signature())?;
-        let params = Params::parse(signed)?;
-        let ts: u64 = params.required("timestamp")?;
-        let window: u64 = params
-            .optional("recvWindow")?
-            .unwrap_or(DEFAULT_RECV_WINDOW_MS);
-        if window > MAX_RECV_WINDOW_MS {
-            return Err(ApiError::recv_window_too_large());
-        }
-        if ts > now_ms + MAX_AHEAD_MS || now_ms.saturating_sub(ts) > window {
-            return Err(ApiError::timestamp_outside());
-        }
-        Ok((entry.account, params))
+        Ok(entry.account)
     }
+}
+
+/// A WebSocket API parameter's value as text: a string as it is, a number or boolean as
+/// its JSON text; `None` for null, arrays and objects.
+pub fn json_text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
+            "true"
+        } else {
+            "false"
+        })),
+        _ => None,
+    }
+}
+
+/// `timestamp` must lie within `recvWindow` before `now_ms` and at most
+/// [`MAX_AHEAD_MS`] after it.
+fn check_timestamp(params: &Params, now_ms: u64) -> Result<(), ApiError> {
+    let ts: u64 = params.required("timestamp")?;
+    let window: u64 = params
+        .optional("recvWindow")?
+        .unwrap_or(DEFAULT_RECV_WINDOW_MS);
+    if window > MAX_RECV_WINDOW_MS {
+        return Err(ApiError::recv_window_too_large());
+    }
+    if ts > now_ms + MAX_AHEAD_MS || now_ms.saturating_sub(ts) > window {
+        return Err(ApiError::timestamp_outside());
+    }
+    Ok(())
 }
 
 /// Sign `payload` as a client does: lower-case hex HMAC-SHA256 (for tests and tools).
@@ -267,6 +337,27 @@ impl Params {
             p.pairs.push((name_end, p.text.len()));
         }
         Ok(p)
+    }
+
+    /// The parameters of an unsigned WebSocket API request's `params` object.
+    pub fn from_json(
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Params, ApiError> {
+        let mut p = Params::default();
+        for (name, v) in params {
+            let value = json_text(v)
+                .ok_or_else(|| ApiError::illegal(name, "a string, number or boolean"))?;
+            p.push(name, &value);
+        }
+        Ok(p)
+    }
+
+    /// Append one decoded pair.
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.pairs.push((name_end, self.text.len()));
     }
 
     /// The last value given for `name` (empty or not).

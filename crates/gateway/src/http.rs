@@ -173,16 +173,21 @@ fn optional_instrument(config: &Config, p: &Params) -> Result<Option<InstrumentI
 async fn depth(State(app): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let go = async {
         let p = Params::parse(q.as_deref().unwrap_or(""))?;
-        let i = instrument(&app.config, p.str("symbol")?)?;
-        let limit: usize = p.optional("limit")?.unwrap_or(500);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::illegal("limit", "must be 1 to 1000"));
-        }
-        app.bridge
-            .read(move |v| Ok(shape::depth(v, i, limit)))
-            .await
+        depth_of(&app, &p).await
     };
     respond(go.await)
+}
+
+/// The book of `symbol`, `limit` levels a side (500 by default).
+pub(crate) async fn depth_of(app: &App, p: &Params) -> Answer {
+    let i = instrument(&app.config, p.str("symbol")?)?;
+    let limit: usize = p.optional("limit")?.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::illegal("limit", "must be 1 to 1000"));
+    }
+    app.bridge
+        .read(move |v| Ok(shape::depth(v, i, limit)))
+        .await
 }
 
 // ---------------------------------------------------------------- signed
@@ -215,11 +220,19 @@ fn auth(
     )
 }
 
-/// The request's signed parameters, then `f` on them. `order` before the name: the
-/// request counts against the account's order rate limits (once authenticated), the
-/// answer carries the counts (`X-MBX-ORDER-COUNT-10S` / `-1M`), and `f` gives the
-/// answer's JSON already serialized (see [`order_answer`]).
+/// A signed endpoint: `$core` is the call on already authenticated parameters (shared
+/// with the WebSocket API, `crate::ws_api`), `$name` its axum handler, which
+/// authenticates the request first. `order` before the names: the request counts
+/// against the account's order rate limits (once authenticated), the answer carries the
+/// counts (`X-MBX-ORDER-COUNT-10S` / `-1M`), and the core gives the answer's JSON
+/// already serialized (see [`order_answer`]).
 macro_rules! signed {
+    ($name:ident => $core:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
+        pub(crate) async fn $core($app: &App, $acct: AccountId, $p: Params) -> Answer {
+            $body
+        }
+        signed!($name, |app, account, p| $core(&app, account, p).await);
+    };
     ($name:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
         async fn $name(
             State($app): State<Shared>,
@@ -234,18 +247,25 @@ macro_rules! signed {
             respond(go.await)
         }
     };
-    (order $name:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
+    (order $name:ident => $core:ident, |$app:ident, $acct:ident, $p:ident| $body:expr) => {
+        pub(crate) async fn $core(
+            $app: &App,
+            $acct: AccountId,
+            $p: Params,
+        ) -> Result<Vec<u8>, ApiError> {
+            $body
+        }
         async fn $name(
-            State($app): State<Shared>,
+            State(app): State<Shared>,
             RawQuery(q): RawQuery,
             key: ApiKeyHeader,
             body: Bytes,
         ) -> Response {
             let mut counts = None;
             let go = async {
-                let ($acct, $p) = auth(&$app, &q, &key, &body)?;
-                counts = Some($app.limiter.count_order($acct, now_ms())?);
-                $body
+                let (account, p) = auth(&app, &q, &key, &body)?;
+                counts = Some(app.limiter.count_order(account, now_ms())?);
+                $core(&app, account, p).await
             };
             let mut response = match go.await {
                 Ok(json) => json_bytes_response(json),
@@ -387,7 +407,7 @@ fn finish_with(ok: Value) -> FinishFn {
     )
 }
 
-signed!(order new_order, |app, account, p| {
+signed!(order new_order => place_order, |app, account, p| {
     let config = app.config.clone();
     let instrument = instrument(&config, p.str("symbol")?)?;
     let spec = &config.instruments[instrument.0 as usize];
@@ -651,7 +671,7 @@ fn lookup(
     Err(missing())
 }
 
-signed!(query_order, |app, account, p| {
+signed!(query_order => order_status, |app, account, p| {
     instrument(&app.config, p.str("symbol")?)?;
     app.bridge
         .read(move |view| {
@@ -662,7 +682,7 @@ signed!(query_order, |app, account, p| {
         .await
 });
 
-signed!(cancel_order, |app, account, p| {
+signed!(cancel_order => order_cancel, |app, account, p| {
     instrument(&app.config, p.str("symbol")?)?;
     app.bridge
         .write(move |view: &mut View| {
@@ -681,7 +701,7 @@ signed!(cancel_order, |app, account, p| {
         .await
 });
 
-signed!(order amend_order, |app, account, p| {
+signed!(order amend_order => order_modify, |app, account, p| {
     let config = app.config.clone();
     let instrument = instrument(&config, p.str("symbol")?)?;
     let spec = config.instruments[instrument.0 as usize].clone();
@@ -740,7 +760,7 @@ signed!(cancel_all, |app, account, p| {
         .await
 });
 
-signed!(open_orders, |app, account, p| {
+signed!(open_orders => open_orders_status, |app, account, p| {
     let instrument = optional_instrument(&app.config, &p)?;
     app.bridge
         .read(move |view| Ok(json!(shape::open_orders(view, account, instrument))))
@@ -817,7 +837,7 @@ signed!(leverage_bracket, |app, _account, p| {
         .await
 });
 
-signed!(account, |app, account, _p| {
+signed!(account => account_status, |app, account, _p| {
     app.bridge
         .read(move |view| {
             shape::account(view, account)
@@ -826,7 +846,7 @@ signed!(account, |app, account, _p| {
         .await
 });
 
-signed!(position_risk, |app, account, p| {
+signed!(position_risk => account_position, |app, account, p| {
     let symbol = optional_instrument(&app.config, &p)?
         .map(|i| app.config.instruments[i.0 as usize].symbol.clone());
     app.bridge

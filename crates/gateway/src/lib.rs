@@ -56,6 +56,7 @@ pub mod stream;
 mod user_data;
 pub mod view;
 mod ws;
+mod ws_api;
 
 pub use auth::{sign_hex, ApiKeys};
 pub use cluster::ClusterOptions;
@@ -286,7 +287,8 @@ impl Server {
                 http::public_router(
                     app.clone(),
                     opts.request_timeout,
-                    ws::router(ws_state, opts.request_timeout),
+                    ws::router(ws_state.clone(), opts.request_timeout)
+                        .merge(ws_api::router(ws_state)),
                 ),
             ),
             (

@@ -283,6 +283,28 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Count one answered WebSocket API request (`listener="ws-api"`, the endpoint is
+    /// its method name from a fixed set, the method `WS`), and its error code if any.
+    pub fn observe_ws_api(&self, method: &'static str, status: u16, code: Option<i32>) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: "ws-api",
+                endpoint: method.to_string(),
+                method: "WS".to_string(),
+                status,
+            })
+            .inc();
+        if let Some(code) = code {
+            self.binance_errors
+                .get_or_create(&CodeLabels {
+                    code: code.to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
 /// The route a request matched (`unmatched` for a 404): bounded label values.
 pub fn endpoint_of(req: &Request) -> String {
     req.extensions()

@@ -52,8 +52,8 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 /// The server pings every 3 minutes; a connection silent for 10 minutes is closed.
-const PING_EVERY: Duration = Duration::from_secs(180);
-const IDLE_LIMIT: Duration = Duration::from_secs(600);
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(180);
+pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct WsState {
     pub app: Arc<App>,
@@ -196,7 +196,7 @@ struct Init {
 }
 
 /// Decrements the connection count when the connection ends (or never starts).
-struct Counted(Arc<Shared>);
+pub(crate) struct Counted(Arc<Shared>);
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
@@ -280,55 +280,105 @@ fn init_of(ws: &WsState, path: &str, query: Option<&str>) -> Result<Init, ApiErr
     Ok(init)
 }
 
-async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
-    let headers = req.headers();
+/// Check a websocket upgrade request (RFC 6455 §4.2.1): the `Sec-WebSocket-Accept`
+/// value to answer with, or the refusal.
+pub(crate) fn handshake(headers: &HeaderMap) -> Result<String, ApiError> {
     if !header_has_token(headers, header::CONNECTION, "upgrade")
         || !header_has_token(headers, header::UPGRADE, "websocket")
     {
-        return refuse(
+        return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             -1000,
             "a websocket upgrade is expected here",
-        );
+        ));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return refuse(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             -1000,
             "Sec-WebSocket-Version must be 13",
-        );
+        ));
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return refuse(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             -1000,
             "Sec-WebSocket-Key is missing",
-        );
+        ));
     };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// Count a new connection against `max_connections` (refused above it); the guard
+/// uncounts it when dropped.
+pub(crate) fn count_connection(ws: &WsState) -> Result<Counted, ApiError> {
+    if ws.shared.connections.fetch_add(1, Ordering::AcqRel) >= ws.opts.max_connections {
+        ws.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1008,
+            "Too many websocket connections; try again later.",
+        ));
+    }
+    Ok(Counted(ws.shared.clone()))
+}
+
+/// The upgraded connection of a request whose handshake was checked.
+pub(crate) fn take_upgrade(req: &mut Request) -> Result<hyper::upgrade::OnUpgrade, ApiError> {
+    req.extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -1000,
+                "this connection cannot be upgraded",
+            )
+        })
+}
+
+/// The upgraded socket as a server-side websocket with the configured size limits.
+pub(crate) async fn server_socket(
+    upgraded: hyper::upgrade::Upgraded,
+    opts: &StreamOptions,
+) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(opts.max_message_bytes))
+        .max_frame_size(Some(opts.max_message_bytes));
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+/// The 101 answer that completes the handshake.
+pub(crate) fn switching_protocols(accept: String) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
+    let accept = match handshake(req.headers()) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
     let init = match init_of(&ws, req.uri().path(), req.uri().query()) {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
     // Count the connection before it exists; refuse above the limit.
-    if ws.shared.connections.fetch_add(1, Ordering::AcqRel) >= ws.opts.max_connections {
-        ws.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            -1008,
-            "Too many websocket connections; try again later.",
-        );
-    }
-    let counted = Counted(ws.shared.clone());
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            -1000,
-            "this connection cannot be upgraded",
-        );
+    let counted = match count_connection(&ws) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let on_upgrade = match take_upgrade(&mut req) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
     // Register with the hub before answering 101: once the client's handshake is done,
     // every command applied after it reaches this connection's streams.
@@ -357,21 +407,11 @@ async fn upgrade(State(ws): State<Ws>, mut req: Request) -> Response {
             let _ = ws.control.send(Control::Closed { id }).await;
             return;
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(ws.opts.max_message_bytes))
-            .max_frame_size(Some(ws.opts.max_message_bytes));
-        let io = hyper_util::rt::TokioIo::new(upgraded);
-        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let socket = server_socket(upgraded, &ws.opts).await;
         connection(ws, socket, id, out, rx, queued, kill_rx).await;
         drop(counted);
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    switching_protocols(accept)
 }
 
 // ---------------------------------------------------------------- a connection

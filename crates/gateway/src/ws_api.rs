@@ -1,0 +1,486 @@
+//! The WebSocket API of `perpcore serve`: Binance USDⓈ-M's `/ws-fapi/v1`, where a client
+//! sends signed requests as JSON text frames on one connection and gets each answer as
+//! a frame, without a new HTTP request per call.
+//!
+//! A request is `{"id": <int | string | null>, "method": "order.place", "params": {…}}`;
+//! its answer `{"id": <same>, "status": 200, "result": {…}, "rateLimits": […]}` or
+//! `{"id": …, "status": 400, "error": {"code": -2011, "msg": "…"}, "rateLimits": […]}`.
+//! `rateLimits` is left out when the request sends `"returnRateLimits": false`.
+//! A signed request carries `apiKey`, `timestamp` (a JSON integer), optionally
+//! `recvWindow`, and `signature`: the hex HMAC-SHA256 of every other parameter sorted by
+//! name, `name=value` joined by `&` ([`crate::auth::ApiKeys::verify_json`]).
+//!
+//! Methods, each the same call as its REST endpoint (the same core function in
+//! `crate::http`, the same checks, answer body, error codes and request weight):
+//!
+//! | method | REST twin |
+//! |---|---|
+//! | `order.place` | `POST /fapi/v1/order` |
+//! | `order.modify` | `PUT /fapi/v1/order` |
+//! | `order.cancel` | `DELETE /fapi/v1/order` |
+//! | `order.status` | `GET /fapi/v1/order` |
+//! | `openOrders.status` | `GET /fapi/v1/openOrders` |
+//! | `account.status`, `v2/account.status` | `GET /fapi/v2/account` |
+//! | `account.position`, `v2/account.position` | `GET /fapi/v2/positionRisk` |
+//! | `depth` (unsigned) | `GET /fapi/v1/depth` |
+//!
+//! Answers go out as soon as they are ready, so they can come in another order than
+//! their requests (Binance's clients match them by `id`). A write is answered only
+//! once its command is durable, as over REST.
+//!
+//! Each connection has a reader, which hands each request to a task of its own, and a
+//! writer, which writes every answer that is ready in one flush. At most
+//! [`MAX_IN_FLIGHT`] requests of a connection are handled or waiting to be written; the
+//! reader waits for a free slot before it reads on, so a client that does not read its
+//! answers is held back by its own socket and costs a bounded amount of memory. A write
+//! that makes no progress for [`WRITE_STALL`] ends the connection. Request weight and
+//! order counts are charged to the client's address and account as over REST, with
+//! the same limits. The server pings every 3 minutes; a connection silent for 10
+//! minutes is closed.
+//!
+//! Must never: answer a write before its command is durable, act for an account whose
+//! key did not sign the request, or let one connection's backlog grow without bound.
+
+use crate::auth::Params;
+use crate::conn::ClientAddr;
+use crate::error::ApiError;
+use crate::http::{self, now_ms};
+use crate::limits::{request_weight, OrderCounts};
+use crate::ws::{WsState, IDLE_LIMIT, PING_EVERY};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// The path, as Binance's `wss://ws-fapi.binance.com/ws-fapi/v1`.
+pub const PATH: &str = "/ws-fapi/v1";
+/// Requests of one connection being handled or answered and not yet written.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// A write to the client that makes no progress for this long ends the connection.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Longest request `id` string.
+const MAX_ID_CHARS: usize = 64;
+/// Answers written with one flush at most.
+const BATCH: usize = 256;
+
+pub fn router(state: Arc<WsState>) -> Router {
+    Router::new().route(PATH, get(upgrade)).with_state(state)
+}
+
+async fn upgrade(
+    State(ws): State<Arc<WsState>>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    mut req: Request,
+) -> Response {
+    let accept = match crate::ws::handshake(req.headers()) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let counted = match crate::ws::count_connection(&ws) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let on_upgrade = match crate::ws::take_upgrade(&mut req) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let socket = crate::ws::server_socket(upgraded, &ws.opts).await;
+        serve(ws, socket, addr.ip()).await;
+        drop(counted);
+    });
+    crate::ws::switching_protocols(accept)
+}
+
+/// An answer ready to write, and the slot it holds until it is written.
+type Ready = (Utf8Bytes, OwnedSemaphorePermit);
+
+/// Drive one connection until the client leaves, goes silent or stops reading.
+async fn serve<S>(ws: Arc<WsState>, socket: WebSocketStream<S>, ip: IpAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = socket.split();
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // As many places as slots: a task's send never waits.
+    let (tx, rx) = mpsc::channel::<Ready>(MAX_IN_FLIGHT);
+    let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let writer = tokio::spawn(write_loop(sink, rx, done_tx, ws.opts.close_grace));
+    let mut last_heard = Instant::now();
+    loop {
+        let idle = tokio::time::sleep_until((last_heard + IDLE_LIMIT).into());
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = &mut done_rx => break,
+            _ = idle => break,
+        };
+        last_heard = Instant::now();
+        let text = match msg {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Text(t))) => Some(t),
+            Some(Ok(Message::Binary(_))) => None,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+        };
+        // A free slot first: a client that does not read its answers stops here.
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = &mut done_rx => break,
+        };
+        let (ws, tx) = (Arc::clone(&ws), tx.clone());
+        tokio::spawn(async move {
+            let answer = match text {
+                Some(t) => handle(&ws, ip, t.as_str()).await,
+                None => {
+                    let e = ApiError::new(
+                        axum::http::StatusCode::BAD_REQUEST,
+                        -1102,
+                        "Malformed request: binary frames are not accepted",
+                    );
+                    ws.app
+                        .metrics
+                        .observe_ws_api("malformed", 400, Some(e.code));
+                    answer_text(&Value::Null, Err(e), None)
+                }
+            };
+            let _ = tx.send((answer.into(), slot)).await;
+        });
+    }
+    drop(tx);
+    // The writer ends once every request in flight is answered, or the socket failed.
+    let _ = tokio::time::timeout(WRITE_STALL + ws.opts.close_grace, writer).await;
+}
+
+/// Write answers as they come, every one already waiting in the same flush.
+async fn write_loop<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut rx: mpsc::Receiver<Ready>,
+    done: oneshot::Sender<()>,
+    grace: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => match r {
+                None => break,
+                Some(ready) => Some(ready),
+            },
+            _ = ping.tick() => None,
+        };
+        let write = async {
+            match first {
+                Some((text, slot)) => {
+                    sink.feed(Message::Text(text)).await?;
+                    drop(slot);
+                    for _ in 1..BATCH {
+                        let Ok((text, slot)) = rx.try_recv() else {
+                            break;
+                        };
+                        sink.feed(Message::Text(text)).await?;
+                        drop(slot);
+                    }
+                }
+                None => sink.feed(Message::Ping(Bytes::new())).await?,
+            }
+            sink.flush().await
+        };
+        if !matches!(tokio::time::timeout(WRITE_STALL, write).await, Ok(Ok(()))) {
+            let _ = done.send(());
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(grace, sink.send(Message::Close(None))).await;
+    let _ = done.send(());
+}
+
+/// A method of the WebSocket API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Place,
+    Modify,
+    Cancel,
+    Status,
+    OpenOrders,
+    AccountStatus,
+    AccountPosition,
+    Depth,
+}
+
+impl Call {
+    fn of(method: &str) -> Option<Call> {
+        Some(match method {
+            "order.place" => Call::Place,
+            "order.modify" => Call::Modify,
+            "order.cancel" => Call::Cancel,
+            "order.status" => Call::Status,
+            "openOrders.status" => Call::OpenOrders,
+            "account.status" | "v2/account.status" => Call::AccountStatus,
+            "account.position" | "v2/account.position" => Call::AccountPosition,
+            "depth" => Call::Depth,
+            _ => return None,
+        })
+    }
+
+    /// The metrics label.
+    fn name(self) -> &'static str {
+        match self {
+            Call::Place => "order.place",
+            Call::Modify => "order.modify",
+            Call::Cancel => "order.cancel",
+            Call::Status => "order.status",
+            Call::OpenOrders => "openOrders.status",
+            Call::AccountStatus => "account.status",
+            Call::AccountPosition => "account.position",
+            Call::Depth => "depth",
+        }
+    }
+
+    /// The REST endpoint it is the twin of (for its request weight).
+    fn rest(self) -> (Method, &'static str) {
+        match self {
+            Call::Place => (Method::POST, "/fapi/v1/order"),
+            Call::Modify => (Method::PUT, "/fapi/v1/order"),
+            Call::Cancel => (Method::DELETE, "/fapi/v1/order"),
+            Call::Status => (Method::GET, "/fapi/v1/order"),
+            Call::OpenOrders => (Method::GET, "/fapi/v1/openOrders"),
+            Call::AccountStatus => (Method::GET, "/fapi/v2/account"),
+            Call::AccountPosition => (Method::GET, "/fapi/v2/positionRisk"),
+            Call::Depth => (Method::GET, "/fapi/v1/depth"),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct WsRequest {
+    #[serde(default)]
+    id: Value,
+    method: String,
+    #[serde(default)]
+    params: Option<Map<String, Value>>,
+}
+
+/// A result: JSON already serialized (orders) or a value.
+enum Body {
+    Raw(Vec<u8>),
+    Json(Value),
+}
+
+/// What the answer's `rateLimits` reports.
+struct Used {
+    weight: u32,
+    orders: Option<OrderCounts>,
+}
+
+fn malformed(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        -1102,
+        format!("Malformed request: {what}"),
+    )
+}
+
+/// Handle one request frame; the answer's text.
+async fn handle(ws: &WsState, ip: IpAddr, text: &str) -> String {
+    let metrics = &ws.app.metrics;
+    let req: WsRequest = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = malformed(e);
+            metrics.observe_ws_api("malformed", 400, Some(e.code));
+            return answer_text(&Value::Null, Err(e), None);
+        }
+    };
+    let id_ok = match &req.id {
+        Value::Null | Value::Number(_) => true,
+        Value::String(s) => s.chars().count() <= MAX_ID_CHARS,
+        _ => false,
+    };
+    if !id_ok {
+        let e = malformed(format_args!(
+            "`id` must be an integer, a string of at most {MAX_ID_CHARS} characters, or null"
+        ));
+        metrics.observe_ws_api("malformed", 400, Some(e.code));
+        return answer_text(&Value::Null, Err(e), None);
+    }
+    let Some(call) = Call::of(&req.method) else {
+        let e = ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            -1020,
+            format!(
+                "This operation is not supported: {}. Methods: order.place, order.modify, \
+                 order.cancel, order.status, openOrders.status, account.status, \
+                 account.position, depth.",
+                req.method.chars().take(64).collect::<String>()
+            ),
+        );
+        metrics.observe_ws_api("unknown", 400, Some(e.code));
+        return answer_text(&req.id, Err(e), None);
+    };
+    let params = req.params.unwrap_or_default();
+    let show_limits = !matches!(params.get("returnRateLimits"), Some(Value::Bool(false)));
+    let (outcome, used) = run(ws, ip, call, &params).await;
+    metrics.observe_ws_api(
+        call.name(),
+        outcome.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200),
+        outcome.as_ref().err().map(|e| e.code),
+    );
+    let limits = show_limits.then_some(used).flatten();
+    answer_text(
+        &req.id,
+        outcome,
+        limits.as_ref().map(|u| (u, ws.app.limiter.limits())),
+    )
+}
+
+/// Charge, authenticate and run one call. The weight used is reported when the
+/// address was charged.
+async fn run(
+    ws: &WsState,
+    ip: IpAddr,
+    call: Call,
+    params: &Map<String, Value>,
+) -> (Result<Body, ApiError>, Option<Used>) {
+    let app = &ws.app;
+    let now = now_ms();
+    // The weight of the REST twin, from the parameters it depends on.
+    let (method, path) = call.rest();
+    let query = match call {
+        Call::Depth => params
+            .get("limit")
+            .and_then(crate::auth::json_text)
+            .map(|l| format!("limit={l}")),
+        Call::OpenOrders => params.get("symbol").map(|_| "symbol=1".to_string()),
+        _ => None,
+    };
+    let weight = request_weight(&method, path, query.as_deref().unwrap_or(""));
+    let mut used = match app.limiter.charge_address(ip, weight.ip, now) {
+        Ok(w) => Used {
+            weight: w,
+            orders: None,
+        },
+        Err((e, w)) => {
+            let used = Used {
+                weight: w,
+                orders: None,
+            };
+            return (Err(e), Some(used));
+        }
+    };
+    if call == Call::Depth {
+        let outcome = match crate::auth::Params::from_json(params) {
+            Ok(p) => http::depth_of(app, &p).await.map(Body::Json),
+            Err(e) => Err(e),
+        };
+        return (outcome, Some(used));
+    }
+    let (account, p): (_, Params) = match app.keys.verify_json(params, now) {
+        Ok(a) => a,
+        Err(e) => return (Err(e), Some(used)),
+    };
+    if weight.order {
+        match app.limiter.count_order(account, now) {
+            Ok(c) => used.orders = Some(c),
+            Err(e) => return (Err(e), Some(used)),
+        }
+    }
+    let outcome = match call {
+        Call::Place => http::place_order(app, account, p).await.map(Body::Raw),
+        Call::Modify => http::order_modify(app, account, p).await.map(Body::Raw),
+        Call::Cancel => http::order_cancel(app, account, p).await.map(Body::Json),
+        Call::Status => http::order_status(app, account, p).await.map(Body::Json),
+        Call::OpenOrders => http::open_orders_status(app, account, p)
+            .await
+            .map(Body::Json),
+        Call::AccountStatus => http::account_status(app, account, p).await.map(Body::Json),
+        Call::AccountPosition => http::account_position(app, account, p)
+            .await
+            .map(Body::Json),
+        Call::Depth => unreachable!("answered above"),
+    };
+    (outcome, Some(used))
+}
+
+/// The answer frame's text.
+fn answer_text(
+    id: &Value,
+    outcome: Result<Body, ApiError>,
+    limits: Option<(&Used, &crate::limits::RateLimits)>,
+) -> String {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"id\":");
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, id);
+    match outcome {
+        Ok(body) => {
+            out.extend_from_slice(b",\"status\":200,\"result\":");
+            match body {
+                Body::Raw(bytes) => out.extend_from_slice(&bytes),
+                Body::Json(v) => {
+                    let _ = serde_json::to_writer(&mut out, &v);
+                }
+            }
+        }
+        Err(e) => {
+            out.extend_from_slice(
+                format!(",\"status\":{},\"error\":", e.status.as_u16()).as_bytes(),
+            );
+            let mut error = serde_json::json!({"code": e.code, "msg": e.msg});
+            if let Some(s) = e.retry_after_s {
+                // Binance: when the limit resets, in ms since the epoch.
+                error["data"] = serde_json::json!({"retryAfter": now_ms() + s * 1000});
+            }
+            let _ = serde_json::to_writer(&mut out, &error);
+        }
+    }
+    if let Some((used, cfg)) = limits {
+        let limit = |kind: &str, interval: &str, num: u32, limit: u32, count: u32| {
+            serde_json::json!({
+                "rateLimitType": kind,
+                "interval": interval,
+                "intervalNum": num,
+                "limit": limit,
+                "count": count,
+            })
+        };
+        let mut list = vec![limit(
+            "REQUEST_WEIGHT",
+            "MINUTE",
+            1,
+            cfg.weight_per_minute,
+            used.weight,
+        )];
+        if let Some(o) = used.orders {
+            list.push(limit("ORDERS", "SECOND", 10, cfg.orders_per_10s, o.ten_s));
+            list.push(limit(
+                "ORDERS",
+                "MINUTE",
+                1,
+                cfg.orders_per_minute,
+                o.minute,
+            ));
+        }
+        out.extend_from_slice(b",\"rateLimits\":");
+        let _ = serde_json::to_writer(&mut out, &list);
+    }
+    out.push(b'}');
+    // Only JSON text was written.
+    String::from_utf8(out).unwrap_or_default()
+}
