@@ -103,6 +103,113 @@ enum Kind {
     Ping,
 }
 
+/// Connection `c`'s `n` signed `order.place` frames for the WebSocket API, built before
+/// the round's clock starts: the same order as [`ORDER_PARAMS`], request `id` = its
+/// index, the parameters sorted by name and signed as Binance defines it for this API.
+fn prepare_ws(c: usize, n: usize) -> Vec<String> {
+    let secret = format!("secret-{c}");
+    (0..n)
+        .map(|i| {
+            // Sorted by name; `signature` is not signed.
+            let payload = format!(
+                "apiKey=key-{c}&newOrderRespType=RESULT&price=29000&quantity=0.001&\
+                 recvWindow=60000&side=BUY&symbol=BTCUSDT&timeInForce=IOC&timestamp={}&type=LIMIT",
+                now_ms()
+            );
+            let mut params = String::from("{");
+            for (k, v) in payload.split('&').filter_map(|kv| kv.split_once('=')) {
+                let quoted = !matches!(k, "recvWindow" | "timestamp");
+                let q = if quoted { "\"" } else { "" };
+                params.push_str(&format!("\"{k}\":{q}{v}{q},"));
+            }
+            let signature = sign_hex(secret.as_bytes(), &payload);
+            format!(
+                "{{\"id\":{i},\"method\":\"order.place\",\"params\":{params}\"signature\":\"{signature}\"}}}}"
+            )
+        })
+        .collect()
+}
+
+/// One connection's `order.place` frames on the WebSocket API with up to `window` in
+/// flight: each write sends every frame the window allows, then one answer is read.
+/// Latency is from a frame's write to its answer's arrival (matched by `id`).
+async fn ws_orders(api: SocketAddr, frames: Vec<String>, window: usize) -> Histogram<u64> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    let url = format!("ws://{api}/ws-fapi/v1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let n = frames.len();
+    let mut sent_at = vec![Instant::now(); n];
+    let mut frames = frames.into_iter();
+    let (mut sent, mut got) = (0usize, 0usize);
+    let t0 = Instant::now();
+    while got < n {
+        if sent < n && sent - got < window && t0.elapsed() <= ROUND_LIMIT {
+            while sent < n && sent - got < window {
+                let f = frames.next().expect("one frame per request");
+                ws.feed(Message::Text(f.into())).await.unwrap();
+                sent_at[sent] = Instant::now();
+                sent += 1;
+            }
+            ws.flush().await.unwrap();
+        }
+        if got == sent {
+            break; // the round's time is up
+        }
+        let m = tokio::time::timeout(REQUEST_TIMEOUT, ws.next())
+            .await
+            .expect("answered within the timeout")
+            .expect("connection open")
+            .expect("a frame");
+        let Message::Text(t) = m else { continue };
+        let t = t.as_str();
+        assert!(
+            t.contains("\"status\":200") && t.contains("\"status\":\"EXPIRED\""),
+            "{t}"
+        );
+        let id: usize = t
+            .strip_prefix("{\"id\":")
+            .and_then(|r| r.split(',').next())
+            .and_then(|d| d.parse().ok())
+            .expect("an answer starts with its id");
+        h.record(sent_at[id].elapsed().as_nanos() as u64).unwrap();
+        got += 1;
+    }
+    let _ = ws.close(None).await;
+    h
+}
+
+/// A round of the WebSocket API: `conns` connections (accounts 1..=conns), `orders`
+/// each, `window` in flight per connection. As [`round`]'s figures.
+fn ws_round(
+    rt: &tokio::runtime::Runtime,
+    api: SocketAddr,
+    conns: usize,
+    orders: usize,
+    window: usize,
+) -> (u64, Duration, Histogram<u64>, Option<(u64, u64)>) {
+    let prepared: Vec<_> = (0..conns).map(|c| prepare_ws(c, orders)).collect();
+    let cpu0 = cpu_us();
+    let started = Instant::now();
+    let hists = rt.block_on(async {
+        let tasks: Vec<_> = prepared
+            .into_iter()
+            .map(|frames| tokio::spawn(ws_orders(api, frames, window)))
+            .collect();
+        let mut all = Histogram::<u64>::new(3).unwrap();
+        for t in tasks {
+            all.add(t.await.unwrap()).unwrap();
+        }
+        all
+    });
+    let wall = started.elapsed();
+    let cpu = cpu0.zip(cpu_us()).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+    (hists.len(), wall, hists, cpu)
+}
+
 /// The order every signed request places, before its timestamp and signature.
 const ORDER_PARAMS: &str = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=IOC&quantity=0.001&\
                             price=29000&newOrderRespType=RESULT&recvWindow=60000";
@@ -333,8 +440,13 @@ fn main() {
         "/admin/v1/markPrice",
         r#"{"symbol":"BTCUSDT","price":"30000"}"#,
     );
+    let ws_conns = env("PERPCORE_GW_WS_CONNS", 16).min(clients);
+    let window = env("PERPCORE_GW_WINDOW", 64);
+    let ws_orders = env("PERPCORE_GW_WS_ORDERS", 4_000);
+    let only = std::env::var("PERPCORE_GW_ONLY").unwrap_or_default();
     println!(
         "gateway load: {clients} clients x {orders} requests, server {workers} worker threads, \
+         WebSocket API: {ws_conns} connections x {ws_orders} orders, {window} in flight each; \
          clients on 1 thread, rate limits off, release{}",
         if nats.is_some() {
             ", cluster mode (3 nats-servers, stream R3, own node)"
@@ -342,10 +454,21 @@ fn main() {
             ""
         }
     );
-    for (kind, name) in [(Kind::SignedOrder, "signed orders"), (Kind::Ping, "ping")] {
+    for (name, ws) in [
+        ("signed orders", false),
+        ("ping", false),
+        ("ws-api orders", true),
+    ] {
+        if !only.is_empty() && !name.starts_with(only.as_str()) {
+            continue;
+        }
         let mut rates = Vec::new();
         for k in 1..=rounds {
-            let (n, wall, h, cpu) = round(&rt, api, clients, orders, kind);
+            let (n, wall, h, cpu) = match (ws, name) {
+                (true, _) => ws_round(&rt, api, ws_conns, ws_orders, window),
+                (false, "ping") => round(&rt, api, clients, orders, Kind::Ping),
+                _ => round(&rt, api, clients, orders, Kind::SignedOrder),
+            };
             let rate = n as f64 / wall.as_secs_f64();
             rates.push(rate);
             let cpu = cpu.map_or("cpu ?".into(), |(u, s)| {

@@ -73,8 +73,9 @@ client() {
 }
 client smoke.py
 # Hook: further client checks go here, before limits.py, with the same arguments
-# (API_URL ADMIN_URL ADMIN_TOKEN); the ccxt.pro watchers (watch.py) among them.
-for hook in watch.py; do
+# (API_URL ADMIN_URL ADMIN_TOKEN): the ccxt.pro watchers (watch.py) and WebSocket API
+# calls (ws_api.py).
+for hook in watch.py ws_api.py; do
     if [ -f "$here/$hook" ]; then client "$hook"; fi
 done
 client limits.py "$WEIGHT_LIMIT"

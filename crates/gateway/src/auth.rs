@@ -187,41 +187,30 @@ impl ApiKeys {
         Ok((account, params))
     }
 
-    /// Authenticate a WebSocket API request (`/ws-fapi/v1`): its `params` object carries
-    /// `apiKey`, `timestamp`, `signature` and the call's parameters. The signed text is
-    /// every parameter but `signature`, sorted by name, as `name=value` joined by `&`,
-    /// with the values as sent (strings unquoted and undecoded, numbers and booleans as
-    /// their JSON text), as Binance defines it. Returns the account and the parameters
-    /// (without `signature`).
-    pub fn verify_json(
+    /// Authenticate a WebSocket API request (`/ws-fapi/v1`) from its `params`, sorted by
+    /// name, each value as text (strings unquoted and unescaped, numbers and booleans as
+    /// sent): they carry `apiKey`, `timestamp` and `signature` besides the call's own. The
+    /// signed text is every parameter but `signature`, `name=value` joined by `&`, as
+    /// Binance defines it. Returns the account and the parameters (without `signature`).
+    pub fn verify_sorted(
         &self,
-        params: &serde_json::Map<String, serde_json::Value>,
+        params: &[Param<'_>],
         now_ms: u64,
     ) -> Result<(AccountId, Params), ApiError> {
-        use serde_json::Value;
-        let api_key = match params.get("apiKey") {
-            Some(Value::String(k)) => k.as_str(),
-            _ => return Err(ApiError::key_format()),
-        };
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
+        let api_key = get("apiKey").ok_or_else(ApiError::key_format)?;
         let entry = self.keys.get(api_key).ok_or_else(ApiError::key_invalid)?;
-        let signature = match params.get("signature") {
-            Some(Value::String(s)) => s.as_str(),
-            _ => return Err(ApiError::missing("signature")),
-        };
-        let mut names: Vec<&String> = params.keys().filter(|k| *k != "signature").collect();
-        names.sort_unstable();
-        let mut p = Params::default();
+        let signature = get("signature").ok_or_else(|| ApiError::missing("signature"))?;
         let mut signed = String::with_capacity(256);
-        for name in names {
-            let value = json_text(&params[name.as_str()])
-                .ok_or_else(|| ApiError::illegal(name, "a string, number or boolean"))?;
+        let mut p = Params::default();
+        for (name, value) in params.iter().filter(|(k, _)| k != "signature") {
             if !signed.is_empty() {
                 signed.push('&');
             }
             signed.push_str(name);
             signed.push('=');
-            signed.push_str(&value);
-            p.push(name, &value);
+            signed.push_str(value);
+            p.push(name, value);
         }
         let account = Self::check_mac(entry, &signed, signature)?;
         check_timestamp(&p, now_ms)?;
@@ -239,21 +228,8 @@ impl ApiKeys {
     }
 }
 
-/// A WebSocket API parameter's value as text: a string as it is, a number or boolean as
-/// its JSON text; `None` for null, arrays and objects.
-pub fn json_text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
-            "true"
-        } else {
-            "false"
-        })),
-        _ => None,
-    }
-}
+/// A WebSocket API parameter: its name and its value as text.
+pub type Param<'a> = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>);
 
 /// `timestamp` must lie within `recvWindow` before `now_ms` and at most
 /// [`MAX_AHEAD_MS`] after it.
@@ -339,17 +315,13 @@ impl Params {
         Ok(p)
     }
 
-    /// The parameters of an unsigned WebSocket API request's `params` object.
-    pub fn from_json(
-        params: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Params, ApiError> {
+    /// The parameters of an unsigned WebSocket API request.
+    pub fn from_pairs(params: &[Param<'_>]) -> Params {
         let mut p = Params::default();
-        for (name, v) in params {
-            let value = json_text(v)
-                .ok_or_else(|| ApiError::illegal(name, "a string, number or boolean"))?;
-            p.push(name, &value);
+        for (name, value) in params {
+            p.push(name, value);
         }
-        Ok(p)
+        p
     }
 
     /// Append one decoded pair.

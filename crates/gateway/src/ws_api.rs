@@ -41,7 +41,7 @@
 //! Must never: answer a write before its command is durable, act for an account whose
 //! key did not sign the request, or let one connection's backlog grow without bound.
 
-use crate::auth::Params;
+use crate::auth::{Param, Params};
 use crate::conn::ClientAddr;
 use crate::error::ApiError;
 use crate::http::{self, now_ms};
@@ -54,7 +54,10 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,7 +159,7 @@ where
                     ws.app
                         .metrics
                         .observe_ws_api("malformed", 400, Some(e.code));
-                    answer_text(&Value::Null, Err(e), None)
+                    answer_text(None, Err(e), None)
                 }
             };
             let _ = tx.send((answer.into(), slot)).await;
@@ -268,13 +271,30 @@ impl Call {
     }
 }
 
+/// A request frame, borrowed from its text where nothing is escaped. `params` is sorted
+/// by name (the signed text's order); each value is kept as sent.
 #[derive(serde::Deserialize)]
-struct WsRequest {
-    #[serde(default)]
-    id: Value,
-    method: String,
-    #[serde(default)]
-    params: Option<Map<String, Value>>,
+struct WsRequest<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(borrow, default)]
+    params: BTreeMap<Cow<'a, str>, &'a RawValue>,
+}
+
+/// A parameter's value as text: a string unquoted and unescaped, a number or boolean as
+/// sent; `None` for null, arrays and objects.
+fn value_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let t = raw.get();
+    match t.as_bytes().first()? {
+        b'"' => match t[1..t.len() - 1].contains('\\') {
+            false => Some(Cow::Borrowed(&t[1..t.len() - 1])),
+            true => serde_json::from_str::<String>(t).ok().map(Cow::Owned),
+        },
+        b'{' | b'[' | b'n' => None,
+        _ => Some(Cow::Borrowed(t)),
+    }
 }
 
 /// A result: JSON already serialized (orders) or a value.
@@ -305,20 +325,25 @@ async fn handle(ws: &WsState, ip: IpAddr, text: &str) -> String {
         Err(e) => {
             let e = malformed(e);
             metrics.observe_ws_api("malformed", 400, Some(e.code));
-            return answer_text(&Value::Null, Err(e), None);
+            return answer_text(None, Err(e), None);
         }
     };
-    let id_ok = match &req.id {
-        Value::Null | Value::Number(_) => true,
-        Value::String(s) => s.chars().count() <= MAX_ID_CHARS,
-        _ => false,
-    };
+    let id_ok = req.id.is_none_or(|id| {
+        let t = id.get();
+        match t.as_bytes()[0] {
+            b'"' => {
+                serde_json::from_str::<Cow<str>>(t).is_ok_and(|s| s.chars().count() <= MAX_ID_CHARS)
+            }
+            b'{' | b'[' | b't' | b'f' => false,
+            _ => true,
+        }
+    });
     if !id_ok {
         let e = malformed(format_args!(
             "`id` must be an integer, a string of at most {MAX_ID_CHARS} characters, or null"
         ));
         metrics.observe_ws_api("malformed", 400, Some(e.code));
-        return answer_text(&Value::Null, Err(e), None);
+        return answer_text(None, Err(e), None);
     }
     let Some(call) = Call::of(&req.method) else {
         let e = ApiError::new(
@@ -332,10 +357,21 @@ async fn handle(ws: &WsState, ip: IpAddr, text: &str) -> String {
             ),
         );
         metrics.observe_ws_api("unknown", 400, Some(e.code));
-        return answer_text(&req.id, Err(e), None);
+        return answer_text(req.id, Err(e), None);
     };
-    let params = req.params.unwrap_or_default();
-    let show_limits = !matches!(params.get("returnRateLimits"), Some(Value::Bool(false)));
+    let mut params: Vec<Param> = Vec::with_capacity(req.params.len());
+    for (name, raw) in &req.params {
+        let Some(text) = value_text(raw) else {
+            let e = ApiError::illegal(name, "a string, number or boolean");
+            metrics.observe_ws_api(call.name(), 400, Some(e.code));
+            return answer_text(req.id, Err(e), None);
+        };
+        params.push((Cow::Borrowed(&**name), text));
+    }
+    let show_limits = !req
+        .params
+        .get("returnRateLimits")
+        .is_some_and(|v| v.get() == "false");
     let (outcome, used) = run(ws, ip, call, &params).await;
     metrics.observe_ws_api(
         call.name(),
@@ -344,7 +380,7 @@ async fn handle(ws: &WsState, ip: IpAddr, text: &str) -> String {
     );
     let limits = show_limits.then_some(used).flatten();
     answer_text(
-        &req.id,
+        req.id,
         outcome,
         limits.as_ref().map(|u| (u, ws.app.limiter.limits())),
     )
@@ -356,18 +392,16 @@ async fn run(
     ws: &WsState,
     ip: IpAddr,
     call: Call,
-    params: &Map<String, Value>,
+    params: &[Param<'_>],
 ) -> (Result<Body, ApiError>, Option<Used>) {
     let app = &ws.app;
     let now = now_ms();
     // The weight of the REST twin, from the parameters it depends on.
     let (method, path) = call.rest();
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     let query = match call {
-        Call::Depth => params
-            .get("limit")
-            .and_then(crate::auth::json_text)
-            .map(|l| format!("limit={l}")),
-        Call::OpenOrders => params.get("symbol").map(|_| "symbol=1".to_string()),
+        Call::Depth => get("limit").map(|l| format!("limit={l}")),
+        Call::OpenOrders => get("symbol").map(|_| "symbol=1".to_string()),
         _ => None,
     };
     let weight = request_weight(&method, path, query.as_deref().unwrap_or(""));
@@ -385,13 +419,10 @@ async fn run(
         }
     };
     if call == Call::Depth {
-        let outcome = match crate::auth::Params::from_json(params) {
-            Ok(p) => http::depth_of(app, &p).await.map(Body::Json),
-            Err(e) => Err(e),
-        };
-        return (outcome, Some(used));
+        let p = Params::from_pairs(params);
+        return (http::depth_of(app, &p).await.map(Body::Json), Some(used));
     }
-    let (account, p): (_, Params) = match app.keys.verify_json(params, now) {
+    let (account, p): (_, Params) = match app.keys.verify_sorted(params, now) {
         Ok(a) => a,
         Err(e) => return (Err(e), Some(used)),
     };
@@ -420,67 +451,73 @@ async fn run(
 
 /// The answer frame's text.
 fn answer_text(
-    id: &Value,
+    id: Option<&RawValue>,
     outcome: Result<Body, ApiError>,
     limits: Option<(&Used, &crate::limits::RateLimits)>,
 ) -> String {
-    let mut out = Vec::with_capacity(1024);
-    out.extend_from_slice(b"{\"id\":");
-    // Writing a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, id);
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(1024);
+    out.push_str("{\"id\":");
+    out.push_str(id.map_or("null", |id| id.get()));
     match outcome {
-        Ok(body) => {
-            out.extend_from_slice(b",\"status\":200,\"result\":");
-            match body {
-                Body::Raw(bytes) => out.extend_from_slice(&bytes),
-                Body::Json(v) => {
-                    let _ = serde_json::to_writer(&mut out, &v);
-                }
-            }
+        Ok(Body::Raw(bytes)) => {
+            out.push_str(",\"status\":200,\"result\":");
+            // Serialized JSON is UTF-8.
+            out.push_str(std::str::from_utf8(&bytes).unwrap_or("null"));
+        }
+        Ok(Body::Json(v)) => {
+            out.push_str(",\"status\":200,\"result\":");
+            out.push_str(&v.to_string());
         }
         Err(e) => {
-            out.extend_from_slice(
-                format!(",\"status\":{},\"error\":", e.status.as_u16()).as_bytes(),
-            );
             let mut error = serde_json::json!({"code": e.code, "msg": e.msg});
             if let Some(s) = e.retry_after_s {
                 // Binance: when the limit resets, in ms since the epoch.
                 error["data"] = serde_json::json!({"retryAfter": now_ms() + s * 1000});
             }
-            let _ = serde_json::to_writer(&mut out, &error);
+            let _ = write!(out, ",\"status\":{},\"error\":{error}", e.status.as_u16());
         }
     }
     if let Some((used, cfg)) = limits {
-        let limit = |kind: &str, interval: &str, num: u32, limit: u32, count: u32| {
-            serde_json::json!({
-                "rateLimitType": kind,
-                "interval": interval,
-                "intervalNum": num,
-                "limit": limit,
-                "count": count,
-            })
-        };
-        let mut list = vec![limit(
+        let limit =
+            |out: &mut String, kind: &str, interval: &str, num: u32, limit: u32, count: u32| {
+                let _ = write!(
+                out,
+                "{{\"rateLimitType\":\"{kind}\",\"interval\":\"{interval}\",\"intervalNum\":{num},\
+                 \"limit\":{limit},\"count\":{count}}}"
+            );
+            };
+        out.push_str(",\"rateLimits\":[");
+        limit(
+            &mut out,
             "REQUEST_WEIGHT",
             "MINUTE",
             1,
             cfg.weight_per_minute,
             used.weight,
-        )];
+        );
         if let Some(o) = used.orders {
-            list.push(limit("ORDERS", "SECOND", 10, cfg.orders_per_10s, o.ten_s));
-            list.push(limit(
+            out.push(',');
+            limit(
+                &mut out,
+                "ORDERS",
+                "SECOND",
+                10,
+                cfg.orders_per_10s,
+                o.ten_s,
+            );
+            out.push(',');
+            limit(
+                &mut out,
                 "ORDERS",
                 "MINUTE",
                 1,
                 cfg.orders_per_minute,
                 o.minute,
-            ));
+            );
         }
-        out.extend_from_slice(b",\"rateLimits\":");
-        let _ = serde_json::to_writer(&mut out, &list);
+        out.push(']');
     }
-    out.push(b'}');
-    // Only JSON text was written.
-    String::from_utf8(out).unwrap_or_default()
+    out.push('}');
+    out
 }
