@@ -368,10 +368,10 @@ async fn handle(ws: &WsState, ip: IpAddr, text: &str) -> String {
         };
         params.push((Cow::Borrowed(&**name), text));
     }
-    let show_limits = !req
+    let show_limits = req
         .params
         .get("returnRateLimits")
-        .is_some_and(|v| v.get() == "false");
+        .is_none_or(|v| v.get() != "false");
     let (outcome, used) = run(ws, ip, call, &params).await;
     metrics.observe_ws_api(
         call.name(),
