@@ -161,7 +161,11 @@ pub struct Server {
     public_addr: SocketAddr,
     admin_addr: SocketAddr,
     stop_http: Option<tokio::sync::watch::Sender<bool>>,
+    /// How long a closing websocket may take to write its close frame.
+    close_grace: std::time::Duration,
     servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Ends (`None`) once every WebSocket API connection has ended.
+    api_done: tokio::sync::mpsc::Receiver<()>,
     bridge: bridge::BridgeClient,
     bridge_thread: Option<std::thread::JoinHandle<bridge::BridgeExit>>,
     resumed_after: u64,
@@ -257,6 +261,8 @@ impl Server {
             opts.streams.clone(),
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Every WebSocket API connection holds a sender: all dropped = all ended.
+        let (api_alive, api_done) = tokio::sync::mpsc::channel::<()>(1);
         let bind = |addr| runtime.block_on(tokio::net::TcpListener::bind(addr));
         let (public, admin) = match (bind(opts.listen), bind(opts.admin_listen)) {
             (Ok(p), Ok(a)) => (p, a),
@@ -287,8 +293,11 @@ impl Server {
                 http::public_router(
                     app.clone(),
                     opts.request_timeout,
-                    ws::router(ws_state.clone(), opts.request_timeout)
-                        .merge(ws_api::router(ws_state)),
+                    ws::router(ws_state.clone(), opts.request_timeout).merge(ws_api::router(
+                        ws_state,
+                        stop_rx.clone(),
+                        api_alive,
+                    )),
                 ),
             ),
             (
@@ -323,7 +332,9 @@ impl Server {
             public_addr,
             admin_addr,
             stop_http: Some(stop_tx),
+            close_grace: opts.streams.close_grace,
             servers,
+            api_done,
             bridge: client,
             bridge_thread: Some(bridge_thread),
             resumed_after,
@@ -360,6 +371,16 @@ impl Server {
         }
         for s in std::mem::take(&mut self.servers) {
             let _ = self.runtime.block_on(s);
+        }
+        // The WebSocket API's connections saw the stop: each writes the answers of the
+        // requests it has in flight (the bridge still runs) and closes with 1001.
+        let bound = ws_api::WRITE_STALL + self.close_grace;
+        let api_done = &mut self.api_done;
+        let waited = self
+            .runtime
+            .block_on(async { tokio::time::timeout(bound, api_done.recv()).await });
+        if waited.is_err() {
+            tracing::warn!("WebSocket API connections still open after {bound:?}; dropped");
         }
         // Close the websocket connections (code 1001) before the core stops.
         if let Some(stop) = self.hub_stop.take() {

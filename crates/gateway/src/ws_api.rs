@@ -46,6 +46,7 @@ use crate::conn::ClientAddr;
 use crate::error::ApiError;
 use crate::http::{self, now_ms};
 use crate::limits::{request_weight, OrderCounts};
+use crate::stream::close_frame;
 use crate::ws::{WsState, IDLE_LIMIT, PING_EVERY};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Method;
@@ -62,7 +63,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -77,12 +80,23 @@ const MAX_ID_CHARS: usize = 64;
 /// Answers written with one flush at most.
 const BATCH: usize = 256;
 
-pub fn router(state: Arc<WsState>) -> Router {
-    Router::new().route(PATH, get(upgrade)).with_state(state)
+/// The routes' state: the websocket options and the app, the server's stop signal, and
+/// the sender every connection holds a clone of (the server waits for all to drop).
+#[derive(Clone)]
+pub struct ApiState {
+    ws: Arc<WsState>,
+    stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+}
+
+pub fn router(ws: Arc<WsState>, stop: watch::Receiver<bool>, alive: mpsc::Sender<()>) -> Router {
+    Router::new()
+        .route(PATH, get(upgrade))
+        .with_state(ApiState { ws, stop, alive })
 }
 
 async fn upgrade(
-    State(ws): State<Arc<WsState>>,
+    State(ApiState { ws, stop, alive }): State<ApiState>,
     ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
     mut req: Request,
 ) -> Response {
@@ -103,8 +117,9 @@ async fn upgrade(
             return;
         };
         let socket = crate::ws::server_socket(upgraded, &ws.opts).await;
-        serve(ws, socket, addr.ip()).await;
+        serve(ws, socket, addr.ip(), stop).await;
         drop(counted);
+        drop(alive);
     });
     crate::ws::switching_protocols(accept)
 }
@@ -112,9 +127,15 @@ async fn upgrade(
 /// An answer ready to write, and the slot it holds until it is written.
 type Ready = (Utf8Bytes, OwnedSemaphorePermit);
 
-/// Drive one connection until the client leaves, goes silent or stops reading.
-async fn serve<S>(ws: Arc<WsState>, socket: WebSocketStream<S>, ip: IpAddr)
-where
+/// Drive one connection until the client leaves, goes silent or stops reading, or the
+/// server stops (then the answers in flight are written and the connection closed with
+/// 1001).
+async fn serve<S>(
+    ws: Arc<WsState>,
+    socket: WebSocketStream<S>,
+    ip: IpAddr,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, mut stream) = socket.split();
@@ -122,14 +143,30 @@ where
     // As many places as slots: a task's send never waits.
     let (tx, rx) = mpsc::channel::<Ready>(MAX_IN_FLIGHT);
     let (done_tx, mut done_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(write_loop(sink, rx, done_tx, ws.opts.close_grace));
+    let (close_tx, close_rx) = oneshot::channel::<CloseFrame>();
+    // Why the server ends the connection, for the writer's close frame (none when the
+    // client ended it).
+    let mut close_tx = Some(close_tx);
+    let mut closing = |frame: CloseFrame| {
+        if let Some(t) = close_tx.take() {
+            let _ = t.send(frame);
+        }
+    };
+    let writer = tokio::spawn(write_loop(sink, rx, done_tx, close_rx, ws.opts.close_grace));
     let mut last_heard = Instant::now();
     loop {
         let idle = tokio::time::sleep_until((last_heard + IDLE_LIMIT).into());
         let msg = tokio::select! {
             m = stream.next() => m,
             _ = &mut done_rx => break,
-            _ = idle => break,
+            _ = idle => {
+                closing(close_frame(CloseCode::Policy, "no pong within 10 minutes"));
+                break;
+            }
+            _ = stop.wait_for(|s| *s) => {
+                closing(close_frame(CloseCode::Away, "the server is stopping"));
+                break;
+            }
         };
         last_heard = Instant::now();
         let text = match msg {
@@ -166,6 +203,7 @@ where
         });
     }
     drop(tx);
+    drop(closing);
     // The writer ends once every request in flight is answered, or the socket failed.
     let _ = tokio::time::timeout(WRITE_STALL + ws.opts.close_grace, writer).await;
 }
@@ -175,6 +213,7 @@ async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     mut rx: mpsc::Receiver<Ready>,
     done: oneshot::Sender<()>,
+    close: oneshot::Receiver<CloseFrame>,
     grace: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -210,7 +249,9 @@ async fn write_loop<S>(
             return;
         }
     }
-    let _ = tokio::time::timeout(grace, sink.send(Message::Close(None))).await;
+    // Every answer is written; the reader said why it stopped (or the client closed).
+    let frame = close.await.ok();
+    let _ = tokio::time::timeout(grace, sink.send(Message::Close(frame))).await;
     let _ = done.send(());
 }
 

@@ -326,7 +326,7 @@ fn refusals_carry_binance_codes_and_the_request_id() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let mut ws = rt.block_on(async {
         let mut ws = connect(api).await;
         let order = json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
             "timeInForce": "GTC", "quantity": "0.001", "price": "29000"});
@@ -405,7 +405,27 @@ fn refusals_carry_binance_codes_and_the_request_id() {
             );
         }
         assert_eq!(ids.len(), 200);
-        let _ = ws.close(None).await;
+        ws
     });
-    server.shutdown().expect("clean shutdown");
+    // The server stops with the connection open: it closes it with 1001, and stops.
+    let stopping = std::thread::spawn(move || server.shutdown().expect("clean shutdown"));
+    let close = rt.block_on(async {
+        let deadline = Instant::now() + DEADLINE;
+        for _ in 0..100 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, ws.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(f))) => {
+                    return f.map(|f| (u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+        None
+    });
+    assert_eq!(close, Some((1001, "the server is stopping".to_string())));
+    stopping.join().unwrap();
 }
