@@ -429,3 +429,112 @@ fn refusals_carry_binance_codes_and_the_request_id() {
     assert_eq!(close, Some((1001, "the server is stopping".to_string())));
     stopping.join().unwrap();
 }
+
+/// How many WebSocket API `account.status` requests the server has handled (answered or
+/// queued to be written), from `/metrics`.
+fn handled(server: &Server) -> u64 {
+    let (status, text) = http(server.admin_addr(), "GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("metrics text").to_string();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("perpcore_gateway_requests_total{")
+                && l.contains("listener=\"ws-api\"")
+                && l.contains("endpoint=\"account.status\"")
+        })
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_client_that_does_not_read_is_held_back_then_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = two_key_options(dir.path());
+    opts.fresh = true;
+    opts.limits = perpcore_gateway::RateLimits::unlimited();
+    let server = Server::start(opts).expect("serve starts");
+    let (api, adm) = (server.public_addr(), server.admin_addr());
+    admin_with(adm, ADMIN_TOKEN, "/admin/v1/account", r#"{"account":1}"#);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // One signed account.status frame (an answer of ~1 KB), sent 20,000 times (~20 MB of
+    // answers) by a client that reads nothing: more than the sockets' buffers hold.
+    const SENT: u64 = 20_000;
+    let frame = json!({"id": 1, "method": "account.status",
+        "params": signed(KEY_A, SECRET_A, now_ms(), json!({"recvWindow": 60000}))})
+    .to_string();
+    let (mut slow, fast) = rt.block_on(async { (connect(api).await, connect(api).await) });
+    let sender = rt.spawn(async move {
+        for _ in 0..SENT {
+            if slow
+                .feed(Message::Text(frame.clone().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = slow.flush().await;
+        slow
+    });
+    // The server stops reading once its slots are full: the count stops growing, below
+    // what was sent (each check 1 s apart, at most 20).
+    let mut last = u64::MAX;
+    let mut stuck_at = None;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_secs(1));
+        let n = handled(&server);
+        if n == last {
+            stuck_at = Some(n);
+            break;
+        }
+        last = n;
+    }
+    let stuck_at = stuck_at.expect("the server stops taking a non-reader's requests");
+    assert!(stuck_at < SENT, "{stuck_at} of {SENT} handled");
+    // Meanwhile another connection is served at once.
+    let mut fast = fast;
+    rt.block_on(async {
+        let t = Instant::now();
+        let a = call(
+            &mut fast,
+            json!("f"),
+            "depth",
+            json!({"symbol": "BTCUSDT", "limit": 5}),
+        )
+        .await;
+        assert_eq!(a["status"], 200, "{a}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    });
+    // After WRITE_STALL (10 s) without progress the server drops the non-reader: reading
+    // now, its stream ends (within 30 s) after fewer answers than it sent.
+    let mut slow = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), sender)
+            .await
+            .expect("the sender ends once the server drops the connection")
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(12));
+    let got = rt.block_on(async {
+        let mut got = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, slow.next())
+                .await
+                .expect("ends in time")
+            {
+                Some(Ok(Message::Text(_))) => got += 1,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break got,
+            }
+        }
+    });
+    assert!(got < SENT, "{got} answers of {SENT}");
+    eprintln!("non-reader: {stuck_at} of {SENT} requests handled, {got} answers delivered");
+    rt.block_on(async { fast.close(None).await.ok() });
+    server.shutdown().expect("clean shutdown");
+}
