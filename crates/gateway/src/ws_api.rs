@@ -147,7 +147,7 @@ async fn serve<S>(
     // Why the server ends the connection, for the writer's close frame (none when the
     // client ended it).
     let mut close_tx = Some(close_tx);
-    let mut closing = |frame: CloseFrame| {
+    let mut closing = move |frame: CloseFrame| {
         if let Some(t) = close_tx.take() {
             let _ = t.send(frame);
         }
