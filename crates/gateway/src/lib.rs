@@ -5,7 +5,8 @@
 //! # Threads and how an answer waits for durability
 //!
 //! ```text
-//!  HTTP clients ──► tokio runtime (owned by [`Server`]; axum, public + admin listeners)
+//!  HTTP clients ──► tokio runtime (owned by [`Server`]; axum, public + admin listeners;
+//!  WebSocket API ─►   `/ws-fapi/v1` requests run the REST handlers' cores: `ws_api`)
 //!                      │ try_send(Request)            ▲ oneshot answer
 //!                      ▼                              │
 //!                  bridge thread ── try_submit(Command) ──► sequencer ► writer ► fsync ► mark
