@@ -26,6 +26,13 @@
 //! machine). Then the same connections send unsigned `GET /fapi/v1/ping` (answered
 //! without the bridge): the HTTP stack's own ceiling on this machine, for comparison.
 //!
+//! Then the WebSocket API (`/ws-fapi/v1`, docs/GATEWAY.md): `PERPCORE_GW_WS_CONNS`
+//! connections (default 16, at most C), each an account sending `PERPCORE_GW_WS_ORDERS`
+//! (default 4,000) signed `order.place` frames of the same order, with up to
+//! `PERPCORE_GW_WINDOW` (default 64) in flight; every frame is signed before the clock
+//! starts, and every answer must be `"status":200` with the order `EXPIRED`.
+//! `PERPCORE_GW_ONLY=signed|ping|ws` runs one kind of round only.
+//!
 //! `PERPCORE_GW_CLIENTS` (default 64), `PERPCORE_GW_ORDERS` (per client, default 1,000),
 //! `PERPCORE_GW_ROUNDS` (default 3), `PERPCORE_GW_WORKERS` (server worker threads,
 //! default 2). Bounded: every request has a 10 s timeout and a round stops after 50 s.
@@ -192,15 +199,25 @@ fn ws_round(
     window: usize,
 ) -> (u64, Duration, Histogram<u64>, Option<(u64, u64)>) {
     let prepared: Vec<_> = (0..conns).map(|c| prepare_ws(c, orders)).collect();
+    measured(rt, || {
+        prepared
+            .into_iter()
+            .map(|frames| tokio::spawn(ws_orders(api, frames, window)))
+            .collect()
+    })
+}
+
+/// Run the client tasks `spawn` starts (on `rt`) to their end: (requests answered, wall
+/// time, latencies in ns, the process's CPU time meanwhile in µs).
+fn measured(
+    rt: &tokio::runtime::Runtime,
+    spawn: impl FnOnce() -> Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+) -> (u64, Duration, Histogram<u64>, Option<(u64, u64)>) {
     let cpu0 = cpu_us();
     let started = Instant::now();
     let hists = rt.block_on(async {
-        let tasks: Vec<_> = prepared
-            .into_iter()
-            .map(|frames| tokio::spawn(ws_orders(api, frames, window)))
-            .collect();
         let mut all = Histogram::<u64>::new(3).unwrap();
-        for t in tasks {
+        for t in spawn() {
             all.add(t.await.unwrap()).unwrap();
         }
         all
@@ -318,10 +335,8 @@ fn round(
     kind: Kind,
 ) -> (u64, Duration, Histogram<u64>, Option<(u64, u64)>) {
     let prepared: Vec<_> = (0..clients).map(|c| prepare(c, orders, kind)).collect();
-    let cpu0 = cpu_us();
-    let started = Instant::now();
-    let hists = rt.block_on(async {
-        let tasks: Vec<_> = prepared
+    measured(rt, || {
+        prepared
             .into_iter()
             .map(|(requests, ends)| {
                 tokio::spawn(async move {
@@ -356,16 +371,8 @@ fn round(
                     h
                 })
             })
-            .collect();
-        let mut all = Histogram::<u64>::new(3).unwrap();
-        for t in tasks {
-            all.add(t.await.unwrap()).unwrap();
-        }
-        all
-    });
-    let wall = started.elapsed();
-    let cpu = cpu0.zip(cpu_us()).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
-    (hists.len(), wall, hists, cpu)
+            .collect()
+    })
 }
 
 fn main() {
