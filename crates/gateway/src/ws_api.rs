@@ -153,7 +153,7 @@ async fn serve<S>(
         }
     };
     let writer = tokio::spawn(write_loop(sink, rx, done_tx, close_rx, ws.opts.close_grace));
-    let mut last_heard = Instant::now();
+    let mut last_heard = Instant::now(); // determinism-ok: the connection's idle timeout only
     loop {
         let idle = tokio::time::sleep_until((last_heard + IDLE_LIMIT).into());
         let msg = tokio::select! {
@@ -168,8 +168,12 @@ async fn serve<S>(
                 break;
             }
         };
-        last_heard = Instant::now();
+        last_heard = Instant::now(); // determinism-ok: the connection's idle timeout only
         let text = match msg {
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                closing(close_frame(CloseCode::Size, "message too big"));
+                break;
+            }
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(t))) => Some(t),
             Some(Ok(Message::Binary(_))) => None,

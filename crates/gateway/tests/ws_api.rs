@@ -389,6 +389,27 @@ fn refusals_carry_binance_codes_and_the_request_id() {
             .await
             .unwrap();
         assert_eq!(code(&next(&mut ws).await), -1102);
+        // A message above the 64 KiB limit closes that connection with 1009.
+        let mut big = connect(api).await;
+        let huge = json!({"id": 1, "method": "depth", "params": {"symbol": "x".repeat(70_000)}});
+        let _ = big.send(Message::Text(huge.to_string().into())).await;
+        let deadline = Instant::now() + DEADLINE;
+        let mut code = None;
+        for _ in 0..100 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, big.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(f))) => {
+                    code = f.map(|f| u16::from(f.code));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        assert_eq!(code, Some(1009));
         // Still open: 200 requests sent without waiting are each answered once, by id.
         for i in 0..200 {
             let req = json!({"id": format!("d{i}"), "method": "depth",
