@@ -117,6 +117,19 @@ pub(crate) fn apply_durable(
     publisher.after(view, seq, ts_ns, events);
 }
 
+/// The answer of a write whose command never reached the sequencer (or the stream): the
+/// order id it allocated, if any, is given back, and its finish undoes what its prepare
+/// registered.
+pub(crate) fn not_submitted(
+    view: &mut View,
+    command: &Command,
+    finish: FinishFn,
+    e: ApiError,
+) -> Answer {
+    view.release_order_id(command);
+    finish(view, Err(e))
+}
+
 /// Run the bridge until `Stop` (or the sequencer fails).
 pub fn run(
     sequencer: Sequencer<Core>,
@@ -179,11 +192,11 @@ pub fn run(
                                 reply,
                                 submitted: std::time::Instant::now(),
                             }),
-                            Err(TrySubmitError::Full(_)) => {
-                                let _ = reply.send(finish(&mut view, Err(ApiError::overloaded())));
+                            Err(TrySubmitError::Full(command)) => {
+                                let _ = reply.send(not_submitted(&mut view, &command, finish, ApiError::overloaded()));
                             }
-                            Err(TrySubmitError::Closed(_)) => {
-                                let _ = reply.send(finish(&mut view, Err(ApiError::internal("core stopped"))));
+                            Err(TrySubmitError::Closed(command)) => {
+                                let _ = reply.send(not_submitted(&mut view, &command, finish, ApiError::internal("core stopped")));
                             }
                         },
                     }
@@ -205,5 +218,59 @@ pub fn run(
         last_seq: view.last_seq,
         commands,
         result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perpcore_engine::Engine;
+    use perpcore_types::{
+        AccountId, InstrumentId, NewOrder, OrderId, OrderType, PriceTicks, QtyLots, Side, StpMode,
+        TimeInForce,
+    };
+
+    fn order(id: OrderId) -> Command {
+        Command::PlaceOrder(NewOrder {
+            account: AccountId(1),
+            instrument: InstrumentId(0),
+            order_id: id,
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            price: PriceTicks(1),
+            qty: QtyLots(1),
+            reduce_only: false,
+            close_position: false,
+            stp: StpMode::ExpireTaker,
+        })
+    }
+
+    /// The defect: an order id taken by a submission the sequencer refused (-1008, a
+    /// full queue) was skipped for good, so ids outran the journal's commands, and after
+    /// a restart (which starts ids at the last seq + 1) an id answered before could be
+    /// allocated again. Three refused and two journaled orders on a journal at seq 0:
+    /// the next id must be 3 (one per journaled command), not 6.
+    #[test]
+    fn an_order_id_refused_before_the_journal_is_allocated_again() {
+        let mut view = View::new(Engine::new(perpcore_config::default_config()), 0, 0);
+        let finish: fn() -> FinishFn = || Box::new(|_, outcome| outcome.map(|_| Value::Null));
+        let mut journaled = Vec::new();
+        for refused in [true, false, true, true, false] {
+            let id = view.allocate_order_id();
+            if refused {
+                let answer = not_submitted(&mut view, &order(id), finish(), ApiError::overloaded());
+                assert_eq!(answer.unwrap_err().code, -1008);
+            } else {
+                journaled.push(id);
+            }
+        }
+        assert_eq!(journaled, vec![OrderId(1), OrderId(2)]);
+        assert_eq!(view.allocate_order_id(), OrderId(3));
+        // Only the last id allocated is given back: an earlier one stays taken.
+        let a = view.allocate_order_id();
+        let _b = view.allocate_order_id();
+        view.release_order_id(&order(a));
+        assert_eq!(view.allocate_order_id(), OrderId(a.0 + 2));
     }
 }

@@ -199,8 +199,8 @@ pub fn run(
                             Err(e) => {
                                 let _ = reply.send(Err(e));
                             }
-                            Ok((_, finish)) if open + batch.len() >= MAX_IN_FLIGHT => {
-                                let _ = reply.send(finish(&mut view, Err(ApiError::overloaded())));
+                            Ok((command, finish)) if open + batch.len() >= MAX_IN_FLIGHT => {
+                                let _ = reply.send(crate::bridge::not_submitted(&mut view, &command, finish, ApiError::overloaded()));
                             }
                             Ok((command, finish)) => batch.push((
                                 command,

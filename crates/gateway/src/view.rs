@@ -152,6 +152,20 @@ impl View {
         OrderId(id)
     }
 
+    /// Give back the order id `command` allocated, when the command never reached the
+    /// sequencer (or the stream) and it is the last id allocated. Ids then stay at most
+    /// one per journaled command, which [`View::new`] counts on after a restart.
+    pub fn release_order_id(&mut self, command: &Command) {
+        let id = match command {
+            Command::PlaceOrder(o) => o.order_id,
+            Command::PlaceConditional(c) => c.order_id,
+            _ => return,
+        };
+        if id.0 + 1 == self.next_order_id {
+            self.next_order_id = id.0;
+        }
+    }
+
     /// Allocate no id below `floor` from now on.
     pub fn raise_next_order_id(&mut self, floor: u64) {
         self.next_order_id = self.next_order_id.max(floor);
