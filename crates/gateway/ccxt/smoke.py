@@ -26,6 +26,8 @@ from decimal import Decimal as D
 
 import ccxt
 
+from perpcore_urls import point
+
 API, ADMIN, TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
 SYM = "BTC/USDT:USDT"
 checks = 0
@@ -52,12 +54,7 @@ def report(account):
 
 
 def client(key, secret):
-    ex = ccxt.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000})
-    for k in ("fapiPublic", "fapiPublicV2", "fapiPublicV3", "fapiPrivate", "fapiPrivateV2", "fapiPrivateV3"):
-        version = {"fapiPublic": "v1", "fapiPrivate": "v1"}.get(k, "v" + k[-1])
-        ex.urls["api"][k] = f"{API}/fapi/{version}"
-    ex.options["fetchCurrencies"] = False
-    return ex
+    return point(ccxt.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000}), API)
 
 
 def refused(call, error, code):

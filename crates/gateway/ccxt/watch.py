@@ -16,19 +16,15 @@ import sys
 
 import ccxt.pro as ccxtpro
 
+from perpcore_urls import point
+
 API, ADMIN, TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
 SYM = "BTC/USDT:USDT"
 WAIT = 15  # seconds any one watch may take
 
 
 def client(key, secret):
-    ex = ccxtpro.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000})
-    for k in ("fapiPublic", "fapiPublicV2", "fapiPublicV3", "fapiPrivate", "fapiPrivateV2", "fapiPrivateV3"):
-        version = {"fapiPublic": "v1", "fapiPrivate": "v1"}.get(k, "v" + k[-1])
-        ex.urls["api"][k] = f"{API}/fapi/{version}"
-    ex.urls["api"]["ws"]["linear"] = API.replace("http://", "ws://", 1) + "/ws"
-    ex.options["fetchCurrencies"] = False
-    return ex
+    return point(ccxtpro.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000}), API)
 
 
 async def book_until(ex, pred, what):

@@ -22,19 +22,15 @@ import sys
 import ccxt
 import ccxt.pro as ccxtpro
 
+from perpcore_urls import point
+
 API, ADMIN, TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
 SYM = "BTC/USDT:USDT"
 WAIT = 15  # seconds any one call may take
 
 
 def client(key, secret):
-    ex = ccxtpro.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000})
-    for k in ("fapiPublic", "fapiPublicV2", "fapiPublicV3", "fapiPrivate", "fapiPrivateV2", "fapiPrivateV3"):
-        version = {"fapiPublic": "v1", "fapiPrivate": "v1"}.get(k, "v" + k[-1])
-        ex.urls["api"][k] = f"{API}/fapi/{version}"
-    ex.urls["api"]["ws"]["ws-api"]["linear"] = API.replace("http://", "ws://", 1) + "/ws-fapi/v1"
-    ex.options["fetchCurrencies"] = False
-    return ex
+    return point(ccxtpro.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000}), API)
 
 
 def check(cond, what):
