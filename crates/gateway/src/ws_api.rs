@@ -24,12 +24,15 @@
 //! | `account.position`, `v2/account.position` | `GET /fapi/v2/positionRisk` |
 //! | `depth` (unsigned) | `GET /fapi/v1/depth` |
 //!
-//! Answers go out as soon as they are ready, so they can come in another order than
-//! their requests (Binance's clients match them by `id`). A write is answered only
+//! One connection's requests reach the bridge, and so the sequencer, in the order they
+//! were sent: each runs in the reader up to its hand-off to the bridge, and only the wait
+//! for its answer runs in a task of its own. Answers go out as soon as they are ready, so
+//! they can come in another order than their requests (Binance's clients match them by
+//! `id`). A write is answered only
 //! once its command is durable, as over REST.
 //!
-//! Each connection has a reader, which hands each request to a task of its own, and a
-//! writer, which writes every answer that is ready in one flush. At most
+//! Each connection has a reader, which hands each request's wait to a task of its own,
+//! and a writer, which writes every answer that is ready in one flush. At most
 //! [`MAX_IN_FLIGHT`] requests of a connection are handled or waiting to be written; the
 //! reader waits for a free slot before it reads on, so a client that does not read its
 //! answers is held back by its own socket and costs a bounded amount of memory. A write
@@ -187,9 +190,9 @@ async fn serve<S>(
             },
             _ = &mut done_rx => break,
         };
-        let (ws, tx) = (Arc::clone(&ws), tx.clone());
-        tokio::spawn(async move {
-            let answer = match text {
+        let ws = Arc::clone(&ws);
+        let mut answer = Box::pin(async move {
+            match text {
                 Some(t) => handle(&ws, ip, t.as_str()).await,
                 None => {
                     let e = ApiError::new(
@@ -202,9 +205,27 @@ async fn serve<S>(
                         .observe_ws_api("malformed", 400, Some(e.code));
                     answer_text(None, Err(e), None)
                 }
-            };
-            let _ = tx.send((answer.into(), slot)).await;
+            }
         });
+        // The request runs here, in the reader, up to its first wait: its hand-off to the
+        // bridge. So one connection's requests reach the bridge, and the sequencer, in
+        // the order they were sent (tasks spawned together may run in any order). Only
+        // the wait for the answer goes to a task of its own, which polls it again with
+        // its own waker (a future wakes the waker of its latest poll).
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(answer.as_mut(), &mut first) {
+            // As many places as slots, and this one holds a slot: never full.
+            std::task::Poll::Ready(text) => {
+                let _ = tx.try_send((text.into(), slot));
+            }
+            std::task::Poll::Pending => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let text = answer.await;
+                    let _ = tx.send((text.into(), slot)).await;
+                });
+            }
+        }
     }
     drop(tx);
     drop(closing);

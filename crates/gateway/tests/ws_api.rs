@@ -559,3 +559,62 @@ fn a_client_that_does_not_read_is_held_back_then_dropped() {
     rt.block_on(async { fast.close(None).await.ok() });
     server.shutdown().expect("clean shutdown");
 }
+
+/// Requests of one connection reach the sequencer in the order they were sent: 100
+/// resting buys at one price, sent without waiting, get increasing order ids in that
+/// order (the bridge allocates ids as requests arrive) and queue in that order.
+#[test]
+fn one_connections_requests_are_sequenced_in_the_order_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = two_key_options(dir.path());
+    opts.fresh = true;
+    opts.limits = perpcore_gateway::RateLimits::unlimited();
+    let server = Server::start(opts).expect("serve starts");
+    let (api, adm) = (server.public_addr(), server.admin_addr());
+    admin_with(adm, ADMIN_TOKEN, "/admin/v1/account", r#"{"account":1}"#);
+    admin_with(
+        adm,
+        ADMIN_TOKEN,
+        "/admin/v1/deposit",
+        r#"{"account":1,"asset":"USDT","amount":"100000"}"#,
+    );
+    admin_with(
+        adm,
+        ADMIN_TOKEN,
+        "/admin/v1/markPrice",
+        r#"{"symbol":"BTCUSDT","price":"30000"}"#,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ids = rt.block_on(async {
+        let mut ws = connect(api).await;
+        for i in 0..100 {
+            let p = A.sign(json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                "timeInForce": "GTC", "quantity": "0.001", "price": "29000",
+                "newClientOrderId": format!("o-{i}")}));
+            ws.feed(Message::Text(
+                json!({"id": i, "method": "order.place", "params": p})
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        }
+        ws.flush().await.unwrap();
+        let mut ids = vec![0u64; 100];
+        for _ in 0..100 {
+            let a = next(&mut ws).await;
+            let r = ok(&a);
+            ids[a["id"].as_u64().unwrap() as usize] = r["orderId"].as_u64().unwrap();
+        }
+        let _ = ws.close(None).await;
+        ids
+    });
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in send order: {ids:?}"
+    );
+    server.shutdown().expect("clean shutdown");
+}
