@@ -11,7 +11,7 @@
 mod common;
 
 use common::{connect, now_ms, Answer, LOCAL};
-use perpcore_gateway::{sign_hex, ApiKeys, RateLimits, ServeOptions, Server};
+use perpcore_gateway::{ApiKeys, RateLimits, ServeOptions, Server};
 use perpcore_types::AccountId;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -49,48 +49,28 @@ fn http(
     common::request(from, to, method, target, headers, body)
 }
 
+/// The signed client of `tests/common` (as ccxt signs), calling from a chosen loopback
+/// address.
 struct Client {
-    addr: SocketAddr,
+    c: common::Client,
     from: IpAddr,
-    key: &'static str,
-    secret: &'static str,
 }
 
 impl Client {
     fn new(server: &Server, which: usize) -> Client {
         Client {
-            addr: server.public_addr(),
+            c: common::Client {
+                addr: server.public_addr(),
+                key: KEYS[which].0,
+                secret: KEYS[which].1,
+            },
             from: LOCAL,
-            key: KEYS[which].0,
-            secret: KEYS[which].1,
         }
     }
     /// A signed call as ccxt makes it.
     fn call(&self, method: &str, path: &str, params: &str) -> Answer {
-        let mut payload = format!("timestamp={}", now_ms());
-        if !params.is_empty() {
-            payload.push('&');
-            payload.push_str(params);
-        }
-        payload.push_str("&recvWindow=5000");
-        let signed = format!(
-            "{payload}&signature={}",
-            sign_hex(self.secret.as_bytes(), &payload)
-        );
-        let key = ("X-MBX-APIKEY", self.key);
-        if method == "GET" || method == "DELETE" {
-            http(
-                self.from,
-                self.addr,
-                method,
-                &format!("{path}?{signed}"),
-                &[key],
-                "",
-            )
-        } else {
-            let form = ("Content-Type", "application/x-www-form-urlencoded");
-            http(self.from, self.addr, method, path, &[key, form], &signed)
-        }
+        self.c
+            .answer_from(self.from, method, path, params, now_ms())
     }
     fn ok(&self, method: &str, path: &str, params: &str) -> Value {
         let a = self.call(method, path, params);
@@ -422,10 +402,8 @@ fn metrics_count_the_requests_made() {
     assert_eq!(http(LOCAL, api, "GET", "/nope", &[], "").status, 404);
     // An unusual method is counted as OTHER (labels must not grow with what clients send).
     assert_eq!(http(LOCAL, api, "FOO", "/nope", &[], "").status, 404);
-    let bad = Client {
-        secret: "not-the-secret",
-        ..Client::new(&server, 0)
-    };
+    let mut bad = Client::new(&server, 0);
+    bad.c.secret = "not-the-secret";
     assert_eq!(bad.code("GET", "/fapi/v3/account", ""), -1022);
     // Weight so far: orders 0, pings 3, the two 404s 2, the account call 5 = 10 of 1,000;
     // depth with limit=1000 weighs 20: the 50th is refused (10 + 49 × 20 = 990, + 20 >

@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::{http, now_ms};
+use common::{http, now_ms, Client};
 use futures_util::{SinkExt as _, StreamExt as _};
-use perpcore_gateway::{sign_hex, ApiKeys, ServeOptions, Server};
+use perpcore_gateway::{ApiKeys, ServeOptions, Server};
 use perpcore_types::AccountId;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -27,59 +27,6 @@ const KEYS: [(&str, &str, u64); 3] = [
 ];
 /// The longest any one wait in these tests may take.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------- HTTP (as tests/serve.rs)
-
-struct Client {
-    addr: SocketAddr,
-    key: &'static str,
-    secret: &'static str,
-}
-
-impl Client {
-    fn call(&self, method: &str, path: &str, params: &str) -> (u16, Value) {
-        let mut payload = format!("timestamp={}", now_ms());
-        if !params.is_empty() {
-            payload.push('&');
-            payload.push_str(params);
-        }
-        payload.push_str("&recvWindow=5000");
-        let signed = format!(
-            "{payload}&signature={}",
-            sign_hex(self.secret.as_bytes(), &payload)
-        );
-        let key = [("X-MBX-APIKEY", self.key)];
-        if method == "GET" || method == "DELETE" {
-            http(self.addr, method, &format!("{path}?{signed}"), &key, "")
-        } else {
-            let headers = [
-                key[0],
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ];
-            http(self.addr, method, path, &headers, &signed)
-        }
-    }
-    fn ok(&self, method: &str, path: &str, params: &str) -> Value {
-        let (status, v) = self.call(method, path, params);
-        assert_eq!(status, 200, "{method} {path} {params}: {v}");
-        v
-    }
-    fn order(&self, params: &str) -> u64 {
-        self.ok("POST", "/fapi/v1/order", params)["orderId"]
-            .as_u64()
-            .unwrap()
-    }
-    /// `POST/PUT/DELETE /fapi/v1/listenKey`: the API key header only, no signature.
-    fn listen_key(&self, method: &str) -> (u16, Value) {
-        http(
-            self.addr,
-            method,
-            "/fapi/v1/listenKey",
-            &[("X-MBX-APIKEY", self.key)],
-            "",
-        )
-    }
-}
 
 struct Rig {
     _dir: tempfile::TempDir,

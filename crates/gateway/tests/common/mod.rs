@@ -128,8 +128,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// A signed call as ccxt makes it, with `timestamp` given (to test the window).
-    pub fn call_at(&self, method: &str, path: &str, params: &str, ts: u64) -> (u16, Value) {
+    /// A signed call as ccxt makes it, from the loopback address `from`, with `timestamp`
+    /// given: the whole answer.
+    pub fn answer_from(
+        &self,
+        from: IpAddr,
+        method: &str,
+        path: &str,
+        params: &str,
+        ts: u64,
+    ) -> Answer {
         let mut payload = format!("timestamp={ts}");
         if !params.is_empty() {
             payload.push('&');
@@ -140,16 +148,25 @@ impl Client {
             "{payload}&signature={}",
             sign_hex(self.secret.as_bytes(), &payload)
         );
-        let key = [("X-MBX-APIKEY", self.key)];
+        let key = ("X-MBX-APIKEY", self.key);
         if method == "GET" || method == "DELETE" {
-            http(self.addr, method, &format!("{path}?{signed}"), &key, "")
+            request(
+                from,
+                self.addr,
+                method,
+                &format!("{path}?{signed}"),
+                &[key],
+                "",
+            )
         } else {
-            let headers = [
-                key[0],
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ];
-            http(self.addr, method, path, &headers, &signed)
+            let form = ("Content-Type", "application/x-www-form-urlencoded");
+            request(from, self.addr, method, path, &[key, form], &signed)
         }
+    }
+    /// A signed call with `timestamp` given (to test the window).
+    pub fn call_at(&self, method: &str, path: &str, params: &str, ts: u64) -> (u16, Value) {
+        let a = self.answer_from(LOCAL, method, path, params, ts);
+        (a.status, a.body)
     }
     pub fn call(&self, method: &str, path: &str, params: &str) -> (u16, Value) {
         self.call_at(method, path, params, now_ms())
@@ -165,6 +182,22 @@ impl Client {
         v["code"]
             .as_i64()
             .unwrap_or_else(|| panic!("no code in {v}"))
+    }
+    /// A new order's id.
+    pub fn order(&self, params: &str) -> u64 {
+        self.ok("POST", "/fapi/v1/order", params)["orderId"]
+            .as_u64()
+            .unwrap()
+    }
+    /// `POST/PUT/DELETE /fapi/v1/listenKey`: the API key header only, no signature.
+    pub fn listen_key(&self, method: &str) -> (u16, Value) {
+        http(
+            self.addr,
+            method,
+            "/fapi/v1/listenKey",
+            &[("X-MBX-APIKEY", self.key)],
+            "",
+        )
     }
 }
 
