@@ -646,11 +646,17 @@ signed!(order new_order => place_order, |app, account, p| {
     order_answer(&config, answer, &slot)
 });
 
+/// How [`lookup`] finds an order by its record: durable only ([`View::find`], for
+/// reads) or submitted too ([`View::find_submitted`], for a cancel or amend, which the
+/// sequencer applies after the order's own command).
+type Find = fn(&View, AccountId, Option<u64>, Option<&str>) -> Option<OrderId>;
+
 /// The caller's order named by `orderId` or `origClientOrderId`.
 fn lookup(
     view: &View,
     account: AccountId,
     p: &Params,
+    find: Find,
     missing: fn() -> ApiError,
 ) -> Result<OrderId, ApiError> {
     let id: Option<u64> = p.optional("orderId")?;
@@ -658,7 +664,7 @@ fn lookup(
     if id.is_none() && client.is_none() {
         return Err(ApiError::missing("orderId"));
     }
-    if let Some(id) = view.find(account, id, client) {
+    if let Some(id) = find(view, account, id, client) {
         return Ok(id);
     }
     // An open order placed before a restart: no record, but the engine knows its owner.
@@ -675,7 +681,7 @@ signed!(query_order => order_status, |app, account, p| {
     instrument(&app.config, p.str("symbol")?)?;
     app.bridge
         .read(move |view| {
-            let id = lookup(view, account, &p, ApiError::order_does_not_exist)?;
+            let id = lookup(view, account, &p, View::find, ApiError::order_does_not_exist)?;
             let r = shape::record_of(view, id).ok_or_else(ApiError::order_does_not_exist)?;
             Ok(shape::order(view, id, &r))
         })
@@ -686,8 +692,8 @@ signed!(cancel_order => order_cancel, |app, account, p| {
     instrument(&app.config, p.str("symbol")?)?;
     app.bridge
         .write(move |view: &mut View| {
-            let id = lookup(view, account, &p, ApiError::unknown_order)?;
-            if !view.is_open(id) {
+            let id = lookup(view, account, &p, View::find_submitted, ApiError::unknown_order)?;
+            if !view.is_open(id) && !view.is_pending(id) {
                 return Err(ApiError::unknown_order());
             }
             Ok((
@@ -713,9 +719,9 @@ signed!(order amend_order => order_modify, |app, account, p| {
     let answer = app
         .bridge
         .write(move |view: &mut View| {
-            let id = lookup(view, account, &p, ApiError::unknown_order)?;
+            let id = lookup(view, account, &p, View::find_submitted, ApiError::unknown_order)?;
             let rec = shape::record_of(view, id).ok_or_else(ApiError::unknown_order)?;
-            if !view.is_open(id) {
+            if !view.is_open(id) && !view.is_pending(id) {
                 return Err(ApiError::unknown_order());
             }
             if rec.side != side {

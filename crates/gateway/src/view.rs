@@ -195,8 +195,22 @@ impl View {
         }
     }
 
-    /// An order of `account` by id or client id (another account's order is not found).
+    /// An order of `account` by id or client id (another account's order is not found),
+    /// once its command is durable.
     pub fn find(
+        &self,
+        account: AccountId,
+        id: Option<u64>,
+        client_id: Option<&str>,
+    ) -> Option<OrderId> {
+        self.find_submitted(account, id, client_id)
+            .filter(|id| !self.is_pending(*id))
+    }
+
+    /// As [`View::find`], and also an order whose command is submitted but not yet
+    /// durable: a cancel or amend of it is sequenced after it (one bridge, one FIFO), so
+    /// it may be sent at once.
+    pub fn find_submitted(
         &self,
         account: AccountId,
         id: Option<u64>,
@@ -208,7 +222,14 @@ impl View {
             (None, None) => return None,
         };
         let rec = self.orders.get(&id)?;
-        (rec.account == account && rec.status != Status::Pending).then_some(id)
+        (rec.account == account).then_some(id)
+    }
+
+    /// Whether `id`'s command is submitted and not yet durable.
+    pub fn is_pending(&self, id: OrderId) -> bool {
+        self.orders
+            .get(&id)
+            .is_some_and(|r| r.status == Status::Pending)
     }
 
     /// Apply one durable command to the replica and update the records from its events.

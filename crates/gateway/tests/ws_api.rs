@@ -618,3 +618,91 @@ fn one_connections_requests_are_sequenced_in_the_order_sent() {
     );
     server.shutdown().expect("clean shutdown");
 }
+
+/// A cancel or amend sent right behind its order, before the order's answer, applies to
+/// it: the sequencer applies it after the order's own command. 20 pairs on one
+/// connection, each a resting buy and, at once, its cancel (by client id) or its amend
+/// to 28900.
+#[test]
+fn a_cancel_or_amend_sent_right_behind_its_order_applies_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = two_key_options(dir.path());
+    opts.fresh = true;
+    opts.limits = perpcore_gateway::RateLimits::unlimited();
+    let server = Server::start(opts).expect("serve starts");
+    let (api, adm) = (server.public_addr(), server.admin_addr());
+    admin_with(adm, ADMIN_TOKEN, "/admin/v1/account", r#"{"account":1}"#);
+    admin_with(
+        adm,
+        ADMIN_TOKEN,
+        "/admin/v1/deposit",
+        r#"{"account":1,"asset":"USDT","amount":"100000"}"#,
+    );
+    admin_with(
+        adm,
+        ADMIN_TOKEN,
+        "/admin/v1/markPrice",
+        r#"{"symbol":"BTCUSDT","price":"30000"}"#,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = rt.block_on(async {
+        let mut ws = connect(api).await;
+        for i in 0..20 {
+            let c = format!("p-{i}");
+            let place = A.sign(json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                "timeInForce": "GTC", "quantity": "0.001", "price": "29000",
+                "newClientOrderId": c}));
+            let (method, params) = if i % 2 == 0 {
+                (
+                    "order.cancel",
+                    json!({"symbol": "BTCUSDT", "origClientOrderId": c}),
+                )
+            } else {
+                (
+                    "order.modify",
+                    json!({"symbol": "BTCUSDT", "origClientOrderId": c,
+                    "side": "BUY", "quantity": "0.001", "price": "28900"}),
+                )
+            };
+            for (id, m, p) in [
+                (2 * i, "order.place", place),
+                (2 * i + 1, method, A.sign(params)),
+            ] {
+                let frame = json!({"id": id, "method": m, "params": p}).to_string();
+                ws.feed(Message::Text(frame.into())).await.unwrap();
+            }
+        }
+        ws.flush().await.unwrap();
+        let mut answers = vec![Value::Null; 40];
+        for _ in 0..40 {
+            let a = next(&mut ws).await;
+            let id = a["id"].as_u64().unwrap() as usize;
+            answers[id] = a;
+        }
+        let _ = ws.close(None).await;
+        answers
+    });
+    for i in 0..20 {
+        let placed = ok(&answers[2 * i]);
+        let second = ok(&answers[2 * i + 1]);
+        assert_eq!(placed["status"], "NEW", "{placed}");
+        assert_eq!(second["orderId"], placed["orderId"]);
+        if i % 2 == 0 {
+            assert_eq!(second["status"], "CANCELED", "{second}");
+        } else {
+            assert_eq!(
+                (second["status"].as_str(), second["price"].as_str()),
+                (Some("NEW"), Some("28900.0")),
+                "{second}"
+            );
+        }
+    }
+    // The ten amended orders rest at 28900; none at 29000.
+    let (s, depth) = http(api, "GET", "/fapi/v1/depth?symbol=BTCUSDT&limit=5", &[], "");
+    assert_eq!(s, 200);
+    assert_eq!(depth["bids"], json!([["28900.0", "0.010"]]));
+    server.shutdown().expect("clean shutdown");
+}
