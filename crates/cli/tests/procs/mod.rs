@@ -69,6 +69,14 @@ impl Proc {
         }
     }
 
+    /// SIGKILL now, and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGTERM, then a clean exit within 30 s.
     pub fn stop(&mut self) {
         self.stop_with("-TERM");
