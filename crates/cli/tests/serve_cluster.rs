@@ -128,16 +128,7 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
         ],
     );
     // "serving the API on http://A and the admin API on http://B (Ctrl-C stops)"
-    let (api, adm): (SocketAddr, SocketAddr) = gw.wait_for("start line", |t| {
-        let line = t
-            .lines()
-            .find(|l| l.starts_with("serving the API on http://"))?;
-        let mut addrs = line
-            .split("http://")
-            .skip(1)
-            .map(|s| s.split(' ').next().unwrap().parse().unwrap());
-        Some((addrs.next()?, addrs.next()?))
-    });
+    let (api, adm) = gw.serving_addrs();
     admin(adm, "/admin/v1/account", r#"{"account":1}"#);
     admin(
         adm,

@@ -125,16 +125,7 @@ fn answered_orders_survive_a_sigkill_of_serve() {
             args.push("--fresh");
         }
         let mut serve = Proc::spawn("serve", root.path().join(format!("serve{cycle}.out")), args);
-        let (api, adm): (SocketAddr, SocketAddr) = serve.wait_for("start line", |t| {
-            let line = t
-                .lines()
-                .find(|l| l.starts_with("serving the API on http://"))?;
-            let mut addrs = line
-                .split("http://")
-                .skip(1)
-                .map(|s| s.split(' ').next().unwrap().parse().unwrap());
-            Some((addrs.next()?, addrs.next()?))
-        });
+        let (api, adm) = serve.serving_addrs();
         if cycle == 0 {
             admin(adm, "/admin/v1/account", r#"{"account":1}"#);
             admin(

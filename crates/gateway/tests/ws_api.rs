@@ -560,17 +560,14 @@ fn a_client_that_does_not_read_is_held_back_then_dropped() {
     server.shutdown().expect("clean shutdown");
 }
 
-/// Requests of one connection reach the sequencer in the order they were sent: 100
-/// resting buys at one price, sent without waiting, get increasing order ids in that
-/// order (the bridge allocates ids as requests arrive) and queue in that order.
-#[test]
-fn one_connections_requests_are_sequenced_in_the_order_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = two_key_options(dir.path());
+/// A server on `dir` with rate limits off, account 1 holding 100,000 USDT, BTCUSDT's
+/// mark at 30,000; and a client runtime.
+fn account_1_funded(dir: &std::path::Path) -> (Server, tokio::runtime::Runtime) {
+    let mut opts = two_key_options(dir);
     opts.fresh = true;
     opts.limits = perpcore_gateway::RateLimits::unlimited();
     let server = Server::start(opts).expect("serve starts");
-    let (api, adm) = (server.public_addr(), server.admin_addr());
+    let adm = server.admin_addr();
     admin_with(adm, ADMIN_TOKEN, "/admin/v1/account", r#"{"account":1}"#);
     admin_with(
         adm,
@@ -588,6 +585,17 @@ fn one_connections_requests_are_sequenced_in_the_order_sent() {
         .enable_all()
         .build()
         .unwrap();
+    (server, rt)
+}
+
+/// Requests of one connection reach the sequencer in the order they were sent: 100
+/// resting buys at one price, sent without waiting, get increasing order ids in that
+/// order (the bridge allocates ids as requests arrive) and queue in that order.
+#[test]
+fn one_connections_requests_are_sequenced_in_the_order_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, rt) = account_1_funded(dir.path());
+    let api = server.public_addr();
     let ids = rt.block_on(async {
         let mut ws = connect(api).await;
         for i in 0..100 {
@@ -626,28 +634,8 @@ fn one_connections_requests_are_sequenced_in_the_order_sent() {
 #[test]
 fn a_cancel_or_amend_sent_right_behind_its_order_applies_to_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = two_key_options(dir.path());
-    opts.fresh = true;
-    opts.limits = perpcore_gateway::RateLimits::unlimited();
-    let server = Server::start(opts).expect("serve starts");
-    let (api, adm) = (server.public_addr(), server.admin_addr());
-    admin_with(adm, ADMIN_TOKEN, "/admin/v1/account", r#"{"account":1}"#);
-    admin_with(
-        adm,
-        ADMIN_TOKEN,
-        "/admin/v1/deposit",
-        r#"{"account":1,"asset":"USDT","amount":"100000"}"#,
-    );
-    admin_with(
-        adm,
-        ADMIN_TOKEN,
-        "/admin/v1/markPrice",
-        r#"{"symbol":"BTCUSDT","price":"30000"}"#,
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (server, rt) = account_1_funded(dir.path());
+    let api = server.public_addr();
     let answers = rt.block_on(async {
         let mut ws = connect(api).await;
         for i in 0..20 {

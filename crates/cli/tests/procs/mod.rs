@@ -114,6 +114,21 @@ impl Proc {
         }
     }
 
+    /// `perpcore serve`'s API and admin addresses, from its start line ("serving the API
+    /// on http://A and the admin API on http://B ..."), waited for as [`Proc::wait_for`].
+    pub fn serving_addrs(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        self.wait_for("start line", |t| {
+            let line = t
+                .lines()
+                .find(|l| l.starts_with("serving the API on http://"))?;
+            let mut addrs = line
+                .split("http://")
+                .skip(1)
+                .map(|s| s.split(' ').next().unwrap().parse().unwrap());
+            Some((addrs.next()?, addrs.next()?))
+        })
+    }
+
     /// The JSON lines of its output that have `key` at the top.
     pub fn lines_with(&self, key: &str) -> Vec<serde_json::Value> {
         self.text()
