@@ -130,48 +130,56 @@ fn no_listen_key() -> ApiError {
     )
 }
 
-/// `f` on the listen keys, for the account the request's API key names.
-fn with_listen_keys<T>(
-    ws: &Ws,
-    headers: &HeaderMap,
-    f: impl FnOnce(&mut crate::stream::ListenKeys, AccountId) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    let account = api_key_account(&ws.app, headers)?;
-    let mut keys = ws
-        .shared
+/// The listen keys, locked.
+fn listen_keys(
+    ws: &WsState,
+) -> Result<std::sync::MutexGuard<'_, crate::stream::ListenKeys>, ApiError> {
+    ws.shared
         .listen_keys
         .lock()
-        .map_err(|_| ApiError::internal("listen keys"))?;
-    f(&mut keys, account)
+        .map_err(|_| ApiError::internal("listen keys"))
 }
 
-/// `POST /fapi/v1/listenKey`: the account's active key (validity extended) or a new one.
+/// The account's active listen key with its validity extended, or a new one (`POST
+/// /fapi/v1/listenKey`, the WebSocket API's `userDataStream.start`).
+pub(crate) fn listen_key_start(ws: &WsState, account: AccountId) -> Result<Value, ApiError> {
+    let key = listen_keys(ws)?.create_or_extend(account, Instant::now());
+    Ok(json!({ "listenKey": key }))
+}
+
+/// Keep the account's key alive for another TTL (`PUT /fapi/v1/listenKey`,
+/// `userDataStream.ping`).
+pub(crate) fn listen_key_ping(ws: &WsState, account: AccountId) -> Result<Value, ApiError> {
+    let key = listen_keys(ws)?
+        .extend(account, Instant::now())
+        .ok_or_else(no_listen_key)?;
+    Ok(json!({ "listenKey": key }))
+}
+
+/// Close the account's user stream (`DELETE /fapi/v1/listenKey`, `userDataStream.stop`).
+pub(crate) async fn listen_key_stop(ws: &WsState, account: AccountId) -> Result<Value, ApiError> {
+    let key = listen_keys(ws)?.remove(account);
+    if let Some(key) = key {
+        let _ = ws.control.send(Control::CloseUser { key }).await;
+    }
+    Ok(json!({}))
+}
+
+/// `POST /fapi/v1/listenKey`.
 async fn listen_key_post(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    respond(with_listen_keys(&ws, &headers, |keys, account| {
-        Ok(json!({ "listenKey": keys.create_or_extend(account, Instant::now()) }))
-    }))
+    respond(api_key_account(&ws.app, &headers).and_then(|a| listen_key_start(&ws, a)))
 }
 
-/// `PUT /fapi/v1/listenKey`: keep the account's key alive for another TTL.
+/// `PUT /fapi/v1/listenKey`.
 async fn listen_key_put(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    respond(with_listen_keys(&ws, &headers, |keys, account| {
-        let key = keys
-            .extend(account, Instant::now())
-            .ok_or_else(no_listen_key)?;
-        Ok(json!({ "listenKey": key }))
-    }))
+    respond(api_key_account(&ws.app, &headers).and_then(|a| listen_key_ping(&ws, a)))
 }
 
-/// `DELETE /fapi/v1/listenKey`: close the account's user stream.
+/// `DELETE /fapi/v1/listenKey`.
 async fn listen_key_delete(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    match with_listen_keys(&ws, &headers, |keys, account| Ok(keys.remove(account))) {
+    match api_key_account(&ws.app, &headers) {
         Err(e) => e.into_response(),
-        Ok(key) => {
-            if let Some(key) = key {
-                let _ = ws.control.send(Control::CloseUser { key }).await;
-            }
-            Json(json!({})).into_response()
-        }
+        Ok(account) => respond(listen_key_stop(&ws, account).await),
     }
 }
 

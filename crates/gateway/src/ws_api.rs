@@ -23,6 +23,7 @@
 //! | `account.status`, `v2/account.status` | `GET /fapi/v2/account` |
 //! | `account.position`, `v2/account.position` | `GET /fapi/v2/positionRisk` |
 //! | `depth` (unsigned) | `GET /fapi/v1/depth` |
+//! | `userDataStream.start`, `.ping`, `.stop` (`apiKey` only) | `POST`, `PUT`, `DELETE /fapi/v1/listenKey` |
 //!
 //! One connection's requests reach the bridge, and so the sequencer, in the order they
 //! were sent: each runs in the reader up to its hand-off to the bridge, and only the wait
@@ -291,6 +292,9 @@ enum Call {
     AccountStatus,
     AccountPosition,
     Depth,
+    StreamStart,
+    StreamPing,
+    StreamStop,
 }
 
 impl Call {
@@ -304,6 +308,9 @@ impl Call {
             "account.status" | "v2/account.status" => Call::AccountStatus,
             "account.position" | "v2/account.position" => Call::AccountPosition,
             "depth" => Call::Depth,
+            "userDataStream.start" => Call::StreamStart,
+            "userDataStream.ping" => Call::StreamPing,
+            "userDataStream.stop" => Call::StreamStop,
             _ => return None,
         })
     }
@@ -319,6 +326,9 @@ impl Call {
             Call::AccountStatus => "account.status",
             Call::AccountPosition => "account.position",
             Call::Depth => "depth",
+            Call::StreamStart => "userDataStream.start",
+            Call::StreamPing => "userDataStream.ping",
+            Call::StreamStop => "userDataStream.stop",
         }
     }
 
@@ -333,6 +343,9 @@ impl Call {
             Call::AccountStatus => (Method::GET, "/fapi/v2/account"),
             Call::AccountPosition => (Method::GET, "/fapi/v2/positionRisk"),
             Call::Depth => (Method::GET, "/fapi/v1/depth"),
+            Call::StreamStart => (Method::POST, "/fapi/v1/listenKey"),
+            Call::StreamPing => (Method::PUT, "/fapi/v1/listenKey"),
+            Call::StreamStop => (Method::DELETE, "/fapi/v1/listenKey"),
         }
     }
 }
@@ -418,7 +431,8 @@ async fn handle(ws: &WsState, ip: IpAddr, text: &str) -> String {
             format!(
                 "This operation is not supported: {}. Methods: order.place, order.modify, \
                  order.cancel, order.status, openOrders.status, account.status, \
-                 account.position, depth.",
+                 account.position, depth, userDataStream.start, userDataStream.ping, \
+                 userDataStream.stop.",
                 req.method.chars().take(64).collect::<String>()
             ),
         );
@@ -488,6 +502,19 @@ async fn run(
         let p = Params::from_pairs(params);
         return (http::depth_of(app, &p).await.map(Body::Json), Some(used));
     }
+    // The user data stream's key: the API key alone, no signature (as over REST).
+    if matches!(
+        call,
+        Call::StreamStart | Call::StreamPing | Call::StreamStop
+    ) {
+        let outcome = match app.keys.account_of(get("apiKey").map(|k| k.as_bytes())) {
+            Err(e) => Err(e),
+            Ok(a) if call == Call::StreamStart => crate::ws::listen_key_start(ws, a),
+            Ok(a) if call == Call::StreamPing => crate::ws::listen_key_ping(ws, a),
+            Ok(a) => crate::ws::listen_key_stop(ws, a).await,
+        };
+        return (outcome.map(Body::Json), Some(used));
+    }
     let (account, p): (_, Params) = match app.keys.verify_sorted(params, now) {
         Ok(a) => a,
         Err(e) => return (Err(e), Some(used)),
@@ -510,7 +537,9 @@ async fn run(
         Call::AccountPosition => http::account_position(app, account, p)
             .await
             .map(Body::Json),
-        Call::Depth => unreachable!("answered above"),
+        Call::Depth | Call::StreamStart | Call::StreamPing | Call::StreamStop => {
+            unreachable!("answered above")
+        }
     };
     (outcome, Some(used))
 }

@@ -694,3 +694,81 @@ fn a_cancel_or_amend_sent_right_behind_its_order_applies_to_it() {
     assert_eq!(depth["bids"], json!([["28900.0", "0.010"]]));
     server.shutdown().expect("clean shutdown");
 }
+
+/// `userDataStream.start`, `.ping` and `.stop` manage the account's listen key as the
+/// REST listen key endpoints do (the API key alone, no signature): the key opens the
+/// user data stream on `/ws/<key>`, which shows an order placed over the WebSocket API;
+/// `stop` closes that stream (1000), and a `ping` after it answers -1125.
+#[test]
+fn user_data_stream_keys_over_the_websocket_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, rt) = account_1_funded(dir.path());
+    let api = server.public_addr();
+    rt.block_on(async {
+        let mut ws = connect(api).await;
+        let key_only = json!({"apiKey": KEY_A});
+        let started = call(&mut ws, json!(1), "userDataStream.start", key_only.clone()).await;
+        let key = ok(&started)["listenKey"].as_str().unwrap().to_string();
+        assert_eq!(key.len(), 64, "{started}");
+        let pinged = call(&mut ws, json!(2), "userDataStream.ping", key_only.clone()).await;
+        assert_eq!(ok(&pinged)["listenKey"], json!(key));
+        let no_key = call(&mut ws, json!(3), "userDataStream.start", json!({})).await;
+        assert_eq!(code(&no_key), -2014);
+        // The user stream shows an order placed over the WebSocket API.
+        let url = format!("ws://{api}/ws/{key}");
+        let (mut user, _) =
+            tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url.as_str()))
+                .await
+                .expect("connect in time")
+                .expect("connect");
+        let placed = call(
+            &mut ws,
+            json!(4),
+            "order.place",
+            A.sign(json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                "timeInForce": "GTC", "quantity": "0.001", "price": "29000",
+                "newClientOrderId": "via-ws-api"})),
+        )
+        .await;
+        assert_eq!(ok(&placed)["status"], "NEW");
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = false;
+        for _ in 0..100 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = tokio::time::timeout(left, user.next())
+                .await
+                .expect("a frame in time");
+            if let Some(Ok(Message::Text(t))) = m {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["e"] == "ORDER_TRADE_UPDATE" && v["o"]["c"] == "via-ws-api" {
+                    seen = true;
+                    break;
+                }
+            }
+        }
+        assert!(seen, "no ORDER_TRADE_UPDATE for the order");
+        // stop: the user stream closes; a ping then finds no key.
+        let stopped = call(&mut ws, json!(5), "userDataStream.stop", key_only.clone()).await;
+        assert_eq!(ok(&stopped), &json!({}));
+        let mut close = None;
+        for _ in 0..100 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, user.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(f))) => {
+                    close = f.map(|f| u16::from(f.code));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        assert_eq!(close, Some(1000));
+        let after = call(&mut ws, json!(6), "userDataStream.ping", key_only).await;
+        assert_eq!(code(&after), -1125, "{after}");
+        let _ = ws.close(None).await;
+    });
+    server.shutdown().expect("clean shutdown");
+}
