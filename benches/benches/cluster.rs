@@ -261,8 +261,8 @@ fn main() {
         bytes / 10_000
     );
 
-    let mut nats = LocalNats::start(&bin, &root.join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(20)).unwrap();
+    let mut nats =
+        LocalNats::start_ready(&bin, &root.join("nats"), 3, Duration::from_secs(20)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -405,9 +405,13 @@ fn main() {
     let nats = (env("PERPCORE_GW_CLUSTER", 0) == 1).then(|| {
         let bin = perpcore_cluster::harness::nats_server_binary()
             .expect("PERPCORE_GW_CLUSTER=1 needs nats-server (apt-get install nats-server)");
-        let nats =
-            perpcore_cluster::harness::LocalNats::start(&bin, &dir.path().join("nats"), 3).unwrap();
-        nats.wait_ready(Duration::from_secs(30)).unwrap();
+        let nats = perpcore_cluster::harness::LocalNats::start_ready(
+            &bin,
+            &dir.path().join("nats"),
+            3,
+            Duration::from_secs(30),
+        )
+        .unwrap();
         opts.fresh = false;
         opts.journal = dir.path().join("node");
         opts.cluster = Some(perpcore_gateway::ClusterOptions::new(

@@ -184,8 +184,9 @@ fn leader_and_node_sigkill_lose_nothing_acknowledged() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(20)).unwrap();
+    let mut nats =
+        LocalNats::start_ready(&bin, &root.path().join("nats"), 3, Duration::from_secs(20))
+            .unwrap();
     let cluster = nats.url_list();
     let names = StreamNames::new(STREAM).unwrap();
 

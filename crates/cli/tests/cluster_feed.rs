@@ -58,6 +58,38 @@ fn node(root: &Path, id: &str, cluster: &str) -> Proc {
     Proc::spawn(id, root.join(format!("node-{id}.log")), &args)
 }
 
+/// A 3-server NATS cluster in `root/nats` (stopped when dropped) and its URL list.
+fn three_servers(bin: &Path, root: &Path) -> (LocalNats, String) {
+    let nats = LocalNats::start_ready(bin, &root.join("nats"), 3, Duration::from_secs(20)).unwrap();
+    let cluster = nats.url_list();
+    (nats, cluster)
+}
+
+/// Waits (at most 60 s) until n2 reports progress at stream message `last`, stops both
+/// nodes, and returns their `stopped` lines.
+fn catch_up_and_stop(nodes: &mut [Proc; 2], last: u64) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nodes[1]
+        .lines_with("progress")
+        .iter()
+        .any(|p| p["stream_seq"].as_u64() >= Some(last))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "n2 did not reach stream message {last} within 60 s:\n{}",
+            nodes[1].text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in nodes.iter_mut() {
+        n.stop();
+    }
+    nodes
+        .iter()
+        .map(|n| n.lines_with("stopped").pop().expect("a stopped line"))
+        .collect()
+}
+
 /// The journal's entries (seq, ts, command).
 fn journal_of(dir: &Path) -> Vec<(u64, u64, Command)> {
     let mut entries = Vec::new();
@@ -154,9 +186,7 @@ fn recorded_feed_published_to_two_nodes() {
     assert_eq!(total, 5_124);
     let batches = 21u64;
 
-    let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(20)).unwrap();
-    let cluster = nats.url_list();
+    let (nats, cluster) = three_servers(&bin, root.path());
     let t_start_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -232,26 +262,7 @@ fn recorded_feed_published_to_two_nodes() {
     );
 
     // n2 catches up (bounded): a progress report at the last message.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes[1]
-        .lines_with("progress")
-        .iter()
-        .any(|p| p["stream_seq"].as_u64() >= Some(last))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "n2 did not reach stream message {last} within 60 s:\n{}",
-            nodes[1].text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for n in &mut nodes {
-        n.stop();
-    }
-    let stopped: Vec<serde_json::Value> = nodes
-        .iter()
-        .map(|n| n.lines_with("stopped").pop().expect("a stopped line"))
-        .collect();
+    let stopped = catch_up_and_stop(&mut nodes, last);
     for st in &stopped {
         assert_eq!(st["stream_seq"], last);
         assert_eq!(st["engine_seq"], total);
@@ -389,9 +400,7 @@ fn live_feed_published_to_two_nodes() {
         // The listener goes with the task: reconnects are refused from here on.
     });
 
-    let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(20)).unwrap();
-    let cluster = nats.url_list();
+    let (nats, cluster) = three_servers(&bin, root.path());
     let mut nodes = [
         node(root.path(), "n1", &cluster),
         node(root.path(), "n2", &cluster),
@@ -452,26 +461,7 @@ fn live_feed_published_to_two_nodes() {
     assert_eq!(published, kinds);
     let last = s["last_stream_seq"].as_u64().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes[1]
-        .lines_with("progress")
-        .iter()
-        .any(|p| p["stream_seq"].as_u64() >= Some(last))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "n2 did not reach stream message {last} within 60 s:\n{}",
-            nodes[1].text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for n in &mut nodes {
-        n.stop();
-    }
-    let stopped: Vec<serde_json::Value> = nodes
-        .iter()
-        .map(|n| n.lines_with("stopped").pop().expect("a stopped line"))
-        .collect();
+    let stopped = catch_up_and_stop(&mut nodes, last);
     for st in &stopped {
         assert_eq!(st["stream_seq"], last);
         assert_eq!(st["engine_seq"], total);

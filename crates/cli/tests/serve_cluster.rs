@@ -9,8 +9,6 @@
 //! Every wait is bounded; every process the test starts is killed when it ends (guards).
 //! Needs `nats-server` (`.ci/run` installs it and sets PERPCORE_REQUIRE_NATS=1).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
@@ -24,56 +22,14 @@ const TOKEN: &str = "serve-cluster-admin-token-0123";
 const KEY: &str = "key-1";
 const SECRET: &str = "secret-1-0123456789";
 
-/// One HTTP/1.1 request (Connection: close, 10 s timeouts): status and body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
-fn admin(addr: SocketAddr, path: &str, body: &str) {
-    let auth = format!("Bearer {TOKEN}");
-    let (status, answer) = http(
-        addr,
-        "POST",
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    );
-    assert_eq!(status, 200, "{path} {body}: {answer}");
-}
-
 #[test]
 fn serve_on_the_stream_and_a_plain_node_agree() {
     let Some(bin) = nats_server_or_skip() else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(30)).unwrap();
+    let nats = LocalNats::start_ready(&bin, &root.path().join("nats"), 3, Duration::from_secs(30))
+        .unwrap();
     let urls = nats.url_list();
     let keys = root.path().join("keys.toml");
     std::fs::write(
@@ -129,17 +85,7 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
     );
     // "serving the API on http://A and the admin API on http://B (Ctrl-C stops)"
     let (api, adm) = gw.serving_addrs();
-    admin(adm, "/admin/v1/account", r#"{"account":1}"#);
-    admin(
-        adm,
-        "/admin/v1/deposit",
-        r#"{"account":1,"asset":"USDT","amount":"5000"}"#,
-    );
-    admin(
-        adm,
-        "/admin/v1/markPrice",
-        r#"{"symbol":"BTCUSDT","price":"30000"}"#,
-    );
+    procs::account_1_with(adm, TOKEN, "5000");
     // A signed order, as ccxt signs it (the gateway's tests cover the signing rules).
     let payload = format!(
         "timestamp={}&symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.010&price=29000&recvWindow=5000",
@@ -149,7 +95,7 @@ fn serve_on_the_stream_and_a_plain_node_agree() {
         "{payload}&signature={}",
         perpcore_gateway::sign_hex(SECRET.as_bytes(), &payload)
     );
-    let (status, answer) = http(
+    let (status, answer) = procs::http(
         api,
         "POST",
         "/fapi/v1/order",

@@ -18,8 +18,6 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use procs::Proc;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::Message;
@@ -34,21 +32,6 @@ fn now_ms() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
-}
-
-/// One admin POST (Connection: close, 10 s timeouts); must answer 200.
-fn admin(addr: SocketAddr, path: &str, body: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{path} {body}: {text}");
 }
 
 /// A signed `order.place` frame: an IOC buy of 0.001 at 29,000 into an empty book
@@ -127,17 +110,7 @@ fn answered_orders_survive_a_sigkill_of_serve() {
         let mut serve = Proc::spawn("serve", root.path().join(format!("serve{cycle}.out")), args);
         let (api, adm) = serve.serving_addrs();
         if cycle == 0 {
-            admin(adm, "/admin/v1/account", r#"{"account":1}"#);
-            admin(
-                adm,
-                "/admin/v1/deposit",
-                r#"{"account":1,"asset":"USDT","amount":"100000"}"#,
-            );
-            admin(
-                adm,
-                "/admin/v1/markPrice",
-                r#"{"symbol":"BTCUSDT","price":"30000"}"#,
-            );
+            procs::account_1_with(adm, TOKEN, "100000");
         }
         // Kill after this many answers: somewhere in the stream, with up to 64 in flight.
         let kill_after = rng.gen_range(20..1500usize);

@@ -112,6 +112,18 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 }
 
 impl LocalNats {
+    /// [`LocalNats::start`], then [`LocalNats::wait_ready`] within `timeout`.
+    pub fn start_ready(
+        bin: &Path,
+        root: &Path,
+        n: usize,
+        timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let cluster = Self::start(bin, root, n)?;
+        cluster.wait_ready(timeout)?;
+        Ok(cluster)
+    }
+
     /// Writes the configuration of `n` servers under `root` (one store directory each)
     /// and starts them. Call `wait_ready` before use.
     pub fn start(bin: &Path, root: &Path, n: usize) -> std::io::Result<Self> {

@@ -79,8 +79,8 @@ async fn nodes_agree_acks_wait_for_the_node_and_restart_catches_up() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(15)).unwrap();
+    let nats = LocalNats::start_ready(&bin, &root.path().join("nats"), 3, Duration::from_secs(15))
+        .unwrap();
     let names = StreamNames::new("T1").unwrap();
 
     let (rep_tx, mut rep_rx) = mpsc::unbounded_channel::<Progress>();
@@ -269,8 +269,9 @@ async fn a_node_stops_while_every_server_is_down() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(15)).unwrap();
+    let mut nats =
+        LocalNats::start_ready(&bin, &root.path().join("nats"), 3, Duration::from_secs(15))
+            .unwrap();
     let names = StreamNames::new("DOWN").unwrap();
     let (rep_tx, mut rep_rx) = mpsc::unbounded_channel::<Progress>();
     let node = RunningNode::start(&nats, &names, "n1", &root.path().join("node1"), rep_tx);

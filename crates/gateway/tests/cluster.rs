@@ -67,8 +67,9 @@ fn two_gateways_on_one_stream_trade_and_agree() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(30)).unwrap();
+    let mut nats =
+        LocalNats::start_ready(&bin, &root.path().join("nats"), 3, Duration::from_secs(30))
+            .unwrap();
     let (d1, d2) = (root.path().join("g1"), root.path().join("g2"));
     let budget = Duration::from_secs(3);
     let g1 = start(&nats, &d1, 0, budget);
@@ -259,8 +260,9 @@ fn answered_writes_survive_a_stream_leader_sigkill() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let mut nats = LocalNats::start(&bin, &root.path().join("nats"), 3).unwrap();
-    nats.wait_ready(Duration::from_secs(30)).unwrap();
+    let mut nats =
+        LocalNats::start_ready(&bin, &root.path().join("nats"), 3, Duration::from_secs(30))
+            .unwrap();
     let dir = root.path().join("g1");
     let mut opts = options(&nats, &dir, 0, Duration::from_secs(30));
     opts.request_timeout = Duration::from_secs(40);

@@ -138,3 +138,61 @@ impl Proc {
             .collect()
     }
 }
+
+/// One HTTP/1.1 request (Connection: close, 10 s timeouts): status and body.
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// A POST to `perpcore serve`'s admin API with the bearer `token`; must answer 200.
+pub fn admin(addr: std::net::SocketAddr, token: &str, path: &str, body: &str) {
+    let auth = format!("Bearer {token}");
+    let (status, answer) = http(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    assert_eq!(status, 200, "{path} {body}: {answer}");
+}
+
+/// Account 1 created with `usdt` USDT, and BTCUSDT's mark at 30,000, through the admin
+/// API at `addr`.
+pub fn account_1_with(addr: std::net::SocketAddr, token: &str, usdt: &str) {
+    admin(addr, token, "/admin/v1/account", r#"{"account":1}"#);
+    let deposit = format!(r#"{{"account":1,"asset":"USDT","amount":"{usdt}"}}"#);
+    admin(addr, token, "/admin/v1/deposit", &deposit);
+    admin(
+        addr,
+        token,
+        "/admin/v1/markPrice",
+        r#"{"symbol":"BTCUSDT","price":"30000"}"#,
+    );
+}
