@@ -203,8 +203,8 @@ impl View {
         id: Option<u64>,
         client_id: Option<&str>,
     ) -> Option<OrderId> {
-        self.find_submitted(account, id, client_id)
-            .filter(|id| !self.is_pending(*id))
+        let (id, rec) = self.record_of_account(account, id, client_id)?;
+        (rec.status != Status::Pending).then_some(id)
     }
 
     /// As [`View::find`], and also an order whose command is submitted but not yet
@@ -216,13 +216,24 @@ impl View {
         id: Option<u64>,
         client_id: Option<&str>,
     ) -> Option<OrderId> {
+        self.record_of_account(account, id, client_id)
+            .map(|(id, _)| id)
+    }
+
+    /// The record of `account`'s order named by id or client id.
+    fn record_of_account(
+        &self,
+        account: AccountId,
+        id: Option<u64>,
+        client_id: Option<&str>,
+    ) -> Option<(OrderId, &OrderRecord)> {
         let id = match (id, client_id) {
             (Some(id), _) => OrderId(id),
             (None, Some(c)) => *self.by_client.get(&(account, c.to_string()))?,
             (None, None) => return None,
         };
         let rec = self.orders.get(&id)?;
-        (rec.account == account).then_some(id)
+        (rec.account == account).then_some((id, rec))
     }
 
     /// Whether `id`'s command is submitted and not yet durable.
